@@ -1,0 +1,165 @@
+"""The bus interface: topics, keyed partitions, consumer groups, explicit commits.
+
+Two backends implement it with the same semantics:
+- :class:`cdp_hub.bus.kafka.KafkaBus` (aiokafka; idempotent producer, ``acks="all"``), production;
+- :class:`cdp_hub.bus.memory.MemoryBus` (in-process), the embedded default and fast tests.
+
+Delivery is at least once: a consumer commits offsets only after its output is durable, so a crash replays
+uncommitted records; every stage is idempotent so a replay changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+__all__ = [
+    "TOPICS",
+    "Bus",
+    "Consumer",
+    "OutgoingMessage",
+    "Record",
+    "TopicPartition",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names; a deployment may add a prefix (``CDP_HUB_TOPIC_PREFIX``)."""
+
+    events: str = "cdp.events"
+    profile_events: str = "cdp.profile-events"
+    messages: str = "cdp.messages"
+    dlq: str = "cdp.dlq"
+
+    def with_prefix(self, prefix: str) -> Topics:
+        return Topics(*(prefix + name for name in (self.events, self.profile_events, self.messages, self.dlq)))
+
+    def all(self) -> tuple[str, ...]:
+        return (self.events, self.profile_events, self.messages, self.dlq)
+
+
+TOPICS = Topics()
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int = 0
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def header(self, name: str) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One record to publish. Records with the same key land in the same partition, in order."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+class Consumer(abc.ABC):
+    """A member of a consumer group. Offsets are committed explicitly, never automatically."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Leave the group. Idempotent. Uncommitted records will be delivered again to the group."""
+
+    @abc.abstractmethod
+    async def getmany(self, *, timeout_ms: int = 1000, max_records: int = 500) -> list[Record]:
+        """The next records of the partitions assigned to this member (possibly none after the timeout)."""
+
+    @abc.abstractmethod
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets`` (next offset to read, per partition), or the position of every record returned
+        so far when ``None``."""
+
+    @abc.abstractmethod
+    async def lag(self) -> dict[TopicPartition, int]:
+        """End offset minus committed offset, per assigned partition."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+class Bus(abc.ABC):
+    """Producer side plus a factory for consumers."""
+
+    backend: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Flush and close. Idempotent."""
+
+    @abc.abstractmethod
+    async def ensure_topics(self, topics: Sequence[str], *, partitions: int = 4) -> None:
+        """Create the topics when missing (existing topics are left as they are)."""
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, value: bytes, *, key: bytes | None = None,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Publish one record and wait until the bus has it durably (acks=all)."""
+
+    @abc.abstractmethod
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish a batch (pipelined) and wait until every record is durable. Order per key is kept."""
+
+    @abc.abstractmethod
+    def consumer(self, topics: Sequence[str], *, group: str, client_id: str | None = None) -> Consumer:
+        """A new consumer-group member (call ``start()``, or use ``async with``). New groups start at the
+        earliest offset."""
+
+    @abc.abstractmethod
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """The next offset to be written, per partition of ``topic``."""
+
+    @abc.abstractmethod
+    async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
+        """Every record currently in ``topic`` from the beginning, outside any group (for browsing)."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,130 @@
+"""The channel interface: deliver one rendered message, report receipts.
+
+    [cdp.messages] ─▶ delivery stage ─render─▶ OutboundMessage ─▶ Channel.send() ─▶ Receipt
+                                                                           provider callback
+                                                  Channel.parse_callback() ◀────────┘
+    receipts ─▶ message.sent / delivered / failed / opened / clicked events on [cdp.events]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, ClassVar, Literal, Self
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cdp_hub.errors import ConfigurationError
+
+__all__ = ["Channel", "ChannelConfig", "ChannelLimits", "OutboundMessage", "Receipt", "ReceiptStatus"]
+
+ReceiptStatus = Literal["sent", "delivered", "failed", "opened", "clicked"]
+
+
+class ChannelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChannelLimits(BaseModel):
+    """What the provider allows; the delivery stage paces and batches accordingly."""
+
+    rate_per_second: float | None = None
+    max_batch: int = 1
+    max_body_bytes: int | None = None
+    max_concurrency: int = 32
+
+
+class OutboundMessage(BaseModel):
+    """A rendered message ready for a provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(description="idempotency key: the same intent always has the same id")
+    channel: str
+    profile_id: str | None = None
+    to: str = Field(description="recipient address: e-mail, E.164 phone, push token, URL")
+    subject: str | None = None
+    text: str
+    html: str | None = None
+    sender: str | None = None
+    scenario: str | None = None
+    template: str | None = None
+    locale: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Receipt(BaseModel):
+    """What a provider said about one message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str
+    status: ReceiptStatus
+    provider: str | None = None
+    provider_message_id: str | None = None
+    reason: str | None = None
+    permanent: bool = False
+    """For ``failed``: the address is bad for good (hard bounce, invalid number, unregistered token)."""
+    url: str | None = None
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class Channel:
+    """Base class for channel plugins. Override :meth:`send`; override :meth:`parse_callback` when the
+    provider reports back."""
+
+    name: ClassVar[str] = ""
+    """The channel type, unique across plugins (``"smtp"``, ``"sms_http"``)."""
+    kind: ClassVar[Literal["email", "sms", "push", "webhook", "other"]] = "other"
+    address_kind: ClassVar[str] = "email"
+    """Identity kind of the recipient address (``email``, ``phone``, ``push_token``)."""
+    config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
+    limits: ClassVar[ChannelLimits] = ChannelLimits()
+
+    def __init__(
+        self,
+        config: ChannelConfig | Mapping[str, Any] | None = None,
+        *,
+        instance: str | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if config is None:
+            config = {}
+        if isinstance(config, Mapping):
+            try:
+                config = self.config_model.model_validate(dict(config))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+                )
+                raise ConfigurationError(f"channel {instance or self.name}: {problems}") from None
+        self.config = config
+        self.instance = instance or self.name
+        self.http = http
+
+    async def start(self) -> None:
+        """Open connections (SMTP session, HTTP client, OAuth token)."""
+
+    async def stop(self) -> None:
+        """Close them. Idempotent."""
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        """Deliver one message. Raise :class:`cdp_hub.errors.RetriableError` for transient failures; return a
+        ``failed`` receipt with ``permanent=True`` for a bad address."""
+        raise NotImplementedError(f"{type(self).__name__}.send")
+
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
+        """Turn a provider's callback (delivery report, open, click) into receipts."""
+        return []
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

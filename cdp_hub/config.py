@@ -1,0 +1,121 @@
+"""Configuration: a TOML file plus ``CDP_HUB_*`` environment variables (the environment wins).
+
+    cdp-hub --config cdp-hub.toml ...        or   CDP_HUB_CONFIG=cdp-hub.toml
+    CDP_HUB_BUS=kafka  CDP_HUB_KAFKA_BOOTSTRAP=10.0.0.5:9092  CDP_HUB_POSTGRES_DSN=postgresql://...
+
+Nested values use ``__``: ``CDP_HUB_CONNECTORS__SHOP__TYPE=ecommerce``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from cdp_hub.bus.base import TOPICS, Topics
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.schema.identities import NormalizationOptions
+
+__all__ = ["ChannelInstance", "ConnectorInstance", "Settings", "load_settings"]
+
+
+class ConnectorInstance(BaseModel):
+    """One configured connector: its type (the plugin name) and the type's own options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    enabled: bool = True
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChannelInstance(BaseModel):
+    """One configured channel (e.g. ``email`` of type ``smtp``) and its options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    enabled: bool = True
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CDP_HUB_", env_nested_delimiter="__", extra="forbid")
+
+    bus: Literal["memory", "kafka"] = Field("memory", description="memory: in-process; kafka: real brokers")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_client_id: str = "cdp-hub"
+    kafka_replication_factor: int = 1
+    topic_prefix: str = ""
+    topic_partitions: int = 4
+
+    postgres_dsn: str = Field("embedded", description="a PostgreSQL/Greenplum DSN, or 'embedded' (pgserver)")
+    postgres_pool_size: int = 10
+    dialect: Literal["postgres", "greenplum"] = "postgres"
+
+    redis_url: str = Field("fakeredis://", description="redis://host:port/db, or 'fakeredis://' (in-process)")
+
+    data_dir: Path = Field(Path(".cdp-hub"), description="embedded database, outbox and other local state")
+    default_phone_region: str = "RU"
+    gmail_remove_dots: bool = False
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+    batch_size: int = 500
+    poll_timeout_ms: int = 200
+
+    connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
+    channels: dict[str, ChannelInstance] = Field(default_factory=dict)
+    scenarios_dir: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments (the parsed config file) are the base; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @property
+    def topics(self) -> Topics:
+        return TOPICS.with_prefix(self.topic_prefix) if self.topic_prefix else TOPICS
+
+    @property
+    def normalization(self) -> NormalizationOptions:
+        return NormalizationOptions(
+            default_region=self.default_phone_region, gmail_remove_dots=self.gmail_remove_dots
+        )
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (``path``, else ``$CDP_HUB_CONFIG``, else ``./cdp-hub.toml`` if present)."""
+    file = path or os.environ.get("CDP_HUB_CONFIG")
+    if file is None and Path("cdp-hub.toml").exists():
+        file = "cdp-hub.toml"
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigurationError(f"config file not found: {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"config file {file}: {exc}") from None
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        # Name the fields, never the values: a value may be a secret.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
+        )
+        raise ConfigurationError(f"invalid configuration{f' in {file}' if file else ''}: {problems}") from None

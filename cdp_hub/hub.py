@@ -1,0 +1,191 @@
+"""The hub: one object that builds, starts and stops every long-lived client, and runs the stages.
+
+    Hub(settings)
+     ├─ bus        KafkaBus | MemoryBus
+     ├─ store      asyncpg pool (PostgreSQL / Greenplum / embedded pgserver), migrated on start
+     ├─ hotstate   Redis | fakeredis
+     ├─ http       one shared httpx.AsyncClient for connectors and channels
+     ├─ registry   connector and channel plugins
+     └─ stages     resolver ─▶ triggers ─▶ delivery   (each a consumer group; run all or one)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import httpx
+
+from cdp_hub.bus import Bus, Topics
+from cdp_hub.config import Settings
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.hotstate import HotState
+from cdp_hub.metrics import METRICS, Metrics
+from cdp_hub.plugins import PluginRegistry, get_registry
+from cdp_hub.stage import Stage, StageRunner
+from cdp_hub.store import Store
+
+if TYPE_CHECKING:
+    from cdp_hub.channel.base import Channel
+    from cdp_hub.connector.base import Connector
+
+__all__ = ["STAGE_NAMES", "Hub"]
+
+log = logging.getLogger(__name__)
+
+STAGE_NAMES = ("resolver", "triggers", "delivery")
+
+
+def _stage_class(name: str) -> type[Stage]:
+    if name == "resolver":
+        from cdp_hub.resolver.stage import ResolverStage
+        return ResolverStage
+    if name == "triggers":
+        from cdp_hub.triggers.stage import TriggerStage
+        return TriggerStage
+    if name == "delivery":
+        from cdp_hub.delivery.stage import DeliveryStage
+        return DeliveryStage
+    raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+
+
+def create_bus(settings: Settings) -> Bus:
+    from cdp_hub.bus import create_bus as _create
+
+    return _create(settings.bus, bootstrap=settings.kafka_bootstrap, client_id=settings.kafka_client_id,
+                   replication_factor=settings.kafka_replication_factor,
+                   default_partitions=settings.topic_partitions)
+
+
+class Hub:
+    """Everything a stage, connector or channel needs, with one lifespan."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        bus: Bus | None = None,
+        store: Store | None = None,
+        hotstate: HotState | None = None,
+        http: httpx.AsyncClient | None = None,
+        registry: PluginRegistry | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.bus = bus or create_bus(self.settings)
+        self.store = store or Store(self.settings.postgres_dsn, dialect=self.settings.dialect,
+                                    pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)
+        self.hotstate = hotstate or HotState(self.settings.redis_url)
+        self._own_http = http is None
+        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0),
+                                              limits=httpx.Limits(max_connections=200,
+                                                                  max_keepalive_connections=100))
+        self.registry = registry or get_registry()
+        self.metrics = metrics or METRICS
+        self._channels: dict[str, Channel] = {}
+        self._started = False
+        self.runners: list[StageRunner] = []
+
+    @property
+    def topics(self) -> Topics:
+        return self.settings.topics
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.bus.start()
+        await self.bus.ensure_topics(self.topics.all(), partitions=self.settings.topic_partitions)
+        await self.store.start()
+        await self.store.migrate()
+        await self.hotstate.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+        for channel in list(self._channels.values()):
+            try:
+                await channel.stop()
+            except Exception:
+                log.exception("stopping channel %s", channel.instance)
+        self._channels.clear()
+        if self._own_http:
+            await self.http.aclose()
+        await self.hotstate.stop()
+        await self.store.stop()
+        await self.bus.stop()
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- plugins -------------------------------------------------------------------------------------
+
+    def connector(self, name: str, config: dict[str, Any] | None = None) -> Connector:
+        """A configured connector instance (``[connectors.NAME]`` in the config), or a type by its name."""
+        inst = self.settings.connectors.get(name)
+        if inst is not None:
+            cls = self.registry.connector(inst.type)
+            return cls(config if config is not None else inst.config, instance=name, http=self.http,  # type: ignore[no-any-return]
+                       normalization=self.settings.normalization)
+        cls = self.registry.connector(name)
+        return cls(config or {}, instance=name, http=self.http,  # type: ignore[no-any-return]
+                   normalization=self.settings.normalization)
+
+    async def channel(self, name: str) -> Channel:
+        """A started channel instance (``[channels.NAME]`` in the config, or a type by its name)."""
+        if name in self._channels:
+            return self._channels[name]
+        inst = self.settings.channels.get(name)
+        if inst is not None:
+            cls = self.registry.channel(inst.type)
+            channel: Channel = cls(inst.config, instance=name, http=self.http)
+        else:
+            cls = self.registry.channel(name)
+            channel = cls(self._default_channel_config(name), instance=name, http=self.http)
+        await channel.start()
+        self._channels[name] = channel
+        return channel
+
+    def _default_channel_config(self, name: str) -> dict[str, Any]:
+        if name == "outbox":
+            return {"directory": str(self.settings.data_dir / "outbox")}
+        return {}
+
+    # -- stages --------------------------------------------------------------------------------------
+
+    def stages(self, names: Sequence[str] | None = None) -> list[Stage]:
+        return [_stage_class(n)(self) for n in (names or STAGE_NAMES)]
+
+    async def run(self, names: Sequence[str] | None = None) -> None:
+        """Run the stages until cancelled or :meth:`stop_stages`."""
+        self.runners = [StageRunner(s, batch_size=self.settings.batch_size,
+                                    poll_timeout_ms=self.settings.poll_timeout_ms) for s in self.stages(names)]
+        await asyncio.gather(*(r.run() for r in self.runners))
+
+    def stop_stages(self) -> None:
+        for runner in self.runners:
+            runner.stop()
+
+    async def drain(self, *, idle_polls: int = 3, timeout: float = 120.0) -> None:
+        """Wait until every running stage has seen ``idle_polls`` empty polls in a row (demo, tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.runners and all(r.idle_polls >= idle_polls for r in self.runners):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the pipeline did not drain in time")

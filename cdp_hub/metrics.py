@@ -1,0 +1,42 @@
+"""Prometheus metrics of the hub (served on ``/metrics`` by the daemon)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["METRICS", "Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """All metrics in one registry, so tests and several hubs in one process do not collide."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_ingested = Counter(
+            "cdp_events_ingested", "Canonical events published to cdp.events", ["source", "type"], registry=r
+        )
+        self.dlq = Counter("cdp_dlq_records", "Records sent to the dead-letter queue",
+                           ["stage", "failure_type"], registry=r)
+        self.stage_records = Counter("cdp_stage_records", "Records processed by a stage", ["stage"], registry=r)
+        self.stage_batch_seconds = Histogram(
+            "cdp_stage_batch_seconds", "Time to process one batch, commit included", ["stage"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.stage_event_latency = Histogram(
+            "cdp_stage_event_latency_seconds", "From event received_at to stage done", ["stage"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.stage_errors = Counter("cdp_stage_errors", "Batches that failed and were retried",
+                                    ["stage"], registry=r)
+        self.consumer_lag = Gauge("cdp_consumer_lag", "Records behind the end of the topic",
+                                  ["stage", "topic", "partition"], registry=r)
+        self.messages = Counter("cdp_messages", "Messages by channel and status", ["channel", "status"], registry=r)
+        self.profiles_created = Counter("cdp_profiles_created", "Profiles created by the resolver", registry=r)
+        self.profiles_merged = Counter("cdp_profiles_merged", "Profiles merged into another", registry=r)
+        self.http_requests = Counter("cdp_http_requests", "HTTP requests served", ["route", "status"], registry=r)
+
+
+METRICS = Metrics()

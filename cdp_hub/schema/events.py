@@ -1,0 +1,265 @@
+"""The canonical event, schema ``cdp.event/1``.
+
+Every connector turns its source records into these; every stage after ingestion reads only these.
+
+    source record --(connector.normalize)--> Event --(validate: pydantic)--> JSON on [cdp.events]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from cdp_hub.errors import NormalizationError, SchemaViolation
+from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
+from cdp_hub.schema.payloads import EVENT_TYPES
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Context",
+    "Event",
+    "Identity",
+    "Traits",
+    "deterministic_event_id",
+    "parse_event",
+    "uuid7",
+]
+
+SCHEMA_VERSION = "cdp.event/1"
+EVENT_NAMESPACE = uuid.UUID("6f1c2f4e-3c1b-5d0a-9a57-2b1f0c7de0a1")
+
+
+def deterministic_event_id(source: str, source_record_id: str, event_type: str) -> uuid.UUID:
+    """UUIDv5 of source + source record id + type: re-ingesting the same record yields the same id."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"{source}\x1f{source_record_id}\x1f{event_type}")
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered random UUID (RFC 9562 version 7)."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def _options(info: ValidationInfo) -> NormalizationOptions:
+    ctx = info.context
+    if isinstance(ctx, dict):
+        opts = ctx.get("normalization")
+        if isinstance(opts, NormalizationOptions):
+            return opts
+    return DEFAULT_OPTIONS
+
+
+class Identity(BaseModel):
+    """One identifier of a person, normalized (see :mod:`cdp_hub.schema.identities`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str = Field(description="email, phone, crm_id, ecom_customer_id, erp_customer_id, loyalty_card, "
+                      "device_id, push_token, anonymous_id, or a plugin's kind")
+    value: str = Field(min_length=1, max_length=512)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalize(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("kind"), str) and isinstance(data.get("value"), str):
+            kind, value = normalize_identity(data["kind"], data["value"], _options(info))
+            return {"kind": kind, "value": value}
+        return data
+
+
+class Traits(BaseModel):
+    """Profile attributes a source asserts. Unknown traits are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    first_name: str | None = None
+    last_name: str | None = None
+    middle_name: str | None = None
+    full_name: str | None = None
+    birth_date: date | None = None
+    gender: Literal["female", "male", "other"] | None = None
+    city: str | None = None
+    address: str | None = None
+    postal_code: str | None = None
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    locale: str | None = None
+    timezone: str | None = None
+    loyalty_tier: str | None = None
+
+
+class Context(BaseModel):
+    """Where and how the event happened."""
+
+    model_config = ConfigDict(extra="allow")
+
+    channel: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    app_version: str | None = None
+    locale: str | None = None
+    page_url: str | None = None
+    campaign: str | None = None
+    store_id: str | None = None
+
+
+def _utc(value: datetime) -> datetime:
+    # A timestamp without a zone is taken as UTC; connectors for local-time sources convert first.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class Event(BaseModel):
+    """A canonical event. ``event_id`` is derived from the source record when the source has ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal["cdp.event/1"] = SCHEMA_VERSION
+    event_id: uuid.UUID
+    type: str = Field(description="a registered event type, e.g. order.placed")
+    source: str = Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,63}$", description="the connector instance")
+    source_record_id: str | None = Field(default=None, max_length=256)
+    occurred_at: datetime
+    received_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    identities: list[Identity] = Field(min_length=1)
+    traits: Traits = Field(default_factory=Traits)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    context: Context = Field(default_factory=Context)
+    profile_id: uuid.UUID | None = Field(default=None, description="set by the resolver")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_event_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("event_id"):
+            data = dict(data)
+            rid, src, typ = data.get("source_record_id"), data.get("source"), data.get("type")
+            if rid and isinstance(src, str) and isinstance(typ, str):
+                data["event_id"] = deterministic_event_id(src, str(rid), typ)
+            else:
+                data["event_id"] = uuid7()
+        return data
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {value!r}")
+        return value
+
+    @field_validator("occurred_at", "received_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @model_validator(mode="after")
+    def _check_payload(self) -> Event:
+        model = EVENT_TYPES[self.type]
+        try:
+            payload = model.model_validate(self.properties)
+        except ValidationError as exc:
+            # Not a ValueError: pydantic lets it through, and it keeps the "properties." path prefix.
+            raise schema_violation_from(
+                exc, source=self.source, record_id=self.source_record_id, prefix="properties"
+            ) from None
+        self.properties = payload.model_dump(mode="json", exclude_none=True)
+        # An identity listed twice adds nothing; keep the first.
+        if len(self.identities) > 1:
+            seen: set[tuple[str, str]] = set()
+            unique = []
+            for ident in self.identities:
+                key = (ident.kind, ident.value)
+                if key not in seen:
+                    seen.add(key)
+                    unique.append(ident)
+            self.identities = unique
+        return self
+
+    def identity(self, kind: str) -> str | None:
+        for ident in self.identities:
+            if ident.kind == kind:
+                return ident.value
+        return None
+
+    def to_json(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, *, context: dict[str, Any] | None = None) -> Event:
+        return cls.model_validate_json(raw, context=context)
+
+
+def _loc(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    path = ".".join(str(part) for part in (prefix, *loc) if part != "")
+    return path or "<record>"
+
+
+def schema_violation_from(
+    exc: ValidationError, *, source: str | None, record_id: str | None, prefix: str = ""
+) -> SchemaViolation | NormalizationError:
+    """One record error naming every offending field and its value.
+
+    A :class:`NormalizationError` raised inside a validator comes back as such (with the field's full path),
+    anything else as a :class:`SchemaViolation`.
+    """
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        original = (err.get("ctx") or {}).get("error")
+        if isinstance(original, NormalizationError):
+            field = _loc(err["loc"], prefix)
+            if original.field and original.field not in field:
+                field = f"{field}.{original.field}"
+            return NormalizationError(
+                f"{field}: {original.reason}", field=field, value=original.value, record_id=record_id, source=source
+            )
+    parts = []
+    for err in errors[:5]:
+        parts.append(f"{_loc(err['loc'], prefix)}: {err['msg']} (got {err.get('input')!r:.80})")
+    first = errors[0] if errors else {"loc": (), "input": None}
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return SchemaViolation(
+        "; ".join(parts) + more,
+        field=_loc(first["loc"], prefix),
+        value=first.get("input"),
+        record_id=record_id,
+        source=source,
+    )
+
+
+def parse_event(
+    data: dict[str, Any] | bytes | str,
+    *,
+    options: NormalizationOptions | None = None,
+) -> Event:
+    """Validate a canonical event; raise a :class:`~cdp_hub.errors.RecordError` naming field and record."""
+    context = {"normalization": options or DEFAULT_OPTIONS}
+    if isinstance(data, bytes | str):
+        try:
+            data = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise SchemaViolation(f"not JSON: {exc}", field="<record>") from exc
+        if not isinstance(data, dict):
+            raise SchemaViolation("an event must be a JSON object", field="<record>", value=data)
+    try:
+        return Event.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise schema_violation_from(exc, source=data.get("source"), record_id=data.get("source_record_id")) from exc

@@ -1,0 +1,120 @@
+"""Identity kinds and their normalization.
+
+Values are normalized on the way in so that the same person's identifier compares equal whichever system
+sent it: e-mails trimmed and lower-cased (optionally without gmail dots), phones to E.164 with a default
+region (RU: ``8 (916) 123-45-67`` -> ``+79161234567``), card numbers stripped of spaces and dashes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import phonenumbers
+
+from cdp_hub.errors import NormalizationError
+
+__all__ = [
+    "CORE_IDENTITY_KINDS",
+    "NormalizationOptions",
+    "normalize_email",
+    "normalize_identity",
+    "normalize_phone",
+    "register_identity_kind",
+]
+
+CORE_IDENTITY_KINDS: tuple[str, ...] = (
+    "email",
+    "phone",
+    "crm_id",
+    "ecom_customer_id",
+    "erp_customer_id",
+    "loyalty_card",
+    "device_id",
+    "push_token",
+    "anonymous_id",
+)
+
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizationOptions:
+    """How identities are normalized. Passed as pydantic validation context (``{"normalization": opts}``)."""
+
+    default_region: str = "RU"
+    gmail_remove_dots: bool = False
+
+
+DEFAULT_OPTIONS = NormalizationOptions()
+
+
+def normalize_email(value: str, *, gmail_remove_dots: bool = False) -> str:
+    email = value.strip().lower()
+    if not _EMAIL_RE.match(email):
+        raise NormalizationError(f"not an e-mail address: {value!r}", field="value", value=value)
+    if gmail_remove_dots:
+        local, _, domain = email.partition("@")
+        if domain in _GMAIL_DOMAINS:
+            local = local.split("+", 1)[0].replace(".", "")
+            email = f"{local}@gmail.com"
+    return email
+
+
+@lru_cache(maxsize=65536)
+def normalize_phone(value: str, default_region: str = "RU") -> str:
+    """E.164 form of a phone number written in any common notation; raises on an impossible number."""
+    raw = value.strip()
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise NormalizationError(f"not a phone number: {value!r} ({exc})", field="value", value=value) from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise NormalizationError(f"impossible phone number: {value!r}", field="value", value=value)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _normalize_card(value: str) -> str:
+    card = re.sub(r"[\s\-]", "", value).upper()
+    if not card:
+        raise NormalizationError("empty card number", field="value", value=value)
+    return card
+
+
+def _normalize_plain(value: str) -> str:
+    out = value.strip()
+    if not out:
+        raise NormalizationError("empty identity value", field="value", value=value)
+    return out
+
+
+_Normalizer = Callable[[str, NormalizationOptions], str]
+
+_NORMALIZERS: dict[str, _Normalizer] = {
+    "email": lambda v, o: normalize_email(v, gmail_remove_dots=o.gmail_remove_dots),
+    "phone": lambda v, o: normalize_phone(v, o.default_region),
+    "loyalty_card": lambda v, o: _normalize_card(v),
+}
+
+
+def register_identity_kind(kind: str, normalizer: _Normalizer | None = None) -> None:
+    """Teach the schema a new identity kind (plugins do this through ``cdp_hub_register_identity_kinds``)."""
+    if not _KIND_RE.match(kind):
+        raise ValueError(f"identity kind {kind!r} must match {_KIND_RE.pattern}")
+    if normalizer is not None:
+        _NORMALIZERS[kind] = normalizer
+
+
+def normalize_identity(kind: str, value: str, options: NormalizationOptions = DEFAULT_OPTIONS) -> tuple[str, str]:
+    """Return ``(kind, value)`` normalized; raises :class:`NormalizationError` naming the kind and value."""
+    k = kind.strip().lower()
+    if not _KIND_RE.match(k):
+        raise NormalizationError(f"bad identity kind {kind!r}", field="kind", value=kind)
+    normalizer = _NORMALIZERS.get(k)
+    if normalizer is None:
+        return k, _normalize_plain(value)
+    return k, normalizer(value, options)

@@ -1,0 +1,211 @@
+"""Typed payloads (``properties``) of the canonical event types, and the registry plugins extend.
+
+Payload models allow extra fields: a source's unknown fields are kept, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EVENT_TYPES",
+    "CartPayload",
+    "ConsentPayload",
+    "EmptyPayload",
+    "LineItem",
+    "MessagePayload",
+    "OrderPayload",
+    "Payload",
+    "event_type_names",
+    "payload_model",
+    "register_event_type",
+]
+
+Money = Decimal
+
+
+class Payload(BaseModel):
+    """Base of every payload model. Extra fields are kept."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class EmptyPayload(Payload):
+    """For events whose information is in ``traits`` and ``identities`` only."""
+
+
+class LineItem(Payload):
+    sku: str
+    name: str | None = None
+    quantity: Decimal = Field(default=Decimal(1), gt=0)
+    price: Money | None = None
+    category: str | None = None
+
+
+class OrderPayload(Payload):
+    order_id: str
+    total: Money | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    items: list[LineItem] = Field(default_factory=list)
+    store_id: str | None = None
+    channel: str | None = None
+    status: str | None = None
+    reason: str | None = None
+
+
+class CartPayload(Payload):
+    cart_id: str
+    total: Money | None = None
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    items: list[LineItem] = Field(default_factory=list)
+    checkout_url: str | None = None
+
+
+class ProductViewedPayload(Payload):
+    sku: str
+    name: str | None = None
+    price: Money | None = None
+    category: str | None = None
+    url: str | None = None
+
+
+class SearchPayload(Payload):
+    query: str
+    results_count: int | None = None
+
+
+ConsentChannel = Literal["email", "sms", "push", "all"]
+
+
+class ConsentPayload(Payload):
+    channel: ConsentChannel
+    status: Literal["opted_in", "opted_out"]
+    purpose: str = "marketing"
+
+
+class LoyaltyPointsPayload(Payload):
+    card: str | None = None
+    points: Decimal
+    balance: Decimal | None = None
+    reason: str | None = None
+    transaction_id: str | None = None
+    expires_at: datetime | None = None
+
+
+class LoyaltyTierPayload(Payload):
+    card: str | None = None
+    from_tier: str | None = None
+    to_tier: str
+
+
+class AppPayload(Payload):
+    app_id: str | None = None
+    platform: Literal["ios", "android", "web", "other"] | None = None
+    app_version: str | None = None
+    deep_link: str | None = None
+
+
+class ScreenPayload(Payload):
+    screen: str
+    deep_link: str | None = None
+
+
+class PushTokenPayload(Payload):
+    token: str
+    platform: Literal["ios", "android", "web", "other"] | None = None
+    previous_token: str | None = None
+
+
+class MessagePayload(Payload):
+    message_id: str
+    channel: str
+    scenario: str | None = None
+    template: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    permanent: bool | None = None
+    url: str | None = None
+
+
+class SegmentPayload(Payload):
+    segment: str
+
+
+class ProfileMergedPayload(Payload):
+    surviving_profile_id: str
+    merged_profile_ids: list[str]
+    reason: str | None = None
+
+
+class ProfileCreatedPayload(Payload):
+    profile_id: str
+
+
+class BirthdayPayload(Payload):
+    birth_date: date | None = None
+
+
+EVENT_TYPES: dict[str, type[BaseModel]] = {
+    "customer.updated": EmptyPayload,
+    "customer.deleted": EmptyPayload,
+    "consent.changed": ConsentPayload,
+    "order.placed": OrderPayload,
+    "order.paid": OrderPayload,
+    "order.cancelled": OrderPayload,
+    "order.returned": OrderPayload,
+    "cart.updated": CartPayload,
+    "product.viewed": ProductViewedPayload,
+    "search.performed": SearchPayload,
+    "loyalty.points_earned": LoyaltyPointsPayload,
+    "loyalty.points_redeemed": LoyaltyPointsPayload,
+    "loyalty.points_expired": LoyaltyPointsPayload,
+    "loyalty.tier_changed": LoyaltyTierPayload,
+    "app.installed": AppPayload,
+    "app.opened": AppPayload,
+    "screen.viewed": ScreenPayload,
+    "push.token_registered": PushTokenPayload,
+    "message.sent": MessagePayload,
+    "message.delivered": MessagePayload,
+    "message.failed": MessagePayload,
+    "message.opened": MessagePayload,
+    "message.clicked": MessagePayload,
+    "segment.entered": SegmentPayload,
+    "segment.exited": SegmentPayload,
+    "profile.created": ProfileCreatedPayload,
+    "profile.merged": ProfileMergedPayload,
+    "profile.unmerged": ProfileMergedPayload,
+}
+CORE_EVENT_TYPES = frozenset(EVENT_TYPES)
+
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+def register_event_type(name: str, payload: type[BaseModel]) -> None:
+    """Add an event type. Plugin types must be namespaced (``acme.gift_card_issued``) and new."""
+    if not _TYPE_RE.match(name):
+        raise ValueError(f"event type {name!r} must be dotted lower-case words (e.g. 'acme.thing_happened')")
+    existing = EVENT_TYPES.get(name)
+    if existing is not None and existing is not payload:
+        raise ValueError(f"event type {name!r} is already registered with {existing.__name__}")
+    EVENT_TYPES[name] = payload
+
+
+def payload_model(name: str) -> type[BaseModel] | None:
+    return EVENT_TYPES.get(name)
+
+
+def event_type_names() -> list[str]:
+    return sorted(EVENT_TYPES)
+
+
+def validate_payload(name: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``properties`` against the type's payload model; return the JSON-ready dict."""
+    model = EVENT_TYPES[name]
+    return model.model_validate(properties).model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,148 @@
+"""The stage runner: consume a batch, do the work, publish the output, then commit.
+
+    getmany ─▶ Stage.handle(batch) ─▶ publish_many(outputs + dead letters) ─▶ commit offsets
+                 (durable writes)        (acks=all: durable when it returns)    (only now)
+
+A crash anywhere before the commit replays the batch; stages are idempotent, so a replay changes nothing.
+A batch that fails as a whole (database down, broker unreachable) is retried with backoff, in order, until
+it succeeds or the stage is stopped; one bad record never fails the batch: it becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from cdp_hub.bus.base import Consumer, OutgoingMessage, Record, TopicPartition
+from cdp_hub.dlq import DeadLetter
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+
+__all__ = ["Stage", "StageOutput", "StageRunner"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageOutput:
+    """What a batch produced: records to publish and records that failed."""
+
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+class Stage(abc.ABC):
+    """One consumer-group stage of the pipeline."""
+
+    name: ClassVar[str]
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    @property
+    def group(self) -> str:
+        return f"cdp-hub.{self.name}"
+
+    @property
+    @abc.abstractmethod
+    def topics(self) -> Sequence[str]: ...
+
+    async def setup(self) -> None:
+        """Called once before the first batch."""
+
+    async def teardown(self) -> None:
+        """Called once after the last batch."""
+
+    async def idle(self) -> None:
+        """Called when a poll returned nothing (timers, flushes). Must be idempotent."""
+
+    @abc.abstractmethod
+    async def handle(self, records: Sequence[Record]) -> StageOutput:
+        """Process a batch; make its effects durable (database writes) before returning."""
+
+
+def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    out: dict[TopicPartition, int] = {}
+    for rec in records:
+        tp = rec.tp
+        if rec.offset + 1 > out.get(tp, -1):
+            out[tp] = rec.offset + 1
+    return out
+
+
+class StageRunner:
+    """Runs one stage until ``stop()``; several runners may share the process (``cdp-hub run``)."""
+
+    def __init__(self, stage: Stage, *, batch_size: int = 500, poll_timeout_ms: int = 200) -> None:
+        self.stage = stage
+        self.batch_size = batch_size
+        self.poll_timeout_ms = poll_timeout_ms
+        self._stopping = asyncio.Event()
+        self.processed = 0
+        self.idle_polls = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        hub = self.stage.hub
+        await self.stage.setup()
+        consumer = hub.bus.consumer(self.stage.topics, group=self.stage.group,
+                                    client_id=f"{hub.settings.kafka_client_id}.{self.stage.name}")
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                records = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+                if not records:
+                    self.idle_polls += 1
+                    await self._with_retry(self.stage.idle)
+                    continue
+                self.idle_polls = 0
+                await self._process(consumer, records)
+        finally:
+            await consumer.stop()
+            await self.stage.teardown()
+
+    async def _process(self, consumer: Consumer, records: Sequence[Record]) -> None:
+        hub, stage = self.stage.hub, self.stage
+        started = time.perf_counter()
+
+        async def attempt() -> None:
+            out = await stage.handle(records)
+            dlq_topic = hub.topics.dlq
+            msgs = list(out.messages)
+            msgs.extend(d.to_message(dlq_topic) for d in out.dead)
+            if msgs:
+                await hub.bus.publish_many(msgs)
+            for d in out.dead:
+                hub.metrics.dlq.labels(stage.name, d.failure_type).inc()
+                log.warning("dead letter from %s: %s", stage.name, d.error)
+            await consumer.commit(_next_offsets(records))
+
+        await self._with_retry(attempt)
+        self.processed += len(records)
+        hub.metrics.stage_records.labels(stage.name).inc(len(records))
+        hub.metrics.stage_batch_seconds.labels(stage.name).observe(time.perf_counter() - started)
+
+    async def _with_retry(self, fn: object) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await fn()  # type: ignore[operator]
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self._stopping.is_set():
+                    raise
+                self.stage.hub.metrics.stage_errors.labels(self.stage.name).inc()
+                log.exception("stage %s: batch failed; retrying in %.1fs", self.stage.name, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 30.0)
