@@ -1,0 +1,71 @@
+"""The ``cdp-hub`` command line.
+
+Sub-commands live with the code they drive: a module that defines ``register(subparsers)`` and is named in
+:data:`COMMAND_MODULES` adds its commands. A handler is ``handler(args, settings) -> int`` (sync or async).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cdp_hub.config import Settings, load_settings
+from cdp_hub.errors import CdpHubError
+
+__all__ = ["COMMAND_MODULES", "main"]
+
+COMMAND_MODULES = (
+    "cdp_hub.commands",          # schema, plugins, migrate, run, serve, dlq, scenarios, demo
+    "cdp_hub.connector.cli",     # connectors spec/check, sync, import-file, new connector
+    "cdp_hub.resolver.cli",      # identity, profiles, import
+    "cdp_hub.delivery.cli",      # templates, new channel
+)
+
+Handler = Callable[[argparse.Namespace, Settings], Any]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdp-hub", description="Customer Data Platform integration hub")
+    parser.add_argument("--config", "-c", help="TOML config file (default: $CDP_HUB_CONFIG or ./cdp-hub.toml)")
+    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that part of the CLI is not there; the rest works
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args.config)
+        result = handler(args, settings)
+        if inspect.isawaitable(result):
+            result = asyncio.run(result)  # type: ignore[arg-type]
+        return int(result or 0)
+    except CdpHubError as exc:
+        print(f"cdp-hub: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
