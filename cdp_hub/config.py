@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cdp_hub.bus.base import TOPICS, Topics
@@ -65,6 +65,7 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    admin_token: SecretStr | None = Field(None, description="bearer token for /v1/profiles and /v1/dlq")
 
     batch_size: int = 500
     poll_timeout_ms: int = 200
@@ -72,6 +73,18 @@ class Settings(BaseSettings):
     connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
     channels: dict[str, ChannelInstance] = Field(default_factory=dict)
     scenarios_dir: Path | None = None
+
+    # Delivery (cdp_hub.delivery): templates, locale defaults, concurrency and retries.
+    templates_dir: Path | None = Field(None, description="the deployment's templates; built-ins are the fallback")
+    default_locale: str = Field("ru", description="locale of a customer whose profile has none")
+    default_currency: str = Field("RUB", description="currency of the money filter when a template names none")
+    unsubscribe_url: str | None = Field(
+        None, description="List-Unsubscribe link for marketing e-mail; {message_id}, {profile_id}, {channel}"
+    )
+    delivery_concurrency: int = Field(512, description="messages sent at once by one delivery process")
+    delivery_retry_attempts: int = Field(4, description="tries per channel on transient errors (429, 5xx)")
+    delivery_retry_backoff: float = Field(0.5, description="first backoff in seconds; doubles, with jitter")
+    delivery_retry_max_wait: float = Field(30.0, description="longest wait between tries, Retry-After included")
 
     @classmethod
     def settings_customise_sources(

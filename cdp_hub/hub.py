@@ -6,14 +6,15 @@
      ├─ hotstate   Redis | fakeredis
      ├─ http       one shared httpx.AsyncClient for connectors and channels
      ├─ registry   connector and channel plugins
-     └─ stages     resolver ─▶ triggers ─▶ delivery   (each a consumer group; run all or one)
+     └─ stages     resolver ─▶ triggers ─▶ delivery, and dlq (archive)   (each a consumer group)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -36,7 +37,7 @@ __all__ = ["STAGE_NAMES", "Hub"]
 
 log = logging.getLogger(__name__)
 
-STAGE_NAMES = ("resolver", "triggers", "delivery")
+STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
 
 def _stage_class(name: str) -> type[Stage]:
@@ -49,6 +50,9 @@ def _stage_class(name: str) -> type[Stage]:
     if name == "delivery":
         from cdp_hub.delivery.stage import DeliveryStage
         return DeliveryStage
+    if name == "dlq":
+        from cdp_hub.dlq_stage import DeadLetterStage
+        return DeadLetterStage
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 
@@ -88,6 +92,8 @@ class Hub:
         self._channels: dict[str, Channel] = {}
         self._started = False
         self.runners: list[StageRunner] = []
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        """The hub's notion of now (scenarios, quiet hours, timers); the demo and tests may pin it."""
 
     @property
     def topics(self) -> Topics:

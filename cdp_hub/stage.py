@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StageOutput:
-    """What a batch produced: records to publish and records that failed."""
+    """What a batch produced: records to publish, records that failed, and follow-ups that may run only
+    once the published records are durable (e.g. marking a timer fired)."""
 
     messages: list[OutgoingMessage] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    on_durable: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
 
 class Stage(abc.ABC):
@@ -121,6 +123,8 @@ class StageRunner:
             msgs.extend(d.to_message(dlq_topic) for d in out.dead)
             if msgs:
                 await hub.bus.publish_many(msgs)
+            for callback in out.on_durable:
+                await callback()
             for d in out.dead:
                 hub.metrics.dlq.labels(stage.name, d.failure_type).inc()
                 log.warning("dead letter from %s: %s", stage.name, d.error)

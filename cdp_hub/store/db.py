@@ -26,7 +26,8 @@ def embedded_dsn(data_dir: Path) -> str:
         ) from None
     path = (data_dir / "pg").resolve()
     path.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(path), cleanup_mode=None)
+    # "stop": the server stops when the last process using it exits; the data stays in data_dir.
+    server = pgserver.get_server(str(path), cleanup_mode="stop")
     return str(server.get_uri())
 
 

@@ -1,0 +1,47 @@
+# cdp-hub: the two commands that matter are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test services-up services-down lint typecheck schema bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The whole pipeline on generated data: in-process bus, embedded PostgreSQL, fakeredis. No servers.
+demo: install
+	$(BIN)/cdp-hub demo
+
+## Every test, against a real Kafka broker, PostgreSQL and Redis started on loopback.
+test: install
+	@mkdir -p .services
+	bash scripts/services.sh up > .services/env
+	. ./.services/env && $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+services-up:
+	bash scripts/services.sh up
+
+services-down:
+	bash scripts/services.sh down
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+schema: install
+	$(BIN)/cdp-hub schema export
+
+bench: install
+	@mkdir -p .services
+	bash scripts/services.sh up > .services/env
+	. ./.services/env && for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,281 @@
+"""Core sub-commands: schema, plugins, migrate, run, dlq, scenarios, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from cdp_hub.config import Settings
+from cdp_hub.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEMA_DIR = Path("schemas")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("schema", help="export or check the canonical JSON Schemas")
+    s = p.add_subparsers(dest="schema_command", required=True)
+    e = s.add_parser("export", help="write schemas/*.json from the models")
+    e.add_argument("--out", type=Path, default=DEFAULT_SCHEMA_DIR)
+    e.set_defaults(handler=cmd_schema_export)
+    c = s.add_parser("check", help="compare the models with the committed schemas: identical/additive/breaking")
+    c.add_argument("--dir", type=Path, default=DEFAULT_SCHEMA_DIR)
+    c.set_defaults(handler=cmd_schema_check)
+
+    p = sub.add_parser("plugins", help="list connector and channel plugins and where they came from")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_plugins)
+
+    p = sub.add_parser("migrate", help="apply the database migrations (idempotent)")
+    p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser("run", help="run the pipeline stages (all, or --stage NAME ...) and the HTTP server")
+    p.add_argument("--stage", action="append", dest="stages", metavar="NAME",
+                   help="resolver, triggers, delivery, dlq (repeatable; default: all)")
+    p.add_argument("--no-http", action="store_true", help="do not serve HTTP (ingestion, /metrics)")
+    p.add_argument("--http-port", type=int, help="override http_port")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("dlq", help="browse and replay the dead-letter queue")
+    s = p.add_subparsers(dest="dlq_command", required=True)
+    ls = s.add_parser("list", help="dead letters, newest first")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--type", dest="failure_type")
+    ls.add_argument("--source")
+    ls.add_argument("--all", action="store_true", help="include replayed ones")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_dlq_list)
+    rp = s.add_parser("replay", help="put dead letters back into the flow (fixed, or as they were)")
+    rp.add_argument("ids", nargs="*", help="dlq ids (default: every one matching the filters)")
+    rp.add_argument("--type", dest="failure_type")
+    rp.add_argument("--source")
+    rp.add_argument("--fixes", type=Path,
+                    help="JSON Lines of {\"dlq_id\": ..., \"payload\": {...}}: corrected records")
+    rp.add_argument("--again", action="store_true", help="also replay ones replayed before")
+    rp.add_argument("--dry-run", action="store_true")
+    rp.set_defaults(handler=cmd_dlq_replay)
+
+    p = sub.add_parser("scenarios", help="scenarios (YAML): validate and list")
+    s = p.add_subparsers(dest="scenarios_command", required=True)
+    v = s.add_parser("validate", help="validate scenario files against the JSON Schema")
+    v.add_argument("paths", nargs="*", type=Path)
+    v.set_defaults(handler=cmd_scenarios_validate)
+    ls = s.add_parser("list", help="the scenarios the triggers stage would run")
+    ls.set_defaults(handler=cmd_scenarios_list)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on generated retail data (embedded, no servers)")
+    p.add_argument("--customers", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--data-dir", type=Path, help="keep the embedded database here (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=cmd_demo)
+
+
+# -- schema ------------------------------------------------------------------------------------------
+
+
+def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.schema.export import write_schemas
+
+    for path in write_schemas(args.out):
+        print(path)
+    return 0
+
+
+def cmd_schema_check(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.schema.export import compare_schemas, dumps, exported_schemas
+
+    worst = 0
+    for name, current in exported_schemas().items():
+        path = args.dir / name
+        if not path.exists():
+            print(f"{name}: missing (run `cdp-hub schema export`)")
+            worst = max(worst, 1)
+            continue
+        committed = json.loads(path.read_text(encoding="utf-8"))
+        if path.read_bytes() == dumps(current):
+            print(f"{name}: identical")
+            continue
+        diff = compare_schemas(committed, current)
+        print(f"{name}: {diff.kind}{' (new version)' if diff.version_bumped else ''}")
+        for line in diff.breaking:
+            print(f"  BREAKING {line}")
+        for line in diff.additive:
+            print(f"  additive {line}")
+        if not diff.acceptable:
+            print("  a breaking change needs a new schema version (cdp.event/2)")
+            worst = 2
+        else:
+            worst = max(worst, 1)
+    if worst == 1:
+        print("run `cdp-hub schema export` and commit schemas/")
+    return worst
+
+
+# -- plugins -----------------------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.plugins import get_registry
+
+    reg = get_registry()
+    rows: list[dict[str, Any]] = []
+    for kind, table in (("connector", reg.connectors), ("channel", reg.channels)):
+        for name in sorted(table):
+            info = table[name]
+            rows.append({"kind": kind, "name": name, "plugin": info.plugin, "distribution": info.distribution,
+                         "version": info.version, "description": info.description})
+    failures = [f.__dict__ for f in reg.failures]
+    if args.json:
+        print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+        return 1 if failures else 0
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        origin = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not from a distribution)"
+        print(f"{r['kind']:<9} {r['name']:<{width}}  {origin:<22} {r['description']}")
+    for f in reg.failures:
+        print(f"FAILED    {f.name:<{width}}  {f.distribution or '?':<22} {f.error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# -- migrate / run -----------------------------------------------------------------------------------
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.store import Store
+
+    async with Store(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir) as store:
+        applied = await store.migrate()
+    for mig in applied:
+        print(f"applied {mig.version:04d}_{mig.name}")
+    if not applied:
+        print("up to date")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.daemon import http_server
+    from cdp_hub.hub import STAGE_NAMES, Hub
+
+    stages = args.stages or list(STAGE_NAMES)
+    for name in stages:
+        if name not in STAGE_NAMES:
+            raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
+    port = args.http_port or settings.http_port
+    async with Hub(settings) as hub:
+        loop = asyncio.get_running_loop()
+        server = None if args.no_http else http_server(hub, settings.http_host, port)
+
+        def shutdown() -> None:
+            log.warning("shutting down: finishing the current batches")
+            hub.stop_stages()
+            if server is not None:
+                server.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, shutdown)
+        tasks = [asyncio.create_task(hub.run(stages), name="stages")]
+        if server is not None:
+            tasks.append(asyncio.create_task(server.serve(), name="http"))
+        print(f"cdp-hub running stages {', '.join(stages)}"
+              + ("" if server is None else f"; http://{settings.http_host}:{port}"), flush=True)
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        shutdown()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()
+    return 0
+
+
+# -- dlq ---------------------------------------------------------------------------------------------
+
+
+async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.dlq_stage import list_dead_letters
+    from cdp_hub.hub import Hub
+
+    async with Hub(settings) as hub:
+        items = await list_dead_letters(hub, limit=args.limit, failure_type=args.failure_type,
+                                        source=args.source, include_replayed=args.all)
+    if args.json:
+        print(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for it in items:
+        where = f"{it.get('source') or '-'}/{it.get('record_id') or '-'}"
+        print(f"{it['dlq_id']}  {it['failed_at'][:19]}  {it['failure_type']:<20} {it['stage']:<9} {where}")
+        print(f"    {it['error']}")
+    print(f"{len(items)} dead letter(s)")
+    return 0
+
+
+async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.dlq_stage import replay_dead_letters
+    from cdp_hub.hub import Hub
+
+    fixes: dict[str, Any] = {}
+    if args.fixes:
+        for n, line in enumerate(args.fixes.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                fixes[item["dlq_id"]] = item["payload"]
+            except (ValueError, KeyError) as exc:
+                raise ConfigurationError(f"{args.fixes}:{n}: expected {{\"dlq_id\", \"payload\"}}: {exc}") from None
+    async with Hub(settings) as hub:
+        res = await replay_dead_letters(hub, ids=args.ids, failure_type=args.failure_type, source=args.source,
+                                        fixes=fixes, again=args.again, dry_run=args.dry_run)
+    for line in res.details:
+        print(line)
+    print(f"replayed {res.replayed}, failed again {res.failed_again}, skipped {res.skipped}")
+    return 0 if res.failed_again == 0 else 1
+
+
+# -- scenarios ---------------------------------------------------------------------------------------
+
+
+def cmd_scenarios_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.triggers.scenario import load_scenarios
+
+    paths = args.paths or ([settings.scenarios_dir] if settings.scenarios_dir else [])
+    scenarios = load_scenarios(paths, builtin=not args.paths)
+    for s in scenarios:
+        print(f"ok  {s.id}: on {s.trigger.event} -> {s.channel} ({s.template})")
+    return 0
+
+
+def cmd_scenarios_list(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.triggers.scenario import load_scenarios
+
+    for s in load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else []):
+        extra = []
+        if s.delay:
+            extra.append(f"after {s.delay}")
+        if s.cancel_on:
+            extra.append(f"cancelled by {', '.join(s.cancel_on)}")
+        print(f"{s.id:<22} on {s.trigger.event:<18} -> {'/'.join([s.channel, *s.fallbacks]):<18} "
+              f"{'; '.join(extra)}")
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------------------
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.demo import print_summary, run_demo
+
+    summary = await run_demo(customers=args.customers, seed=args.seed, data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+    return 0

@@ -1,0 +1,233 @@
+"""JSON Schema export of the canonical models, edge validation, and the compatibility check.
+
+``cdp-hub schema export`` writes ``schemas/*.json`` from the pydantic models; a test fails when the
+committed files and the models disagree. ``cdp-hub schema check`` classifies the difference:
+
+- **additive**: new optional fields, new event types, new definitions, relaxed constraints. Same version.
+- **breaking**: a field or event type removed, a field newly required, a type or enum narrowed. It needs a
+  new schema version (``cdp.event/2``), because consumers of ``cdp.event/1`` would reject or misread data.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+
+from cdp_hub.errors import SchemaViolation
+
+__all__ = [
+    "SchemaDiff",
+    "compare_schemas",
+    "edge_validator",
+    "event_json_schema",
+    "exported_schemas",
+    "validate_at_edge",
+    "write_schemas",
+]
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def event_json_schema() -> dict[str, Any]:
+    """``cdp.event/1`` with each event type's payload schema attached through ``if``/``then``."""
+    from cdp_hub.schema.events import Event
+    from cdp_hub.schema.payloads import EVENT_TYPES
+
+    schema = Event.model_json_schema(ref_template="#/$defs/{model}")
+    defs: dict[str, Any] = schema.setdefault("$defs", {})
+    schema["properties"]["type"]["enum"] = sorted(EVENT_TYPES)
+    rules = []
+    for name in sorted(EVENT_TYPES):
+        model = EVENT_TYPES[name]
+        sub = model.model_json_schema(ref_template="#/$defs/{model}")
+        for k, v in sub.pop("$defs", {}).items():
+            defs.setdefault(k, v)
+        defs.setdefault(model.__name__, sub)
+        rules.append({
+            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+            "then": {"properties": {"properties": {"$ref": f"#/$defs/{model.__name__}"}}},
+        })
+    schema["allOf"] = rules
+    # event_id is filled in from the source record when missing; at the edge it is optional.
+    schema["required"] = [r for r in schema.get("required", []) if r != "event_id"]
+    schema["$schema"] = SCHEMA_DIALECT
+    schema["$id"] = "https://cdp-hub.dev/schemas/cdp.event.v1.json"
+    schema["title"] = "cdp.event/1"
+    return schema
+
+
+def exported_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> schema, for everything ``cdp-hub schema export`` writes."""
+    from cdp_hub.dlq import DeadLetter
+    from cdp_hub.schema.messages import MessageIntent
+    from cdp_hub.triggers.scenario import scenario_json_schema
+
+    def plain(model: Any, title: str, name: str) -> dict[str, Any]:
+        s = model.model_json_schema()
+        s["$schema"] = SCHEMA_DIALECT
+        s["$id"] = f"https://cdp-hub.dev/schemas/{name}"
+        s["title"] = title
+        return dict(s)
+
+    return {
+        "cdp.event.v1.json": event_json_schema(),
+        "cdp.message.v1.json": plain(MessageIntent, "cdp.message/1", "cdp.message.v1.json"),
+        "cdp.dlq.v1.json": plain(DeadLetter, "cdp.dlq/1", "cdp.dlq.v1.json"),
+        "scenario.schema.json": scenario_json_schema(),
+    }
+
+
+def dumps(schema: dict[str, Any]) -> bytes:
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in exported_schemas().items():
+        path = folder / name
+        path.write_bytes(dumps(schema))
+        written.append(path)
+    return written
+
+
+# -- compatibility -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SchemaDiff:
+    additive: list[str] = field(default_factory=list)
+    breaking: list[str] = field(default_factory=list)
+    version_bumped: bool = False
+
+    @property
+    def acceptable(self) -> bool:
+        """Additive changes keep the version; a breaking change is acceptable only with a new version."""
+        return not self.breaking or self.version_bumped
+
+    @property
+    def kind(self) -> str:
+        if self.breaking:
+            return "breaking"
+        if self.additive:
+            return "additive"
+        return "identical"
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return dict(root.get("$defs", {}).get(ref.split("/")[-1], {}))
+    return schema
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    if "type" in schema:
+        t = schema["type"]
+        return set(t) if isinstance(t, list) else {t}
+    out: set[str] = set()
+    for alt in schema.get("anyOf", []) + schema.get("oneOf", []):
+        out |= _types(alt)
+    return out
+
+
+def _walk(old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any], new_root: dict[str, Any],
+          path: str, diff: SchemaDiff, depth: int = 0) -> None:
+    if depth > 12:
+        return
+    old, new = _resolve(old, old_root), _resolve(new, new_root)
+    ot, nt = _types(old), _types(new)
+    if ot and nt and not ot <= nt:
+        diff.breaking.append(f"{path}: type narrowed from {sorted(ot)} to {sorted(nt)}")
+    elif ot and nt and nt > ot:
+        diff.additive.append(f"{path}: type widened to {sorted(nt)}")
+    if "enum" in old or "enum" in new:
+        oe, ne = set(map(str, old.get("enum", []))), set(map(str, new.get("enum", [])))
+        if "enum" in new and (oe - ne or "enum" not in old):
+            diff.breaking.append(f"{path}: enum values removed: {sorted(oe - ne)}" if oe - ne
+                                 else f"{path}: now restricted to {sorted(ne)}")
+        if ne - oe and "enum" in old:
+            diff.additive.append(f"{path}: enum values added: {sorted(ne - oe)}")
+    oprops, nprops = old.get("properties", {}), new.get("properties", {})
+    oreq, nreq = set(old.get("required", [])), set(new.get("required", []))
+    for name in sorted(set(oprops) - set(nprops)):
+        diff.breaking.append(f"{path}.{name}: field removed")
+    for name in sorted(set(nprops) - set(oprops)):
+        (diff.breaking if name in nreq else diff.additive).append(
+            f"{path}.{name}: field added{' (required)' if name in nreq else ''}")
+    for name in sorted(nreq - oreq):
+        if name in oprops:
+            diff.breaking.append(f"{path}.{name}: field is now required")
+    for name in sorted(oreq - nreq):
+        diff.additive.append(f"{path}.{name}: field is now optional")
+    if old.get("additionalProperties", True) is not False and new.get("additionalProperties", True) is False:
+        diff.breaking.append(f"{path}: extra fields are now forbidden")
+    for name in sorted(set(oprops) & set(nprops)):
+        _walk(oprops[name], nprops[name], old_root, new_root, f"{path}.{name}", diff, depth + 1)
+    if "items" in old and "items" in new:
+        _walk(old["items"], new["items"], old_root, new_root, f"{path}[]", diff, depth + 1)
+
+
+def compare_schemas(old: dict[str, Any], new: dict[str, Any]) -> SchemaDiff:
+    """Classify the change from ``old`` to ``new`` (both exported ``cdp.event`` style schemas)."""
+    diff = SchemaDiff()
+    _walk(old, new, old, new, "$", diff)
+    old_types = set(old.get("properties", {}).get("type", {}).get("enum", []))
+    new_types = set(new.get("properties", {}).get("type", {}).get("enum", []))
+    # Payload schemas are compared per event type.
+    def payloads(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for rule in schema.get("allOf", []):
+            name = rule["if"]["properties"]["type"]["const"]
+            out[name] = rule["then"]["properties"]["properties"]
+        return out
+    op, np_ = payloads(old), payloads(new)
+    for name in sorted(set(op) & set(np_)):
+        _walk(op[name], np_[name], old, new, f"properties<{name}>", diff)
+    for name in sorted(old_types - new_types):
+        diff.breaking.append(f"event type removed: {name}")
+    diff.version_bumped = old.get("title") != new.get("title")
+    return diff
+
+
+# -- validation at the edges ----------------------------------------------------------------------------
+
+_EDGE: jsonschema.Draft202012Validator | None = None
+
+
+def edge_validator() -> jsonschema.Draft202012Validator:
+    global _EDGE
+    if _EDGE is None:
+        _EDGE = jsonschema.Draft202012Validator(event_json_schema(),
+                                                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return _EDGE
+
+
+def _errors(data: Any) -> Iterator[jsonschema.ValidationError]:
+    return edge_validator().iter_errors(data)
+
+
+def validate_at_edge(data: Any, *, record: str | None = None) -> None:
+    """Validate raw JSON from outside with jsonschema; the error names the JSON path and the value."""
+    errors = sorted(_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    # The deepest error under an `if/then` is the informative one.
+    best = max(errors, key=lambda e: len(list(e.absolute_path)))
+    for err in errors:
+        if err.context:
+            best = max(err.context, key=lambda e: len(list(e.absolute_path)))
+    value = copy.copy(best.instance)
+    raise SchemaViolation(
+        f"{best.json_path}: {best.message}",
+        field=best.json_path,
+        value=value,
+        record_id=record or (data.get("source_record_id") if isinstance(data, dict) else None),
+        source=data.get("source") if isinstance(data, dict) else None,
+    )

@@ -1,0 +1,1 @@
+"""Triggers and scenarios: who gets which message, when."""

@@ -1,0 +1,231 @@
+"""Scenarios as data: YAML files validated against a JSON Schema, then loaded as pydantic models.
+
+    id: abandoned_cart
+    trigger: {event: cart.updated}
+    conditions: [{field: event.properties.total, op: gte, value: 1000}]
+    delay: 1h
+    cancel_on: [order.placed]
+    channel: email
+    fallbacks: [sms]
+    template: abandoned_cart
+    frequency_cap: {max: 3, per: 7d}
+    quiet_hours: {start: "21:00", end: "09:00"}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cdp_hub.errors import ConfigurationError
+
+__all__ = ["Condition", "Scenario", "load_scenarios", "parse_duration", "scenario_json_schema"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"2w"`` or a number of seconds."""
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"bad duration {value!r}: use a number and one of s, m, h, d, w (e.g. '1h')")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists", "contains"]
+
+
+class Condition(BaseModel):
+    """``field`` is a dotted path into ``{"event": ..., "profile": ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(pattern=r"^(event|profile)(\.[A-Za-z0-9_]+)+$")
+    op: Op = "eq"
+    value: Any = None
+
+    def matches(self, scope: Mapping[str, Any]) -> bool:
+        current: Any = scope
+        for part in self.field.split("."):
+            if isinstance(current, Mapping) and part in current:
+                current = current[part]
+            else:
+                current = _MISSING
+                break
+        if self.op == "exists":
+            return current is not _MISSING and current is not None
+        if self.op == "not_exists":
+            return current is _MISSING or current is None
+        if current is _MISSING:
+            return False
+        if self.op == "eq":
+            return bool(_coerce(current) == _coerce(self.value))
+        if self.op == "ne":
+            return bool(_coerce(current) != _coerce(self.value))
+        if self.op == "in":
+            return current in (self.value or [])
+        if self.op == "not_in":
+            return current not in (self.value or [])
+        if self.op == "contains":
+            return self.value in current if isinstance(current, str | list | dict) else False
+        a, b = _coerce(current), _coerce(self.value)
+        try:
+            if self.op == "gt":
+                return bool(a > b)
+            if self.op == "gte":
+                return bool(a >= b)
+            if self.op == "lt":
+                return bool(a < b)
+            return bool(a <= b)
+        except TypeError:
+            return False
+
+
+_MISSING: Any = object()
+
+
+def _coerce(value: Any) -> Any:
+    # Money arrives as strings ("100.50"); compare numbers as numbers.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    if isinstance(value, str):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return value
+    return value
+
+
+class Trigger(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field(description="the event type that starts the scenario, e.g. cart.updated")
+
+
+class FrequencyCap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max: int = Field(ge=1)
+    per: str = Field(description="window, e.g. 1d, 7d")
+    scope: Literal["scenario", "profile"] = Field(
+        "profile", description="count this scenario's messages only, or all marketing messages to the profile"
+    )
+
+    @property
+    def window(self) -> timedelta:
+        return parse_duration(self.per)
+
+
+class QuietHours(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(pattern=r"^\d{2}:\d{2}$")
+    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    default_timezone: str = "Europe/Moscow"
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+    description: str = ""
+    enabled: bool = True
+    trigger: Trigger
+    conditions: list[Condition] = Field(default_factory=list)
+    delay: str | None = Field(default=None, description="wait before sending, e.g. 1h")
+    max_age: str | None = Field(default=None, description="ignore trigger events older than this, e.g. 1d")
+    cancel_on: list[str] = Field(default_factory=list, description="event types that cancel a pending send")
+    channel: str
+    fallbacks: list[str] = Field(default_factory=list)
+    template: str
+    category: Literal["marketing", "transactional", "service"] = "marketing"
+    once_per_profile: bool = False
+    frequency_cap: FrequencyCap | None = None
+    quiet_hours: QuietHours | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("delay", "max_age")
+    @classmethod
+    def _check_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @property
+    def delay_td(self) -> timedelta | None:
+        return parse_duration(self.delay) if self.delay else None
+
+    @property
+    def max_age_td(self) -> timedelta | None:
+        return parse_duration(self.max_age) if self.max_age else None
+
+    def matches(self, scope: Mapping[str, Any]) -> bool:
+        return all(c.matches(scope) for c in self.conditions)
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://cdp-hub.dev/schemas/scenario.schema.json"
+    return schema
+
+
+_VALIDATOR: jsonschema.Draft202012Validator | None = None
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        _VALIDATOR = jsonschema.Draft202012Validator(scenario_json_schema())
+    return _VALIDATOR
+
+
+def parse_scenario(data: Any, *, origin: str) -> Scenario:
+    """Validate one scenario document; errors name the file, the JSON path and the offending value."""
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{origin}: {e.json_path}: {e.message}" for e in errors[:10]]
+        raise ConfigurationError("invalid scenario:\n  " + "\n  ".join(lines))
+    try:
+        return Scenario.model_validate(data)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid scenario {origin}: {exc}") from None
+
+
+def builtin_scenario_files() -> list[tuple[str, str]]:
+    folder = resources.files("cdp_hub.triggers") / "scenarios"
+    return sorted((f"builtin:{f.name}", f.read_text(encoding="utf-8"))
+                  for f in folder.iterdir() if f.name.endswith((".yaml", ".yml")))
+
+
+def load_scenarios(paths: Iterable[Path] = (), *, builtin: bool = True) -> list[Scenario]:
+    """Built-in scenarios plus every ``*.yaml`` in ``paths`` (files or folders); a later id replaces an
+    earlier one, so a deployment can override a built-in."""
+    docs: list[tuple[str, str]] = builtin_scenario_files() if builtin else []
+    for path in paths:
+        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+        docs.extend((str(f), f.read_text(encoding="utf-8")) for f in files)
+    by_id: dict[str, Scenario] = {}
+    for origin, text in docs:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{origin}: not valid YAML: {exc}") from None
+        for i, doc in enumerate(data if isinstance(data, list) else [data]):
+            scenario = parse_scenario(doc, origin=f"{origin}[{i}]" if isinstance(data, list) else origin)
+            by_id[scenario.id] = scenario
+    return [s for s in by_id.values() if s.enabled]

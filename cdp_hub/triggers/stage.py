@@ -1,0 +1,288 @@
+"""The triggers stage: profile events -> scenario decisions -> message intents on ``cdp.messages``.
+
+    [cdp.profile-events] ─▶ match scenarios (trigger event, conditions)
+                              ├─ delay?        ─▶ scheduled_triggers (durable timer, PostgreSQL)
+                              ├─ cancel_on     ─▶ pending timers of the profile cancelled
+                              ├─ once / caps   ─▶ Redis sorted sets of message ids (idempotent)
+                              ├─ quiet hours   ─▶ postponed to the end of the quiet period (durable timer)
+                              └─ otherwise     ─▶ MessageIntent ─▶ [cdp.messages]
+    due timers (checked every second, busy or idle) ─▶ MessageIntent ─▶ [cdp.messages] ─▶ marked fired
+
+Idempotency: intents have deterministic ids (scenario + trigger event + profile), timers deterministic ids
+(scenario + event), cap counters are sets of message ids; a replayed batch yields the same intents, which
+the delivery stage's send log turns into no-ops. Consent is enforced at delivery, with the profile as it is
+at send time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from cdp_hub.bus.base import OutgoingMessage, Record
+from cdp_hub.dlq import dead_letter_from_error
+from cdp_hub.errors import SchemaViolation
+from cdp_hub.schema.events import Event
+from cdp_hub.schema.messages import MessageIntent, message_id_for
+from cdp_hub.stage import Stage, StageOutput
+from cdp_hub.triggers.scenario import QuietHours, Scenario, load_scenarios
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+
+__all__ = ["TriggerStage", "quiet_hours_end"]
+
+TIMER_NAMESPACE = uuid.UUID("5c0b7f3e-1d2a-5e4f-8a6b-7c8d9e0f1a2b")
+TIMER_CHECK_SECONDS = 1.0
+
+
+def quiet_hours_end(now: datetime, quiet: QuietHours, timezone: str | None) -> datetime | None:
+    """When ``now`` falls in the quiet period of the customer's zone, the UTC time it ends; else None."""
+    try:
+        tz = ZoneInfo(timezone or quiet.default_timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = ZoneInfo(quiet.default_timezone)
+    local = now.astimezone(tz)
+    sh, sm = map(int, quiet.start.split(":"))
+    eh, em = map(int, quiet.end.split(":"))
+    start = local.replace(hour=sh, minute=sm, second=0, microsecond=0)
+    end = local.replace(hour=eh, minute=em, second=0, microsecond=0)
+    if start <= end:  # e.g. 13:00-15:00
+        inside = start <= local < end
+        ends = end
+    else:  # crosses midnight, e.g. 21:00-09:00
+        if local >= start:
+            inside, ends = True, end + timedelta(days=1)
+        elif local < end:
+            inside, ends = True, end
+        else:
+            inside, ends = False, end
+    return ends.astimezone(UTC) if inside else None
+
+
+class TriggerStage(Stage):
+    name = "triggers"
+
+    def __init__(self, hub: Hub, scenarios: Sequence[Scenario] | None = None) -> None:
+        super().__init__(hub)
+        if scenarios is None:
+            extra = [hub.settings.scenarios_dir] if hub.settings.scenarios_dir else []
+            scenarios = load_scenarios(extra)
+        self.scenarios = list(scenarios)
+        self._by_trigger: dict[str, list[Scenario]] = {}
+        self._cancellers: dict[str, list[str]] = {}
+        for s in self.scenarios:
+            self._by_trigger.setdefault(s.trigger.event, []).append(s)
+            for etype in s.cancel_on:
+                self._cancellers.setdefault(etype, []).append(s.id)
+        self._last_timer_check = 0.0
+
+    def now(self) -> datetime:
+        return self.hub.clock()
+
+    @property
+    def topics(self) -> Sequence[str]:
+        return [self.hub.topics.profile_events]
+
+    # -- batch -----------------------------------------------------------------------------------
+
+    async def handle(self, records: Sequence[Record]) -> StageOutput:
+        out = StageOutput()
+        events: list[Event] = []
+        for rec in records:
+            try:
+                event = Event.model_validate_json(rec.value)
+                if event.profile_id is None:
+                    raise SchemaViolation("profile event without profile_id", field="profile_id",
+                                          record_id=str(event.event_id), source=event.source)
+                events.append(event)
+            except Exception as exc:
+                out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=rec.value, record=rec,
+                                                       failure_type="schema_violation"))
+        if events:
+            await self._decide(events, out)
+        await self._maybe_fire_timers(out)
+        return out
+
+    async def idle(self) -> None:
+        out = StageOutput()
+        await self._maybe_fire_timers(out)
+        if out.messages:
+            await self.hub.bus.publish_many(out.messages)
+        for callback in out.on_durable:
+            await callback()
+
+    async def _decide(self, events: list[Event], out: StageOutput) -> None:
+        store = self.hub.store
+        merged = [e for e in events if e.type == "profile.merged"]
+        if merged:
+            await self._follow_merges(merged)
+        relevant = [e for e in events if e.type in self._by_trigger or e.type in self._cancellers]
+        if not relevant:
+            return
+        profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
+        rows = await store.fetch(
+            "SELECT profile_id, golden FROM profiles WHERE profile_id = ANY($1::uuid[])", profile_ids)
+        golden = {r["profile_id"]: r["golden"] or {} for r in rows}
+
+        cancels: list[tuple[uuid.UUID, str, datetime]] = []
+        timers: list[tuple[uuid.UUID, uuid.UUID, str, datetime, uuid.UUID, str]] = []
+        now = self.now()
+        for event in relevant:
+            assert event.profile_id is not None
+            for sid in self._cancellers.get(event.type, ()):
+                cancels.append((event.profile_id, sid, event.occurred_at))
+            profile = golden.get(event.profile_id, {})
+            scope = {"event": event.model_dump(mode="json"), "profile": profile}
+            for scenario in self._by_trigger.get(event.type, ()):
+                if not scenario.matches(scope):
+                    continue
+                if scenario.max_age_td is not None and event.occurred_at < now - scenario.max_age_td:
+                    continue  # history (a backfill, a replay of old data) starts no conversations
+                fire_at = event.occurred_at + scenario.delay_td if scenario.delay_td else None
+                if fire_at is not None and fire_at > now:
+                    trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
+                    timers.append((event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
+                                   event.model_dump_json()))
+                    continue
+                intent = self._intent(scenario, event, profile)
+                await self._gate(scenario, intent, profile, out)
+
+        if cancels:
+            # A cancelling event cancels timers started before it (a cart updated after the order starts anew).
+            await store.execute(
+                """UPDATE scheduled_triggers t SET status = 'cancelled', updated_at = now()
+                   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS c(profile_id, scenario, at)
+                   WHERE t.profile_id = c.profile_id AND t.scenario = c.scenario AND t.status = 'pending'
+                     AND (t.payload->>'occurred_at')::timestamptz <= c.at""",
+                [c[0] for c in cancels], [c[1] for c in cancels], [c[2] for c in cancels])
+        if timers:
+            await store.execute(
+                """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload)
+                   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[],
+                                        $6::jsonb[])
+                   ON CONFLICT DO NOTHING""",
+                [t[0] for t in timers], [t[1] for t in timers], [t[2] for t in timers],
+                [t[3] for t in timers], [t[4] for t in timers], [orjson.loads(t[5]) for t in timers])
+
+    def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any]) -> MessageIntent:
+        pid = str(event.profile_id)
+        return MessageIntent(
+            message_id=message_id_for(scenario.id, str(event.event_id), pid),
+            profile_id=pid,
+            scenario=scenario.id,
+            channel=scenario.channel,
+            fallbacks=scenario.fallbacks,
+            template=scenario.template,
+            locale=profile.get("locale"),
+            trigger_event_id=str(event.event_id),
+            trigger_event=event.model_dump(mode="json", exclude_none=True),
+            vars=scenario.vars,
+            category=scenario.category,
+        )
+
+    async def _gate(self, scenario: Scenario, intent: MessageIntent, profile: dict[str, Any],
+                    out: StageOutput) -> None:
+        """Once-per-profile, frequency cap and quiet hours; then publish or postpone."""
+        hs = self.hub.hotstate
+        now = self.now()
+        if scenario.once_per_profile:
+            key = hs.key("once", scenario.id, intent.profile_id)
+            # SET NX with the message id as value: a replay of the same intent passes, another does not.
+            owner = await hs.redis.set(key, intent.message_id.encode(), nx=True, get=True)
+            if owner is not None and owner.decode() != intent.message_id:
+                return
+        if scenario.frequency_cap is not None and scenario.category == "marketing":
+            cap = scenario.frequency_cap
+            scope = scenario.id if cap.scope == "scenario" else "*"
+            key = hs.key("cap", scope, intent.profile_id)
+            window = cap.window.total_seconds()
+            ts = now.timestamp()
+            pipe = hs.redis.pipeline(transaction=True)
+            pipe.zremrangebyscore(key, "-inf", ts - window)
+            pipe.zscore(key, intent.message_id)
+            pipe.zcard(key)
+            _, already, count = await pipe.execute()
+            if already is None:
+                if count >= cap.max:
+                    self.hub.metrics.messages.labels(scenario.channel, "capped").inc()
+                    return
+                await hs.redis.zadd(key, {intent.message_id: ts})
+                await hs.redis.expire(key, int(window) + 60)
+        if scenario.quiet_hours is not None and scenario.category == "marketing":
+            ends = quiet_hours_end(now, scenario.quiet_hours, profile.get("timezone"))
+            if ends is not None:
+                trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"quiet:{intent.message_id}")
+                await self.hub.store.execute(
+                    """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id,
+                                                       payload, status)
+                       VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT DO NOTHING""",
+                    uuid.UUID(intent.profile_id), trigger_id, scenario.id, ends,
+                    uuid.UUID(intent.trigger_event_id) if intent.trigger_event_id else None,
+                    {"intent": intent.model_dump(mode="json")})
+                return
+        out.messages.append(self._message(intent))
+
+    def _message(self, intent: MessageIntent) -> OutgoingMessage:
+        return OutgoingMessage(self.hub.topics.messages, intent.model_dump_json().encode(),
+                               intent.profile_id.encode(), (("cdp.scenario", intent.scenario.encode()),))
+
+    async def _follow_merges(self, merged: list[Event]) -> None:
+        """Pending timers of merged profiles move to the surviving profile."""
+        for event in merged:
+            survivor = uuid.UUID(event.properties["surviving_profile_id"])
+            losers = [uuid.UUID(p) for p in event.properties.get("merged_profile_ids", [])]
+            await self.hub.store.execute(
+                """UPDATE scheduled_triggers SET profile_id = $1, updated_at = now()
+                   WHERE profile_id = ANY($2::uuid[]) AND status = 'pending'""", survivor, losers)
+
+    # -- durable timers ----------------------------------------------------------------------------
+
+    async def _maybe_fire_timers(self, out: StageOutput) -> None:
+        mono = time.monotonic()
+        if mono - self._last_timer_check < TIMER_CHECK_SECONDS:
+            return
+        self._last_timer_check = mono
+        await self.fire_due_timers(out)
+
+    async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
+        """Turn due timers into intents (appended to ``out``); they are marked fired once published."""
+        rows = await self.hub.store.fetch(
+            """SELECT profile_id, trigger_id, scenario, payload FROM scheduled_triggers
+               WHERE status = 'pending' AND fire_at <= $1 ORDER BY fire_at LIMIT $2""", self.now(), limit)
+        if not rows:
+            return 0
+        by_id = {s.id: s for s in self.scenarios}
+        fired: list[tuple[uuid.UUID, uuid.UUID]] = []
+        profile_ids = list({r["profile_id"] for r in rows})
+        golden = {r["profile_id"]: r["golden"] or {} for r in await self.hub.store.fetch(
+            "SELECT profile_id, golden FROM profiles WHERE profile_id = ANY($1::uuid[])", profile_ids)}
+        for row in rows:
+            fired.append((row["profile_id"], row["trigger_id"]))
+            scenario = by_id.get(row["scenario"])
+            payload = row["payload"] or {}
+            if scenario is None:
+                continue
+            if "intent" in payload:  # postponed by quiet hours: already gated
+                out.messages.append(self._message(MessageIntent.model_validate(payload["intent"])))
+                continue
+            event = Event.model_validate(payload)
+            event.profile_id = row["profile_id"]  # the timer may have moved to a surviving profile
+            profile = golden.get(row["profile_id"], {})
+            await self._gate(scenario, self._intent(scenario, event, profile), profile, out)
+
+        async def mark_fired() -> None:
+            await self.hub.store.execute(
+                """UPDATE scheduled_triggers t SET status = 'fired', updated_at = now()
+                   FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
+                   WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'""",
+                [f[0] for f in fired], [f[1] for f in fired])
+
+        out.on_durable.append(mark_fired)
+        return len(fired)
