@@ -1,0 +1,70 @@
+"""Fuzzy (probabilistic) person matching: the same person in records that share no identifier.
+
+The deterministic identity graph links records through shared identifiers. This module finds the rest:
+name variants and transliteration (``Иванов`` / ``Ivanov``), typos, swapped given name and surname,
+with birth date and address as evidence, in the Fellegi-Sunter framework::
+
+    records ─▶ blocking (several passes: phonetic names, birth date, postcode, sorted neighbourhood)
+            ─▶ comparison vectors (exact / similar / different per field, Jaro-Winkler, edit distance)
+            ─▶ m/u probabilities (u from random pairs, m and the prior by EM; or configured)
+            ─▶ ScoredPair(a, b, score=P(match), weight=log2 Bayes factor, evidence per field)
+            ─▶ cluster(pairs, threshold)              connected components
+            ─▶ suggest_merges(store, config)          merge_suggestions table, auto-merge candidates
+
+Public API::
+
+    find_matches(records, config) -> list[ScoredPair]
+    match(records, config, threshold=None) -> MatchRun     (pairs plus blocking/EM statistics)
+    cluster(pairs, threshold) -> list[list[str]]
+    await suggest_merges(store, config) -> SuggestResult
+    await list_suggestions(store, status="open") -> list[Suggestion]
+
+See docs/fuzzy-matching.md for the method, a configuration example and the CLI.
+"""
+
+from __future__ import annotations
+
+from cdp_hub.resolver.fuzzy_match import MatchRun, ModelParameters, cluster, find_matches, match
+from cdp_hub.resolver.fuzzy_model import (
+    BlockingPass,
+    Comparison,
+    FieldEvidence,
+    MatcherConfig,
+    PersonRecord,
+    ScoredPair,
+    default_config,
+    load_matcher_config,
+)
+from cdp_hub.resolver.fuzzy_store import (
+    Suggestion,
+    SuggestResult,
+    list_suggestions,
+    profile_record,
+    suggest_merges,
+)
+from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex, transliterate
+
+__all__ = [
+    "BlockingPass",
+    "Comparison",
+    "FieldEvidence",
+    "MatchRun",
+    "MatcherConfig",
+    "ModelParameters",
+    "PersonRecord",
+    "ScoredPair",
+    "SuggestResult",
+    "Suggestion",
+    "cluster",
+    "default_config",
+    "find_matches",
+    "fold",
+    "list_suggestions",
+    "load_matcher_config",
+    "match",
+    "name_skeleton",
+    "profile_record",
+    "soundex",
+    "suggest_merges",
+    "transliterate",
+]

@@ -1,0 +1,537 @@
+"""The fuzzy matching engine: blocking, comparison vectors, Fellegi-Sunter scoring with EM, clustering.
+
+    records --prepare--> folded fields (transliterated, skeletons, digits)
+            --block-->   candidate pairs (union of the passes)
+            --compare--> one level per field and pair (exact / partial... / different / missing)
+            --estimate-> u from random pairs, m and the prior by EM over the candidates' patterns
+            --score-->   log2 Bayes factor -> posterior probability -> ScoredPair with evidence
+    pairs --cluster-->   connected components of the pairs at or above a threshold
+
+Pure Python plus rapidfuzz (C++ string metrics); no pandas, no numpy.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from rapidfuzz.distance import OSA, JaroWinkler
+from rapidfuzz.fuzz import token_sort_ratio
+
+from cdp_hub.resolver.fuzzy_model import (
+    _KEY_RE,
+    Comparison,
+    FieldEvidence,
+    MatcherConfig,
+    PersonRecord,
+    ScoredPair,
+)
+from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex
+
+__all__ = ["MatchRun", "ModelParameters", "cluster", "find_matches", "match"]
+
+MISSING = -1
+_NAME_FIELDS = ("given_name", "surname", "middle_name")
+_COMPACT_FIELDS = ("street_number", "postcode", "national_id")
+_DATE_FORMATS = (
+    re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})"),
+    re.compile(r"^(\d{4})(\d{2})(\d{2})$"),
+    re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})$"),
+)
+_DMY = re.compile(r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})$")
+
+
+@dataclass(slots=True)
+class ModelParameters:
+    """The probabilities a run scored with: ``m[field][level]``, ``u[field][level]`` and the prior."""
+
+    m: dict[str, list[float]]
+    u: dict[str, list[float]]
+    prior: float
+    m_source: str  # "config" or "em"
+    u_source: str  # "config" or "random pairs"
+    em_iterations: int = 0
+
+
+@dataclass(slots=True)
+class MatchRun:
+    """Everything one matching run produced: the pairs at or above the threshold, and how it went."""
+
+    pairs: list[ScoredPair]
+    records: int
+    candidate_pairs: int
+    pairs_per_pass: list[int]
+    parameters: ModelParameters
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# -- preparation -------------------------------------------------------------------------------------
+
+
+def normalize_birth_date(value: date | str | None) -> str | None:
+    """``YYYYMMDD`` for a date or a date string in a common notation; ``None`` when unreadable."""
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value.strftime("%Y%m%d")
+    text = value.strip()
+    for pattern in _DATE_FORMATS:
+        m = pattern.match(text)
+        if m:
+            y, mo, d = m.groups()
+            break
+    else:
+        m = _DMY.match(text)
+        if not m:
+            return None
+        d, mo, y = m.groups()
+    return f"{int(y):04d}{int(mo):02d}{int(d):02d}"
+
+
+def _prepare_value(name: str, raw: object) -> str | None:
+    if raw is None:
+        return None
+    if name == "birth_date":
+        return normalize_birth_date(raw)  # type: ignore[arg-type]
+    text = str(raw)
+    if name == "phone":
+        digits = "".join(ch for ch in text if ch.isdigit())
+        return digits or None
+    if name == "email":
+        email = text.strip().lower()
+        return email or None
+    folded = fold(text)
+    if name in _COMPACT_FIELDS:
+        folded = folded.replace(" ", "")
+    return folded or None
+
+
+@dataclass(slots=True)
+class _Prepared:
+    ids: list[str]
+    values: dict[str, list[str | None]]
+    skeletons: dict[str, list[str | None]]
+
+
+def _prepare(records: Sequence[PersonRecord], fields: Iterable[str]) -> _Prepared:
+    wanted = set(fields) | {"given_name", "surname"}
+    values: dict[str, list[str | None]] = {}
+    skeletons: dict[str, list[str | None]] = {}
+    for name in wanted:
+        col = [_prepare_value(name, getattr(r, name)) for r in records]
+        values[name] = col
+        if name in _NAME_FIELDS:
+            skeletons[name] = [name_skeleton(v) if v else None for v in col]
+    return _Prepared([r.id for r in records], values, skeletons)
+
+
+# -- blocking ----------------------------------------------------------------------------------------
+
+
+def _key_column(prep: _Prepared, key: str) -> list[str | None]:
+    m = _KEY_RE.match(key)
+    assert m is not None  # validated by BlockingPass
+    fn, arg = (m["fn"], m["arg"]) if m["fn"] else ("exact", m["bare"])
+    if arg == "names":
+        given, sur = prep.skeletons["given_name"], prep.skeletons["surname"]
+        tokens_col: list[list[str]] = [
+            sorted(t for part in (g, s) if part for t in part.split()) for g, s in zip(given, sur, strict=True)
+        ]
+    else:
+        col = prep.skeletons.get(arg) if fn.startswith("prefix") or fn == "soundex" else None
+        source = col if col is not None else prep.values[arg]
+        tokens_col = [[v] if v else [] for v in source]
+    out: list[str | None] = []
+    for tokens in tokens_col:
+        if not tokens:
+            out.append(None)
+            continue
+        if fn == "soundex":
+            out.append(" ".join(sorted(soundex(t) for tok in tokens for t in tok.split())))
+        elif fn.startswith("prefix"):
+            n = int(fn[-1])
+            out.append(" ".join(t[:n] for t in tokens))
+        elif fn == "reverse":
+            out.append(" ".join(t[::-1] for t in tokens))
+        elif fn == "year":
+            out.append(tokens[0][:4])
+        elif fn == "month_day":
+            out.append(tokens[0][4:8])
+        else:
+            out.append(" ".join(tokens))
+    return out
+
+
+def _block(prep: _Prepared, config: MatcherConfig) -> tuple[set[int], list[int]]:
+    """Candidate pairs as ``i * n + j`` (``i < j``), and how many each pass added."""
+    n = len(prep.ids)
+    pairs: set[int] = set()
+    per_pass: list[int] = []
+    name_order = [
+        f"{prep.skeletons['surname'][i] or ''}|{prep.skeletons['given_name'][i] or ''}" for i in range(n)
+    ]
+
+    def add_window(members: list[int], window: int) -> None:
+        for pos, i in enumerate(members):
+            for j in members[pos + 1 : pos + window]:
+                pairs.add(i * n + j if i < j else j * n + i)
+
+    for bp in config.blocking:
+        before = len(pairs)
+        columns = [_key_column(prep, k) for k in bp.keys]
+        keyed = [
+            (i, "\x1f".join(parts))
+            for i, parts in enumerate(zip(*columns, strict=True))
+            if all(parts)
+        ]
+        if bp.method == "sorted_neighbourhood":
+            keyed.sort(key=lambda item: item[1])
+            add_window([i for i, _ in keyed], bp.window)
+        else:
+            blocks: dict[str, list[int]] = {}
+            for i, k in keyed:
+                blocks.setdefault(k, []).append(i)
+            for members in blocks.values():
+                if len(members) < 2:
+                    continue
+                if len(members) > bp.max_block_size:
+                    add_window(sorted(members, key=name_order.__getitem__), bp.window)
+                    continue
+                for x, i in enumerate(members):
+                    for j in members[x + 1 :]:
+                        pairs.add(i * n + j)
+        per_pass.append(len(pairs) - before)
+    return pairs, per_pass
+
+
+# -- comparison --------------------------------------------------------------------------------------
+
+Comparator = Callable[[str, str, str | None, str | None], tuple[int, float | None]]
+
+
+def _comparator(comp: Comparison) -> Comparator:
+    """A function ``(a, b, skeleton_a, skeleton_b) -> (level, similarity)`` for present values."""
+    levels = comp.levels
+    different = len(levels) + 1
+
+    def by_similarity(sim: float) -> int:
+        for idx, t in enumerate(levels):
+            if sim >= t:
+                return idx + 1
+        return different
+
+    def by_distance(dist: int) -> int:
+        for idx, t in enumerate(levels):
+            if dist <= t:
+                return idx + 1
+        return different
+
+    if comp.method == "exact":
+        return lambda a, b, sa, sb: (0, None) if a == b else (1, None)
+
+    if comp.method == "name":
+        def name(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
+            if a == b or sa == sb:
+                return 0, 1.0
+            sim = max(JaroWinkler.normalized_similarity(a, b),
+                      JaroWinkler.normalized_similarity(sa or a, sb or b))
+            return by_similarity(sim), sim
+        return name
+
+    if comp.method == "jaro_winkler":
+        def jaro(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
+            if a == b:
+                return 0, 1.0
+            sim = JaroWinkler.normalized_similarity(a, b)
+            return by_similarity(sim), sim
+        return jaro
+
+    if comp.method == "token":
+        def token(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
+            if a == b:
+                return 0, 1.0
+            sim = max(JaroWinkler.normalized_similarity(a, b), token_sort_ratio(a, b) / 100.0)
+            if sim < 1.0 and a.replace(" ", "") == b.replace(" ", ""):
+                sim = 1.0  # "pridham street" / "pridhamstreet"
+            return by_similarity(sim), sim
+        return token
+
+    if comp.method == "date":
+        def dates(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
+            if a == b:
+                return 0, None
+            dist = OSA.distance(a, b)
+            if dist > 1 and a[:4] == b[:4] and a[4:6] == b[6:8] and a[6:8] == b[4:6]:
+                dist = 1  # day and month swapped
+            return by_distance(dist), None
+        return dates
+
+    def edit(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
+        if a == b:
+            return 0, None
+        return by_distance(OSA.distance(a, b)), None
+    return edit
+
+
+class _Comparer:
+    """Comparison vectors for pairs of prepared records, with the given-name/surname swap check."""
+
+    def __init__(self, prep: _Prepared, config: MatcherConfig) -> None:
+        self.prep = prep
+        self.config = config
+        self.comparisons = config.comparisons
+        self.funcs = [_comparator(c) for c in self.comparisons]
+        self.columns = [prep.values[c.field] for c in self.comparisons]
+        self.skel = [prep.skeletons.get(c.field) for c in self.comparisons]
+        names = [i for i, c in enumerate(self.comparisons) if c.field in ("given_name", "surname")]
+        self.swap = config.swap_names and len(names) == 2
+        if self.swap:
+            gi = next(i for i in names if self.comparisons[i].field == "given_name")
+            si = next(i for i in names if self.comparisons[i].field == "surname")
+            self.gi, self.si = gi, si
+
+    def vector(self, i: int, j: int) -> tuple[tuple[int, ...], list[float | None], bool]:
+        levels: list[int] = []
+        sims: list[float | None] = []
+        for f, col, skel in zip(self.funcs, self.columns, self.skel, strict=True):
+            a, b = col[i], col[j]
+            if a is None or b is None:
+                levels.append(MISSING)
+                sims.append(None)
+                continue
+            lvl, sim = f(a, b, skel[i] if skel else None, skel[j] if skel else None)
+            levels.append(lvl)
+            sims.append(sim)
+        swapped = False
+        if self.swap and levels[self.gi] != 0 and levels[self.si] != 0:
+            swapped = self._try_swap(i, j, levels, sims)
+        return tuple(levels), sims, swapped
+
+    def _try_swap(self, i: int, j: int, levels: list[int], sims: list[float | None]) -> bool:
+        """Compare given name with surname crosswise; keep it when both names then agree better."""
+        gi, si = self.gi, self.si
+        g, s = self.columns[gi], self.columns[si]
+        gk, sk = self.skel[gi], self.skel[si]
+        assert gk is not None and sk is not None
+        if g[i] is None or s[i] is None or g[j] is None or s[j] is None:
+            return False
+        lg, simg = self.funcs[gi](g[i], s[j], gk[i], sk[j])  # type: ignore[arg-type]
+        ls, sims_ = self.funcs[si](s[i], g[j], sk[i], gk[j])  # type: ignore[arg-type]
+        if lg + ls < levels[gi] + levels[si] and max(lg, ls) <= 1:
+            levels[gi], levels[si] = lg, ls
+            sims[gi], sims[si] = simg, sims_
+            return True
+        return False
+
+
+# -- parameter estimation ----------------------------------------------------------------------------
+
+
+def _normalized(counts: list[float]) -> list[float]:
+    total = sum(counts)
+    return [c / total for c in counts]
+
+
+def _estimate_u(comparer: _Comparer, n: int, config: MatcherConfig) -> dict[str, list[float]]:
+    """u probabilities from random pairs: nearly all random pairs are non-matches."""
+    rng = random.Random(config.seed)
+    counts = [[0.5] * (len(c.levels) + 2) for c in config.comparisons]  # +0.5: no zero probabilities
+    for _ in range(config.u_sample_pairs):
+        i, j = rng.randrange(n), rng.randrange(n)
+        if i == j:
+            continue
+        vec, _, _ = comparer.vector(i, j)
+        for f, lvl in enumerate(vec):
+            if lvl != MISSING:
+                counts[f][lvl] += 1
+    return {c.field: _normalized(cnt) for c, cnt in zip(config.comparisons, counts, strict=True)}
+
+
+def _em(
+    patterns: Counter[tuple[int, ...]],
+    config: MatcherConfig,
+    m: dict[str, list[float]],
+    u: dict[str, list[float]],
+    prior: float,
+) -> tuple[dict[str, list[float]], float, int]:
+    """Expectation-maximisation of m and the prior over the candidates' comparison patterns, u fixed.
+
+    Works on pattern counts (a few hundred distinct vectors), not on pairs, so it costs nothing.
+    """
+    fields: list[str] = [c.field for c in config.comparisons]
+    items = list(patterns.items())
+    m_cur = {f: list(v) for f, v in m.items()}
+    iterations = 0
+    for iterations in range(1, config.em_iterations + 1):  # noqa: B007 - the count is reported
+        lm = [[math.log(p) for p in m_cur[f]] for f in fields]
+        lu = [[math.log(p) for p in u[f]] for f in fields]
+        sums = [[0.01] * len(m_cur[f]) for f in fields]
+        total_match = 0.0
+        total = 0
+        for vec, count in items:
+            s = 0.0
+            for f, lvl in enumerate(vec):
+                if lvl != MISSING:
+                    s += lm[f][lvl] - lu[f][lvl]
+            logit = s + math.log(prior / (1 - prior))
+            g = 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
+            w = g * count
+            total_match += w
+            total += count
+            for f, lvl in enumerate(vec):
+                if lvl != MISSING:
+                    sums[f][lvl] += w
+        new_prior = min(max(total_match / total, 1e-6), 1 - 1e-6)
+        new_m = {f: _normalized(sums[k]) for k, f in enumerate(fields)}
+        delta = max(abs(a - b) for f in fields for a, b in zip(new_m[f], m_cur[f], strict=True))
+        m_cur, prior = new_m, new_prior
+        if delta < 1e-5:
+            break
+    return m_cur, prior, iterations
+
+
+# -- public API --------------------------------------------------------------------------------------
+
+
+def _parameters(
+    comparer: _Comparer, patterns: Counter[tuple[int, ...]], n: int, config: MatcherConfig
+) -> ModelParameters:
+    """m, u and the prior: configured, or estimated when there are enough records (or nothing configured)."""
+    comps = config.comparisons
+    enough = n >= config.min_records_for_estimation
+    estimate_u = [config.estimate_u and (enough or c.u is None) for c in comps]
+    u: dict[str, list[float]] = {c.field: list(c.u) for c in comps if c.u is not None}
+    if any(estimate_u) and n >= 2:
+        sampled = _estimate_u(comparer, n, config)
+        u.update({c.field: sampled[c.field] for c, est in zip(comps, estimate_u, strict=True) if est})
+    for c in comps:  # one record: nothing to sample; every level equally likely
+        u.setdefault(c.field, [1.0 / (len(c.levels) + 2)] * (len(c.levels) + 2))
+    u_source = "random pairs" if all(estimate_u) else "config" if not any(estimate_u) else "config + random pairs"
+    # EM starts from the configured m, or from "agreement is likely for a match" where none is given.
+    m: dict[str, list[float]] = {
+        c.field: list(c.m) if c.m is not None else _normalized([2.0 ** -(3 * k) for k in range(len(c.levels) + 2)])
+        for c in comps
+    }
+    prior, m_source, iterations = config.prior, "config", 0
+    if config.estimate_m and (enough or any(c.m is None for c in comps)) and patterns:
+        m, prior, iterations = _em(patterns, config, m, u, prior)
+        m_source = "em"
+    return ModelParameters(m=m, u=u, prior=prior, m_source=m_source, u_source=u_source, em_iterations=iterations)
+
+
+def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: float | None = None) -> MatchRun:
+    """Block, compare, estimate, score: every candidate pair with ``score >= threshold`` (default: the
+    config's ``suggest_threshold``), best first, with per-field evidence."""
+    t0 = time.perf_counter()
+    cut = config.suggest_threshold if threshold is None else threshold
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        dupes = sorted(k for k, v in Counter(ids).items() if v > 1)[:5]
+        raise ValueError(f"record ids must be unique; repeated: {dupes}")
+    prep = _prepare(records, (c.field for c in config.comparisons))
+    n = len(ids)
+    t_prep = time.perf_counter()
+    candidates, per_pass = _block(prep, config)
+    t_block = time.perf_counter()
+
+    comparer = _Comparer(prep, config)
+    vectors: list[tuple[int, int, tuple[int, ...], list[float | None], bool]] = []
+    patterns: Counter[tuple[int, ...]] = Counter()
+    for key in candidates:
+        i, j = divmod(key, n)
+        vec, sims, swapped = comparer.vector(i, j)
+        vectors.append((i, j, vec, sims, swapped))
+        patterns[vec] += 1
+    t_compare = time.perf_counter()
+
+    params = _parameters(comparer, patterns, n, config)
+    t_estimate = time.perf_counter()
+
+    pairs = _score(vectors, ids, config, params, cut)
+    t_score = time.perf_counter()
+    return MatchRun(
+        pairs=pairs, records=n, candidate_pairs=len(candidates), pairs_per_pass=per_pass, parameters=params,
+        seconds={"prepare": t_prep - t0, "block": t_block - t_prep, "compare": t_compare - t_block,
+                 "estimate": t_estimate - t_compare, "score": t_score - t_estimate, "total": t_score - t0},
+    )
+
+
+def _score(
+    vectors: list[tuple[int, int, tuple[int, ...], list[float | None], bool]],
+    ids: list[str],
+    config: MatcherConfig,
+    params: ModelParameters,
+    cut: float,
+) -> list[ScoredPair]:
+    comps = config.comparisons
+    weights = [[math.log2(mp / up) for mp, up in zip(params.m[c.field], params.u[c.field], strict=True)]
+               for c in comps]
+    level_names = [c.level_names() for c in comps]
+    prior_logit = math.log2(params.prior / (1 - params.prior))
+    # The weight a pair needs for score >= cut; compare weights, not probabilities, in the loop.
+    if cut <= 0.0:
+        min_weight = -math.inf
+    elif cut >= 1.0:
+        min_weight = math.inf
+    else:
+        min_weight = math.log2(cut / (1 - cut)) - prior_logit
+    cache: dict[tuple[int, ...], float] = {}
+    out: list[ScoredPair] = []
+    for i, j, vec, sims, swapped in vectors:
+        w = cache.get(vec)
+        if w is None:
+            w = sum(weights[f][lvl] for f, lvl in enumerate(vec) if lvl != MISSING)
+            cache[vec] = w
+        if w < min_weight:
+            continue
+        evidence: dict[str, FieldEvidence] = {
+            comps[f].field: FieldEvidence(level_names[f][lvl], weights[f][lvl], sims[f])
+            for f, lvl in enumerate(vec) if lvl != MISSING
+        }
+        score = 1.0 / (1.0 + 2.0 ** -(w + prior_logit)) if w + prior_logit > -1000 else 0.0
+        a, b = ids[i], ids[j]
+        if b < a:
+            a, b = b, a
+        out.append(ScoredPair(a, b, score, w, evidence, swapped))
+    out.sort(key=lambda p: (-p.weight, p.a, p.b))
+    return out
+
+
+def find_matches(records: Sequence[PersonRecord], config: MatcherConfig) -> list[ScoredPair]:
+    """Pairs of records that are probably the same person (``score >= config.suggest_threshold``)."""
+    return match(records, config).pairs
+
+
+def cluster(pairs: Iterable[ScoredPair], threshold: float) -> list[list[str]]:
+    """Connected components of the pairs with ``score >= threshold`` (union-find), each sorted, largest
+    first; records in no such pair are not listed."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for p in pairs:
+        if p.score < threshold:
+            continue
+        parent.setdefault(p.a, p.a)
+        parent.setdefault(p.b, p.b)
+        ra, rb = find(p.a), find(p.b)
+        if ra != rb:
+            if rb < ra:
+                ra, rb = rb, ra
+            parent[rb] = ra
+    groups: dict[str, list[str]] = {}
+    for x in parent:
+        groups.setdefault(find(x), []).append(x)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: (-len(g), g[0]))

@@ -1,0 +1,234 @@
+"""Fuzzy matching over the store: golden records in, scored merge suggestions out.
+
+    profiles (merged_into IS NULL, golden jsonb) ─┐
+    identities (latest phone, e-mail per profile) ─┴─▶ PersonRecord ─▶ match() ─▶ merge_suggestions
+                                                                                    (upsert, set-wise)
+        pairs with score >= auto_merge_threshold ─▶ status 'auto' ─▶ SuggestResult.auto
+
+Re-running is idempotent: a pair keeps one row (``profile_a < profile_b``); an open or auto row gets the
+new score and evidence, a decided row (``merged``, ``rejected``) keeps its decision and is never
+offered for auto-merging again. Suggestions whose profile has since been merged away become ``stale``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from cdp_hub.resolver.fuzzy_match import MatchRun, match
+from cdp_hub.resolver.fuzzy_model import MatcherConfig, PersonRecord, ScoredPair
+from cdp_hub.store import Store
+
+__all__ = [
+    "GOLDEN_FIELDS",
+    "IDENTITY_FIELDS",
+    "SUGGESTION_STATUSES",
+    "SuggestResult",
+    "Suggestion",
+    "list_suggestions",
+    "profile_record",
+    "suggest_merges",
+]
+
+log = logging.getLogger(__name__)
+
+SUGGESTION_STATUSES = ("open", "auto", "merged", "rejected", "stale")
+# Golden-record trait -> PersonRecord field.
+GOLDEN_FIELDS: Mapping[str, str] = {
+    "first_name": "given_name",
+    "last_name": "surname",
+    "middle_name": "middle_name",
+    "birth_date": "birth_date",
+    "gender": "gender",
+    "street_number": "street_number",
+    "address": "address",
+    "address2": "address2",
+    "city": "city",
+    "postal_code": "postcode",
+    "region": "region",
+    "country": "country",
+    "national_id": "national_id",
+}
+# Identity kind -> PersonRecord field (the most recently seen value of the kind).
+IDENTITY_FIELDS: Mapping[str, str] = {"phone": "phone", "email": "email"}
+_PATRONYMIC_ENDINGS = ("ovich", "evich", "ich", "ovna", "evna", "ichna", "ична", "овна", "евна", "ович", "евич", "ич")
+
+_SELECT_PROFILES = """
+SELECT profile_id, golden FROM profiles WHERE merged_into IS NULL ORDER BY profile_id
+"""
+_SELECT_IDENTITIES = """
+SELECT DISTINCT ON (i.profile_id, i.kind) i.profile_id, i.kind, i.value
+  FROM identities i
+  JOIN profiles p ON p.profile_id = i.profile_id AND p.merged_into IS NULL
+ WHERE i.kind = ANY($1::text[])
+ ORDER BY i.profile_id, i.kind, i.last_seen DESC, i.value
+"""
+# One statement for the whole batch. `inserted` tells new rows from updated ones (xmax = 0 on insert).
+_UPSERT = """
+INSERT INTO merge_suggestions AS s (profile_a, profile_b, score, weight, evidence, status, matcher)
+SELECT a, b, sc, w, ev::jsonb, st, $7
+  FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::float8[], $5::text[], $6::text[]) AS x(a, b, sc, w, ev, st)
+ON CONFLICT (profile_a, profile_b) DO UPDATE
+   SET score = EXCLUDED.score, weight = EXCLUDED.weight, evidence = EXCLUDED.evidence,
+       status = EXCLUDED.status, matcher = EXCLUDED.matcher, updated_at = now()
+ WHERE s.status IN ('open', 'auto')
+   AND (s.score, s.weight, s.evidence, s.status, s.matcher)
+       IS DISTINCT FROM (EXCLUDED.score, EXCLUDED.weight, EXCLUDED.evidence, EXCLUDED.status, EXCLUDED.matcher)
+RETURNING profile_a, profile_b, status, (xmax = 0) AS inserted
+"""
+_MARK_STALE = """
+UPDATE merge_suggestions s SET status = 'stale', updated_at = now()
+ WHERE s.status IN ('open', 'auto')
+   AND EXISTS (SELECT 1 FROM profiles p
+                WHERE p.profile_id IN (s.profile_a, s.profile_b) AND p.merged_into IS NOT NULL)
+"""
+_SELECT_AUTO = """
+SELECT profile_a, profile_b FROM merge_suggestions
+ WHERE status = 'auto' AND profile_a = ANY($1::uuid[]) AND profile_b = ANY($2::uuid[])
+"""
+_LIST = """
+SELECT profile_a, profile_b, score, weight, evidence, status, matcher, created_at, updated_at
+  FROM merge_suggestions
+ WHERE ($1::text IS NULL OR status = $1)
+ ORDER BY score DESC, profile_a, profile_b
+ LIMIT $2
+"""
+
+
+@dataclass(slots=True)
+class SuggestResult:
+    """What :func:`suggest_merges` did.
+
+    ``auto`` holds the pairs at or above ``auto_merge_threshold`` whose suggestion is (still) in status
+    ``auto``: the ones to merge automatically. Pairs an operator rejected are never in it.
+    """
+
+    profiles: int
+    candidate_pairs: int
+    suggestions: int
+    inserted: int
+    updated: int
+    stale: int
+    auto: list[ScoredPair] = field(default_factory=list)
+    matcher: str = ""
+    seconds: float = 0.0
+    run: MatchRun | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """One stored merge suggestion (a row of ``merge_suggestions``)."""
+
+    profile_a: uuid.UUID
+    profile_b: uuid.UUID
+    score: float
+    weight: float
+    evidence: dict[str, Any]
+    status: str
+    matcher: str
+
+
+def _split_full_name(full: str) -> tuple[str | None, str | None, str | None]:
+    """(given, surname, middle) from a full name: ``Иванов Иван Иванович`` or ``Ivan Ivanov``."""
+    tokens = full.split()
+    if len(tokens) == 3 and tokens[2].lower().endswith(_PATRONYMIC_ENDINGS):
+        return tokens[1], tokens[0], tokens[2]  # Russian order: surname, given name, patronymic
+    if len(tokens) >= 2:
+        return tokens[0], tokens[-1], " ".join(tokens[1:-1]) or None
+    return (tokens[0], None, None) if tokens else (None, None, None)
+
+
+def profile_record(profile_id: str, golden: Mapping[str, Any], identities: Mapping[str, str]) -> PersonRecord:
+    """The :class:`PersonRecord` of a profile: golden traits (``GOLDEN_FIELDS``) plus latest identities."""
+    values: dict[str, Any] = {}
+    for trait, name in GOLDEN_FIELDS.items():
+        value = golden.get(trait)
+        if value is not None and not isinstance(value, dict | list) and str(value).strip():
+            values[name] = str(value)
+    full = golden.get("full_name")
+    if isinstance(full, str) and full.strip() and not (values.get("given_name") or values.get("surname")):
+        given, surname, middle = _split_full_name(full)
+        values.update({k: v for k, v in (("given_name", given), ("surname", surname),
+                                         ("middle_name", middle)) if v and k not in values})
+    for kind, name in IDENTITY_FIELDS.items():
+        if identities.get(kind):
+            values[name] = identities[kind]
+    return PersonRecord(id=profile_id, **values)
+
+
+def matcher_fingerprint(config: MatcherConfig) -> str:
+    """A short stable hash of the configuration, stored with each suggestion."""
+    return "fs-" + hashlib.sha256(orjson.dumps(config.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
+
+
+async def load_records(store: Store) -> list[PersonRecord]:
+    """Every live profile (``merged_into IS NULL``) as a :class:`PersonRecord`."""
+    profiles = await store.fetch(_SELECT_PROFILES)
+    idents: dict[str, dict[str, str]] = {}
+    for row in await store.fetch(_SELECT_IDENTITIES, list(IDENTITY_FIELDS)):
+        idents.setdefault(str(row["profile_id"]), {})[row["kind"]] = row["value"]
+    out = []
+    for row in profiles:
+        pid = str(row["profile_id"])
+        golden = row["golden"] if isinstance(row["golden"], dict) else {}
+        out.append(profile_record(pid, golden, idents.get(pid, {})))
+    return out
+
+
+async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: float | None = None) -> SuggestResult:
+    """Score every pair of live profiles that blocking proposes; store those at or above ``threshold``
+    (default ``config.suggest_threshold``) in ``merge_suggestions``; return the ones to auto-merge.
+
+    Pairs at or above ``config.auto_merge_threshold`` are stored with status ``auto``; executing those
+    merges is the caller's decision (``cdp-hub identity suggest --auto-merge``).
+    """
+    t0 = time.perf_counter()
+    records = await load_records(store)
+    run = match(records, config, threshold=threshold)
+    fingerprint = matcher_fingerprint(config)
+    pairs = run.pairs
+    statuses = ["auto" if p.score >= config.auto_merge_threshold else "open" for p in pairs]
+    inserted = updated = stale = 0
+    auto: list[ScoredPair] = []
+    async with store.pool.acquire() as conn, conn.transaction():
+        if pairs:
+            rows = await conn.fetch(
+                _UPSERT,
+                [uuid.UUID(p.a) for p in pairs], [uuid.UUID(p.b) for p in pairs],
+                [p.score for p in pairs], [p.weight for p in pairs],
+                [orjson.dumps(p.evidence_json()).decode() for p in pairs], statuses, fingerprint,
+            )
+            inserted = sum(1 for r in rows if r["inserted"])
+            updated = len(rows) - inserted
+        stale_tag = await conn.execute(_MARK_STALE)
+        stale = int(stale_tag.rsplit(" ", 1)[-1])
+        wanted = [p for p, st in zip(pairs, statuses, strict=True) if st == "auto"]
+        if wanted:
+            rows = await conn.fetch(_SELECT_AUTO, [uuid.UUID(p.a) for p in wanted], [uuid.UUID(p.b) for p in wanted])
+            still_auto = {(str(r["profile_a"]), str(r["profile_b"])) for r in rows}
+            auto = [p for p in wanted if (p.a, p.b) in still_auto]
+    result = SuggestResult(
+        profiles=len(records), candidate_pairs=run.candidate_pairs, suggestions=len(pairs), inserted=inserted,
+        updated=updated, stale=stale, auto=auto, matcher=fingerprint, seconds=time.perf_counter() - t0, run=run,
+    )
+    log.info("fuzzy matching: %d profiles, %d candidate pairs, %d suggestions (%d new), %d auto",
+             result.profiles, result.candidate_pairs, result.suggestions, inserted, len(auto))
+    return result
+
+
+async def list_suggestions(store: Store, *, status: str | None = "open", limit: int = 100) -> list[Suggestion]:
+    """Stored suggestions, best first; ``status=None`` lists every status."""
+    if status is not None and status not in SUGGESTION_STATUSES:
+        raise ValueError(f"unknown status {status!r}; use one of {SUGGESTION_STATUSES}")
+    rows = await store.fetch(_LIST, status, limit)
+    return [
+        Suggestion(r["profile_a"], r["profile_b"], r["score"], r["weight"], r["evidence"], r["status"], r["matcher"])
+        for r in rows
+    ]
