@@ -28,9 +28,15 @@ class ChannelConfig(BaseModel):
 
 
 class ChannelLimits(BaseModel):
-    """What the provider allows; the delivery stage paces and batches accordingly."""
+    """What the provider allows; the delivery stage paces and batches accordingly.
+
+    ``rate_per_second`` feeds a token bucket per channel instance (``None``: unlimited), ``max_concurrency``
+    bounds requests in flight, ``max_body_bytes`` is checked before sending (a larger message fails
+    permanently instead of being rejected by the provider), ``max_batch`` is for providers with batch APIs.
+    """
 
     rate_per_second: float | None = None
+    burst: int | None = Field(default=None, description="bucket size; default: one second of rate")
     max_batch: int = 1
     max_body_bytes: int | None = None
     max_concurrency: int = 32
@@ -61,7 +67,9 @@ class Receipt(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    message_id: str
+    message_id: str = Field(
+        default="", description="the message's id; empty when a callback names only provider_message_id"
+    )
     status: ReceiptStatus
     provider: str | None = None
     provider_message_id: str | None = None
@@ -79,10 +87,14 @@ class Channel:
     name: ClassVar[str] = ""
     """The channel type, unique across plugins (``"smtp"``, ``"sms_http"``)."""
     kind: ClassVar[Literal["email", "sms", "push", "webhook", "other"]] = "other"
-    address_kind: ClassVar[str] = "email"
-    """Identity kind of the recipient address (``email``, ``phone``, ``push_token``)."""
+    """What kind of message this is; consent is looked up by it (``golden.consent.email``)."""
+    address_kind: str = "email"
+    """Identity kind of the recipient address (``email``, ``phone``, ``push_token``). An instance may
+    override it from its config (the generic webhook does)."""
     config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
-    limits: ClassVar[ChannelLimits] = ChannelLimits()
+    """The pydantic model of this channel's options (``extra="forbid"``, secrets as ``SecretStr``)."""
+    limits: ChannelLimits = ChannelLimits()
+    """Provider limits; an instance may override them from its config (``rate_per_second``)."""
 
     def __init__(
         self,

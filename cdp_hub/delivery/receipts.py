@@ -1,0 +1,65 @@
+"""Receipts become canonical ``message.*`` events on ``cdp.events``, so failures feed back into the profile.
+
+The event id is deterministic (``source_record_id = "{message_id}:{status}"``): a receipt emitted twice
+(a replayed batch, a provider calling back twice) is one event downstream.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.channel.base import Receipt
+from cdp_hub.ingest import event_message
+from cdp_hub.schema.events import Event
+
+__all__ = ["RECEIPT_SOURCE", "receipt_event", "receipt_message"]
+
+RECEIPT_SOURCE = "cdp-hub.delivery"
+
+
+def receipt_event(
+    receipt: Receipt,
+    *,
+    channel: str,
+    identity: tuple[str, str],
+    profile_id: str | None,
+    scenario: str | None = None,
+    template: str | None = None,
+    status_detail: str | None = None,
+) -> Event:
+    """The ``message.<status>`` event of ``receipt``; ``identity`` is ``(kind, value)`` of the address."""
+    properties: dict[str, Any] = {
+        "message_id": receipt.message_id,
+        "channel": channel,
+        "scenario": scenario,
+        "template": template,
+        "provider": receipt.provider,
+        "provider_message_id": receipt.provider_message_id,
+        "reason": receipt.reason,
+        "url": receipt.url,
+    }
+    if receipt.status == "failed":
+        properties["permanent"] = receipt.permanent
+    if status_detail:
+        properties["status"] = status_detail
+    pid: uuid.UUID | None = None
+    if profile_id:
+        try:
+            pid = uuid.UUID(profile_id)
+        except ValueError:
+            pid = None
+    return Event.model_validate({
+        "type": f"message.{receipt.status}",
+        "source": RECEIPT_SOURCE,
+        "source_record_id": f"{receipt.message_id}:{receipt.status}",
+        "occurred_at": receipt.occurred_at,
+        "identities": [{"kind": identity[0], "value": identity[1]}],
+        "properties": {k: v for k, v in properties.items() if v is not None},
+        "profile_id": pid,
+    })
+
+
+def receipt_message(topic: str, event: Event) -> OutgoingMessage:
+    return event_message(topic, event)

@@ -1,0 +1,366 @@
+"""The delivery stage: message intents from ``cdp.messages`` become sent messages and receipt events.
+
+    [cdp.messages] ─▶ parse ─▶ send log: insert new, claim non-final ──(final already)──▶ re-emit receipt
+                                   │ claimed
+                                   ▼
+          profiles (merged_into → survivor), consent, addresses, suppressions      (set-based, per batch)
+                                   │
+                                   ▼  per message, concurrently (bounded)
+          for channel in [intent.channel, *intent.fallbacks]:
+              consent? address (most recent, not suppressed)? ── no ──▶ next channel
+              render template (sandbox) ── error ──▶ DLQ template_error
+              pace (token bucket, slots) ─▶ channel.send ─ retry 429/5xx with backoff ─ still down ─▶ next channel
+                                   │
+                                   ▼
+          send log outcomes, suppressions, dead push tokens  (one statement each)  ─▶ message.* events
+
+A redelivered intent is never sent twice: its row is final and only its receipt is re-emitted. A template
+error, an unexpected exception, or every channel down goes to the DLQ (the row stays non-final, so a replay
+sends it); a permanent failure (bad address) is a ``message.failed`` receipt, never a DLQ entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from cdp_hub.bus.base import OutgoingMessage, Record
+from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
+from cdp_hub.dlq import DeadLetter, dead_letter_from_error
+from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, SchemaViolation
+from cdp_hub.schema.messages import MessageIntent
+from cdp_hub.stage import Stage, StageOutput
+
+from .profiles import ProfileSnapshot, load_profiles
+from .ratelimit import ChannelPacer
+from .receipts import receipt_event, receipt_message
+from .rendering import TemplateError, TemplateRenderer
+from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+
+__all__ = ["Delivered", "DeliveryStage"]
+
+log = logging.getLogger(__name__)
+
+
+class _Unreachable(CdpHubError):
+    """Every channel of a message was down or misconfigured: the message waits in the DLQ for a replay."""
+
+
+@dataclass
+class Delivered:
+    """The result of one message: its log outcome, its receipt, and side effects for the batch."""
+
+    outcome: Outcome
+    receipt: Receipt | None = None
+    identity: tuple[str, str] | None = None
+    status_detail: str | None = None
+    suppress: tuple[str, str, str, str, str] | None = None
+    remove_identity: tuple[str, str] | None = None
+
+
+@dataclass
+class _Batch:
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    suppress: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    remove_identities: list[tuple[str, str]] = field(default_factory=list)
+
+
+class DeliveryStage(Stage):
+    """Consumes ``cdp.messages``; sends through channel plugins; publishes ``message.*`` receipts."""
+
+    name: ClassVar[str] = "delivery"
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+        settings = hub.settings
+        self.sendlog = SendLog(hub.store)
+        self.renderer = TemplateRenderer(settings.templates_dir, default_locale=settings.default_locale,
+                                         default_currency=settings.default_currency)
+        self.concurrency = max(1, settings.delivery_concurrency)
+        self.retry_attempts = max(1, settings.delivery_retry_attempts)
+        self.retry_backoff = settings.delivery_retry_backoff
+        self.retry_max_wait = settings.delivery_retry_max_wait
+        self._pacers: dict[str, ChannelPacer] = {}
+        self._backoff = wait_exponential_jitter(multiplier=self.retry_backoff, max=self.retry_max_wait,
+                                                jitter=self.retry_backoff)
+
+    @property
+    def topics(self) -> Sequence[str]:
+        return [self.hub.topics.messages]
+
+    # -- the batch ------------------------------------------------------------------------------------
+
+    async def handle(self, records: Sequence[Record]) -> StageOutput:
+        batch = _Batch()
+        intents: dict[str, tuple[MessageIntent, Record]] = {}
+        for record in records:
+            intent = self._parse(record, batch)
+            if intent is not None and intent.message_id not in intents:  # a duplicate in one batch: once
+                intents[intent.message_id] = (intent, record)
+        if not intents:
+            return StageOutput(batch.messages, batch.dead)
+
+        await self.sendlog.register([
+            (i.message_id, uuid.UUID(i.profile_id), i.scenario, i.channel, i.template, i.category, i.locale,
+             _uuid_or_none(i.trigger_event_id))
+            for i, _ in intents.values()
+        ])
+        claimed = await self.sendlog.claim(list(intents))
+        done = [mid for mid in intents if mid not in claimed]
+        if done:
+            await self._reemit(await self.sendlog.rows(done), batch)
+
+        work = [intents[mid] for mid in intents if mid in claimed]
+        if work:
+            await self._deliver_all(work, batch)
+        return StageOutput(batch.messages, batch.dead)
+
+    def _parse(self, record: Record, batch: _Batch) -> MessageIntent | None:
+        try:
+            intent = MessageIntent.model_validate_json(record.value)
+            uuid.UUID(intent.profile_id)
+            return intent
+        except (ValidationError, ValueError) as exc:
+            err = SchemaViolation(f"not a message intent: {exc}".splitlines()[0][:500], field="<record>")
+            batch.dead.append(dead_letter_from_error(err, stage=self.name, payload=record.value, record=record))
+            return None
+
+    async def _reemit(self, rows: dict[str, LogRow], batch: _Batch) -> None:
+        """Receipts of messages already final: the crash may have come before they were published."""
+        for row in rows.values():
+            if row.status not in FINAL_STATUSES or not row.address or not row.address_kind:
+                continue
+            status = "failed" if row.status == "skipped" else row.status
+            receipt = Receipt(message_id=row.message_id, status=status,
+                              provider=row.provider, provider_message_id=row.provider_message_id,
+                              reason=row.error)
+            event = receipt_event(receipt, channel=row.channel, identity=(row.address_kind, row.address),
+                                  profile_id=row.profile_id, scenario=row.scenario, template=row.template)
+            batch.messages.append(receipt_message(self.hub.topics.events, event))
+
+    async def _deliver_all(self, work: list[tuple[MessageIntent, Record]], batch: _Batch) -> None:
+        # Channels first, one at a time: hub.channel() starts an instance on first use.
+        channels: dict[str, Channel | ConfigurationError] = {}
+        for intent, _ in work:
+            for name in (intent.channel, *intent.fallbacks):
+                if name not in channels:
+                    try:
+                        channels[name] = await self.hub.channel(name)
+                    except ConfigurationError as exc:
+                        channels[name] = exc
+        profiles = await load_profiles(self.hub.store, {i.profile_id for i, _ in work})
+        candidates: set[tuple[str, str]] = set()
+        for intent, _ in work:
+            snap = profiles.get(intent.profile_id)
+            if snap is None:
+                continue
+            for name in (intent.channel, *intent.fallbacks):
+                ch = channels[name]
+                if isinstance(ch, Channel):
+                    candidates.update((ch.address_kind, a) for a in snap.addresses(ch.address_kind))
+        suppressed = await self.sendlog.suppressed(candidates)
+
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter:
+            async with slots:
+                try:
+                    return await self.deliver(intent, profiles.get(intent.profile_id), channels, suppressed)
+                except TemplateError as exc:
+                    return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
+                                                  source=intent.scenario)
+                except _Unreachable as exc:
+                    return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
+                                                  failure_type="delivery_error", source=intent.scenario)
+                except Exception as exc:  # one message's bug never fails the batch
+                    log.exception("delivery of %s failed", intent.message_id)
+                    return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
+                                                  failure_type="delivery_error", source=intent.scenario)
+
+        results = await asyncio.gather(*(one(i, r) for i, r in work))
+        deferred: list[Outcome] = []
+        for (intent, _), result in zip(work, results, strict=True):
+            if isinstance(result, DeadLetter):
+                batch.dead.append(result)
+                status = "dead" if result.failure_type == "template_error" else "deferred"
+                deferred.append(Outcome(intent.message_id, status, intent.channel, error=result.error[:1000]))
+                continue
+            batch.outcomes.append(result.outcome)
+            self.hub.metrics.messages.labels(result.outcome.channel, result.outcome.status).inc()
+            if result.suppress:
+                batch.suppress.append(result.suppress)
+            if result.remove_identity:
+                batch.remove_identities.append(result.remove_identity)
+            if result.receipt is not None and result.identity is not None:
+                event = receipt_event(result.receipt, channel=result.outcome.channel, identity=result.identity,
+                                      profile_id=intent.profile_id, scenario=intent.scenario,
+                                      template=intent.template, status_detail=result.status_detail)
+                batch.messages.append(receipt_message(self.hub.topics.events, event))
+        await self.sendlog.record(batch.outcomes + deferred)
+        await self.sendlog.suppress(batch.suppress)
+        await self.sendlog.remove_identities(batch.remove_identities)
+
+    # -- one message ----------------------------------------------------------------------------------
+
+    async def deliver(self, intent: MessageIntent, profile: ProfileSnapshot | None,
+                      channels: dict[str, Channel | ConfigurationError],
+                      suppressed: set[tuple[str, str]]) -> Delivered:
+        """Try the intent's channels in order; return what happened. Raises :class:`TemplateError` and
+        ``_Unreachable`` (both DLQ)."""
+        if profile is None:
+            return _not_sent(intent, None, "profile not found", "failed")
+        if intent.expires_at is not None and intent.expires_at < datetime.now(UTC):
+            return _not_sent(intent, profile, f"expired at {intent.expires_at.isoformat()}", "skipped")
+        notes: list[str] = []
+        down: list[str] = []
+        for name in (intent.channel, *intent.fallbacks):
+            channel = channels.get(name)
+            if channel is None:
+                try:
+                    channel = channels[name] = await self.hub.channel(name)
+                except ConfigurationError as exc:
+                    channel = channels[name] = exc
+            if isinstance(channel, ConfigurationError):
+                notes.append(f"{name}: {channel}")
+                down.append(name)
+                continue
+            if intent.category == "marketing" and profile.consent(channel.kind) == "opted_out":
+                notes.append(f"{name}: {channel.kind} consent opted out")
+                continue
+            address = next((a for a in profile.addresses(channel.address_kind)
+                            if (channel.address_kind, a) not in suppressed), None)
+            if address is None:
+                notes.append(f"{name}: no usable {channel.address_kind}")
+                continue
+            message = self.build_message(intent, profile, channel, name, address)
+            try:
+                receipt = await self.send_with_retry(channel, message)
+            except RetriableError as exc:
+                notes.append(f"{name}: unreachable ({exc})")
+                down.append(name)
+                continue
+            except ConfigurationError as exc:  # the provider refused our credentials or configuration
+                notes.append(f"{name}: {exc}")
+                down.append(name)
+                continue
+            return self._delivered(intent, channel, name, address, receipt)
+        if down:
+            raise _Unreachable("no channel could take the message: " + "; ".join(notes))
+        return _not_sent(intent, profile, "not sent: " + "; ".join(notes), "skipped")
+
+    def build_message(self, intent: MessageIntent, profile: ProfileSnapshot, channel: Channel,
+                      instance: str, address: str) -> OutboundMessage:
+        """Render the intent's template for ``channel`` into an :class:`OutboundMessage`."""
+        settings = self.hub.settings
+        unsubscribe = None
+        if settings.unsubscribe_url and intent.category == "marketing":
+            unsubscribe = settings.unsubscribe_url.format(message_id=intent.message_id,
+                                                          profile_id=profile.profile_id, channel=instance)
+        traits = profile.traits
+        context = {
+            "profile": traits,
+            "event": intent.trigger_event or {},
+            "vars": intent.vars,
+            "scenario": intent.scenario,
+            "message": {"message_id": intent.message_id, "channel": instance, "unsubscribe_url": unsubscribe,
+                        "category": intent.category},
+        }
+        locale = intent.locale or _str(traits.get("locale")) or settings.default_locale
+        rendered = self.renderer.render(intent.template, channel.kind, context, locale=locale,
+                                        timezone=_str(traits.get("timezone")))
+        headers: dict[str, str] = {}
+        if unsubscribe and channel.kind == "email":
+            headers["List-Unsubscribe"] = f"<{unsubscribe}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        data: dict[str, Any] = {"category": intent.category}
+        if rendered.title is not None:
+            data["title"] = rendered.title
+        if rendered.url:
+            data["url"] = rendered.url
+        return OutboundMessage(
+            message_id=intent.message_id, channel=instance, profile_id=profile.profile_id, to=address,
+            subject=rendered.subject, text=rendered.text, html=rendered.html, scenario=intent.scenario,
+            template=intent.template, locale=locale, headers=headers, data=data,
+        )
+
+    def _pacer(self, instance: str, channel: Channel) -> ChannelPacer:
+        pacer = self._pacers.get(instance)
+        if pacer is None:
+            pacer = self._pacers[instance] = ChannelPacer(channel.limits)
+        return pacer
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RetriableError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.retry_max_wait)
+        return float(self._backoff(state))
+
+    async def send_with_retry(self, channel: Channel, message: OutboundMessage) -> Receipt:
+        """``channel.send`` paced by the channel's limits, retried on :class:`RetriableError` with backoff
+        (``Retry-After`` when the provider gave one); the last error is raised when every try failed."""
+        limit = channel.limits.max_body_bytes
+        if limit is not None:
+            size = len(message.text.encode()) + len((message.html or "").encode())
+            if size > limit:
+                return Receipt(message_id=message.message_id, status="failed", provider=channel.name,
+                               reason=f"message is {size} bytes; {channel.instance} takes at most {limit}")
+        pacer = self._pacer(message.channel, channel)
+        retrying = AsyncRetrying(retry=retry_if_exception_type(RetriableError),
+                                 stop=stop_after_attempt(self.retry_attempts), wait=self._wait, reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                async with pacer:
+                    receipt = await channel.send(message)
+                if not receipt.message_id:
+                    receipt = receipt.model_copy(update={"message_id": message.message_id})
+                return receipt
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    def _delivered(self, intent: MessageIntent, channel: Channel, instance: str, address: str,
+                   receipt: Receipt) -> Delivered:
+        kind = channel.address_kind
+        status = receipt.status if receipt.status in ("sent", "delivered", "failed") else "sent"
+        outcome = Outcome(intent.message_id, status, instance, address=address, address_kind=kind,
+                          provider=receipt.provider or channel.name,
+                          provider_message_id=receipt.provider_message_id, error=receipt.reason)
+        result = Delivered(outcome, receipt, (kind, address))
+        if receipt.status == "failed" and receipt.permanent:
+            result.suppress = (kind, address, instance, receipt.reason or "permanent failure", intent.message_id)
+            if kind == "push_token":  # an unregistered token is gone for good: detach it from the profile
+                result.remove_identity = (kind, address)
+        return result
+
+
+def _not_sent(intent: MessageIntent, profile: ProfileSnapshot | None, reason: str, status: str) -> Delivered:
+    receipt = Receipt(message_id=intent.message_id, status="failed", reason=reason[:1000])
+    identity = profile.best_identity() if profile is not None else None
+    outcome = Outcome(intent.message_id, status, intent.channel, address=identity[1] if identity else None,
+                      address_kind=identity[0] if identity else None, error=reason[:1000])
+    return Delivered(outcome, receipt, identity, status_detail=status)
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
