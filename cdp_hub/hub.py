@@ -59,9 +59,11 @@ def _stage_class(name: str) -> type[Stage]:
 def create_bus(settings: Settings) -> Bus:
     from cdp_hub.bus import create_bus as _create
 
-    return _create(settings.bus, bootstrap=settings.kafka_bootstrap, client_id=settings.kafka_client_id,
-                   replication_factor=settings.kafka_replication_factor,
-                   default_partitions=settings.topic_partitions)
+    if settings.bus == "kafka":
+        return _create("kafka", bootstrap=settings.kafka_bootstrap, client_id=settings.kafka_client_id,
+                       replication_factor=settings.kafka_replication_factor,
+                       default_partitions=settings.topic_partitions)
+    return _create(settings.bus, default_partitions=settings.topic_partitions)
 
 
 class Hub:

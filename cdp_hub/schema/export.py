@@ -213,16 +213,20 @@ def _errors(data: Any) -> Iterator[jsonschema.ValidationError]:
     return edge_validator().iter_errors(data)
 
 
+def deepest_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """Of an ``anyOf``/``oneOf`` failure, the sub-error that got furthest into the document."""
+    if not err.context:
+        return err
+    return max((deepest_error(sub) for sub in err.context), key=lambda e: len(list(e.absolute_path)))
+
+
 def validate_at_edge(data: Any, *, record: str | None = None) -> None:
     """Validate raw JSON from outside with jsonschema; the error names the JSON path and the value."""
     errors = sorted(_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return
-    # The deepest error under an `if/then` is the informative one.
-    best = max(errors, key=lambda e: len(list(e.absolute_path)))
-    for err in errors:
-        if err.context:
-            best = max(err.context, key=lambda e: len(list(e.absolute_path)))
+    # The deepest error (under an `if/then`, an `anyOf`) is the informative one.
+    best = max((deepest_error(e) for e in errors), key=lambda e: len(list(e.absolute_path)))
     value = copy.copy(best.instance)
     raise SchemaViolation(
         f"{best.json_path}: {best.message}",

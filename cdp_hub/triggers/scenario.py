@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.schema.export import deepest_error
 
 __all__ = ["Condition", "Scenario", "load_scenarios", "parse_duration", "scenario_json_schema"]
 
@@ -196,8 +197,10 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 def parse_scenario(data: Any, *, origin: str) -> Scenario:
     """Validate one scenario document; errors name the file, the JSON path and the offending value."""
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
+        # For "one of these shapes" errors (optional fields), the branch that came closest says most.
+        errors = [deepest_error(e) for e in errors]
         lines = [f"{origin}: {e.json_path}: {e.message}" for e in errors[:10]]
         raise ConfigurationError("invalid scenario:\n  " + "\n  ".join(lines))
     try:
