@@ -1,0 +1,449 @@
+"""The identity graph: resolve a micro-batch of events to profiles, set-wise, in one transaction.
+
+    lock identity keys (advisory, sorted) ─▶ look up identities, blocked values, explicit profile ids
+      ─▶ lock the profiles found (FOR UPDATE, sorted; one merged meanwhile ─▶ retry the batch)
+      ─▶ replay the batch in memory, event by event, under the rules (new / attach / merge / conflict)
+      ─▶ write the difference with array statements: profiles, merges, identities, events, traits, golden
+
+The in-memory replay keeps event-by-event semantics (the order of events inside a batch matters to the
+per-kind limits) while the database sees a few set statements per batch, not a few per event.
+
+Lock order is global: every identity-key lock is taken before any profile row lock, each group in
+ascending order, so concurrent resolver workers cannot deadlock on each other; a rare cycle with other
+writers is detected by PostgreSQL and the batch is retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from cdp_hub.errors import RecordError, RetriableError
+from cdp_hub.resolver import sql
+from cdp_hub.resolver.rules import IdentityRules
+from cdp_hub.resolver.survivorship import Observation, event_observations, golden_record
+from cdp_hub.schema.events import Event, uuid7
+
+__all__ = [
+    "RESOLVER_NAMESPACE",
+    "BatchResult",
+    "Conflict",
+    "IdentityGraph",
+    "Merge",
+    "ResolutionError",
+    "identity_lock_key",
+]
+
+RESOLVER_NAMESPACE = uuid.UUID("3d0b8a7e-5a57-5f21-b6a4-8e2c1c0f9d42")
+_MAX_ATTEMPTS = 10
+
+Key = tuple[str, str]
+
+
+class ResolutionError(RecordError):
+    """The event cannot be attached to any profile (every identity blocked or unusable)."""
+
+    failure_type = "resolution_error"
+
+
+class _ConcurrentChange(Exception):
+    """A profile this batch locked was merged by another worker meanwhile: retry with fresh data."""
+
+
+def identity_lock_key(kind: str, value: str) -> int:
+    """The 32-bit advisory-lock key of an identity (collisions only make two keys share a lock)."""
+    digest = hashlib.blake2b(f"{kind}\x1f{value}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass
+class Merge:
+    """One merge step: ``losers`` merged into ``survivor`` because of ``event_id``."""
+
+    survivor: uuid.UUID
+    losers: list[uuid.UUID]
+    event_id: uuid.UUID
+    identities: list[Key]
+    reason: str
+
+
+@dataclass
+class Conflict:
+    """Something the rules refused: recorded in ``identity_conflicts``, visible to operators."""
+
+    rule: str
+    profile_ids: list[uuid.UUID]
+    event_id: uuid.UUID
+    detail: str
+    kind: str | None = None
+    value: str | None = None
+
+    @property
+    def conflict_id(self) -> uuid.UUID:
+        ids = ",".join(sorted(str(p) for p in self.profile_ids))
+        return uuid.uuid5(RESOLVER_NAMESPACE, f"conflict:{self.rule}:{self.kind}:{self.value}:{ids}")
+
+
+@dataclass
+class BatchItem:
+    """An event of the batch with its usable identity keys (strongest first)."""
+
+    event: Event
+    keys: list[Key]
+    explicit: uuid.UUID | None = None
+
+
+@dataclass
+class BatchResult:
+    """What resolving a batch did, for the stage's output and for tests."""
+
+    profile_of: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # event id -> profile id
+    created: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)  # (profile id, event id)
+    merges: list[Merge] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    new_events: set[uuid.UUID] = field(default_factory=set)
+    event_json: dict[uuid.UUID, bytes] = field(default_factory=dict)  # each event with its profile_id
+    attempts: int = 1
+
+
+@dataclass
+class _Profile:
+    profile_id: uuid.UUID
+    created_at: datetime
+    created_by_event: uuid.UUID | None
+    new: bool = False
+    merged_into: uuid.UUID | None = None
+
+
+class _Fragment:
+    """The part of the graph a batch touches, replayed event by event in memory."""
+
+    def __init__(self, rules: IdentityRules, now: datetime) -> None:
+        self.rules = rules
+        self.limits = rules.limited_kinds()
+        self.now = now
+        self.owner: dict[Key, uuid.UUID] = {}
+        self.profiles: dict[uuid.UUID, _Profile] = {}
+        self.limited: dict[uuid.UUID, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self.new_identities: list[tuple[Key, str, datetime]] = []  # key, source, first seen
+        self.seen_keys: dict[Key, datetime] = {}
+        self.result = BatchResult()
+
+    def canon(self, pid: uuid.UUID) -> uuid.UUID:
+        prof = self.profiles[pid]
+        while prof.merged_into is not None:
+            prof = self.profiles[prof.merged_into]
+        return prof.profile_id
+
+    def _new_profile(self, event: Event) -> uuid.UUID:
+        pid = uuid7()
+        # Profiles born in one batch keep their birth order, so "oldest survives" is well defined.
+        created = self.now + timedelta(microseconds=len(self.result.created))
+        self.profiles[pid] = _Profile(pid, created, event.event_id, new=True)
+        self.result.created.append((pid, event.event_id))
+        return pid
+
+    def _fits(self, group: list[uuid.UUID], extra: uuid.UUID) -> str | None:
+        """None when ``extra`` may join ``group`` under the per-kind limits, else the offending kind."""
+        for kind, limit in self.limits.items():
+            values: set[str] = set()
+            for pid in [*group, extra]:
+                values |= self.limited[pid].get(kind, set())
+            if len(values) > limit:
+                return kind
+        return None
+
+    def apply(self, item: BatchItem) -> uuid.UUID:
+        event = item.event
+        candidates: list[uuid.UUID] = []
+        via: dict[uuid.UUID, Key | None] = {}
+        if item.explicit is not None and item.explicit in self.profiles:
+            pid = self.canon(item.explicit)
+            candidates.append(pid)
+            via[pid] = None
+        for key in item.keys:
+            self.seen_keys[key] = max(self.seen_keys.get(key, event.occurred_at), event.occurred_at)
+            owner = self.owner.get(key)
+            if owner is None:
+                continue
+            pid = self.canon(owner)
+            if pid not in via:
+                candidates.append(pid)
+                via[pid] = key
+        if not candidates:
+            target = self._new_profile(event)
+        elif len(candidates) == 1:
+            target = candidates[0]
+        else:
+            target = self._merge(item, candidates, via)
+        self._attach(item, target)
+        final = self.canon(target)
+        self.result.profile_of[event.event_id] = final
+        return final
+
+    def _merge(self, item: BatchItem, candidates: list[uuid.UUID], via: dict[uuid.UUID, Key | None]) -> uuid.UUID:
+        event = item.event
+        cap = self.rules.max_merge_size
+        if len(candidates) > cap:
+            self.result.conflicts.append(Conflict(
+                "max_merge_size", sorted(candidates), event.event_id,
+                f"event would merge {len(candidates)} profiles; the cap is {cap}",
+            ))
+            return candidates[0]
+        group = [candidates[0]]
+        for pid in candidates[1:]:
+            kind = self._fits(group, pid)
+            if kind is None:
+                group.append(pid)
+                continue
+            key = via[pid]
+            self.result.conflicts.append(Conflict(
+                "max_per_profile", sorted([group[0], pid]), event.event_id,
+                f"merging would give one profile more than {self.limits[kind]} {kind} value(s)",
+                kind=key[0] if key else kind, value=key[1] if key else None,
+            ))
+        if len(group) == 1:
+            return group[0]
+        survivor = min(group, key=lambda p: (self.profiles[p].created_at, str(p)))
+        losers = [p for p in group if p != survivor]
+        for loser in losers:
+            self.profiles[loser].merged_into = survivor
+            for kind, values in self.limited.get(loser, {}).items():
+                self.limited[survivor][kind] |= values
+        linking = [k for p in group if (k := via[p]) is not None]
+        reason = "shared identities: " + ", ".join(f"{k}:{v}" for k, v in linking)
+        if item.explicit is not None:
+            reason += f"; event addressed to profile {item.explicit}"
+        self.result.merges.append(Merge(survivor, losers, event.event_id, linking, reason))
+        return survivor
+
+    def _attach(self, item: BatchItem, target: uuid.UUID) -> None:
+        pid = self.canon(target)
+        for key in item.keys:
+            if key in self.owner:
+                continue
+            kind, value = key
+            limit = self.limits.get(kind)
+            if limit is not None:
+                held = self.limited[pid][kind]
+                if value not in held and len(held) >= limit:
+                    self.result.conflicts.append(Conflict(
+                        "max_per_profile", [pid], item.event.event_id,
+                        f"profile already holds {limit} {kind} value(s): {', '.join(sorted(held))}",
+                        kind=kind, value=value,
+                    ))
+                    continue
+                held.add(value)
+            self.owner[key] = pid
+            self.new_identities.append((key, item.event.source, item.event.occurred_at))
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+class IdentityGraph:
+    """Resolves micro-batches of events against the identity graph in the store."""
+
+    def __init__(self, pool: asyncpg.Pool, rules: IdentityRules | None = None) -> None:
+        self.pool = pool
+        self.rules = rules or IdentityRules()
+        self._blocked = self.rules.blocked_set()
+
+    def usable_keys(self, event: Event) -> list[Key]:
+        """The event's identities that may link profiles, strongest kind first."""
+        keys = []
+        for ident in event.identities:
+            key = (ident.kind, ident.value)
+            if key in self._blocked or not self.rules.kind_rule(ident.kind).links:
+                continue
+            keys.append(key)
+        keys.sort(key=lambda k: -self.rules.priority(k[0]))
+        return keys
+
+    async def resolve(self, events: Sequence[Event]) -> BatchResult:
+        """Resolve ``events`` (already parsed) in one transaction; retried on a concurrent merge.
+
+        Events without any usable identity and without a known ``profile_id`` must be filtered out by the
+        caller (:meth:`usable_keys`); they are skipped here.
+        """
+        unique: dict[uuid.UUID, Event] = {}
+        for e in events:  # a redelivery inside one batch is the same event: resolve it once
+            unique.setdefault(e.event_id, e)
+        items = [BatchItem(e, self.usable_keys(e), e.profile_id) for e in unique.values()]
+        last: Exception | None = None
+        async with self.pool.acquire() as conn:
+            for attempt in range(1, _MAX_ATTEMPTS + 1):
+                try:
+                    async with conn.transaction():
+                        result = await self._resolve(conn, items)
+                    result.attempts = attempt
+                    return result
+                except (_ConcurrentChange, asyncpg.DeadlockDetectedError,
+                        asyncpg.SerializationError, asyncpg.UniqueViolationError) as exc:
+                    last = exc
+        raise RetriableError(f"identity resolution kept colliding with concurrent workers: {last}")
+
+    async def _resolve(self, conn: asyncpg.Connection, items: list[BatchItem]) -> BatchResult:
+        all_keys = sorted({k for it in items for k in it.keys})
+        lock_ids = sorted({identity_lock_key(k, v) for k, v in all_keys})
+        if lock_ids:
+            await conn.fetchval(sql.LOCK_IDENTITY_KEYS, sql.LOCK_NS_IDENTITY, lock_ids)
+        explicit = sorted({it.explicit for it in items if it.explicit is not None}, key=str)
+        kinds = [k for k, _ in all_keys]
+        values = [v for _, v in all_keys]
+        rows = await conn.fetch(sql.LOOKUP, kinds, values, explicit)
+        owner: dict[Key, uuid.UUID] = {}
+        blocked: set[Key] = set()
+        explicit_to: dict[uuid.UUID, uuid.UUID] = {}
+        for row in rows:
+            if row["src"] == "i":
+                owner[(row["kind"], row["value"])] = row["profile_id"]
+            elif row["src"] == "b":
+                blocked.add((row["kind"], row["value"]))
+            else:
+                explicit_to[uuid.UUID(row["kind"])] = row["profile_id"]
+        pids = sorted(set(owner.values()) | set(explicit_to.values()), key=lambda p: p.bytes)
+
+        now = datetime.now(UTC)
+        frag = _Fragment(self.rules, now)
+        if pids:
+            locked = await conn.fetch(sql.LOCK_PROFILES, pids)
+            for row in locked:
+                if row["merged_into"] is not None:
+                    raise _ConcurrentChange(str(row["profile_id"]))
+                frag.profiles[row["profile_id"]] = _Profile(
+                    row["profile_id"], row["created_at"], row["created_by_event"])
+            if len(locked) != len(pids):
+                raise _ConcurrentChange("a profile disappeared")
+            limits = self.rules.limited_kinds()
+            if limits:
+                for row in await conn.fetch(sql.LIMITED_IDENTITIES, pids, list(limits)):
+                    frag.limited[row["profile_id"]][row["kind"]].add(row["value"])
+        frag.owner = {k: p for k, p in owner.items() if k not in blocked}
+
+        for it in items:
+            if blocked:
+                it.keys = [k for k in it.keys if k not in blocked]
+            it.explicit = explicit_to.get(it.explicit) if it.explicit is not None else None
+            if not it.keys and it.explicit is None:
+                continue
+            frag.apply(it)
+        await self._write(conn, frag, items)
+        return frag.result
+
+    async def _write(self, conn: asyncpg.Connection, frag: _Fragment, items: list[BatchItem]) -> None:
+        result = frag.result
+        canon = frag.canon
+        # Profiles born in this batch (some possibly merged in it already).
+        if result.created:
+            new = [frag.profiles[p] for p, _ in result.created]
+            await conn.execute(
+                sql.INSERT_PROFILES,
+                [p.profile_id for p in new], [p.created_by_event for p in new], [p.created_at for p in new],
+                [canon(p.profile_id) if canon(p.profile_id) != p.profile_id else None for p in new],
+            )
+        # Existing profiles merged away: point them, and everything they own, at the final survivor.
+        old_losers = [p.profile_id for p in frag.profiles.values() if not p.new and p.merged_into is not None]
+        if old_losers:
+            survivors = [canon(p) for p in old_losers]
+            await conn.execute(sql.MERGE_PROFILES, old_losers, survivors)
+            await conn.execute(sql.MERGE_IDENTITIES, old_losers, survivors)
+            await conn.execute(sql.MERGE_EVENTS, old_losers, survivors)
+            await conn.execute(sql.MERGE_TRAITS, old_losers, survivors)
+            await conn.execute(sql.DELETE_LOSER_TRAITS, old_losers)
+        if result.merges:
+            cols: list[list[Any]] = [[], [], [], [], [], []]
+            for m in result.merges:
+                m.survivor = canon(m.survivor)  # audit rows name the profile that holds the data now
+                for loser in m.losers:
+                    cols[0].append(m.survivor)
+                    cols[1].append(uuid.uuid5(RESOLVER_NAMESPACE, f"merge:{m.event_id}:{loser}"))
+                    cols[2].append(loser)
+                    cols[3].append(m.event_id)
+                    cols[4].append(_json([{"kind": k, "value": v} for k, v in m.identities]))
+                    cols[5].append(m.reason)
+            await conn.execute(sql.INSERT_MERGES, *cols)
+        if frag.new_identities:
+            await conn.execute(
+                sql.INSERT_IDENTITIES,
+                [k for (k, _), _, _ in frag.new_identities], [v for (_, v), _, _ in frag.new_identities],
+                [canon(frag.owner[key]) for key, _, _ in frag.new_identities],
+                [s for _, s, _ in frag.new_identities], [t for _, _, t in frag.new_identities],
+            )
+        touched = [(k, t) for k, t in frag.seen_keys.items() if k in frag.owner]
+        if touched:
+            await conn.execute(sql.TOUCH_IDENTITIES, [k for (k, _), _ in touched], [v for (_, v), _ in touched],
+                               [t for _, t in touched])
+
+        # Events, then the trait observations of the events that are new (a replay observes nothing twice).
+        resolved: list[Event] = []
+        for it in items:
+            eid = it.event.event_id
+            if eid in result.profile_of:
+                pid = result.profile_of[eid] = canon(result.profile_of[eid])
+                ev = it.event.model_copy(update={"profile_id": pid})
+                result.event_json[eid] = ev.to_json()
+                resolved.append(ev)
+        if resolved:
+            inserted = await conn.fetch(
+                sql.INSERT_EVENTS,
+                [e.event_id for e in resolved], [e.occurred_at for e in resolved],
+                [e.profile_id for e in resolved], [e.type for e in resolved], [e.source for e in resolved],
+                [e.source_record_id for e in resolved], [e.received_at for e in resolved],
+                [result.event_json[e.event_id].decode() for e in resolved],
+            )
+            result.new_events = {r["event_id"] for r in inserted}
+        golden_for: set[uuid.UUID] = {canon(m.survivor) for m in result.merges}
+        obs: dict[tuple[uuid.UUID, str, str, str], list[Any]] = {}
+        for ev in resolved:
+            if ev.event_id not in result.new_events:
+                continue
+            assert ev.profile_id is not None
+            for trait, value in event_observations(ev):
+                key = (ev.profile_id, trait, ev.source, _json(value))
+                agg = obs.get(key)
+                if agg is None:
+                    obs[key] = [ev.occurred_at, ev.occurred_at, 1]
+                else:
+                    agg[0] = max(agg[0], ev.occurred_at)
+                    agg[1] = min(agg[1], ev.occurred_at)
+                    agg[2] += 1
+                golden_for.add(ev.profile_id)
+        if obs:
+            keys = list(obs)
+            await conn.execute(
+                sql.UPSERT_TRAITS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                [k[3] for k in keys], [obs[k][0] for k in keys], [obs[k][1] for k in keys],
+                [obs[k][2] for k in keys],
+            )
+        if golden_for:
+            await refresh_golden(conn, sorted(golden_for, key=str), self.rules)
+        if result.conflicts:
+            cs = result.conflicts
+            await conn.execute(
+                sql.INSERT_CONFLICTS, [canon(c.profile_ids[0]) for c in cs], [c.conflict_id for c in cs],
+                [c.rule for c in cs], [c.kind for c in cs], [c.value for c in cs],
+                [_json([str(p) for p in c.profile_ids]) for c in cs], [c.event_id for c in cs],
+                [c.detail for c in cs],
+            )
+
+
+async def refresh_golden(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rules: IdentityRules) -> None:
+    """Recompute ``profiles.golden`` of ``profile_ids`` from their trait observations (set-wise)."""
+    rows = await conn.fetch(sql.TRAITS_OF, list(profile_ids))
+    by_profile: dict[uuid.UUID, list[Observation]] = defaultdict(list)
+    for r in rows:
+        by_profile[r["profile_id"]].append(Observation(
+            r["trait"], r["source"], r["value"], r["first_seen"], r["observed_at"], r["seen_count"]))
+    ids = list(profile_ids)
+    goldens = [_json(golden_record(by_profile.get(p, []), rules)) for p in ids]
+    await conn.execute(sql.SET_GOLDEN, ids, goldens)

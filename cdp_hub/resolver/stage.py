@@ -1,0 +1,168 @@
+"""The resolver stage: ``cdp.events`` ─▶ identity graph + Golden Record ─▶ ``cdp.profile-events``.
+
+    batch of records ─▶ parse (bad ─▶ DLQ) ─▶ IdentityGraph.resolve (one transaction, set-wise)
+        ─▶ per event, in order:  [profile.created]  event with profile_id  [profile.merged]
+
+Every output is keyed by its profile id, so one profile's events stay in order downstream. Replays are
+safe: a stored event is not stored or observed again, and the profile.created / profile.merged events it
+caused the first time are emitted again with the same ids (downstream dedupes by event id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from cdp_hub.bus.base import OutgoingMessage, Record
+from cdp_hub.dlq import dead_letter_from_error
+from cdp_hub.errors import RecordError
+from cdp_hub.resolver import sql
+from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
+from cdp_hub.resolver.rules import IdentityRules, load_rules
+from cdp_hub.schema.events import Event, parse_event
+from cdp_hub.stage import Stage, StageOutput
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+
+__all__ = ["ResolverStage", "profile_created_event", "profile_merged_event"]
+
+HUB_SOURCE = "cdp-hub"
+
+
+def profile_created_event(profile_id: uuid.UUID, creator: Event) -> Event:
+    """The ``profile.created`` event of a profile born from ``creator`` (deterministic id)."""
+    return Event.model_validate({
+        "event_id": uuid.uuid5(RESOLVER_NAMESPACE, f"profile.created:{profile_id}"),
+        "type": "profile.created",
+        "source": HUB_SOURCE,
+        "occurred_at": creator.occurred_at,
+        "identities": [i.model_dump() for i in creator.identities],
+        "traits": creator.traits.model_dump(mode="json", exclude_none=True),
+        "properties": {"profile_id": str(profile_id)},
+        "profile_id": profile_id,
+    })
+
+
+def profile_merged_event(survivor: uuid.UUID, losers: Sequence[uuid.UUID], cause: Event, reason: str | None,
+                         *, event_type: str = "profile.merged") -> Event:
+    """The ``profile.merged`` event: downstream state of ``losers`` now belongs to ``survivor``."""
+    merged = sorted(str(p) for p in losers)
+    return Event.model_validate({
+        "event_id": uuid.uuid5(RESOLVER_NAMESPACE, f"{event_type}:{cause.event_id}:{survivor}:{','.join(merged)}"),
+        "type": event_type,
+        "source": HUB_SOURCE,
+        "occurred_at": cause.occurred_at,
+        "identities": [i.model_dump() for i in cause.identities],
+        "properties": {"surviving_profile_id": str(survivor), "merged_profile_ids": merged, "reason": reason},
+        "profile_id": survivor,
+    })
+
+
+def _message(topic: str, event: Event, profile_id: uuid.UUID, value: bytes | None = None) -> OutgoingMessage:
+    return OutgoingMessage(topic, value if value is not None else event.to_json(), str(profile_id).encode(),
+                           (("cdp.type", event.type.encode()),))
+
+
+class ResolverStage(Stage):
+    """Resolves each event to a profile, keeps the Golden Record, and publishes profile events."""
+
+    name = "resolver"
+
+    def __init__(self, hub: Hub, rules: IdentityRules | None = None) -> None:
+        super().__init__(hub)
+        self.rules = rules or load_rules()
+        self._graph: IdentityGraph | None = None
+
+    @property
+    def topics(self) -> Sequence[str]:
+        return [self.hub.topics.events]
+
+    @property
+    def graph(self) -> IdentityGraph:
+        if self._graph is None:
+            self._graph = IdentityGraph(self.hub.store.pool, self.rules)
+        return self._graph
+
+    async def handle(self, records: Sequence[Record]) -> StageOutput:
+        out = StageOutput()
+        options = self.hub.settings.normalization
+        parsed: list[tuple[Record, Event]] = []
+        for rec in records:
+            try:
+                event = parse_event(rec.value, options=options)
+                if not self.graph.usable_keys(event) and event.profile_id is None:
+                    raise ResolutionError(
+                        "every identity of the event is blocked or not used for linking: "
+                        + ", ".join(f"{i.kind}:{i.value}" for i in event.identities)
+                        + "; add a usable identity or change the identity rules",
+                        field="identities", record_id=event.source_record_id, source=event.source,
+                    )
+            except RecordError as exc:
+                out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=rec.value, record=rec))
+                continue
+            parsed.append((rec, event))
+        if not parsed:
+            return out
+        result = await self.graph.resolve([e for _, e in parsed])
+        await self._emit(out, parsed, result)
+        return out
+
+    async def _emit(self, out: StageOutput, parsed: list[tuple[Record, Event]], result: BatchResult) -> None:
+        topic = self.hub.topics.profile_events
+        created: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)  # event id -> profiles it created
+        for pid, eid in result.created:
+            created[eid].append(pid)
+        merged: dict[uuid.UUID, list[tuple[uuid.UUID, list[uuid.UUID], str | None]]] = defaultdict(list)
+        for m in result.merges:
+            merged[m.event_id].append((m.survivor, m.losers, m.reason))
+        replayed = [e.event_id for _, e in parsed
+                    if e.event_id in result.profile_of and e.event_id not in result.new_events]
+        if replayed:
+            await self._replayed_effects(replayed, created, merged)
+
+        emitted: set[uuid.UUID] = set()
+        for rec, event in parsed:
+            eid = event.event_id
+            if eid not in result.profile_of:
+                exc = ResolutionError(
+                    f"event names profile {event.profile_id}, which does not exist, and has no usable identity",
+                    field="profile_id", record_id=event.source_record_id, source=event.source)
+                out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=rec.value, record=rec))
+                continue
+            first = eid not in emitted
+            emitted.add(eid)
+            if first:
+                for new_pid in created.get(eid, ()):
+                    out.messages.append(_message(topic, profile_created_event(new_pid, event), new_pid))
+            out.messages.append(_message(topic, event, result.profile_of[eid], result.event_json[eid]))
+            if first:
+                for survivor, losers, reason in merged.get(eid, ()):
+                    out.messages.append(
+                        _message(topic, profile_merged_event(survivor, losers, event, reason), survivor))
+        metrics = self.hub.metrics
+        if result.created:
+            metrics.profiles_created.inc(len(result.created))
+        if result.merges:
+            metrics.profiles_merged.inc(sum(len(m.losers) for m in result.merges))
+
+    async def _replayed_effects(
+        self,
+        replayed: list[uuid.UUID],
+        created: dict[uuid.UUID, list[uuid.UUID]],
+        merged: dict[uuid.UUID, list[tuple[uuid.UUID, list[uuid.UUID], str | None]]],
+    ) -> None:
+        """For events stored before (a replay after a crash): the profiles and merges they caused then."""
+        store = self.hub.store
+        for row in await store.fetch(sql.CREATED_BY, replayed):
+            if row["profile_id"] not in created[row["created_by_event"]]:
+                created[row["created_by_event"]].append(row["profile_id"])
+        by_step: dict[tuple[uuid.UUID, uuid.UUID], tuple[list[uuid.UUID], str | None]] = {}
+        for row in await store.fetch(sql.MERGES_BY, replayed):
+            step = (row["event_id"], row["surviving_profile_id"])
+            losers, _ = by_step.setdefault(step, ([], row["reason"]))
+            losers.append(row["merged_profile_id"])
+        for (eid, survivor), (losers, reason) in by_step.items():
+            merged[eid].append((survivor, losers, reason))
