@@ -67,6 +67,11 @@ class Ingestor:
 
     def _convert(self, connector: Connector, record: Mapping[str, Any], stream: str | None,
                  out: list[OutgoingMessage], result: IngestResult) -> None:
+        for unit in connector.split(record, stream=stream):
+            self._convert_one(connector, unit, stream, out, result)
+
+    def _convert_one(self, connector: Connector, record: Mapping[str, Any], stream: str | None,
+                     out: list[OutgoingMessage], result: IngestResult) -> None:
         topics = self.hub.topics
         result.records += 1
         try:

@@ -82,6 +82,14 @@ class Connector:
         """Pull raw records from the source (an async iterator). Push-only connectors do not override it."""
         raise NotImplementedError(f"{type(self).__name__} has no pull streams")
 
+    def split(self, record: SourceRecord, *, stream: str | None = None) -> list[SourceRecord]:
+        """Cut one upstream record into the units that are normalized (and dead-lettered) one by one.
+
+        The default keeps the record whole. A connector whose source sends batches (a mobile SDK upload, a
+        webhook carrying several events) overrides it so that one bad event does not take its batch with it.
+        """
+        return [record]
+
     async def check(self) -> None:
         """Test credentials and reachability; raise :class:`ConfigurationError` or :class:`RetriableError`."""
 

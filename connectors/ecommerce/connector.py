@@ -1,0 +1,297 @@
+"""E-commerce connector: a Shopify/WooCommerce-like online shop.
+
+Record shapes (the shop's REST Admin API and its webhooks send the same objects):
+
+=============  ==============================================  =================================================
+stream         record                                           events
+=============  ==============================================  =================================================
+customers      ``{id, email, phone, first_name, ...,            ``customer.updated``; ``consent.changed`` from
+               updated_at, default_address{city, zip,           ``email_marketing_consent`` /
+               country_code}, email_marketing_consent{...}}``   ``sms_marketing_consent``
+orders         ``{id, name, email, phone, customer{...}|null,   ``order.placed``; ``order.paid`` (financial
+               created_at, financial_status, cancelled_at,      status paid/refunded); ``order.cancelled``;
+               currency, total_price, line_items[...],          ``order.returned`` per refund
+               refunds[...]}``
+checkouts      ``{id, token, email, phone, customer, line_items, ``cart.updated`` (abandoned-cart triggers);
+               total_price, abandoned_checkout_url,             none once ``completed_at`` is set (the order
+               updated_at, completed_at}``                      says it)
+product_views  storefront pixel event ``{id, name:               ``product.viewed``
+               "product_viewed", timestamp, clientId,
+               customerId?, data{productVariant{...}}}``
+=============  ==============================================  =================================================
+
+Guest checkouts have no ``customer``: the order's ``email`` or ``phone`` identifies the person. A record with
+no identity at all cannot be attributed and goes to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
+from cdp_hub.connector.mapping import add_identity, keep_unknown, parse_datetime, parse_decimal, require, text
+from cdp_hub.errors import SchemaViolation
+
+__all__ = ["EcommerceConfig", "EcommerceConnector"]
+
+_PAID_STATUSES = frozenset({"paid", "partially_refunded", "refunded"})
+_ORDER_KNOWN = frozenset({
+    "id", "name", "order_number", "email", "phone", "contact_email", "customer", "created_at", "updated_at",
+    "processed_at", "paid_at", "cancelled_at", "cancel_reason", "closed_at", "financial_status",
+    "fulfillment_status", "currency", "total_price", "subtotal_price", "total_tax", "total_discounts",
+    "line_items", "refunds", "source_name", "billing_address", "shipping_address", "location_id",
+    "browser_ip", "client_details", "landing_site", "referring_site", "admin_graphql_api_id", "test",
+    "token", "cart_token", "checkout_token", "number", "note_attributes", "discount_codes", "tags",
+})
+_CUSTOMER_KNOWN = frozenset({
+    "id", "email", "phone", "first_name", "last_name", "created_at", "updated_at", "default_address",
+    "addresses", "email_marketing_consent", "sms_marketing_consent", "admin_graphql_api_id", "state",
+    "verified_email", "currency", "tax_exempt", "multipass_identifier", "last_order_id", "last_order_name",
+})
+_CONSENT_STATES = {"subscribed": "opted_in", "unsubscribed": "opted_out"}
+
+
+class EcommerceConfig(ConnectorConfig):
+    """Options of the e-commerce connector."""
+
+    shop_url: str = Field("http://127.0.0.1:8081", description="base URL of the shop's Admin API")
+    currency: str = Field("RUB", pattern=r"^[A-Z]{3}$", description="currency when an order names none")
+
+
+class EcommerceConnector(Connector):
+    """Online shop (Shopify/WooCommerce-like): customers, orders, abandoned checkouts, product views."""
+
+    name: ClassVar[str] = "ecommerce"
+    title: ClassVar[str] = "E-commerce shop"
+    config_model: ClassVar[type[ConnectorConfig]] = EcommerceConfig
+    record_id_field: ClassVar[str | None] = "id"
+    config: EcommerceConfig
+
+    def stream_of(self, record: SourceRecord) -> str:
+        """Which stream a record belongs to, from its shape (webhooks and demo data carry no stream name)."""
+        if "line_items" in record:
+            if "financial_status" in record or "order_number" in record or "cancelled_at" in record:
+                return "orders"
+            return "checkouts"
+        if record.get("name") == "product_viewed" or "clientId" in record:
+            return "product_views"
+        return "customers"
+
+    def normalize(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
+        stream = stream or self.stream_of(record)
+        if stream == "orders":
+            return self._order(record)
+        if stream == "customers":
+            return self._customer(record)
+        if stream == "checkouts":
+            return self._checkout(record)
+        if stream == "product_views":
+            return self._product_view(record)
+        raise SchemaViolation(f"unknown e-commerce stream {stream!r}", field="<stream>", value=stream)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _identities(record: SourceRecord) -> list[dict[str, str]]:
+        customer = record.get("customer") or {}
+        ids: list[dict[str, str]] = []
+        add_identity(ids, "ecom_customer_id", customer.get("id"))
+        add_identity(ids, "email", record.get("email") or record.get("contact_email") or customer.get("email"))
+        phone = record.get("phone") or customer.get("phone")
+        if not phone:
+            billing = record.get("billing_address") or {}
+            phone = billing.get("phone")
+        add_identity(ids, "phone", phone)
+        if not ids:
+            raise SchemaViolation("no email, phone or customer id: the record cannot be attributed",
+                                  field="email", value=None)
+        return ids
+
+    @staticmethod
+    def _traits(person: Mapping[str, Any], address: Mapping[str, Any] | None) -> dict[str, Any]:
+        traits: dict[str, Any] = {}
+        if first := text(person.get("first_name")):
+            traits["first_name"] = first
+        if last := text(person.get("last_name")):
+            traits["last_name"] = last
+        if address:
+            if city := text(address.get("city")):
+                traits["city"] = city
+            if postal := text(address.get("zip")):
+                traits["postal_code"] = postal
+            country = text(address.get("country_code"))
+            if country and len(country) == 2:
+                traits["country"] = country.upper()
+            if street := text(address.get("address1")):
+                traits["address"] = street
+        return traits
+
+    def _items(self, lines: Any, field: str) -> list[dict[str, Any]]:
+        items = []
+        for i, line in enumerate(lines or ()):
+            sku = text(line.get("sku")) or text(line.get("variant_id")) or text(line.get("product_id"))
+            if sku is None:
+                raise SchemaViolation(f"{field}.{i}: line item has no sku, variant or product id",
+                                      field=f"{field}.{i}.sku", value=None)
+            item: dict[str, Any] = {"sku": sku, "quantity": line.get("quantity", 1)}
+            if name := text(line.get("title") or line.get("name")):
+                item["name"] = name
+            price = parse_decimal(line.get("price"), field=f"{field}.{i}.price")
+            if price is not None:
+                item["price"] = price
+            if category := text(line.get("product_type")):
+                item["category"] = category
+            items.append(item)
+        return items
+
+    # -- streams -------------------------------------------------------------------------------------
+
+    def _order(self, order: SourceRecord) -> list[dict[str, Any]]:
+        order_id = text(require(order, "id"))
+        assert order_id is not None
+        placed_at = parse_datetime(require(order, "created_at"), field="created_at")
+        identities = self._identities(order)
+        customer = order.get("customer") or {}
+        billing = order.get("billing_address") or order.get("shipping_address")
+        traits = self._traits(customer or billing or {}, billing or customer.get("default_address"))
+        currency = text(order.get("currency")) or self.config.currency
+        props: dict[str, Any] = {
+            "order_id": order_id,
+            "total": parse_decimal(order.get("total_price"), field="total_price"),
+            "currency": currency,
+            "items": self._items(order.get("line_items"), "line_items"),
+            "channel": text(order.get("source_name")),
+            "status": text(order.get("financial_status")),
+        }
+        if number := text(order.get("name") or order.get("order_number")):
+            props["order_number"] = number
+        discount = parse_decimal(order.get("total_discounts"), field="total_discounts")
+        if discount:
+            props["discount"] = discount
+        if codes := order.get("discount_codes"):
+            props["discount_codes"] = [text(c.get("code")) for c in codes if isinstance(c, Mapping)]
+        keep_unknown(order, _ORDER_KNOWN, props)
+        context: dict[str, Any] = {"channel": "ecommerce"}
+        if ip := text(order.get("browser_ip")):
+            context["ip"] = ip
+        client = order.get("client_details") or {}
+        if ua := text(client.get("user_agent")):
+            context["user_agent"] = ua
+
+        base = {"identities": identities, "traits": traits, "context": context}
+        events = [{**base, "type": "order.placed", "occurred_at": placed_at, "properties": props}]
+        if order.get("financial_status") in _PAID_STATUSES:
+            paid_at = order.get("paid_at") or order.get("processed_at") or order["created_at"]
+            events.append({**base, "type": "order.paid", "properties": props,
+                           "occurred_at": parse_datetime(paid_at, field="paid_at")})
+        if cancelled := order.get("cancelled_at"):
+            cancelled_props = {**props, "reason": text(order.get("cancel_reason"))}
+            events.append({**base, "type": "order.cancelled", "properties": cancelled_props,
+                           "occurred_at": parse_datetime(cancelled, field="cancelled_at")})
+        for i, refund in enumerate(order.get("refunds") or ()):
+            events.append(self._refund(order_id, currency, refund, i, base))
+        return events
+
+    def _refund(self, order_id: str, currency: str, refund: Mapping[str, Any], i: int,
+                base: dict[str, Any]) -> dict[str, Any]:
+        field = f"refunds.{i}"
+        refund_id = text(refund.get("id"))
+        if refund_id is None:
+            raise SchemaViolation(f"{field}: refund has no id", field=f"{field}.id", value=None)
+        lines = refund.get("refund_line_items") or ()
+        items = self._items([{**(r.get("line_item") or {}), "quantity": r.get("quantity", 1)} for r in lines],
+                            f"{field}.refund_line_items")
+        total = parse_decimal(refund.get("amount"), field=f"{field}.amount")
+        if total is None and lines:
+            total = sum((parse_decimal(r.get("subtotal"), field=f"{field}.subtotal") or Decimal(0)
+                         for r in lines), Decimal(0))
+        props = {"order_id": order_id, "total": total, "currency": currency, "items": items,
+                 "reason": text(refund.get("note")), "refund_id": refund_id}
+        return {**base, "type": "order.returned", "source_record_id": f"{order_id}/refunds/{refund_id}",
+                "occurred_at": parse_datetime(require(refund, "created_at"), field=f"{field}.created_at"),
+                "properties": props}
+
+    def _customer(self, customer: SourceRecord) -> list[dict[str, Any]]:
+        cid = text(require(customer, "id"))
+        updated = require(customer, "updated_at")
+        ids: list[dict[str, str]] = []
+        add_identity(ids, "ecom_customer_id", cid)
+        add_identity(ids, "email", customer.get("email"))
+        add_identity(ids, "phone", customer.get("phone"))
+        traits = self._traits(customer, customer.get("default_address"))
+        keep_unknown(customer, _CUSTOMER_KNOWN, traits, prefix="shop_")
+        events: list[dict[str, Any]] = [{
+            "type": "customer.updated", "source_record_id": f"{cid}@{updated}",
+            "occurred_at": parse_datetime(updated, field="updated_at"),
+            "identities": ids, "traits": traits, "context": {"channel": "ecommerce"},
+        }]
+        for key, channel in (("email_marketing_consent", "email"), ("sms_marketing_consent", "sms")):
+            consent = customer.get(key)
+            if not isinstance(consent, Mapping):
+                continue
+            status = _CONSENT_STATES.get(str(consent.get("state")))
+            if status is None:
+                continue  # "not_subscribed"/"pending": no decision by the customer yet
+            when = consent.get("consent_updated_at") or updated
+            events.append({
+                "type": "consent.changed", "source_record_id": f"{cid}/{channel}_consent@{when}",
+                "occurred_at": parse_datetime(when, field=f"{key}.consent_updated_at"),
+                "identities": ids, "properties": {"channel": channel, "status": status,
+                                                  "opt_in_level": text(consent.get("opt_in_level"))},
+                "context": {"channel": "ecommerce"},
+            })
+        return events
+
+    def _checkout(self, checkout: SourceRecord) -> list[dict[str, Any]]:
+        if checkout.get("completed_at"):
+            return []  # converted into an order; order.placed carries it
+        cart_id = text(checkout.get("token")) or text(require(checkout, "id"))
+        updated = require(checkout, "updated_at")
+        customer = checkout.get("customer") or {}
+        props: dict[str, Any] = {
+            "cart_id": cart_id,
+            "total": parse_decimal(checkout.get("total_price"), field="total_price"),
+            "currency": text(checkout.get("currency")) or self.config.currency,
+            "items": self._items(checkout.get("line_items"), "line_items"),
+            "checkout_url": text(checkout.get("abandoned_checkout_url")),
+        }
+        return [{
+            "type": "cart.updated", "source_record_id": f"{cart_id}@{updated}",
+            "occurred_at": parse_datetime(updated, field="updated_at"),
+            "identities": self._identities(checkout), "traits": self._traits(customer, None),
+            "properties": props, "context": {"channel": "ecommerce"},
+        }]
+
+    def _product_view(self, view: SourceRecord) -> list[dict[str, Any]]:
+        variant = (view.get("data") or {}).get("productVariant") or {}
+        product = variant.get("product") or {}
+        ids: list[dict[str, str]] = []
+        add_identity(ids, "ecom_customer_id", view.get("customerId"))
+        add_identity(ids, "anonymous_id", view.get("clientId"))
+        if not ids:
+            raise SchemaViolation("product view has neither clientId nor customerId", field="clientId")
+        sku = text(variant.get("sku")) or text(variant.get("id"))
+        if sku is None:
+            raise SchemaViolation("product view names no variant sku or id", field="data.productVariant.sku")
+        price = variant.get("price") or {}
+        href = ((view.get("context") or {}).get("document") or {}).get("location", {}).get("href")
+        props = {
+            "sku": sku,
+            "name": text(product.get("title")) or text(variant.get("title")),
+            "price": parse_decimal(price.get("amount"), field="data.productVariant.price.amount"),
+            "currency": text(price.get("currencyCode")),
+            "category": text(product.get("type")),
+            "url": text(href),
+        }
+        context: dict[str, Any] = {"channel": "web", "page_url": text(href)}
+        if ua := text(((view.get("context") or {}).get("navigator") or {}).get("userAgent")):
+            context["user_agent"] = ua
+        return [{
+            "type": "product.viewed",
+            "occurred_at": parse_datetime(require(view, "timestamp"), field="timestamp"),
+            "identities": ids, "properties": props, "context": context,
+        }]

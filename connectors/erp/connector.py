@@ -1,0 +1,217 @@
+"""ERP connector: a 1C-like accounting/retail system (offline store receipts, returns, customer master data).
+
+1C writes Russian field names, local time without an offset, decimal commas and ``DD.MM.YYYY`` dates; bulk
+exports are CSV in cp1251 with ``;``. Record shapes:
+
+==========  ===================================================  ===============================================
+stream      record                                                events
+==========  ===================================================  ===============================================
+documents   the incremental document feed (OData-like JSON):      ``order.placed`` for a receipt
+            ``{Ref_Key, Number, Date, ВидДокумента: ЧекККМ |      (``ЧекККМ``), ``order.returned`` for a return
+            ВозвратТоваровОтПокупателя, Posted, DeletionMark,     (linked to ``ДокументОснование``),
+            Магазин{Код}, Клиент{Код, Телефон, НомерКарты},        ``order.cancelled`` for a receipt marked for
+            СуммаДокумента, ДокументОснование, Товары[...]}``      deletion; nothing for an unposted draft
+receipts    a CSV receipt export, one row per line:               as ``documents`` (rows of one document are
+            ``ВидДокумента;НомерДокумента;ДатаДокумента;            assembled into one record first, see
+            КодМагазина;КодКлиента;Телефон;НомерКарты;             :meth:`ErpConnector.assemble`)
+            Артикул;Номенклатура;Количество;Цена;Сумма``
+customers   customer master data CSV: ``Код;Наименование;          ``customer.updated`` (erp_customer_id, phone,
+            Фамилия;Имя;Отчество;Телефон;ЭлПочта;ДатаРождения;    email, loyalty card; names, birth date, gender,
+            Пол;Город;НомерКарты;ДатаИзменения``                   city)
+==========  ===================================================  ===============================================
+
+A receipt with no customer (no code, phone or card) is an anonymous sale, not a customer event: it maps to no
+event. Times are local to ``config.timezone`` (Moscow by default) and converted to UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
+from cdp_hub.connector.mapping import (
+    add_identity,
+    gender,
+    keep_unknown,
+    parse_date,
+    parse_datetime,
+    parse_decimal,
+    require,
+    text,
+)
+from cdp_hub.errors import SchemaViolation
+
+__all__ = ["ErpConfig", "ErpConnector"]
+
+RECEIPT_TYPES = frozenset({"ЧекККМ", "Чек", "Продажа", "РеализацияТоваровУслуг"})
+RETURN_TYPES = frozenset({"ВозвратТоваровОтПокупателя", "Возврат", "ЧекККМВозврат"})
+_CUSTOMER_KNOWN = frozenset({"Код", "Наименование", "Фамилия", "Имя", "Отчество", "Телефон", "ЭлПочта",
+                             "ДатаРождения", "Пол", "Город", "НомерКарты", "ДатаИзменения", "ПометкаУдаления"})
+
+
+class ErpConfig(ConnectorConfig):
+    """Options of the ERP connector."""
+
+    base_url: str = Field("http://127.0.0.1:8083", description="base URL of the ERP's HTTP/OData service")
+    timezone: str = Field("Europe/Moscow", description="zone of the ERP's local timestamps")
+    currency: str = Field("RUB", pattern=r"^[A-Z]{3}$")
+    encoding: str = Field("cp1251", description="encoding of CSV exports")
+    delimiter: str = Field(";", min_length=1, max_length=1, description="CSV delimiter of exports")
+
+
+class ErpConnector(Connector):
+    """ERP (1C-like): offline store receipts and returns, customer master data; CSV exports and a feed."""
+
+    name: ClassVar[str] = "erp"
+    title: ClassVar[str] = "ERP (1C-like)"
+    config_model: ClassVar[type[ConnectorConfig]] = ErpConfig
+    record_id_field: ClassVar[str | None] = "Ref_Key"
+    config: ErpConfig
+
+    def record_id(self, record: SourceRecord) -> str | None:
+        return text(record.get("Ref_Key")) or text(record.get("Number")) or text(
+            record.get("НомерДокумента")) or text(record.get("Код"))
+
+    def stream_of(self, record: SourceRecord) -> str:
+        """Which stream a record belongs to, from its shape."""
+        if "Ref_Key" in record or "Товары" in record:
+            return "documents"
+        if "НомерДокумента" in record:
+            return "receipts"
+        return "customers"
+
+    def normalize(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
+        stream = stream or self.stream_of(record)
+        if stream == "documents":
+            return self._feed_document(record)
+        if stream == "receipts":
+            return self._csv_document(record)
+        if stream == "customers":
+            return self._customer(record)
+        raise SchemaViolation(f"unknown ERP stream {stream!r}", field="<stream>", value=stream)
+
+    # -- documents -----------------------------------------------------------------------------------
+
+    def _when(self, value: Any, field: str) -> datetime:
+        return parse_datetime(value, field=field, tz=self.config.timezone)
+
+    def _feed_document(self, doc: SourceRecord) -> list[dict[str, Any]]:
+        if doc.get("Posted") is False:
+            return []  # a draft, not a sale yet
+        client = doc.get("Клиент") or {}
+        store = doc.get("Магазин") or {}
+        lines = [(f"Товары.{i}", line) for i, line in enumerate(doc.get("Товары") or ())]
+        return self._document(
+            doc_id=text(doc.get("Ref_Key")) or text(require(doc, "Number")),
+            number=text(require(doc, "Number")),
+            kind=str(require(doc, "ВидДокумента")), kind_field="ВидДокумента",
+            when=self._when(require(doc, "Date"), "Date"),
+            client_code=client.get("Код"), phone=client.get("Телефон"), card=client.get("НомерКарты"),
+            store_id=text(store.get("Код")) if isinstance(store, Mapping) else text(store),
+            total=parse_decimal(doc.get("СуммаДокумента"), field="СуммаДокумента"),
+            currency=text(doc.get("Валюта")), basis=text(doc.get("ДокументОснование")),
+            deleted=bool(doc.get("DeletionMark")), lines=lines,
+        )
+
+    def _csv_document(self, doc: SourceRecord) -> list[dict[str, Any]]:
+        rows = doc.get("Строки")
+        # Several CSV rows assembled into one document, or a single-line receipt.
+        row_list: list[tuple[str, Mapping[str, Any]]] = (
+            [(f"Строки.{i}", r) for i, r in enumerate(rows)] if isinstance(rows, list) else [("", doc)])
+        number = text(require(doc, "НомерДокумента"))
+        return self._document(
+            doc_id=number, number=number,
+            kind=str(require(doc, "ВидДокумента")), kind_field="ВидДокумента",
+            when=self._when(require(doc, "ДатаДокумента"), "ДатаДокумента"),
+            client_code=doc.get("КодКлиента"), phone=doc.get("Телефон"), card=doc.get("НомерКарты"),
+            store_id=text(doc.get("КодМагазина")),
+            total=parse_decimal(doc.get("СуммаДокумента"), field="СуммаДокумента"),
+            currency=None, basis=text(doc.get("ДокументОснование")),
+            deleted=str(doc.get("ПометкаУдаления", "")).lower() in ("1", "да", "true"), lines=row_list,
+        )
+
+    def _document(self, *, doc_id: str | None, number: str | None, kind: str, kind_field: str,
+                  when: datetime, client_code: Any, phone: Any, card: Any, store_id: str | None,
+                  total: Any, currency: str | None, basis: str | None, deleted: bool,
+                  lines: list[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        if kind in RECEIPT_TYPES:
+            event_type = "order.cancelled" if deleted else "order.placed"
+        elif kind in RETURN_TYPES:
+            event_type = "order.returned"
+        else:
+            raise SchemaViolation(f"{kind_field}: unknown document type {kind!r} (receipts: "
+                                  f"{', '.join(sorted(RECEIPT_TYPES))}; returns: {', '.join(sorted(RETURN_TYPES))})",
+                                  field=kind_field, value=kind)
+        ids: list[dict[str, str]] = []
+        add_identity(ids, "erp_customer_id", client_code)
+        add_identity(ids, "phone", phone)
+        add_identity(ids, "loyalty_card", card)
+        if not ids:
+            return []  # an anonymous sale: no customer to attach it to
+        items = []
+        for prefix, line in lines:
+            p = f"{prefix}." if prefix else ""
+            sku = text(line.get("Артикул")) or text(line.get("Номенклатура_Key"))
+            if sku is None:
+                raise SchemaViolation(f"{p}Артикул: line has no article", field=f"{p}Артикул")
+            item: dict[str, Any] = {"sku": sku, "name": text(line.get("Номенклатура"))}
+            qty = parse_decimal(line.get("Количество"), field=f"{p}Количество")
+            if qty is not None:
+                item["quantity"] = abs(qty)
+            price = parse_decimal(line.get("Цена"), field=f"{p}Цена")
+            if price is not None:
+                item["price"] = price
+            items.append(item)
+        if total is None:  # CSV rows carry line sums only
+            sums = [parse_decimal(line.get("Сумма"), field=f"{prefix}.Сумма" if prefix else "Сумма")
+                    for prefix, line in lines]
+            total = sum((s for s in sums if s is not None), Decimal(0))
+        props: dict[str, Any] = {
+            "order_id": (basis if event_type == "order.returned" and basis else number),
+            "total": abs(total) if total is not None else None,
+            "currency": currency or self.config.currency,
+            "items": items, "store_id": store_id, "channel": "offline",
+            "status": "deleted" if deleted else ("returned" if event_type == "order.returned" else "paid"),
+            "document_number": number,
+        }
+        if event_type == "order.returned":
+            props["return_id"] = number
+        return [{
+            "type": event_type, "source_record_id": doc_id, "occurred_at": when, "identities": ids,
+            "properties": props, "context": {"channel": "offline", "store_id": store_id},
+        }]
+
+    # -- customers -----------------------------------------------------------------------------------
+
+    def _customer(self, row: SourceRecord) -> list[dict[str, Any]]:
+        code = text(require(row, "Код"))
+        ids: list[dict[str, str]] = []
+        add_identity(ids, "erp_customer_id", code)
+        add_identity(ids, "phone", row.get("Телефон"))
+        add_identity(ids, "email", row.get("ЭлПочта"))
+        add_identity(ids, "loyalty_card", row.get("НомерКарты"))
+        traits: dict[str, Any] = {}
+        for src, dst in (("Фамилия", "last_name"), ("Имя", "first_name"), ("Отчество", "middle_name"),
+                         ("Наименование", "full_name"), ("Город", "city")):
+            if value := text(row.get(src)):
+                traits[dst] = value
+        birth = parse_date(row.get("ДатаРождения"), field="ДатаРождения")
+        if birth is not None:
+            traits["birth_date"] = birth
+        if g := gender(row.get("Пол")):
+            traits["gender"] = g
+        keep_unknown(row, _CUSTOMER_KNOWN, traits, prefix="erp_")
+        changed = text(row.get("ДатаИзменения"))
+        if changed is None:
+            raise SchemaViolation("ДатаИзменения: required for customer master data (it orders updates)",
+                                  field="ДатаИзменения")
+        return [{
+            "type": "customer.updated", "source_record_id": f"{code}@{changed}",
+            "occurred_at": self._when(changed, "ДатаИзменения"), "identities": ids, "traits": traits,
+            "context": {"channel": "offline"},
+        }]
