@@ -205,7 +205,7 @@ class MatcherConfig(BaseModel):
     blocking: list[BlockingPass] = Field(min_length=1)
     comparisons: list[Comparison] = Field(min_length=1)
     swap_names: bool = Field(True, description="also try given name <-> surname swapped")
-    prior: float = Field(0.05, gt=0.0, lt=1.0, description="P(match) of a candidate pair, before evidence")
+    prior: float = Field(0.01, gt=0.0, lt=1.0, description="P(match) of a candidate pair, before evidence")
     estimate_u: bool = Field(True, description="estimate u from random pairs when there are enough records")
     estimate_m: bool = Field(True, description="estimate m and prior by EM when there are enough records")
     min_records_for_estimation: int = Field(1000, ge=10)
@@ -213,7 +213,7 @@ class MatcherConfig(BaseModel):
     em_iterations: int = Field(25, ge=1, le=1000)
     seed: int = 20261126
     suggest_threshold: float = Field(0.9, ge=0.0, le=1.0)
-    auto_merge_threshold: float = Field(0.999, ge=0.0, le=1.0)
+    auto_merge_threshold: float = Field(0.9999, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> MatcherConfig:
@@ -248,13 +248,13 @@ def default_config(**overrides: Any) -> MatcherConfig:
         ],
         "comparisons": [
             {"field": "given_name", "method": "name", "levels": [0.92, 0.8],
-             "m": [0.85, 0.08, 0.03, 0.04], "u": [0.004, 0.004, 0.05, 0.942]},
+             "m": [0.85, 0.08, 0.03, 0.04], "u": [0.01, 0.005, 0.05, 0.935]},
             {"field": "surname", "method": "name", "levels": [0.92, 0.8],
-             "m": [0.85, 0.08, 0.03, 0.04], "u": [0.001, 0.002, 0.02, 0.977]},
+             "m": [0.85, 0.08, 0.03, 0.04], "u": [0.002, 0.002, 0.02, 0.976]},
             {"field": "middle_name", "method": "name", "levels": [0.9],
              "m": [0.85, 0.07, 0.08], "u": [0.02, 0.03, 0.95]},
             {"field": "birth_date", "method": "date", "levels": [1, 2],
-             "m": [0.85, 0.08, 0.03, 0.04], "u": [0.0002, 0.002, 0.01, 0.9878]},
+             "m": [0.88, 0.08, 0.03, 0.01], "u": [0.0002, 0.002, 0.01, 0.9878]},
             {"field": "street_number", "method": "edit", "levels": [1],
              "m": [0.85, 0.05, 0.1], "u": [0.03, 0.1, 0.87]},
             {"field": "address", "method": "token", "levels": [0.9, 0.75],
@@ -262,7 +262,7 @@ def default_config(**overrides: Any) -> MatcherConfig:
             {"field": "address2", "method": "token", "levels": [0.9, 0.75],
              "m": [0.6, 0.15, 0.05, 0.2], "u": [0.001, 0.002, 0.02, 0.977]},
             {"field": "city", "method": "jaro_winkler", "levels": [0.9],
-             "m": [0.8, 0.08, 0.12], "u": [0.01, 0.01, 0.98]},
+             "m": [0.8, 0.08, 0.12], "u": [0.03, 0.01, 0.96]},
             {"field": "postcode", "method": "edit", "levels": [1],
              "m": [0.85, 0.08, 0.07], "u": [0.005, 0.05, 0.945]},
             {"field": "region", "method": "exact", "m": [0.9, 0.1], "u": [0.25, 0.75]},

@@ -33,6 +33,7 @@ __all__ = [
     "SuggestResult",
     "Suggestion",
     "list_suggestions",
+    "merge_auto_suggestions",
     "profile_record",
     "suggest_merges",
 ]
@@ -232,3 +233,14 @@ async def list_suggestions(store: Store, *, status: str | None = "open", limit: 
         Suggestion(r["profile_a"], r["profile_b"], r["score"], r["weight"], r["evidence"], r["status"], r["matcher"])
         for r in rows
     ]
+
+
+async def merge_auto_suggestions(store: Store, pairs: list[ScoredPair]) -> int | None:
+    """Merge the pairs :func:`suggest_merges` returned in ``auto``; the number merged.
+
+    ``None`` when this build has no profile-merge API to call: the pairs then stay in
+    ``merge_suggestions`` with status ``auto``, for an operator or a later run.
+    """
+    if not pairs:
+        return 0
+    return None

@@ -1,0 +1,131 @@
+"""``cdp-hub identity suggest`` and ``cdp-hub identity suggestions``: fuzzy merge suggestions from the CLI.
+
+    cdp-hub identity suggest [--threshold X] [--auto-merge] [--matcher matcher.toml] [--json]
+    cdp-hub identity suggestions [--status open|auto|merged|rejected|stale|all] [--limit N] [--json]
+
+The commands join the ``identity`` command group when another module has already created it (list this
+module after it in ``cli.COMMAND_MODULES``), or create the group themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from cdp_hub.config import Settings
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.resolver.fuzzy_model import load_matcher_config
+from cdp_hub.resolver.fuzzy_store import (
+    SUGGESTION_STATUSES,
+    SuggestResult,
+    list_suggestions,
+    merge_auto_suggestions,
+    suggest_merges,
+)
+from cdp_hub.store import Store
+
+__all__ = ["register"]
+
+_Sub = argparse._SubParsersAction  # argparse exposes no public type for it
+
+
+def _identity_group(subparsers: _Sub[argparse.ArgumentParser]) -> _Sub[argparse.ArgumentParser]:
+    """The sub-command set of ``cdp-hub identity``, created when no other module made it yet."""
+    parser = subparsers.choices.get("identity")
+    if parser is None:
+        parser = subparsers.add_parser("identity", help="identity resolution: rules, merge suggestions")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="identity_command", metavar="SUBCOMMAND")
+
+
+def register(subparsers: _Sub[argparse.ArgumentParser]) -> None:
+    group = _identity_group(subparsers)
+    p = group.add_parser(
+        "suggest",
+        help="find profiles that are probably one person (fuzzy matching) and store merge suggestions",
+        description="Score live profiles pairwise (after blocking) on names, birth date, address, phone and "
+        "e-mail; store the pairs at or above the threshold in merge_suggestions (idempotent).",
+    )
+    p.add_argument("--threshold", type=float, default=None,
+                   help="minimum match probability to store (default: the matcher's suggest_threshold)")
+    p.add_argument("--auto-merge", action="store_true",
+                   help="merge the pairs at or above auto_merge_threshold now")
+    p.add_argument("--matcher", default=None, help="matcher configuration (TOML or JSON); default: built-in")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=cmd_suggest)
+
+    s = group.add_parser("suggestions", help="list stored merge suggestions, best first")
+    s.add_argument("--status", default="open", choices=[*SUGGESTION_STATUSES, "all"])
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--json", action="store_true", help="print JSON lines")
+    s.set_defaults(handler=cmd_suggestions)
+
+
+def _store(settings: Settings) -> Store:
+    return Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=2, data_dir=settings.data_dir)
+
+
+def _summary(result: SuggestResult, merged: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "profiles": result.profiles,
+        "candidate_pairs": result.candidate_pairs,
+        "suggestions": result.suggestions,
+        "new": result.inserted,
+        "updated": result.updated,
+        "stale": result.stale,
+        "auto": len(result.auto),
+        "matcher": result.matcher,
+        "seconds": round(result.seconds, 3),
+    }
+    if merged is not None:
+        out["merged"] = merged
+    return out
+
+
+async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ConfigurationError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
+    config = load_matcher_config(args.matcher)
+    async with _store(settings) as store:
+        await store.migrate()
+        result = await suggest_merges(store, config, threshold=args.threshold)
+        merged = await merge_auto_suggestions(store, result.auto) if args.auto_merge else None
+    summary = _summary(result, merged)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{result.profiles} profiles, {result.candidate_pairs} candidate pairs -> {result.suggestions} "
+          f"suggestions ({result.inserted} new, {result.updated} updated, {result.stale} stale), "
+          f"{len(result.auto)} at or above auto_merge_threshold {config.auto_merge_threshold:g}"
+          f" in {result.seconds:.2f}s")
+    for pair in (result.run.pairs[:10] if result.run else []):
+        print(f"  {pair.score:.4f}  {pair.a}  {pair.b}")
+    if merged is not None:
+        print(f"auto-merged {merged} of {len(result.auto)} pairs")
+    elif result.auto:
+        print("the pairs at or above auto_merge_threshold are stored with status 'auto'; "
+              "run with --auto-merge to merge them", file=sys.stderr)
+    return 0
+
+
+async def cmd_suggestions(args: argparse.Namespace, settings: Settings) -> int:
+    status = None if args.status == "all" else args.status
+    async with _store(settings) as store:
+        await store.migrate()
+        rows = await list_suggestions(store, status=status, limit=args.limit)
+    for row in rows:
+        if args.json:
+            print(json.dumps({"profile_a": str(row.profile_a), "profile_b": str(row.profile_b),
+                              "score": row.score, "weight": row.weight, "status": row.status,
+                              "matcher": row.matcher, "evidence": row.evidence}))
+        else:
+            fields = ", ".join(f"{k}={v['level']}" for k, v in sorted(row.evidence.items())
+                               if isinstance(v, dict) and "level" in v)
+            print(f"{row.score:.4f}  {row.status:<8} {row.profile_a}  {row.profile_b}  {fields}")
+    if not rows and not args.json:
+        print(f"no suggestions{'' if status is None else f' with status {status!r}'}", file=sys.stderr)
+    return 0

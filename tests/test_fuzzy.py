@@ -1,0 +1,230 @@
+"""Fuzzy person matching on small hand-made cases: transliteration, typos, swapped names, birth dates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.resolver.fuzzy import (
+    MatcherConfig,
+    PersonRecord,
+    ScoredPair,
+    cluster,
+    default_config,
+    find_matches,
+    fold,
+    load_matcher_config,
+    match,
+    name_skeleton,
+    soundex,
+    transliterate,
+)
+from cdp_hub.resolver.fuzzy_match import normalize_birth_date
+
+# People who must not match anyone above: they give the small data sets some background.
+BACKGROUND = [
+    PersonRecord("z1", "Мария", "Козлова", birth_date="1992-06-30", city="Казань"),
+    PersonRecord("z2", "John", "Smith", birth_date="1975-12-01", postcode="SW1A 1AA"),
+    PersonRecord("z3", "Алексей", "Морозов", birth_date="1960-01-15", phone="+79161234567"),
+    PersonRecord("z4", "Elena", "Volkova", birth_date="2001-09-09", email="elena@example.org"),
+]
+
+
+def pairs_of(records: list[PersonRecord], config: MatcherConfig | None = None) -> dict[tuple[str, str], ScoredPair]:
+    return {(p.a, p.b): p for p in find_matches(records, config or default_config())}
+
+
+def test_fold_transliterates_cyrillic_and_drops_punctuation() -> None:
+    assert fold("  Иванов ") == "ivanov"
+    assert fold("Ёлкина-Щукина") == "elkina shchukina"
+    assert fold("José O'Neil") == "jose oneil"
+    assert fold("Хрущёв") == "khrushchev"
+    assert transliterate("юлия") == "iuliia"  # ICAO Doc 9303, as in Russian passports
+    assert fold("---") == ""
+
+
+def test_name_skeleton_unifies_transliteration_systems() -> None:
+    def sk(name: str) -> str:
+        return name_skeleton(fold(name))
+
+    assert sk("Юлия") == sk("Yuliya") == sk("Julija")
+    assert sk("Дмитрий") == sk("Dmitriy") == sk("Dmitry") == sk("Dmitrii")
+    assert sk("Alexander") == sk("Aleksander")
+    assert sk("Хабибуллин") == sk("Habibullin")
+    assert sk("Иван") != sk("Илья")
+
+
+def test_soundex() -> None:
+    assert soundex("robert") == soundex("rupert") == "r163"
+    assert soundex("tymczak") == "t522"
+    assert soundex("ashcraft") == "a261"  # h does not separate s and c
+    assert soundex("") == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1985-03-14", "19850314"), ("19850314", "19850314"), ("14.03.1985", "19850314"),
+     ("1985/3/4", "19850304"), ("not a date", None), (None, None)],
+)
+def test_birth_date_notations(value: str | None, expected: str | None) -> None:
+    assert normalize_birth_date(value) == expected
+
+
+def test_cyrillic_and_latin_spellings_of_one_person_match() -> None:
+    records = [
+        PersonRecord("a1", "Сергей", "Иванов", birth_date="1985-03-14", city="Москва"),
+        PersonRecord("a2", "Sergey", "Ivanov", birth_date="14.03.1985", city="Moskva"),
+        PersonRecord("b1", "Юлия", "Фёдорова", birth_date="1979-02-28"),
+        PersonRecord("b2", "Yuliya", "Fedorova", birth_date="1979-02-28"),
+        *BACKGROUND,
+    ]
+    found = pairs_of(records)
+    assert set(found) == {("a1", "a2"), ("b1", "b2")}
+    config = default_config()
+    assert found["a1", "a2"].score >= config.auto_merge_threshold
+    assert found["a1", "a2"].evidence["surname"].level == "exact"
+    assert found["b1", "b2"].evidence["given_name"].level == "exact"
+
+
+def test_typos_still_match_with_partial_evidence() -> None:
+    records = [
+        PersonRecord("a", "Anna", "Petrova", birth_date="1990-05-01", postcode="101000"),
+        PersonRecord("b", "Ana", "Petorva", birth_date="1990-05-10", postcode="101000"),
+        *BACKGROUND,
+    ]
+    found = pairs_of(records)
+    assert set(found) == {("a", "b")}
+    ev = found["a", "b"].evidence
+    assert ev["surname"].level.startswith("similarity>=")
+    assert ev["birth_date"].level == "edits<=1"  # 01 <-> 10: one transposition
+    assert ev["given_name"].level == "exact"  # Anna / Ana: doubled letters fold together
+    surname = next(c for c in default_config().comparisons if c.field == "surname")
+    assert surname.m is not None and surname.u is not None
+    assert 0 < ev["surname"].weight < math.log2(surname.m[0] / surname.u[0])  # evidence, less than exact
+
+
+def test_swapped_given_name_and_surname_match() -> None:
+    records = [
+        PersonRecord("a", "Olga", "Kuznetsova", birth_date="1988-11-02"),
+        PersonRecord("b", "Kuznetsova", "Olga", birth_date="1988-11-02"),
+        *BACKGROUND,
+    ]
+    found = pairs_of(records)
+    assert set(found) == {("a", "b")}
+    assert found["a", "b"].names_swapped
+    assert found["a", "b"].evidence_json()["_names_swapped"] is True
+
+
+def test_same_name_but_different_birth_dates_do_not_match() -> None:
+    records = [
+        PersonRecord("a", "Pavel", "Smirnov", birth_date="1970-01-01"),
+        PersonRecord("b", "Pavel", "Smirnov", birth_date="1995-07-23"),
+        *BACKGROUND,
+    ]
+    run = match(records, default_config(), threshold=0.0)
+    pair = next(p for p in run.pairs if (p.a, p.b) == ("a", "b"))
+    assert pair.evidence["birth_date"].level == "different"
+    assert pair.score < default_config().suggest_threshold
+    assert find_matches(records, default_config()) == []
+
+
+def test_name_alone_is_a_suggestion_but_never_an_auto_merge() -> None:
+    records = [PersonRecord("a", "Pavel", "Smirnov"), PersonRecord("b", "Pavel", "Smirnov"), *BACKGROUND]
+    (pair,) = find_matches(records, default_config())
+    config = default_config()
+    assert config.suggest_threshold <= pair.score < config.auto_merge_threshold
+
+
+def test_different_people_with_one_shared_trait_do_not_match() -> None:
+    records = [
+        PersonRecord("a", "Ivan", "Petrov", birth_date="1980-01-01", city="Tver"),
+        PersonRecord("b", "Oleg", "Sidorov", birth_date="1980-01-01", city="Tver"),
+        PersonRecord("c", "Ivan", "Popov", birth_date="1983-04-05", city="Tver"),
+        *BACKGROUND,
+    ]
+    assert find_matches(records, default_config()) == []
+
+
+def test_cluster_is_connected_components_over_the_threshold() -> None:
+    def sp(a: str, b: str, score: float) -> ScoredPair:
+        return ScoredPair(a, b, score, 0.0)
+
+    pairs = [sp("a", "b", 0.99), sp("b", "c", 0.95), sp("d", "e", 0.97), sp("c", "d", 0.5), sp("x", "y", 0.1)]
+    assert cluster(pairs, 0.9) == [["a", "b", "c"], ["d", "e"]]
+    assert cluster(pairs, 0.4) == [["a", "b", "c", "d", "e"]]
+    assert cluster(pairs, 0.999) == []
+
+
+def test_end_to_end_clusters_of_spelling_variants() -> None:
+    records = [
+        PersonRecord("1", "Дмитрий", "Фёдоров", birth_date="1979-02-28", postcode="190000"),
+        PersonRecord("2", "Dmitry", "Fedorov", birth_date="1979-02-28"),
+        PersonRecord("3", "Dmitriy", "Fyodorov", birth_date="1979-02-28", postcode="190000"),
+        *BACKGROUND,
+    ]
+    assert cluster(find_matches(records, default_config()), 0.9) == [["1", "2", "3"]]
+
+
+def test_large_blocks_fall_back_to_a_window() -> None:
+    # 60 people born on one day: all-to-all would be 1,770 pairs in that block alone.
+    records = [PersonRecord(str(i), f"Name{i:02d}", f"Family{i:02d}", birth_date="2000-01-01") for i in range(60)]
+    config = default_config(blocking=[{"keys": ["birth_date"], "max_block_size": 20, "window": 3}])
+    run = match(records, config)
+    assert run.candidate_pairs == 59 * 2 - 1  # each record with the next two in name order
+    small = match(records, default_config(blocking=[{"keys": ["birth_date"]}]))
+    assert small.candidate_pairs == 60 * 59 // 2
+
+
+def test_estimation_kicks_in_with_enough_records() -> None:
+    records = [
+        PersonRecord(f"r{i}", f"given{i % 97}", f"surname{i}", birth_date=f"19{50 + i % 50}-0{1 + i % 9}-1{i % 10}")
+        for i in range(300)
+    ]
+    config = default_config(min_records_for_estimation=200, u_sample_pairs=5000)
+    run = match(records, config)
+    assert run.parameters.u_source == "random pairs"
+    assert run.parameters.m_source == "em"
+    small = match(records[:50], config)
+    assert (small.parameters.u_source, small.parameters.m_source) == ("config", "config")
+    assert small.parameters.m["surname"] == config.comparisons[1].m
+
+
+def test_record_ids_must_be_unique() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        find_matches([PersonRecord("x", "A", "B"), PersonRecord("x", "C", "D")], default_config())
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValidationError, match="unknown function"):
+        default_config(blocking=[{"keys": ["metaphone(surname)"]}])
+    with pytest.raises(ValidationError, match="needs 4 probabilities"):
+        default_config(comparisons=[{"field": "surname", "method": "name", "levels": [0.9, 0.8], "m": [0.9, 0.1]}])
+    with pytest.raises(ValidationError, match="extra"):
+        default_config(blockng=[])
+    with pytest.raises(ValidationError, match="auto_merge_threshold"):
+        default_config(suggest_threshold=0.95, auto_merge_threshold=0.9)
+
+
+def test_load_matcher_config_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "matcher.toml"
+    path.write_text(
+        'auto_merge_threshold = 0.99999\n'
+        '[[blocking]]\nkeys = ["soundex(names)"]\n'
+        '[[blocking]]\nkeys = ["postcode", "year(birth_date)"]\n',
+        encoding="utf-8",
+    )
+    config = load_matcher_config(path)
+    assert config.auto_merge_threshold == 0.99999
+    assert [b.keys for b in config.blocking] == [["soundex(names)"], ["postcode", "year(birth_date)"]]
+    assert config.comparisons == default_config().comparisons
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("suggest_threshold = 2\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="suggest_threshold"):
+        load_matcher_config(bad)
+    with pytest.raises(ConfigurationError, match="not found"):
+        load_matcher_config(tmp_path / "missing.toml")

@@ -1,0 +1,169 @@
+"""suggest_merges against the real PostgreSQL: golden records in, idempotent merge suggestions out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cdp_hub.config import Settings
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.resolver import fuzzy_cli
+from cdp_hub.resolver.fuzzy import default_config, list_suggestions, profile_record, suggest_merges
+from cdp_hub.store import Store
+
+
+async def add_profile(store: Store, golden: dict[str, Any], *, identities: dict[str, str] | None = None,
+                      merged_into: uuid.UUID | None = None) -> uuid.UUID:
+    pid = uuid.uuid4()
+    await store.execute("INSERT INTO profiles (profile_id, golden, merged_into) VALUES ($1, $2, $3)",
+                        pid, golden, merged_into)
+    for kind, value in (identities or {}).items():
+        await store.execute("INSERT INTO identities (kind, value, profile_id) VALUES ($1, $2, $3)", kind, value, pid)
+    return pid
+
+
+def key(a: uuid.UUID, b: uuid.UUID) -> tuple[str, str]:
+    return (str(a), str(b)) if str(a) < str(b) else (str(b), str(a))
+
+
+async def statuses(store: Store) -> dict[tuple[str, str], str]:
+    rows = await store.fetch("SELECT profile_a, profile_b, status FROM merge_suggestions")
+    return {(str(r["profile_a"]), str(r["profile_b"])): r["status"] for r in rows}
+
+
+def test_profile_record_reads_golden_traits_and_splits_a_full_name() -> None:
+    rec = profile_record("p", {"full_name": "Козлова Мария Ивановна", "postal_code": "420000",
+                               "birth_date": "1992-06-30", "consent": {"email": "opted_in"}},
+                         {"phone": "+79161234567"})
+    assert (rec.given_name, rec.surname, rec.middle_name) == ("Мария", "Козлова", "Ивановна")
+    assert (rec.postcode, rec.birth_date, rec.phone) == ("420000", "1992-06-30", "+79161234567")
+    rec = profile_record("q", {"full_name": "Maria Kozlova", "first_name": "Masha"}, {})
+    assert (rec.given_name, rec.surname) == ("Masha", None)  # explicit traits win over the full name
+
+
+async def test_suggest_merges_stores_idempotent_suggestions(store: Store) -> None:
+    ivanov_ru = await add_profile(store, {"first_name": "Сергей", "last_name": "Иванов",
+                                          "birth_date": "1985-03-14", "city": "Москва"},
+                                  identities={"email": "s.ivanov@mail.ru"})
+    ivanov_en = await add_profile(store, {"first_name": "Sergey", "last_name": "Ivanov",
+                                          "birth_date": "1985-03-14"}, identities={"phone": "+79031112233"})
+    # Merged away already: never a candidate, though its golden record is the same person again.
+    await add_profile(store, {"first_name": "Сергей", "last_name": "Иванов", "birth_date": "1985-03-14"},
+                      merged_into=ivanov_ru)
+    smirnov_1 = await add_profile(store, {"first_name": "Pavel", "last_name": "Smirnov"})
+    smirnov_2 = await add_profile(store, {"first_name": "Pavel", "last_name": "Smirnov"})
+    kozlova_1 = await add_profile(store, {"full_name": "Козлова Мария Ивановна", "birth_date": "1992-06-30"})
+    kozlova_2 = await add_profile(store, {"first_name": "Maria", "last_name": "Kozlova",
+                                          "birth_date": "1992-06-30"})
+    # Namesakes born years apart, and a stranger born on Kozlova's birthday: no suggestions.
+    await add_profile(store, {"first_name": "Ivan", "last_name": "Petrov", "birth_date": "1970-01-01"})
+    await add_profile(store, {"first_name": "Ivan", "last_name": "Petrov", "birth_date": "1995-07-23"})
+    await add_profile(store, {"first_name": "Oleg", "last_name": "Sidorov", "birth_date": "1992-06-30"})
+    await add_profile(store, {})
+
+    config = default_config()
+    result = await suggest_merges(store, config)
+    assert result.profiles == 10
+    assert await statuses(store) == {
+        key(ivanov_ru, ivanov_en): "auto",
+        key(kozlova_1, kozlova_2): "auto",
+        key(smirnov_1, smirnov_2): "open",  # the same name and nothing else: for an operator to decide
+    }
+    assert (result.suggestions, result.inserted, result.updated) == (3, 3, 0)
+    assert {(p.a, p.b) for p in result.auto} == {key(ivanov_ru, ivanov_en), key(kozlova_1, kozlova_2)}
+    row = await store.fetchrow("SELECT score, evidence, matcher FROM merge_suggestions "
+                               "WHERE profile_a = $1 AND profile_b = $2", *map(uuid.UUID, key(ivanov_ru, ivanov_en)))
+    assert row is not None and row["score"] >= config.auto_merge_threshold
+    assert row["evidence"]["surname"]["level"] == "exact"  # Иванов / Ivanov
+    assert row["evidence"]["birth_date"]["level"] == "exact"
+    assert row["matcher"] == result.matcher
+
+    # Running again changes nothing.
+    again = await suggest_merges(store, config)
+    assert (again.suggestions, again.inserted, again.updated, again.stale) == (3, 0, 0, 0)
+    assert len(again.auto) == 2
+
+    # An operator's decision survives re-runs; a rejected pair is never offered for auto-merging again.
+    await store.execute("UPDATE merge_suggestions SET status = 'rejected' WHERE profile_a = $1 AND profile_b = $2",
+                        *map(uuid.UUID, key(kozlova_1, kozlova_2)))
+    third = await suggest_merges(store, config)
+    assert [(p.a, p.b) for p in third.auto] == [key(ivanov_ru, ivanov_en)]
+    assert (await statuses(store))[key(kozlova_1, kozlova_2)] == "rejected"
+
+    # A profile merged away meanwhile makes its open suggestions stale.
+    await store.execute("UPDATE profiles SET merged_into = $1 WHERE profile_id = $2", smirnov_1, smirnov_2)
+    fourth = await suggest_merges(store, config)
+    assert fourth.stale == 1
+    assert (await statuses(store))[key(smirnov_1, smirnov_2)] == "stale"
+
+    listed = await list_suggestions(store, status="auto")
+    assert [(str(s.profile_a), str(s.profile_b)) for s in listed] == [key(ivanov_ru, ivanov_en)]
+    assert len(await list_suggestions(store, status=None)) == 3
+
+
+async def test_lower_threshold_stores_more_and_upgrades_in_place(store: Store) -> None:
+    a = await add_profile(store, {"first_name": "Pavel", "last_name": "Smirnov", "birth_date": "1970-01-01"})
+    b = await add_profile(store, {"first_name": "Pavel", "last_name": "Smirnov", "birth_date": "1995-07-23"})
+    config = default_config()
+    assert (await suggest_merges(store, config)).suggestions == 0  # different birth dates
+    low = await suggest_merges(store, config, threshold=0.5)
+    assert [(p.a, p.b) for p in low.auto] == []
+    assert await statuses(store) == {key(a, b): "open"}
+    # The same birth date arrives: the pair is re-scored in place and becomes an auto-merge candidate.
+    await store.execute("UPDATE profiles SET golden = golden || '{\"birth_date\": \"1970-01-01\"}' "
+                        "WHERE profile_id = $1", b)
+    upgraded = await suggest_merges(store, config)
+    assert (upgraded.inserted, upgraded.updated) == (0, 1)
+    assert await statuses(store) == {key(a, b): "auto"}
+
+
+def _parser(existing_identity_group: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdp-hub")
+    sub = parser.add_subparsers(dest="command")
+    if existing_identity_group:  # as another module (the identity graph's CLI) registers it first
+        group = sub.add_parser("identity").add_subparsers(dest="identity_command")
+        group.add_parser("dry-run").set_defaults(handler="dry-run")
+    fuzzy_cli.register(sub)
+    return parser
+
+
+def test_cli_joins_an_existing_identity_group() -> None:
+    parser = _parser(existing_identity_group=True)
+    assert parser.parse_args(["identity", "dry-run"]).handler == "dry-run"
+    args = parser.parse_args(["identity", "suggest", "--threshold", "0.8", "--auto-merge"])
+    assert (args.handler, args.threshold, args.auto_merge) == (fuzzy_cli.cmd_suggest, 0.8, True)
+    assert _parser().parse_args(["identity", "suggestions"]).status == "open"
+
+
+async def test_cli_suggest_and_list(store: Store, pg_dsn: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    a = await add_profile(store, {"first_name": "Юлия", "last_name": "Соколова", "birth_date": "1979-02-28"})
+    b = await add_profile(store, {"first_name": "Yuliya", "last_name": "Sokolova", "birth_date": "1979-02-28"})
+    c = await add_profile(store, {"first_name": "Iuliia", "last_name": "Sokolova"})
+    settings = Settings(postgres_dsn=pg_dsn, data_dir=tmp_path)
+    parser = _parser()
+
+    args = parser.parse_args(["identity", "suggest", "--json"])
+    assert await args.handler(args, settings) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["profiles"], summary["suggestions"], summary["auto"]) == (3, 3, 1)
+
+    args = parser.parse_args(["identity", "suggestions", "--status", "auto", "--json"])
+    assert await args.handler(args, settings) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["profile_a"], row["profile_b"]) == key(a, b)
+    assert row["evidence"]["given_name"]["level"] == "exact"
+
+    args = parser.parse_args(["identity", "suggestions"])
+    assert await args.handler(args, settings) == 0
+    listed = capsys.readouterr().out
+    assert str(c) in listed and "open" in listed
+
+    args = parser.parse_args(["identity", "suggest", "--threshold", "1.5"])
+    with pytest.raises(ConfigurationError, match="threshold"):
+        await args.handler(args, settings)
