@@ -13,6 +13,8 @@ the same ``message_id`` as the provider's idempotency key where the provider has
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ class LogRow:
     provider: str | None
     provider_message_id: str | None
     error: str | None
+    final_at: datetime | None = None
+    """When the row became final: a re-emitted receipt carries this time, so its event is the same event."""
 
     @classmethod
     def from_record(cls, r: Any) -> LogRow:
@@ -47,7 +51,7 @@ class LogRow:
             message_id=r["message_id"], profile_id=str(r["profile_id"]) if r["profile_id"] else None,
             scenario=r["scenario"], channel=r["channel"], status=r["status"], template=r["template"],
             address=r["address"], address_kind=r["address_kind"], provider=r["provider"],
-            provider_message_id=r["provider_message_id"], error=r["error"],
+            provider_message_id=r["provider_message_id"], error=r["error"], final_at=r["final_at"],
         )
 
 
@@ -63,10 +67,12 @@ class Outcome:
     provider: str | None = None
     provider_message_id: str | None = None
     error: str | None = None
+    at: datetime | None = None
+    """When it happened (the receipt's time); stored so that a re-emitted receipt is the same event."""
 
 
 _COLUMNS = ("message_id, profile_id, scenario, channel, status, template, address, address_kind, provider, "
-            "provider_message_id, error")
+            "provider_message_id, error, coalesce(sent_at, updated_at) AS final_at")
 
 
 class SendLog:
@@ -119,14 +125,16 @@ class SendLog:
             """UPDATE messages AS m
                SET status = u.status, channel = u.channel, address = u.address, address_kind = u.address_kind,
                    provider = u.provider, provider_message_id = u.provider_message_id, error = u.error,
-                   sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END, updated_at = now()
+                   sent_at = CASE WHEN u.status = 'sent' THEN coalesce(u.at, now()) ELSE m.sent_at END,
+                   updated_at = coalesce(u.at, now())
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::text[])
-                    AS u(message_id, status, channel, address, address_kind, provider, provider_message_id, error)
+                           $8::text[], $9::timestamptz[])
+                    AS u(message_id, status, channel, address, address_kind, provider, provider_message_id, error,
+                         at)
                WHERE m.message_id = u.message_id AND m.status = 'sending'""",
             [o.message_id for o in outcomes], [o.status for o in outcomes], [o.channel for o in outcomes],
             [o.address for o in outcomes], [o.address_kind for o in outcomes], [o.provider for o in outcomes],
-            [o.provider_message_id for o in outcomes], [o.error for o in outcomes],
+            [o.provider_message_id for o in outcomes], [o.error for o in outcomes], [o.at for o in outcomes],
         )
 
     async def find_for_callback(self, message_ids: Sequence[str], provider: str | None,

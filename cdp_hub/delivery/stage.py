@@ -148,6 +148,8 @@ class DeliveryStage(Stage):
             receipt = Receipt(message_id=row.message_id, status=status,
                               provider=row.provider, provider_message_id=row.provider_message_id,
                               reason=row.error)
+            if row.final_at is not None:
+                receipt.occurred_at = row.final_at
             event = receipt_event(receipt, channel=row.channel, identity=(row.address_kind, row.address),
                                   profile_id=row.profile_id, scenario=row.scenario, template=row.template)
             batch.messages.append(receipt_message(self.hub.topics.events, event))
@@ -336,7 +338,8 @@ class DeliveryStage(Stage):
         status = receipt.status if receipt.status in ("sent", "delivered", "failed") else "sent"
         outcome = Outcome(intent.message_id, status, instance, address=address, address_kind=kind,
                           provider=receipt.provider or channel.name,
-                          provider_message_id=receipt.provider_message_id, error=receipt.reason)
+                          provider_message_id=receipt.provider_message_id, error=receipt.reason,
+                          at=receipt.occurred_at)
         result = Delivered(outcome, receipt, (kind, address))
         if receipt.status == "failed" and receipt.permanent:
             result.suppress = (kind, address, instance, receipt.reason or "permanent failure", intent.message_id)
@@ -349,7 +352,7 @@ def _not_sent(intent: MessageIntent, profile: ProfileSnapshot | None, reason: st
     receipt = Receipt(message_id=intent.message_id, status="failed", reason=reason[:1000])
     identity = profile.best_identity() if profile is not None else None
     outcome = Outcome(intent.message_id, status, intent.channel, address=identity[1] if identity else None,
-                      address_kind=identity[0] if identity else None, error=reason[:1000])
+                      address_kind=identity[0] if identity else None, error=reason[:1000], at=receipt.occurred_at)
     return Delivered(outcome, receipt, identity, status_detail=status)
 
 
