@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,24 @@ def test_load_matcher_config_from_toml(tmp_path: Path) -> None:
         load_matcher_config(bad)
     with pytest.raises(ConfigurationError, match="not found"):
         load_matcher_config(tmp_path / "missing.toml")
+
+
+def _doc_blocks(lang: str) -> list[str]:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "fuzzy-matching.md").read_text(encoding="utf-8")
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_docs_python_example_prints_what_the_docs_say(capsys: pytest.CaptureFixture[str]) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "fuzzy-matching.md").read_text(encoding="utf-8")
+    example, printed = re.search(r"```python\n(.*?)```\n\nprints\n\n```\n(.*?)```", text, flags=re.S).groups()  # type: ignore[union-attr]
+    exec(compile(example, "docs/fuzzy-matching.md", "exec"), {})
+    assert capsys.readouterr().out == printed
+
+
+def test_docs_toml_example_is_a_valid_config(tmp_path: Path) -> None:
+    (toml_text,) = _doc_blocks("toml")
+    path = tmp_path / "matcher.toml"
+    path.write_text(toml_text, encoding="utf-8")
+    config = load_matcher_config(path)
+    assert [c.field for c in config.comparisons] == ["given_name", "surname", "birth_date"]
+    assert len(config.blocking) == 4
