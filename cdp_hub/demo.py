@@ -12,13 +12,14 @@ import asyncio
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime, time as dtime
+from datetime import UTC, datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from cdp_hub.config import ChannelInstance, Settings
-from cdp_hub.ingest import IngestResult, Ingestor
+from cdp_hub.ingest import Ingestor, IngestResult
 from cdp_hub.metrics import Metrics
 
 __all__ = ["demo_settings", "print_summary", "run_demo"]
@@ -34,9 +35,9 @@ def demo_settings(data_dir: Path) -> Settings:
         poll_timeout_ms=50,
         channels={
             "email": ChannelInstance(type="outbox", config={"directory": str(outbox / "email")}),
-            "sms": ChannelInstance(type="outbox", config={"directory": str(outbox / "sms"),
+            "sms": ChannelInstance(type="outbox", config={"directory": str(outbox / "sms"), "kind": "sms",
                                                           "address_kind": "phone"}),
-            "push": ChannelInstance(type="outbox", config={"directory": str(outbox / "push"),
+            "push": ChannelInstance(type="outbox", config={"directory": str(outbox / "push"), "kind": "push",
                                                            "address_kind": "push_token"}),
         },
     )

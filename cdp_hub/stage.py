@@ -127,7 +127,7 @@ class StageRunner:
                 await callback()
             for d in out.dead:
                 hub.metrics.dlq.labels(stage.name, d.failure_type).inc()
-                log.warning("dead letter from %s: %s", stage.name, d.error)
+                log.info("dead letter from %s: %s", stage.name, d.error)
             await consumer.commit(_next_offsets(records))
 
         await self._with_retry(attempt)

@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field
@@ -24,6 +24,9 @@ __all__ = ["OutboxChannel", "OutboxConfig"]
 
 class OutboxConfig(ChannelConfig):
     directory: Path = Field(description="where the message files go (created when missing)")
+    kind: Literal["email", "sms", "push", "webhook", "other"] = Field(
+        "email", description="which channel this outbox stands in for (selects the template)")
+    address_kind: str = Field("email", description="identity kind of the recipient: email, phone, push_token")
 
 
 class OutboxChannel(Channel):
@@ -33,6 +36,13 @@ class OutboxChannel(Channel):
     kind = "email"
     address_kind = "email"
     config_model = OutboxConfig
+
+    def __init__(self, config: Any = None, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        assert isinstance(self.config, OutboxConfig)
+        # One class stands in for any channel kind: an outbox for SMS renders SMS templates to phones.
+        self.kind = self.config.kind  # type: ignore[misc]
+        self.address_kind = self.config.address_kind  # type: ignore[misc]
 
     @property
     def directory(self) -> Path:
