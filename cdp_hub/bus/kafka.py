@@ -1,0 +1,430 @@
+"""The Kafka bus (aiokafka): the production backend of :class:`~cdp_hub.bus.base.Bus`.
+
+- Producer: idempotent, ``acks="all"``, gzip, ``linger_ms=5``; :meth:`KafkaBus.publish_many` hands every
+  record to the producer first and only then waits for all acknowledgements, so the batch is pipelined.
+  Keys go through aiokafka's default partitioner (murmur2, the same as the Java client's).
+- Topics: :meth:`KafkaBus.ensure_topics` creates the missing ones through the admin client; a topic that a
+  publish or a consumer meets first is created the same way with ``default_partitions`` (rather than the
+  broker's ``num.partitions``), as the in-process bus does.
+- Consumers: one ``AIOKafkaConsumer`` per group member, auto-commit off, ``auto_offset_reset="earliest"``;
+  :class:`KafkaConsumer` tracks the next offset of everything it returned, so ``commit(None)`` commits
+  exactly that. When partitions are revoked in a rebalance their tracked positions are dropped: the new
+  owner reads them again from the committed offset (at least once).
+
+aiokafka's errors are turned into :mod:`cdp_hub.errors` where they leave this module: ``RetriableError``
+for what aiokafka marks ``retriable`` (and timeouts), ``FatalError`` for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    ConsumerStoppedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+from aiokafka.structs import TopicPartition as KafkaTopicPartition
+
+from cdp_hub.bus.base import Bus, Consumer, OutgoingMessage, Record, TopicPartition
+from cdp_hub.errors import CdpHubError, FatalError, RetriableError
+
+__all__ = ["KafkaBus", "KafkaConsumer", "kafka_error"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH_SIZE = 256 * 1024
+# gzip is built into aiokafka; lz4, zstd and snappy need extra packages (cramjam) on every producer and
+# consumer, and a consumer without them cannot read such batches at all.
+_COMPRESSION = "gzip"
+_READ_ALL_STALL_S = 30.0
+
+
+def kafka_error(exc: KafkaError, action: str) -> CdpHubError:
+    """The :mod:`cdp_hub.errors` counterpart of an aiokafka error: retry it or not."""
+    message = f"Kafka: {action} failed: {exc}"
+    if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError):
+        return RetriableError(message)
+    return FatalError(message)
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    try:
+        yield
+    except KafkaError as exc:
+        raise kafka_error(exc, action) from exc
+
+
+def _to_kafka(tp: TopicPartition) -> KafkaTopicPartition:
+    return KafkaTopicPartition(tp.topic, tp.partition)
+
+
+def _from_kafka(tp: Any) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def _record(message: Any) -> Record:
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        headers=tuple((name, value) for name, value in message.headers),
+        timestamp_ms=message.timestamp,
+    )
+
+
+class KafkaBus(Bus):
+    """Kafka through aiokafka. ``producer_options``/``consumer_options`` override the aiokafka keyword
+    arguments this class sets (e.g. ``{"compression_type": "lz4"}``, ``{"heartbeat_interval_ms": 500}``)."""
+
+    backend = "kafka"
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "cdp-hub",
+        replication_factor: int = 1,
+        default_partitions: int = 4,
+        producer_options: dict[str, Any] | None = None,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.replication_factor = replication_factor
+        self.default_partitions = default_partitions
+        self.producer_options = dict(producer_options or {})
+        self.consumer_options = dict(consumer_options or {})
+        self._producer: Any = None
+        self._admin: Any = None
+        self._offsets_reader: Any = None  # a group-less consumer for end offsets
+        self._lazy_lock = asyncio.Lock()
+        self._known_topics: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<KafkaBus {self.bootstrap} client_id={self.client_id!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "enable_idempotence": True,
+            "acks": "all",
+            "compression_type": _COMPRESSION,
+            "linger_ms": 5,
+            "max_batch_size": _MAX_BATCH_SIZE,
+            **self.producer_options,
+        }
+        producer = AIOKafkaProducer(**options)
+        try:
+            with _translated(f"starting the producer ({self.bootstrap})"):
+                await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, admin, reader = self._producer, self._admin, self._offsets_reader
+        self._producer = self._admin = self._offsets_reader = None
+        try:
+            if producer is not None:
+                with _translated("flushing the producer"):
+                    await producer.stop()
+        finally:
+            if reader is not None:
+                await reader.stop()
+            if admin is not None:
+                await admin.close()
+
+    def _started_producer(self) -> Any:
+        if self._producer is None:
+            raise FatalError(f"{self!r} is not started: call start() or use `async with`")
+        return self._producer
+
+    async def _admin_client(self) -> Any:
+        async with self._lazy_lock:
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=self.client_id)
+                try:
+                    with _translated(f"connecting the admin client ({self.bootstrap})"):
+                        await admin.start()
+                except BaseException:
+                    await admin.close()
+                    raise
+                self._admin = admin
+            return self._admin
+
+    async def _reader(self) -> Any:
+        async with self._lazy_lock:
+            if self._offsets_reader is None:
+                reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=self.client_id,
+                                          enable_auto_commit=False)
+                try:
+                    with _translated(f"connecting a consumer ({self.bootstrap})"):
+                        await reader.start()
+                except BaseException:
+                    await reader.stop()
+                    raise
+                self._offsets_reader = reader
+            return self._offsets_reader
+
+    # -- topics ------------------------------------------------------------------------------------------
+
+    async def ensure_topics(self, topics: Sequence[str], *, partitions: int = 4) -> None:
+        admin = await self._admin_client()
+        with _translated(f"creating topics {list(topics)}"):
+            existing = set(await admin.list_topics())
+            missing = [name for name in dict.fromkeys(topics) if name not in existing]
+            if missing:
+                response = await admin.create_topics(
+                    [NewTopic(name, partitions, self.replication_factor) for name in missing])
+                for entry in response.topic_errors:
+                    name, code = entry[0], entry[1]
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        detail = entry[2] if len(entry) > 2 and entry[2] else ""
+                        raise for_code(code)(f"topic {name!r}: {detail}")
+                log.info("created topics %s (%d partitions, replication %d)", missing, partitions,
+                         self.replication_factor)
+        self._known_topics.update(topics)
+
+    async def _ensure_known(self, topics: Sequence[str]) -> None:
+        unknown = [name for name in topics if name not in self._known_topics]
+        if unknown:
+            await self.ensure_topics(unknown, partitions=self.default_partitions)
+
+    async def _partitions(self, topic: str) -> list[int]:
+        """The partition numbers of ``topic``, or ``[]`` when it does not exist."""
+        admin = await self._admin_client()
+        with _translated(f"describing topic {topic!r}"):
+            (described,) = await admin.describe_topics([topic])
+        if described["error_code"] != 0:
+            return []
+        return sorted(p["partition"] for p in described["partitions"])
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        partitions = await self._partitions(topic)
+        if not partitions:
+            return {}
+        reader = await self._reader()
+        with _translated(f"reading the end offsets of {topic!r}"):
+            ends = await reader.end_offsets([KafkaTopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in sorted(ends.items())}
+
+    async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
+        """Partition by partition, each from its beginning to the end offset it had when reading began."""
+        partitions = await self._partitions(topic)
+        records: list[Record] = []
+        if not partitions or limit == 0:
+            return records
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-browser",
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        try:
+            with _translated(f"reading topic {topic!r}"):
+                await consumer.start()
+                tps = [KafkaTopicPartition(topic, p) for p in partitions]
+                ends = await consumer.end_offsets(tps)
+                for tp in tps:
+                    await self._read_partition(consumer, tp, ends[tp], records, limit)
+                    if limit is not None and len(records) >= limit:
+                        return records[:limit]
+        finally:
+            await consumer.stop()
+        return records
+
+    @staticmethod
+    async def _read_partition(consumer: Any, tp: KafkaTopicPartition, end: int, into: list[Record],
+                              limit: int | None) -> None:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        loop = asyncio.get_running_loop()
+        stall_deadline = loop.time() + _READ_ALL_STALL_S
+        # Compare positions, not counts: transaction markers take offsets without being records.
+        while await consumer.position(tp) < end:
+            if limit is not None and len(into) >= limit:
+                return
+            batch = (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+            into.extend(_record(m) for m in batch if m.offset < end)
+            if batch:
+                stall_deadline = loop.time() + _READ_ALL_STALL_S
+            elif loop.time() > stall_deadline:
+                raise RetriableError(f"Kafka: no progress reading {tp.topic}[{tp.partition}] for "
+                                     f"{_READ_ALL_STALL_S:.0f}s (position below end offset {end})")
+
+    # -- producing ---------------------------------------------------------------------------------------
+
+    async def publish(self, topic: str, value: bytes, *, key: bytes | None = None,
+                      headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        producer = self._started_producer()
+        await self._ensure_known([topic])
+        with _translated(f"publishing to {topic!r}"):
+            await producer.send_and_wait(topic, value, key=key, headers=list(headers) or None)
+
+    async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        producer = self._started_producer()
+        await self._ensure_known(list(dict.fromkeys(m.topic for m in messages)))
+        with _translated(f"publishing {len(messages)} records"):
+            # send() only queues the record (it waits only when the buffer is full); the broker's acks
+            # come back on the futures, so every batch is in flight before we wait for the first ack.
+            acks: list[Any] = []
+            try:
+                for m in messages:
+                    acks.append(await producer.send(m.topic, m.value, key=m.key,
+                                                    headers=list(m.headers) or None))
+            finally:
+                # Even when a send() failed, wait for what was queued, so that no ack goes unobserved.
+                outcomes = await asyncio.gather(*acks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+    # -- consuming ---------------------------------------------------------------------------------------
+
+    def consumer(self, topics: Sequence[str], *, group: str, client_id: str | None = None) -> KafkaConsumer:
+        if not topics:
+            raise ValueError("a consumer needs at least one topic")
+        return KafkaConsumer(self, tuple(topics), group=group, client_id=client_id or self.client_id)
+
+
+class _DropRevokedPositions(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Revoked partitions are read again by their new owner from the committed offset, so what this member
+    returned from them but did not commit must not be committed later by ``commit(None)``."""
+
+    def __init__(self, owner: KafkaConsumer) -> None:
+        self._owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._owner._consumed.pop(_from_kafka(tp), None)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.debug("%r: assigned %s", self._owner, sorted(assigned))
+
+
+class KafkaConsumer(Consumer):
+    """A consumer-group member on Kafka (wraps an ``AIOKafkaConsumer``)."""
+
+    def __init__(self, bus: KafkaBus, topics: tuple[str, ...], *, group: str, client_id: str) -> None:
+        self.topics = topics
+        self.group = group
+        self.client_id = client_id
+        self._bus = bus
+        self._consumer: Any = None
+        self._stopped = False
+        self._consumed: dict[TopicPartition, int] = {}  # next offset after what getmany returned
+
+    def __repr__(self) -> str:
+        return f"<KafkaConsumer group={self.group!r} topics={list(self.topics)}>"
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        if self._stopped:
+            raise FatalError("a stopped consumer cannot be started again; create a new one")
+        await self._bus._ensure_known(self.topics)
+        options: dict[str, Any] = {
+            "bootstrap_servers": self._bus.bootstrap,
+            "client_id": self.client_id,
+            "group_id": self.group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            **self._bus.consumer_options,
+        }
+        consumer = AIOKafkaConsumer(**options)
+        consumer.subscribe(list(self.topics), listener=_DropRevokedPositions(self))
+        try:
+            with _translated(f"joining group {self.group!r}"):
+                await consumer.start()  # returns once the group gave this member its partitions
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        self._stopped = True
+        self._consumed.clear()
+        if consumer is not None:
+            await consumer.stop()  # leaves the group: its partitions go to the other members at once
+
+    def _started(self) -> Any:
+        if self._consumer is None:
+            raise FatalError(f"{self!r} is not started")
+        return self._consumer
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this member owns now."""
+        return {_from_kafka(tp) for tp in self._started().assignment()}
+
+    async def getmany(self, *, timeout_ms: int = 1000, max_records: int = 500) -> list[Record]:
+        consumer = self._started()
+        try:
+            with _translated(f"fetching for group {self.group!r}"):
+                batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except ConsumerStoppedError:
+            return []  # stop() was called while we waited
+        records: list[Record] = []
+        for tp in sorted(batches):
+            messages = batches[tp]
+            if messages:
+                records.extend(_record(m) for m in messages)
+                self._consumed[_from_kafka(tp)] = messages[-1].offset + 1
+        return records
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        consumer = self._started()
+        wanted = dict(self._consumed) if offsets is None else dict(offsets)
+        assigned = {_from_kafka(tp) for tp in consumer.assignment()}
+        to_commit = {tp: offset for tp, offset in wanted.items() if tp in assigned}
+        if len(to_commit) < len(wanted):
+            log.warning("%r: commit dropped for partitions it no longer owns: %s", self,
+                        sorted((tp.topic, tp.partition) for tp in wanted.keys() - to_commit.keys()))
+        if not to_commit:
+            return
+        with _translated(f"committing offsets of group {self.group!r}"):
+            try:
+                await consumer.commit({_to_kafka(tp): offset for tp, offset in to_commit.items()})
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The group rebalanced under us: whoever owns these partitions now reads them again from
+                # the last committed offset, so nothing is lost (at least once).
+                log.warning("%r: commit dropped, the group rebalanced: %s", self, exc)
+                return
+        for tp, offset in to_commit.items():
+            if self._consumed.get(tp, -1) <= offset:
+                self._consumed.pop(tp, None)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        consumer = self._started()
+        tps = sorted(consumer.assignment())
+        if not tps:
+            return {}
+        # List offsets through the bus's own reader: on this consumer's connection the request would wait
+        # behind the long-poll fetch in flight (the broker answers a connection's requests in order).
+        reader = await self._bus._reader()
+        with _translated(f"reading the lag of group {self.group!r}"):
+            ends = await reader.end_offsets(tps)
+            committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+            starts: dict[Any, int] = {}
+            if any(offset is None for offset in committed):
+                starts = await reader.beginning_offsets(tps)  # a new group starts at the earliest
+        return {
+            _from_kafka(tp): ends[tp] - (offset if offset is not None else starts[tp])
+            for tp, offset in zip(tps, committed, strict=True)
+        }
