@@ -1,6 +1,6 @@
 """Fuzzy matching on labelled data: FEBRL3 (5,000 records, 6,538 true duplicate pairs).
 
-A quality floor, well below what bench/fuzzy_febrl.py measures (precision 0.9998, recall 0.9965 at the
+A quality floor, well below what bench/fuzzy_febrl.py measures (precision 1.0000, recall 0.9997 at the
 time of writing), so the test catches a broken matcher, not a tuning change. The whole file runs in
 about two seconds; the figures and the time belong to the benchmark.
 """
@@ -48,7 +48,7 @@ def test_febrl3_precision_and_recall(febrl3: Febrl) -> None:
     tp = len(found & truth)
     precision, recall = tp / len(found), tp / len(truth)
     assert precision >= 0.99, (precision, recall)
-    assert recall >= 0.95, (precision, recall)
+    assert recall >= 0.98, (precision, recall)
     assert run.parameters.m_source == "em" and run.parameters.u_source == "random pairs"
 
     clusters = cluster(run.pairs, config.suggest_threshold)
@@ -64,4 +64,4 @@ def test_febrl3_without_the_national_id(febrl3: Febrl) -> None:
     found = {(p.a, p.b) for p in match(records, default_config()).pairs}
     tp = len(found & truth)
     assert tp / len(found) >= 0.99
-    assert tp / len(truth) >= 0.9  # the exact given name + surname + birth date rule finds 0.29
+    assert tp / len(truth) >= 0.97  # the exact given name + surname + birth date rule finds 0.29

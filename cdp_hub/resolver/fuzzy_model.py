@@ -245,6 +245,11 @@ def default_config(**overrides: Any) -> MatcherConfig:
             {"keys": ["phone"]},
             {"keys": ["email"]},
             {"keys": ["reverse(surname)", "given_name"], "method": "sorted_neighbourhood", "window": 4},
+            # Address passes: for pairs whose names and birth date are both damaged.
+            {"keys": ["address", "street_number"], "method": "sorted_neighbourhood", "window": 4},
+            {"keys": ["postcode", "prefix2(address)"]},
+            {"keys": ["city", "street_number"]},
+            {"keys": ["postcode", "soundex(given_name)"]},
         ],
         "comparisons": [
             {"field": "given_name", "method": "name", "levels": [0.92, 0.8],
