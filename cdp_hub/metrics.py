@@ -26,7 +26,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.stage_event_latency = Histogram(
-            "cdp_stage_event_latency_seconds", "From event received_at to stage done", ["stage"],
+            "cdp_stage_event_latency_seconds", "From a record's publish to its stage being done with it", ["stage"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.stage_errors = Counter("cdp_stage_errors", "Batches that failed and were retried",

@@ -29,6 +29,8 @@ __all__ = ["Stage", "StageOutput", "StageRunner"]
 
 log = logging.getLogger(__name__)
 
+LAG_REPORT_SECONDS = 5.0
+
 
 @dataclass
 class StageOutput:
@@ -99,8 +101,12 @@ class StageRunner:
         consumer = hub.bus.consumer(self.stage.topics, group=self.stage.group,
                                     client_id=f"{hub.settings.kafka_client_id}.{self.stage.name}")
         await consumer.start()
+        next_lag_report = 0.0
         try:
             while not self._stopping.is_set():
+                if time.monotonic() >= next_lag_report:
+                    next_lag_report = time.monotonic() + LAG_REPORT_SECONDS
+                    await self._report_lag(consumer)
                 records = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
                 if not records:
                     self.idle_polls += 1
@@ -111,6 +117,16 @@ class StageRunner:
         finally:
             await consumer.stop()
             await self.stage.teardown()
+
+    async def _report_lag(self, consumer: Consumer) -> None:
+        try:
+            lag = await consumer.lag()
+        except Exception:  # lag is for dashboards; never let it stop the stage
+            log.debug("lag report failed", exc_info=True)
+            return
+        gauge = self.stage.hub.metrics.consumer_lag
+        for tp, behind in lag.items():
+            gauge.labels(self.stage.name, tp.topic, str(tp.partition)).set(behind)
 
     async def _process(self, consumer: Consumer, records: Sequence[Record]) -> None:
         hub, stage = self.stage.hub, self.stage
@@ -131,6 +147,11 @@ class StageRunner:
             await consumer.commit(_next_offsets(records))
 
         await self._with_retry(attempt)
+        now_ms = time.time() * 1000
+        latency = hub.metrics.stage_event_latency.labels(stage.name)
+        for rec in records:
+            if rec.timestamp_ms:
+                latency.observe(max(0.0, now_ms - rec.timestamp_ms) / 1000)
         self.processed += len(records)
         hub.metrics.stage_records.labels(stage.name).inc(len(records))
         hub.metrics.stage_batch_seconds.labels(stage.name).observe(time.perf_counter() - started)
