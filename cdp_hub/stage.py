@@ -52,7 +52,8 @@ class Stage(abc.ABC):
 
     @property
     def group(self) -> str:
-        return f"cdp-hub.{self.name}"
+        # The topic prefix names a deployment (or a test run): its groups must not mix with another's.
+        return f"{self.hub.settings.topic_prefix}cdp-hub.{self.name}"
 
     @property
     @abc.abstractmethod
