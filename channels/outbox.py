@@ -11,20 +11,20 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import orjson
 from pydantic import Field
 
 import cdp_hub
-from cdp_hub.channel.base import Channel, ChannelConfig, OutboundMessage, Receipt
+from cdp_hub.channel.base import Channel, ChannelConfig, ChannelKind, OutboundMessage, Receipt
 
 __all__ = ["OutboxChannel", "OutboxConfig"]
 
 
 class OutboxConfig(ChannelConfig):
     directory: Path = Field(description="where the message files go (created when missing)")
-    kind: Literal["email", "sms", "push", "webhook", "other"] = Field(
+    kind: ChannelKind = Field(
         "email", description="which channel this outbox stands in for (selects the template)")
     address_kind: str = Field("email", description="identity kind of the recipient: email, phone, push_token")
 
@@ -33,7 +33,7 @@ class OutboxChannel(Channel):
     """Writes each message to <directory>/<message_id>.json instead of sending it."""
 
     name: ClassVar[str] = "outbox"
-    kind = "email"
+    kind: ChannelKind = "email"
     address_kind = "email"
     config_model = OutboxConfig
 
@@ -41,8 +41,8 @@ class OutboxChannel(Channel):
         super().__init__(config, **kw)
         assert isinstance(self.config, OutboxConfig)
         # One class stands in for any channel kind: an outbox for SMS renders SMS templates to phones.
-        self.kind = self.config.kind  # type: ignore[misc]
-        self.address_kind = self.config.address_kind  # type: ignore[misc]
+        self.kind = self.config.kind
+        self.address_kind = self.config.address_kind
 
     @property
     def directory(self) -> Path:

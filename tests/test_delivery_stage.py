@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import orjson
 import pytest
-from conftest import hub_settings
 
 from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
@@ -24,6 +23,7 @@ from cdp_hub.metrics import Metrics
 from cdp_hub.plugins import PluginInfo
 from cdp_hub.schema.events import Event, deterministic_event_id
 from cdp_hub.schema.messages import MessageIntent, message_id_for
+from tests.conftest import hub_settings
 
 
 class RecordingChannel(Channel):

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cdp_hub.errors import ConfigurationError
 
-__all__ = ["Channel", "ChannelConfig", "ChannelLimits", "OutboundMessage", "Receipt", "ReceiptStatus"]
+__all__ = ["Channel", "ChannelConfig", "ChannelKind", "ChannelLimits", "OutboundMessage", "Receipt", "ReceiptStatus"]
 
 ReceiptStatus = Literal["sent", "delivered", "failed", "opened", "clicked"]
+ChannelKind = Literal["email", "sms", "push", "webhook", "other"]
 
 
 class ChannelConfig(BaseModel):
@@ -86,8 +87,9 @@ class Channel:
 
     name: ClassVar[str] = ""
     """The channel type, unique across plugins (``"smtp"``, ``"sms_http"``)."""
-    kind: ClassVar[Literal["email", "sms", "push", "webhook", "other"]] = "other"
-    """What kind of message this is; consent is looked up by it (``golden.consent.email``)."""
+    kind: ChannelKind = "other"
+    """What kind of message this is: templates (``welcome/sms.j2``) and consent (``golden.consent.sms``) are
+    looked up by it. An instance may override it from its config (the outbox does)."""
     address_kind: str = "email"
     """Identity kind of the recipient address (``email``, ``phone``, ``push_token``). An instance may
     override it from its config (the generic webhook does)."""

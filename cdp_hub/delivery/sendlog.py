@@ -13,11 +13,10 @@ the same ``message_id`` as the provider's idempotency key where the provider has
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cdp_hub.store import Store

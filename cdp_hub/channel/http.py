@@ -1,0 +1,115 @@
+"""HTTP helpers for channel plugins: one table from a provider's answer to what delivery does next.
+
+    transport error, 408, 425, 429, 5xx  ─▶ RetriableError (retry_after from Retry-After)   retried, backoff
+    401, 403                              ─▶ ConfigurationError                               fix credentials
+    other 4xx                             ─▶ the channel decides: a bad address (permanent) or a bad message
+    2xx                                   ─▶ sent
+
+Callback signatures: :func:`hmac_sha256_hex` and :func:`verify_hmac` (constant-time) for providers that sign
+their delivery reports with a shared secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from cdp_hub.errors import ConfigurationError, RetriableError
+
+__all__ = [
+    "RETRY_STATUSES",
+    "header",
+    "hmac_sha256_hex",
+    "raise_for_transient",
+    "request",
+    "retry_after_seconds",
+    "verify_hmac",
+]
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date), or ``None``."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def raise_for_transient(response: httpx.Response, provider: str, *, auth_errors: bool = True) -> None:
+    """Raise :class:`RetriableError` for a status worth retrying, :class:`ConfigurationError` for refused
+    credentials (unless ``auth_errors=False``: the channel reads 401/403 itself); return for anything else
+    (2xx, or a 4xx the channel interprets)."""
+    status = response.status_code
+    if status in RETRY_STATUSES or status >= 500:
+        raise RetriableError(f"{provider}: HTTP {status}{_detail(response)}",
+                             retry_after=retry_after_seconds(response))
+    if auth_errors and status in (401, 403):
+        raise ConfigurationError(
+            f"{provider} refused the credentials (HTTP {status}){_detail(response)}; check the channel's "
+            "api key / service account"
+        )
+
+
+def _detail(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return f": {text[:200]}" if text else ""
+
+
+async def request(http: httpx.AsyncClient, method: str, url: str, *, provider: str, auth_errors: bool = True,
+                  **kw: Any) -> httpx.Response:
+    """One HTTP call; network failures and transient statuses become :class:`RetriableError`, refused
+    credentials :class:`ConfigurationError` (see :func:`raise_for_transient`)."""
+    try:
+        response = await http.request(method, url, **kw)
+    except httpx.TimeoutException as exc:
+        raise RetriableError(f"{provider}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise RetriableError(f"{provider}: {type(exc).__name__}: {exc}") from exc
+    raise_for_transient(response, provider, auth_errors=auth_errors)
+    return response
+
+
+def hmac_sha256_hex(secret: str | bytes, payload: bytes) -> str:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def verify_hmac(secret: str | bytes, payload: bytes, signature: str | None) -> bool:
+    """Constant-time check of a hex HMAC-SHA256 signature (an optional ``sha256=`` prefix is accepted)."""
+    if not signature:
+        return False
+    sig = signature.strip()
+    if sig.startswith("sha256="):
+        sig = sig[len("sha256="):]
+    return hmac.compare_digest(hmac_sha256_hex(secret, payload), sig.lower())
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by case-insensitive name from any mapping (Starlette, httpx, a plain dict)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()
+    for k, v in headers.items():
+        if k.lower() == lower:
+            return v
+    return None

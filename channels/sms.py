@@ -1,0 +1,208 @@
+"""SMS over an HTTP gateway, with GSM-7/UCS-2 segment counting and delivery-report callbacks.
+
+    send:      POST {base_url}{path}  {"to", "from", "text", "client_ref", "callback_url"}
+               Authorization: Bearer <api_key>, Idempotency-Key: <message_id>
+               200/201 {"id": "...", "segments": n}         ─▶ sent
+               4xx {"error": {"code": "invalid_number"}}    ─▶ failed, permanent (the number is suppressed)
+               429 / 5xx                                    ─▶ retried (Retry-After)
+    callback:  POST /v1/callbacks/<instance>  {"id", "client_ref", "status": "delivered"|"failed"|..., "error_code"}
+               (one object or a list; signed with X-Signature: hex HMAC-SHA256 of the body when a secret is set)
+
+Segments: a text that fits the GSM 03.38 alphabet is GSM-7 (160 characters in one SMS, 153 per part of a long
+one; ``^{}\\[~]|€`` take two septets); anything else, Cyrillic included, is UCS-2 (70 UTF-16 units in one
+SMS, 67 per part). The gateway charges per segment, so the count is checked against ``max_segments`` before
+sending.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import Field, SecretStr, field_validator
+
+import cdp_hub
+from cdp_hub.channel.base import (
+    Channel,
+    ChannelConfig,
+    ChannelLimits,
+    OutboundMessage,
+    Receipt,
+    ReceiptStatus,
+)
+from cdp_hub.channel.http import header, request, verify_hmac
+from cdp_hub.errors import ConfigurationError, RecordError
+
+__all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "HttpSmsChannel", "HttpSmsConfig", "SmsSegments", "count_segments"]
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSegments:
+    """How a text travels: ``encoding``, its length in ``units`` (septets or UTF-16 units), ``segments``."""
+
+    encoding: Literal["gsm7", "ucs2"]
+    units: int
+    segments: int
+    chars: int
+
+
+def _fill(costs: list[int], single: int, part: int) -> int:
+    total = sum(costs)
+    if total <= single:
+        return 1 if total else 0
+    # A long message is split into parts; a two-unit character (escape + char, surrogate pair) never straddles.
+    parts, used = 1, 0
+    for cost in costs:
+        if used + cost > part:
+            parts += 1
+            used = 0
+        used += cost
+    return parts
+
+
+def count_segments(text: str) -> SmsSegments:
+    """The SMS segments ``text`` needs (see the module docstring for the rules)."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+        costs = [2 if c in GSM7_EXTENSION else 1 for c in text]
+        return SmsSegments("gsm7", sum(costs), _fill(costs, 160, 153), len(text))
+    costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    return SmsSegments("ucs2", sum(costs), _fill(costs, 70, 67), len(text))
+
+
+_SENDER_RE = re.compile(r"^(?:[A-Za-z0-9 .\-_&]{1,11}|\+?[0-9]{3,15})$")
+
+DEFAULT_PERMANENT_ERRORS = ("invalid_number", "unknown_subscriber", "number_blocked", "not_mobile",
+                            "landline", "blacklisted", "unsubscribed")
+_STATUS_MAP: dict[str, ReceiptStatus] = {
+    "delivered": "delivered", "delivrd": "delivered", "failed": "failed", "undelivered": "failed",
+    "undeliv": "failed", "rejected": "failed", "expired": "failed", "sent": "sent", "accepted": "sent",
+}
+
+
+class HttpSmsConfig(ChannelConfig):
+    base_url: str = Field(description="the gateway's API root, e.g. https://sms.example.com/api/v1")
+    path: str = Field("/messages", description="path of the send endpoint")
+    api_key: SecretStr = Field(description="bearer token of the gateway account")
+    sender: str = Field(description="sender name (alphanumeric, up to 11 characters) or a phone number")
+    callback_url: str | None = Field(None, description="where the gateway posts delivery reports")
+    callback_secret: SecretStr | None = Field(None, description="HMAC key the gateway signs reports with")
+    max_segments: int = Field(6, ge=1, description="longer texts fail instead of costing a fortune")
+    permanent_errors: list[str] = Field(default_factory=lambda: list(DEFAULT_PERMANENT_ERRORS),
+                                        description="gateway error codes that mean the number is bad for good")
+    rate_per_second: float | None = Field(None, gt=0, description="the gateway's request rate limit")
+    max_concurrency: int = Field(64, ge=1)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        if not _SENDER_RE.match(value):
+            raise ValueError("an alphanumeric sender has 1-11 latin letters/digits; a numeric one is a phone")
+        return value
+
+
+class HttpSmsChannel(Channel):
+    """SMS through an HTTP gateway (JSON API, bearer key), with delivery reports."""
+
+    name: ClassVar[str] = "sms_http"
+    kind = "sms"
+    address_kind = "phone"
+    config_model = HttpSmsConfig
+    limits = ChannelLimits(max_concurrency=64)
+
+    def __init__(self, config: Any = None, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        cfg = self.cfg
+        self.limits = ChannelLimits(rate_per_second=cfg.rate_per_second, max_concurrency=cfg.max_concurrency)
+
+    @property
+    def cfg(self) -> HttpSmsConfig:
+        assert isinstance(self.config, HttpSmsConfig)
+        return self.config
+
+    async def start(self) -> None:
+        if self.http is None:
+            raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        assert self.http is not None
+        cfg = self.cfg
+        seg = count_segments(message.text)
+        if seg.segments > cfg.max_segments:
+            return Receipt(message_id=message.message_id, status="failed", provider=self.name,
+                           reason=f"text needs {seg.segments} {seg.encoding} segments; at most {cfg.max_segments}")
+        body: dict[str, Any] = {"to": message.to, "from": message.sender or cfg.sender, "text": message.text,
+                                "client_ref": message.message_id, "encoding": seg.encoding}
+        if cfg.callback_url:
+            body["callback_url"] = cfg.callback_url
+        response = await request(
+            self.http, "POST", cfg.base_url.rstrip("/") + cfg.path, provider=self.instance, content=orjson.dumps(body),
+            headers={"Authorization": f"Bearer {cfg.api_key.get_secret_value()}", "Idempotency-Key": message.message_id,
+                     "Content-Type": "application/json"},
+        )
+        data = _json(response.content)
+        if response.is_success:
+            return Receipt(message_id=message.message_id, status="sent", provider=self.name,
+                           provider_message_id=_str(data.get("id")))
+        raw_error = data.get("error")
+        error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
+        code = str(error.get("code") or data.get("code") or f"http_{response.status_code}")
+        text = str(error.get("message") or data.get("message") or "")
+        return Receipt(message_id=message.message_id, status="failed", provider=self.name,
+                       permanent=code in cfg.permanent_errors,
+                       reason=f"{code}: {text}".rstrip(": ") if text else code)
+
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
+        cfg = self.cfg
+        if cfg.callback_secret is not None and not verify_hmac(
+            cfg.callback_secret.get_secret_value(), body, header(headers, "X-Signature")
+        ):
+            raise PermissionError("bad or missing X-Signature on the delivery report")
+        data = _parse(body)
+        reports = data if isinstance(data, list) else [data]
+        out: list[Receipt] = []
+        for report in reports:
+            if not isinstance(report, dict):
+                raise RecordError("a delivery report must be a JSON object", field="<record>", value=report)
+            status = _STATUS_MAP.get(str(report.get("status", "")).lower())
+            if status is None or status == "sent":
+                continue  # intermediate states (queued, enroute) say nothing new
+            code = _str(report.get("error_code"))
+            out.append(Receipt(
+                message_id=_str(report.get("client_ref")) or "", status=status, provider=self.name,
+                provider_message_id=_str(report.get("id")), reason=code,
+                permanent=status == "failed" and code in cfg.permanent_errors,
+            ))
+        return out
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"delivery report is not JSON: {exc}", field="<record>") from None
+
+
+@cdp_hub.hookimpl
+def cdp_hub_register_channels(register: Callable[[type[Any]], None]) -> None:
+    register(HttpSmsChannel)

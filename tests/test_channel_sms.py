@@ -1,0 +1,145 @@
+"""SMS over the HTTP gateway (respx-simulated): conformance kit, segment counting, delivery reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+
+from cdp_hub.channel.http import hmac_sha256_hex
+from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
+from cdp_hub.testing.channels import CallbackSample, ChannelTests
+from channels.sms import HttpSmsChannel, count_segments
+
+URL = "https://sms.gateway.test/api/v1/messages"
+CONFIG = {"base_url": "https://sms.gateway.test/api/v1", "api_key": "sms-key", "sender": "MyShop",
+          "callback_url": "https://hub.test/v1/callbacks/sms"}
+DLR = orjson.dumps([
+    {"id": "g-1", "client_ref": "m-1", "status": "DELIVRD"},
+    {"id": "g-2", "client_ref": "m-2", "status": "undelivered", "error_code": "invalid_number"},
+    {"id": "g-3", "client_ref": "m-3", "status": "enroute"},
+    {"id": "g-4", "status": "failed", "error_code": "network_timeout"},
+])
+
+
+class TestHttpSmsConformance(ChannelTests):
+    channel_class = HttpSmsChannel
+    config = CONFIG
+    recipient = "+79161234567"
+    callback_samples = [
+        CallbackSample(DLR, ("delivered", "failed", "failed"), message_ids=("m-1", "m-2", ""),
+                       permanent=(False, True, False)),
+        CallbackSample(orjson.dumps({"id": "g-9", "client_ref": "m-9", "status": "delivered"}), ("delivered",)),
+    ]
+
+    def simulate(self, provider: Any, outcome: str) -> None:
+        if outcome == "sent":
+            provider.post(URL).respond(201, json={"id": "g-100", "segments": 1})
+        elif outcome == "transient":
+            provider.post(URL).respond(503, text="maintenance")
+        else:
+            provider.post(URL).respond(400, json={"error": {"code": "invalid_number", "message": "no such number"}})
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "segments"),
+    [
+        ("", "gsm7", 0),
+        ("a" * 160, "gsm7", 1),
+        ("a" * 161, "gsm7", 2),
+        ("a" * 306, "gsm7", 2),
+        ("a" * 307, "gsm7", 3),
+        ("€" * 80, "gsm7", 1),          # 160 septets: extension characters count double
+        ("{" * 81, "gsm7", 2),
+        ("a" * 152 + "€", "gsm7", 1),  # 154 septets: still one SMS
+        ("Привет" * 11 + "Прив", "ucs2", 1),  # 70 characters
+        ("Привет" * 11 + "Приве", "ucs2", 2),  # 71
+        ("Я" * 134, "ucs2", 2),
+        ("Я" * 135, "ucs2", 3),
+        ("Hello, мир", "ucs2", 1),      # one Cyrillic letter makes the whole text UCS-2
+        ("😀" * 35, "ucs2", 1),           # surrogate pairs: two units each
+        ("😀" * 36, "ucs2", 2),
+    ],
+)
+def test_segment_counting(text: str, encoding: str, segments: int) -> None:
+    seg = count_segments(text)
+    assert (seg.encoding, seg.segments) == (encoding, segments)
+
+
+def test_gsm7_parts_do_not_split_an_escape_sequence() -> None:
+    # 152 plain + one extension character: 154 septets in a long message -> the escape pair moves to part 2.
+    seg = count_segments("a" * 152 + "€" + "b" * 10)
+    assert seg.units == 164 and seg.segments == 2
+    assert count_segments("a" * 306 + "€").segments == 3
+
+
+def test_sender_name_is_validated() -> None:
+    with pytest.raises(ConfigurationError, match="sender"):
+        HttpSmsChannel({**CONFIG, "sender": "A very long sender name"})
+    assert HttpSmsChannel({**CONFIG, "sender": "+79160000001"}).cfg.sender == "+79160000001"
+
+
+@respx.mock
+async def test_request_carries_sender_idempotency_key_and_encoding() -> None:
+    route = respx.post(URL).respond(201, json={"id": "g-1"})
+    async with httpx.AsyncClient() as http:
+        ch = HttpSmsChannel(CONFIG, http=http)
+        await ch.start()
+        message = TestHttpSmsConformance().message(text="Ваш код 1234")
+        receipt = await ch.send(message)
+    assert receipt.provider_message_id == "g-1"
+    sent = route.calls.last.request
+    assert sent.headers["authorization"] == "Bearer sms-key"
+    assert sent.headers["idempotency-key"] == message.message_id
+    body = orjson.loads(sent.content)
+    assert body == {"to": "+79161234567", "from": "MyShop", "text": "Ваш код 1234", "client_ref": message.message_id,
+                    "encoding": "ucs2", "callback_url": "https://hub.test/v1/callbacks/sms"}
+
+
+@respx.mock
+async def test_too_many_segments_fail_before_any_request() -> None:
+    route = respx.post(URL).respond(201, json={"id": "g-1"})
+    async with httpx.AsyncClient() as http:
+        ch = HttpSmsChannel({**CONFIG, "max_segments": 2}, http=http)
+        receipt = await ch.send(TestHttpSmsConformance().message(text="Я" * 135))
+    assert receipt.status == "failed" and not receipt.permanent
+    assert "3 ucs2 segments" in (receipt.reason or "")
+    assert not route.called
+
+
+@respx.mock
+async def test_429_carries_retry_after_and_401_is_a_configuration_error() -> None:
+    respx.post(URL).mock(side_effect=[httpx.Response(429, headers={"Retry-After": "7"}),
+                                      httpx.Response(401, text="bad key")])
+    async with httpx.AsyncClient() as http:
+        ch = HttpSmsChannel(CONFIG, http=http)
+        msg = TestHttpSmsConformance().message()
+        with pytest.raises(RetriableError) as info:
+            await ch.send(msg)
+        assert info.value.retry_after == 7.0
+        with pytest.raises(ConfigurationError, match="credentials"):
+            await ch.send(msg)
+
+
+@respx.mock
+async def test_network_error_is_retriable() -> None:
+    respx.post(URL).mock(side_effect=httpx.ConnectError("refused"))
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(RetriableError, match="ConnectError"):
+            await HttpSmsChannel(CONFIG, http=http).send(TestHttpSmsConformance().message())
+
+
+async def test_signed_delivery_reports() -> None:
+    ch = HttpSmsChannel({**CONFIG, "callback_secret": "dlr-secret"})
+    body = orjson.dumps({"id": "g-1", "client_ref": "m-1", "status": "delivered"})
+    good = {"X-Signature": hmac_sha256_hex("dlr-secret", body)}
+    assert [r.status for r in await ch.parse_callback(good, body)] == ["delivered"]
+    with pytest.raises(PermissionError):
+        await ch.parse_callback({"X-Signature": "00" * 32}, body)
+    with pytest.raises(PermissionError):
+        await ch.parse_callback({}, body)
+    with pytest.raises(RecordError):
+        await HttpSmsChannel(CONFIG).parse_callback({}, b"[1, 2]")
