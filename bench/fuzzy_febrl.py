@@ -1,6 +1,6 @@
 """Benchmark: fuzzy person matching on FEBRL3 (5,000 records, 6,538 true duplicate pairs).
 
-    .venv/bin/python bench/fuzzy_febrl.py [--dataset febrl3|febrl1|febrl2] [--no-national-id]
+    .venv/bin/python bench/fuzzy_febrl.py [--dataset febrl3|febrl1|febrl2] [--no-national-id] [--term-frequency]
 
 Prints, for the fuzzy matcher and for an exact-rule baseline measured in the same run (exact given
 name + surname + birth date), the pairs found, precision, recall, F1 and the time. The matcher is timed
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="febrl3", choices=["febrl1", "febrl2", "febrl3"])
     parser.add_argument("--no-national-id", action="store_true",
                         help="drop the soc_sec_id field (names, birth date and address only)")
+    parser.add_argument("--term-frequency", action="store_true",
+                        help="weigh exact given-name and surname agreement by the name's frequency")
     parser.add_argument("--threshold", type=float, default=None, help="default: the config's suggest_threshold")
     args = parser.parse_args(argv)
 
@@ -94,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             comparisons=[c.model_dump() for c in config.comparisons if c.field != "national_id"],
             blocking=[b.model_dump() for b in config.blocking if b.keys != ["national_id"]],
         )
+    if args.term_frequency:
+        config = config.model_copy(update={"comparisons": [
+            c.model_copy(update={"term_frequency": c.field in ("given_name", "surname")}) for c in config.comparisons
+        ]})
     threshold = config.suggest_threshold if args.threshold is None else args.threshold
     print(f"{args.dataset}: {len(records)} records, {len(truth)} true duplicate pairs"
           f"{' (without national id)' if args.no_national_id else ''}")

@@ -250,3 +250,23 @@ def test_docs_toml_example_is_a_valid_config(tmp_path: Path) -> None:
     config = load_matcher_config(path)
     assert [c.field for c in config.comparisons] == ["given_name", "surname", "birth_date"]
     assert len(config.blocking) == 4
+
+
+def test_term_frequency_makes_a_rare_name_stronger_evidence_than_a_common_one() -> None:
+    # 41 Ivanovs and two Zaitsevas; u is estimated from these records, so it reflects that Ivanov is common.
+    records = [PersonRecord(f"i{k}", f"Given{k}", "Иванов", birth_date=f"19{60 + k}-01-01") for k in range(40)]
+    records += [PersonRecord("z1", "Anna", "Зайцева", birth_date="1980-05-05"),
+                PersonRecord("z2", "Anna", "Zaitseva", birth_date="1980-05-05"),
+                PersonRecord("i-twin", "Given1", "Ivanov", birth_date="1961-01-01")]
+    plain = default_config(min_records_for_estimation=10, estimate_m=False)
+    tf = default_config(
+        min_records_for_estimation=10, estimate_m=False,
+        comparisons=[{**c.model_dump(), "term_frequency": c.field == "surname"} for c in plain.comparisons],
+    )
+
+    def surname_weight(config: MatcherConfig, a: str, b: str) -> float:
+        pair = next(p for p in match(records, config, threshold=0.0).pairs if (p.a, p.b) == (a, b))
+        return pair.evidence["surname"].weight
+
+    common, rare = surname_weight(tf, "i-twin", "i1"), surname_weight(tf, "z1", "z2")
+    assert common < surname_weight(plain, "i-twin", "i1") == surname_weight(plain, "z1", "z2") < rare

@@ -2,7 +2,7 @@
 
 A quality floor, well below what bench/fuzzy_febrl.py measures (precision 1.0000, recall 0.9997 at the
 time of writing), so the test catches a broken matcher, not a tuning change. The whole file runs in
-about two seconds; the figures and the time belong to the benchmark.
+a few seconds; the figures and the time belong to the benchmark.
 """
 
 from __future__ import annotations

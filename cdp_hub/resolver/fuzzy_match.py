@@ -12,6 +12,7 @@ Pure Python plus rapidfuzz (C++ string metrics); no pandas, no numpy.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
@@ -339,11 +340,15 @@ def _normalized(counts: list[float]) -> list[float]:
 
 
 def _estimate_u(comparer: _Comparer, n: int, config: MatcherConfig) -> dict[str, list[float]]:
-    """u probabilities from random pairs: nearly all random pairs are non-matches."""
+    """u probabilities from random pairs (every pair, when there are fewer than ``u_sample_pairs``):
+    nearly all random pairs are non-matches."""
     rng = random.Random(config.seed)
     counts = [[0.5] * (len(c.levels) + 2) for c in config.comparisons]  # +0.5: no zero probabilities
-    for _ in range(config.u_sample_pairs):
-        i, j = rng.randrange(n), rng.randrange(n)
+    if n * (n - 1) // 2 <= config.u_sample_pairs:
+        sample: Iterable[tuple[int, int]] = itertools.combinations(range(n), 2)
+    else:
+        sample = ((rng.randrange(n), rng.randrange(n)) for _ in range(config.u_sample_pairs))
+    for i, j in sample:
         if i == j:
             continue
         vec, _, _ = comparer.vector(i, j)
@@ -453,7 +458,10 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     params = _parameters(comparer, patterns, n, config)
     t_estimate = time.perf_counter()
 
-    pairs = _score(vectors, ids, config, params, cut)
+    # Term frequencies only make sense next to a u estimated from the same data (u = average of tf).
+    estimated = n >= config.min_records_for_estimation and config.estimate_u
+    tf = _term_frequencies(prep, config) if estimated else []
+    pairs = _score(vectors, ids, config, params, cut, tf)
     t_score = time.perf_counter()
     return MatchRun(
         pairs=pairs, records=n, candidate_pairs=len(candidates), pairs_per_pass=per_pass, parameters=params,
@@ -462,16 +470,37 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     )
 
 
+_TermFrequency = tuple[int, list[str | None], dict[str, float]]
+
+
+def _term_frequencies(prep: _Prepared, config: MatcherConfig) -> list[_TermFrequency]:
+    """For each comparison with ``term_frequency``: (its index, the compared values, value -> share)."""
+    out: list[_TermFrequency] = []
+    for f, comp in enumerate(config.comparisons):
+        if not comp.term_frequency:
+            continue
+        col = prep.skeletons.get(comp.field) or prep.values[comp.field]
+        counts = Counter(v for v in col if v)
+        total = sum(counts.values())
+        if total:
+            out.append((f, col, {v: c / total for v, c in counts.items()}))
+    return out
+
+
 def _score(
     vectors: list[tuple[int, int, tuple[int, ...], list[float | None], bool]],
     ids: list[str],
     config: MatcherConfig,
     params: ModelParameters,
     cut: float,
+    term_frequencies: Sequence[_TermFrequency] = (),
 ) -> list[ScoredPair]:
     comps = config.comparisons
     weights = [[math.log2(mp / up) for mp, up in zip(params.m[c.field], params.u[c.field], strict=True)]
                for c in comps]
+    # Term frequency: an exact agreement on value v weighs log2(m / tf(v)) instead of log2(m / u), so a
+    # shared rare surname counts for more than a shared "Ivanov" (u is the average of tf over values).
+    tf_adjust = [(f, col, table, params.u[comps[f].field][0]) for f, col, table in term_frequencies]
     level_names = [c.level_names() for c in comps]
     prior_logit = math.log2(params.prior / (1 - params.prior))
     # The weight a pair needs for score >= cut; compare weights, not probabilities, in the loop.
@@ -488,10 +517,16 @@ def _score(
         if w is None:
             w = sum(weights[f][lvl] for f, lvl in enumerate(vec) if lvl != MISSING)
             cache[vec] = w
+        adjusted: dict[int, float] = {}
+        for f, col, table, u_exact in tf_adjust:
+            value = col[i]
+            if vec[f] == 0 and value:
+                adjusted[f] = math.log2(u_exact / table.get(value, u_exact))
+                w += adjusted[f]
         if w < min_weight:
             continue
         evidence: dict[str, FieldEvidence] = {
-            comps[f].field: FieldEvidence(level_names[f][lvl], weights[f][lvl], sims[f])
+            comps[f].field: FieldEvidence(level_names[f][lvl], weights[f][lvl] + adjusted.get(f, 0.0), sims[f])
             for f, lvl in enumerate(vec) if lvl != MISSING
         }
         score = 1.0 / (1.0 + 2.0 ** -(w + prior_logit)) if w + prior_logit > -1000 else 0.0

@@ -160,6 +160,9 @@ class Comparison(BaseModel):
     levels: list[float] = Field(default_factory=list)
     m: list[float] | None = None
     u: list[float] | None = None
+    term_frequency: bool = Field(
+        False, description="weigh an exact agreement by how rare the value is (needs enough records)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Comparison:
