@@ -200,7 +200,7 @@ class _Server:
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                                 access_log=False)
         self.server = uvicorn.Server(config)
-        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
 
     async def serve(self) -> None:
         await self.server.serve()

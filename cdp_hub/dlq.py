@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.errors import RecordError
 
-__all__ = ["FailureType", "DeadLetter", "Origin", "dead_letter_from_error"]
+__all__ = ["DeadLetter", "FailureType", "Origin", "dead_letter_from_error"]
 
 FailureType = Literal[
     "schema_violation",

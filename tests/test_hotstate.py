@@ -56,5 +56,5 @@ async def test_stop_is_idempotent(state: HotState) -> None:
 
 async def test_unreachable_redis_is_a_configuration_error() -> None:
     hs = HotState("redis://127.0.0.1:1/0")
-    with pytest.raises(ConfigurationError, match="scripts/services.sh up"):
+    with pytest.raises(ConfigurationError, match=r"scripts/services\.sh up"):
         await hs.start()

@@ -39,7 +39,7 @@ __all__ = [
     "uuid7",
 ]
 
-SCHEMA_VERSION = "cdp.event/1"
+SCHEMA_VERSION: Literal["cdp.event/1"] = "cdp.event/1"
 EVENT_NAMESPACE = uuid.UUID("6f1c2f4e-3c1b-5d0a-9a57-2b1f0c7de0a1")
 
 
@@ -234,12 +234,13 @@ def schema_violation_from(
     parts = []
     for err in errors[:5]:
         parts.append(f"{_loc(err['loc'], prefix)}: {err['msg']} (got {err.get('input')!r:.80})")
-    first = errors[0] if errors else {"loc": (), "input": None}
+    first_loc: tuple[int | str, ...] = tuple(errors[0]["loc"]) if errors else ()
+    first_input = errors[0].get("input") if errors else None
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return SchemaViolation(
         "; ".join(parts) + more,
-        field=_loc(first["loc"], prefix),
-        value=first.get("input"),
+        field=_loc(first_loc, prefix),
+        value=first_input,
         record_id=record_id,
         source=source,
     )

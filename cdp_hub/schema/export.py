@@ -210,7 +210,7 @@ def edge_validator() -> jsonschema.Draft202012Validator:
 
 
 def _errors(data: Any) -> Iterator[jsonschema.ValidationError]:
-    return edge_validator().iter_errors(data)
+    yield from edge_validator().iter_errors(data)
 
 
 def deepest_error(err: jsonschema.ValidationError) -> jsonschema.ValidationError:

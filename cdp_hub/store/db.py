@@ -19,7 +19,7 @@ __all__ = ["Store", "embedded_dsn", "open_store"]
 def embedded_dsn(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in ``data_dir/pg`` and return its DSN."""
     try:
-        import pgserver  # type: ignore[import-untyped]
+        import pgserver
     except ImportError:  # pragma: no cover - depends on the install
         raise ConfigurationError(
             "postgres_dsn='embedded' needs the embedded extra: pip install 'cdp-hub[embedded]'"
@@ -27,7 +27,7 @@ def embedded_dsn(data_dir: Path) -> str:
     path = (data_dir / "pg").resolve()
     path.mkdir(parents=True, exist_ok=True)
     # "stop": the server stops when the last process using it exits; the data stays in data_dir.
-    server = pgserver.get_server(str(path), cleanup_mode="stop")
+    server = pgserver.get_server(str(path), cleanup_mode="stop")  # type: ignore[attr-defined]
     return str(server.get_uri())
 
 
@@ -82,7 +82,8 @@ class Store:
             return await apply_migrations(conn, self.dialect)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        return await self.pool.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await self.pool.fetchrow(sql, *args)
@@ -91,7 +92,8 @@ class Store:
         return await self.pool.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await self.pool.execute(sql, *args)
+        status: str = await self.pool.execute(sql, *args)
+        return status
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -196,7 +196,7 @@ class TriggerStage(Stage):
             key = hs.key("once", scenario.id, intent.profile_id)
             # SET NX with the message id as value: a replay of the same intent passes, another does not.
             owner = await hs.redis.set(key, intent.message_id.encode(), nx=True, get=True)
-            if owner is not None and owner.decode() != intent.message_id:
+            if isinstance(owner, bytes) and owner.decode() != intent.message_id:
                 return
         if scenario.frequency_cap is not None and scenario.category == "marketing":
             cap = scenario.frequency_cap
