@@ -1,0 +1,110 @@
+"""Provider callbacks (delivery reports, opens, clicks, bounces) become receipts, send-log updates and
+``message.*`` events.
+
+    POST /v1/callbacks/<instance> ─▶ channel.parse_callback(headers, body) ─▶ receipts
+        ─▶ send log rows (by our message id or the provider's) ─▶ status moves forward (sent → delivered →
+           opened → clicked; a late bounce → failed), a permanent failure suppresses the address
+        ─▶ message.delivered / opened / clicked / failed events on cdp.events (deterministic ids: a provider
+           that calls twice produces one event)
+
+HTTP answers: 200 done (receipts for unknown messages are counted and ignored, so the provider does not
+retry them forever), 400 a malformed callback (also a DLQ entry), 401 a bad signature, 404 no such channel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from cdp_hub.channel.base import Receipt
+from cdp_hub.dlq import dead_letter_from_error
+from cdp_hub.errors import ConfigurationError, RecordError
+
+from .receipts import receipt_event, receipt_message
+from .sendlog import LogRow, SendLog
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+
+__all__ = ["CallbackResult", "apply_receipts", "handle_callback"]
+
+log = logging.getLogger(__name__)
+STAGE = "delivery.callback"
+
+
+class CallbackResult:
+    """What one callback did (for logs and tests)."""
+
+    def __init__(self) -> None:
+        self.applied = 0
+        self.unknown = 0
+
+
+async def apply_receipts(hub: Hub, instance: str, provider: str | None, receipts: list[Receipt]) -> CallbackResult:
+    """Match receipts to send-log rows, move the rows forward, suppress bad addresses, publish events."""
+    result = CallbackResult()
+    if not receipts:
+        return result
+    sendlog = SendLog(hub.store)
+    rows = await sendlog.find_for_callback(
+        [r.message_id for r in receipts if r.message_id], provider,
+        [r.provider_message_id for r in receipts if r.provider_message_id],
+    )
+    by_id = {row.message_id: row for row in rows}
+    by_provider_id = {row.provider_message_id: row for row in rows if row.provider_message_id}
+    messages = []
+    suppress: list[tuple[str, str, str, str, str]] = []
+    dead_tokens: list[tuple[str, str]] = []
+    for receipt in receipts:
+        row: LogRow | None = by_id.get(receipt.message_id) if receipt.message_id else None
+        if row is None and receipt.provider_message_id:
+            row = by_provider_id.get(receipt.provider_message_id)
+        if row is None or not row.address or not row.address_kind:
+            result.unknown += 1
+            log.info("callback on %s for an unknown message (%s / %s)", instance, receipt.message_id,
+                     receipt.provider_message_id)
+            continue
+        receipt = receipt.model_copy(update={"message_id": row.message_id,
+                                             "provider": receipt.provider or row.provider,
+                                             "provider_message_id": receipt.provider_message_id
+                                             or row.provider_message_id})
+        await sendlog.apply_receipt(row.message_id, receipt.status, receipt.reason)
+        if receipt.status == "failed" and receipt.permanent:
+            suppress.append((row.address_kind, row.address, row.channel, receipt.reason or "permanent failure",
+                             row.message_id))
+            if row.address_kind == "push_token":
+                dead_tokens.append((row.address_kind, row.address))
+        event = receipt_event(receipt, channel=row.channel, identity=(row.address_kind, row.address),
+                              profile_id=row.profile_id, scenario=row.scenario, template=row.template)
+        messages.append(receipt_message(hub.topics.events, event))
+        hub.metrics.messages.labels(row.channel, receipt.status).inc()
+        result.applied += 1
+    await sendlog.suppress(suppress)
+    await sendlog.remove_identities(dead_tokens)
+    if messages:
+        await hub.bus.publish_many(messages)
+    return result
+
+
+async def handle_callback(hub: Hub, channel_instance: str, headers: Mapping[str, str], body: bytes) -> int:
+    """Process one provider callback for channel instance ``channel_instance``; return the HTTP status to
+    answer with (200, 400, 401 or 404; see the module docstring). Durable when it returns 200."""
+    try:
+        channel = await hub.channel(channel_instance)
+    except ConfigurationError as exc:
+        log.warning("callback for unknown channel %r: %s", channel_instance, exc)
+        return 404
+    try:
+        receipts = await channel.parse_callback(headers, body)
+    except PermissionError as exc:
+        log.warning("callback on %s refused: %s", channel_instance, exc)
+        return 401
+    except RecordError as exc:
+        dead = dead_letter_from_error(exc, stage=STAGE, payload=body, source=channel_instance)
+        await hub.bus.publish_many([dead.to_message(hub.topics.dlq)])
+        hub.metrics.dlq.labels(STAGE, dead.failure_type).inc()
+        return 400
+    result = await apply_receipts(hub, channel_instance, channel.name, receipts)
+    log.debug("callback on %s: %d receipts applied, %d unknown", channel_instance, result.applied, result.unknown)
+    return 200
