@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CdpHubError as exc:
         print(f"cdp-hub: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a missing file, a refused connection: say which, no traceback
+        print(f"cdp-hub: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,76 @@
+"""The core command line, run as a user would (a subprocess with a config file)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cdp_hub(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "cdp_hub.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def test_help_lists_the_commands() -> None:
+    out = cdp_hub("--help").stdout
+    for command in ("run", "migrate", "plugins", "schema", "dlq", "scenarios", "demo"):
+        assert command in out
+
+
+def test_schema_check_passes_on_the_committed_schemas_and_flags_a_stale_copy(tmp_path: Path) -> None:
+    ok = cdp_hub("schema", "check", "--dir", str(ROOT / "schemas"))
+    assert ok.returncode == 0, ok.stdout
+    stale = tmp_path / "schemas"
+    shutil.copytree(ROOT / "schemas", stale)
+    doc = json.loads((stale / "cdp.event.v1.json").read_text(encoding="utf-8"))
+    del doc["$defs"]["Traits"]["properties"]["city"]  # the committed copy lacks a field: models add it
+    (stale / "cdp.event.v1.json").write_text(json.dumps(doc), encoding="utf-8")
+    res = cdp_hub("schema", "check", "--dir", str(stale))
+    assert res.returncode == 1 and "additive" in res.stdout and "city" in res.stdout
+
+    doc["$defs"]["Traits"]["properties"]["favourite_store"] = {"type": "string"}  # models lack a field
+    (stale / "cdp.event.v1.json").write_text(json.dumps(doc), encoding="utf-8")
+    res = cdp_hub("schema", "check", "--dir", str(stale))
+    assert res.returncode == 2 and "BREAKING" in res.stdout and "favourite_store" in res.stdout
+
+
+def test_scenarios_validate_reports_the_path(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("id: vip\ntrigger: {event: order.paid}\nchannel: email\ntemplate: welcome\n", encoding="utf-8")
+    assert cdp_hub("scenarios", "validate", str(good)).returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: vip\ntrigger: {event: order.paid}\nchannel: email\n", encoding="utf-8")
+    res = cdp_hub("scenarios", "validate", str(bad))
+    assert res.returncode == 1 and "bad.yaml" in res.stderr and "'template' is a required property" in res.stderr
+
+
+def test_bad_config_names_the_field_not_the_secret(tmp_path: Path) -> None:
+    cfg = tmp_path / "cdp-hub.toml"
+    cfg.write_text('bus = "carrier-pigeon"\nadmin_token = "hunter2"\n', encoding="utf-8")
+    res = cdp_hub("--config", str(cfg), "migrate")
+    assert res.returncode == 1
+    assert "bus" in res.stderr and "hunter2" not in res.stderr
+
+
+def test_migrate_and_dlq_commands_against_postgres(tmp_path: Path, pg_dsn: str, redis_url: str) -> None:
+    env = {"CDP_HUB_POSTGRES_DSN": pg_dsn, "CDP_HUB_REDIS_URL": redis_url, "CDP_HUB_DATA_DIR": str(tmp_path)}
+    res = cdp_hub("migrate", env=env)
+    assert res.returncode == 0 and "up to date" in res.stdout
+    res = cdp_hub("dlq", "list", "--json", env=env)
+    assert res.returncode == 0 and json.loads(res.stdout) == []
+
+
+@pytest.mark.parametrize("args", [["run", "--stage", "nope"], ["dlq", "replay", "--fixes", "/no/such/file"]])
+def test_usage_errors_are_clear(args: list[str], tmp_path: Path) -> None:
+    res = cdp_hub(*args, env={"CDP_HUB_DATA_DIR": str(tmp_path)})
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
