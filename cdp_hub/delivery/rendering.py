@@ -195,6 +195,15 @@ class TemplateRenderer:
         self._text_env = _environment(loader, autoescape=False)
         self._html_env = _environment(loader, autoescape=True)
 
+    def list_templates(self) -> dict[str, list[str]]:
+        """Template names and their variants (``email``, ``email.ru``, ``sms``, ...), user's and built-in."""
+        out: dict[str, set[str]] = {}
+        for path in self._text_env.list_templates(extensions=["j2"]):
+            name, _, file = path.rpartition("/")
+            if name:
+                out.setdefault(name, set()).add(file.removesuffix(".j2"))
+        return {name: sorted(variants) for name, variants in sorted(out.items())}
+
     def _select(self, env: jinja2.Environment, name: str, kind: str,
                 locale: Locale) -> jinja2.Template:
         try:

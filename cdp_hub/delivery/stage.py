@@ -49,7 +49,7 @@ from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
 
-__all__ = ["Delivered", "DeliveryStage"]
+__all__ = ["Delivered", "DeliveryStage", "message_locale", "template_context"]
 
 log = logging.getLogger(__name__)
 
@@ -272,18 +272,10 @@ class DeliveryStage(Stage):
         if settings.unsubscribe_url and intent.category == "marketing":
             unsubscribe = settings.unsubscribe_url.format(message_id=intent.message_id,
                                                           profile_id=profile.profile_id, channel=instance)
-        traits = profile.traits
-        context = {
-            "profile": traits,
-            "event": intent.trigger_event or {},
-            "vars": intent.vars,
-            "scenario": intent.scenario,
-            "message": {"message_id": intent.message_id, "channel": instance, "unsubscribe_url": unsubscribe,
-                        "category": intent.category},
-        }
-        locale = intent.locale or _str(traits.get("locale")) or settings.default_locale
+        context = template_context(intent, profile, instance, unsubscribe)
+        locale = message_locale(intent, profile, settings.default_locale)
         rendered = self.renderer.render(intent.template, channel.kind, context, locale=locale,
-                                        timezone=_str(traits.get("timezone")))
+                                        timezone=_str(profile.traits.get("timezone")))
         headers: dict[str, str] = {}
         if unsubscribe and channel.kind == "email":
             headers["List-Unsubscribe"] = f"<{unsubscribe}>"
@@ -346,6 +338,24 @@ class DeliveryStage(Stage):
             if kind == "push_token":  # an unregistered token is gone for good: detach it from the profile
                 result.remove_identity = (kind, address)
         return result
+
+
+def template_context(intent: MessageIntent, profile: ProfileSnapshot, instance: str,
+                     unsubscribe_url: str | None = None) -> dict[str, Any]:
+    """What a template sees: ``profile``, ``event``, ``vars``, ``scenario``, ``message`` (see rendering)."""
+    return {
+        "profile": profile.traits,
+        "event": intent.trigger_event or {},
+        "vars": intent.vars,
+        "scenario": intent.scenario,
+        "message": {"message_id": intent.message_id, "channel": instance, "unsubscribe_url": unsubscribe_url,
+                    "category": intent.category},
+    }
+
+
+def message_locale(intent: MessageIntent, profile: ProfileSnapshot, default: str) -> str:
+    """The intent's locale, else the customer's, else the deployment's default."""
+    return intent.locale or _str(profile.traits.get("locale")) or default
 
 
 def _not_sent(intent: MessageIntent, profile: ProfileSnapshot | None, reason: str, status: str) -> Delivered:

@@ -1,0 +1,193 @@
+"""Delivery commands: preview templates, list them, scaffold a channel plugin.
+
+    cdp-hub templates render welcome --profile 6f1c...    # a profile from the database
+    cdp-hub templates render welcome --profile anna.json --kind sms --locale en
+    cdp-hub templates list
+    cdp-hub new channel acme_sms [--kind sms] [--dir .]  # a plugin package whose tests pass as generated
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import string
+import sys
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from cdp_hub.config import Settings
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.schema.messages import MessageIntent
+
+from .profiles import ProfileSnapshot, load_profiles
+from .rendering import RenderedMessage, TemplateRenderer
+from .stage import message_locale, template_context
+
+__all__ = ["register", "scaffold_channel"]
+
+_KINDS = ("email", "sms", "push", "webhook", "other")
+_ADDRESS_KIND = {"email": "email", "sms": "phone", "push": "push_token", "webhook": "push_token", "other": "email"}
+_SAMPLE_RECIPIENT = {"email": "anna@example.com", "phone": "+79161234567", "push_token": "device-token-1"}
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+def _subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                 help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The sub-commands of ``name``, shared with other command modules (``new connector``/``new channel``)."""
+    parser = sub.choices.get(name)
+    if parser is None:
+        parser = sub.add_parser(name, help=help)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", metavar="WHAT", required=True)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    templates = sub.add_parser("templates", help="preview and list message templates")
+    tsub = templates.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
+    render = tsub.add_parser("render", help="render a template for a profile, as delivery would")
+    render.add_argument("template", help="template name (a folder: welcome, order_confirmation, ...)")
+    render.add_argument("--profile", required=True,
+                        help="a profile id (read from the database) or a JSON file of Golden Record traits")
+    render.add_argument("--kind", choices=_KINDS, default="email", help="channel kind (default: email)")
+    render.add_argument("--locale", help="override the profile's locale (ru, en_US, ...)")
+    render.add_argument("--event", type=Path, help="JSON file: the trigger event the template may use")
+    render.add_argument("--vars", default="{}", help="JSON object: scenario variables")
+    render.add_argument("--templates-dir", type=Path, help="default: templates_dir from the configuration")
+    render.add_argument("--json", action="store_true", help="print the parts as JSON")
+    render.set_defaults(handler=cmd_templates_render)
+    listing = tsub.add_parser("list", help="templates available (the deployment's, then the built-ins)")
+    listing.add_argument("--templates-dir", type=Path)
+    listing.set_defaults(handler=cmd_templates_list)
+
+    new = _subcommands(sub, "new", "scaffold a plugin package")
+    channel = new.add_parser("channel", help="a channel plugin package whose conformance tests pass")
+    channel.add_argument("name", help="channel type name: lower-case letters, digits, _ (e.g. acme_sms)")
+    channel.add_argument("--kind", choices=_KINDS, default="sms")
+    channel.add_argument("--address-kind", help="identity kind of the recipient (default from --kind)")
+    channel.add_argument("--dir", type=Path, default=Path("."), help="where to create the package folder")
+    channel.set_defaults(handler=cmd_new_channel)
+
+
+# -- templates ---------------------------------------------------------------------------------------------
+
+def _profile(settings: Settings, ref: str) -> ProfileSnapshot:
+    path = Path(ref)
+    if path.suffix == ".json" or path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"--profile {ref}: not a readable JSON file ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"--profile {ref}: expected a JSON object of traits")
+        return ProfileSnapshot(str(data.get("profile_id") or uuid.UUID(int=0)), data)
+    try:
+        uuid.UUID(ref)
+    except ValueError:
+        raise ConfigurationError(f"--profile {ref!r} is neither a profile id (UUID) nor a .json file") from None
+    found = asyncio.run(_load_profile(settings, ref))
+    if found is None:
+        raise ConfigurationError(f"no profile {ref} in the database")
+    return found
+
+
+async def _load_profile(settings: Settings, profile_id: str) -> ProfileSnapshot | None:
+    from cdp_hub.store import Store
+
+    async with Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=1,
+                     data_dir=settings.data_dir) as store:
+        return (await load_profiles(store, [profile_id])).get(profile_id)
+
+
+def cmd_templates_render(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        variables = json.loads(args.vars)
+        event = json.loads(args.event.read_text(encoding="utf-8")) if args.event else None
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"--vars/--event: {exc}") from None
+    if not isinstance(variables, dict) or (event is not None and not isinstance(event, dict)):
+        raise ConfigurationError("--vars and --event must be JSON objects")
+    profile = _profile(settings, args.profile)
+    intent = MessageIntent(message_id="preview", profile_id=profile.profile_id, scenario="preview",
+                           channel=args.kind, template=args.template, locale=args.locale,
+                           trigger_event=event, vars=variables)
+    renderer = TemplateRenderer(args.templates_dir or settings.templates_dir,
+                                default_locale=settings.default_locale, default_currency=settings.default_currency)
+    unsubscribe = settings.unsubscribe_url.format(message_id="preview", profile_id=profile.profile_id,
+                                                  channel=args.kind) if settings.unsubscribe_url else None
+    locale = message_locale(intent, profile, settings.default_locale)
+    timezone = profile.traits.get("timezone")
+    rendered = renderer.render(args.template, args.kind, template_context(intent, profile, args.kind, unsubscribe),
+                               locale=locale, timezone=timezone if isinstance(timezone, str) else None)
+    _print(rendered, locale, as_json=args.json)
+    return 0
+
+
+def _print(rendered: RenderedMessage, locale: str, *, as_json: bool) -> None:
+    parts = {"template_file": rendered.template_file, "locale": locale, "subject": rendered.subject,
+             "title": rendered.title, "text": rendered.text, "html": rendered.html, "url": rendered.url}
+    if as_json:
+        print(json.dumps({k: v for k, v in parts.items() if v is not None}, ensure_ascii=False, indent=2))
+        return
+    print(f"# {rendered.template_file} ({locale})")
+    for key in ("subject", "title", "url"):
+        if parts[key] is not None:
+            print(f"{key.capitalize()}: {parts[key]}")
+    print("--- text ---")
+    print(rendered.text)
+    if rendered.html is not None:
+        print("--- html ---")
+        print(rendered.html)
+
+
+def cmd_templates_list(args: argparse.Namespace, settings: Settings) -> int:
+    renderer = TemplateRenderer(args.templates_dir or settings.templates_dir)
+    for name, variants in renderer.list_templates().items():
+        print(f"{name}: {', '.join(variants)}")
+    return 0
+
+
+# -- new channel -------------------------------------------------------------------------------------------
+
+def scaffold_channel(name: str, directory: Path, *, kind: str = "sms", address_kind: str | None = None) -> Path:
+    """Write a channel plugin package ``cdp-hub-<name>`` under ``directory``; return its folder."""
+    if not _NAME_RE.match(name):
+        raise ConfigurationError(f"channel name {name!r}: lower-case letters, digits and _, starting with a letter")
+    if kind not in _KINDS:
+        raise ConfigurationError(f"kind {kind!r}: one of {', '.join(_KINDS)}")
+    address = address_kind or _ADDRESS_KIND[kind]
+    dist_name = name.replace("_", "-")
+    package = f"cdp_hub_{name}"
+    root = directory / f"cdp-hub-{dist_name}"
+    if root.exists():
+        raise ConfigurationError(f"{root} already exists; choose another name or --dir")
+    values = {
+        "name": name, "dist_name": dist_name, "package": package, "kind": kind, "address_kind": address,
+        "class_name": "".join(part.capitalize() for part in name.split("_")) + "Channel",
+        "title": " ".join(part.capitalize() for part in name.split("_")),
+        "recipient": _SAMPLE_RECIPIENT.get(address, "recipient-1"),
+    }
+    source = resources.files("cdp_hub.delivery") / "scaffold" / "channel"
+    files = {
+        "pyproject.toml": "pyproject.toml.tmpl",
+        "README.md": "README.md.tmpl",
+        f"{package}/__init__.py": "package_init.py.tmpl",
+        f"tests/test_{name}.py": "test_channel.py.tmpl",
+    }
+    for target, template in files.items():
+        text = string.Template((source / template).read_text(encoding="utf-8")).substitute(values)
+        path = root / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+def cmd_new_channel(args: argparse.Namespace, settings: Settings) -> int:
+    root = scaffold_channel(args.name, args.dir, kind=args.kind, address_kind=args.address_kind)
+    print(f"created {root}", file=sys.stderr)
+    print(f"next: cd {root} && pip install -e '.[test]' && pytest")
+    return 0
