@@ -5,21 +5,32 @@
                                                   ▼
                                           dead-letter queue (reason + raw record), the batch goes on
 
-A connector subclass declares ``name``, ``config_model`` and implements :meth:`Connector.normalize`; pull
-connectors also implement :meth:`Connector.read` (the SDK's REST streams do most of that work).
+A connector subclass declares ``name``, ``config_model`` and implements :meth:`Connector.normalize`. Pull
+connectors declare ``streams`` (:class:`~cdp_hub.connector.rest.RestStream` subclasses do most of the work)
+and :meth:`Connector.read` reads them; push sources arrive through :meth:`Connector.parse_webhook`; bulk
+exports through :meth:`Connector.assemble` and :mod:`cdp_hub.connector.files`.
+
+Methods a connector author overrides: ``normalize`` (always), ``split``, ``assemble``, ``record_id``,
+``check``, ``read`` (when not using streams), ``parse_webhook`` (unusual webhook envelopes).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cdp_hub.connector.webhooks import WebhookRejected, WebhookSpec, verify_webhook
 from cdp_hub.errors import ConfigurationError, RecordError, SchemaViolation
 from cdp_hub.schema.events import Event, parse_event
 from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions
+
+if TYPE_CHECKING:
+    from cdp_hub.connector.streams import Stream
 
 __all__ = ["Connector", "ConnectorConfig", "SourceRecord"]
 
@@ -43,6 +54,10 @@ class Connector:
     """The pydantic model of this connector's options."""
     record_id_field: ClassVar[str | None] = "id"
     """Field of a raw record holding the source's id (names the record in errors and the DLQ)."""
+    streams: ClassVar[Sequence[type[Stream]]] = ()
+    """The pull streams (:class:`~cdp_hub.connector.streams.Stream` subclasses); empty for push-only sources."""
+    webhook: ClassVar[WebhookSpec] = WebhookSpec()
+    """How the source signs its webhooks and names their topics."""
 
     def __init__(
         self,
@@ -78,9 +93,23 @@ class Connector:
         """
         raise NotImplementedError(f"{type(self).__name__}.normalize")
 
-    def read(self, stream: str | None = None, state: Mapping[str, Any] | None = None) -> AsyncIterator[SourceRecord]:
-        """Pull raw records from the source (an async iterator). Push-only connectors do not override it."""
-        raise NotImplementedError(f"{type(self).__name__} has no pull streams")
+    async def read(self, stream: str | None = None,
+                   state: Mapping[str, Any] | None = None) -> AsyncIterator[SourceRecord]:
+        """Pull raw records from the source (an async iterator).
+
+        With ``stream``, ``state`` is that stream's checkpoint (``{"cursor": ...}``); without, every stream is
+        read and ``state`` maps stream names to checkpoints. The default reads the declared ``streams``; the
+        sync engine (:func:`cdp_hub.connector.sync.sync`) reads page by page instead, to checkpoint.
+        """
+        names = [stream] if stream else self.stream_names()
+        if not names:
+            raise NotImplementedError(f"{type(self).__name__} has no pull streams")
+        for name in names:
+            reader = self.stream(name)
+            st = state if stream else (state or {}).get(name)
+            async for page in reader.pages(reader.start_from(st)):
+                for record in page:
+                    yield record
 
     def split(self, record: SourceRecord, *, stream: str | None = None) -> list[SourceRecord]:
         """Cut one upstream record into the units that are normalized (and dead-lettered) one by one.
@@ -90,8 +119,71 @@ class Connector:
         """
         return [record]
 
+    def assemble(self, records: Iterable[SourceRecord], *, stream: str | None = None) -> Iterable[SourceRecord]:
+        """Join file rows that together make one source record (the lines of one receipt in a CSV export).
+
+        The inverse of :meth:`split`, used by file imports; the default passes rows through.
+        """
+        return records
+
     async def check(self) -> None:
         """Test credentials and reachability; raise :class:`ConfigurationError` or :class:`RetriableError`."""
+
+    async def aclose(self) -> None:
+        """Release what the connector opened itself (an HTTP client it was not given)."""
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, method: str = "POST", url: str = "",
+                      now: datetime | None = None) -> tuple[str | None, list[SourceRecord]]:
+        """Verify a webhook request and return ``(stream, raw records)``.
+
+        The signature is checked with :attr:`webhook` and the config's ``webhook_secret`` (webhooks are
+        refused while none is configured); the topic header picks the stream. A JSON body may be one record,
+        a list of records, or ``{"records": [...]}``.
+        """
+        secret = getattr(self.config, "webhook_secret", None)
+        if secret is None:
+            raise WebhookRejected(f"connector {self.instance} has no webhook_secret configured; set it to "
+                                  "accept webhooks", status=403)
+        tolerance = float(getattr(self.config, "webhook_tolerance_seconds", 300.0))
+        verify_webhook(self.webhook, secret.get_secret_value(), headers, body, tolerance_seconds=tolerance,
+                       now=now, method=method, url=url)
+        stream = None
+        if self.webhook.topic_header:
+            lower = {k.lower(): v for k, v in headers.items()}
+            topic = lower.get(self.webhook.topic_header.lower())
+            if topic is not None:
+                stream = self.webhook.topics.get(topic)
+                if stream is None:
+                    raise WebhookRejected(f"unsupported webhook topic {topic!r}; subscribe only to: "
+                                          f"{', '.join(sorted(self.webhook.topics))}", status=422)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise WebhookRejected(f"webhook body is not JSON: {exc}", status=400) from None
+        if isinstance(data, dict) and isinstance(data.get("records"), list):
+            data = data["records"]
+        records = data if isinstance(data, list) else [data]
+        if not all(isinstance(r, dict) for r in records):
+            raise WebhookRejected("webhook body must be a JSON object or a list of objects", status=400)
+        return stream, records
+
+    # -- streams -------------------------------------------------------------------------------------
+
+    @classmethod
+    def stream_names(cls) -> list[str]:
+        return [s.name for s in cls.streams]
+
+    def stream(self, name: str) -> Stream:
+        """A stream of this connector by name."""
+        for cls in self.streams:
+            if cls.name == name:
+                return cls(self)
+        raise ConfigurationError(f"connector {self.name} has no stream {name!r}; streams: "
+                                 f"{', '.join(self.stream_names()) or 'none (push only)'}")
+
+    def file_options(self) -> dict[str, Any]:
+        """Defaults for file imports of this connector's exports (encoding, delimiter) from its config."""
+        return {k: getattr(self.config, k) for k in ("encoding", "delimiter") if getattr(self.config, k, None)}
 
     # -- provided ----------------------------------------------------------------------------------
 

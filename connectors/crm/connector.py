@@ -26,21 +26,30 @@ an authority on its own contacts, says these records are one person. The resolve
 merge instruction (its rule "two different crm_ids never merge automatically" is about inference, not about
 the CRM's own decision).
 
+Pull: ``contacts`` (``updatedAfter``) and ``subscriptions`` (``occurredAfter``), both with cursor-token
+pagination (``paging.next.after``), bearer token or OAuth2 client credentials. Push: webhook arrays signed
+like HubSpot's v3 scheme (base64 HMAC-SHA256 of method + URL + body + timestamp in
+``X-Crm-Signature-V3``, the timestamp in ms in ``X-Crm-Request-Timestamp``).
+
 Custom contact properties (anything not listed in ``_CONTACT_KNOWN``) are kept as traits under their own name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
+from cdp_hub.connector.base import ConnectorConfig, SourceRecord
 from cdp_hub.connector.mapping import add_identity, gender, parse_date, parse_datetime, require, text
+from cdp_hub.connector.pagination import CursorPaginator
+from cdp_hub.connector.rest import HttpConnector, HttpConnectorConfig, RestStream
+from cdp_hub.connector.webhooks import WebhookSpec
 from cdp_hub.errors import SchemaViolation
 
-__all__ = ["CrmConfig", "CrmConnector"]
+__all__ = ["Contacts", "CrmConfig", "CrmConnector", "Subscriptions"]
 
 _CONTACT_KNOWN = frozenset({
     "email", "phone", "mobilephone", "firstname", "lastname", "middlename", "city", "date_of_birth",
@@ -55,22 +64,50 @@ _CONSENT_STATUS = {
 _TRUE = frozenset({"true", "1", "yes", "да"})
 
 
-class CrmConfig(ConnectorConfig):
+class CrmConfig(HttpConnectorConfig):
     """Options of the CRM connector."""
 
-    base_url: str = Field("http://127.0.0.1:8082", description="base URL of the CRM's REST API")
+    base_url: str = Field("http://localhost:8082", description="base URL of the CRM's REST API")
 
 
-class CrmConnector(Connector):
+class Contacts(RestStream):
+    name = "contacts"
+    path = "/crm/v3/objects/contacts"
+    records_path = "results"
+    cursor_field = "updatedAt"
+    cursor_param = "updatedAfter"
+    params = {"sort": "updatedAt", "archived": "include"}
+    paginator = CursorPaginator(token_path="paging.next.after", param="after", size_param="limit")
+
+
+class Subscriptions(RestStream):
+    name = "subscriptions"
+    path = "/communication-preferences/v3/events"
+    records_path = "results"
+    cursor_field = "timestamp"
+    cursor_param = "occurredAfter"
+    paginator = CursorPaginator(token_path="paging.next.after", param="after", size_param="limit")
+
+
+class CrmConnector(HttpConnector):
     """CRM (HubSpot/amoCRM-like): contacts with traits, consents, merges and deletions."""
 
     name: ClassVar[str] = "crm"
     title: ClassVar[str] = "CRM"
     config_model: ClassVar[type[ConnectorConfig]] = CrmConfig
     record_id_field: ClassVar[str | None] = "id"
+    streams = (Contacts, Subscriptions)
+    webhook = WebhookSpec(signature_header="X-Crm-Signature-V3", timestamp_header="X-Crm-Request-Timestamp",
+                          signed_payload="{method}{url}{body}{timestamp}", encoding="base64", prefix="")
 
     def record_id(self, record: SourceRecord) -> str | None:
         return text(record.get("id")) or text(record.get("eventId"))
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, method: str = "POST", url: str = "",
+                      now: datetime | None = None) -> tuple[str | None, list[SourceRecord]]:
+        """CRM webhooks are arrays of change notifications: always the ``webhooks`` stream."""
+        _, records = super().parse_webhook(headers, body, method=method, url=url, now=now)
+        return "webhooks", records
 
     def stream_of(self, record: SourceRecord) -> str:
         """Which stream a record belongs to, from its shape."""

@@ -20,6 +20,11 @@ product_views  storefront pixel event ``{id, name:               ``product.viewe
                customerId?, data{productVariant{...}}}``
 =============  ==============================================  =================================================
 
+Pull: ``customers``, ``orders`` and ``checkouts`` by ``updated_at`` (``updated_at_min``), ``Link`` header
+pagination, API key in ``X-Shop-Access-Token``. Push: webhooks signed with HMAC-SHA256 (base64) over
+``"{timestamp}.{body}"`` in ``X-Shop-Hmac-Sha256``, the timestamp in ``X-Shop-Triggered-At`` and the topic
+(``orders/create``, ``checkouts/update``, ...) in ``X-Shop-Topic``.
+
 Guest checkouts have no ``customer``: the order's ``email`` or ``phone`` identifies the person. A record with
 no identity at all cannot be attributed and goes to the dead-letter queue.
 """
@@ -32,11 +37,14 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
+from cdp_hub.connector.base import ConnectorConfig, SourceRecord
 from cdp_hub.connector.mapping import add_identity, keep_unknown, parse_datetime, parse_decimal, require, text
+from cdp_hub.connector.pagination import LinkHeaderPaginator
+from cdp_hub.connector.rest import HttpConnector, HttpConnectorConfig, RestStream
+from cdp_hub.connector.webhooks import WebhookSpec
 from cdp_hub.errors import SchemaViolation
 
-__all__ = ["EcommerceConfig", "EcommerceConnector"]
+__all__ = ["Checkouts", "Customers", "EcommerceConfig", "EcommerceConnector", "Orders"]
 
 _PAID_STATUSES = frozenset({"paid", "partially_refunded", "refunded"})
 _ORDER_KNOWN = frozenset({
@@ -55,20 +63,56 @@ _CUSTOMER_KNOWN = frozenset({
 _CONSENT_STATES = {"subscribed": "opted_in", "unsubscribed": "opted_out"}
 
 
-class EcommerceConfig(ConnectorConfig):
+class EcommerceConfig(HttpConnectorConfig):
     """Options of the e-commerce connector."""
 
-    shop_url: str = Field("http://127.0.0.1:8081", description="base URL of the shop's Admin API")
+    base_url: str = Field("http://localhost:8081", description="base URL of the shop's Admin API")
+    api_version: str = Field("2024-10", description="Admin API version in the URL path")
     currency: str = Field("RUB", pattern=r"^[A-Z]{3}$", description="currency when an order names none")
 
 
-class EcommerceConnector(Connector):
+class _ShopStream(RestStream):
+    cursor_field = "updated_at"
+    cursor_param = "updated_at_min"
+    paginator = LinkHeaderPaginator(size_param="limit")
+    params = {"order": "updated_at asc"}
+
+
+class Customers(_ShopStream):
+    name = "customers"
+    path = "/admin/api/{api_version}/customers.json"
+    records_path = "customers"
+
+
+class Orders(_ShopStream):
+    name = "orders"
+    path = "/admin/api/{api_version}/orders.json"
+    records_path = "orders"
+    params = {"status": "any", "order": "updated_at asc"}
+
+
+class Checkouts(_ShopStream):
+    name = "checkouts"
+    path = "/admin/api/{api_version}/checkouts.json"
+    records_path = "checkouts"
+
+
+class EcommerceConnector(HttpConnector):
     """Online shop (Shopify/WooCommerce-like): customers, orders, abandoned checkouts, product views."""
 
     name: ClassVar[str] = "ecommerce"
     title: ClassVar[str] = "E-commerce shop"
     config_model: ClassVar[type[ConnectorConfig]] = EcommerceConfig
     record_id_field: ClassVar[str | None] = "id"
+    streams = (Orders, Customers, Checkouts)
+    webhook = WebhookSpec(
+        signature_header="X-Shop-Hmac-Sha256", timestamp_header="X-Shop-Triggered-At", encoding="base64",
+        prefix="", topic_header="X-Shop-Topic",
+        topics={"orders/create": "orders", "orders/updated": "orders", "orders/paid": "orders",
+                "orders/cancelled": "orders", "orders/fulfilled": "orders", "customers/create": "customers",
+                "customers/update": "customers", "checkouts/create": "checkouts", "checkouts/update": "checkouts",
+                "pixel/product_viewed": "product_views"},
+    )
     config: EcommerceConfig
 
     def stream_of(self, record: SourceRecord) -> str:

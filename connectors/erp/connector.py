@@ -20,20 +20,25 @@ customers   customer master data CSV: ``Код;Наименование;        
             Пол;Город;НомерКарты;ДатаИзменения``                   city)
 ==========  ===================================================  ===============================================
 
+Pull: ``receipts`` and ``returns`` from the 1C OData service (``$filter=Date ge datetime'...'``,
+``$orderby=Date``, ``$skip``/``$top`` pages, basic auth); the OData entity names the document type, which
+:meth:`_OData.post_process` writes into ``ВидДокумента``. Files: ``cdp-hub ingest-file erp export.csv``
+(cp1251, ``;``), receipt lines assembled by :meth:`ErpConnector.assemble`.
+
 A receipt with no customer (no code, phone or card) is an anonymous sale, not a customer event: it maps to no
 event. Times are local to ``config.timezone`` (Moscow by default) and converted to UTC.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
+from cdp_hub.connector.base import ConnectorConfig, SourceRecord
 from cdp_hub.connector.mapping import (
     add_identity,
     gender,
@@ -44,9 +49,11 @@ from cdp_hub.connector.mapping import (
     require,
     text,
 )
+from cdp_hub.connector.pagination import OffsetPaginator
+from cdp_hub.connector.rest import HttpConnector, HttpConnectorConfig, RestStream
 from cdp_hub.errors import SchemaViolation
 
-__all__ = ["ErpConfig", "ErpConnector"]
+__all__ = ["ErpConfig", "ErpConnector", "Receipts", "Returns"]
 
 RECEIPT_TYPES = frozenset({"ЧекККМ", "Чек", "Продажа", "РеализацияТоваровУслуг"})
 RETURN_TYPES = frozenset({"ВозвратТоваровОтПокупателя", "Возврат", "ЧекККМВозврат"})
@@ -54,28 +61,89 @@ _CUSTOMER_KNOWN = frozenset({"Код", "Наименование", "Фамили
                              "ДатаРождения", "Пол", "Город", "НомерКарты", "ДатаИзменения", "ПометкаУдаления"})
 
 
-class ErpConfig(ConnectorConfig):
+class ErpConfig(HttpConnectorConfig):
     """Options of the ERP connector."""
 
-    base_url: str = Field("http://127.0.0.1:8083", description="base URL of the ERP's HTTP/OData service")
+    base_url: str = Field("http://localhost:8083/retail", description="base URL of the 1C infobase's web "
+                          "publication (the OData service is under /odata/standard.odata)")
     timezone: str = Field("Europe/Moscow", description="zone of the ERP's local timestamps")
     currency: str = Field("RUB", pattern=r"^[A-Z]{3}$")
     encoding: str = Field("cp1251", description="encoding of CSV exports")
     delimiter: str = Field(";", min_length=1, max_length=1, description="CSV delimiter of exports")
 
 
-class ErpConnector(Connector):
+class _OData(RestStream):
+    """A 1C OData document list, filtered and ordered by the document date (local time)."""
+
+    records_path = "value"
+    cursor_field = "Date"
+    primary_key = "Ref_Key"
+    paginator = OffsetPaginator(offset_param="$skip", limit_param="$top")
+    document_type: ClassVar[str] = ""
+
+    def format_cursor(self, start: Any) -> str:
+        local = start.astimezone(self.cursor_key("2000-01-01T00:00:00").tzinfo)  # 1C filters in its local time
+        return f"datetime'{local:%Y-%m-%dT%H:%M:%S}'"
+
+    def request_params(self, start: Any | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"$format": "json", "$orderby": "Date asc", "$expand": "Клиент,Магазин"}
+        if start is not None:
+            params["$filter"] = f"Date ge {self.format_cursor(start)} and Posted eq true"
+        return params
+
+    def post_process(self, record: SourceRecord) -> SourceRecord | None:
+        return {**record, "ВидДокумента": record.get("ВидДокумента") or self.document_type}
+
+
+class Receipts(_OData):
+    name = "receipts"
+    path = "/odata/standard.odata/Document_ЧекККМ"
+    document_type = "ЧекККМ"
+
+
+class Returns(_OData):
+    name = "returns"
+    path = "/odata/standard.odata/Document_ВозвратТоваровОтПокупателя"
+    document_type = "ВозвратТоваровОтПокупателя"
+
+
+class ErpConnector(HttpConnector):
     """ERP (1C-like): offline store receipts and returns, customer master data; CSV exports and a feed."""
 
     name: ClassVar[str] = "erp"
     title: ClassVar[str] = "ERP (1C-like)"
     config_model: ClassVar[type[ConnectorConfig]] = ErpConfig
     record_id_field: ClassVar[str | None] = "Ref_Key"
+    streams = (Receipts, Returns)
     config: ErpConfig
 
     def record_id(self, record: SourceRecord) -> str | None:
         return text(record.get("Ref_Key")) or text(record.get("Number")) or text(
             record.get("НомерДокумента")) or text(record.get("Код"))
+
+    def assemble(self, records: Iterable[SourceRecord], *, stream: str | None = None) -> Iterator[SourceRecord]:
+        """Join consecutive CSV rows of one receipt (same ``НомерДокумента``) into one document record.
+
+        Exports list a document's lines together; a document number seen again later starts a new record
+        (and maps to the same event id, so nothing is counted twice).
+        """
+        current: dict[str, Any] | None = None
+        for row in records:
+            number = row.get("НомерДокумента")
+            if number is None or stream == "customers" or ("Код" in row and "Наименование" in row):
+                if current is not None:
+                    yield current
+                    current = None
+                yield row
+                continue
+            if current is not None and current["НомерДокумента"] == number:
+                current["Строки"].append(row)
+                continue
+            if current is not None:
+                yield current
+            current = {**row, "Строки": [row]}
+        if current is not None:
+            yield current
 
     def stream_of(self, record: SourceRecord) -> str:
         """Which stream a record belongs to, from its shape."""
@@ -87,10 +155,10 @@ class ErpConnector(Connector):
 
     def normalize(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
         stream = stream or self.stream_of(record)
-        if stream == "documents":
-            return self._feed_document(record)
+        if stream in ("documents", "returns") or (stream == "receipts" and "Number" in record):
+            return self._feed_document(record)  # the OData feed's documents
         if stream == "receipts":
-            return self._csv_document(record)
+            return self._csv_document(record)  # CSV export rows
         if stream == "customers":
             return self._customer(record)
         raise SchemaViolation(f"unknown ERP stream {stream!r}", field="<stream>", value=stream)

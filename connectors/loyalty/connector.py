@@ -15,6 +15,9 @@ transactions  ``{transaction_id, card_number, type: accrual|          ``loyalty.
 tier_changes  ``{id, card_number, old_level, new_level,              ``loyalty.tier_changed``
               changed_at, reason?}``
 ============  ====================================================  ============================================
+
+Pull: page-number pagination (``page``/``per_page``, ``meta.total_pages``), API key in ``X-Api-Key``.
+Push: webhooks signed with the default scheme, topic in ``X-Loyalty-Event``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
+from cdp_hub.connector.base import ConnectorConfig, SourceRecord
 from cdp_hub.connector.mapping import (
     add_identity,
     gender,
@@ -33,28 +36,63 @@ from cdp_hub.connector.mapping import (
     require,
     text,
 )
+from cdp_hub.connector.pagination import PageNumberPaginator
+from cdp_hub.connector.rest import HttpConnector, HttpConnectorConfig, RestStream
+from cdp_hub.connector.webhooks import WebhookSpec
 from cdp_hub.errors import SchemaViolation
 
-__all__ = ["LoyaltyConfig", "LoyaltyConnector"]
+__all__ = ["Cards", "LoyaltyConfig", "LoyaltyConnector", "TierChanges", "Transactions"]
 
 _EARN = frozenset({"accrual", "earn", "bonus", "welcome"})
 _REDEEM = frozenset({"redemption", "redeem", "write_off", "spend"})
 _EXPIRE = frozenset({"expiration", "expire", "burn"})
 
 
-class LoyaltyConfig(ConnectorConfig):
+class LoyaltyConfig(HttpConnectorConfig):
     """Options of the loyalty connector."""
 
-    base_url: str = Field("http://127.0.0.1:8084", description="base URL of the loyalty platform's API")
+    base_url: str = Field("http://localhost:8084", description="base URL of the loyalty platform's API")
 
 
-class LoyaltyConnector(Connector):
+class _LoyaltyStream(RestStream):
+    records_path = "data"
+    paginator = PageNumberPaginator(page_param="page", size_param="per_page", total_pages_path="meta.total_pages")
+
+
+class Cards(_LoyaltyStream):
+    name = "cards"
+    path = "/api/v1/cards"
+    primary_key = "card_number"
+    cursor_field = "updated_at"
+    cursor_param = "updated_since"
+
+
+class Transactions(_LoyaltyStream):
+    name = "transactions"
+    path = "/api/v1/transactions"
+    primary_key = "transaction_id"
+    cursor_field = "created_at"
+    cursor_param = "created_since"
+
+
+class TierChanges(_LoyaltyStream):
+    name = "tier_changes"
+    path = "/api/v1/tier-changes"
+    cursor_field = "changed_at"
+    cursor_param = "changed_since"
+
+
+class LoyaltyConnector(HttpConnector):
     """Loyalty platform: cards linked to phones, points earned/redeemed/expired, tier changes."""
 
     name: ClassVar[str] = "loyalty"
     title: ClassVar[str] = "Loyalty programme"
     config_model: ClassVar[type[ConnectorConfig]] = LoyaltyConfig
     record_id_field: ClassVar[str | None] = "transaction_id"
+    streams = (Cards, Transactions, TierChanges)
+    webhook = WebhookSpec(topic_header="X-Loyalty-Event",
+                          topics={"card.issued": "cards", "card.updated": "cards",
+                                  "transaction.created": "transactions", "tier.changed": "tier_changes"})
 
     def record_id(self, record: SourceRecord) -> str | None:
         return text(record.get("transaction_id")) or text(record.get("id")) or text(record.get("card_number"))

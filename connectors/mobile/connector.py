@@ -22,6 +22,9 @@ product_view     sku, name, price, category               ``product.viewed``
 search           query, results_count                     ``search.performed``
 ===============  ======================================  ==================================================
 
+Push only: the app (or its backend) POSTs batches to ``/v1/webhooks/{instance}``, signed with the default
+scheme (``X-Cdp-Signature: sha256=<hex HMAC of "{timestamp}.{body}">``, ``X-Cdp-Timestamp``).
+
 :meth:`MobileConnector.split` cuts a batch into one record per event (with the batch's device, app and user),
 so one malformed event goes to the dead-letter queue and the rest of the batch goes on.
 """
@@ -36,6 +39,7 @@ from pydantic import Field
 
 from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
 from cdp_hub.connector.mapping import add_identity, parse_datetime, parse_decimal, require, text
+from cdp_hub.connector.rest import WebhookOptions
 from cdp_hub.errors import SchemaViolation
 
 __all__ = ["MobileConfig", "MobileConnector"]
@@ -44,7 +48,7 @@ _PLATFORMS = {"android": "android", "ios": "ios", "ipados": "ios", "web": "web"}
 _BATCH_KEYS = ("batch_id", "app", "device", "user", "sent_at")
 
 
-class MobileConfig(ConnectorConfig):
+class MobileConfig(WebhookOptions):
     """Options of the mobile-app connector."""
 
     unknown_events: Literal["dlq", "skip"] = Field(

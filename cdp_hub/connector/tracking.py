@@ -1,0 +1,275 @@
+"""The tracking API's messages (identify/track/page/screen/alias/batch) as a connector.
+
+Web and mobile SDKs of the widely used tracking HTTP protocol send JSON messages like::
+
+    {"type": "track", "event": "Order Completed", "userId": "7100000042", "anonymousId": "a-1",
+     "messageId": "m-1", "timestamp": "2026-11-12T11:03:05Z",
+     "properties": {"order_id": "5001", "total": 1299.8, "currency": "RUB", "products": [...]},
+     "context": {"ip": "...", "userAgent": "...", "app": {"version": "5.2.1"}, "device": {"id": "..."}}}
+
+:data:`MESSAGE_SCHEMA` checks the raw JSON at the edge (jsonschema: the error names the JSON path and the
+offending value); :class:`TrackingConnector` maps a message to canonical events:
+
+============  =======================================================================================
+identify      ``customer.updated``: userId, anonymousId, traits.email/phone as identities; other traits
+track         by ``event`` name: the e-commerce spec's "Order Completed" -> ``order.placed``, "Order
+              Refunded" -> ``order.returned``, "Order Cancelled" -> ``order.cancelled``, "Product Viewed"
+              -> ``product.viewed``, "Product Added"/"Cart Viewed"/"Checkout Started" -> ``cart.updated``,
+              "Products Searched" -> ``search.performed``, "Application Installed"/"Opened" ->
+              ``app.installed``/``app.opened``, "Deep Link Opened" -> ``app.opened``; a canonical name
+              (``order.placed``) passes through; anything else goes to the DLQ (or is skipped by config)
+page          ``screen.viewed`` with ``kind: page`` (the page name or path as the screen)
+screen        ``screen.viewed``
+alias         ``customer.updated`` naming both previousId and userId, which links them
+============  =======================================================================================
+
+``messageId`` becomes the source record id, so a retried request is the same event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr
+
+from cdp_hub.connector.base import Connector, ConnectorConfig, SourceRecord
+from cdp_hub.connector.mapping import add_identity, gender, parse_date, parse_datetime, parse_decimal, text
+from cdp_hub.errors import SchemaViolation
+from cdp_hub.hookspecs import hookimpl
+from cdp_hub.schema.payloads import EVENT_TYPES
+
+__all__ = ["BATCH_SCHEMA", "MESSAGE_SCHEMA", "TrackingConfig", "TrackingConnector", "cdp_hub_register_connectors"]
+
+_ID = {"type": ["string", "number"], "minLength": 1, "maxLength": 256}
+_TIME = {"type": "string", "minLength": 1, "maxLength": 64}
+_COMMON: dict[str, Any] = {
+    "messageId": {"type": "string", "minLength": 1, "maxLength": 256},
+    "userId": {"anyOf": [_ID, {"type": "null"}]},
+    "anonymousId": {"anyOf": [_ID, {"type": "null"}]},
+    "timestamp": _TIME, "originalTimestamp": _TIME, "sentAt": _TIME, "receivedAt": _TIME,
+    "context": {"type": "object"},
+    "integrations": {"type": "object"},
+}
+_NEEDS_ID = {"anyOf": [{"required": ["userId"], "properties": {"userId": _ID}},
+                       {"required": ["anonymousId"], "properties": {"anonymousId": _ID}}]}
+
+
+def _kind(name: str, props: dict[str, Any], required: list[str], extra: list[Any] | None = None) -> dict[str, Any]:
+    return {
+        "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+        "then": {"properties": props, "required": required, "allOf": extra or []},
+    }
+
+
+MESSAGE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "tracking message",
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"enum": ["identify", "track", "page", "screen", "alias", "group"]}, **_COMMON},
+    "allOf": [
+        _kind("identify", {"traits": {"type": "object"}}, [], [_NEEDS_ID]),
+        _kind("track", {"event": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "properties": {"type": "object"}}, ["event"], [_NEEDS_ID]),
+        _kind("page", {"name": {"type": ["string", "null"]}, "properties": {"type": "object"}}, [], [_NEEDS_ID]),
+        _kind("screen", {"name": {"type": "string", "minLength": 1}, "properties": {"type": "object"}}, ["name"],
+              [_NEEDS_ID]),
+        _kind("alias", {"previousId": _ID, "userId": _ID}, ["previousId", "userId"]),
+    ],
+}
+"""JSON Schema of one message (a ``/v1/batch`` body holds ``{"batch": [message, ...]}``)."""
+
+BATCH_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["batch"],
+    "properties": {"batch": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "object"}},
+                   "context": {"type": "object"}, "sentAt": _TIME},
+}
+
+_TRACK_EVENTS: dict[str, str] = {
+    "order completed": "order.placed", "order placed": "order.placed", "order paid": "order.paid",
+    "order cancelled": "order.cancelled", "order refunded": "order.returned", "order returned": "order.returned",
+    "product viewed": "product.viewed", "product added": "cart.updated", "product removed": "cart.updated",
+    "cart viewed": "cart.updated", "checkout started": "cart.updated", "products searched": "search.performed",
+    "application installed": "app.installed", "application opened": "app.opened",
+    "deep link opened": "app.opened",
+}
+_TRAITS = {"firstName": "first_name", "first_name": "first_name", "lastName": "last_name",
+           "last_name": "last_name", "name": "full_name", "city": "city", "timezone": "timezone"}
+_IDENTITY_TRAITS = frozenset({"email", "phone", "birthday", "gender", "address", "firstName", "first_name",
+                              "lastName", "last_name", "name", "city", "timezone", "id"})
+
+
+class TrackingConfig(ConnectorConfig):
+    """Options of a tracking-API source (``[connectors.web] type = "tracking"``)."""
+
+    write_keys: list[SecretStr] = Field(default_factory=list, description="keys SDKs send as the basic-auth "
+                                        "user name; requests with another key are refused")
+    user_id_kind: str = Field("ecom_customer_id", description="identity kind of userId (your site's login id)")
+    unknown_events: Literal["dlq", "skip"] = Field("dlq", description="a track event with no mapping: "
+                                                   "dead-letter it, or skip it")
+
+
+class TrackingConnector(Connector):
+    """Tracking API (identify/track/page/screen/alias/batch) for web and mobile SDKs."""
+
+    name: ClassVar[str] = "tracking"
+    title: ClassVar[str] = "Tracking API"
+    config_model: ClassVar[type[ConnectorConfig]] = TrackingConfig
+    record_id_field: ClassVar[str | None] = "messageId"
+    config: TrackingConfig
+
+    def split(self, record: SourceRecord, *, stream: str | None = None) -> list[SourceRecord]:
+        """A ``{"batch": [...]}`` body is one record per message (batch-level context merged in)."""
+        batch = record.get("batch")
+        if not isinstance(batch, list):
+            return [record]
+        shared = record.get("context") or {}
+        return [{**m, "context": {**shared, **(m.get("context") or {})}} if shared else m for m in batch]
+
+    def normalize(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
+        kind = record.get("type")
+        ctx: Mapping[str, Any] = record.get("context") or {}
+        ids = self._identities(record, ctx)
+        when = record.get("timestamp") or record.get("originalTimestamp") or record.get("receivedAt")
+        occurred = parse_datetime(when, field="timestamp") if when else datetime.now(UTC)
+        context = self._context(ctx)
+        props: Mapping[str, Any] = record.get("properties") or {}
+        base: dict[str, Any] = {"occurred_at": occurred, "identities": ids, "context": context}
+        if record.get("messageId") is not None:
+            base["source_record_id"] = text(record["messageId"])
+        if kind == "identify":
+            return [{**base, "type": "customer.updated", "traits": self._traits(record.get("traits") or {})}]
+        if kind == "alias":
+            return [{**base, "type": "customer.updated", "properties": {"alias_of": text(record.get("previousId"))}}]
+        if kind in ("page", "screen"):
+            name = text(record.get("name")) or text(props.get("name"))
+            url = text(props.get("url")) or text((ctx.get("page") or {}).get("url"))
+            if kind == "page":
+                context["channel"] = context.get("channel") or "web"
+                context["page_url"] = url
+                name = name or (urlsplit(url).path if url else None) or "/"
+            out = {k: v for k, v in props.items() if k not in ("name", "url")}
+            return [{**base, "type": "screen.viewed",
+                     "properties": {**out, "screen": name, "kind": kind, "url": url}}]
+        if kind == "track":
+            return self._track(str(record.get("event")), props, base)
+        raise SchemaViolation(f"type: unsupported message type {kind!r}", field="type", value=kind)
+
+    def _identities(self, record: SourceRecord, ctx: Mapping[str, Any]) -> list[dict[str, str]]:
+        ids: list[dict[str, str]] = []
+        kind = record.get("type")
+        add_identity(ids, self.config.user_id_kind, record.get("userId"))
+        add_identity(ids, "anonymous_id", record.get("previousId") if kind == "alias" else record.get("anonymousId"))
+        traits = record.get("traits") or (ctx.get("traits") or {})
+        if isinstance(traits, Mapping):
+            add_identity(ids, "email", traits.get("email"))
+            add_identity(ids, "phone", traits.get("phone"))
+        device = ctx.get("device") or {}
+        add_identity(ids, "device_id", device.get("id"))
+        add_identity(ids, "push_token", device.get("token"))
+        if not ids:
+            raise SchemaViolation("a message needs userId or anonymousId", field="userId")
+        return ids
+
+    @staticmethod
+    def _traits(traits: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for src, dst in _TRAITS.items():
+            if value := text(traits.get(src)):
+                out[dst] = value
+        address = traits.get("address")
+        if isinstance(address, Mapping):
+            if city := text(address.get("city")):
+                out["city"] = city
+            if postal := text(address.get("postalCode") or address.get("postal_code")):
+                out["postal_code"] = postal
+            country = text(address.get("country"))
+            if country and len(country) == 2:
+                out["country"] = country.upper()
+        birth = parse_date(traits.get("birthday"), field="traits.birthday") if traits.get("birthday") else None
+        if birth is not None:
+            out["birth_date"] = birth
+        if g := gender(traits.get("gender")):
+            out["gender"] = g
+        for key, value in traits.items():  # custom traits are kept
+            if key not in _IDENTITY_TRAITS and key not in out and isinstance(value, str | int | float | bool):
+                out[key] = value
+        return out
+
+    @staticmethod
+    def _context(ctx: Mapping[str, Any]) -> dict[str, Any]:
+        app = ctx.get("app") or {}
+        campaign = ctx.get("campaign") or {}
+        out: dict[str, Any] = {
+            "channel": "mobile" if ctx.get("app") or ctx.get("device") else None,
+            "ip": text(ctx.get("ip")), "user_agent": text(ctx.get("userAgent")),
+            "app_version": text(app.get("version")), "locale": text(ctx.get("locale")),
+            "campaign": text(campaign.get("name")) if isinstance(campaign, Mapping) else None,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _track(self, event: str, props: Mapping[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+        canonical = event if event in EVENT_TYPES else _TRACK_EVENTS.get(event.strip().lower())
+        if canonical is None:
+            if self.config.unknown_events == "skip":
+                return []
+            raise SchemaViolation(f"event: no canonical event type for {event!r} (map it, or set "
+                                  "unknown_events='skip')", field="event", value=event)
+        if event in EVENT_TYPES:
+            return [{**base, "type": canonical, "properties": dict(props)}]
+        p = dict(props)
+        if canonical.startswith("order."):
+            payload: dict[str, Any] = {
+                "order_id": text(p.pop("order_id", None) or p.pop("checkout_id", None)),
+                "total": parse_decimal(p.pop("total", None) or p.pop("revenue", None), field="properties.total"),
+                "currency": text(p.pop("currency", None)), "items": _products(p.pop("products", None))}
+            if payload["order_id"] is None:
+                raise SchemaViolation("properties.order_id: required for order events", field="properties.order_id")
+        elif canonical == "cart.updated":
+            payload = {"cart_id": text(p.pop("cart_id", None) or p.pop("checkout_id", None)),
+                       "total": parse_decimal(p.pop("value", None) or p.pop("total", None), field="properties.total"),
+                       "currency": text(p.pop("currency", None)), "items": _products(p.pop("products", None))}
+            if payload["cart_id"] is None:
+                raise SchemaViolation("properties.cart_id: required for cart events", field="properties.cart_id")
+            if not payload["items"] and p.get("sku"):
+                payload["items"] = _products([p])
+            payload["action"] = event.strip().lower().replace(" ", "_")
+        elif canonical == "product.viewed":
+            payload = {"sku": text(p.pop("sku", None) or p.pop("product_id", None)), "name": text(p.pop("name", None)),
+                       "price": parse_decimal(p.pop("price", None), field="properties.price"),
+                       "category": text(p.pop("category", None)), "url": text(p.pop("url", None))}
+        elif canonical == "search.performed":
+            payload = {"query": text(p.pop("query", None))}
+        else:  # app.installed / app.opened
+            payload = {"deep_link": text(p.pop("url", None) or p.pop("deep_link", None)),
+                       "app_version": text(p.pop("version", None))}
+        payload.update({k: v for k, v in p.items() if k not in payload})
+        return [{**base, "type": canonical, "properties": payload}]
+
+
+def _products(products: Any) -> list[dict[str, Any]]:
+    items = []
+    for i, prod in enumerate(products or ()):
+        if not isinstance(prod, Mapping):
+            raise SchemaViolation(f"properties.products.{i}: not an object", field=f"properties.products.{i}")
+        sku = text(prod.get("sku")) or text(prod.get("product_id"))
+        if sku is None:
+            raise SchemaViolation(f"properties.products.{i}: no sku or product_id",
+                                  field=f"properties.products.{i}.sku")
+        item: dict[str, Any] = {"sku": sku, "name": text(prod.get("name")),
+                                "quantity": prod.get("quantity") or 1,
+                                "price": parse_decimal(prod.get("price"), field=f"properties.products.{i}.price"),
+                                "category": text(prod.get("category"))}
+        items.append({k: v for k, v in item.items() if v is not None})
+    return items
+
+
+@hookimpl
+def cdp_hub_register_connectors(register: Callable[[type[Any]], None]) -> None:
+    """The tracking API is a connector type like the others (so its dead letters can be replayed)."""
+    register(TrackingConnector)
