@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
     channels: dict[str, ChannelInstance] = Field(default_factory=dict)
     scenarios_dir: Path | None = None
+    segments_dir: Path | None = Field(
+        None, description="the deployment's segment YAML files; a file with a built-in's id replaces it"
+    )
 
     # Delivery (cdp_hub.delivery): templates, locale defaults, concurrency and retries.
     templates_dir: Path | None = Field(None, description="the deployment's templates; built-ins are the fallback")

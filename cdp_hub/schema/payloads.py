@@ -149,7 +149,11 @@ class ProfileCreatedPayload(Payload):
 
 
 class BirthdayPayload(Payload):
+    """``profile.birthday``: emitted by the daily scheduler on the customer's local birthday."""
+
     birth_date: date | None = None
+    year: int | None = Field(default=None, description="the year of this birthday (one event per year)")
+    age: int | None = Field(default=None, description="the age the customer turns, when the birth year is known")
 
 
 EVENT_TYPES: dict[str, type[BaseModel]] = {
@@ -181,6 +185,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "profile.created": ProfileCreatedPayload,
     "profile.merged": ProfileMergedPayload,
     "profile.unmerged": ProfileMergedPayload,
+    "profile.birthday": BirthdayPayload,
 }
 CORE_EVENT_TYPES = frozenset(EVENT_TYPES)
 

@@ -7,6 +7,9 @@
                               ├─ quiet hours   ─▶ postponed to the end of the quiet period (durable timer)
                               └─ otherwise     ─▶ MessageIntent ─▶ [cdp.messages]
     due timers (checked every second, busy or idle) ─▶ MessageIntent ─▶ [cdp.messages] ─▶ marked fired
+    segments: trait-only segments re-checked for the batch's profiles (SegmentEngine.on_profiles) ─▶
+              segment.entered/exited on [cdp.events]; conditions see ``profile.segments``
+    daily jobs (checked every minute, run at most once per SCAN_INTERVAL) ─▶ profile.birthday on [cdp.events]
 
 Idempotency: intents have deterministic ids (scenario + trigger event + profile), timers deterministic ids
 (scenario + event), cap counters are sets of message ids; a replayed batch yields the same intents, which
@@ -16,6 +19,7 @@ at send time.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -30,6 +34,8 @@ from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import SchemaViolation
 from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent, message_id_for
+from cdp_hub.segments.daily import BirthdayScheduler
+from cdp_hub.segments.engine import SegmentEngine
 from cdp_hub.stage import Stage, StageOutput
 from cdp_hub.triggers.scenario import QuietHours, Scenario, load_scenarios
 
@@ -40,6 +46,9 @@ __all__ = ["TriggerStage", "quiet_hours_end"]
 
 TIMER_NAMESPACE = uuid.UUID("5c0b7f3e-1d2a-5e4f-8a6b-7c8d9e0f1a2b")
 TIMER_CHECK_SECONDS = 1.0
+DAILY_CHECK_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def quiet_hours_end(now: datetime, quiet: QuietHours, timezone: str | None) -> datetime | None:
@@ -69,8 +78,12 @@ def quiet_hours_end(now: datetime, quiet: QuietHours, timezone: str | None) -> d
 class TriggerStage(Stage):
     name = "triggers"
 
-    def __init__(self, hub: Hub, scenarios: Sequence[Scenario] | None = None) -> None:
+    def __init__(self, hub: Hub, scenarios: Sequence[Scenario] | None = None, *,
+                 segments: SegmentEngine | None = None) -> None:
         super().__init__(hub)
+        self.segments = segments if segments is not None else SegmentEngine(hub)
+        self.scheduler = BirthdayScheduler(hub)
+        self._last_daily_check = -DAILY_CHECK_SECONDS
         if scenarios is None:
             extra = [hub.settings.scenarios_dir] if hub.settings.scenarios_dir else []
             scenarios = load_scenarios(extra)
@@ -106,19 +119,24 @@ class TriggerStage(Stage):
                 out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=rec.value, record=rec,
                                                        failure_type="schema_violation"))
         if events:
-            await self._decide(events, out)
+            memberships = await self.segments.on_profiles(
+                [e.profile_id for e in events if e.profile_id is not None], out)
+            await self._decide(events, out, memberships)
         await self._maybe_fire_timers(out)
+        await self._maybe_run_daily()
         return out
 
     async def idle(self) -> None:
         out = StageOutput()
         await self._maybe_fire_timers(out)
+        await self._maybe_run_daily()
         if out.messages:
             await self.hub.bus.publish_many(out.messages)
         for callback in out.on_durable:
             await callback()
 
-    async def _decide(self, events: list[Event], out: StageOutput) -> None:
+    async def _decide(self, events: list[Event], out: StageOutput,
+                      memberships: dict[uuid.UUID, set[str]] | None = None) -> None:
         store = self.hub.store
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
@@ -138,7 +156,8 @@ class TriggerStage(Stage):
             assert event.profile_id is not None
             for sid in self._cancellers.get(event.type, ()):
                 cancels.append((event.profile_id, sid, event.occurred_at))
-            profile = golden.get(event.profile_id, {})
+            profile = {**golden.get(event.profile_id, {}),
+                       "segments": sorted((memberships or {}).get(event.profile_id, ()))}
             scope = {"event": event.model_dump(mode="json"), "profile": profile}
             for scenario in self._by_trigger.get(event.type, ()):
                 if not scenario.matches(scope):
@@ -241,6 +260,21 @@ class TriggerStage(Stage):
             await self.hub.store.execute(
                 """UPDATE scheduled_triggers SET profile_id = $1, updated_at = now()
                    WHERE profile_id = ANY($2::uuid[]) AND status = 'pending'""", survivor, losers)
+
+    # -- daily jobs ----------------------------------------------------------------------------------
+
+    async def _maybe_run_daily(self) -> None:
+        """The birthday scan, when due (PostgreSQL remembers the last run); a failure waits for the next check
+        rather than holding up the stream: the scan is idempotent and runs again at the next interval."""
+        mono = time.monotonic()
+        if mono - self._last_daily_check < DAILY_CHECK_SECONDS:
+            return
+        self._last_daily_check = mono
+        try:
+            await self.scheduler.run_if_due()
+        except Exception:
+            self.hub.metrics.stage_errors.labels(self.name).inc()
+            log.exception("daily birthday scan failed; it runs again at the next check")
 
     # -- durable timers ----------------------------------------------------------------------------
 

@@ -1,0 +1,180 @@
+"""Date-based triggers: the birthday scan, and the scheduler that runs it at most once per interval.
+
+    every SCAN_INTERVAL (triggers stage timer check, or `cdp-hub triggers run-daily`):
+      profiles' time zones ─▶ today's date in each zone ─▶ birthdays to match ("MM-DD"; Feb 29 → Feb 28)
+        ─▶ one SQL statement: live profiles whose golden birth_date falls on their local today
+        ─▶ profile.birthday events on cdp.events (id: profile + local year) ─▶ the birthday scenario
+
+A scan finds a customer on every run of their local birthday, and the event id is the same each time
+(UUIDv5 of the source record ``birthday:<profile>:<year>``): running the scan twice a day, or after a crash,
+sends nothing twice. Scanning every half hour catches each time zone shortly after its midnight; the
+scenario's quiet hours hold the message until the customer's morning.
+
+The "last run" is in PostgreSQL (``scheduler_runs``), so a restarted daemon does not scan again early, and
+a claim with a lease keeps two processes from scanning at once.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.ingest import event_message
+from cdp_hub.schema.events import Event
+from cdp_hub.segments.engine import identity_of_profiles
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+
+__all__ = ["BIRTHDAY_JOB", "SCAN_INTERVAL", "BirthdayScan", "BirthdayScheduler", "birthdays_on", "local_today"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "cdp-hub.scheduler"
+BIRTHDAY_JOB = "birthday"
+SCAN_INTERVAL = timedelta(minutes=30)
+CLAIM_LEASE = timedelta(minutes=10)
+DEFAULT_TIMEZONE = "Europe/Moscow"
+PUBLISH_BATCH = 2000
+
+_CANDIDATES_SQL = """
+SELECT p.profile_id, p.golden ->> 'birth_date' AS birth_date, z.tz
+  FROM profiles p
+  JOIN unnest($1::text[], $2::text[]) AS z(tz, md)
+    ON z.tz = COALESCE(p.golden ->> 'timezone', '') AND substr(p.golden ->> 'birth_date', 6, 5) = z.md
+ WHERE p.merged_into IS NULL AND p.golden ->> 'birth_date' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+"""
+
+_ZONES_SQL = """
+SELECT DISTINCT COALESCE(golden ->> 'timezone', '') AS tz FROM profiles
+ WHERE merged_into IS NULL AND golden ? 'birth_date'
+"""
+
+_CLAIM_SQL = """
+INSERT INTO scheduler_runs AS r (job, claimed_at) VALUES ($1, $2)
+ON CONFLICT (job) DO UPDATE SET claimed_at = EXCLUDED.claimed_at
+ WHERE (r.last_run_at IS NULL OR r.last_run_at <= $2 - $3::interval)
+   AND (r.claimed_at IS NULL OR r.claimed_at <= r.last_run_at OR r.claimed_at <= $2 - $4::interval)
+RETURNING job
+"""
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The customer's zone; a missing or unknown one is the default (Moscow), as for quiet hours."""
+    try:
+        return ZoneInfo(name) if name else ZoneInfo(DEFAULT_TIMEZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def local_today(now: datetime, timezone: str | None) -> date:
+    return now.astimezone(zone(timezone)).date()
+
+
+def birthdays_on(day: date) -> list[str]:
+    """The ``MM-DD`` birth dates celebrated on ``day``: Feb 29 birthdays fall on Feb 28 in common years."""
+    out = [f"{day.month:02d}-{day.day:02d}"]
+    if day.month == 2 and day.day == 28 and not calendar.isleap(day.year):
+        out.append("02-29")
+    return out
+
+
+@dataclass
+class BirthdayScan:
+    """What one scan found and published."""
+
+    at: datetime
+    found: int = 0
+    published: int = 0
+    skipped: int = 0  # profiles without an identity to put on the event
+
+
+class BirthdayScheduler:
+    """Finds today's birthdays and publishes ``profile.birthday``; :meth:`run_if_due` is the periodic entry."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def scan(self, now: datetime | None = None) -> BirthdayScan:
+        """Publish a ``profile.birthday`` for every live profile whose local today is their birthday."""
+        now = now or self.hub.clock()
+        store = self.hub.store
+        result = BirthdayScan(at=now)
+        zones = [r["tz"] for r in await store.fetch(_ZONES_SQL)]
+        tz_col: list[str] = []
+        md_col: list[str] = []
+        for tz in zones:
+            for md in birthdays_on(local_today(now, tz or None)):
+                tz_col.append(tz)
+                md_col.append(md)
+        if not tz_col:
+            return result
+        rows = await store.fetch(_CANDIDATES_SQL, tz_col, md_col)
+        result.found = len(rows)
+        topic = self.hub.topics.events
+        for start in range(0, len(rows), PUBLISH_BATCH):
+            page = rows[start:start + PUBLISH_BATCH]
+            identities = await identity_of_profiles(self.hub, [r["profile_id"] for r in page])
+            messages: list[OutgoingMessage] = []
+            for row in page:
+                identity = identities.get(row["profile_id"])
+                if identity is None:
+                    result.skipped += 1
+                    continue
+                try:
+                    event = birthday_event(row["profile_id"], row["birth_date"], row["tz"] or None, identity, now)
+                except ValueError:  # "1990-02-30": shaped like a date, but none
+                    log.warning("profile %s: birth_date %r is not a date", row["profile_id"], row["birth_date"])
+                    result.skipped += 1
+                    continue
+                messages.append(event_message(topic, event))
+            if messages:
+                await self.hub.bus.publish_many(messages)
+                self.hub.metrics.events_ingested.labels(SOURCE, "profile.birthday").inc(len(messages))
+                result.published += len(messages)
+        return result
+
+    async def run_if_due(self, *, interval: timedelta = SCAN_INTERVAL) -> BirthdayScan | None:
+        """Scan when the last finished scan is older than ``interval`` and no other process holds the claim."""
+        now = self.hub.clock()
+        claimed = await self.hub.store.fetchval(_CLAIM_SQL, BIRTHDAY_JOB, now, interval, CLAIM_LEASE)
+        if claimed is None:
+            return None
+        return await self.run(now)
+
+    async def run(self, now: datetime | None = None) -> BirthdayScan:
+        """Scan now and record the run as the last one (``cdp-hub triggers run-daily``)."""
+        now = now or self.hub.clock()
+        result = await self.scan(now)
+        summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(result).items()}
+        await self.hub.store.execute(
+            """INSERT INTO scheduler_runs AS r (job, last_run_at, last_result) VALUES ($1, $2, $3::text::jsonb)
+               ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_result = EXCLUDED.last_result""",
+            BIRTHDAY_JOB, now, json.dumps(summary))
+        log.info("birthday scan: %s", summary)
+        return result
+
+
+def birthday_event(profile_id: uuid.UUID, birth_date: str, timezone: str | None, identity: dict[str, str],
+                   now: datetime) -> Event:
+    """The ``profile.birthday`` of this year; it occurs at the customer's local midnight (deterministic)."""
+    today = local_today(now, timezone)
+    midnight = datetime.combine(today, time(0), tzinfo=zone(timezone)).astimezone(UTC)
+    born = date.fromisoformat(birth_date)
+    return Event.model_validate({
+        "type": "profile.birthday",
+        "source": SOURCE,
+        "source_record_id": f"birthday:{profile_id}:{today.year}",
+        "occurred_at": midnight,
+        "received_at": midnight,
+        "identities": [identity],
+        "properties": {"birth_date": born.isoformat(), "year": today.year, "age": today.year - born.year},
+        "profile_id": profile_id,
+    })

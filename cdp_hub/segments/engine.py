@@ -1,0 +1,317 @@
+"""Segment membership: batch recomputation in SQL, real-time checks of trait-only segments, and the
+``segment.entered`` / ``segment.exited`` events both emit.
+
+Batch (``cdp-hub segments recompute``), per segment, under an advisory lock::
+
+    pending run of this segment? ── yes ─────────────────────────────────────┐ (resume: same run id)
+        │ no                                                                 │
+    segment_runs += run (pending) ; diff SQL ─▶ segment_changes (one statement)
+        │                                                                    │
+        ▼◀───────────────────────────────────────────────────────────────────┘
+    publish segment.entered/exited to cdp.events (acks=all; event id = segment + run + profile + change)
+        ▼
+    one transaction: segment_members += entered, -= exited; run 'done'      ─▶ Redis set refreshed
+
+A crash before the transaction leaves the run pending: the next recompute publishes the same events again
+(same ids: the resolver stores an event id once and delivery dedupes its intents) and then applies it, so
+an entered/exited event is never lost and never counted twice.
+
+Real time (the triggers stage calls :meth:`SegmentEngine.on_profiles` for the profiles of each batch):
+trait-only segments are evaluated on the Golden Record as the resolver left it; changes become the same
+events (id from segment + profile + change + the profile's version), published with the batch, and the
+membership rows are written only once they are durable (``StageOutput.on_durable``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.ingest import event_message
+from cdp_hub.schema.events import Event
+from cdp_hub.segments.compiler import compile_segment
+from cdp_hub.segments.model import Segment, load_segments
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+    from cdp_hub.stage import StageOutput
+
+__all__ = ["SOURCE", "RecomputeResult", "SegmentEngine", "identity_of_profiles"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "cdp-hub.segments"
+PUBLISH_BATCH = 2000
+# The identity a segment event carries: the strongest one the profile has (the same order as ingest keys).
+IDENTITY_PRIORITY = ["crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card", "email", "phone",
+                     "device_id", "push_token", "anonymous_id"]
+
+_IDENTITIES_SQL = """
+SELECT DISTINCT ON (profile_id) profile_id, kind, value FROM identities
+ WHERE profile_id = ANY($1::uuid[])
+ ORDER BY profile_id, COALESCE(array_position($2::text[], kind), 1000), kind, value
+"""
+
+
+async def identity_of_profiles(hub: Hub, profile_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+    """One identity per profile (``{"kind": ..., "value": ...}``), for events the hub itself emits."""
+    rows = await hub.store.fetch(_IDENTITIES_SQL, list(profile_ids), IDENTITY_PRIORITY)
+    return {r["profile_id"]: {"kind": r["kind"], "value": r["value"]} for r in rows}
+
+
+@dataclass
+class RecomputeResult:
+    """What one recompute did: the run, who entered and left, the member count after it."""
+
+    segment_id: str
+    run_id: uuid.UUID
+    entered: int
+    exited: int
+    members: int
+    resumed: bool
+    skipped: int = 0  # changes whose profile has no identity to put on an event (membership still applied)
+
+
+def segment_event(segment_id: str, change: str, profile_id: uuid.UUID, identity: Mapping[str, str],
+                  occurred_at: datetime, record_id: str, *, reason: str) -> Event:
+    """A ``segment.entered``/``segment.exited`` event; its id derives from ``record_id`` (deterministic)."""
+    return Event.model_validate({
+        "type": f"segment.{change}",
+        "source": SOURCE,
+        "source_record_id": record_id,
+        "occurred_at": occurred_at,
+        "received_at": occurred_at,
+        "identities": [dict(identity)],
+        "properties": {"segment": segment_id, "reason": reason},
+        "profile_id": profile_id,
+    })
+
+
+class SegmentEngine:
+    """The segments of a deployment and the two ways their membership is kept."""
+
+    def __init__(self, hub: Hub, segments: Sequence[Segment] | None = None) -> None:
+        self.hub = hub
+        if segments is None:
+            extra = [hub.settings.segments_dir] if hub.settings.segments_dir else []
+            segments = load_segments(extra)
+        self.segments = {s.id: s for s in segments}
+        self.realtime = [s for s in segments if s.trait_only]
+
+    def segment(self, segment_id: str) -> Segment:
+        try:
+            return self.segments[segment_id]
+        except KeyError:
+            known = ", ".join(sorted(self.segments)) or "none"
+            raise ConfigurationError(
+                f"no segment {segment_id!r} (known: {known}); add a YAML file to segments_dir") from None
+
+    def cache_key(self, segment_id: str) -> str:
+        return self.hub.hotstate.key("segment", segment_id)
+
+    # -- batch ---------------------------------------------------------------------------------------------
+
+    async def recompute_all(self) -> list[RecomputeResult]:
+        return [await self.recompute(sid) for sid in sorted(self.segments)]
+
+    async def recompute(self, segment_id: str, *, as_of: datetime | None = None) -> RecomputeResult:
+        """Recompute one segment in SQL, emit entered/exited, then apply the membership (see module doc)."""
+        segment = self.segment(segment_id)
+        store = self.hub.store
+        async with store.pool.acquire() as lock_conn:
+            # One recompute per segment at a time, across processes (session lock on a dedicated connection).
+            await lock_conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"cdp-hub.segment:{segment_id}")
+            try:
+                return await self._recompute_locked(segment, as_of)
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"cdp-hub.segment:{segment_id}")
+
+    async def _recompute_locked(self, segment: Segment, as_of: datetime | None) -> RecomputeResult:
+        store = self.hub.store
+        pending = await store.fetchrow(
+            "SELECT run_id, as_of FROM segment_runs WHERE segment_id = $1 AND status = 'pending' "
+            "ORDER BY started_at DESC LIMIT 1", segment.id)
+        resumed = pending is not None
+        if pending is not None:
+            run_id, run_as_of = pending["run_id"], pending["as_of"]
+            log.info("segment %s: resuming run %s", segment.id, run_id)
+        else:
+            run_id, run_as_of = uuid.uuid4(), as_of or self.hub.clock()
+            compiled = compile_segment(segment, run_as_of)
+            diff_sql, params = compiled.diff_sql(run_id)
+            async with store.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    """INSERT INTO segments (segment_id, definition, updated_at) VALUES ($1, $2::text::jsonb, now())
+                       ON CONFLICT (segment_id) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()""",
+                    segment.id, segment.model_dump_json(exclude_none=True))
+                await conn.execute(
+                    "INSERT INTO segment_runs (segment_id, run_id, status, as_of) VALUES ($1, $2, 'pending', $3)",
+                    segment.id, run_id, run_as_of)
+                await conn.execute(diff_sql, *params)
+
+        skipped = await self._publish_run(segment.id, run_id, run_as_of)
+        async with store.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO segment_members (profile_id, segment_id, entered_at)
+                   SELECT profile_id, segment_id, $3 FROM segment_changes
+                    WHERE segment_id = $1 AND run_id = $2 AND change = 'entered'
+                   ON CONFLICT DO NOTHING""", segment.id, run_id, run_as_of)
+            await conn.execute(
+                """DELETE FROM segment_members sm USING segment_changes c
+                    WHERE c.segment_id = $1 AND c.run_id = $2 AND c.change = 'exited'
+                      AND sm.profile_id = c.profile_id AND sm.segment_id = c.segment_id""", segment.id, run_id)
+            counts = dict(await conn.fetch(
+                "SELECT change, count(*) FROM segment_changes WHERE segment_id = $1 AND run_id = $2 GROUP BY change",
+                segment.id, run_id))
+            await conn.execute(
+                """UPDATE segment_runs SET status = 'done', finished_at = now(), entered = $3, exited = $4
+                    WHERE segment_id = $1 AND run_id = $2""",
+                segment.id, run_id, counts.get("entered", 0), counts.get("exited", 0))
+            # The diff of the previous runs is history; the last one stays for `segments members --changes`.
+            await conn.execute("DELETE FROM segment_changes WHERE segment_id = $1 AND run_id <> $2", segment.id, run_id)
+            members = await conn.fetchval("SELECT count(*) FROM segment_members WHERE segment_id = $1", segment.id)
+        await self.refresh_cache(segment.id)
+        return RecomputeResult(segment.id, run_id, counts.get("entered", 0), counts.get("exited", 0),
+                               int(members), resumed, skipped)
+
+    async def _publish_run(self, segment_id: str, run_id: uuid.UUID, as_of: datetime) -> int:
+        """Publish the run's events in pages, each page durable before the next is read."""
+        store = self.hub.store
+        topic = self.hub.topics.events
+        skipped = 0
+        after = uuid.UUID(int=0)
+        while True:
+            rows = await store.fetch(
+                """SELECT profile_id, change FROM segment_changes
+                    WHERE segment_id = $1 AND run_id = $2 AND profile_id > $3
+                    ORDER BY profile_id LIMIT $4""", segment_id, run_id, after, PUBLISH_BATCH)
+            if not rows:
+                return skipped
+            after = rows[-1]["profile_id"]
+            identities = await identity_of_profiles(self.hub, [r["profile_id"] for r in rows])
+            messages: list[OutgoingMessage] = []
+            for row in rows:
+                pid, change = row["profile_id"], row["change"]
+                identity = identities.get(pid)
+                if identity is None:
+                    skipped += 1  # a profile without identities cannot be messaged; membership still applies
+                    continue
+                event = segment_event(segment_id, change, pid, identity, as_of,
+                                      f"{segment_id}:{run_id}:{pid}:{change}", reason="recompute")
+                messages.append(event_message(topic, event))
+            if messages:
+                await self.hub.bus.publish_many(messages)
+                for change in ("entered", "exited"):
+                    n = sum(1 for r in rows if r["change"] == change and r["profile_id"] in identities)
+                    if n:
+                        self.hub.metrics.events_ingested.labels(SOURCE, f"segment.{change}").inc(n)
+
+    async def refresh_cache(self, segment_id: str) -> int:
+        """Rebuild the Redis set of a segment from ``segment_members`` (swapped in atomically by RENAME)."""
+        redis = self.hub.hotstate.redis
+        key = self.cache_key(segment_id)
+        tmp = f"{key}:building:{uuid.uuid4().hex}"
+        count = 0
+        async with self.hub.store.pool.acquire() as conn, conn.transaction():
+            cursor = conn.cursor("SELECT profile_id::text FROM segment_members WHERE segment_id = $1", segment_id)
+            chunk: list[str] = []
+            async for row in cursor:
+                chunk.append(row[0])
+                if len(chunk) >= 5000:
+                    await redis.sadd(tmp, *chunk)
+                    count += len(chunk)
+                    chunk = []
+            if chunk:
+                await redis.sadd(tmp, *chunk)
+                count += len(chunk)
+        if count:
+            await redis.rename(tmp, key)
+        else:
+            await redis.delete(key)
+        return count
+
+    async def is_member(self, segment_id: str, profile_id: uuid.UUID | str) -> bool:
+        """Membership from the Redis cache (PostgreSQL's ``segment_members`` is the system of record)."""
+        return await self.hub.hotstate.is_member(f"segment:{segment_id}", str(profile_id))
+
+    async def members(self, segment_id: str, *, limit: int = 100) -> list[uuid.UUID]:
+        rows = await self.hub.store.fetch(
+            "SELECT profile_id FROM segment_members WHERE segment_id = $1 ORDER BY entered_at, profile_id LIMIT $2",
+            segment_id, limit)
+        return [r["profile_id"] for r in rows]
+
+    # -- real time -----------------------------------------------------------------------------------------
+
+    async def on_profiles(self, profile_ids: Iterable[uuid.UUID], out: StageOutput) -> dict[uuid.UUID, set[str]]:
+        """Re-evaluate the trait-only segments for ``profile_ids``; append entered/exited events to ``out``.
+
+        Returns every segment each profile is in as of this batch (batch-computed memberships from
+        ``segment_members`` plus this batch's real-time changes), for scenario conditions on
+        ``profile.segments``. Membership rows change only once ``out`` is durable.
+        """
+        ids = list(dict.fromkeys(profile_ids))
+        if not ids:
+            return {}
+        current: dict[uuid.UUID, set[str]] = {pid: set() for pid in ids}
+        for row in await self.hub.store.fetch(
+                "SELECT profile_id, segment_id FROM segment_members WHERE profile_id = ANY($1::uuid[])", ids):
+            current[row["profile_id"]].add(row["segment_id"])
+        if not self.realtime:
+            return current
+        rows = await self.hub.store.fetch(
+            "SELECT profile_id, golden, version, updated_at, merged_into FROM profiles WHERE profile_id = ANY($1::uuid[])",
+            ids)
+        changes: list[tuple[uuid.UUID, str, str, int, datetime]] = []
+        for row in rows:
+            pid = row["profile_id"]
+            golden: dict[str, Any] = row["golden"] or {}
+            for segment in self.realtime:
+                inside = row["merged_into"] is None and segment.evaluate(golden, (), self.hub.clock())
+                was = segment.id in current[pid]
+                if inside != was:
+                    changes.append((pid, segment.id, "entered" if inside else "exited", row["version"],
+                                    row["updated_at"]))
+                    (current[pid].add if inside else current[pid].discard)(segment.id)
+        if not changes:
+            return current
+        identities = await identity_of_profiles(self.hub, list({c[0] for c in changes}))
+        topic = self.hub.topics.events
+        for pid, sid, change, version, updated_at in changes:
+            identity = identities.get(pid)
+            if identity is None:
+                continue
+            # The profile's version names the Golden Record this decision was made on: a replayed batch
+            # decides the same and emits the same event id.
+            event = segment_event(sid, change, pid, identity, updated_at, f"{sid}:{pid}:{change}:v{version}",
+                                  reason="realtime")
+            out.messages.append(event_message(topic, event))
+
+        async def apply() -> None:
+            entered = [(c[0], c[1]) for c in changes if c[2] == "entered"]
+            exited = [(c[0], c[1]) for c in changes if c[2] == "exited"]
+            async with self.hub.store.pool.acquire() as conn, conn.transaction():
+                if entered:
+                    await conn.execute(
+                        """INSERT INTO segment_members (profile_id, segment_id, entered_at)
+                           SELECT p, s, $3 FROM unnest($1::uuid[], $2::text[]) AS x(p, s) ON CONFLICT DO NOTHING""",
+                        [e[0] for e in entered], [e[1] for e in entered], self.hub.clock())
+                if exited:
+                    await conn.execute(
+                        """DELETE FROM segment_members sm USING unnest($1::uuid[], $2::text[]) AS x(p, s)
+                            WHERE sm.profile_id = x.p AND sm.segment_id = x.s""",
+                        [e[0] for e in exited], [e[1] for e in exited])
+            pipe = self.hub.hotstate.redis.pipeline(transaction=False)
+            for pid, sid in entered:
+                pipe.sadd(self.cache_key(sid), str(pid))
+            for pid, sid in exited:
+                pipe.srem(self.cache_key(sid), str(pid))
+            await pipe.execute()
+
+        out.on_durable.append(apply)
+        return current
