@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 from pathlib import Path
 
@@ -180,18 +181,40 @@ def test_large_blocks_fall_back_to_a_window() -> None:
     assert small.candidate_pairs == 60 * 59 // 2
 
 
+def _people(count: int, seed: int) -> list[PersonRecord]:
+    """``count`` made-up people and a copy of each with one typo in the surname."""
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ner", "sta", "vo", "ri", "den", "ash", "tu", "bel", "gor", "zan", "pe"]
+    out = []
+    for k in range(count):
+        given = "".join(rng.choice(syllables) for _ in range(2)).title()
+        surname = "".join(rng.choice(syllables) for _ in range(3)).title()
+        born = f"{rng.randint(1940, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        city = rng.choice(["Tver", "Omsk", "Perm", "Kazan", "Samara"])
+        typo = rng.randrange(1, len(surname))
+        out.append(PersonRecord(f"p{k}", given, surname, birth_date=born, city=city))
+        out.append(PersonRecord(f"p{k}-dup", given, surname[:typo] + surname[typo + 1 :], birth_date=born, city=city))
+    return out
+
+
 def test_estimation_kicks_in_with_enough_records() -> None:
-    records = [
-        PersonRecord(f"r{i}", f"given{i % 97}", f"surname{i}", birth_date=f"19{50 + i % 50}-0{1 + i % 9}-1{i % 10}")
-        for i in range(300)
-    ]
-    config = default_config(min_records_for_estimation=200, u_sample_pairs=5000)
+    records = _people(150, seed=7)
+    config = default_config(min_records_for_estimation=200)
     run = match(records, config)
     assert run.parameters.u_source == "random pairs"
-    assert run.parameters.m_source == "em"
+    assert run.parameters.m_source == "em", run.parameters.m_source
+    found = {(p.a, p.b) for p in run.pairs}
+    assert {(f"p{k}", f"p{k}-dup") for k in range(150)} <= found
     small = match(records[:50], config)
     assert (small.parameters.u_source, small.parameters.m_source) == ("config", "config")
     assert small.parameters.m["surname"] == config.comparisons[1].m
+
+
+def test_em_estimate_is_rejected_when_there_are_no_duplicates() -> None:
+    records = [r for r in _people(300, seed=8) if not r.id.endswith("-dup")]
+    run = match(records, default_config(min_records_for_estimation=200))
+    assert run.parameters.m_source.startswith("config (EM rejected")
+    assert run.parameters.prior == default_config().prior
 
 
 def test_record_ids_must_be_unique() -> None:

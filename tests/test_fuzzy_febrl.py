@@ -65,3 +65,25 @@ def test_febrl3_without_the_national_id(febrl3: Febrl) -> None:
     tp = len(found & truth)
     assert tp / len(found) >= 0.99
     assert tp / len(truth) >= 0.97  # the exact given name + surname + birth date rule finds 0.29
+
+
+def test_no_duplicates_at_all_gives_no_pairs(febrl3: Febrl) -> None:
+    """FEBRL3's 2,000 originals only. EM has no match class to find and splits the candidates along other
+    structure; that estimate is rejected and the configured m and prior are used instead."""
+    originals = [r for r in febrl3[0] if r.id.endswith("-org")]
+    run = match(originals, default_config())
+    assert run.parameters.m_source.startswith("config (EM rejected")
+    assert run.pairs == []
+
+
+def test_few_duplicates_are_found_with_em(febrl3: Febrl) -> None:
+    records, truth = febrl3
+    originals = [r for r in records if r.id.endswith("-org")]
+    dups = [r for r in records if not r.id.endswith("-org")][:40]
+    ids = {r.id for r in originals + dups}
+    expected = {p for p in truth if p[0] in ids and p[1] in ids}
+    run = match(originals + dups, default_config())
+    assert run.parameters.m_source == "em" and run.parameters.prior < 0.05
+    found = {(p.a, p.b) for p in run.pairs}
+    assert len(found & expected) >= 0.95 * len(expected)
+    assert len(found - expected) <= 1

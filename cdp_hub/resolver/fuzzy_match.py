@@ -13,6 +13,7 @@ Pure Python plus rapidfuzz (C++ string metrics); no pandas, no numpy.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 import re
@@ -37,6 +38,8 @@ from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex
 
 __all__ = ["MatchRun", "ModelParameters", "cluster", "find_matches", "match"]
 
+log = logging.getLogger(__name__)
+
 MISSING = -1
 _NAME_FIELDS = ("given_name", "surname", "middle_name")
 _COMPACT_FIELDS = ("street_number", "postcode", "national_id")
@@ -55,7 +58,7 @@ class ModelParameters:
     m: dict[str, list[float]]
     u: dict[str, list[float]]
     prior: float
-    m_source: str  # "config" or "em"
+    m_source: str  # "em", "config", or "config (EM rejected: why)"
     u_source: str  # "config" or "random pairs"
     em_iterations: int = 0
 
@@ -296,19 +299,22 @@ class _Comparer:
             gi = next(i for i in names if self.comparisons[i].field == "given_name")
             si = next(i for i in names if self.comparisons[i].field == "surname")
             self.gi, self.si = gi, si
+        # A field present in fewer than two records never compares: leave it out of the loop.
+        self.active = [
+            (f, self.funcs[f], col, self.skel[f])
+            for f, col in enumerate(self.columns)
+            if sum(1 for v in col if v is not None) >= 2
+        ]
+        self.width = len(self.comparisons)
 
     def vector(self, i: int, j: int) -> tuple[tuple[int, ...], list[float | None], bool]:
-        levels: list[int] = []
-        sims: list[float | None] = []
-        for f, col, skel in zip(self.funcs, self.columns, self.skel, strict=True):
+        levels: list[int] = [MISSING] * self.width
+        sims: list[float | None] = [None] * self.width
+        for f, func, col, skel in self.active:
             a, b = col[i], col[j]
             if a is None or b is None:
-                levels.append(MISSING)
-                sims.append(None)
                 continue
-            lvl, sim = f(a, b, skel[i] if skel else None, skel[j] if skel else None)
-            levels.append(lvl)
-            sims.append(sim)
+            levels[f], sims[f] = func(a, b, skel[i] if skel else None, skel[j] if skel else None)
         swapped = False
         if self.swap and levels[self.gi] != 0 and levels[self.si] != 0:
             swapped = self._try_swap(i, j, levels, sims)
@@ -404,6 +410,20 @@ def _em(
 # -- public API --------------------------------------------------------------------------------------
 
 
+# A match agrees on these more often than not, whatever the data; EM estimates that deny it are wrong.
+_CORE_FIELDS = ("given_name", "surname", "birth_date")
+
+
+def _em_problem(m: dict[str, list[float]], prior: float, config: MatcherConfig) -> str | None:
+    """Why an EM estimate is implausible, or ``None`` when it is fine."""
+    if prior > config.em_max_prior:
+        return f"{prior:.0%} of candidate pairs in the match class, more than em_max_prior {config.em_max_prior:g}"
+    for c in config.comparisons:
+        if c.field in _CORE_FIELDS and m[c.field][0] <= m[c.field][-1]:
+            return f"matches would disagree on {c.field} more often than agree"
+    return None
+
+
 def _parameters(
     comparer: _Comparer, patterns: Counter[tuple[int, ...]], n: int, config: MatcherConfig
 ) -> ModelParameters:
@@ -425,8 +445,15 @@ def _parameters(
     }
     prior, m_source, iterations = config.prior, "config", 0
     if config.estimate_m and (enough or any(c.m is None for c in comps)) and patterns:
-        m, prior, iterations = _em(patterns, config, m, u, prior)
-        m_source = "em"
+        em_m, em_prior, iterations = _em(patterns, config, m, u, prior)
+        problem = _em_problem(em_m, em_prior, config)
+        if problem is None:
+            m, prior, m_source = em_m, em_prior, "em"
+        else:
+            # Typical when the candidates hold (almost) no duplicates: EM then splits them along some
+            # other structure. The configured m and prior are the safe answer.
+            log.warning("fuzzy matching: EM estimate rejected (%s); using the configured m and prior", problem)
+            m_source = f"config (EM rejected: {problem})"
     return ModelParameters(m=m, u=u, prior=prior, m_source=m_source, u_source=u_source, em_iterations=iterations)
 
 

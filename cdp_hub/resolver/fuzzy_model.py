@@ -212,8 +212,12 @@ class MatcherConfig(BaseModel):
     estimate_u: bool = Field(True, description="estimate u from random pairs when there are enough records")
     estimate_m: bool = Field(True, description="estimate m and prior by EM when there are enough records")
     min_records_for_estimation: int = Field(1000, ge=10)
-    u_sample_pairs: int = Field(100_000, ge=1000)
+    u_sample_pairs: int = Field(50_000, ge=1000)
     em_iterations: int = Field(25, ge=1, le=1000)
+    em_max_prior: float = Field(
+        0.5, gt=0.0, lt=1.0,
+        description="an EM estimate calling more candidate pairs matches than this is rejected (configured m used)",
+    )
     seed: int = 20261126
     suggest_threshold: float = Field(0.9, ge=0.0, le=1.0)
     auto_merge_threshold: float = Field(0.9999, ge=0.0, le=1.0)
