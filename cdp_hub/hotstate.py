@@ -5,17 +5,17 @@ Nothing here is the system of record: PostgreSQL is. Losing Redis loses counters
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.lifecycle import AsyncLifecycle
 
 __all__ = ["HotState"]
 
 
-class HotState:
+class HotState(AsyncLifecycle):
     """A small interface over redis.asyncio. ``url`` is ``redis://...`` or ``fakeredis://``."""
 
     def __init__(self, url: str = "fakeredis://", *, prefix: str = "cdp:") -> None:
@@ -87,12 +87,3 @@ class HotState:
 
     async def is_member(self, key: str, member: str) -> bool:
         return bool(await self.redis.sismember(self.key(key), member))
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
+
+from cdp_hub.lifecycle import AsyncLifecycle
 
 __all__ = [
     "TOPICS",
@@ -84,7 +84,7 @@ class OutgoingMessage:
     headers: tuple[tuple[str, bytes], ...] = field(default=())
 
 
-class Consumer(abc.ABC):
+class Consumer(AsyncLifecycle, abc.ABC):
     """A member of a consumer group. Offsets are committed explicitly, never automatically."""
 
     @abc.abstractmethod
@@ -107,17 +107,8 @@ class Consumer(abc.ABC):
     async def lag(self) -> dict[TopicPartition, int]:
         """End offset minus committed offset, per assigned partition."""
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-
-class Bus(abc.ABC):
+class Bus(AsyncLifecycle, abc.ABC):
     """Producer side plus a factory for consumers."""
 
     backend: str = "abstract"
@@ -154,12 +145,3 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
         """Every record currently in ``topic`` from the beginning, outside any group (for browsing)."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

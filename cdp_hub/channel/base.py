@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.lifecycle import AsyncLifecycle
 
 __all__ = ["Channel", "ChannelConfig", "ChannelKind", "ChannelLimits", "OutboundMessage", "Receipt", "ReceiptStatus"]
 
@@ -81,7 +81,7 @@ class Receipt(BaseModel):
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
-class Channel:
+class Channel(AsyncLifecycle):
     """Base class for channel plugins. Override :meth:`send`; override :meth:`parse_callback` when the
     provider reports back."""
 
@@ -133,12 +133,3 @@ class Channel:
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
         """Turn a provider's callback (delivery report, open, click) into receipts."""
         return []
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

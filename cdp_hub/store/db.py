@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import asyncpg
 
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.lifecycle import AsyncLifecycle
 from cdp_hub.store.migrations import Dialect, Migration, apply_migrations
 
 __all__ = ["Store", "embedded_dsn", "open_store"]
@@ -36,7 +36,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-class Store:
+class Store(AsyncLifecycle):
     """The database. ``start()`` opens the pool, ``stop()`` closes it; ``migrate()`` applies migrations."""
 
     def __init__(self, dsn: str, *, dialect: Dialect = "postgres", pool_size: int = 10,
@@ -94,15 +94,6 @@ class Store:
     async def execute(self, sql: str, *args: Any) -> str:
         status: str = await self.pool.execute(sql, *args)
         return status
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 async def open_store(dsn: str, *, dialect: Dialect = "postgres", migrate: bool = True, **kw: Any) -> Store:
