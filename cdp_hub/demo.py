@@ -55,6 +55,8 @@ async def run_demo(*, customers: int = 1000, seed: int = 7, data_dir: Path | Non
     started = time.perf_counter()
     temporary = data_dir is None
     root = data_dir or Path(tempfile.mkdtemp(prefix="cdp-hub-demo-"))
+    if temporary:
+        root.chmod(0o755)  # as root, the embedded PostgreSQL runs as its own user and must reach it
     hub = Hub(demo_settings(root), metrics=Metrics())
     pinned = _noon_moscow()
     offset = pinned - datetime.now(UTC)

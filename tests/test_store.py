@@ -47,15 +47,24 @@ async def test_fresh_database_migrates_from_zero(pg_server: str) -> None:
         await admin.close()
 
 
-def test_embedded_postgres_works(tmp_path: Path) -> None:
+def test_embedded_postgres_works() -> None:
     import asyncio
+    import shutil
+    import tempfile
+
+    # As root, pgserver runs PostgreSQL as its own user, which must be able to reach the folder.
+    folder = Path(tempfile.mkdtemp(prefix="cdp-hub-embedded-"))
+    folder.chmod(0o755)
 
     async def go() -> int:
-        async with Store("embedded", data_dir=tmp_path) as store:
+        async with Store("embedded", data_dir=folder) as store:
             await store.migrate()
             return int(await store.fetchval("SELECT count(*) FROM schema_migrations"))
 
-    assert asyncio.run(go()) == len(load_migrations())
+    try:
+        assert asyncio.run(go()) == len(load_migrations())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*?)\n\)\s*(.*?);", re.S)
