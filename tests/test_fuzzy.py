@@ -293,3 +293,18 @@ def test_term_frequency_makes_a_rare_name_stronger_evidence_than_a_common_one() 
 
     common, rare = surname_weight(tf, "i-twin", "i1"), surname_weight(tf, "z1", "z2")
     assert common < surname_weight(plain, "i-twin", "i1") == surname_weight(plain, "z1", "z2") < rare
+
+
+def test_unreadable_values_are_counted_and_compared_as_missing() -> None:
+    records = [
+        PersonRecord("a", "Inna", "Orlova", birth_date="31st of May", gender="female"),
+        PersonRecord("b", "Inna", "Orlova", birth_date="1983-05-31", gender="female"),
+        PersonRecord("c", "---", "Orlova", birth_date="1983-05-31"),
+    ]
+    # Blocking on a field no comparison uses works too.
+    config = default_config(blocking=[{"keys": ["gender"]}, {"keys": ["birth_date"]}])
+    run = match(records, config, threshold=0.0)
+    assert run.unreadable == {"birth_date": 1, "given_name": 1}
+    assert run.candidate_pairs == 2
+    ab = next(p for p in run.pairs if (p.a, p.b) == ("a", "b"))
+    assert "birth_date" not in ab.evidence  # missing: no evidence either way

@@ -81,6 +81,8 @@ def _summary(result: SuggestResult, merged: int | None) -> dict[str, Any]:
         "matcher": result.matcher,
         "seconds": round(result.seconds, 3),
     }
+    if result.run is not None and result.run.unreadable:
+        out["unreadable"] = result.run.unreadable  # e.g. birth dates in no known notation: compared as missing
     if merged is not None:
         out["merged"] = merged
     return out
@@ -102,6 +104,9 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
           f"suggestions ({result.inserted} new, {result.updated} updated, {result.stale} stale), "
           f"{len(result.auto)} at or above auto_merge_threshold {config.auto_merge_threshold:g}"
           f" in {result.seconds:.2f}s")
+    if result.run is not None and result.run.unreadable:
+        print("values that could not be read (compared as missing): "
+              + ", ".join(f"{k}={v}" for k, v in sorted(result.run.unreadable.items())), file=sys.stderr)
     for pair in (result.run.pairs[:10] if result.run else []):
         print(f"  {pair.score:.4f}  {pair.a}  {pair.b}")
     if merged is not None:

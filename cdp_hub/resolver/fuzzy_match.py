@@ -27,12 +27,12 @@ from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
 
 from cdp_hub.resolver.fuzzy_model import (
-    _KEY_RE,
     Comparison,
     FieldEvidence,
     MatcherConfig,
     PersonRecord,
     ScoredPair,
+    parse_blocking_key,
 )
 from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex
 
@@ -73,6 +73,7 @@ class MatchRun:
     pairs_per_pass: list[int]
     parameters: ModelParameters
     seconds: dict[str, float] = field(default_factory=dict)
+    unreadable: dict[str, int] = field(default_factory=dict)  # field -> values given but not usable
 
 
 # -- preparation -------------------------------------------------------------------------------------
@@ -121,27 +122,34 @@ class _Prepared:
     ids: list[str]
     values: dict[str, list[str | None]]
     skeletons: dict[str, list[str | None]]
+    unreadable: dict[str, int]
 
 
-def _prepare(records: Sequence[PersonRecord], fields: Iterable[str]) -> _Prepared:
-    wanted = set(fields) | {"given_name", "surname"}
+def _prepare(records: Sequence[PersonRecord], config: MatcherConfig) -> _Prepared:
+    """Fold every field a comparison or a blocking key uses; count values that could not be read."""
+    wanted = {c.field for c in config.comparisons} | {"given_name", "surname"}
+    wanted |= {parse_blocking_key(k)[1] for bp in config.blocking for k in bp.keys} - {"names"}
     values: dict[str, list[str | None]] = {}
     skeletons: dict[str, list[str | None]] = {}
-    for name in wanted:
-        col = [_prepare_value(name, getattr(r, name)) for r in records]
+    unreadable: dict[str, int] = {}
+    for name in sorted(wanted):
+        raw = [getattr(r, name) for r in records]
+        col = [_prepare_value(name, v) for v in raw]
         values[name] = col
+        # A value given but unusable (a birth date "31.02.85x", a name of punctuation) counts as missing.
+        bad = sum(1 for v, c in zip(raw, col, strict=True) if c is None and v is not None and str(v).strip())
+        if bad:
+            unreadable[name] = bad
         if name in _NAME_FIELDS:
             skeletons[name] = [name_skeleton(v) if v else None for v in col]
-    return _Prepared([r.id for r in records], values, skeletons)
+    return _Prepared([r.id for r in records], values, skeletons, unreadable)
 
 
 # -- blocking ----------------------------------------------------------------------------------------
 
 
 def _key_column(prep: _Prepared, key: str) -> list[str | None]:
-    m = _KEY_RE.match(key)
-    assert m is not None  # validated by BlockingPass
-    fn, arg = (m["fn"], m["arg"]) if m["fn"] else ("exact", m["bare"])
+    fn, arg = parse_blocking_key(key)
     if arg == "names":
         given, sur = prep.skeletons["given_name"], prep.skeletons["surname"]
         tokens_col: list[list[str]] = [
@@ -466,7 +474,7 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     if len(set(ids)) != len(ids):
         dupes = sorted(k for k, v in Counter(ids).items() if v > 1)[:5]
         raise ValueError(f"record ids must be unique; repeated: {dupes}")
-    prep = _prepare(records, (c.field for c in config.comparisons))
+    prep = _prepare(records, config)
     n = len(ids)
     t_prep = time.perf_counter()
     candidates, per_pass = _block(prep, config)
@@ -492,6 +500,7 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     t_score = time.perf_counter()
     return MatchRun(
         pairs=pairs, records=n, candidate_pairs=len(candidates), pairs_per_pass=per_pass, parameters=params,
+        unreadable=prep.unreadable,
         seconds={"prepare": t_prep - t0, "block": t_block - t_prep, "compare": t_compare - t_block,
                  "estimate": t_estimate - t_compare, "score": t_score - t_estimate, "total": t_score - t0},
     )

@@ -30,6 +30,7 @@ __all__ = [
     "ScoredPair",
     "default_config",
     "load_matcher_config",
+    "parse_blocking_key",
 ]
 
 PERSON_FIELDS: tuple[str, ...] = (
@@ -109,6 +110,14 @@ class ScoredPair:
         return out
 
 
+def parse_blocking_key(key: str) -> tuple[str, str]:
+    """``"soundex(surname)"`` -> ``("soundex", "surname")``; ``"postcode"`` -> ``("exact", "postcode")``."""
+    m = _KEY_RE.match(key)
+    if m is None:
+        raise ValueError(f"blocking key {key!r} must be 'field' or 'function(field)'")
+    return (m["fn"], m["arg"]) if m["fn"] else ("exact", m["bare"])
+
+
 class BlockingPass(BaseModel):
     """One blocking pass: records whose keys are all equal (``exact``), or that sort next to each other by
     the joined key (``sorted_neighbourhood``, within ``window``), become candidate pairs.
@@ -131,10 +140,7 @@ class BlockingPass(BaseModel):
     @classmethod
     def _check_keys(cls, keys: list[str]) -> list[str]:
         for key in keys:
-            m = _KEY_RE.match(key)
-            if m is None:
-                raise ValueError(f"blocking key {key!r} must be 'field' or 'function(field)'")
-            fn, arg = (m["fn"], m["arg"]) if m["fn"] else ("exact", m["bare"])
+            fn, arg = parse_blocking_key(key)
             if fn not in BLOCKING_FUNCTIONS:
                 raise ValueError(f"blocking key {key!r}: unknown function {fn!r}; use one of {BLOCKING_FUNCTIONS}")
             if arg not in BLOCKING_FIELDS:
