@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import hub_settings
 
 from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
+from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
 from cdp_hub.resolver import IdentityRules, find_profile, load_profile
@@ -29,7 +29,8 @@ _offsets = itertools.count()
 @pytest.fixture
 async def hub(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[Hub]:
     """A started hub on an in-process bus and the real PostgreSQL and Redis (the resolver needs no broker)."""
-    h = Hub(hub_settings(tmp_path, pg_dsn=pg_dsn, redis_url=redis_url), bus=MemoryBus(), metrics=Metrics())
+    settings = Settings(postgres_dsn=pg_dsn, redis_url=redis_url, data_dir=tmp_path / "data")
+    h = Hub(settings, bus=MemoryBus(), metrics=Metrics())
     await h.start()
     yield h
     await h.stop()

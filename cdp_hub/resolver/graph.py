@@ -36,14 +36,24 @@ __all__ = [
     "RESOLVER_NAMESPACE",
     "BatchResult",
     "Conflict",
+    "GraphFragment",
     "IdentityGraph",
     "Merge",
     "ResolutionError",
+    "add_observations",
+    "canonical_json",
     "identity_lock_key",
+    "insert_merges",
+    "merge_id",
+    "move_profiles",
+    "refresh_golden",
+    "upsert_observations",
+    "usable_keys",
 ]
 
 RESOLVER_NAMESPACE = uuid.UUID("3d0b8a7e-5a57-5f21-b6a4-8e2c1c0f9d42")
 _MAX_ATTEMPTS = 10
+_SPLIT = "#split"
 
 Key = tuple[str, str]
 
@@ -123,8 +133,9 @@ class _Profile:
     merged_into: uuid.UUID | None = None
 
 
-class _Fragment:
-    """The part of the graph a batch touches, replayed event by event in memory."""
+class GraphFragment:
+    """The part of the graph a batch touches, replayed event by event in memory (also used on its own, from
+    an empty graph, by the dry run)."""
 
     def __init__(self, rules: IdentityRules, now: datetime) -> None:
         self.rules = rules
@@ -133,6 +144,8 @@ class _Fragment:
         self.owner: dict[Key, uuid.UUID] = {}
         self.profiles: dict[uuid.UUID, _Profile] = {}
         self.limited: dict[uuid.UUID, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self.splits: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+        self.absorbed: dict[uuid.UUID, set[uuid.UUID]] = {}  # live profile -> profiles merged into it
         self.new_identities: list[tuple[Key, str, datetime]] = []  # key, source, first seen
         self.seen_keys: dict[Key, datetime] = {}
         self.result = BatchResult()
@@ -152,7 +165,13 @@ class _Fragment:
         return pid
 
     def _fits(self, group: list[uuid.UUID], extra: uuid.UUID) -> str | None:
-        """None when ``extra`` may join ``group`` under the per-kind limits, else the offending kind."""
+        """None when ``extra`` may join ``group`` under the rules, else the rule's name for the refusal."""
+        if self.splits:
+            members = set(group).union(*(self.absorbed.get(g, set()) for g in group))
+            joining = {extra} | self.absorbed.get(extra, set())
+            if any(self.splits.get(p, set()) & joining for p in members) or \
+                    any(self.splits.get(p, set()) & members for p in joining):
+                return _SPLIT
         for kind, limit in self.limits.items():
             values: set[str] = set()
             for pid in [*group, extra]:
@@ -205,10 +224,14 @@ class _Fragment:
                 group.append(pid)
                 continue
             key = via[pid]
+            if kind == _SPLIT:
+                rule, detail = "unmerged", "an operator split these profiles; they are not merged automatically"
+            else:
+                rule = "max_per_profile"
+                detail = f"merging would give one profile more than {self.limits[kind]} {kind} value(s)"
             self.result.conflicts.append(Conflict(
-                "max_per_profile", sorted([group[0], pid]), event.event_id,
-                f"merging would give one profile more than {self.limits[kind]} {kind} value(s)",
-                kind=key[0] if key else kind, value=key[1] if key else None,
+                rule, sorted([group[0], pid]), event.event_id, detail,
+                kind=key[0] if key else None, value=key[1] if key else None,
             ))
         if len(group) == 1:
             return group[0]
@@ -216,6 +239,7 @@ class _Fragment:
         losers = [p for p in group if p != survivor]
         for loser in losers:
             self.profiles[loser].merged_into = survivor
+            self.absorbed.setdefault(survivor, set()).update({loser}, self.absorbed.pop(loser, set()))
             for kind, values in self.limited.get(loser, {}).items():
                 self.limited[survivor][kind] |= values
         linking = [k for p in group if (k := via[p]) is not None]
@@ -246,7 +270,21 @@ class _Fragment:
             self.new_identities.append((key, item.event.source, item.event.occurred_at))
 
 
-def _json(value: Any) -> str:
+def usable_keys(event: Event, rules: IdentityRules, blocked: frozenset[Key]) -> list[Key]:
+    """``event``'s identities that may link profiles under ``rules`` (not blocked, linking kinds), strongest
+    kind first."""
+    keys = []
+    for ident in event.identities:
+        key = (ident.kind, ident.value)
+        if key in blocked or not rules.kind_rule(ident.kind).links:
+            continue
+        keys.append(key)
+    keys.sort(key=lambda k: -rules.priority(k[0]))
+    return keys
+
+
+def canonical_json(value: Any) -> str:
+    """Compact JSON with sorted keys: equal values give equal text (trait values are compared by it)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -260,25 +298,21 @@ class IdentityGraph:
 
     def usable_keys(self, event: Event) -> list[Key]:
         """The event's identities that may link profiles, strongest kind first."""
-        keys = []
-        for ident in event.identities:
-            key = (ident.kind, ident.value)
-            if key in self._blocked or not self.rules.kind_rule(ident.kind).links:
-                continue
-            keys.append(key)
-        keys.sort(key=lambda k: -self.rules.priority(k[0]))
-        return keys
+        return usable_keys(event, self.rules, self._blocked)
 
-    async def resolve(self, events: Sequence[Event]) -> BatchResult:
+    async def resolve(self, events: Sequence[Event], keys: Sequence[list[Key]] | None = None) -> BatchResult:
         """Resolve ``events`` (already parsed) in one transaction; retried on a concurrent merge.
 
-        Events without any usable identity and without a known ``profile_id`` must be filtered out by the
-        caller (:meth:`usable_keys`); they are skipped here.
+        ``keys`` are the events' :meth:`usable_keys` when the caller computed them already. Events without
+        any usable identity and without a known ``profile_id`` are left out of the result (the stage sends
+        them to the dead-letter queue).
         """
-        unique: dict[uuid.UUID, Event] = {}
-        for e in events:  # a redelivery inside one batch is the same event: resolve it once
-            unique.setdefault(e.event_id, e)
-        items = [BatchItem(e, self.usable_keys(e), e.profile_id) for e in unique.values()]
+        unique: dict[uuid.UUID, BatchItem] = {}
+        for i, e in enumerate(events):  # a redelivery inside one batch is the same event: resolve it once
+            if e.event_id not in unique:
+                unique[e.event_id] = BatchItem(e, list(keys[i]) if keys is not None else self.usable_keys(e),
+                                               e.profile_id)
+        items = list(unique.values())
         last: Exception | None = None
         async with self.pool.acquire() as conn:
             for attempt in range(1, _MAX_ATTEMPTS + 1):
@@ -302,11 +336,13 @@ class IdentityGraph:
         values = [v for _, v in all_keys]
         rows = await conn.fetch(sql.LOOKUP, kinds, values, explicit)
         owner: dict[Key, uuid.UUID] = {}
+        last_seen: dict[Key, datetime] = {}
         blocked: set[Key] = set()
         explicit_to: dict[uuid.UUID, uuid.UUID] = {}
         for row in rows:
             if row["src"] == "i":
                 owner[(row["kind"], row["value"])] = row["profile_id"]
+                last_seen[(row["kind"], row["value"])] = row["last_seen"]
             elif row["src"] == "b":
                 blocked.add((row["kind"], row["value"]))
             else:
@@ -314,7 +350,7 @@ class IdentityGraph:
         pids = sorted(set(owner.values()) | set(explicit_to.values()), key=lambda p: p.bytes)
 
         now = datetime.now(UTC)
-        frag = _Fragment(self.rules, now)
+        frag = GraphFragment(self.rules, now)
         if pids:
             locked = await conn.fetch(sql.LOCK_PROFILES, pids)
             for row in locked:
@@ -324,9 +360,10 @@ class IdentityGraph:
                     row["profile_id"], row["created_at"], row["created_by_event"])
             if len(locked) != len(pids):
                 raise _ConcurrentChange("a profile disappeared")
-            limits = self.rules.limited_kinds()
-            if limits:
-                for row in await conn.fetch(sql.LIMITED_IDENTITIES, pids, list(limits)):
+            for row in await conn.fetch(sql.PROFILE_CONSTRAINTS, pids, list(self.rules.limited_kinds())):
+                if row["kind"] is None:
+                    frag.splits[row["profile_id"]].add(uuid.UUID(row["value"]))
+                else:
                     frag.limited[row["profile_id"]][row["kind"]].add(row["value"])
         frag.owner = {k: p for k, p in owner.items() if k not in blocked}
 
@@ -337,10 +374,27 @@ class IdentityGraph:
             if not it.keys and it.explicit is None:
                 continue
             frag.apply(it)
-        await self._write(conn, frag, items)
+        await self._write(conn, frag, items, last_seen)
         return frag.result
 
-    async def _write(self, conn: asyncpg.Connection, frag: _Fragment, items: list[BatchItem]) -> None:
+    async def _block_spread_values(self, conn: asyncpg.Connection, conflicts: list[Conflict]) -> None:
+        """Block values the rules refused on more than ``max_profiles_per_value`` profiles (a store's shared
+        phone at the till, a placeholder e-mail): they are unlinked and never link again."""
+        limit = self.rules.max_profiles_per_value
+        keys = sorted({(c.kind, c.value) for c in conflicts if c.kind is not None and c.value is not None})
+        if limit is None or not keys:
+            return
+        rows = await conn.fetch(sql.CONFLICT_SPREAD, [k for k, _ in keys], [v for _, v in keys])
+        spread = [(r["kind"], r["value"], r["profiles"]) for r in rows if r["profiles"] > limit]
+        if not spread:
+            return
+        kinds, values = [k for k, _, _ in spread], [v for _, v, _ in spread]
+        await conn.execute(sql.BLOCK_VALUES, kinds, values,
+                           [f"seen on {n} profiles (more than {limit}); blocked automatically" for _, _, n in spread])
+        await conn.execute(sql.UNLINK_VALUES, kinds, values)
+
+    async def _write(self, conn: asyncpg.Connection, frag: GraphFragment, items: list[BatchItem],
+                     last_seen: dict[Key, datetime]) -> None:
         result = frag.result
         canon = frag.canon
         # Profiles born in this batch (some possibly merged in it already).
@@ -353,25 +407,25 @@ class IdentityGraph:
             )
         # Existing profiles merged away: point them, and everything they own, at the final survivor.
         old_losers = [p.profile_id for p in frag.profiles.values() if not p.new and p.merged_into is not None]
+        held: dict[uuid.UUID, list[Key]] = defaultdict(list)
         if old_losers:
-            survivors = [canon(p) for p in old_losers]
-            await conn.execute(sql.MERGE_PROFILES, old_losers, survivors)
-            await conn.execute(sql.MERGE_IDENTITIES, old_losers, survivors)
-            await conn.execute(sql.MERGE_EVENTS, old_losers, survivors)
-            await conn.execute(sql.MERGE_TRAITS, old_losers, survivors)
-            await conn.execute(sql.DELETE_LOSER_TRAITS, old_losers)
+            held = await move_profiles(conn, old_losers, [canon(p) for p in old_losers])
         if result.merges:
-            cols: list[list[Any]] = [[], [], [], [], [], []]
+            # The identities each loser held when it was merged: what an unmerge gives back.
+            fresh = {key for key, _, _ in frag.new_identities}
+            for key, owner in frag.owner.items():
+                prof = frag.profiles[owner]
+                chain = [prof.profile_id]
+                while prof.merged_into is not None:
+                    prof = frag.profiles[prof.merged_into]
+                    chain.append(prof.profile_id)
+                for pid in chain[:-1]:
+                    if frag.profiles[pid].new or key in fresh:
+                        held[pid].append(key)
             for m in result.merges:
                 m.survivor = canon(m.survivor)  # audit rows name the profile that holds the data now
-                for loser in m.losers:
-                    cols[0].append(m.survivor)
-                    cols[1].append(uuid.uuid5(RESOLVER_NAMESPACE, f"merge:{m.event_id}:{loser}"))
-                    cols[2].append(loser)
-                    cols[3].append(m.event_id)
-                    cols[4].append(_json([{"kind": k, "value": v} for k, v in m.identities]))
-                    cols[5].append(m.reason)
-            await conn.execute(sql.INSERT_MERGES, *cols)
+            await insert_merges(conn, [(m.survivor, loser, m.event_id, sorted(held.get(loser, [])), m.reason)
+                                       for m in result.merges for loser in m.losers])
         if frag.new_identities:
             await conn.execute(
                 sql.INSERT_IDENTITIES,
@@ -379,7 +433,9 @@ class IdentityGraph:
                 [canon(frag.owner[key]) for key, _, _ in frag.new_identities],
                 [s for _, s, _ in frag.new_identities], [t for _, _, t in frag.new_identities],
             )
-        touched = [(k, t) for k, t in frag.seen_keys.items() if k in frag.owner]
+        # last_seen is refreshed at most hourly per identity: cheap for streaming, good enough for audits.
+        touched = [(k, t) for k, t in frag.seen_keys.items()
+                   if k in last_seen and t - last_seen[k] > timedelta(hours=1)]
         if touched:
             await conn.execute(sql.TOUCH_IDENTITIES, [k for (k, _), _ in touched], [v for (_, v), _ in touched],
                                [t for _, t in touched])
@@ -403,28 +459,14 @@ class IdentityGraph:
             )
             result.new_events = {r["event_id"] for r in inserted}
         golden_for: set[uuid.UUID] = {canon(m.survivor) for m in result.merges}
-        obs: dict[tuple[uuid.UUID, str, str, str], list[Any]] = {}
+        obs: Observations = {}
         for ev in resolved:
             if ev.event_id not in result.new_events:
                 continue
             assert ev.profile_id is not None
-            for trait, value in event_observations(ev):
-                key = (ev.profile_id, trait, ev.source, _json(value))
-                agg = obs.get(key)
-                if agg is None:
-                    obs[key] = [ev.occurred_at, ev.occurred_at, 1]
-                else:
-                    agg[0] = max(agg[0], ev.occurred_at)
-                    agg[1] = min(agg[1], ev.occurred_at)
-                    agg[2] += 1
+            if add_observations(obs, ev.profile_id, ev):
                 golden_for.add(ev.profile_id)
-        if obs:
-            keys = list(obs)
-            await conn.execute(
-                sql.UPSERT_TRAITS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-                [k[3] for k in keys], [obs[k][0] for k in keys], [obs[k][1] for k in keys],
-                [obs[k][2] for k in keys],
-            )
+        await upsert_observations(conn, obs)
         if golden_for:
             await refresh_golden(conn, sorted(golden_for, key=str), self.rules)
         if result.conflicts:
@@ -432,9 +474,81 @@ class IdentityGraph:
             await conn.execute(
                 sql.INSERT_CONFLICTS, [canon(c.profile_ids[0]) for c in cs], [c.conflict_id for c in cs],
                 [c.rule for c in cs], [c.kind for c in cs], [c.value for c in cs],
-                [_json([str(p) for p in c.profile_ids]) for c in cs], [c.event_id for c in cs],
+                [canonical_json([str(p) for p in c.profile_ids]) for c in cs], [c.event_id for c in cs],
                 [c.detail for c in cs],
             )
+            await self._block_spread_values(conn, cs)
+
+
+# (profile, trait, source, value as canonical JSON) -> [last observed, first seen, count]
+Observations = dict[tuple[uuid.UUID, str, str, str], list[Any]]
+
+
+def add_observations(obs: Observations, profile_id: uuid.UUID, event: Event) -> bool:
+    """Add what ``event`` asserts about ``profile_id`` to ``obs``; False when it asserts nothing."""
+    pairs = event_observations(event)
+    for trait, value in pairs:
+        key = (profile_id, trait, event.source, canonical_json(value))
+        agg = obs.get(key)
+        if agg is None:
+            obs[key] = [event.occurred_at, event.occurred_at, 1]
+        else:
+            agg[0] = max(agg[0], event.occurred_at)
+            agg[1] = min(agg[1], event.occurred_at)
+            agg[2] += 1
+    return bool(pairs)
+
+
+async def upsert_observations(conn: asyncpg.Connection, obs: Observations) -> None:
+    """Store aggregated observations in ``profile_traits`` (counts add up, time bounds widen)."""
+    if not obs:
+        return
+    keys = list(obs)
+    await conn.execute(
+        sql.UPSERT_TRAITS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+        [k[3] for k in keys], [obs[k][0] for k in keys], [obs[k][1] for k in keys], [obs[k][2] for k in keys],
+    )
+
+
+async def move_profiles(conn: asyncpg.Connection, losers: Sequence[uuid.UUID],
+                        survivors: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Key]]:
+    """Merge ``losers[i]`` into ``survivors[i]``: profile pointer, identities, events, trait observations.
+
+    Returns the identities each loser held, for the audit rows (an unmerge gives them back). The caller
+    holds the row locks of every profile involved.
+    """
+    held: dict[uuid.UUID, list[Key]] = defaultdict(list)
+    for row in await conn.fetch(sql.IDENTITIES_OF, list(losers)):
+        held[row["profile_id"]].append((row["kind"], row["value"]))
+    await conn.execute(sql.MERGE_PROFILES, losers, survivors)
+    await conn.execute(sql.MERGE_IDENTITIES, losers, survivors)
+    await conn.execute(sql.MERGE_EVENTS, losers, survivors)
+    await conn.execute(sql.MERGE_TRAITS, losers, survivors)
+    await conn.execute(sql.DELETE_LOSER_TRAITS, losers)
+    return held
+
+
+async def insert_merges(
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None, Sequence[Key], str]],
+) -> None:
+    """Audit rows ``(survivor, loser, event id, identities the loser held, reason)``; replays add nothing."""
+    if not rows:
+        return
+    await conn.execute(
+        sql.INSERT_MERGES,
+        [r[0] for r in rows],
+        [merge_id(r[2], r[1]) for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [canonical_json([{"kind": k, "value": v} for k, v in r[3]]) for r in rows],
+        [r[4] for r in rows],
+    )
+
+
+def merge_id(event_id: uuid.UUID | None, loser: uuid.UUID) -> uuid.UUID:
+    """Deterministic id of the merge of ``loser`` caused by ``event_id`` (a replay finds the same row)."""
+    return uuid.uuid5(RESOLVER_NAMESPACE, f"merge:{event_id}:{loser}")
 
 
 async def refresh_golden(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rules: IdentityRules) -> None:
@@ -445,5 +559,5 @@ async def refresh_golden(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UU
         by_profile[r["profile_id"]].append(Observation(
             r["trait"], r["source"], r["value"], r["first_seen"], r["observed_at"], r["seen_count"]))
     ids = list(profile_ids)
-    goldens = [_json(golden_record(by_profile.get(p, []), rules)) for p in ids]
+    goldens = [canonical_json(golden_record(by_profile.get(p, []), rules)) for p in ids]
     await conn.execute(sql.SET_GOLDEN, ids, goldens)

@@ -20,15 +20,15 @@ SELECT count(pg_advisory_xact_lock($1::int4, k)) FROM unnest($2::int4[]) AS k
 
 # Where the batch's identities point, which of them are blocked, and where explicit profile ids lead now.
 LOOKUP = """
-SELECT 'i' AS src, i.kind, i.value, i.profile_id
+SELECT 'i' AS src, i.kind, i.value, i.profile_id, i.last_seen
   FROM unnest($1::text[], $2::text[]) AS k(kind, value)
   JOIN identities i ON i.kind = k.kind AND i.value = k.value
 UNION ALL
-SELECT 'b', b.kind, b.value, NULL
+SELECT 'b', b.kind, b.value, NULL, NULL
   FROM unnest($1::text[], $2::text[]) AS k(kind, value)
   JOIN blocked_identities b ON b.kind = k.kind AND b.value = k.value
 UNION ALL
-SELECT 'p', p.profile_id::text, NULL, coalesce(p.merged_into, p.profile_id)
+SELECT 'p', p.profile_id::text, NULL, coalesce(p.merged_into, p.profile_id), NULL
   FROM profiles p WHERE p.profile_id = ANY($3::uuid[])
 """
 
@@ -41,9 +41,17 @@ SELECT profile_id, merged_into, created_at, created_by_event
    FOR UPDATE
 """
 
-LIMITED_IDENTITIES = """
+# What the rules need to know about the locked profiles: their values of limited kinds, and the profiles an
+# operator split them from (kind NULL; never merged automatically again).
+PROFILE_CONSTRAINTS = """
 SELECT profile_id, kind, value FROM identities
  WHERE profile_id = ANY($1::uuid[]) AND kind = ANY($2::text[])
+UNION ALL
+SELECT profile_id, NULL, other_profile_id::text FROM profile_splits WHERE profile_id = ANY($1::uuid[])
+"""
+
+IDENTITIES_OF = """
+SELECT profile_id, kind, value FROM identities WHERE profile_id = ANY($1::uuid[]) ORDER BY kind, value
 """
 
 INSERT_PROFILES = """
@@ -95,11 +103,10 @@ SELECT k, v, p, s, t, t FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text
 ON CONFLICT (kind, value) DO NOTHING
 """
 
-# last_seen is refreshed at most hourly per identity: cheap enough for streaming, good enough for audits.
 TOUCH_IDENTITIES = """
-UPDATE identities i SET last_seen = x.t
+UPDATE identities i SET last_seen = greatest(i.last_seen, x.t)
   FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS x(k, v, t)
- WHERE i.kind = x.k AND i.value = x.v AND i.last_seen < x.t - interval '1 hour'
+ WHERE i.kind = x.k AND i.value = x.v
 """
 
 INSERT_EVENTS = """
@@ -149,4 +156,19 @@ MERGES_BY = """
 SELECT event_id, surviving_profile_id, merged_profile_id, reason FROM merges
  WHERE event_id = ANY($1::uuid[]) AND undone_at IS NULL
  ORDER BY merged_at, merged_profile_id
+"""
+
+# Values seen on too many profiles: how many distinct profiles the open conflicts over each value name.
+CONFLICT_SPREAD = """
+SELECT c.kind, c.value, count(DISTINCT p) AS profiles
+  FROM identity_conflicts c CROSS JOIN LATERAL unnest(c.profile_ids) AS p
+ WHERE (c.kind, c.value) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND c.resolved_at IS NULL
+ GROUP BY c.kind, c.value
+"""
+BLOCK_VALUES = """
+INSERT INTO blocked_identities (kind, value, reason)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING
+"""
+UNLINK_VALUES = """
+DELETE FROM identities i USING unnest($1::text[], $2::text[]) AS x(k, v) WHERE i.kind = x.k AND i.value = x.v
 """

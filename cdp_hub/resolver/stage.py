@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cdp_hub.bus.base import OutgoingMessage, Record
@@ -21,7 +22,7 @@ from cdp_hub.errors import RecordError
 from cdp_hub.resolver import sql
 from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
 from cdp_hub.resolver.rules import IdentityRules, load_rules
-from cdp_hub.schema.events import Event, parse_event
+from cdp_hub.schema.events import Context, Event, parse_event
 from cdp_hub.stage import Stage, StageOutput
 
 if TYPE_CHECKING:
@@ -34,16 +35,19 @@ HUB_SOURCE = "cdp-hub"
 
 def profile_created_event(profile_id: uuid.UUID, creator: Event) -> Event:
     """The ``profile.created`` event of a profile born from ``creator`` (deterministic id)."""
-    return Event.model_validate({
-        "event_id": uuid.uuid5(RESOLVER_NAMESPACE, f"profile.created:{profile_id}"),
-        "type": "profile.created",
-        "source": HUB_SOURCE,
-        "occurred_at": creator.occurred_at,
-        "identities": [i.model_dump() for i in creator.identities],
-        "traits": creator.traits.model_dump(mode="json", exclude_none=True),
-        "properties": {"profile_id": str(profile_id)},
-        "profile_id": profile_id,
-    })
+    # Built from already validated parts (model_construct): this runs for every new customer.
+    return Event.model_construct(
+        event_id=uuid.uuid5(RESOLVER_NAMESPACE, f"profile.created:{profile_id}"),
+        type="profile.created",
+        source=HUB_SOURCE,
+        occurred_at=creator.occurred_at,
+        received_at=datetime.now(UTC),
+        identities=list(creator.identities),
+        traits=creator.traits,
+        properties={"profile_id": str(profile_id)},
+        context=Context(),
+        profile_id=profile_id,
+    )
 
 
 def profile_merged_event(survivor: uuid.UUID, losers: Sequence[uuid.UUID], cause: Event, reason: str | None,
@@ -90,10 +94,12 @@ class ResolverStage(Stage):
         out = StageOutput()
         options = self.hub.settings.normalization
         parsed: list[tuple[Record, Event]] = []
+        keys = []
         for rec in records:
             try:
                 event = parse_event(rec.value, options=options)
-                if not self.graph.usable_keys(event) and event.profile_id is None:
+                usable = self.graph.usable_keys(event)
+                if not usable and event.profile_id is None:
                     raise ResolutionError(
                         "every identity of the event is blocked or not used for linking: "
                         + ", ".join(f"{i.kind}:{i.value}" for i in event.identities)
@@ -104,9 +110,10 @@ class ResolverStage(Stage):
                 out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=rec.value, record=rec))
                 continue
             parsed.append((rec, event))
+            keys.append(usable)
         if not parsed:
             return out
-        result = await self.graph.resolve([e for _, e in parsed])
+        result = await self.graph.resolve([e for _, e in parsed], keys)
         await self._emit(out, parsed, result)
         return out
 

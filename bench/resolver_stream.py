@@ -1,0 +1,164 @@
+"""Streaming identity resolution: events/s per resolver process and added latency, against real PostgreSQL.
+
+    python bench/resolver_stream.py [--events 20000] [--batch 500 --batch 250] [--baseline-events 2000]
+
+Feeds synthetic canonical events (customers seen again and again through e-mail, phone, device, crm id;
+new customers, links that merge profiles, consent changes) through ``ResolverStage.handle`` in batches, and
+through the same stage one event per transaction as the naive baseline, in the same run, on a fresh
+database at ``$CDP_HUB_POSTGRES_DSN`` (default: the test server). Prints events/s, p50/p99 latency per batch
+(every event of a batch waits for the whole batch, so that is the added latency per event) and the ratio.
+The first batch of each run is a warm-up (connection, prepared statements) and is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+
+from cdp_hub.bus.base import Record
+from cdp_hub.bus.memory import MemoryBus
+from cdp_hub.config import Settings
+from cdp_hub.hub import Hub
+from cdp_hub.metrics import Metrics
+from cdp_hub.resolver.stage import ResolverStage
+
+DSN = os.environ.get("CDP_HUB_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:15432/cdp_hub")
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+FIRST = ["Anna", "Ivan", "Olga", "Petr", "Maria", "Sergey", "Elena", "Dmitry"]
+CITIES = ["Moscow", "Kazan", "Omsk", "Tomsk", "Samara", "Perm"]
+
+
+def synthetic_events(n: int, seed: int) -> list[bytes]:
+    """``n`` events for about n/4 customers: each customer's identities appear over several events."""
+    rng = random.Random(seed)
+    people = max(1, n // 4)
+    out = []
+    for i in range(n):
+        p = rng.randrange(people)
+        idents = []
+        r = rng.random()
+        if r < 0.5:
+            idents.append({"kind": "email", "value": f"user{p}@example.com"})
+        if r > 0.3:
+            idents.append({"kind": "phone", "value": f"+7916{p:07d}"})
+        if rng.random() < 0.3:
+            idents.append({"kind": "device_id", "value": f"dev-{p}-{rng.randrange(2)}"})
+        if rng.random() < 0.1:
+            idents.append({"kind": "crm_id", "value": f"C{p}"})
+        kind = rng.random()
+        body: dict[str, Any] = {
+            "source": rng.choice(["crm", "shop", "app", "loyalty"]),
+            "source_record_id": f"{seed}-{i}",
+            "occurred_at": (T0 + timedelta(seconds=i)).isoformat(),
+            "identities": idents,
+        }
+        if kind < 0.4:
+            body.update(type="customer.updated",
+                        traits={"first_name": FIRST[p % len(FIRST)], "city": rng.choice(CITIES)})
+        elif kind < 0.7:
+            body.update(type="product.viewed", properties={"sku": f"SKU{rng.randrange(500)}"})
+        elif kind < 0.9:
+            body.update(type="order.placed", properties={"order_id": f"o{i}", "total": "12.50", "currency": "RUB"})
+        else:
+            body.update(type="consent.changed",
+                        properties={"channel": rng.choice(["email", "sms", "all"]),
+                                    "status": rng.choice(["opted_in", "opted_out"])})
+        out.append(orjson.dumps(body))
+    return out
+
+
+def _with_db(dsn: str, db: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + db))
+
+
+async def _fresh_db(name: str) -> str:
+    admin = await asyncpg.connect(DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return _with_db(DSN, name)
+
+
+async def _drop_db(name: str) -> None:
+    admin = await asyncpg.connect(DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def run(values: list[bytes], batch: int, label: str) -> dict[str, float]:
+    name = f"bench_resolver_{os.getpid()}_{label}"
+    dsn = await _fresh_db(name)
+    hub = Hub(Settings(postgres_dsn=dsn, bus="memory", redis_url="fakeredis://", data_dir=Path("/tmp/cdp-bench")),
+              bus=MemoryBus(), metrics=Metrics())
+    try:
+        async with hub:
+            stage = ResolverStage(hub)
+            records = [Record("cdp.events", 0, i, None, v) for i, v in enumerate(values)]
+            await stage.handle(records[:batch])  # warm-up: connection, prepared statements
+            records = records[batch:]
+            latencies = []
+            started = time.perf_counter()
+            for i in range(0, len(records), batch):
+                t = time.perf_counter()
+                await stage.handle(records[i:i + batch])
+                latencies.append(time.perf_counter() - t)
+            elapsed = time.perf_counter() - started
+            profiles = await hub.store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL")
+            merged = await hub.store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NOT NULL")
+    finally:
+        await _drop_db(name)
+    latencies.sort()
+    return {
+        "events": len(values) - batch,
+        "seconds": elapsed,
+        "rate": (len(values) - batch) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "profiles": profiles,
+        "merged": merged,
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--batch", type=int, action="append", help="batch size (repeatable; default 500 and 250)")
+    ap.add_argument("--baseline-events", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    batches = args.batch or [500, 250]
+    values = synthetic_events(args.events, args.seed)
+    # Same stream prefix for the baseline, so both see the same mix of new / attach / merge.
+    baseline = await run(values[: args.baseline_events], 1, "naive")
+    print(f"resolver stream benchmark on {urlsplit(DSN).netloc} ({uuid.uuid4().hex[:6]})")
+    rows = [("naive, 1 event/tx", baseline)]
+    for b in batches:
+        rows.append((f"batched, {b}/tx", await run(values, b, f"b{b}")))
+    for label, r in rows:
+        print(f"  {label:<20} {r['events']:>7} events  {r['rate']:>9.0f} events/s  "
+              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms per batch  "
+              f"({r['profiles']} profiles, {r['merged']} merged away)")
+    for label, r in rows[1:]:
+        print(f"  {label}: {r['rate'] / baseline['rate']:.1f}x the naive rate; "
+              f">= 5000 events/s {'met' if r['rate'] >= 5000 else 'NOT met'}; "
+              f"p99 < 50 ms {'met' if r['p99_ms'] < 50 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

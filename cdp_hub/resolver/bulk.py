@@ -1,0 +1,411 @@
+"""Bulk mode: load millions of historical customer records and resolve them set-wise, not event by event.
+
+    CSV / JSONL ─▶ normalize (bad ─▶ DLQ) ─▶ COPY into staging (records, identities)
+      ─▶ connected components in SQL (label propagation; existing profiles join as negative labels)
+      ─▶ components the rules must judge (limited kinds, caps) ─▶ the streaming resolver, event by event
+      ─▶ the rest, set-wise: one profile per component (the oldest existing one, or a new one), merges of
+         existing profiles, identities, events, trait observations, golden records (survivorship in SQL)
+
+A record is a flat row (CSV columns or a JSON object): identity columns by kind name (``email``, ``phone``,
+``crm_id``, ...), ``id`` / ``source_record_id`` for the source's id, ``updated_at`` / ``occurred_at`` /
+``created_at`` for when it was true, anything else a trait. A JSON object that has ``identities`` is taken
+as a canonical event instead. The whole import is one transaction: it lands completely or not at all.
+Run it with the resolver stage paused (a migration); it takes no per-identity locks.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import orjson
+from pydantic import ValidationError
+
+from cdp_hub.dlq import DeadLetter, dead_letter_from_error
+from cdp_hub.errors import ConfigurationError, NormalizationError, RecordError, SchemaViolation
+from cdp_hub.resolver import bulk_sql
+from cdp_hub.resolver.graph import IdentityGraph, ResolutionError, insert_merges, move_profiles
+from cdp_hub.resolver.rules import IdentityRules
+from cdp_hub.schema.events import Traits, deterministic_event_id, parse_event, schema_violation_from
+from cdp_hub.schema.identities import CORE_IDENTITY_KINDS, normalize_identity
+from cdp_hub.schema.payloads import EVENT_TYPES
+from cdp_hub.store.migrations import render_sql
+
+if TYPE_CHECKING:
+    from cdp_hub.hub import Hub
+
+__all__ = ["BulkImporter", "ImportSummary", "read_records"]
+
+_ID_COLUMNS = ("source_record_id", "id", "record_id")
+_TIME_COLUMNS = ("occurred_at", "updated_at", "created_at")
+_CHUNK = 20_000
+_MAX_ROUNDS = 50
+
+
+@dataclass
+class ImportSummary:
+    """What an import did."""
+
+    records: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    profiles_created: int = 0
+    profiles_matched: int = 0
+    merges: int = 0
+    conflicts: int = 0
+    components: int = 0
+    streamed: int = 0
+    rounds: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records, "loaded": self.loaded, "duplicates": self.duplicates, "dlq": self.dead,
+            "profiles_created": self.profiles_created, "profiles_matched": self.profiles_matched,
+            "merges": self.merges, "conflicts": self.conflicts, "components": self.components,
+            "resolved_event_by_event": self.streamed, "label_rounds": self.rounds,
+            "seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "phases": {k: round(v, 2) for k, v in self.phases.items()},
+        }
+
+    def render(self) -> str:
+        rate = self.records / self.seconds if self.seconds else 0.0
+        return "\n".join([
+            f"Imported {self.records} records in {self.seconds:.1f} s ({rate:,.0f} records/s, "
+            f"peak RSS {self.peak_rss_mb:.0f} MB)",
+            f"  loaded {self.loaded}, duplicates/already imported {self.duplicates}, DLQ {self.dead}",
+            f"  profiles: {self.profiles_created} created, {self.profiles_matched} existing matched; "
+            f"merges {self.merges}; conflicts {self.conflicts}",
+            f"  {self.components} connected components in {self.rounds} label rounds; "
+            f"{self.streamed} records resolved event by event (rules had to judge them)",
+        ])
+
+
+def _sniff(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if name.endswith((".csv", ".tsv", ".txt")):
+        return "csv"
+    raise ConfigurationError(f"cannot tell the format of {path}; pass --format csv or --format jsonl")
+
+
+def _open_text(path: Path) -> TextIO:
+    if path.name.lower().endswith(".gz"):
+        import gzip
+
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_records(path: Path, fmt: str = "auto") -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """``(line number, record or None when unreadable, raw text)`` of a CSV or JSON Lines file, streaming.
+
+    A small private reader: the connector SDK's file reader is the general one; this one only needs rows.
+    """
+    kind = _sniff(path, fmt)
+    with _open_text(path) as fh:
+        if kind == "csv":
+            sample = fh.read(4096)
+            fh.seek(0)
+            dialect: type[csv.Dialect] | csv.Dialect = csv.excel
+            try:
+                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+            except csv.Error:
+                pass
+            reader = csv.DictReader(fh, dialect=dialect)
+            for row in reader:
+                line = reader.line_num
+                if None in row:  # more cells than headers
+                    yield line, None, ",".join(str(v) for v in row.values())
+                else:
+                    yield line, dict(row), ""
+        else:
+            for line, text in enumerate(fh, 1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    yield line, None, text
+                    continue
+                yield (line, obj, text) if isinstance(obj, dict) else (line, None, text)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    text = str(value).strip().replace("Z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise NormalizationError(f"not a timestamp: {value!r}", field="occurred_at", value=value) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class BulkImporter:
+    """One import run: ``await BulkImporter(hub, source="legacy_crm").run([Path("customers.csv")])``."""
+
+    def __init__(self, hub: Hub, *, source: str, event_type: str = "customer.updated",
+                 rules: IdentityRules | None = None, progress: TextIO | None = None,
+                 work_mem_mb: int = 256) -> None:
+        if event_type not in EVENT_TYPES:
+            raise ConfigurationError(f"unknown event type {event_type!r} for imported records")
+        self.hub = hub
+        self.source = source
+        self.event_type = event_type
+        self.rules = rules or IdentityRules()
+        self.progress = progress
+        self.work_mem_mb = work_mem_mb
+        self._blocked = self.rules.blocked_set(hub.settings.normalization)
+        self._kinds = set(CORE_IDENTITY_KINDS) | set(self.rules.kinds)
+        self._now = datetime.now(UTC)
+        self._options = hub.settings.normalization
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def _record(self, rec_no: int, row: dict[str, Any], where: str) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+        """Staging rows of one record; raises a RecordError for a record that cannot be imported."""
+        if isinstance(row.get("identities"), list):
+            body = dict(row)
+            body.setdefault("type", self.event_type)
+            body.setdefault("source", self.source)
+            event = parse_event(body, options=self._options)
+            idents = [(i.kind, i.value) for i in event.identities]
+            traits = event.traits.model_dump(mode="json", exclude_none=True)
+            rid, occurred, event_id = event.source_record_id, event.occurred_at, event.event_id
+        else:
+            idents, traits_in = [], {}
+            rid = None
+            when: datetime | None = None
+            for col, raw in row.items():
+                if raw is None or raw == "":
+                    continue
+                name = col.strip().lower()
+                if name in self._kinds:
+                    for part in (raw if isinstance(raw, list) else [raw]):
+                        try:
+                            idents.append(normalize_identity(name, str(part), self._options))
+                        except NormalizationError as exc:
+                            raise NormalizationError(f"{name}: {exc.reason}", field=name, value=part,
+                                                     record_id=rid or where, source=self.source) from None
+                elif name in _ID_COLUMNS and rid is None:
+                    rid = str(raw)
+                elif name in _TIME_COLUMNS:
+                    when = when or _parse_time(raw)
+                else:
+                    traits_in[name] = raw
+            if not idents:
+                raise ResolutionError("the record has no identity column with a value "
+                                      f"(one of: {', '.join(sorted(self._kinds))})", field="identities",
+                                      record_id=rid or where, source=self.source)
+            try:
+                traits = Traits.model_validate(traits_in).model_dump(mode="json", exclude_none=True)
+            except ValidationError as exc:
+                raise schema_violation_from(exc, source=self.source, record_id=rid or where,
+                                            prefix="traits") from None
+            traits = {k: v for k, v in traits.items() if v not in ("", [], {})}
+            rid = rid or where
+            occurred = when if when is not None else self._now
+            event_id = deterministic_event_id(self.source, rid, self.event_type)
+        seen: set[tuple[str, str]] = set()
+        unique = [k for k in idents if not (k in seen or seen.add(k))]  # type: ignore[func-returns-value]
+        linking = [k for k in unique if k not in self._blocked and self.rules.kind_rule(k[0]).links]
+        if not linking:
+            raise ResolutionError("every identity of the record is blocked or not used for linking: "
+                                  + ", ".join(f"{k}:{v}" for k, v in unique), field="identities",
+                                  record_id=rid, source=self.source)
+        body = {
+            "event_id": str(event_id), "type": self.event_type, "source": self.source, "source_record_id": rid,
+            "occurred_at": occurred.isoformat(), "received_at": self._now.isoformat(),
+            "identities": [{"kind": k, "value": v} for k, v in unique], "traits": traits,
+        }
+        rec_row = (rec_no, event_id, occurred, rid, orjson.dumps(traits).decode(), orjson.dumps(body).decode())
+        return rec_row, [(rec_no, k, v) for k, v in linking]
+
+    def _say(self, text: str, *, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        end = "\n" if final or not self.progress.isatty() else "\r"
+        self.progress.write(f"cdp-hub import: {text}\x1b[K{end}" if self.progress.isatty()
+                            else f"cdp-hub import: {text}{end}")
+        self.progress.flush()
+
+    # -- the run -------------------------------------------------------------------------------------
+
+    async def run(self, files: Sequence[Path], *, fmt: str = "auto") -> ImportSummary:
+        summary = ImportSummary()
+        started = time.perf_counter()
+        mark = started
+        store = self.hub.store
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            summary.phases[name] = summary.phases.get(name, 0.0) + now - mark
+            mark = now
+
+        def sql(stmt: str) -> str:
+            return render_sql(stmt, store.dialect)
+
+        streamed_bodies: list[str] = []
+        async with store.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")  # one commit at the end; it is waited on
+            # Big hash aggregates and sorts in memory rather than spilled to disk; bounded by the setting.
+            await conn.execute("SELECT set_config('work_mem', $1, true)", f"{int(self.work_mem_mb)}MB")
+            for stmt in bulk_sql.CREATE_STAGING:
+                await conn.execute(sql(stmt))
+            rec_rows: list[tuple[Any, ...]] = []
+            ident_rows: list[tuple[Any, ...]] = []
+
+            async def flush() -> None:
+                if rec_rows:
+                    await conn.copy_records_to_table("bulk_rec", records=rec_rows)
+                    await conn.copy_records_to_table("bulk_ident", records=ident_rows)
+                    rec_rows.clear()
+                    ident_rows.clear()
+
+            for path in files:
+                for line, row, raw in read_records(path, fmt):
+                    summary.records += 1
+                    where = f"{path.name}:{line}"
+                    try:
+                        if row is None:
+                            raise SchemaViolation(f"{where}: not a record (unreadable line)", field="<record>",
+                                                  record_id=where, source=self.source)
+                        rec, idents = self._record(summary.records, row, where)
+                    except RecordError as exc:
+                        summary.dead += 1
+                        summary.dead_letters.append(dead_letter_from_error(
+                            exc, stage="import", payload=raw or orjson.dumps(row, default=str),
+                            source=self.source, replay_topic=self.hub.topics.events))
+                        continue
+                    rec_rows.append(rec)
+                    ident_rows.extend(idents)
+                    if len(rec_rows) >= _CHUNK:
+                        await flush()
+                        rate = summary.records / (time.perf_counter() - started)
+                        self._say(f"read {summary.records:,} records ({rate:,.0f}/s), DLQ {summary.dead}")
+            await flush()
+            self._say(f"read {summary.records:,} records, DLQ {summary.dead}; resolving", final=True)
+            phase("read+copy")
+
+            await conn.execute("ANALYZE bulk_rec")
+            await conn.execute("ANALYZE bulk_ident")
+            staged = int(await conn.fetchval("SELECT count(*) FROM bulk_rec"))
+            await conn.execute(bulk_sql.DROP_DUPLICATES)
+            await conn.execute(bulk_sql.DROP_ORPHAN_IDENTS)
+            await conn.execute(bulk_sql.DROP_BLOCKED)
+            loaded = int(await conn.fetchval("SELECT count(*) FROM bulk_rec"))
+            summary.duplicates = staged - loaded
+            phase("dedupe")
+
+            for stmt in (bulk_sql.CREATE_KEYS, bulk_sql.CREATE_EDGES, bulk_sql.CREATE_EXISTING,
+                         bulk_sql.CREATE_PROFILE_LABELS, bulk_sql.CREATE_KEY_LABELS):
+                await conn.execute(sql(stmt))
+            await conn.execute("ANALYZE bulk_edge")
+            for rounds in range(1, _MAX_ROUNDS + 1):
+                await conn.execute(sql(bulk_sql.ROUND_RECORDS))
+                await conn.execute(sql(bulk_sql.ROUND_KEYS))
+                changed = int(await conn.fetchval(bulk_sql.ROUND_CHANGED))
+                for stmt in bulk_sql.ROUND_SWAP:
+                    await conn.execute(stmt)
+                summary.rounds = rounds
+                self._say(f"components: round {rounds}, {changed:,} labels moved")
+                if not changed:
+                    break
+            await conn.execute(sql(bulk_sql.CREATE_COMPONENT_PROFILES))
+            phase("components")
+
+            limits = self.rules.limited_kinds()
+            flagged = [r["lbl"] for r in await conn.fetch(
+                bulk_sql.FLAGGED_COMPONENTS, list(limits), list(limits.values()), self.rules.max_merge_size)]
+            if flagged:
+                streamed_bodies = [r["body"] for r in await conn.fetch(bulk_sql.FLAGGED_RECORDS, flagged)]
+                for stmt in bulk_sql.DROP_FLAGGED:
+                    await conn.execute(stmt, flagged)
+            summary.loaded = loaded - len(streamed_bodies)
+
+            await conn.execute(sql(bulk_sql.CREATE_COMPONENT_TARGET))
+            await conn.execute(bulk_sql.ADD_NEW_TARGETS, self.source)
+            summary.components = int(await conn.fetchval("SELECT count(*) FROM bulk_cprof"))
+            summary.profiles_created = int(await conn.fetchval("SELECT count(*) FROM bulk_cprof WHERE is_new"))
+            summary.profiles_matched = summary.components - summary.profiles_created
+            await conn.execute(bulk_sql.INSERT_NEW_PROFILES)
+            losers = await conn.fetch(bulk_sql.COMPONENT_LOSERS)
+            if losers:
+                lose = [r["loser"] for r in losers]
+                surv = [r["survivor"] for r in losers]
+                held = await move_profiles(conn, lose, surv)
+                op = uuid.uuid4()
+                await insert_merges(conn, [(s, lo, op, sorted(held.get(lo, [])), f"bulk import from {self.source}")
+                                           for lo, s in zip(lose, surv, strict=True)])
+                summary.merges += len(lose)
+            phase("profiles")
+            await conn.execute(bulk_sql.INSERT_IDENTITIES, self.source)
+            phase("identities")
+            await conn.execute(bulk_sql.INSERT_EVENTS, self.event_type, self.source)
+            phase("events")
+            await conn.execute(bulk_sql.INSERT_TRAITS, self.source)
+            phase("traits")
+            targets = [r["profile_id"] for r in await conn.fetch(bulk_sql.TARGET_PROFILES)]
+            await self._golden(conn, targets)
+            phase("golden")
+        phase("commit")
+
+        if streamed_bodies:
+            await self._stream(streamed_bodies, summary)
+            phase("event-by-event")
+        if summary.dead_letters:
+            await self.hub.bus.publish_many([d.to_message(self.hub.topics.dlq) for d in summary.dead_letters])
+        summary.seconds = time.perf_counter() - started
+        summary.peak_rss_mb = _peak_rss_mb()
+        self._say("done", final=True)
+        return summary
+
+    async def _golden(self, conn: Any, targets: list[uuid.UUID]) -> None:
+        rules = self.rules
+        names = sorted(rules.traits)
+        rank_rows = [(n, src, len(rules.traits[n].sources) - i) for n in names
+                     for i, src in enumerate(rules.traits[n].sources)]
+        golden = bulk_sql.GOLDEN
+        strategies = {rules.default_strategy} | {t.strategy for t in rules.traits.values()}
+        if "most_frequent" not in strategies:
+            golden = re.sub(r"/\*freq\*/.*?/\*end\*/", "NULL::bigint", golden)
+        await conn.execute(
+            golden, names, [rules.traits[n].strategy for n in names], [r[0] for r in rank_rows],
+            rules.default_strategy, targets, [r[1] for r in rank_rows], [r[2] for r in rank_rows])
+
+    async def _stream(self, bodies: list[str], summary: ImportSummary) -> None:
+        """Records of components the rules must judge: through the streaming resolver, in time order."""
+        graph = IdentityGraph(self.hub.store.pool, self.rules)
+        events = [parse_event(b, options=self._options) for b in bodies]
+        for i in range(0, len(events), 500):
+            result = await graph.resolve(events[i:i + 500])
+            summary.streamed += len(events[i:i + 500])
+            summary.profiles_created += len(result.created)
+            summary.merges += sum(len(m.losers) for m in result.merges)
+            summary.conflicts += len(result.conflicts)
+
+
+def _peak_rss_mb() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024

@@ -1,0 +1,217 @@
+"""SQL of the bulk import: staging tables, connected components, set-wise golden records.
+
+Statements are rendered per dialect (``render_sql``): the ``/*gp: ... */`` markers give Greenplum the
+distribution keys, chosen so the big joins are co-located (records by ``rec``, keys by ``(kind, value)``).
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
+
+CREATE_STAGING = [
+    """CREATE TEMP TABLE bulk_rec (
+        rec bigint NOT NULL, event_id uuid NOT NULL, occurred_at timestamptz NOT NULL,
+        source_record_id text, traits text NOT NULL, body text NOT NULL
+    ) ON COMMIT DROP /*gp: DISTRIBUTED BY (rec) */""",
+    """CREATE TEMP TABLE bulk_ident (rec bigint NOT NULL, kind text NOT NULL, value text NOT NULL)
+       ON COMMIT DROP /*gp: DISTRIBUTED BY (kind, value) */""",
+]
+
+# A record listed twice (the same event id: same source record) counts once; records stored by an earlier
+# import are not stored or observed again.
+DROP_DUPLICATES = """
+WITH dup AS (
+    SELECT rec FROM (SELECT rec, row_number() OVER (PARTITION BY event_id ORDER BY rec) AS n FROM bulk_rec) s
+     WHERE n > 1
+    UNION
+    SELECT b.rec FROM bulk_rec b JOIN events e ON e.event_id = b.event_id AND e.occurred_at = b.occurred_at
+)
+DELETE FROM bulk_rec b USING dup WHERE b.rec = dup.rec
+"""
+DROP_ORPHAN_IDENTS = "DELETE FROM bulk_ident i WHERE NOT EXISTS (SELECT 1 FROM bulk_rec r WHERE r.rec = i.rec)"
+DROP_BLOCKED = """
+DELETE FROM bulk_ident i USING blocked_identities b WHERE i.kind = b.kind AND i.value = b.value
+"""
+
+# Connected components by label propagation over integer ids: every key and record carries the smallest
+# label it can reach; records start with their own number, profiles that exist already with negative
+# numbers (so a component that touches an existing profile is labelled by one). Each round builds new
+# tables (CREATE TABLE AS) rather than updating rows: no dead tuples, and hash aggregates over integers.
+CREATE_KEYS = """
+CREATE TEMP TABLE bulk_keys ON COMMIT DROP AS
+SELECT row_number() OVER () AS kid, kind, value, min(rec) AS lbl FROM bulk_ident GROUP BY kind, value
+/*gp: DISTRIBUTED BY (kind, value) */
+"""
+CREATE_EDGES = """
+CREATE TEMP TABLE bulk_edge ON COMMIT DROP AS
+SELECT i.rec, k.kid FROM bulk_ident i JOIN bulk_keys k ON k.kind = i.kind AND k.value = i.value
+/*gp: DISTRIBUTED BY (rec) */
+"""
+CREATE_EXISTING = """
+CREATE TEMP TABLE bulk_exist ON COMMIT DROP AS
+SELECT k.kid, i.profile_id FROM bulk_keys k JOIN identities i ON i.kind = k.kind AND i.value = k.value
+/*gp: DISTRIBUTED BY (kid) */
+"""
+CREATE_PROFILE_LABELS = """
+CREATE TEMP TABLE bulk_plabel ON COMMIT DROP AS
+SELECT profile_id, -row_number() OVER (ORDER BY profile_id) AS lbl
+  FROM (SELECT DISTINCT profile_id FROM bulk_exist) s
+/*gp: DISTRIBUTED BY (profile_id) */
+"""
+CREATE_KEY_LABELS = """
+CREATE TEMP TABLE bulk_kl ON COMMIT DROP AS
+SELECT k.kid, coalesce(p.lbl, k.lbl) AS lbl
+  FROM bulk_keys k LEFT JOIN bulk_exist e ON e.kid = k.kid LEFT JOIN bulk_plabel p ON p.profile_id = e.profile_id
+/*gp: DISTRIBUTED BY (kid) */
+"""
+ROUND_RECORDS = """
+CREATE TEMP TABLE bulk_rl_next ON COMMIT DROP AS
+SELECT e.rec, min(k.lbl) AS lbl FROM bulk_edge e JOIN bulk_kl k ON k.kid = e.kid GROUP BY e.rec
+/*gp: DISTRIBUTED BY (rec) */
+"""
+ROUND_KEYS = """
+CREATE TEMP TABLE bulk_kl_next ON COMMIT DROP AS
+SELECT e.kid, min(r.lbl) AS lbl FROM bulk_edge e JOIN bulk_rl_next r ON r.rec = e.rec GROUP BY e.kid
+/*gp: DISTRIBUTED BY (kid) */
+"""
+ROUND_CHANGED = "SELECT count(*) FROM bulk_kl_next n JOIN bulk_kl k ON k.kid = n.kid WHERE n.lbl <> k.lbl"
+ROUND_SWAP = [
+    "DROP TABLE IF EXISTS bulk_rl",
+    "ALTER TABLE bulk_rl_next RENAME TO bulk_rl",
+    "DROP TABLE bulk_kl",
+    "ALTER TABLE bulk_kl_next RENAME TO bulk_kl",
+]
+# Existing profiles per component (a component may join several: they are merged).
+CREATE_COMPONENT_PROFILES = """
+CREATE TEMP TABLE bulk_cexist ON COMMIT DROP AS
+SELECT DISTINCT k.lbl, e.profile_id, p.created_at
+  FROM bulk_kl k JOIN bulk_exist e ON e.kid = k.kid
+  JOIN profiles p ON p.profile_id = e.profile_id
+/*gp: DISTRIBUTED BY (lbl) */
+"""
+
+# Components the set-wise path must not decide: more values of a limited kind than the rules allow
+# (counting what the existing profiles hold), or more records / existing profiles than the merge cap.
+# They go through the streaming resolver, event by event, with its conflicts and caps.
+FLAGGED_COMPONENTS = """
+WITH lim AS (SELECT * FROM unnest($1::text[], $2::int4[]) AS x(kind, max_n)),
+vals AS (
+    SELECT l.lbl, k.kind, k.value FROM bulk_keys k JOIN lim ON lim.kind = k.kind JOIN bulk_kl l ON l.kid = k.kid
+    UNION
+    SELECT c.lbl, i.kind, i.value FROM bulk_cexist c JOIN identities i ON i.profile_id = c.profile_id
+      JOIN lim ON lim.kind = i.kind
+)
+SELECT v.lbl FROM vals v JOIN lim ON lim.kind = v.kind GROUP BY v.lbl, v.kind, lim.max_n
+HAVING count(DISTINCT v.value) > lim.max_n
+UNION
+SELECT lbl FROM bulk_rl GROUP BY lbl HAVING count(*) > $3
+UNION
+SELECT lbl FROM bulk_cexist GROUP BY lbl HAVING count(*) > $3
+"""
+FLAGGED_RECORDS = """
+SELECT r.body FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec WHERE l.lbl = ANY($1::bigint[])
+ ORDER BY r.occurred_at, r.rec
+"""
+DROP_FLAGGED = [
+    "DELETE FROM bulk_rec r USING bulk_rl l WHERE l.rec = r.rec AND l.lbl = ANY($1::bigint[])",
+    "DELETE FROM bulk_rl WHERE lbl = ANY($1::bigint[])",
+    "DELETE FROM bulk_kl WHERE lbl = ANY($1::bigint[])",
+    "DELETE FROM bulk_cexist WHERE lbl = ANY($1::bigint[])",
+]
+
+# One profile per component: the oldest existing profile, or a new one whose id derives from the
+# component's first record (deterministic: re-running a failed import creates the same ids).
+CREATE_COMPONENT_TARGET = """
+CREATE TEMP TABLE bulk_cprof ON COMMIT DROP AS
+SELECT DISTINCT ON (c.lbl) c.lbl, c.profile_id, false AS is_new, NULL::uuid AS created_by_event
+  FROM bulk_cexist c ORDER BY c.lbl, c.created_at, c.profile_id
+/*gp: DISTRIBUTED BY (lbl) */
+"""
+ADD_NEW_TARGETS = """
+INSERT INTO bulk_cprof (lbl, profile_id, is_new, created_by_event)
+SELECT DISTINCT ON (l.lbl) l.lbl, md5($1 || ':' || r.event_id::text)::uuid, true, r.event_id
+  FROM bulk_rl l JOIN bulk_rec r ON r.rec = l.rec
+ WHERE l.lbl > 0
+ ORDER BY l.lbl, r.rec
+"""
+COMPONENT_LOSERS = """
+SELECT c.profile_id AS loser, t.profile_id AS survivor FROM bulk_cexist c JOIN bulk_cprof t ON t.lbl = c.lbl
+ WHERE c.profile_id <> t.profile_id
+"""
+INSERT_NEW_PROFILES = """
+INSERT INTO profiles (profile_id, created_by_event, created_at, updated_at)
+SELECT profile_id, created_by_event, now(), now() FROM bulk_cprof WHERE is_new
+ON CONFLICT DO NOTHING
+"""
+INSERT_IDENTITIES = """
+INSERT INTO identities (kind, value, profile_id, source, first_seen, last_seen)
+SELECT k.kind, k.value, t.profile_id, $1, f.first_seen, f.last_seen
+  FROM (SELECT e.kid, min(r.occurred_at) AS first_seen, max(r.occurred_at) AS last_seen
+          FROM bulk_edge e JOIN bulk_rec r ON r.rec = e.rec GROUP BY e.kid) f
+  JOIN bulk_keys k ON k.kid = f.kid JOIN bulk_kl l ON l.kid = f.kid JOIN bulk_cprof t ON t.lbl = l.lbl
+ON CONFLICT (kind, value) DO NOTHING
+"""
+INSERT_EVENTS = """
+INSERT INTO events (event_id, occurred_at, profile_id, type, source, source_record_id, received_at, body)
+SELECT r.event_id, r.occurred_at, t.profile_id, $1, $2, r.source_record_id, now(),
+       r.body::jsonb || jsonb_build_object('profile_id', t.profile_id::text)
+  FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec JOIN bulk_cprof t ON t.lbl = l.lbl
+ON CONFLICT DO NOTHING
+"""
+INSERT_TRAITS = """
+INSERT INTO profile_traits (profile_id, trait, source, value, observed_at, first_seen, seen_count)
+SELECT t.profile_id, kv.key, $1, kv.value, max(r.occurred_at), min(r.occurred_at), count(*)
+  FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec JOIN bulk_cprof t ON t.lbl = l.lbl,
+       jsonb_each(r.traits::jsonb) AS kv
+ GROUP BY t.profile_id, kv.key, kv.value
+ON CONFLICT (profile_id, trait, source, value) DO UPDATE
+   SET observed_at = greatest(profile_traits.observed_at, excluded.observed_at),
+       first_seen = least(profile_traits.first_seen, excluded.first_seen),
+       seen_count = profile_traits.seen_count + excluded.seen_count
+"""
+TARGET_PROFILES = "SELECT profile_id FROM bulk_cprof"
+
+# Survivorship in SQL, the same rules as cdp_hub.resolver.survivorship (ties aside): per trait a strategy
+# ($1 traits, $2 strategies; $4 the default strategy), source ranks ($3 trait, $6 source, $7 rank: higher
+# wins), consent by the latest statement with an opt-out winning a tie. $5: the profiles to refresh.
+# Without a most_frequent rule the /*freq*/ windows are replaced by NULL (they cost a sort).
+GOLDEN = """
+WITH rules AS (SELECT * FROM unnest($1::text[], $2::text[]) AS x(trait, strategy)),
+ranks AS (SELECT * FROM unnest($3::text[], $6::text[], $7::int4[]) AS x(trait, source, src_rank)),
+todo AS (SELECT DISTINCT profile_id FROM unnest($5::uuid[]) AS x(profile_id)),
+obs AS (
+    SELECT t.profile_id, t.trait, t.value, t.observed_at, t.first_seen,
+           coalesce(r.strategy, $4) AS strategy, coalesce(k.src_rank, 0) AS src_rank,
+           /*freq*/sum(t.seen_count) OVER (PARTITION BY t.profile_id, t.trait, t.value)/*end*/ AS value_count,
+           /*freq*/max(t.observed_at) OVER (PARTITION BY t.profile_id, t.trait, t.value)/*end*/ AS value_last
+      FROM profile_traits t JOIN todo USING (profile_id) LEFT JOIN rules r ON r.trait = t.trait
+      LEFT JOIN ranks k ON k.trait = t.trait AND k.source = t.source
+     WHERE t.trait NOT LIKE 'consent.%'
+),
+ranked AS (
+    SELECT profile_id, trait, value, row_number() OVER (
+             PARTITION BY profile_id, trait ORDER BY
+               CASE WHEN strategy = 'source_priority' THEN src_rank END DESC NULLS LAST,
+               CASE WHEN strategy = 'most_frequent' THEN value_count END DESC NULLS LAST,
+               CASE WHEN strategy = 'most_frequent' THEN value_last END DESC NULLS LAST,
+               CASE WHEN strategy = 'first_non_empty' THEN first_seen END ASC NULLS LAST,
+               CASE WHEN strategy = 'first_non_empty' THEN src_rank END DESC NULLS LAST,
+               observed_at DESC, src_rank DESC, value::text DESC) AS rn
+      FROM obs
+),
+traits AS (SELECT profile_id, jsonb_object_agg(trait, value) AS golden FROM ranked WHERE rn = 1 GROUP BY profile_id),
+consent AS (
+    SELECT profile_id, jsonb_object_agg(substr(trait, 9), value) AS consent FROM (
+        SELECT DISTINCT ON (t.profile_id, t.trait) t.profile_id, t.trait, t.value
+          FROM profile_traits t JOIN todo USING (profile_id)
+         WHERE t.trait LIKE 'consent.%'
+         ORDER BY t.profile_id, t.trait, t.observed_at DESC, (t.value = '"opted_out"'::jsonb) DESC
+    ) c GROUP BY profile_id
+)
+UPDATE profiles p
+   SET golden = coalesce(tr.golden, '{}'::jsonb)
+                || CASE WHEN c.consent IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('consent', c.consent) END,
+       version = p.version + 1, updated_at = now()
+  FROM todo LEFT JOIN traits tr USING (profile_id) LEFT JOIN consent c USING (profile_id)
+ WHERE p.profile_id = todo.profile_id
+"""

@@ -1,0 +1,115 @@
+"""Bulk import: CSV/JSONL into golden records, set-wise, with existing profiles, rules and the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from cdp_hub.bus.memory import MemoryBus
+from cdp_hub.cli import main
+from cdp_hub.config import Settings
+from cdp_hub.hub import Hub
+from cdp_hub.metrics import Metrics
+from cdp_hub.resolver import IdentityRules, find_profile
+from cdp_hub.resolver.bulk import BulkImporter
+from cdp_hub.resolver.stage import ResolverStage
+
+from .test_resolver import event, records
+
+CSV = """id,email,phone,crm_id,first_name,last_name,birth_date,city,updated_at
+1,anna@x.ru,8 (916) 111-11-11,,Anna,Ivanova,1990-05-01,Moscow,2024-01-01T10:00:00Z
+2,ANNA@x.ru ,,,Anna,Ivanova,,Kazan,2024-02-01T10:00:00Z
+3,,+7 916 111 11 11,C-7,Anya,,,,2024-03-01T10:00:00Z
+4,boris@x.ru,,,Boris,,,Omsk,2024-01-05T10:00:00Z
+5,not-an-email,,,Bad,,,,2024-01-05T10:00:00Z
+6,test@test.ru,,,Junk,,,,2024-01-05T10:00:00Z
+7,boris@x.ru,,,Boris,,1985-13-40,,2024-01-05T10:00:00Z
+"""
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[Hub]:
+    settings = Settings(postgres_dsn=pg_dsn, redis_url=redis_url, data_dir=tmp_path / "data")
+    h = Hub(settings, bus=MemoryBus(), metrics=Metrics())
+    await h.start()
+    yield h
+    await h.stop()
+
+
+async def test_csv_import_builds_golden_records_and_dead_letters(hub: Hub, tmp_path: Path) -> None:
+    path = tmp_path / "legacy.csv"
+    path.write_text(CSV)
+    summary = await BulkImporter(hub, source="legacy_crm").run([path])
+    assert (summary.records, summary.loaded, summary.dead) == (7, 4, 3)
+    assert (summary.profiles_created, summary.merges, summary.streamed) == (2, 0, 0)
+    dead = await hub.bus.read_all(hub.topics.dlq)
+    reasons = [orjson.loads(r.value) for r in dead]
+    assert [(d["failure_type"], d["field"]) for d in reasons] == [
+        ("normalization_error", "email"), ("resolution_error", "identities"), ("schema_violation", "traits.birth_date")]
+    assert all(d["stage"] == "import" and d["source"] == "legacy_crm" for d in reasons)
+
+    anna = await find_profile(hub.store, "crm_id", "C-7")
+    assert anna is not None
+    assert {(i.kind, i.value) for i in anna.identities} == {
+        ("email", "anna@x.ru"), ("phone", "+79161111111"), ("crm_id", "C-7")}
+    assert anna.golden == {"first_name": "Anya", "last_name": "Ivanova", "birth_date": "1990-05-01",
+                           "city": "Kazan"}  # most recent non-empty value per trait
+    assert {t.value for t in anna.traits if t.trait == "first_name"} == {"Anna", "Anya"}
+    assert len(anna.recent_events) == 3 and anna.recent_events[0].source == "legacy_crm"
+
+    # Importing the same file again changes nothing.
+    again = await BulkImporter(hub, source="legacy_crm").run([path])
+    assert (again.loaded, again.duplicates, again.profiles_created) == (0, 4, 0)
+    assert await hub.store.fetchval("SELECT count(*) FROM events") == 4
+
+
+async def test_import_joins_and_merges_existing_profiles_and_follows_the_rules(hub: Hub, tmp_path: Path) -> None:
+    stage = ResolverStage(hub)
+    await stage.handle(records(event(("email", "old1@x.ru"), traits={"first_name": "Vera"})))
+    await stage.handle(records(event(("phone", "+79162222222"), at=1)))
+    await stage.handle(records(event(("crm_id", "A"), ("email", "a@x.ru"), at=2)))
+    await stage.handle(records(event(("crm_id", "B"), ("email", "b@x.ru"), at=3)))
+    old1 = await find_profile(hub.store, "email", "old1@x.ru")
+    assert old1 is not None
+    path = tmp_path / "more.jsonl"
+    path.write_text("\n".join(orjson.dumps(r).decode() for r in [
+        # Links two existing profiles: they merge, the older survives.
+        {"id": "j1", "email": "old1@x.ru", "phone": "+7 916 222-22-22", "city": "Sochi",
+         "updated_at": "2025-01-01T00:00:00Z"},
+        # Would give one profile two crm ids: resolved event by event, the conflict is recorded.
+        {"id": "j2", "email": "a@x.ru", "crm_id": "B"},
+        # A canonical event works too.
+        {"type": "customer.updated", "source": "shop", "source_record_id": "e1",
+         "occurred_at": "2025-02-01T00:00:00Z", "identities": [{"kind": "email", "value": "new@x.ru"}],
+         "traits": {"first_name": "Nina"}},
+        "not an object",
+    ]) + "\n{broken json\n")
+    summary = await BulkImporter(hub, source="legacy_shop", rules=IdentityRules()).run([path])
+    assert (summary.records, summary.dead, summary.streamed) == (5, 2, 1)
+    assert summary.merges == 1 and summary.conflicts == 1 and summary.profiles_created == 1
+    merged = await find_profile(hub.store, "phone", "+79162222222")
+    assert merged is not None and merged.profile_id == old1.profile_id
+    assert merged.golden == {"first_name": "Vera", "city": "Sochi"}
+    assert await hub.store.fetchval("SELECT rule FROM identity_conflicts") == "max_per_profile"
+    nina = await find_profile(hub.store, "email", "new@x.ru")
+    assert nina is not None and nina.golden == {"first_name": "Nina"}
+
+
+async def test_import_cli_prints_a_summary(hub: Hub, pg_dsn: str, redis_url: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "legacy.csv"
+    path.write_text(CSV)
+    monkeypatch.setenv("CDP_HUB_POSTGRES_DSN", pg_dsn)
+    monkeypatch.setenv("CDP_HUB_REDIS_URL", redis_url)
+    monkeypatch.setenv("CDP_HUB_DATA_DIR", str(tmp_path / "cli"))
+    code = await asyncio.to_thread(main, ["import", str(path), "--source", "legacy_crm", "--json"])
+    assert code == 0
+    out = orjson.loads(capsys.readouterr().out)
+    assert (out["records"], out["dlq"], out["profiles_created"]) == (7, 3, 2)
+    assert await asyncio.to_thread(main, ["import", str(tmp_path / "nope.csv"), "--source", "x"]) == 1
+    assert "file not found" in capsys.readouterr().err
