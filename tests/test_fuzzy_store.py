@@ -13,8 +13,14 @@ import pytest
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.resolver import fuzzy_cli
-from cdp_hub.resolver.fuzzy import default_config, list_suggestions, profile_record, suggest_merges
-from cdp_hub.store import Store
+from cdp_hub.resolver.fuzzy import (
+    default_config,
+    list_suggestions,
+    profile_record,
+    set_suggestion_status,
+    suggest_merges,
+)
+from cdp_hub.store import Store, load_migrations, render_sql
 
 
 async def add_profile(store: Store, golden: dict[str, Any], *, identities: dict[str, str] | None = None,
@@ -89,11 +95,15 @@ async def test_suggest_merges_stores_idempotent_suggestions(store: Store) -> Non
     assert len(again.auto) == 2
 
     # An operator's decision survives re-runs; a rejected pair is never offered for auto-merging again.
-    await store.execute("UPDATE merge_suggestions SET status = 'rejected' WHERE profile_a = $1 AND profile_b = $2",
-                        *map(uuid.UUID, key(kozlova_1, kozlova_2)))
+    assert await set_suggestion_status(store, kozlova_2, kozlova_1, "rejected", decided_by="operator")
+    assert not await set_suggestion_status(store, kozlova_2, uuid.uuid4(), "rejected", decided_by="operator")
+    with pytest.raises(ValueError, match="unknown status"):
+        await set_suggestion_status(store, kozlova_1, kozlova_2, "maybe", decided_by="operator")
     third = await suggest_merges(store, config)
     assert [(p.a, p.b) for p in third.auto] == [key(ivanov_ru, ivanov_en)]
     assert (await statuses(store))[key(kozlova_1, kozlova_2)] == "rejected"
+    decided = await store.fetchrow("SELECT decided_by, decided_at FROM merge_suggestions WHERE status = 'rejected'")
+    assert decided is not None and decided["decided_by"] == "operator" and decided["decided_at"] is not None
 
     # A profile merged away meanwhile makes its open suggestions stale.
     await store.execute("UPDATE profiles SET merged_into = $1 WHERE profile_id = $2", smirnov_1, smirnov_2)
@@ -167,3 +177,11 @@ async def test_cli_suggest_and_list(store: Store, pg_dsn: str, tmp_path: Path,
     args = parser.parse_args(["identity", "suggest", "--threshold", "1.5"])
     with pytest.raises(ConfigurationError, match="threshold"):
         await args.handler(args, settings)
+
+
+def test_greenplum_dialect_distributes_suggestions_by_a_key_column() -> None:
+    (migration,) = [m for m in load_migrations() if m.name == "merge_suggestions"]
+    sql = render_sql(migration.sql, "greenplum")
+    assert "DISTRIBUTED BY (profile_a)" in sql
+    assert "PRIMARY KEY (profile_a, profile_b)" in sql  # the unique key includes the distribution key
+    assert "DISTRIBUTED" not in render_sql(migration.sql, "postgres")

@@ -18,6 +18,8 @@ Public API::
     cluster(pairs, threshold) -> list[list[str]]
     await suggest_merges(store, config) -> SuggestResult
     await list_suggestions(store, status="open") -> list[Suggestion]
+    await set_suggestion_status(store, a, b, "rejected", decided_by="alice") -> bool
+    await merge_auto_suggestions(store, result.auto) -> int | None
 
 See docs/fuzzy-matching.md for the method, a configuration example and the CLI.
 """
@@ -39,7 +41,9 @@ from cdp_hub.resolver.fuzzy_store import (
     Suggestion,
     SuggestResult,
     list_suggestions,
+    merge_auto_suggestions,
     profile_record,
+    set_suggestion_status,
     suggest_merges,
 )
 from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex, transliterate
@@ -62,8 +66,10 @@ __all__ = [
     "list_suggestions",
     "load_matcher_config",
     "match",
+    "merge_auto_suggestions",
     "name_skeleton",
     "profile_record",
+    "set_suggestion_status",
     "soundex",
     "suggest_merges",
     "transliterate",

@@ -35,6 +35,7 @@ __all__ = [
     "list_suggestions",
     "merge_auto_suggestions",
     "profile_record",
+    "set_suggestion_status",
     "suggest_merges",
 ]
 
@@ -93,6 +94,10 @@ UPDATE merge_suggestions s SET status = 'stale', updated_at = now()
 _SELECT_AUTO = """
 SELECT profile_a, profile_b FROM merge_suggestions
  WHERE status = 'auto' AND profile_a = ANY($1::uuid[]) AND profile_b = ANY($2::uuid[])
+"""
+_DECIDE = """
+UPDATE merge_suggestions SET status = $3, decided_at = now(), decided_by = $4, updated_at = now()
+ WHERE profile_a = $1 AND profile_b = $2
 """
 _LIST = """
 SELECT profile_a, profile_b, score, weight, evidence, status, matcher, created_at, updated_at
@@ -233,6 +238,18 @@ async def list_suggestions(store: Store, *, status: str | None = "open", limit: 
         Suggestion(r["profile_a"], r["profile_b"], r["score"], r["weight"], r["evidence"], r["status"], r["matcher"])
         for r in rows
     ]
+
+
+async def set_suggestion_status(
+    store: Store, profile_a: uuid.UUID | str, profile_b: uuid.UUID | str, status: str, *, decided_by: str
+) -> bool:
+    """Record a decision on a suggestion (``rejected``, ``merged``, or back to ``open``); the pair may be
+    given in either order. ``False`` when there is no such suggestion."""
+    if status not in SUGGESTION_STATUSES:
+        raise ValueError(f"unknown status {status!r}; use one of {SUGGESTION_STATUSES}")
+    a, b = sorted((str(profile_a), str(profile_b)))
+    tag = await store.execute(_DECIDE, uuid.UUID(a), uuid.UUID(b), status, decided_by)
+    return tag.endswith(" 1")
 
 
 async def merge_auto_suggestions(store: Store, pairs: list[ScoredPair]) -> int | None:
