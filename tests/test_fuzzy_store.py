@@ -16,10 +16,12 @@ from cdp_hub.resolver import fuzzy_cli
 from cdp_hub.resolver.fuzzy import (
     default_config,
     list_suggestions,
+    merge_auto_suggestions,
     profile_record,
     set_suggestion_status,
     suggest_merges,
 )
+from cdp_hub.schema.events import Event
 from cdp_hub.store import Store, load_migrations, render_sql
 
 
@@ -185,3 +187,66 @@ def test_greenplum_dialect_distributes_suggestions_by_a_key_column() -> None:
     assert "DISTRIBUTED BY (profile_a)" in sql
     assert "PRIMARY KEY (profile_a, profile_b)" in sql  # the unique key includes the distribution key
     assert "DISTRIBUTED" not in render_sql(migration.sql, "postgres")
+
+
+async def test_auto_merge_goes_through_the_merge_api(store: Store) -> None:
+    ivanov_ru = await add_profile(store, {"first_name": "Сергей", "last_name": "Иванов", "birth_date": "1985-03-14"},
+                                  identities={"email": "s.ivanov@mail.ru"})
+    ivanov_en = await add_profile(store, {"first_name": "Sergey", "last_name": "Ivanov", "birth_date": "1985-03-14"},
+                                  identities={"phone": "+79031112233"})
+    # The same person by every trait, but two different CRM ids: the identity rules forbid the merge.
+    kozlova_1 = await add_profile(store, {"first_name": "Maria", "last_name": "Kozlova", "birth_date": "1992-06-30"},
+                                  identities={"crm_id": "CRM-1"})
+    kozlova_2 = await add_profile(store, {"first_name": "Мария", "last_name": "Козлова", "birth_date": "1992-06-30"},
+                                  identities={"crm_id": "CRM-2"})
+    config = default_config()
+    result = await suggest_merges(store, config)
+    assert {(p.a, p.b) for p in result.auto} == {key(ivanov_ru, ivanov_en), key(kozlova_1, kozlova_2)}
+
+    events: list[Event] = []
+
+    async def publish(event: Event) -> None:
+        events.append(event)
+
+    merged = await merge_auto_suggestions(store, result.auto, config, publish=publish)
+    assert (merged.merged, merged.already_one, merged.held) == (1, 0, [])
+    assert [(p.a, p.b) for p, _ in merged.refused] == [key(kozlova_1, kozlova_2)]
+    assert "crm_id" in merged.refused[0][1]
+
+    live = {r["profile_id"] for r in await store.fetch("SELECT profile_id FROM profiles WHERE merged_into IS NULL")}
+    assert len(live & {ivanov_ru, ivanov_en}) == 1 and {kozlova_1, kozlova_2} <= live
+    audit = await store.fetch("SELECT surviving_profile_id, merged_profile_id, reason FROM merges")
+    assert len(audit) == 1 and audit[0]["reason"].startswith("fuzzy match: score ")
+    assert {audit[0]["surviving_profile_id"], audit[0]["merged_profile_id"]} == {ivanov_ru, ivanov_en}
+    assert [e.type for e in events] == ["profile.merged"]
+    assert await statuses(store) == {key(ivanov_ru, ivanov_en): "merged", key(kozlova_1, kozlova_2): "rejected"}
+
+    again = await suggest_merges(store, config)
+    assert again.auto == [] and again.inserted == 0
+
+
+async def test_auto_merge_holds_long_chains_for_an_operator(store: Store) -> None:
+    ids = [await add_profile(store, {"first_name": given, "last_name": "Orlova", "birth_date": "1983-05-31"})
+           for given in ("Inna", "Ina", "Инна")]
+    config = default_config(auto_merge_max_cluster=2)
+    result = await suggest_merges(store, config)
+    assert len(result.auto) == 3
+    merged = await merge_auto_suggestions(store, result.auto, config)
+    assert merged.merged == 0 and merged.events == []
+    assert merged.held == [sorted(str(i) for i in ids)]
+    assert set((await statuses(store)).values()) == {"auto"}
+    # Within the cap, the whole cluster becomes one profile: two merges, the third pair is already joined.
+    merged = await merge_auto_suggestions(store, result.auto, default_config())
+    assert (merged.merged, merged.already_one, len(merged.events)) == (2, 1, 2)
+    assert await store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL") == 1
+
+
+async def test_cli_auto_merge(store: Store, pg_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    await add_profile(store, {"first_name": "Юлия", "last_name": "Соколова", "birth_date": "1979-02-28"})
+    await add_profile(store, {"first_name": "Yuliya", "last_name": "Sokolova", "birth_date": "1979-02-28"})
+    settings = Settings(postgres_dsn=pg_dsn, data_dir=tmp_path)
+    args = _parser().parse_args(["identity", "suggest", "--auto-merge", "--json"])
+    assert await args.handler(args, settings) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["auto"], summary["merged"], summary["refused"]) == (1, 1, [])
+    assert await store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL") == 1

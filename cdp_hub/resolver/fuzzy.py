@@ -19,7 +19,7 @@ Public API::
     await suggest_merges(store, config) -> SuggestResult
     await list_suggestions(store, status="open") -> list[Suggestion]
     await set_suggestion_status(store, a, b, "rejected", decided_by="alice") -> bool
-    await merge_auto_suggestions(store, result.auto) -> int | None
+    await merge_auto_suggestions(store, result.auto, config) -> AutoMergeResult
 
 See docs/fuzzy-matching.md for the method, a configuration example and the CLI.
 """
@@ -38,6 +38,7 @@ from cdp_hub.resolver.fuzzy_model import (
     load_matcher_config,
 )
 from cdp_hub.resolver.fuzzy_store import (
+    AutoMergeResult,
     Suggestion,
     SuggestResult,
     list_suggestions,
@@ -49,6 +50,7 @@ from cdp_hub.resolver.fuzzy_store import (
 from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex, transliterate
 
 __all__ = [
+    "AutoMergeResult",
     "BlockingPass",
     "Comparison",
     "FieldEvidence",

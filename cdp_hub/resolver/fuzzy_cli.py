@@ -1,6 +1,6 @@
 """``cdp-hub identity suggest`` and ``cdp-hub identity suggestions``: fuzzy merge suggestions from the CLI.
 
-    cdp-hub identity suggest [--threshold X] [--auto-merge] [--matcher matcher.toml] [--json]
+    cdp-hub identity suggest [--threshold X] [--auto-merge [--rules RULES]] [--matcher matcher.toml] [--json]
     cdp-hub identity suggestions [--status open|auto|merged|rejected|stale|all] [--limit N] [--json]
 
 The commands join the ``identity`` command group when another module has already created it (list this
@@ -12,19 +12,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.resolver.fuzzy_model import load_matcher_config
 from cdp_hub.resolver.fuzzy_store import (
     SUGGESTION_STATUSES,
+    AutoMergeResult,
     SuggestResult,
     list_suggestions,
     merge_auto_suggestions,
     suggest_merges,
 )
 from cdp_hub.store import Store
+
+if TYPE_CHECKING:
+    from cdp_hub.schema.events import Event
 
 __all__ = ["register"]
 
@@ -55,6 +60,8 @@ def register(subparsers: _Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--auto-merge", action="store_true",
                    help="merge the pairs at or above auto_merge_threshold now")
     p.add_argument("--matcher", default=None, help="matcher configuration (TOML or JSON); default: built-in")
+    p.add_argument("--rules", type=Path, default=None,
+                   help="identity rules for --auto-merge (default: $CDP_HUB_IDENTITY_RULES or built-in)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=cmd_suggest)
 
@@ -69,7 +76,7 @@ def _store(settings: Settings) -> Store:
     return Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=2, data_dir=settings.data_dir)
 
 
-def _summary(result: SuggestResult, merged: int | None) -> dict[str, Any]:
+def _summary(result: SuggestResult, merged: AutoMergeResult | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "profiles": result.profiles,
         "candidate_pairs": result.candidate_pairs,
@@ -84,7 +91,10 @@ def _summary(result: SuggestResult, merged: int | None) -> dict[str, Any]:
     if result.run is not None and result.run.unreadable:
         out["unreadable"] = result.run.unreadable  # e.g. birth dates in no known notation: compared as missing
     if merged is not None:
-        out["merged"] = merged
+        out["merged"] = merged.merged
+        out["already_one"] = merged.already_one
+        out["refused"] = [{"profile_a": p.a, "profile_b": p.b, "reason": why} for p, why in merged.refused]
+        out["held_clusters"] = merged.held
     return out
 
 
@@ -92,10 +102,25 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigurationError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
     config = load_matcher_config(args.matcher)
-    async with _store(settings) as store:
-        await store.migrate()
-        result = await suggest_merges(store, config, threshold=args.threshold)
-        merged = await merge_auto_suggestions(store, result.auto) if args.auto_merge else None
+    merged: AutoMergeResult | None = None
+    if args.auto_merge:
+        # Merges emit profile.merged events on the bus, so this needs the whole hub, not just the store.
+        from cdp_hub.hub import Hub
+        from cdp_hub.resolver.merge import publish_profile_event
+        from cdp_hub.resolver.rules import load_rules
+
+        rules = load_rules(args.rules)
+        async with Hub(settings) as hub:
+            result = await suggest_merges(hub.store, config, threshold=args.threshold)
+
+            async def publish(event: Event) -> None:
+                await publish_profile_event(hub, event)
+
+            merged = await merge_auto_suggestions(hub.store, result.auto, config, rules=rules, publish=publish)
+    else:
+        async with _store(settings) as store:
+            await store.migrate()
+            result = await suggest_merges(store, config, threshold=args.threshold)
     summary = _summary(result, merged)
     if args.json:
         print(json.dumps(summary))
@@ -108,12 +133,17 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
         print("values that could not be read (compared as missing): "
               + ", ".join(f"{k}={v}" for k, v in sorted(result.run.unreadable.items())), file=sys.stderr)
     for pair in (result.run.pairs[:10] if result.run else []):
-        print(f"  {pair.score:.4f}  {pair.a}  {pair.b}")
+        print(f"  {pair.score:.6f}  {pair.a}  {pair.b}")
     if merged is not None:
-        print(f"auto-merged {merged} of {len(result.auto)} pairs")
+        print(f"auto-merged {merged.merged} pairs ({merged.already_one} already one profile)")
+        for pair, why in merged.refused:
+            print(f"  not merged {pair.a} {pair.b}: {why}", file=sys.stderr)
+        for group in merged.held:
+            print(f"  held for an operator: {len(group)} profiles chained by fuzzy pairs: {' '.join(group)}",
+                  file=sys.stderr)
     elif result.auto:
-        print("the pairs at or above auto_merge_threshold are stored with status 'auto'; "
-              "run with --auto-merge to merge them", file=sys.stderr)
+        print(f"{len(result.auto)} pairs stored with status 'auto'; run with --auto-merge to merge them",
+              file=sys.stderr)
     return 0
 
 

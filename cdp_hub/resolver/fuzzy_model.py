@@ -227,6 +227,9 @@ class MatcherConfig(BaseModel):
     seed: int = 20261126
     suggest_threshold: float = Field(0.9, ge=0.0, le=1.0)
     auto_merge_threshold: float = Field(0.9999, ge=0.0, le=1.0)
+    auto_merge_max_cluster: int = Field(
+        5, ge=2, description="auto-merge pulls together at most this many profiles; a bigger cluster waits for a human"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MatcherConfig:

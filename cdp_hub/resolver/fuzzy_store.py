@@ -8,6 +8,9 @@
 Re-running is idempotent: a pair keeps one row (``profile_a < profile_b``); an open or auto row gets the
 new score and evidence, a decided row (``merged``, ``rejected``) keeps its decision and is never
 offered for auto-merging again. Suggestions whose profile has since been merged away become ``stale``.
+
+:func:`merge_auto_suggestions` executes the ``auto`` pairs through the resolver's merge API
+(:mod:`cdp_hub.resolver.merge`): oldest profile survives, audit row in ``merges``, ``profile.merged`` event.
 """
 
 from __future__ import annotations
@@ -16,20 +19,25 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cdp_hub.resolver.fuzzy_match import MatchRun, match
+from cdp_hub.resolver.fuzzy_match import MatchRun, cluster, match
 from cdp_hub.resolver.fuzzy_model import MatcherConfig, PersonRecord, ScoredPair
 from cdp_hub.store import Store
+
+if TYPE_CHECKING:
+    from cdp_hub.resolver.rules import IdentityRules
+    from cdp_hub.schema.events import Event
 
 __all__ = [
     "GOLDEN_FIELDS",
     "IDENTITY_FIELDS",
     "SUGGESTION_STATUSES",
+    "AutoMergeResult",
     "SuggestResult",
     "Suggestion",
     "list_suggestions",
@@ -252,12 +260,59 @@ async def set_suggestion_status(
     return tag.endswith(" 1")
 
 
-async def merge_auto_suggestions(store: Store, pairs: list[ScoredPair]) -> int | None:
-    """Merge the pairs :func:`suggest_merges` returned in ``auto``; the number merged.
+@dataclass(slots=True)
+class AutoMergeResult:
+    """What :func:`merge_auto_suggestions` did. ``events`` are the ``profile.merged`` events to publish
+    (``publish_profile_event``) when no ``publish`` callback was given."""
 
-    ``None`` when this build has no profile-merge API to call: the pairs then stay in
-    ``merge_suggestions`` with status ``auto``, for an operator or a later run.
+    merged: int = 0           # pairs merged now
+    already_one: int = 0      # pairs that an earlier merge of this run (or someone else) already joined
+    refused: list[tuple[ScoredPair, str]] = field(default_factory=list)  # the identity rules said no
+    held: list[list[str]] = field(default_factory=list)  # clusters over auto_merge_max_cluster, left 'auto'
+    events: list[Event] = field(default_factory=list)
+
+
+async def merge_auto_suggestions(
+    store: Store,
+    pairs: Sequence[ScoredPair],
+    config: MatcherConfig,
+    *,
+    rules: IdentityRules | None = None,
+    publish: Callable[[Event], Awaitable[None]] | None = None,
+) -> AutoMergeResult:
+    """Merge the pairs :func:`suggest_merges` returned in ``auto``, through the resolver's merge API
+    (:func:`cdp_hub.resolver.merge.merge_profiles`: the oldest profile survives, with an audit row).
+
+    Pairs are grouped into clusters first; a cluster of more than ``config.auto_merge_max_cluster``
+    profiles is not merged (a chain of fuzzy pairs that long needs a human) and stays ``auto``. A merge the
+    identity rules refuse (two different ``crm_id`` values, an operator's earlier split) is marked
+    ``rejected`` with ``decided_by = 'identity rules'``. Merged pairs become ``merged``, decided by ``auto``.
     """
-    if not pairs:
-        return 0
-    return None
+    from cdp_hub.resolver.merge import MergeRefused, merge_profiles
+
+    result = AutoMergeResult()
+    result.held = [g for g in cluster(pairs, 0.0) if len(g) > config.auto_merge_max_cluster]
+    too_big = {pid for group in result.held for pid in group}
+    for pair in sorted(pairs, key=lambda p: (-p.score, p.a, p.b)):
+        if pair.a in too_big:
+            continue
+        reason = f"fuzzy match: score {pair.score:.6f}, weight {pair.weight:.1f}"
+        try:
+            outcome = await merge_profiles(store, [uuid.UUID(pair.a), uuid.UUID(pair.b)], reason=reason, rules=rules)
+        except MergeRefused as exc:
+            result.refused.append((pair, str(exc)))
+            await set_suggestion_status(store, pair.a, pair.b, "rejected", decided_by="identity rules")
+            continue
+        await set_suggestion_status(store, pair.a, pair.b, "merged", decided_by="auto")
+        if outcome is None:
+            result.already_one += 1
+            continue
+        result.merged += 1
+        if publish is not None:
+            await publish(outcome.event)
+        else:
+            result.events.append(outcome.event)
+    if result.held:
+        log.warning("fuzzy auto-merge: %d cluster(s) larger than %d profiles left for an operator",
+                    len(result.held), config.auto_merge_max_cluster)
+    return result
