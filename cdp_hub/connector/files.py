@@ -118,11 +118,12 @@ def sniff(path: str | os.PathLike[str], format: FileFormat | None = None, encodi
         fmt = "csv"
     else:
         fmt = "jsonl" if head.lstrip(codecs.BOM_UTF8 + b" \t\r\n")[:1] == b"{" else "csv"
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ConfigurationError(f"unknown encoding {encoding!r} (try utf-8, utf-8-sig or cp1251)") from None
     enc = _norm_encoding(encoding, head) if encoding else _detect_encoding(head)
-    try:
-        codecs.lookup(enc)
-    except LookupError:
-        raise ConfigurationError(f"unknown encoding {enc!r} (try utf-8, utf-8-sig or cp1251)") from None
     delim = delimiter or ""
     if fmt == "csv" and not delim:
         first = head.split(b"\n", 1)[0].decode(enc, errors="replace")
