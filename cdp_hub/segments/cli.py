@@ -40,6 +40,8 @@ def register(sub: Any) -> None:
     r = s.add_parser("recompute", help="recompute segments in SQL; emit segment.entered/exited")
     r.add_argument("segment_ids", nargs="*", metavar="ID", help="default: every segment")
     r.add_argument("--as-of", type=datetime.fromisoformat, help="evaluate at this time (default: now)")
+    r.add_argument("--allow-memory-bus", action="store_true",
+                   help="with bus = 'memory', update membership although no running stage sees the events")
     r.set_defaults(handler=cmd_recompute)
     m = s.add_parser("members", help="members of a segment")
     m.add_argument("segment_id", metavar="ID")
@@ -106,10 +108,15 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_recompute(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.errors import ConfigurationError
     from cdp_hub.hub import Hub
     from cdp_hub.segments.engine import SegmentEngine
 
-    _warn_memory_bus(settings)
+    if settings.bus == "memory" and not args.allow_memory_bus:
+        # The membership would change while its segment.entered/exited events reach no running stage.
+        raise ConfigurationError(
+            "bus = 'memory': the segment.entered/exited events of a recompute would reach no running stage; "
+            "set bus = 'kafka' (CDP_HUB_BUS=kafka), or pass --allow-memory-bus to update membership anyway")
     async with Hub(settings) as hub:
         engine = SegmentEngine(hub)
         for sid in args.segment_ids or sorted(engine.segments):
@@ -129,8 +136,12 @@ async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
     async with Hub(settings) as hub:
         engine = SegmentEngine(hub)
         engine.segment(args.segment_id)
-        for pid in await engine.members(args.segment_id, limit=args.limit):
+        members = await engine.members(args.segment_id, limit=args.limit)
+        for pid in members:
             print(pid)
+        total = await hub.store.fetchval("SELECT count(*) FROM segment_members WHERE segment_id = $1",
+                                         args.segment_id)
+        print(f"{args.segment_id}: {total} members ({len(members)} shown)", file=sys.stderr)
     return 0
 
 
