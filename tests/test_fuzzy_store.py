@@ -21,6 +21,7 @@ from cdp_hub.resolver.fuzzy import (
     set_suggestion_status,
     suggest_merges,
 )
+from cdp_hub.resolver.fuzzy_store import load_records
 from cdp_hub.schema.events import Event
 from cdp_hub.store import Store, load_migrations, render_sql
 
@@ -250,3 +251,13 @@ async def test_cli_auto_merge(store: Store, pg_dsn: str, tmp_path: Path, capsys:
     summary = json.loads(capsys.readouterr().out)
     assert (summary["auto"], summary["merged"], summary["refused"]) == (1, 1, [])
     assert await store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL") == 1
+
+
+async def test_records_take_the_latest_identity_and_skip_blocked_values(store: Store) -> None:
+    pid = await add_profile(store, {"first_name": "Inna"}, identities={"email": "shop@example.ru"})
+    await store.execute("INSERT INTO identities (kind, value, profile_id, last_seen) "
+                        "VALUES ('email', 'inna@example.ru', $1, now() + interval '1 day')", pid)
+    await store.execute("INSERT INTO identities (kind, value, profile_id) VALUES ('phone', '+74950000000', $1)", pid)
+    await store.execute("INSERT INTO blocked_identities (kind, value, reason) VALUES ('phone', '+74950000000', 'shared')")
+    (record,) = await load_records(store)
+    assert (record.id, record.given_name, record.email, record.phone) == (str(pid), "Inna", "inna@example.ru", None)

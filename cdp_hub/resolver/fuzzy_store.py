@@ -73,13 +73,16 @@ _PATRONYMIC_ENDINGS = ("ovich", "evich", "ich", "ovna", "evna", "ichna", "ичн
 _SELECT_PROFILES = """
 SELECT profile_id, golden FROM profiles WHERE merged_into IS NULL ORDER BY profile_id
 """
+# Blocked values (shared store phones, placeholder e-mails) are no evidence of anything.
 _SELECT_IDENTITIES = """
 SELECT DISTINCT ON (i.profile_id, i.kind) i.profile_id, i.kind, i.value
   FROM identities i
   JOIN profiles p ON p.profile_id = i.profile_id AND p.merged_into IS NULL
  WHERE i.kind = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM blocked_identities b WHERE b.kind = i.kind AND b.value = i.value)
  ORDER BY i.profile_id, i.kind, i.last_seen DESC, i.value
 """
+_UPSERT_CHUNK = 10_000  # pairs per statement: bounded statement size, still set-wise
 # One statement for the whole batch. `inserted` tells new rows from updated ones (xmax = 0 on insert).
 _UPSERT = """
 INSERT INTO merge_suggestions AS s (profile_a, profile_b, score, weight, evidence, status, matcher)
@@ -212,15 +215,17 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     inserted = updated = stale = 0
     auto: list[ScoredPair] = []
     async with store.pool.acquire() as conn, conn.transaction():
-        if pairs:
+        for start in range(0, len(pairs), _UPSERT_CHUNK):
+            chunk = pairs[start : start + _UPSERT_CHUNK]
             rows = await conn.fetch(
                 _UPSERT,
-                [uuid.UUID(p.a) for p in pairs], [uuid.UUID(p.b) for p in pairs],
-                [p.score for p in pairs], [p.weight for p in pairs],
-                [orjson.dumps(p.evidence_json()).decode() for p in pairs], statuses, fingerprint,
+                [uuid.UUID(p.a) for p in chunk], [uuid.UUID(p.b) for p in chunk],
+                [p.score for p in chunk], [p.weight for p in chunk],
+                [orjson.dumps(p.evidence_json()).decode() for p in chunk],
+                statuses[start : start + _UPSERT_CHUNK], fingerprint,
             )
-            inserted = sum(1 for r in rows if r["inserted"])
-            updated = len(rows) - inserted
+            inserted += sum(1 for r in rows if r["inserted"])
+            updated += sum(1 for r in rows if not r["inserted"])
         stale_tag = await conn.execute(_MARK_STALE)
         stale = int(stale_tag.rsplit(" ", 1)[-1])
         wanted = [p for p, st in zip(pairs, statuses, strict=True) if st == "auto"]
