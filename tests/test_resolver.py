@@ -290,3 +290,16 @@ def test_migration_renders_for_both_dialects(gp: bool) -> None:
     text = render_sql(mig.sql, "greenplum" if gp else "postgres")
     assert ("DISTRIBUTED BY (kind, value)" in text) is gp
     assert ("DISTRIBUTED BY (profile_id)" in text) is gp
+
+
+async def test_a_merge_done_in_the_crm_merges_despite_the_crm_id_limit(hub: Hub) -> None:
+    stage = ResolverStage(hub)
+    await stage.handle(records(event(("crm_id", "C10"), ("email", "x10@x.ru"))))
+    await stage.handle(records(event(("crm_id", "C11"), ("phone", "+79160000011"), at=1)))
+    merge = event(("crm_id", "C10"), at=2, properties={"merged_identities": [{"kind": "crm_id", "value": "C11"}]})
+    msgs = decoded(await stage.handle(records(merge)))
+    assert [m["type"] for m in msgs] == ["customer.updated", "profile.merged"]
+    assert "merged in the source system (crm)" in msgs[1]["properties"]["reason"]
+    view = await find_profile(hub.store, "phone", "+79160000011")
+    assert view is not None and {i.value for i in view.identities} == {"C10", "C11", "x10@x.ru", "+79160000011"}
+    assert await hub.store.fetchval("SELECT count(*) FROM identity_conflicts") == 0

@@ -31,6 +31,7 @@ from cdp_hub.resolver import sql
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.resolver.survivorship import Observation, event_observations, golden_record
 from cdp_hub.schema.events import Event, uuid7
+from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
 
 __all__ = [
     "RESOLVER_NAMESPACE",
@@ -109,6 +110,9 @@ class BatchItem:
     event: Event
     keys: list[Key]
     explicit: uuid.UUID | None = None
+    # Identities the source says are this person (a CRM's own merge): their profiles are merged in
+    # whatever the limits say, and the identities attached.
+    forced: list[Key] = field(default_factory=list)
 
 
 @dataclass
@@ -188,7 +192,8 @@ class GraphFragment:
             pid = self.canon(item.explicit)
             candidates.append(pid)
             via[pid] = None
-        for key in item.keys:
+        forced: set[uuid.UUID] = set()
+        for key in [*item.keys, *item.forced]:
             self.seen_keys[key] = max(self.seen_keys.get(key, event.occurred_at), event.occurred_at)
             owner = self.owner.get(key)
             if owner is None:
@@ -197,21 +202,24 @@ class GraphFragment:
             if pid not in via:
                 candidates.append(pid)
                 via[pid] = key
+                if key in item.forced and key not in item.keys:
+                    forced.add(pid)
         if not candidates:
             target = self._new_profile(event)
         elif len(candidates) == 1:
             target = candidates[0]
         else:
-            target = self._merge(item, candidates, via)
+            target = self._merge(item, candidates, via, forced)
         self._attach(item, target)
         final = self.canon(target)
         self.result.profile_of[event.event_id] = final
         return final
 
-    def _merge(self, item: BatchItem, candidates: list[uuid.UUID], via: dict[uuid.UUID, Key | None]) -> uuid.UUID:
+    def _merge(self, item: BatchItem, candidates: list[uuid.UUID], via: dict[uuid.UUID, Key | None],
+               forced: set[uuid.UUID]) -> uuid.UUID:
         event = item.event
         cap = self.rules.max_merge_size
-        if len(candidates) > cap:
+        if len([c for c in candidates if c not in forced]) > cap:
             self.result.conflicts.append(Conflict(
                 "max_merge_size", sorted(candidates), event.event_id,
                 f"event would merge {len(candidates)} profiles; the cap is {cap}",
@@ -219,7 +227,7 @@ class GraphFragment:
             return candidates[0]
         group = [candidates[0]]
         for pid in candidates[1:]:
-            kind = self._fits(group, pid)
+            kind = None if pid in forced else self._fits(group, pid)
             if kind is None:
                 group.append(pid)
                 continue
@@ -246,17 +254,21 @@ class GraphFragment:
         reason = "shared identities: " + ", ".join(f"{k}:{v}" for k, v in linking)
         if item.explicit is not None:
             reason += f"; event addressed to profile {item.explicit}"
+        if forced & set(group):
+            reason += f"; merged in the source system ({event.source})"
         self.result.merges.append(Merge(survivor, losers, event.event_id, linking, reason))
         return survivor
 
     def _attach(self, item: BatchItem, target: uuid.UUID) -> None:
         pid = self.canon(target)
-        for key in item.keys:
+        for key in [*item.keys, *item.forced]:
             if key in self.owner:
                 continue
             kind, value = key
             limit = self.limits.get(kind)
-            if limit is not None:
+            if key in item.forced:
+                self.limited[pid][kind].add(value)
+            elif limit is not None:
                 held = self.limited[pid][kind]
                 if value not in held and len(held) >= limit:
                     self.result.conflicts.append(Conflict(
@@ -291,14 +303,34 @@ def canonical_json(value: Any) -> str:
 class IdentityGraph:
     """Resolves micro-batches of events against the identity graph in the store."""
 
-    def __init__(self, pool: asyncpg.Pool, rules: IdentityRules | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, rules: IdentityRules | None = None,
+                 options: NormalizationOptions = DEFAULT_OPTIONS) -> None:
         self.pool = pool
         self.rules = rules or IdentityRules()
-        self._blocked = self.rules.blocked_set()
+        self.options = options
+        self._blocked = self.rules.blocked_set(options)
 
     def usable_keys(self, event: Event) -> list[Key]:
         """The event's identities that may link profiles, strongest kind first."""
         return usable_keys(event, self.rules, self._blocked)
+
+    def merged_identities(self, event: Event) -> list[Key]:
+        """``properties.merged_identities`` of a source's own merge (e.g. contacts merged in the CRM),
+        normalized; values that do not normalize or are blocked are left out."""
+        raw = event.properties.get("merged_identities")
+        if not isinstance(raw, list):
+            return []
+        out: list[Key] = []
+        for item in raw:
+            if not isinstance(item, dict) or not isinstance(item.get("kind"), str):
+                continue
+            try:
+                key = normalize_identity(item["kind"], str(item.get("value", "")), self.options)
+            except ValueError:
+                continue
+            if key not in self._blocked and self.rules.kind_rule(key[0]).links and key not in out:
+                out.append(key)
+        return out
 
     async def resolve(self, events: Sequence[Event], keys: Sequence[list[Key]] | None = None) -> BatchResult:
         """Resolve ``events`` (already parsed) in one transaction; retried on a concurrent merge.
@@ -311,7 +343,7 @@ class IdentityGraph:
         for i, e in enumerate(events):  # a redelivery inside one batch is the same event: resolve it once
             if e.event_id not in unique:
                 unique[e.event_id] = BatchItem(e, list(keys[i]) if keys is not None else self.usable_keys(e),
-                                               e.profile_id)
+                                               e.profile_id, self.merged_identities(e))
         items = list(unique.values())
         last: Exception | None = None
         async with self.pool.acquire() as conn:
@@ -327,7 +359,7 @@ class IdentityGraph:
         raise RetriableError(f"identity resolution kept colliding with concurrent workers: {last}")
 
     async def _resolve(self, conn: asyncpg.Connection, items: list[BatchItem]) -> BatchResult:
-        all_keys = sorted({k for it in items for k in it.keys})
+        all_keys = sorted({k for it in items for k in (*it.keys, *it.forced)})
         lock_ids = sorted({identity_lock_key(k, v) for k, v in all_keys})
         if lock_ids:
             await conn.fetchval(sql.LOCK_IDENTITY_KEYS, sql.LOCK_NS_IDENTITY, lock_ids)
@@ -370,6 +402,7 @@ class IdentityGraph:
         for it in items:
             if blocked:
                 it.keys = [k for k in it.keys if k not in blocked]
+                it.forced = [k for k in it.forced if k not in blocked]
             it.explicit = explicit_to.get(it.explicit) if it.explicit is not None else None
             if not it.keys and it.explicit is None:
                 continue

@@ -87,7 +87,7 @@ class ResolverStage(Stage):
     @property
     def graph(self) -> IdentityGraph:
         if self._graph is None:
-            self._graph = IdentityGraph(self.hub.store.pool, self.rules)
+            self._graph = IdentityGraph(self.hub.store.pool, self.rules, self.hub.settings.normalization)
         return self._graph
 
     async def handle(self, records: Sequence[Record]) -> StageOutput:
