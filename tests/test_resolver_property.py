@@ -8,6 +8,7 @@ per-example token), with two resolver workers on separate connections resolving 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,7 +90,7 @@ async def _scenario(dsn: str, streams: list[list[tuple[str, int]]], order: list[
             keys = [(k, _value(k, n, token)) for k, n in idents]
             for key in keys:
                 uf.find(key)
-            for a, b in zip(keys, keys[1:], strict=False):
+            for a, b in itertools.pairwise(keys):
                 uf.union(a, b)
         expected: dict[Any, set[tuple[str, str]]] = {}
         for key in list(uf.parent):
