@@ -308,3 +308,11 @@ def test_unreadable_values_are_counted_and_compared_as_missing() -> None:
     assert run.candidate_pairs == 2
     ab = next(p for p in run.pairs if (p.a, p.b) == ("a", "b"))
     assert "birth_date" not in ab.evidence  # missing: no evidence either way
+
+
+def test_empty_and_tiny_inputs() -> None:
+    config = default_config()
+    assert match([], config).pairs == []
+    assert match([PersonRecord("x", "Inna", "Orlova")], config).candidate_pairs == 0
+    assert find_matches([PersonRecord("x"), PersonRecord("y")], config) == []  # nothing known: no evidence
+    assert cluster([], 0.5) == []
