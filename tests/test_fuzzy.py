@@ -316,3 +316,13 @@ def test_empty_and_tiny_inputs() -> None:
     assert match([PersonRecord("x", "Inna", "Orlova")], config).candidate_pairs == 0
     assert find_matches([PersonRecord("x"), PersonRecord("y")], config) == []  # nothing known: no evidence
     assert cluster([], 0.5) == []
+
+
+def test_name_method_on_a_field_without_skeletons() -> None:
+    config = default_config(comparisons=[
+        {"field": "surname", "method": "name", "levels": [0.9]},
+        {"field": "city", "method": "name", "levels": [0.9]},
+    ], blocking=[{"keys": ["surname"]}], min_records_for_estimation=10, estimate_u=True, estimate_m=True)
+    records = [PersonRecord("a", surname="Orlova", city="Tver"), PersonRecord("b", surname="Orlova", city="Omsk")]
+    (pair,) = match(records, config, threshold=0.0).pairs
+    assert pair.evidence["city"].level == "different"

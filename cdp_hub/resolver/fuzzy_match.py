@@ -248,11 +248,15 @@ def _comparator(comp: Comparison) -> Comparator:
         return lambda a, b, sa, sb: (0, None) if a == b else (1, None)
 
     if comp.method == "name":
+        top = levels[0] if levels else 1.0
+
         def name(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
-            if a == b or sa == sb:
+            # sa/sb: transliteration-neutral skeletons (None for a field that has none, e.g. a city).
+            if a == b or (sa is not None and sa == sb):
                 return 0, 1.0
-            sim = max(JaroWinkler.normalized_similarity(a, b),
-                      JaroWinkler.normalized_similarity(sa or a, sb or b))
+            sim = JaroWinkler.normalized_similarity(a, b)
+            if sim < top and sa is not None and sb is not None:
+                sim = max(sim, JaroWinkler.normalized_similarity(sa, sb))
             return by_similarity(sim), sim
         return name
 
@@ -265,12 +269,16 @@ def _comparator(comp: Comparison) -> Comparator:
         return jaro
 
     if comp.method == "token":
+        top = levels[0] if levels else 1.0
+
         def token(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
             if a == b:
                 return 0, 1.0
-            sim = max(JaroWinkler.normalized_similarity(a, b), token_sort_ratio(a, b) / 100.0)
-            if sim < 1.0 and a.replace(" ", "") == b.replace(" ", ""):
-                sim = 1.0  # "pridham street" / "pridhamstreet"
+            if a.replace(" ", "") == b.replace(" ", ""):
+                return by_similarity(1.0), 1.0  # "pridham street" / "pridhamstreet": not exact, but close
+            sim = JaroWinkler.normalized_similarity(a, b)
+            if sim < top:  # words in another order ("12 lenina st" / "st lenina 12") only matter below the top
+                sim = max(sim, token_sort_ratio(a, b) / 100.0)
             return by_similarity(sim), sim
         return token
 
