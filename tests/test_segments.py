@@ -332,6 +332,25 @@ async def test_trait_segments_are_checked_in_real_time_by_the_triggers_stage(hub
     assert await members(hub, "moscow_subscribers") == set() == await cached(hub, engine, "moscow_subscribers")
 
 
+async def test_batch_and_real_time_name_the_same_trait_change_with_the_same_event(hub: Hub) -> None:
+    """A recompute racing the stream must not greet twice: both name the change by the record's version."""
+    hub.clock = lambda: NOW
+    engine = SegmentEngine(hub, [seg(MOSCOW_SUBSCRIBERS)])
+    stage = TriggerStage(hub, [], segments=engine)
+    anna = await add_profile(hub, {"city": "Москва", "consent": {"email": "opted_in"}})
+    out = await stage.handle([_record("customer.updated", anna, NOW, "u1")])  # decided, not yet durable
+    [realtime] = _segment_events(out)
+    result = await engine.recompute("moscow_subscribers")  # a batch recompute in between
+    [batch] = await published(hub)
+    assert (batch.event_id, batch.occurred_at, batch.type) == (realtime.event_id, realtime.occurred_at,
+                                                              "segment.entered")
+    await _durable(out)
+    assert result.members == 1 and await members(hub, "moscow_subscribers") == {anna}
+    # A changed definition is a new decision: it gets a new event id.
+    stricter = seg({**MOSCOW_SUBSCRIBERS, "all": [*MOSCOW_SUBSCRIBERS["all"], {"trait": "city", "op": "exists"}]})
+    assert stricter.fingerprint != seg(MOSCOW_SUBSCRIBERS).fingerprint
+
+
 async def test_scenarios_see_segment_membership(hub: Hub) -> None:
     hub.clock = lambda: NOW
     vip_offer = Scenario.model_validate({

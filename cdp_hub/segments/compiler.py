@@ -59,9 +59,9 @@ class CompiledSegment:
         """``SELECT profile_id`` of every current member (live, unmerged profiles)."""
         return self._with(self._members_select()), list(self.params)
 
-    def _members_select(self) -> str:
+    def _members_select(self, extra_columns: str = "") -> str:
         joins = "".join(f"\n  {j}" for j in self.joins)
-        return (f"SELECT p.profile_id FROM profiles p{joins}\n"
+        return (f"SELECT p.profile_id{extra_columns} FROM profiles p{joins}\n"
                 f" WHERE p.merged_into IS NULL AND {self.predicate}")
 
     def _with(self, body: str, extra_ctes: tuple[str, ...] = ()) -> str:
@@ -69,21 +69,23 @@ class CompiledSegment:
         return ("WITH " + ",\n".join(ctes) + "\n" if ctes else "") + body
 
     def diff_sql(self, run_id: Any) -> tuple[str, list[Any]]:
-        """One statement that stores the run's diff in ``segment_changes`` (entered and exited)."""
+        """One statement that stores the run's diff in ``segment_changes`` (entered and exited), with the
+        version and update time of each profile's Golden Record at that moment."""
         params = _Params(list(self.params))
         seg = params.add(self.segment_id, "text")
         run = params.add(run_id, "uuid")
-        members = f"members AS (\n{self._members_select()}\n)"
+        members = f"members AS (\n{self._members_select(', p.version, p.updated_at')}\n)"
         body = (
-            f"SELECT m.profile_id, {seg}, {run}, 'entered' FROM members m\n"
+            f"SELECT m.profile_id, {seg}, {run}, 'entered', m.version, m.updated_at FROM members m\n"
             f" WHERE NOT EXISTS (SELECT 1 FROM segment_members sm\n"
             f"                    WHERE sm.segment_id = {seg} AND sm.profile_id = m.profile_id)\n"
             f"UNION ALL\n"
-            f"SELECT sm.profile_id, {seg}, {run}, 'exited' FROM segment_members sm\n"
+            f"SELECT sm.profile_id, {seg}, {run}, 'exited', p.version, p.updated_at\n"
+            f"  FROM segment_members sm LEFT JOIN profiles p ON p.profile_id = sm.profile_id\n"
             f" WHERE sm.segment_id = {seg}\n"
             f"   AND NOT EXISTS (SELECT 1 FROM members m WHERE m.profile_id = sm.profile_id)"
         )
-        sql = ("INSERT INTO segment_changes (profile_id, segment_id, run_id, change)\n"
+        sql = ("INSERT INTO segment_changes (profile_id, segment_id, run_id, change, profile_version, changed_at)\n"
                + self._with(body, (members,)))
         return sql, params.values
 

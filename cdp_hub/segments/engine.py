@@ -18,8 +18,10 @@ an entered/exited event is never lost and never counted twice.
 
 Real time (the triggers stage calls :meth:`SegmentEngine.on_profiles` for the profiles of each batch):
 trait-only segments are evaluated on the Golden Record as the resolver left it; changes become the same
-events (id from segment + profile + change + the profile's version), published with the batch, and the
-membership rows are written only once they are durable (``StageOutput.on_durable``).
+events (id from segment + its rules + profile + change + the profile's version), published with the
+batch, and the membership rows are written only once they are durable (``StageOutput.on_durable``). A batch
+recompute names the changes of a trait-only segment the same way (the diff stores each record's version),
+so a recompute racing the stream emits the same event, not a second one.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ def segment_event(segment_id: str, change: str, profile_id: uuid.UUID, identity:
     })
 
 
+def trait_change_id(segment: Segment, profile_id: uuid.UUID, change: str, version: int) -> str:
+    """The source record id of a trait-only segment's change: segment, rules, profile, change, record version."""
+    return f"{segment.id}:{segment.fingerprint}:{profile_id}:{change}:v{version}"
+
+
 class SegmentEngine:
     """The segments of a deployment and the two ways their membership is kept."""
 
@@ -155,7 +162,7 @@ class SegmentEngine:
                     segment.id, run_id, run_as_of)
                 await conn.execute(diff_sql, *params)
 
-        skipped = await self._publish_run(segment.id, run_id, run_as_of)
+        skipped = await self._publish_run(segment, run_id, run_as_of)
         async with store.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """INSERT INTO segment_members (profile_id, segment_id, entered_at)
@@ -180,15 +187,16 @@ class SegmentEngine:
         return RecomputeResult(segment.id, run_id, counts.get("entered", 0), counts.get("exited", 0),
                                int(members), resumed, skipped)
 
-    async def _publish_run(self, segment_id: str, run_id: uuid.UUID, as_of: datetime) -> int:
+    async def _publish_run(self, segment: Segment, run_id: uuid.UUID, as_of: datetime) -> int:
         """Publish the run's events in pages, each page durable before the next is read."""
+        segment_id = segment.id
         store = self.hub.store
         topic = self.hub.topics.events
         skipped = 0
         after = uuid.UUID(int=0)
         while True:
             rows = await store.fetch(
-                """SELECT profile_id, change FROM segment_changes
+                """SELECT profile_id, change, profile_version, changed_at FROM segment_changes
                     WHERE segment_id = $1 AND run_id = $2 AND profile_id > $3
                     ORDER BY profile_id LIMIT $4""", segment_id, run_id, after, PUBLISH_BATCH)
             if not rows:
@@ -202,8 +210,13 @@ class SegmentEngine:
                 if identity is None:
                     skipped += 1  # a profile without identities cannot be messaged; membership still applies
                     continue
-                event = segment_event(segment_id, change, pid, identity, as_of,
-                                      f"{segment_id}:{run_id}:{pid}:{change}", reason="recompute")
+                if segment.trait_only and row["profile_version"] is not None:
+                    # Decided on the Golden Record alone: named as the real-time check names it.
+                    record_id = trait_change_id(segment, pid, change, row["profile_version"])
+                    at = row["changed_at"]
+                else:
+                    record_id, at = f"{segment_id}:{run_id}:{pid}:{change}", as_of
+                event = segment_event(segment_id, change, pid, identity, at, record_id, reason="recompute")
                 messages.append(event_message(topic, event))
             if messages:
                 await self.hub.bus.publish_many(messages)
@@ -287,9 +300,9 @@ class SegmentEngine:
             if identity is None:
                 continue
             # The profile's version names the Golden Record this decision was made on: a replayed batch
-            # decides the same and emits the same event id.
-            event = segment_event(sid, change, pid, identity, updated_at, f"{sid}:{pid}:{change}:v{version}",
-                                  reason="realtime")
+            # (or a batch recompute that saw the same record) decides the same and emits the same event.
+            event = segment_event(sid, change, pid, identity, updated_at,
+                                  trait_change_id(self.segments[sid], pid, change, version), reason="realtime")
             out.messages.append(event_message(topic, event))
 
         async def apply() -> None:

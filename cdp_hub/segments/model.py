@@ -19,6 +19,7 @@ the real-time path uses it for trait-only segments, tests and the benchmark comp
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -269,6 +270,12 @@ class Segment(Group):
 
     def definition(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the rules (not the description): a changed definition makes changes new."""
+        rules = self.model_dump(mode="json", exclude_none=True, include={"all", "any", "none"})
+        return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # -- value semantics shared with the SQL compiler --------------------------------------------------------
