@@ -78,6 +78,9 @@ def require(record: Mapping[str, Any], path: str) -> Any:
 
 def text(value: Any) -> str | None:
     """A stripped string, or ``None`` for ``None``/empty/whitespace. Numbers become their decimal text."""
+    if type(value) is str:  # the common case first: this runs for most fields of every record
+        value = value.strip()
+        return value or None
     if value is None:
         return None
     if isinstance(value, str):
@@ -162,6 +165,14 @@ def parse_decimal(value: Any, *, field: str) -> Decimal | None:
         return Decimal(value)
     if isinstance(value, float):
         return Decimal(repr(value))
+    if type(value) is str and "," not in value:
+        try:  # "1299.80" as most APIs write it: no cleaning needed
+            out = Decimal(value)
+        except InvalidOperation:
+            pass
+        else:
+            if out.is_finite():
+                return out
     if isinstance(value, str):
         raw = _SPACES.sub("", value)
         if "," in raw:

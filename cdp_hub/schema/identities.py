@@ -65,10 +65,19 @@ def normalize_email(value: str, *, gmail_remove_dots: bool = False) -> str:
     return email
 
 
+# Fast path (connector SDK, hot in every e-commerce sync, see bench/normalize.py): a number already written
+# in E.164 for country code 7 is returned as it is. libphonenumber gives back exactly such input for every
+# "+7" and ten ASCII digits (RU and KZ numbers all have ten national digits; the "+" makes the default region
+# irrelevant), so its ~30 us parse is skipped; tests/test_sdk_speedups.py checks the equivalence.
+_E164_7 = re.compile(r"\+7[0-9]{10}", re.ASCII)
+
+
 @lru_cache(maxsize=65536)
 def normalize_phone(value: str, default_region: str = "RU") -> str:
     """E.164 form of a phone number written in any common notation; raises on an impossible number."""
     raw = value.strip()
+    if _E164_7.fullmatch(raw):
+        return raw
     try:
         parsed = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:

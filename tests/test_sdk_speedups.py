@@ -1,0 +1,87 @@
+"""The hot-path shortcuts behave exactly like the slow paths they skip (bench/normalize.py measures them)."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import phonenumbers
+import pytest
+
+from cdp_hub.connector.mapping import parse_decimal
+from cdp_hub.demo_data import generate
+from cdp_hub.errors import NormalizationError, RecordError
+from cdp_hub.schema.events import parse_event
+from cdp_hub.schema.identities import normalize_phone
+from connectors.ecommerce import EcommerceConnector
+
+
+def libphonenumber(value: str, region: str = "RU") -> str | None:
+    try:
+        parsed = phonenumbers.parse(value.strip(), region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_e164_plus7_fast_path_matches_libphonenumber() -> None:
+    rng = random.Random(3)
+    samples = [f"+7{prefix:03d}{rng.randrange(10**7):07d}" for prefix in range(1000)]
+    samples += [" +79161234567 ", "+7 916 123-45-67", "+7916123456", "+791612345678", "+7９１６1234567",
+                "+70000000000"]
+    for value in samples:
+        for region in ("RU", "KZ", "US"):
+            expected = libphonenumber(value, region)
+            if expected is None:
+                with pytest.raises(NormalizationError):
+                    normalize_phone.__wrapped__(value, region)
+            else:
+                assert normalize_phone.__wrapped__(value, region) == expected, (value, region)
+
+
+@pytest.mark.parametrize("value", ["1299.80", "0", "-5.5", " 12 ", "1_000", "1e3", "1 234,50", "1.234,50",
+                                   "12,5", "NaN", "Infinity", "abc", ""])
+def test_decimal_fast_path_matches_the_general_path(value: str) -> None:
+    def general(v: str) -> Decimal | None | str:
+        import re
+        from decimal import InvalidOperation
+
+        if v == "":
+            return None
+        raw = re.sub(r"[\s\u00a0\u202f']", "", v)
+        if "," in raw:
+            raw = raw.replace(".", "").replace(",", ".")
+        try:
+            out = Decimal(raw)
+        except InvalidOperation:
+            return "error"
+        return out if out.is_finite() else "error"
+
+    try:
+        got: Decimal | None | str = parse_decimal(value, field="x")
+    except RecordError:
+        got = "error"
+    assert got == general(value)
+
+
+def test_sibling_events_copied_equal_fully_validated_ones() -> None:
+    connector = EcommerceConnector(instance="shop")
+    compared = 0
+    for record in generate(300)["ecommerce"]:
+        try:
+            fast = connector.to_events(record)
+        except RecordError:
+            continue
+        drafts = connector.normalize(record)
+        for draft in drafts:
+            draft.setdefault("source", "shop")
+            draft.setdefault("source_record_id", connector.record_id(record))
+        slow = [parse_event(d) for d in drafts]
+        assert len(fast) == len(slow)
+        for a, b in zip(fast, slow, strict=True):
+            assert a.model_dump(mode="json", exclude={"received_at"}) == \
+                   b.model_dump(mode="json", exclude={"received_at"})
+            compared += 1
+    assert compared > 500
