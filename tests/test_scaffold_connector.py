@@ -29,7 +29,7 @@ def test_generated_package_tests_pass(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "9 passed" in proc.stdout, proc.stdout[-1000:]
+    assert "10 passed" in proc.stdout, proc.stdout[-1000:]
 
 
 def test_generated_connector_loads_as_a_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,8 @@ test_incremental_sync_resumes_from_cursor  the checkpoint is the largest cursor;
                                            there (minus the lookback)
 test_resync_is_idempotent                  a second full sync publishes exactly the same event ids
 test_sync_killed_half_way_resumes          a sync cancelled mid-way, then resumed, loses nothing
+test_retries_rate_limits_and_server_errors 429 (Retry-After waited exactly), 503 and a reset connection
+                                           are retried; the sync completes
 test_broken_record_goes_to_dlq             the bad record is dead-lettered with its field; the rest go on
 test_webhook_signature                     signed bodies accepted; tampered or stale ones refused
 =========================================  ===============================================================
@@ -38,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import httpx
 import orjson
 import pytest
 import respx
@@ -293,6 +296,30 @@ class ConnectorTests:
         published = await self.published_ids(connector_hub)
         assert partial < set(published)
         assert set(published) == self.expected_event_ids(), "events lost (or invented) by the resumed sync"
+
+    @pytest.mark.asyncio
+    async def test_retries_rate_limits_and_server_errors(self, connector_hub: Hub) -> None:
+        connector = self.make_connector(connector_hub, max_attempts=4)
+        api = self.mock_api(connector)
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+
+        policy = getattr(connector, "retry_policy", None)
+        if policy is None:
+            pytest.skip("the connector has no retry policy (not an HttpConnector)")
+        policy.sleep = sleep
+        api.queued = [httpx.Response(429, headers={"Retry-After": "3"}), httpx.Response(503),
+                      httpx.ConnectError("connection reset by peer")]
+        stream = connector.stream(self.stream_name())
+        with respx.mock(assert_all_called=False) as router:
+            api.install(router)
+            result = await sync_stream(connector_hub, connector, stream, full_refresh=True,
+                                       state_store=state_store_for(connector_hub))
+        assert waits[0] == 3.0, "Retry-After must be waited exactly"
+        assert len(waits) == 3 and result.ingest.records == len(self.records)
+        assert set(await self.published_ids(connector_hub)) == self.expected_event_ids()
 
     @pytest.mark.asyncio
     async def test_broken_record_goes_to_dlq(self, connector_hub: Hub) -> None:
