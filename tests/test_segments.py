@@ -7,6 +7,7 @@ import argparse
 import inspect
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,17 @@ from cdp_hub.triggers.scenario import Scenario
 from cdp_hub.triggers.stage import TriggerStage
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # noon in Moscow: outside every built-in quiet period
+
+
+@pytest.fixture
+async def hub(hub: Hub) -> AsyncIterator[Hub]:
+    """The shared ``hub`` fixture, with a Redis prefix of this test's own: segment caches are keyed by segment
+    id, and the deployment prefix would mix tests and sessions. The test's keys are removed afterwards."""
+    hub.hotstate.prefix = f"t{uuid.uuid4().hex[:10]}:"
+    yield hub
+    keys = [k async for k in hub.hotstate.redis.scan_iter(match=hub.hotstate.prefix + "*")]
+    if keys:
+        await hub.hotstate.redis.delete(*keys)
 
 
 def seg(data: dict[str, Any]) -> Segment:
