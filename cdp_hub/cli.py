@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -34,7 +35,7 @@ Handler = Callable[[argparse.Namespace, Settings], Any]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdp-hub", description="Customer Data Platform integration hub")
     parser.add_argument("--config", "-c", help="TOML config file (default: $CDP_HUB_CONFIG or ./cdp-hub.toml)")
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default; or log_level in the config), ERROR")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -47,16 +48,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
     try:
         settings = load_settings(args.config)
+        configure_logging(args.log_level or settings.log_level, settings.log_format)
         result = handler(args, settings)
         if inspect.isawaitable(result):
             result = asyncio.run(result)  # type: ignore[arg-type]

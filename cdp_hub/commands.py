@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--http-port", type=int, help="override http_port")
     p.set_defaults(handler=cmd_run)
 
+    p = sub.add_parser("serve", help="serve HTTP only (ingestion, admin, /metrics), no stages")
+    p.add_argument("--http-port", type=int, help="override http_port")
+    p.set_defaults(handler=cmd_run, stages=[], no_http=False)
+
     p = sub.add_parser("dlq", help="browse and replay the dead-letter queue")
     s = p.add_subparsers(dest="dlq_command", required=True)
     ls = s.add_parser("list", help="dead letters, newest first")
@@ -63,6 +67,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rp.add_argument("--again", action="store_true", help="also replay ones replayed before")
     rp.add_argument("--dry-run", action="store_true")
     rp.set_defaults(handler=cmd_dlq_replay)
+    pg = s.add_parser("purge", help="delete archived dead letters older than a given age")
+    pg.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
+    pg.add_argument("--replayed-only", action="store_true", help="only ones already replayed")
+    pg.set_defaults(handler=cmd_dlq_purge)
 
     p = sub.add_parser("scenarios", help="scenarios (YAML): validate and list")
     s = p.add_subparsers(dest="scenarios_command", required=True)
@@ -166,7 +174,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.daemon import http_server
     from cdp_hub.hub import STAGE_NAMES, Hub
 
-    stages = args.stages or list(STAGE_NAMES)
+    stages = list(STAGE_NAMES) if args.stages is None else args.stages
     for name in stages:
         if name not in STAGE_NAMES:
             raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
@@ -183,10 +191,12 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown)
-        tasks = [asyncio.create_task(hub.run(stages), name="stages")]
+        tasks = [asyncio.create_task(hub.run(stages), name="stages")] if stages else []
         if server is not None:
             tasks.append(asyncio.create_task(server.serve(), name="http"))
-        print(f"cdp-hub running stages {', '.join(stages)}"
+        if not tasks:
+            raise ConfigurationError("nothing to run: no stages and no HTTP")
+        print(f"cdp-hub running stages {', '.join(stages) or '(none)'}"
               + ("" if server is None else f"; http://{settings.http_host}:{port}"), flush=True)
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         shutdown()
@@ -231,13 +241,30 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
                 fixes[item["dlq_id"]] = item["payload"]
             except (ValueError, KeyError) as exc:
                 raise ConfigurationError(f"{args.fixes}:{n}: expected {{\"dlq_id\", \"payload\"}}: {exc}") from None
+    ids = args.ids or list(fixes)  # with a fixes file, the records it fixes (not every pending one)
     async with Hub(settings) as hub:
-        res = await replay_dead_letters(hub, ids=args.ids, failure_type=args.failure_type, source=args.source,
+        res = await replay_dead_letters(hub, ids=ids, failure_type=args.failure_type, source=args.source,
                                         fixes=fixes, again=args.again, dry_run=args.dry_run)
     for line in res.details:
         print(line)
     print(f"replayed {res.replayed}, failed again {res.failed_again}, skipped {res.skipped}")
     return 0 if res.failed_again == 0 else 1
+
+
+async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.store import Store
+    from cdp_hub.triggers.scenario import parse_duration
+
+    try:
+        age = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    async with Store(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir) as store:
+        status = await store.execute(
+            """DELETE FROM dead_letters WHERE failed_at < now() - $1::interval
+               AND (NOT $2 OR replayed_at IS NOT NULL)""", age, args.replayed_only)
+    print(f"deleted {status.split()[-1]} dead letter(s)")
+    return 0
 
 
 # -- scenarios ---------------------------------------------------------------------------------------

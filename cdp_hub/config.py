@@ -53,11 +53,14 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 4
 
-    postgres_dsn: str = Field("embedded", description="a PostgreSQL/Greenplum DSN, or 'embedded' (pgserver)")
+    # repr=False: a DSN or URL may carry a password; printing the settings must not show it.
+    postgres_dsn: str = Field("embedded", repr=False,
+                              description="a PostgreSQL/Greenplum DSN, or 'embedded' (pgserver)")
     postgres_pool_size: int = 10
     dialect: Literal["postgres", "greenplum"] = "postgres"
 
-    redis_url: str = Field("fakeredis://", description="redis://host:port/db, or 'fakeredis://' (in-process)")
+    redis_url: str = Field("fakeredis://", repr=False,
+                           description="redis://host:port/db, or 'fakeredis://' (in-process)")
 
     data_dir: Path = Field(Path(".cdp-hub"), description="embedded database, outbox and other local state")
     default_phone_region: str = "RU"
@@ -66,6 +69,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     admin_token: SecretStr | None = Field(None, description="bearer token for /v1/profiles and /v1/dlq")
+
+    auto_migrate: bool = Field(True, description="apply pending migrations at start (else: `cdp-hub migrate`)")
+    auto_create_topics: bool = Field(True, description="create missing topics at start")
+    stage_stuck_seconds: float = Field(300.0, description="/healthz fails when a stage made no progress this long")
+    log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR (the --log-level flag wins)")
+    log_format: Literal["text", "json"] = "text"
 
     batch_size: int = 500
     poll_timeout_ms: int = 200

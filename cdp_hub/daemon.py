@@ -136,10 +136,20 @@ def create_app(hub: Hub) -> Starlette:
         return json_response({"accepted": len(good), "rejected": len(dead), "results": results}, status)
 
     async def healthz(request: Request) -> Response:
+        # Alive unless a stage has been stuck (a batch retrying forever, a hung poll) for too long.
+        limit = hub.settings.stage_stuck_seconds
+        stuck = {r.stage.name: round(r.stuck_for()) for r in hub.runners if r.stuck_for() > limit}
+        if stuck:
+            return json_response({"status": "stuck", "stages": stuck}, 503)
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(hub.bus.end_offsets(hub.topics.events), 3)
+            checks["bus"] = "ok"
+        except Exception as exc:
+            checks["bus"] = f"error: {type(exc).__name__}"
         try:
             await asyncio.wait_for(hub.store.fetchval("SELECT 1"), 2)
             checks["postgres"] = "ok"

@@ -105,9 +105,11 @@ class Hub:
         if self._started:
             return
         await self.bus.start()
-        await self.bus.ensure_topics(self.topics.all(), partitions=self.settings.topic_partitions)
+        if self.settings.auto_create_topics:
+            await self.bus.ensure_topics(self.topics.all(), partitions=self.settings.topic_partitions)
         await self.store.start()
-        await self.store.migrate()
+        if self.settings.auto_migrate:
+            await self.store.migrate()
         await self.hotstate.start()
         self._started = True
 

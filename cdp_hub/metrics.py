@@ -31,6 +31,10 @@ class Metrics:
         )
         self.stage_errors = Counter("cdp_stage_errors", "Batches that failed and were retried",
                                     ["stage"], registry=r)
+        self.stage_last_progress = Gauge(
+            "cdp_stage_last_progress_timestamp_seconds",
+            "When a stage last finished a poll (idle, or a batch committed)", ["stage"], registry=r,
+        )
         self.consumer_lag = Gauge("cdp_consumer_lag", "Records behind the end of the topic",
                                   ["stage", "topic", "partition"], registry=r)
         self.messages = Counter("cdp_messages", "Messages by channel and status", ["channel", "status"], registry=r)

@@ -92,6 +92,9 @@ class StageRunner:
         self._stopping = asyncio.Event()
         self.processed = 0
         self.idle_polls = 0
+        self.last_progress = time.monotonic()
+        """When the loop last finished a poll (idle or a committed batch); /healthz reads it."""
+        self._lag_labels: set[tuple[str, str, str]] = set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -112,9 +115,10 @@ class StageRunner:
                 if not records:
                     self.idle_polls += 1
                     await self._with_retry(self.stage.idle)
-                    continue
-                self.idle_polls = 0
-                await self._process(consumer, records)
+                else:
+                    self.idle_polls = 0
+                    await self._process(consumer, records)
+                self._progress()
         finally:
             await consumer.stop()
             await self.stage.teardown()
@@ -126,8 +130,26 @@ class StageRunner:
             log.debug("lag report failed", exc_info=True)
             return
         gauge = self.stage.hub.metrics.consumer_lag
+        labels = set()
         for tp, behind in lag.items():
-            gauge.labels(self.stage.name, tp.topic, str(tp.partition)).set(behind)
+            key = (self.stage.name, tp.topic, str(tp.partition))
+            labels.add(key)
+            gauge.labels(*key).set(behind)
+        # Partitions this member lost in a rebalance are another member's to report now.
+        for key in self._lag_labels - labels:
+            try:
+                gauge.remove(*key)
+            except KeyError:
+                pass
+        self._lag_labels = labels
+
+    def _progress(self) -> None:
+        self.last_progress = time.monotonic()
+        self.stage.hub.metrics.stage_last_progress.labels(self.stage.name).set_to_current_time()
+
+    def stuck_for(self) -> float:
+        """Seconds since the loop last made progress (a batch retrying forever shows up here)."""
+        return time.monotonic() - self.last_progress
 
     async def _process(self, consumer: Consumer, records: Sequence[Record]) -> None:
         hub, stage = self.stage.hub, self.stage

@@ -33,7 +33,7 @@ async def client(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"bus": "ok", "postgres": "ok", "redis": "ok"}
 
 
 async def test_batch_with_a_bad_record_accepts_the_rest_and_names_the_field(
