@@ -5,9 +5,10 @@
         ─▶ one SQL statement: live profiles whose golden birth_date falls on their local today
         ─▶ profile.birthday events on cdp.events (id: profile + local year) ─▶ the birthday scenario
 
-A scan finds a customer on every run of their local birthday, and the event id is the same each time
-(UUIDv5 of the source record ``birthday:<profile>:<year>``): running the scan twice a day, or after a crash,
-sends nothing twice. Scanning every half hour catches each time zone shortly after its midnight; the
+A scan publishes a customer's birthday once (``scheduler_emitted`` remembers it, written after the publish),
+and the event id is the same whenever it is built (UUIDv5 of the source record ``birthday:<profile>:<year>``):
+running the scan twice a day sends nothing twice, and a crash between the publish and the record only
+publishes the same event again, which the resolver stores once and delivery sends once. Scanning every half hour catches each time zone shortly after its midnight; the
 scenario's quiet hours hold the message until the customer's morning.
 
 The "last run" is in PostgreSQL (``scheduler_runs``), so a restarted daemon does not scan again early, and
@@ -47,9 +48,17 @@ PUBLISH_BATCH = 2000
 _CANDIDATES_SQL = """
 SELECT p.profile_id, p.golden ->> 'birth_date' AS birth_date, z.tz
   FROM profiles p
-  JOIN unnest($1::text[], $2::text[]) AS z(tz, md)
+  JOIN unnest($1::text[], $2::text[], $3::text[]) AS z(tz, md, yr)
     ON z.tz = COALESCE(p.golden ->> 'timezone', '') AND substr(p.golden ->> 'birth_date', 6, 5) = z.md
  WHERE p.merged_into IS NULL AND p.golden ->> 'birth_date' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+   AND NOT EXISTS (SELECT 1 FROM scheduler_emitted s
+                    WHERE s.profile_id = p.profile_id AND s.job = $4 AND s.period = z.yr)
+"""
+
+_EMITTED_SQL = """
+INSERT INTO scheduler_emitted (profile_id, job, period, emitted_at)
+SELECT p, $2, y, $4 FROM unnest($1::uuid[], $3::text[]) AS x(p, y)
+ON CONFLICT DO NOTHING
 """
 
 _ZONES_SQL = """
@@ -110,19 +119,23 @@ class BirthdayScheduler:
         zones = [r["tz"] for r in await store.fetch(_ZONES_SQL)]
         tz_col: list[str] = []
         md_col: list[str] = []
+        year_col: list[str] = []
         for tz in zones:
-            for md in birthdays_on(local_today(now, tz or None)):
+            today = local_today(now, tz or None)
+            for md in birthdays_on(today):
                 tz_col.append(tz)
                 md_col.append(md)
+                year_col.append(str(today.year))
         if not tz_col:
             return result
-        rows = await store.fetch(_CANDIDATES_SQL, tz_col, md_col)
+        rows = await store.fetch(_CANDIDATES_SQL, tz_col, md_col, year_col, BIRTHDAY_JOB)
         result.found = len(rows)
         topic = self.hub.topics.events
         for start in range(0, len(rows), PUBLISH_BATCH):
             page = rows[start:start + PUBLISH_BATCH]
             identities = await identity_of_profiles(self.hub, [r["profile_id"] for r in page])
             messages: list[OutgoingMessage] = []
+            emitted: list[tuple[uuid.UUID, str]] = []
             for row in page:
                 identity = identities.get(row["profile_id"])
                 if identity is None:
@@ -135,8 +148,12 @@ class BirthdayScheduler:
                     result.skipped += 1
                     continue
                 messages.append(event_message(topic, event))
+                emitted.append((row["profile_id"], str(event.properties["year"])))
             if messages:
                 await self.hub.bus.publish_many(messages)
+                # Only once they are durable: a crash before this publishes the same events again.
+                await store.execute(_EMITTED_SQL, [e[0] for e in emitted], BIRTHDAY_JOB,
+                                    [e[1] for e in emitted], now)
                 self.hub.metrics.events_ingested.labels(SOURCE, "profile.birthday").inc(len(messages))
                 result.published += len(messages)
         return result
@@ -153,6 +170,9 @@ class BirthdayScheduler:
         """Scan now and record the run as the last one (``cdp-hub triggers run-daily``)."""
         now = now or self.hub.clock()
         result = await self.scan(now)
+        # What was published in years before last is history: keep the table at about two years of rows.
+        await self.hub.store.execute("DELETE FROM scheduler_emitted WHERE job = $1 AND period < $2",
+                                     BIRTHDAY_JOB, str(now.year - 1))
         summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(result).items()}
         await self.hub.store.execute(
             """INSERT INTO scheduler_runs AS r (job, last_run_at, last_result) VALUES ($1, $2, $3::text::jsonb)
