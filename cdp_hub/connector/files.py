@@ -243,8 +243,12 @@ async def import_file(hub: Hub, connector: Connector, paths: Sequence[str | os.P
 
 async def _dead_lines(hub: Hub, connector: Connector, stream: str | None, bad: list[FileRecordError],
                       result: IngestResult) -> None:
-    letters = [dead_letter_from_error(err, stage="ingest", payload=err.raw, source=connector.instance,
-                                      replay_topic="connector", connector=connector.name, stream=stream)
+    # The payload is JSON naming the file, line and raw text, so that `dlq replay` of an unfixed line fails
+    # cleanly as a record error, and a fix given as the corrected row (a JSON object) goes through the connector.
+    letters = [dead_letter_from_error(err, stage="ingest", payload={"file": err.path, "line": err.line,
+                                                                    "raw": err.raw},
+                                      source=connector.instance, replay_topic="connector",
+                                      connector=connector.name, stream=stream)
                for err in bad]
     await hub.bus.publish_many([d.to_message(hub.topics.dlq) for d in letters])
     for d in letters:
