@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "cdp_hub.connector.cli",     # connectors spec/check, sync, import-file, new connector
     "cdp_hub.resolver.cli",      # identity, profiles, import
     "cdp_hub.resolver.fuzzy_cli",  # identity suggest, identity suggestions
+    "cdp_hub.segments.cli",      # segments, triggers run-daily
     "cdp_hub.delivery.cli",      # templates, new channel
 )
 
