@@ -117,6 +117,17 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def _test_hotstate(redis_url: str) -> HotState:
+    """Real Redis under a key prefix of this test's own."""
+    return HotState(redis_url, prefix=f"t{uuid.uuid4().hex[:10]}:")
+
+
+async def _drop_keys(hs: HotState) -> None:
+    keys = [k async for k in hs.redis.scan_iter(match=hs.prefix + "*")]
+    if keys:
+        await hs.redis.delete(*keys)
+
+
 @pytest.fixture
 async def hotstate(redis_url: str) -> AsyncIterator[HotState]:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
@@ -161,9 +172,11 @@ def bus_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def hub(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[Hub]:
     """A started hub on the in-process bus, real PostgreSQL and real Redis."""
-    h = Hub(hub_settings(tmp_path, pg_dsn=pg_dsn, redis_url=redis_url), metrics=Metrics())
+    h = Hub(hub_settings(tmp_path, pg_dsn=pg_dsn, redis_url=redis_url), metrics=Metrics(),
+            hotstate=_test_hotstate(redis_url))
     await h.start()
     yield h
+    await _drop_keys(h.hotstate)
     await h.stop()
 
 
@@ -171,9 +184,10 @@ async def hub(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[Hub]
 async def kafka_hub(tmp_path: Path, pg_dsn: str, redis_url: str, kafka_bootstrap: str) -> AsyncIterator[Hub]:
     """A started hub on the real Kafka broker, real PostgreSQL and real Redis."""
     h = Hub(hub_settings(tmp_path, bus="kafka", pg_dsn=pg_dsn, redis_url=redis_url,
-                         kafka_bootstrap=kafka_bootstrap), metrics=Metrics())
+                         kafka_bootstrap=kafka_bootstrap), metrics=Metrics(), hotstate=_test_hotstate(redis_url))
     await h.start()
     yield h
+    await _drop_keys(h.hotstate)
     await h.stop()
 
 

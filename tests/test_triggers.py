@@ -196,3 +196,19 @@ async def test_bad_profile_event_goes_to_the_dlq_and_the_batch_goes_on(hub: Hub)
     out = await stage.handle([junk, _record("profile.created", pid, NOON_MSK, "p2", profile_id=str(pid))])
     assert len(out.dead) == 1 and out.dead[0].origin is not None and out.dead[0].origin.offset == 7
     assert len(_intents(out)) == 1
+
+
+async def test_once_per_profile_holds_when_redis_lost_its_keys(hub: Hub) -> None:
+    stage = _stage(hub, NOON_MSK)
+    pid = await _profile(hub)
+    [first] = _intents(await stage.handle([_record("profile.created", pid, NOON_MSK, "a", profile_id=str(pid))]))
+    # Delivery logged the message; then Redis is flushed (a restart without persistence).
+    await hub.store.execute(
+        "INSERT INTO messages (message_id, profile_id, scenario, channel, status) VALUES ($1, $2, $3, 'email', 'sent')",
+        first.message_id, pid, "welcome")
+    keys = [k async for k in hub.hotstate.redis.scan_iter(match=hub.hotstate.prefix + "*")]
+    await hub.hotstate.redis.delete(*keys)
+    again = await stage.handle([_record("profile.created", pid, NOON_MSK, "b", profile_id=str(pid))])
+    assert _intents(again) == []
+    replay = await stage.handle([_record("profile.created", pid, NOON_MSK, "a", profile_id=str(pid))])
+    assert [i.message_id for i in _intents(replay)] == [first.message_id]  # the same intent may pass again

@@ -151,6 +151,7 @@ class TriggerStage(Stage):
 
         cancels: list[tuple[uuid.UUID, str, datetime]] = []
         timers: list[tuple[uuid.UUID, uuid.UUID, str, datetime, uuid.UUID, str]] = []
+        gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
         now = self.now()
         for event in relevant:
             assert event.profile_id is not None
@@ -170,8 +171,8 @@ class TriggerStage(Stage):
                     timers.append((event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
                                    event.model_dump_json()))
                     continue
-                intent = self._intent(scenario, event, profile)
-                await self._gate(scenario, intent, profile, out)
+                gates.append((scenario, self._intent(scenario, event, profile), profile))
+        await self._gate_all(gates, out)
 
         if cancels:
             # A cancelling event cancels timers started before it (a cart updated after the order starts anew).
@@ -205,6 +206,26 @@ class TriggerStage(Stage):
             vars=scenario.vars,
             category=scenario.category,
         )
+
+    async def _gate_all(self, gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]],
+                        out: StageOutput) -> None:
+        """Gate a batch of intents. Once-per-profile is checked against the send log in PostgreSQL as well
+        as in Redis: Redis closes the window before delivery has logged a message, PostgreSQL keeps the
+        promise when Redis has lost its keys."""
+        once = [(uuid.UUID(i.profile_id), s.id) for s, i, _ in gates if s.once_per_profile]
+        logged: dict[tuple[str, str], set[str]] = {}
+        if once:
+            rows = await self.hub.store.fetch(
+                """SELECT m.profile_id, m.scenario, m.message_id FROM messages m
+                   JOIN unnest($1::uuid[], $2::text[]) AS o(profile_id, scenario)
+                     ON m.profile_id = o.profile_id AND m.scenario = o.scenario""",
+                [o[0] for o in once], [o[1] for o in once])
+            for r in rows:
+                logged.setdefault((str(r["profile_id"]), r["scenario"]), set()).add(r["message_id"])
+        for scenario, intent, profile in gates:
+            if scenario.once_per_profile and logged.get((intent.profile_id, scenario.id), set()) - {intent.message_id}:
+                continue
+            await self._gate(scenario, intent, profile, out)
 
     async def _gate(self, scenario: Scenario, intent: MessageIntent, profile: dict[str, Any],
                     out: StageOutput) -> None:
@@ -297,6 +318,7 @@ class TriggerStage(Stage):
         profile_ids = list({r["profile_id"] for r in rows})
         golden = {r["profile_id"]: r["golden"] or {} for r in await self.hub.store.fetch(
             "SELECT profile_id, golden FROM profiles WHERE profile_id = ANY($1::uuid[])", profile_ids)}
+        gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
         for row in rows:
             fired.append((row["profile_id"], row["trigger_id"]))
             scenario = by_id.get(row["scenario"])
@@ -309,7 +331,8 @@ class TriggerStage(Stage):
             event = Event.model_validate(payload)
             event.profile_id = row["profile_id"]  # the timer may have moved to a surviving profile
             profile = golden.get(row["profile_id"], {})
-            await self._gate(scenario, self._intent(scenario, event, profile), profile, out)
+            gates.append((scenario, self._intent(scenario, event, profile), profile))
+        await self._gate_all(gates, out)
 
         async def mark_fired() -> None:
             await self.hub.store.execute(
