@@ -5,6 +5,8 @@
                200/201 {"id": "...", "segments": n}         ─▶ sent
                4xx {"error": {"code": "invalid_number"}}    ─▶ failed, permanent (the number is suppressed)
                429 / 5xx                                    ─▶ retried (Retry-After)
+    batch:     with ``max_batch > 1``: POST {base_url}{batch_path} {"messages": [...]} ─▶ {"results": [...]}
+               matched by client_ref; a per-message "throttled" is retried alone
     callback:  POST /v1/callbacks/<instance>  {"id", "client_ref", "status": "delivered"|"failed"|..., "error_code"}
                (one object or a list; signed with X-Signature: hex HMAC-SHA256 of the body when a secret is set)
 
@@ -16,8 +18,9 @@ sending.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -34,7 +37,7 @@ from cdp_hub.channel.base import (
     ReceiptStatus,
 )
 from cdp_hub.channel.http import header, request, verify_hmac
-from cdp_hub.errors import ConfigurationError, RecordError
+from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
 
 __all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "HttpSmsChannel", "HttpSmsConfig", "SmsSegments", "count_segments"]
 
@@ -98,8 +101,13 @@ class HttpSmsConfig(ChannelConfig):
     max_segments: int = Field(6, ge=1, description="longer texts fail instead of costing a fortune")
     permanent_errors: list[str] = Field(default_factory=lambda: list(DEFAULT_PERMANENT_ERRORS),
                                         description="gateway error codes that mean the number is bad for good")
+    retry_errors: list[str] = Field(default_factory=lambda: ["throttled", "temporarily_unavailable"],
+                                    description="per-message error codes worth a retry")
+    max_batch: int = Field(1, ge=1, le=1000,
+                           description="messages per request; above 1 the gateway's batch endpoint is used")
+    batch_path: str = Field("/messages/batch", description="path of the batch endpoint")
     rate_per_second: float | None = Field(None, gt=0, description="the gateway's request rate limit")
-    max_concurrency: int = Field(64, ge=1)
+    max_concurrency: int = Field(64, ge=1, description="requests in flight")
 
     @field_validator("sender")
     @classmethod
@@ -121,7 +129,8 @@ class HttpSmsChannel(Channel):
     def __init__(self, config: Any = None, **kw: Any) -> None:
         super().__init__(config, **kw)
         cfg = self.cfg
-        self.limits = ChannelLimits(rate_per_second=cfg.rate_per_second, max_concurrency=cfg.max_concurrency)
+        self.limits = ChannelLimits(rate_per_second=cfg.rate_per_second, max_concurrency=cfg.max_concurrency,
+                                    max_batch=cfg.max_batch)
 
     @property
     def cfg(self) -> HttpSmsConfig:
@@ -132,33 +141,84 @@ class HttpSmsChannel(Channel):
         if self.http is None:
             raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
 
-    async def send(self, message: OutboundMessage) -> Receipt:
-        assert self.http is not None
-        cfg = self.cfg
-        seg = count_segments(message.text)
-        if seg.segments > cfg.max_segments:
-            return Receipt(message_id=message.message_id, status="failed", provider=self.name,
-                           reason=f"text needs {seg.segments} {seg.encoding} segments; at most {cfg.max_segments}")
-        body: dict[str, Any] = {"to": message.to, "from": message.sender or cfg.sender, "text": message.text,
+    def _too_long(self, message: OutboundMessage, seg: SmsSegments) -> Receipt | None:
+        if seg.segments <= self.cfg.max_segments:
+            return None
+        return Receipt(message_id=message.message_id, status="failed", provider=self.name,
+                       reason=f"text needs {seg.segments} {seg.encoding} segments; at most {self.cfg.max_segments}")
+
+    def _body(self, message: OutboundMessage, seg: SmsSegments) -> dict[str, Any]:
+        body: dict[str, Any] = {"to": message.to, "from": message.sender or self.cfg.sender, "text": message.text,
                                 "client_ref": message.message_id, "encoding": seg.encoding}
-        if cfg.callback_url:
-            body["callback_url"] = cfg.callback_url
-        response = await request(
-            self.http, "POST", cfg.base_url.rstrip("/") + cfg.path, provider=self.instance, content=orjson.dumps(body),
-            headers={"Authorization": f"Bearer {cfg.api_key.get_secret_value()}", "Idempotency-Key": message.message_id,
-                     "Content-Type": "application/json"},
-        )
-        data = _json(response.content)
-        if response.is_success:
+        if self.cfg.callback_url:
+            body["callback_url"] = self.cfg.callback_url
+        return body
+
+    def _headers(self, idempotency_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.cfg.api_key.get_secret_value()}",
+                "Idempotency-Key": idempotency_key, "Content-Type": "application/json"}
+
+    def _result(self, message: OutboundMessage, data: dict[str, Any], status: int) -> Receipt | RetriableError:
+        raw_error = data.get("error")
+        if 200 <= status < 300 and not raw_error:
             return Receipt(message_id=message.message_id, status="sent", provider=self.name,
                            provider_message_id=_str(data.get("id")))
-        raw_error = data.get("error")
         error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-        code = str(error.get("code") or data.get("code") or f"http_{response.status_code}")
+        code = str(error.get("code") or data.get("code") or f"http_{status}")
         text = str(error.get("message") or data.get("message") or "")
+        reason = f"{code}: {text}" if text else code
+        if code in self.cfg.retry_errors:
+            return RetriableError(f"{self.instance}: {reason}")
         return Receipt(message_id=message.message_id, status="failed", provider=self.name,
-                       permanent=code in cfg.permanent_errors,
-                       reason=f"{code}: {text}".rstrip(": ") if text else code)
+                       permanent=code in self.cfg.permanent_errors, reason=reason)
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        assert self.http is not None
+        seg = count_segments(message.text)
+        if (too_long := self._too_long(message, seg)) is not None:
+            return too_long
+        response = await request(
+            self.http, "POST", self.cfg.base_url.rstrip("/") + self.cfg.path, provider=self.instance,
+            content=orjson.dumps(self._body(message, seg)), headers=self._headers(message.message_id),
+        )
+        result = self._result(message, _json(response.content), response.status_code)
+        if isinstance(result, RetriableError):
+            raise result
+        return result
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[Receipt | RetriableError]:
+        """One request for up to ``max_batch`` messages: ``{"messages": [...]}`` to ``batch_path``; the
+        answer ``{"results": [...]}`` is matched to the messages by ``client_ref``."""
+        assert self.http is not None
+        results: dict[str, Receipt | RetriableError] = {}
+        send = []
+        bodies = []
+        for message in messages:
+            seg = count_segments(message.text)
+            too_long = self._too_long(message, seg)
+            if too_long is not None:
+                results[message.message_id] = too_long
+            else:
+                send.append(message)
+                bodies.append(self._body(message, seg))
+        if send:
+            key = hashlib.sha256("\x1f".join(m.message_id for m in send).encode()).hexdigest()
+            response = await request(
+                self.http, "POST", self.cfg.base_url.rstrip("/") + self.cfg.batch_path, provider=self.instance,
+                content=orjson.dumps({"messages": bodies}), headers=self._headers(key),
+            )
+            data = _json(response.content)
+            items = data.get("results")
+            by_ref = {str(item.get("client_ref")): item for item in items or [] if isinstance(item, dict)}
+            for message in send:
+                item = by_ref.get(message.message_id)
+                if item is not None:
+                    results[message.message_id] = self._result(message, item, response.status_code)
+                elif response.is_success:
+                    results[message.message_id] = RetriableError(f"{self.instance}: no result for this message")
+                else:  # the whole request was refused (a 4xx): every message fails the same way
+                    results[message.message_id] = self._result(message, data, response.status_code)
+        return [results[m.message_id] for m in messages]
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
         cfg = self.cfg

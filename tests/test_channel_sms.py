@@ -143,3 +143,43 @@ async def test_signed_delivery_reports() -> None:
         await ch.parse_callback({}, body)
     with pytest.raises(RecordError):
         await HttpSmsChannel(CONFIG).parse_callback({}, b"[1, 2]")
+
+
+BATCH_URL = "https://sms.gateway.test/api/v1/messages/batch"
+
+
+@respx.mock
+async def test_batch_endpoint_maps_results_by_client_ref() -> None:
+    kit = TestHttpSmsConformance()
+    msgs = [kit.message(to=f"+7916123456{i}") for i in range(5)]
+    msgs[4] = msgs[4].model_copy(update={"text": "Я" * 500})  # too long: never sent
+    route = respx.post(BATCH_URL).respond(200, json={"results": [
+        {"client_ref": msgs[1].message_id, "error": {"code": "invalid_number"}},
+        {"client_ref": msgs[0].message_id, "id": "g-0"},
+        {"client_ref": msgs[2].message_id, "error": {"code": "throttled", "message": "slow down"}},
+    ]})
+    async with httpx.AsyncClient() as http:
+        ch = HttpSmsChannel({**CONFIG, "max_batch": 50}, http=http)
+        assert ch.limits.max_batch == 50
+        results = await ch.send_batch(msgs)
+    sent = orjson.loads(route.calls.last.request.content)["messages"]
+    assert [m["client_ref"] for m in sent] == [m.message_id for m in msgs[:4]]
+    r0, r1, r2, r3, r4 = results
+    assert not isinstance(r0, Exception) and r0.status == "sent" and r0.provider_message_id == "g-0"
+    assert not isinstance(r1, Exception) and r1.status == "failed" and r1.permanent
+    assert isinstance(r2, RetriableError) and "throttled" in str(r2)
+    assert isinstance(r3, RetriableError) and "no result" in str(r3)
+    assert not isinstance(r4, Exception) and r4.status == "failed" and "segments" in (r4.reason or "")
+
+
+@respx.mock
+async def test_batch_request_refused_as_a_whole() -> None:
+    respx.post(BATCH_URL).mock(side_effect=[httpx.Response(503),
+                                            httpx.Response(400, json={"error": {"code": "bad_request"}})])
+    kit = TestHttpSmsConformance()
+    async with httpx.AsyncClient() as http:
+        ch = HttpSmsChannel({**CONFIG, "max_batch": 10}, http=http)
+        with pytest.raises(RetriableError):
+            await ch.send_batch([kit.message(), kit.message()])
+        results = await ch.send_batch([kit.message(), kit.message()])
+    assert all(not isinstance(r, Exception) and r.status == "failed" and not r.permanent for r in results)

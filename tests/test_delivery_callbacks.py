@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.channel.http import hmac_sha256_hex
+from cdp_hub.config import ChannelInstance
 from cdp_hub.delivery.callbacks import handle_callback
 from cdp_hub.delivery.http import routes
 from cdp_hub.delivery.stage import DeliveryStage
@@ -183,3 +184,30 @@ async def test_callback_route(hub: Hub, provider: Any) -> None:
     assert (ok.status_code, ok.json()) == (200, {"status": "ok"})
     assert bad.status_code == 401 and missing.status_code == 404
     assert (await row(hub, it.message_id))["status"] == "delivered"
+
+
+async def test_batched_gateway_gets_one_request_for_many_messages(hub: Hub, provider: Any) -> None:
+    hub.settings.channels["sms_batch"] = ChannelInstance(
+        type="sms_http", config={**CHANNELS["sms"]["config"], "max_batch": 50})
+    refs: list[str] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        messages = orjson.loads(request.content)["messages"]
+        refs.extend(m["client_ref"] for m in messages)
+        results = [{"client_ref": m["client_ref"], "id": f"g-{m['client_ref']}"} for m in messages]
+        if len(refs) == len(messages):  # the first request throttles one message: it is retried alone
+            results[0] = {"client_ref": messages[0]["client_ref"], "error": {"code": "throttled"}}
+        return httpx.Response(200, json={"results": results})
+
+    route = provider.post("https://sms.gateway.test/api/v1/messages/batch").mock(side_effect=gateway)
+    intents = []
+    for n in range(30):
+        pid = await make_profile(hub, identities=[("phone", f"+791600000{n:02d}")])
+        intents.append(intent(pid, channel="sms_batch"))
+    out = await DeliveryStage(hub).handle([record(hub, it) for it in intents])
+    assert out.dead == []
+    assert sorted(Event.from_json(m.value).properties["message_id"] for m in out.messages) == \
+        sorted(i.message_id for i in intents)
+    assert route.call_count == 2 and len(refs) == 31  # 30 in one request, the throttled one again
+    rows = await hub.store.fetch("SELECT status, provider_message_id FROM messages")
+    assert {r["status"] for r in rows} == {"sent"} and all(r["provider_message_id"] for r in rows)

@@ -8,14 +8,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cdp_hub.errors import ConfigurationError
+from cdp_hub.errors import ConfigurationError, RetriableError
 from cdp_hub.lifecycle import AsyncLifecycle
 
 __all__ = ["Channel", "ChannelConfig", "ChannelKind", "ChannelLimits", "OutboundMessage", "Receipt", "ReceiptStatus"]
@@ -130,6 +131,27 @@ class Channel(AsyncLifecycle):
         ``failed`` receipt with ``permanent=True`` for a bad address."""
         raise NotImplementedError(f"{type(self).__name__}.send")
 
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[Receipt | RetriableError]:
+        """Deliver several messages in one provider request, for channels whose ``limits.max_batch > 1``.
+
+        Return one result per message, in order: a receipt, or a :class:`RetriableError` for a message the
+        provider asked to retry. Raise :class:`RetriableError` when the whole request failed transiently.
+        The default sends the messages one by one, concurrently; override it to use a batch API.
+        """
+        results = await asyncio.gather(*(self.send(m) for m in messages), return_exceptions=True)
+        out: list[Receipt | RetriableError] = []
+        for result in results:
+            if isinstance(result, Receipt | RetriableError):
+                out.append(result)
+            else:
+                raise result
+        return out
+
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
-        """Turn a provider's callback (delivery report, open, click) into receipts."""
+        """Turn a provider's callback (delivery report, open, click) into receipts.
+
+        Raise :class:`cdp_hub.errors.RecordError` for a malformed callback (HTTP 400, and a DLQ entry) and
+        ``PermissionError`` for a bad or missing signature (HTTP 401). Receipts may name the message by our
+        ``message_id`` or only by ``provider_message_id``.
+        """
         return []

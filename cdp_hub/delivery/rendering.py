@@ -21,6 +21,7 @@ dead-letter queue with the reason; delivery goes on).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -62,8 +63,9 @@ class RenderedMessage:
     url: str | None = None
 
 
+@functools.lru_cache(maxsize=256)
 def parse_locale(value: str | None, default: str = "en") -> Locale:
-    """A Babel locale from ``ru``, ``ru_RU`` or ``ru-RU``; the default when missing or unknown."""
+    """A Babel locale from ``ru``, ``ru_RU`` or ``ru-RU``; the default when missing or unknown (cached)."""
     for candidate in (value, default, "en"):
         if not candidate:
             continue

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
@@ -40,6 +40,7 @@ from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, Sche
 from cdp_hub.schema.messages import MessageIntent
 from cdp_hub.stage import Stage, StageOutput
 
+from .batching import SendBatcher
 from .profiles import ProfileSnapshot, load_profiles
 from .ratelimit import ChannelPacer
 from .receipts import receipt_event, receipt_message
@@ -95,8 +96,7 @@ class DeliveryStage(Stage):
         self.retry_backoff = settings.delivery_retry_backoff
         self.retry_max_wait = settings.delivery_retry_max_wait
         self._pacers: dict[str, ChannelPacer] = {}
-        self._backoff = wait_exponential_jitter(multiplier=self.retry_backoff, max=self.retry_max_wait,
-                                                jitter=self.retry_backoff)
+        self._batchers: dict[str, SendBatcher] = {}
 
     @property
     def topics(self) -> Sequence[str]:
@@ -176,26 +176,33 @@ class DeliveryStage(Stage):
                     candidates.update((ch.address_kind, a) for a in snap.addresses(ch.address_kind))
         suppressed = await self.sendlog.suppressed(candidates)
 
-        slots = asyncio.Semaphore(self.concurrency)
-
         async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter:
-            async with slots:
-                try:
-                    return await self.deliver(intent, profiles.get(intent.profile_id), channels, suppressed)
-                except TemplateError as exc:
-                    return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
-                                                  source=intent.scenario)
-                except _Unreachable as exc:
-                    return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
-                                                  failure_type="delivery_error", source=intent.scenario)
-                except Exception as exc:  # one message's bug never fails the batch
-                    log.exception("delivery of %s failed", intent.message_id)
-                    return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
-                                                  failure_type="delivery_error", source=intent.scenario)
+            try:
+                return await self.deliver(intent, profiles.get(intent.profile_id), channels, suppressed)
+            except TemplateError as exc:
+                return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
+                                              source=intent.scenario)
+            except _Unreachable as exc:
+                return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
+                                              failure_type="delivery_error", source=intent.scenario)
+            except Exception as exc:  # one message's bug never fails the batch
+                log.exception("delivery of %s failed", intent.message_id)
+                return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
+                                              failure_type="delivery_error", source=intent.scenario)
 
-        results = await asyncio.gather(*(one(i, r) for i, r in work))
+        # A fixed set of workers pulling from one queue: bounded concurrency at O(1) per message (a semaphore
+        # with thousands of waiters costs O(waiters) per release).
+        results: list[Delivered | DeadLetter | None] = [None] * len(work)
+        queue = iter(enumerate(work))
+
+        async def worker() -> None:
+            for index, (intent, record) in queue:
+                results[index] = await one(intent, record)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(work)))))
         deferred: list[Outcome] = []
         for (intent, _), result in zip(work, results, strict=True):
+            assert result is not None
             if isinstance(result, DeadLetter):
                 batch.dead.append(result)
                 status = "dead" if result.failure_type == "template_error" else "deferred"
@@ -291,17 +298,38 @@ class DeliveryStage(Stage):
             template=intent.template, locale=locale, headers=headers, data=data,
         )
 
+    def _batcher(self, instance: str, channel: Channel, pacer: ChannelPacer) -> SendBatcher | None:
+        if channel.limits.max_batch <= 1:
+            return None
+        batcher = self._batchers.get(instance)
+        if batcher is None:
+            batcher = self._batchers[instance] = SendBatcher(channel, pacer, max_batch=channel.limits.max_batch)
+        return batcher
+
+    async def teardown(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+
     def _pacer(self, instance: str, channel: Channel) -> ChannelPacer:
         pacer = self._pacers.get(instance)
         if pacer is None:
             pacer = self._pacers[instance] = ChannelPacer(channel.limits)
         return pacer
 
+    def _first_wait(self, exc: RetriableError) -> float:
+        return self._backoff_for(exc, 0)
+
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
+        # The first try happened before tenacity took over: its retry n is the stage's try n + 1.
+        return self._backoff_for(exc, state.attempt_number)
+
+    def _backoff_for(self, exc: BaseException | None, retries_before: int) -> float:
+        """Retry-After when the provider gave one, else exponential backoff (half of it jittered), capped."""
         if isinstance(exc, RetriableError) and exc.retry_after is not None:
             return min(max(exc.retry_after, 0.0), self.retry_max_wait)
-        return float(self._backoff(state))
+        ceiling = min(self.retry_backoff * 2.0 ** retries_before, self.retry_max_wait)
+        return ceiling / 2 + random.random() * ceiling / 2
 
     async def send_with_retry(self, channel: Channel, message: OutboundMessage) -> Receipt:
         """``channel.send`` paced by the channel's limits, retried on :class:`RetriableError` with backoff
@@ -313,15 +341,30 @@ class DeliveryStage(Stage):
                 return Receipt(message_id=message.message_id, status="failed", provider=channel.name,
                                reason=f"message is {size} bytes; {channel.instance} takes at most {limit}")
         pacer = self._pacer(message.channel, channel)
-        retrying = AsyncRetrying(retry=retry_if_exception_type(RetriableError),
-                                 stop=stop_after_attempt(self.retry_attempts), wait=self._wait, reraise=True)
-        async for attempt in retrying:
-            with attempt:
+        batcher = self._batcher(message.channel, channel, pacer)
+
+        async def attempt() -> Receipt:
+            if batcher is not None:
+                receipt = await batcher.send(message)
+            else:
                 async with pacer:
                     receipt = await channel.send(message)
-                if not receipt.message_id:
-                    receipt = receipt.model_copy(update={"message_id": message.message_id})
-                return receipt
+            if not receipt.message_id:
+                receipt = receipt.model_copy(update={"message_id": message.message_id})
+            return receipt
+
+        try:  # the first try outside tenacity: most sends succeed, and the retry machinery is not free
+            return await attempt()
+        except RetriableError as exc:
+            if self.retry_attempts <= 1:
+                raise
+            first = exc
+        await asyncio.sleep(self._first_wait(first))
+        retrying = AsyncRetrying(retry=retry_if_exception_type(RetriableError),
+                                 stop=stop_after_attempt(self.retry_attempts - 1), wait=self._wait, reraise=True)
+        async for retry in retrying:
+            with retry:
+                return await attempt()
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def _delivered(self, intent: MessageIntent, channel: Channel, instance: str, address: str,
