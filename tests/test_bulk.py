@@ -113,3 +113,25 @@ async def test_import_cli_prints_a_summary(hub: Hub, pg_dsn: str, redis_url: str
     assert (out["records"], out["dlq"], out["profiles_created"]) == (7, 3, 2)
     assert await asyncio.to_thread(main, ["import", str(tmp_path / "nope.csv"), "--source", "x"]) == 1
     assert "file not found" in capsys.readouterr().err
+
+
+def test_fast_russian_phone_path_gives_what_the_schema_gives() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from cdp_hub.resolver.bulk import _RU_PHONE, RecordBuilder
+    from cdp_hub.schema.identities import DEFAULT_OPTIONS, normalize_identity
+
+    builder = RecordBuilder("s", "customer.updated", IdentityRules(), DEFAULT_OPTIONS, datetime.now(UTC), "t")
+    rng = random.Random(3)
+    fast = 0
+    for _ in range(6000):
+        d = "".join(rng.choice("0123456789") for _ in range(10))
+        prefix = rng.choice(["+7", "8", "+7 ", "8 ", "+7-", "7", "", "+8", " 8"])
+        shape = rng.choice(["{a}{b}{c}", "({a}) {b}{c}", "{a} {b}-{c}", "({a}){b}-{c}", "({a} {b}{c}"])
+        text = prefix + shape.format(a=d[:3], b=d[3:6], c=f"{d[6:8]}-{d[8:]}")
+        if _RU_PHONE.match(text) is None:
+            continue
+        fast += 1
+        assert builder._normalize("phone", text) == normalize_identity("phone", text), text
+    assert fast > 1000  # the fast path was exercised

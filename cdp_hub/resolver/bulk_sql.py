@@ -138,9 +138,36 @@ COMPONENT_LOSERS = """
 SELECT c.profile_id AS loser, t.profile_id AS survivor FROM bulk_cexist c JOIN bulk_cprof t ON t.lbl = c.lbl
  WHERE c.profile_id <> t.profile_id
 """
+# Trait observations per component, aggregated once: stored as provenance, and the golden record of a new
+# profile is computed from them before the profile is written (no second pass over profile_traits).
+CREATE_OBSERVATIONS = """
+CREATE TEMP TABLE bulk_obs ON COMMIT DROP AS
+SELECT l.lbl, kv.key AS trait, kv.value, max(r.occurred_at) AS observed_at, min(r.occurred_at) AS first_seen,
+       count(*) AS seen_count
+  FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec, jsonb_each(r.traits::jsonb) AS kv
+ GROUP BY l.lbl, kv.key, kv.value
+/*gp: DISTRIBUTED BY (lbl) */
+"""
+# One source, so survivorship among its values: most frequent, first seen, or most recent ($1 traits,
+# $2 their strategies, $3 the default strategy).
+NEW_GOLDEN = """
+CREATE TEMP TABLE bulk_golden ON COMMIT DROP AS
+WITH rules AS (SELECT * FROM unnest($1::text[], $2::text[]) AS x(trait, strategy)),
+best AS (
+    SELECT DISTINCT ON (o.lbl, o.trait) o.lbl, o.trait, o.value
+      FROM bulk_obs o LEFT JOIN rules r ON r.trait = o.trait
+     ORDER BY o.lbl, o.trait,
+              CASE WHEN coalesce(r.strategy, $3) = 'most_frequent' THEN o.seen_count END DESC NULLS LAST,
+              CASE WHEN coalesce(r.strategy, $3) = 'first_non_empty' THEN o.first_seen END ASC NULLS LAST,
+              o.observed_at DESC, o.value::text DESC
+)
+SELECT lbl, jsonb_object_agg(trait, value) AS golden FROM best GROUP BY lbl
+/*gp: DISTRIBUTED BY (lbl) */
+"""
 INSERT_NEW_PROFILES = """
-INSERT INTO profiles (profile_id, created_by_event, created_at, updated_at)
-SELECT profile_id, created_by_event, now(), now() FROM bulk_cprof WHERE is_new
+INSERT INTO profiles (profile_id, created_by_event, created_at, updated_at, golden)
+SELECT t.profile_id, t.created_by_event, now(), now(), coalesce(g.golden, '{}'::jsonb)
+  FROM bulk_cprof t LEFT JOIN bulk_golden g ON g.lbl = t.lbl WHERE t.is_new
 ON CONFLICT DO NOTHING
 """
 INSERT_IDENTITIES = """
@@ -149,6 +176,7 @@ SELECT k.kind, k.value, t.profile_id, $1, f.first_seen, f.last_seen
   FROM (SELECT e.kid, min(r.occurred_at) AS first_seen, max(r.occurred_at) AS last_seen
           FROM bulk_edge e JOIN bulk_rec r ON r.rec = e.rec GROUP BY e.kid) f
   JOIN bulk_keys k ON k.kid = f.kid JOIN bulk_kl l ON l.kid = f.kid JOIN bulk_cprof t ON t.lbl = l.lbl
+ ORDER BY k.kind, k.value
 ON CONFLICT (kind, value) DO NOTHING
 """
 INSERT_EVENTS = """
@@ -156,20 +184,21 @@ INSERT INTO events (event_id, occurred_at, profile_id, type, source, source_reco
 SELECT r.event_id, r.occurred_at, t.profile_id, $1, $2, r.source_record_id, now(),
        r.body::jsonb || jsonb_build_object('profile_id', t.profile_id::text)
   FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec JOIN bulk_cprof t ON t.lbl = l.lbl
+ ORDER BY r.event_id
 ON CONFLICT DO NOTHING
 """
 INSERT_TRAITS = """
 INSERT INTO profile_traits (profile_id, trait, source, value, observed_at, first_seen, seen_count)
-SELECT t.profile_id, kv.key, $1, kv.value, max(r.occurred_at), min(r.occurred_at), count(*)
-  FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec JOIN bulk_cprof t ON t.lbl = l.lbl,
-       jsonb_each(r.traits::jsonb) AS kv
- GROUP BY t.profile_id, kv.key, kv.value
+SELECT t.profile_id, o.trait, $1, o.value, o.observed_at, o.first_seen, o.seen_count
+  FROM bulk_obs o JOIN bulk_cprof t ON t.lbl = o.lbl
+ ORDER BY t.profile_id
 ON CONFLICT (profile_id, trait, source, value) DO UPDATE
    SET observed_at = greatest(profile_traits.observed_at, excluded.observed_at),
        first_seen = least(profile_traits.first_seen, excluded.first_seen),
        seen_count = profile_traits.seen_count + excluded.seen_count
 """
-TARGET_PROFILES = "SELECT profile_id FROM bulk_cprof"
+# Existing profiles the import touched: their golden records are recomputed from all their observations.
+TARGET_PROFILES = "SELECT profile_id FROM bulk_cprof WHERE NOT is_new"
 
 # Survivorship in SQL, the same rules as cdp_hub.resolver.survivorship (ties aside): per trait a strategy
 # ($1 traits, $2 strategies; $4 the default strategy), source ranks ($3 trait, $6 source, $7 rank: higher
