@@ -211,3 +211,26 @@ async def test_batched_gateway_gets_one_request_for_many_messages(hub: Hub, prov
     assert route.call_count == 2 and len(refs) == 31  # 30 in one request, the throttled one again
     rows = await hub.store.fetch("SELECT status, provider_message_id FROM messages")
     assert {r["status"] for r in rows} == {"sent"} and all(r["provider_message_id"] for r in rows)
+
+
+async def test_one_click_unsubscribe_becomes_a_consent_event(hub: Hub, provider: Any) -> None:
+    provider.post(EMAIL_URL).respond(202, json={"id": "e-1"})
+    pid = await make_profile(hub, identities=[("email", "anna@example.com")])
+    it = intent(pid, channel="email")
+    await DeliveryStage(hub).handle([record(hub, it)])
+    app = Starlette(routes=routes(hub))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+        page = await client.get(f"/v1/unsubscribe/{it.message_id}")
+        assert page.status_code == 200 and 'method=post' in page.text
+        assert await events(hub) == []  # a GET (a mail scanner following the link) changes nothing
+        for _ in range(2):
+            done = await client.post(f"/v1/unsubscribe/{it.message_id}", content=b"List-Unsubscribe=One-Click",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert done.status_code == 200
+        missing = await client.post(f"/v1/unsubscribe/{uuid.uuid4()}")
+    assert missing.status_code == 404
+    first, second = await events(hub)
+    assert first.event_id == second.event_id  # clicked twice: one event downstream
+    assert first.type == "consent.changed" and first.profile_id == pid
+    assert first.properties == {"channel": "email", "status": "opted_out", "purpose": "marketing"}
+    assert [(i.kind, i.value) for i in first.identities] == [("email", "anna@example.com")]

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cdp_hub.channel.base import Receipt
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, RecordError
+from cdp_hub.schema.events import Event
 
-from .receipts import receipt_event, receipt_message
+from .receipts import RECEIPT_SOURCE, receipt_event, receipt_message
 from .sendlog import LogRow, SendLog
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
 
-__all__ = ["CallbackResult", "apply_receipts", "handle_callback"]
+__all__ = ["CallbackResult", "apply_receipts", "handle_callback", "unsubscribe"]
 
 log = logging.getLogger(__name__)
 STAGE = "delivery.callback"
@@ -107,4 +109,33 @@ async def handle_callback(hub: Hub, channel_instance: str, headers: Mapping[str,
         return 400
     result = await apply_receipts(hub, channel_instance, channel.name, receipts)
     log.debug("callback on %s: %d receipts applied, %d unknown", channel_instance, result.applied, result.unknown)
+    return 200
+
+
+async def unsubscribe(hub: Hub, message_id: str) -> int:
+    """One-click unsubscribe (RFC 8058) from a message: a ``consent.changed`` event (``opted_out`` for the
+    message's channel kind, marketing) for the address it went to. Return 200, or 404 for an unknown message.
+
+    The resolver turns the event into ``golden.consent``; the next marketing message skips that channel. The
+    event id is derived from the message id, so clicking twice is one event.
+    """
+    rows = await SendLog(hub.store).rows([message_id])
+    row = rows.get(message_id)
+    if row is None or not row.address or not row.address_kind:
+        return 404
+    kind: str
+    try:
+        kind = (await hub.channel(row.channel)).kind
+    except ConfigurationError:
+        kind = "email" if row.address_kind == "email" else "all"
+    if kind not in ("email", "sms", "push"):
+        kind = "all"  # a webhook or custom channel: the customer opted out of that sender altogether
+    event = Event.model_validate({
+        "type": "consent.changed", "source": RECEIPT_SOURCE, "source_record_id": f"{message_id}:unsubscribe",
+        "occurred_at": datetime.now(UTC), "identities": [{"kind": row.address_kind, "value": row.address}],
+        "properties": {"channel": kind, "status": "opted_out", "purpose": "marketing"},
+        "context": {"channel": row.channel, "campaign": row.scenario},
+        "profile_id": row.profile_id,
+    })
+    await hub.bus.publish_many([receipt_message(hub.topics.events, event)])
     return 200
