@@ -234,3 +234,17 @@ async def test_one_click_unsubscribe_becomes_a_consent_event(hub: Hub, provider:
     assert first.type == "consent.changed" and first.profile_id == pid
     assert first.properties == {"channel": "email", "status": "opted_out", "purpose": "marketing"}
     assert [(i.kind, i.value) for i in first.identities] == [("email", "anna@example.com")]
+
+
+async def test_replay_after_callbacks_reemits_the_sent_receipt(hub: Hub, provider: Any) -> None:
+    provider.post(EMAIL_URL).respond(202, json={"id": "e-1"})
+    pid = await make_profile(hub, identities=[("email", "anna@example.com")])
+    it = intent(pid, channel="email")
+    first = await DeliveryStage(hub).handle([record(hub, it)])
+    body = orjson.dumps([{"event": "open", "custom_id": it.message_id}])
+    assert await handle_callback(hub, "email", {}, body) == 200
+    # The intent comes again (the first batch's output was lost in a crash): not sent, same receipt.
+    again = await DeliveryStage(hub).handle([record(hub, it)])
+    assert provider.routes[0].call_count == 1
+    assert [Event.from_json(m.value).event_id for m in again.messages] == \
+        [Event.from_json(m.value).event_id for m in first.messages]

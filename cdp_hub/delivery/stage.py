@@ -55,6 +55,9 @@ __all__ = ["Delivered", "DeliveryStage", "message_locale", "template_context"]
 log = logging.getLogger(__name__)
 
 
+_REEMIT_STATUS = {"skipped": "failed", "delivered": "sent", "opened": "sent", "clicked": "sent"}
+
+
 class _Unreachable(CdpHubError):
     """Every channel of a message was down or misconfigured: the message waits in the DLQ for a replay."""
 
@@ -144,7 +147,8 @@ class DeliveryStage(Stage):
         for row in rows.values():
             if row.status not in FINAL_STATUSES or not row.address or not row.address_kind:
                 continue
-            status = "failed" if row.status == "skipped" else row.status
+            # The send's own receipt: "sent" even when callbacks have moved the row on (they emitted theirs).
+            status = _REEMIT_STATUS.get(row.status, row.status)
             receipt = Receipt(message_id=row.message_id, status=status,
                               provider=row.provider, provider_message_id=row.provider_message_id,
                               reason=row.error)
