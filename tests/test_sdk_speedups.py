@@ -41,10 +41,34 @@ def test_e164_plus7_fast_path_matches_libphonenumber() -> None:
                 assert normalize_phone.__wrapped__(value, region) == expected, (value, region)
 
 
+def test_ru_mobile_local_notation_fast_path_matches_libphonenumber() -> None:
+    rng = random.Random(5)
+    separators = ["", " ", "-", "(", ")", " (", ") ", "--"]
+
+    def written(digits: str) -> str:
+        return "".join(ch + (rng.choice(separators) if rng.random() < 0.4 else "") for ch in digits)
+
+    samples = []
+    for prefix in range(900, 1000):
+        for lead in ("8", "+7"):
+            samples.append(written(f"{lead}{prefix}{rng.randrange(10**7):07d}"))
+    samples += ["8 (916) 123-45-67", "+7 (916) 123-45-67", "8-916-123-45-67", " 89161234567 ", "8 (916) 123-45-6",
+                "8 (816) 123-45-67", "8 (916) 123-45-67 доб. 5", "7 916 123 45 67", "8(916)1234567(",
+                "+7+9161234567", "8 (９16) 123-45-67"]
+    for value in samples:
+        for region in ("RU", "KZ", "US"):
+            expected = libphonenumber(value, region)
+            if expected is None:
+                with pytest.raises(NormalizationError):
+                    normalize_phone.__wrapped__(value, region)
+            else:
+                assert normalize_phone.__wrapped__(value, region) == expected, (value, region)
+
+
 @pytest.mark.parametrize("value", ["1299.80", "0", "-5.5", " 12 ", "1_000", "1e3", "1 234,50", "1.234,50",
                                    "12,5", "NaN", "Infinity", "abc", ""])
 def test_decimal_fast_path_matches_the_general_path(value: str) -> None:
-    def general(v: str) -> Decimal | None | str:
+    def general(v: str) -> Decimal | str | None:
         import re
         from decimal import InvalidOperation
 
@@ -60,7 +84,7 @@ def test_decimal_fast_path_matches_the_general_path(value: str) -> None:
         return out if out.is_finite() else "error"
 
     try:
-        got: Decimal | None | str = parse_decimal(value, field="x")
+        got: Decimal | str | None = parse_decimal(value, field="x")
     except RecordError:
         got = "error"
     assert got == general(value)

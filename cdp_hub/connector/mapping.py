@@ -55,7 +55,10 @@ def _zone(name: str | tzinfo | None) -> tzinfo:
 
 def dig(record: Mapping[str, Any], path: str, default: Any = None) -> Any:
     """The value at a dotted ``path`` (``"customer.default_address.city"``), or ``default`` when absent."""
-    value: Any = record
+    if "." not in path and type(record) is dict:  # the common case: a top-level field of a JSON object
+        value = record.get(path)
+        return default if value is None else value
+    value = record
     for part in path.split("."):
         if isinstance(value, Mapping):
             value = value.get(part, MISSING)
@@ -209,8 +212,10 @@ def keep_unknown(record: Mapping[str, Any], known: Iterable[str] | frozenset[str
     Nested objects are left out on purpose: they are the source's internal structure (links, metadata),
     not facts about the customer or the event.
     """
-    for key, value in record.items():
-        if key in known or value is None or value == "":
+    keys = record.keys() - known if isinstance(known, frozenset | set) else [k for k in record if k not in known]
+    for key in keys:  # usually none or a few: the set difference runs in C
+        value = record[key]
+        if value is None or value == "":
             continue
         if isinstance(value, str | int | float | bool | Decimal):
             into.setdefault(prefix + key, value)

@@ -70,6 +70,12 @@ def normalize_email(value: str, *, gmail_remove_dots: bool = False) -> str:
 # "+7" and ten ASCII digits (RU and KZ numbers all have ten national digits; the "+" makes the default region
 # irrelevant), so its ~30 us parse is skipped; tests/test_sdk_speedups.py checks the equivalence.
 _E164_7 = re.compile(r"\+7[0-9]{10}", re.ASCII)
+# Second fast path, default region RU only: a Russian mobile number (9XX) written with a national "8" or "+7"
+# and any spaces, hyphens and parentheses ("8 (916) 123-45-67"). libphonenumber strips the punctuation and the
+# national prefix and returns "+7" and the ten digits for every such input; the same test checks it.
+_PHONE_PUNCT = str.maketrans("", "", " ()-")
+_PHONE_CHARS = re.compile(r"\+?[0-9 ()\-]+", re.ASCII)
+_RU_MOBILE = re.compile(r"(?:\+7|8)(9[0-9]{9})", re.ASCII)
 
 
 @lru_cache(maxsize=65536)
@@ -78,6 +84,10 @@ def normalize_phone(value: str, default_region: str = "RU") -> str:
     raw = value.strip()
     if _E164_7.fullmatch(raw):
         return raw
+    if default_region == "RU" and _PHONE_CHARS.fullmatch(raw):
+        mobile = _RU_MOBILE.fullmatch(raw.translate(_PHONE_PUNCT))
+        if mobile is not None:
+            return "+7" + mobile.group(1)
     try:
         parsed = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:

@@ -184,9 +184,10 @@ class EcommerceConnector(HttpConnector):
             item: dict[str, Any] = {"sku": sku, "quantity": line.get("quantity", 1)}
             if name := text(line.get("title") or line.get("name")):
                 item["name"] = name
-            price = parse_decimal(line.get("price"), field=f"{field}.{i}.price")
-            if price is not None:
-                item["price"] = price
+            price = line.get("price")
+            if price is not None and price != "":
+                # The payload model parses the decimal (and names properties.items.N.price if it cannot).
+                item["price"] = price if type(price) is str else parse_decimal(price, field=f"{field}.{i}.price")
             if category := text(line.get("product_type")):
                 item["category"] = category
             items.append(item)
