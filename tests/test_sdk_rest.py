@@ -318,3 +318,16 @@ async def test_short_page_and_header_token_pagination_and_unsorted_checkpoints(h
         items.calls.clear()
         await sync_stream(hub, connector, connector.stream("items"))
     assert items.calls[0].url.params["since"] == "7"
+
+
+@pytest.mark.kafka
+async def test_sync_publishes_to_kafka_before_checkpointing(kafka_hub: Hub) -> None:
+    connector, _ = loyalty(kafka_hub)
+    api = MockApi(connector, "transactions", [txn(n) for n in range(1, 6)], page_size=2)
+    with respx.mock() as router:  # fakes the upstream HTTP API only; the broker (aiokafka) is real
+        api.install(router)
+        [result] = await sync(kafka_hub, connector, stream="transactions")
+    ids = await event_ids(kafka_hub)
+    assert result.ingest.events == 5 and len(ids) == 5 and len(set(ids)) == 5
+    state = await PgStateStore(kafka_hub.store).get("loyalty", "transactions")
+    assert state is not None and state["cursor"] == txn(5)["created_at"]

@@ -199,7 +199,7 @@ class HttpConnector(Connector):
                 try:
                     response = await client.send(req)
                 except httpx.TransportError as exc:
-                    raise RetriableError(f"{what}: {type(exc).__name__}: {exc or 'network error'}") from exc
+                    raise RetriableError(f"{what}: {type(exc).__name__}: {str(exc) or 'network error'}") from exc
                 action = action_for(response.status_code, actions)
                 if action is Action.REFRESH_AUTH and not refreshed and await self.authenticator.refresh():
                     refreshed = True  # a token that expired mid-sync: renew it and resend once
