@@ -43,7 +43,7 @@ class CallbackResult:
         self.unknown = 0
 
 
-async def apply_receipts(hub: Hub, instance: str, provider: str | None, receipts: list[Receipt]) -> CallbackResult:
+async def apply_receipts(hub: Hub, instance: str, provider: str, receipts: list[Receipt]) -> CallbackResult:
     """Match receipts to send-log rows, move the rows forward, suppress bad addresses, publish events."""
     result = CallbackResult()
     if not receipts:

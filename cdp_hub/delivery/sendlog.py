@@ -136,13 +136,14 @@ class SendLog:
             [o.provider_message_id for o in outcomes], [o.error for o in outcomes], [o.at for o in outcomes],
         )
 
-    async def find_for_callback(self, message_ids: Sequence[str], provider: str | None,
+    async def find_for_callback(self, message_ids: Sequence[str], provider: str,
                                 provider_message_ids: Sequence[str]) -> list[LogRow]:
-        """Rows named by a callback, by our id or by the provider's."""
+        """Rows named by a callback, by our id or by ``provider``'s. Two index lookups (primary key, and
+        ``messages_provider_idx``), not one OR that a planner may answer with a scan of the whole log."""
         records = await self.store.fetch(
-            f"""SELECT {_COLUMNS} FROM messages
-                WHERE message_id = ANY($1::text[])
-                   OR (provider_message_id = ANY($3::text[]) AND ($2::text IS NULL OR provider = $2))""",
+            f"""SELECT {_COLUMNS} FROM messages WHERE message_id = ANY($1::text[])
+                UNION
+                SELECT {_COLUMNS} FROM messages WHERE provider = $2 AND provider_message_id = ANY($3::text[])""",
             list(message_ids), provider, list(provider_message_ids),
         )
         return [LogRow.from_record(r) for r in records]
