@@ -20,7 +20,9 @@ from cdp_hub.schema.events import Event
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
 
-__all__ = ["IngestResult", "Ingestor", "event_key", "event_message"]
+__all__ = ["MAX_KEPT_ERRORS", "IngestResult", "Ingestor", "event_key", "event_message"]
+
+MAX_KEPT_ERRORS = 100
 
 _KEY_PRIORITY = ("crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card", "email", "phone",
                  "device_id", "push_token", "anonymous_id")
@@ -48,6 +50,7 @@ class IngestResult:
     dead: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
     errors: list[DeadLetter] = field(default_factory=list)
+    """The first :data:`MAX_KEPT_ERRORS` dead letters (all of them are on cdp.dlq; ``dead`` counts them)."""
 
     def add(self, other: IngestResult) -> None:
         self.records += other.records
@@ -55,7 +58,7 @@ class IngestResult:
         self.dead += other.dead
         for k, v in other.by_type.items():
             self.by_type[k] = self.by_type.get(k, 0) + v
-        self.errors.extend(other.errors)
+        self.errors.extend(other.errors[:MAX_KEPT_ERRORS - len(self.errors)])
 
 
 class Ingestor:
@@ -81,7 +84,8 @@ class Ingestor:
                                           replay_topic="connector", connector=connector.name, stream=stream)
             out.append(dead.to_message(topics.dlq))
             result.dead += 1
-            result.errors.append(dead)
+            if len(result.errors) < MAX_KEPT_ERRORS:  # a multi-GB import must not hold every bad record
+                result.errors.append(dead)
             self.hub.metrics.dlq.labels("ingest", dead.failure_type).inc()
             return
         for event in events:

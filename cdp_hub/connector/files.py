@@ -32,7 +32,7 @@ import orjson
 
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, SchemaViolation
-from cdp_hub.ingest import Ingestor, IngestResult
+from cdp_hub.ingest import MAX_KEPT_ERRORS, Ingestor, IngestResult
 
 if TYPE_CHECKING:
     from cdp_hub.connector.base import Connector, SourceRecord
@@ -255,7 +255,7 @@ async def _dead_lines(hub: Hub, connector: Connector, stream: str | None, bad: l
         hub.metrics.dlq.labels("ingest", d.failure_type).inc()
     result.records += len(bad)
     result.dead += len(bad)
-    result.errors.extend(letters)
+    result.errors.extend(letters[:MAX_KEPT_ERRORS - len(result.errors)])
 
 
 def _chunks(rows: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
