@@ -93,3 +93,30 @@ async def test_dry_run_reports_merges_and_splits_without_changing_anything(hub: 
     text = blocking.render()
     assert "Splits: 1" in text and "split: profile" in text
     assert await hub.store.fetchval(live) == 4  # nothing was written
+
+
+async def test_cli_dry_run_and_conflicts(hub: Hub, pg_dsn: str, redis_url: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    import orjson
+
+    from cdp_hub.cli import main
+
+    stage = ResolverStage(hub)
+    await stage.handle(records(event(("crm_id", "Q1"), ("email", "q1@x.ru"))))
+    await stage.handle(records(event(("crm_id", "Q2"), ("email", "q1@x.ru"), at=1)))  # refused: 2 crm ids
+    monkeypatch.setenv("CDP_HUB_POSTGRES_DSN", pg_dsn)
+    monkeypatch.setenv("CDP_HUB_REDIS_URL", redis_url)
+    monkeypatch.setenv("CDP_HUB_DATA_DIR", str(tmp_path / "cli"))
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[kinds.crm_id]\npriority = 100\n")  # no limit: the two would be one
+    assert await asyncio.to_thread(main, ["identity", "dry-run", str(rules), "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert (report["events"], report["profiles_now"], report["profiles_after"], report["merges"]) == (2, 1, 1, 0)
+    assert await asyncio.to_thread(main, ["identity", "conflicts"]) == 0
+    out = capsys.readouterr().out
+    assert "max_per_profile" in out and "crm_id:Q2" in out
+    assert await asyncio.to_thread(main, ["identity", "dry-run", str(tmp_path / "nope.toml")]) == 1
+    assert "not found" in capsys.readouterr().err

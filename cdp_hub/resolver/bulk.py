@@ -369,19 +369,29 @@ class BulkImporter:
             phase("dedupe")
 
             for stmt in (bulk_sql.CREATE_KEYS, bulk_sql.CREATE_EDGES, bulk_sql.CREATE_EXISTING,
-                         bulk_sql.CREATE_PROFILE_LABELS, bulk_sql.CREATE_KEY_LABELS):
+                         bulk_sql.CREATE_PROFILE_LABELS, bulk_sql.CREATE_KEY_LABELS, bulk_sql.CREATE_SHARED_EDGES):
                 await conn.execute(sql(stmt))
-            await conn.execute("ANALYZE bulk_edge")
+            await conn.execute("ANALYZE bulk_sedge")
+            # records <- keys, keys <- records, until the records' labels stop moving (then the keys' have too:
+            # they were computed from the same record labels).
             for rounds in range(1, _MAX_ROUNDS + 1):
                 await conn.execute(sql(bulk_sql.ROUND_RECORDS))
-                await conn.execute(sql(bulk_sql.ROUND_KEYS))
-                changed = int(await conn.fetchval(bulk_sql.ROUND_CHANGED))
-                for stmt in bulk_sql.ROUND_SWAP:
+                changed = -1 if rounds == 1 else int(await conn.fetchval(bulk_sql.ROUND_RECORDS_CHANGED))
+                for stmt in bulk_sql.SWAP_RECORDS:
                     await conn.execute(stmt)
                 summary.rounds = rounds
-                self._say(f"components: round {rounds}, {changed:,} labels moved")
-                if not changed:
+                if changed == 0:
                     break
+                await conn.execute(sql(bulk_sql.ROUND_KEYS))
+                for stmt in bulk_sql.SWAP_KEYS:
+                    await conn.execute(stmt)
+                self._say(f"components: round {rounds}" + (f", {changed:,} labels moved" if changed > 0 else ""))
+            await conn.execute(sql(bulk_sql.ALL_RECORDS))
+            for stmt in bulk_sql.SWAP_RECORDS:
+                await conn.execute(stmt)
+            await conn.execute(sql(bulk_sql.ALL_KEYS))
+            for stmt in bulk_sql.SWAP_KEYS:
+                await conn.execute(stmt)
             await conn.execute(sql(bulk_sql.CREATE_COMPONENT_PROFILES))
             phase("components")
 

@@ -37,9 +37,12 @@ DELETE FROM bulk_ident i USING blocked_identities b WHERE i.kind = b.kind AND i.
 # label it can reach; records start with their own number, profiles that exist already with negative
 # numbers (so a component that touches an existing profile is labelled by one). Each round builds new
 # tables (CREATE TABLE AS) rather than updating rows: no dead tuples, and hash aggregates over integers.
+# Only keys shared by several records (or known already) can join records, so the rounds run over those
+# edges alone; every other record is a component of its own.
 CREATE_KEYS = """
 CREATE TEMP TABLE bulk_keys ON COMMIT DROP AS
-SELECT row_number() OVER () AS kid, kind, value, min(rec) AS lbl FROM bulk_ident GROUP BY kind, value
+SELECT row_number() OVER () AS kid, kind, value, min(rec) AS lbl, count(*) AS n FROM bulk_ident
+ GROUP BY kind, value
 /*gp: DISTRIBUTED BY (kind, value) */
 """
 CREATE_EDGES = """
@@ -62,25 +65,40 @@ CREATE_KEY_LABELS = """
 CREATE TEMP TABLE bulk_kl ON COMMIT DROP AS
 SELECT k.kid, coalesce(p.lbl, k.lbl) AS lbl
   FROM bulk_keys k LEFT JOIN bulk_exist e ON e.kid = k.kid LEFT JOIN bulk_plabel p ON p.profile_id = e.profile_id
+ WHERE k.n > 1 OR e.kid IS NOT NULL
 /*gp: DISTRIBUTED BY (kid) */
+"""
+CREATE_SHARED_EDGES = """
+CREATE TEMP TABLE bulk_sedge ON COMMIT DROP AS
+SELECT e.rec, e.kid FROM bulk_edge e JOIN bulk_kl k ON k.kid = e.kid
+/*gp: DISTRIBUTED BY (rec) */
 """
 ROUND_RECORDS = """
 CREATE TEMP TABLE bulk_rl_next ON COMMIT DROP AS
-SELECT e.rec, min(k.lbl) AS lbl FROM bulk_edge e JOIN bulk_kl k ON k.kid = e.kid GROUP BY e.rec
+SELECT e.rec, min(k.lbl) AS lbl FROM bulk_sedge e JOIN bulk_kl k ON k.kid = e.kid GROUP BY e.rec
 /*gp: DISTRIBUTED BY (rec) */
 """
+ROUND_RECORDS_CHANGED = "SELECT count(*) FROM bulk_rl_next n JOIN bulk_rl r ON r.rec = n.rec WHERE n.lbl <> r.lbl"
 ROUND_KEYS = """
 CREATE TEMP TABLE bulk_kl_next ON COMMIT DROP AS
-SELECT e.kid, min(r.lbl) AS lbl FROM bulk_edge e JOIN bulk_rl_next r ON r.rec = e.rec GROUP BY e.kid
+SELECT e.kid, min(r.lbl) AS lbl FROM bulk_sedge e JOIN bulk_rl r ON r.rec = e.rec GROUP BY e.kid
 /*gp: DISTRIBUTED BY (kid) */
 """
-ROUND_CHANGED = "SELECT count(*) FROM bulk_kl_next n JOIN bulk_kl k ON k.kid = n.kid WHERE n.lbl <> k.lbl"
-ROUND_SWAP = [
-    "DROP TABLE IF EXISTS bulk_rl",
-    "ALTER TABLE bulk_rl_next RENAME TO bulk_rl",
-    "DROP TABLE bulk_kl",
-    "ALTER TABLE bulk_kl_next RENAME TO bulk_kl",
-]
+SWAP_RECORDS = ["DROP TABLE IF EXISTS bulk_rl", "ALTER TABLE bulk_rl_next RENAME TO bulk_rl"]
+SWAP_KEYS = ["DROP TABLE bulk_kl", "ALTER TABLE bulk_kl_next RENAME TO bulk_kl"]
+# After the rounds: every record (a record without shared keys is its own component) and every key.
+ALL_RECORDS = """
+CREATE TEMP TABLE bulk_rl_next ON COMMIT DROP AS
+SELECT rec, lbl FROM bulk_rl
+UNION ALL
+SELECT r.rec, r.rec FROM bulk_rec r WHERE NOT EXISTS (SELECT 1 FROM bulk_rl l WHERE l.rec = r.rec)
+/*gp: DISTRIBUTED BY (rec) */
+"""
+ALL_KEYS = """
+CREATE TEMP TABLE bulk_kl_next ON COMMIT DROP AS
+SELECT e.kid, min(r.lbl) AS lbl FROM bulk_edge e JOIN bulk_rl r ON r.rec = e.rec GROUP BY e.kid
+/*gp: DISTRIBUTED BY (kid) */
+"""
 # Existing profiles per component (a component may join several: they are merged).
 CREATE_COMPONENT_PROFILES = """
 CREATE TEMP TABLE bulk_cexist ON COMMIT DROP AS
@@ -127,12 +145,11 @@ SELECT DISTINCT ON (c.lbl) c.lbl, c.profile_id, false AS is_new, NULL::uuid AS c
   FROM bulk_cexist c ORDER BY c.lbl, c.created_at, c.profile_id
 /*gp: DISTRIBUTED BY (lbl) */
 """
+# A new component's label is its smallest record number: that record names the profile and created it.
 ADD_NEW_TARGETS = """
 INSERT INTO bulk_cprof (lbl, profile_id, is_new, created_by_event)
-SELECT DISTINCT ON (l.lbl) l.lbl, md5($1 || ':' || r.event_id::text)::uuid, true, r.event_id
-  FROM bulk_rl l JOIN bulk_rec r ON r.rec = l.rec
- WHERE l.lbl > 0
- ORDER BY l.lbl, r.rec
+SELECT c.lbl, md5($1 || ':' || r.event_id::text)::uuid, true, r.event_id
+  FROM (SELECT DISTINCT lbl FROM bulk_rl WHERE lbl > 0) c JOIN bulk_rec r ON r.rec = c.lbl
 """
 COMPONENT_LOSERS = """
 SELECT c.profile_id AS loser, t.profile_id AS survivor FROM bulk_cexist c JOIN bulk_cprof t ON t.lbl = c.lbl
@@ -181,8 +198,7 @@ ON CONFLICT (kind, value) DO NOTHING
 """
 INSERT_EVENTS = """
 INSERT INTO events (event_id, occurred_at, profile_id, type, source, source_record_id, received_at, body)
-SELECT r.event_id, r.occurred_at, t.profile_id, $1, $2, r.source_record_id, now(),
-       r.body::jsonb || jsonb_build_object('profile_id', t.profile_id::text)
+SELECT r.event_id, r.occurred_at, t.profile_id, $1, $2, r.source_record_id, now(), r.body::jsonb
   FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec JOIN bulk_cprof t ON t.lbl = l.lbl
  ORDER BY r.event_id
 ON CONFLICT DO NOTHING

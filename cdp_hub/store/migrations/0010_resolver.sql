@@ -12,7 +12,8 @@ ALTER TABLE profile_traits ADD PRIMARY KEY (profile_id, trait, source, value);
 
 -- Replay detection: a replayed batch re-emits profile.created / profile.merged for the events that caused them.
 CREATE INDEX IF NOT EXISTS profiles_created_by_event_idx ON profiles (created_by_event);
-CREATE INDEX IF NOT EXISTS profiles_merged_into_idx ON profiles (merged_into);
+-- Partial: most profiles are never merged away, and the bulk import writes hundreds of thousands at once.
+CREATE INDEX IF NOT EXISTS profiles_merged_into_idx ON profiles (merged_into) WHERE merged_into IS NOT NULL;
 CREATE INDEX IF NOT EXISTS merges_event_idx ON merges (event_id);
 CREATE INDEX IF NOT EXISTS merges_merged_profile_idx ON merges (merged_profile_id);
 
