@@ -46,6 +46,7 @@ GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+_GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +75,19 @@ def _fill(costs: list[int], single: int, part: int) -> int:
 
 def count_segments(text: str) -> SmsSegments:
     """The SMS segments ``text`` needs (see the module docstring for the rules)."""
-    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+    chars = set(text)
+    if chars <= _GSM7_ALL:
+        extension = chars & GSM7_EXTENSION
+        units = len(text) + sum(text.count(c) for c in extension)
+        if units <= 160:
+            return SmsSegments("gsm7", units, 1 if units else 0, len(text))
         costs = [2 if c in GSM7_EXTENSION else 1 for c in text]
-        return SmsSegments("gsm7", sum(costs), _fill(costs, 160, 153), len(text))
+        return SmsSegments("gsm7", units, _fill(costs, 160, 153), len(text))
+    units = len(text.encode("utf-16-le")) // 2
+    if units <= 70:
+        return SmsSegments("ucs2", units, 1, len(text))
     costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
-    return SmsSegments("ucs2", sum(costs), _fill(costs, 70, 67), len(text))
+    return SmsSegments("ucs2", units, _fill(costs, 70, 67), len(text))
 
 
 _SENDER_RE = re.compile(r"^(?:[A-Za-z0-9 .\-_&]{1,11}|\+?[0-9]{3,15})$")

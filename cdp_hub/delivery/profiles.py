@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,9 +59,10 @@ class ProfileSnapshot:
             return self.identities[0][0], self.identities[0][1]
         return None
 
-    @property
+    @functools.cached_property
     def traits(self) -> dict[str, Any]:
-        """The Golden Record without the consent map, plus ``profile_id``: what templates see as ``profile``."""
+        """The Golden Record without the consent map, plus ``profile_id``: what templates see as ``profile``
+        (computed once; templates run in an immutable sandbox, so sharing it is safe)."""
         out = {k: v for k, v in self.golden.items() if k != "consent"}
         out["profile_id"] = self.profile_id
         return out

@@ -194,6 +194,7 @@ class TemplateRenderer:
         self.directory = Path(directory) if directory is not None else None
         self.default_locale = default_locale
         self.default_currency = default_currency
+        self._resolved: dict[tuple[str, str, str], str] = {}
         self._text_env = _environment(loader, autoescape=False)
         self._html_env = _environment(loader, autoescape=True)
 
@@ -208,8 +209,14 @@ class TemplateRenderer:
 
     def _select(self, env: jinja2.Environment, name: str, kind: str,
                 locale: Locale) -> jinja2.Template:
+        # Which file serves (name, kind, locale) is resolved once: Jinja caches the templates it found, but
+        # looks for the missing candidates (email.ru_RU.j2, ...) on disk again every time.
+        key = (name, kind, str(locale))
+        found = self._resolved.get(key)
         try:
-            return env.select_template(template_candidates(name, kind, locale))
+            if found is not None:
+                return env.get_template(found)
+            template = env.select_template(template_candidates(name, kind, locale))
         except jinja2.TemplatesNotFound:
             raise TemplateError(
                 f"no template {name!r} for {kind} (looked for {', '.join(template_candidates(name, kind, locale))}"
@@ -219,6 +226,9 @@ class TemplateRenderer:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"template {exc.filename or exc.name}: line {exc.lineno}: {exc.message}",
                                 field="template", value=name) from None
+        if template.name:
+            self._resolved[key] = template.name
+        return template
 
     def render(self, name: str, kind: str, context: Mapping[str, Any], *, locale: str | None = None,
                timezone: str | None = None) -> RenderedMessage:
@@ -229,29 +239,28 @@ class TemplateRenderer:
         values["timezone"] = timezone or values.get("timezone") or "UTC"
         values.setdefault("currency", self.default_currency)
         parts: dict[str, str] = {}
-        filename = ""
-        for autoescape_html in (False, True):
-            env = self._html_env if autoescape_html else self._text_env
-            template = self._select(env, name, kind, loc)
-            filename = template.name or name
-            try:
-                if not template.blocks:
-                    if not autoescape_html:
-                        parts["text"] = template.render(values).strip()
-                    continue
+        template = self._select(self._text_env, name, kind, loc)
+        filename = template.name or name
+        try:
+            if not template.blocks:
+                parts["text"] = template.render(values).strip()
+            else:
                 ctx = template.new_context(values)
                 for block, fn in template.blocks.items():
-                    if (block == "html") != autoescape_html or block not in BLOCKS:
-                        continue
-                    parts[block] = jinja2.utils.concat(fn(ctx)).strip()
-            except TemplateError:
-                raise
-            except jinja2.TemplateError as exc:
-                raise TemplateError(f"template {filename}: {type(exc).__name__}: {exc}",
-                                    field="template", value=name) from None
-            except Exception as exc:  # a filter given bad data, a sandbox violation, ...
-                raise TemplateError(f"template {filename}: {type(exc).__name__}: {exc}",
-                                    field="template", value=name) from None
+                    if block in BLOCKS and block != "html":
+                        parts[block] = jinja2.utils.concat(fn(ctx)).strip()
+                if "html" in template.blocks:  # the same file, compiled with HTML autoescaping
+                    html_template = self._select(self._html_env, name, kind, loc)
+                    parts["html"] = jinja2.utils.concat(
+                        html_template.blocks["html"](html_template.new_context(values))).strip()
+        except TemplateError:
+            raise
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template {filename}: {type(exc).__name__}: {exc}",
+                                field="template", value=name) from None
+        except Exception as exc:  # a filter given bad data, a sandbox violation, ...
+            raise TemplateError(f"template {filename}: {type(exc).__name__}: {exc}",
+                                field="template", value=name) from None
         if "text" not in parts and "html" not in parts:
             raise TemplateError(f"template {filename} has neither a 'text' nor an 'html' block",
                                 field="template", value=name)
