@@ -176,7 +176,7 @@ best AS (
      ORDER BY o.lbl, o.trait,
               CASE WHEN coalesce(r.strategy, $3) = 'most_frequent' THEN o.seen_count END DESC NULLS LAST,
               CASE WHEN coalesce(r.strategy, $3) = 'first_non_empty' THEN o.first_seen END ASC NULLS LAST,
-              o.observed_at DESC, o.value::text DESC
+              o.observed_at DESC, o.value::text COLLATE "C" DESC
 )
 SELECT lbl, jsonb_object_agg(trait, value) AS golden FROM best GROUP BY lbl
 /*gp: DISTRIBUTED BY (lbl) */
@@ -216,7 +216,7 @@ ON CONFLICT (profile_id, trait, source, value) DO UPDATE
 # Existing profiles the import touched: their golden records are recomputed from all their observations.
 TARGET_PROFILES = "SELECT profile_id FROM bulk_cprof WHERE NOT is_new"
 
-# Survivorship in SQL, the same rules as cdp_hub.resolver.survivorship (ties aside): per trait a strategy
+# Survivorship in SQL, the rules of cdp_hub.resolver.survivorship (a test holds them equal): per trait a strategy
 # ($1 traits, $2 strategies; $4 the default strategy), source ranks ($3 trait, $6 source, $7 rank: higher
 # wins), consent by the latest statement with an opt-out winning a tie. $5: the profiles to refresh.
 # Without a most_frequent rule the /*freq*/ windows are replaced by NULL (they cost a sort).
@@ -241,7 +241,7 @@ ranked AS (
                CASE WHEN strategy = 'most_frequent' THEN value_last END DESC NULLS LAST,
                CASE WHEN strategy = 'first_non_empty' THEN first_seen END ASC NULLS LAST,
                CASE WHEN strategy = 'first_non_empty' THEN src_rank END DESC NULLS LAST,
-               observed_at DESC, src_rank DESC, value::text DESC) AS rn
+               observed_at DESC, src_rank DESC, value::text COLLATE "C" DESC) AS rn
       FROM obs
 ),
 traits AS (SELECT profile_id, jsonb_object_agg(trait, value) AS golden FROM ranked WHERE rn = 1 GROUP BY profile_id),

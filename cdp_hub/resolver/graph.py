@@ -16,6 +16,7 @@ writers is detected by PostgreSQL and the batch is retried.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ import orjson
 from cdp_hub.errors import RecordError, RetriableError
 from cdp_hub.resolver import sql
 from cdp_hub.resolver.rules import IdentityRules
-from cdp_hub.resolver.survivorship import Observation, event_observations, golden_record
+from cdp_hub.resolver.survivorship import event_observations
 from cdp_hub.schema.events import Event, uuid7
 from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
 
@@ -585,12 +586,20 @@ def merge_id(event_id: uuid.UUID | None, loser: uuid.UUID) -> uuid.UUID:
 
 
 async def refresh_golden(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rules: IdentityRules) -> None:
-    """Recompute ``profiles.golden`` of ``profile_ids`` from their trait observations (set-wise)."""
-    rows = await conn.fetch(sql.TRAITS_OF, list(profile_ids))
-    by_profile: dict[uuid.UUID, list[Observation]] = defaultdict(list)
-    for r in rows:
-        by_profile[r["profile_id"]].append(Observation(
-            r["trait"], r["source"], r["value"], r["first_seen"], r["observed_at"], r["seen_count"]))
-    ids = list(profile_ids)
-    goldens = [canonical_json(golden_record(by_profile.get(p, []), rules)) for p in ids]
-    await conn.execute(sql.SET_GOLDEN, ids, goldens)
+    """Recompute ``profiles.golden`` of ``profile_ids`` from their trait observations, in one SQL statement
+    (survivorship by the rules; see :data:`cdp_hub.resolver.bulk_sql.GOLDEN`)."""
+    from cdp_hub.resolver import bulk_sql
+
+    names = sorted(rules.traits)
+    ranks = [(n, src, len(rules.traits[n].sources) - i) for n in names
+             for i, src in enumerate(rules.traits[n].sources)]
+    stmt = bulk_sql.GOLDEN
+    if "most_frequent" not in {rules.default_strategy} | {t.strategy for t in rules.traits.values()}:
+        stmt = _FREQ.sub("NULL::bigint", stmt)
+    await conn.execute(stmt, names, [rules.traits[n].strategy for n in names], [r[0] for r in ranks],
+                       rules.default_strategy, list(profile_ids), [r[1] for r in ranks], [r[2] for r in ranks])
+
+
+_FREQ = re.compile(r"/\*freq\*/.*?/\*end\*/")
+
+

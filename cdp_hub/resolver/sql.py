@@ -129,16 +129,7 @@ ON CONFLICT (profile_id, trait, source, value) DO UPDATE
        seen_count = profile_traits.seen_count + excluded.seen_count
 """
 
-TRAITS_OF = """
-SELECT profile_id, trait, source, value, observed_at, first_seen, seen_count
-  FROM profile_traits WHERE profile_id = ANY($1::uuid[])
-"""
 
-SET_GOLDEN = """
-UPDATE profiles p SET golden = x.g::jsonb, version = p.version + 1, updated_at = now()
-  FROM unnest($1::uuid[], $2::text[]) AS x(id, g)
- WHERE p.profile_id = x.id
-"""
 
 INSERT_CONFLICTS = """
 INSERT INTO identity_conflicts (profile_id, conflict_id, rule, kind, value, profile_ids, event_id, detail)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.schema.events import Event
 
@@ -67,10 +69,15 @@ def _source_rank(sources: Sequence[str], source: str) -> int:
         return 0
 
 
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _pick(rows: list[Observation], strategy: str, sources: Sequence[str]) -> Observation:
-    # Every strategy breaks ties by recency, then by value text, so the result never depends on row order.
+    # Every strategy breaks ties by recency, then by the value's JSON text, so the result never depends on
+    # row order; the SQL of the resolver (bulk_sql.GOLDEN) orders the same way.
     if strategy == "source_priority":
-        return max(rows, key=lambda r: (_source_rank(sources, r.source), r.observed_at, str(r.value)))
+        return max(rows, key=lambda r: (_source_rank(sources, r.source), r.observed_at, _text(r.value)))
     if strategy == "most_frequent":
         counts: dict[str, int] = defaultdict(int)
         latest: dict[str, Observation] = {}
@@ -79,11 +86,14 @@ def _pick(rows: list[Observation], strategy: str, sources: Sequence[str]) -> Obs
             counts[key] += r.seen_count
             if key not in latest or r.observed_at > latest[key].observed_at:
                 latest[key] = r
-        best = max(counts, key=lambda k: (counts[k], latest[k].observed_at, k))
+        best = max(counts, key=lambda k: (counts[k], latest[k].observed_at,
+                                          _source_rank(sources, latest[k].source), _text(latest[k].value)))
         return latest[best]
     if strategy == "first_non_empty":
-        return min(rows, key=lambda r: (r.first_seen, -_source_rank(sources, r.source), str(r.value)))
-    return max(rows, key=lambda r: (r.observed_at, _source_rank(sources, r.source), str(r.value)))
+        first = min(r.first_seen for r in rows)
+        return max((r for r in rows if r.first_seen == first),
+                   key=lambda r: (_source_rank(sources, r.source), r.observed_at, _text(r.value)))
+    return max(rows, key=lambda r: (r.observed_at, _source_rank(sources, r.source), _text(r.value)))
 
 
 def _consent(rows: list[Observation]) -> str:
@@ -93,7 +103,11 @@ def _consent(rows: list[Observation]) -> str:
 
 
 def golden_record(rows: Iterable[Observation], rules: IdentityRules) -> dict[str, Any]:
-    """The flat golden object (``{"first_name": ..., "consent": {"email": "opted_out"}}``) from observations."""
+    """The flat golden object (``{"first_name": ..., "consent": {"email": "opted_out"}}``) from observations.
+
+    The reference statement of the survivorship rules: the store computes the same in SQL, set-wise
+    (``bulk_sql.GOLDEN``), and a property test holds the two equal.
+    """
     by_trait: dict[str, list[Observation]] = defaultdict(list)
     for row in rows:
         by_trait[row.trait].append(row)
