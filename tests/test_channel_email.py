@@ -331,3 +331,37 @@ async def test_email_api_request() -> None:
 async def test_email_api_events_need_the_signature() -> None:
     with pytest.raises(PermissionError):
         await EmailApiChannel(API_CONFIG).parse_callback({"X-Signature": "bad"}, _EVENTS)
+
+
+async def test_stage_sends_marketing_mail_through_a_real_smtp_server(smtpd: Smtpd, tmp_path: Path, pg_dsn: str,
+                                                                      redis_url: str) -> None:
+    """Delivery stage -> smtp channel -> aiosmtpd: rendered parts, List-Unsubscribe, hard bounce suppressed."""
+    from cdp_hub.bus.memory import MemoryBus
+    from cdp_hub.delivery.stage import DeliveryStage
+    from cdp_hub.hub import Hub
+    from cdp_hub.metrics import Metrics
+    from cdp_hub.schema.events import Event
+    from tests.conftest import hub_settings
+    from tests.test_delivery_stage import intent, make_profile, record
+
+    settings = hub_settings(tmp_path, pg_dsn=pg_dsn, redis_url=redis_url, delivery_retry_backoff=0.001,
+                            unsubscribe_url="https://hub.shop.example/v1/unsubscribe/{message_id}",
+                            channels={"email": {"type": "smtp", "config": smtp_config(smtpd)}})
+    async with Hub(settings, bus=MemoryBus(), metrics=Metrics()) as hub:
+        anna = await make_profile(hub, golden={"first_name": "Анна", "locale": "ru"},
+                                  identities=[("email", "anna@example.com")])
+        nobody = await make_profile(hub, identities=[("email", "nobody@example.com")])
+        first, second = intent(anna, channel="email"), intent(nobody, channel="email")
+        out = await DeliveryStage(hub).handle([record(hub, first), record(hub, second)])
+        suppressed = await hub.store.fetchval("SELECT value FROM suppressions")
+    events = {Event.from_json(m.value).properties["message_id"]: Event.from_json(m.value) for m in out.messages}
+    assert events[first.message_id].type == "message.sent"
+    assert events[second.message_id].type == "message.failed" and events[second.message_id].properties["permanent"]
+    assert suppressed == "nobody@example.com"
+    [got] = smtpd.handler.received
+    m = got.message
+    assert m["Subject"] == "Добро пожаловать, Анна!" and got.rcpt_tos == ["anna@example.com"]
+    assert m["List-Unsubscribe"] == f"<https://hub.shop.example/v1/unsubscribe/{first.message_id}>"
+    assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "Здравствуйте, Анна!" in m.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "<p>Здравствуйте, Анна!</p>" in m.get_body(("html",)).get_content()  # type: ignore[union-attr]
