@@ -6,7 +6,9 @@ Feeds synthetic canonical events (customers seen again and again through e-mail,
 new customers, links that merge profiles, consent changes) through ``ResolverStage.handle`` in batches, and
 through the same stage one event per transaction as the naive baseline, in the same run, on a fresh
 database at ``$CDP_HUB_POSTGRES_DSN`` (default: the test server). Prints events/s, p50/p99 latency per batch
-(every event of a batch waits for the whole batch, so that is the added latency per event) and the ratio.
+(every event of a batch waits for the whole batch, so that is the added latency per event), the ratio,
+and the CPU time per event of the resolver process and of its PostgreSQL backends (load-independent
+figures, useful on a shared machine).
 The first batch of each run is a warm-up (connection, prepared statements) and is not timed.
 """
 
@@ -113,12 +115,16 @@ async def run(values: list[bytes], batch: int, label: str) -> dict[str, float]:
             await stage.handle(records[:batch])  # warm-up: connection, prepared statements
             records = records[batch:]
             latencies = []
+            backends = [r["pid"] for r in await hub.store.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")]
+            db_cpu0, cpu0 = _proc_cpu(backends), time.process_time()
             started = time.perf_counter()
             for i in range(0, len(records), batch):
                 t = time.perf_counter()
                 await stage.handle(records[i:i + batch])
                 latencies.append(time.perf_counter() - t)
             elapsed = time.perf_counter() - started
+            cpu, db_cpu = time.process_time() - cpu0, _proc_cpu(backends) - db_cpu0
             profiles = await hub.store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL")
             merged = await hub.store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NOT NULL")
     finally:
@@ -132,7 +138,21 @@ async def run(values: list[bytes], batch: int, label: str) -> dict[str, float]:
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         "profiles": profiles,
         "merged": merged,
+        "py_us": cpu / (len(values) - batch) * 1e6,
+        "db_us": db_cpu / (len(values) - batch) * 1e6,
     }
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these PostgreSQL backends (same machine, /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def main() -> None:
@@ -154,6 +174,8 @@ async def main() -> None:
         print(f"  {label:<20} {r['events']:>7} events  {r['rate']:>9.0f} events/s  "
               f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms per batch  "
               f"({r['profiles']} profiles, {r['merged']} merged away)")
+        print(f"  {'':<20} CPU per event: resolver process {r['py_us']:.0f} us, PostgreSQL {r['db_us']:.0f} us")
+    print(f"  (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     for label, r in rows[1:]:
         print(f"  {label}: {r['rate'] / baseline['rate']:.1f}x the naive rate; "
               f">= 5000 events/s {'met' if r['rate'] >= 5000 else 'NOT met'}; "

@@ -303,3 +303,14 @@ async def test_a_merge_done_in_the_crm_merges_despite_the_crm_id_limit(hub: Hub)
     view = await find_profile(hub.store, "phone", "+79160000011")
     assert view is not None and {i.value for i in view.identities} == {"C10", "C11", "x10@x.ru", "+79160000011"}
     assert await hub.store.fetchval("SELECT count(*) FROM identity_conflicts") == 0
+
+
+@pytest.mark.parametrize("given", [None, uuid.UUID(int=7)])
+def test_event_json_with_profile_is_the_model_copy_json(given: uuid.UUID | None) -> None:
+    from cdp_hub.resolver.graph import event_json_with_profile
+    from cdp_hub.schema.events import parse_event
+
+    ev = parse_event(event(("email", "j@x.ru"), type="order.placed", properties={"order_id": "1"},
+                           traits={"city": "Omsk"}, profile_id=given))
+    pid = uuid.uuid4()
+    assert event_json_with_profile(ev, pid) == ev.model_copy(update={"profile_id": pid}).to_json()

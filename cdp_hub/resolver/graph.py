@@ -283,6 +283,15 @@ class GraphFragment:
             self.new_identities.append((key, item.event.source, item.event.occurred_at))
 
 
+def event_json_with_profile(event: Event, profile_id: uuid.UUID) -> bytes:
+    """``event`` as JSON with ``profile_id`` set: what ``model_copy(update=...).to_json()`` gives, without
+    the copy (``profile_id`` is the model's last field, so it goes last)."""
+    if event.profile_id is None:
+        raw = event.to_json()
+        return raw[:-1] + b',"profile_id":"' + str(profile_id).encode() + b'"}'
+    return event.model_copy(update={"profile_id": profile_id}).to_json()
+
+
 def usable_keys(event: Event, rules: IdentityRules, blocked: frozenset[Key]) -> list[Key]:
     """``event``'s identities that may link profiles under ``rules`` (not blocked, linking kinds), strongest
     kind first."""
@@ -480,16 +489,15 @@ class IdentityGraph:
             eid = it.event.event_id
             if eid in result.profile_of:
                 pid = result.profile_of[eid] = canon(result.profile_of[eid])
-                ev = it.event.model_copy(update={"profile_id": pid})
-                result.event_json[eid] = ev.to_json()
-                resolved.append(ev)
+                result.event_json[eid] = event_json_with_profile(it.event, pid)
+                resolved.append(it.event)
         if resolved:
             inserted = await conn.fetch(
                 sql.INSERT_EVENTS,
                 [e.event_id for e in resolved], [e.occurred_at for e in resolved],
-                [e.profile_id for e in resolved], [e.type for e in resolved], [e.source for e in resolved],
-                [e.source_record_id for e in resolved], [e.received_at for e in resolved],
-                [result.event_json[e.event_id].decode() for e in resolved],
+                [result.profile_of[e.event_id] for e in resolved], [e.type for e in resolved],
+                [e.source for e in resolved], [e.source_record_id for e in resolved],
+                [e.received_at for e in resolved], [result.event_json[e.event_id].decode() for e in resolved],
             )
             result.new_events = {r["event_id"] for r in inserted}
         golden_for: set[uuid.UUID] = {canon(m.survivor) for m in result.merges}
@@ -497,9 +505,9 @@ class IdentityGraph:
         for ev in resolved:
             if ev.event_id not in result.new_events:
                 continue
-            assert ev.profile_id is not None
-            if add_observations(obs, ev.profile_id, ev):
-                golden_for.add(ev.profile_id)
+            pid = result.profile_of[ev.event_id]
+            if add_observations(obs, pid, ev):
+                golden_for.add(pid)
         await upsert_observations(conn, obs)
         if golden_for:
             await refresh_golden(conn, sorted(golden_for, key=str), self.rules)
