@@ -243,7 +243,7 @@ class RecordBuilder:
             "identities": [{"kind": k, "value": v} for k, v in unique], "traits": traits,
         }
         rec_row = (rec_no, event_id, occurred, rid, orjson.dumps(traits).decode(), orjson.dumps(body).decode())
-        return rec_row, [(rec_no, k, v) for k, v in linking]
+        return rec_row, [(rec_no, k, v, occurred) for k, v in linking]
 
 
     def _normalize(self, kind: str, value: str) -> tuple[str, str]:

@@ -13,7 +13,8 @@ CREATE_STAGING = [
         rec bigint NOT NULL, event_id uuid NOT NULL, occurred_at timestamptz NOT NULL,
         source_record_id text, traits text NOT NULL, body text NOT NULL
     ) ON COMMIT DROP /*gp: DISTRIBUTED BY (rec) */""",
-    """CREATE TEMP TABLE bulk_ident (rec bigint NOT NULL, kind text NOT NULL, value text NOT NULL)
+    """CREATE TEMP TABLE bulk_ident (rec bigint NOT NULL, kind text NOT NULL, value text NOT NULL,
+                                    seen_at timestamptz NOT NULL)
        ON COMMIT DROP /*gp: DISTRIBUTED BY (kind, value) */""",
 ]
 
@@ -47,7 +48,7 @@ SELECT row_number() OVER () AS kid, kind, value, min(rec) AS lbl, count(*) AS n 
 """
 CREATE_EDGES = """
 CREATE TEMP TABLE bulk_edge ON COMMIT DROP AS
-SELECT i.rec, k.kid FROM bulk_ident i JOIN bulk_keys k ON k.kind = i.kind AND k.value = i.value
+SELECT i.rec, k.kid, i.seen_at FROM bulk_ident i JOIN bulk_keys k ON k.kind = i.kind AND k.value = i.value
 /*gp: DISTRIBUTED BY (rec) */
 """
 CREATE_EXISTING = """
@@ -190,8 +191,7 @@ ON CONFLICT DO NOTHING
 INSERT_IDENTITIES = """
 INSERT INTO identities (kind, value, profile_id, source, first_seen, last_seen)
 SELECT k.kind, k.value, t.profile_id, $1, f.first_seen, f.last_seen
-  FROM (SELECT e.kid, min(r.occurred_at) AS first_seen, max(r.occurred_at) AS last_seen
-          FROM bulk_edge e JOIN bulk_rec r ON r.rec = e.rec GROUP BY e.kid) f
+  FROM (SELECT kid, min(seen_at) AS first_seen, max(seen_at) AS last_seen FROM bulk_edge GROUP BY kid) f
   JOIN bulk_keys k ON k.kid = f.kid JOIN bulk_kl l ON l.kid = f.kid JOIN bulk_cprof t ON t.lbl = l.lbl
  ORDER BY k.kind, k.value
 ON CONFLICT (kind, value) DO NOTHING
