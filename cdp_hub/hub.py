@@ -86,9 +86,10 @@ class Hub:
                                     pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)
         self.hotstate = hotstate or HotState(self.settings.redis_url)
         self._own_http = http is None
+        # httpcore's pool slows down sharply past a few dozen connections (bench/delivery.py): 32 is the knee.
         self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0),
-                                              limits=httpx.Limits(max_connections=200,
-                                                                  max_keepalive_connections=100))
+                                              limits=httpx.Limits(max_connections=32,
+                                                                  max_keepalive_connections=32))
         self.registry = registry or get_registry()
         self.metrics = metrics or METRICS
         self._channels: dict[str, Channel] = {}
