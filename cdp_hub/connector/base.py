@@ -252,10 +252,11 @@ def _twin(draft: dict[str, Any], validated: list[tuple[dict[str, Any], Event]]) 
                 and first.get("properties") is draft.get("properties") and first.get("context") is draft.get("context")
                 and first["source"] == draft["source"] and first.get("source_record_id") == draft.get("source_record_id")):
             rid, typ = event.source_record_id, draft["type"]
-            return event.model_copy(update={
-                "type": typ,
-                "event_id": deterministic_event_id(event.source, rid, typ) if rid else uuid7(),
-                "occurred_at": occurred.astimezone(UTC),
-                "properties": dict(event.properties),
-            })
+            twin = event.__copy__()  # what model_copy(update=...) does, without its per-key checks
+            fields = twin.__dict__
+            fields["type"] = typ
+            fields["event_id"] = deterministic_event_id(event.source, rid, typ) if rid else uuid7()
+            fields["occurred_at"] = occurred.astimezone(UTC)
+            fields["properties"] = dict(event.properties)
+            return twin
     return None
