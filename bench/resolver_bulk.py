@@ -104,7 +104,7 @@ async def streaming(path: Path, n: int) -> float:
     name = f"bench_bulk_stream_{os.getpid()}"
     hub = await _hub(name)
     values = []
-    for _line, row, _ in read_records(path):
+    for _where, row, _raw, _error in read_records(path):
         if len(values) >= n:
             break
         assert row is not None

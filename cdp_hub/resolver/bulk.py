@@ -1,6 +1,7 @@
 """Bulk mode: load millions of historical customer records and resolve them set-wise, not event by event.
 
-    CSV / JSONL ─▶ normalize (bad ─▶ DLQ) ─▶ COPY into staging (records, identities)
+    CSV / JSONL (the SDK's streaming reader) ─▶ normalize in worker processes (bad ─▶ DLQ)
+      ─▶ COPY into staging (records, identities)
       ─▶ connected components in SQL (label propagation; existing profiles join as negative labels)
       ─▶ components the rules must judge (limited kinds, caps) ─▶ the streaming resolver, event by event
       ─▶ the rest, set-wise: one profile per component (the oldest existing one, or a new one), merges of
@@ -37,6 +38,7 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
+from cdp_hub.connector.files import FileRecordError, iter_records
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, NormalizationError, RecordError, SchemaViolation
 from cdp_hub.resolver import bulk_sql
@@ -105,57 +107,26 @@ class ImportSummary:
         ])
 
 
-def _sniff(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    if name.endswith((".csv", ".tsv", ".txt")):
-        return "csv"
-    raise ConfigurationError(f"cannot tell the format of {path}; pass --format csv or --format jsonl")
+def read_records(path: Path, fmt: str = "auto") -> Iterator[tuple[str, dict[str, Any] | None, str, str]]:
+    """``(where, record or None, raw text, error)`` for each record of a CSV or JSON Lines file (gzip too),
+    streaming, through the connector SDK's file reader (encoding, delimiter and format detection).
 
-
-def _open_text(path: Path) -> TextIO:
-    if path.name.lower().endswith(".gz"):
-        import gzip
-
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def read_records(path: Path, fmt: str = "auto") -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """``(line number, record or None when unreadable, raw text)`` of a CSV or JSON Lines file, streaming.
-
-    A small private reader: the connector SDK's file reader is the general one; this one only needs rows.
+    ``where`` is ``name#n`` (the n-th record of the file, unreadable ones counted too): a stable fallback id
+    for records without an id column. An unreadable line comes as ``(where, None, raw line, reason)``.
     """
-    kind = _sniff(path, fmt)
-    with _open_text(path) as fh:
-        if kind == "csv":
-            sample = fh.read(4096)
-            fh.seek(0)
-            dialect: type[csv.Dialect] | csv.Dialect = csv.excel
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
-            except csv.Error:
-                pass
-            reader = csv.DictReader(fh, dialect=dialect)
-            for row in reader:
-                line = reader.line_num
-                if None in row:  # more cells than headers
-                    yield line, None, ",".join(str(v) for v in row.values())
-                else:
-                    yield line, dict(row), ""
-        else:
-            for line, text in enumerate(fh, 1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = orjson.loads(text)
-                except orjson.JSONDecodeError:
-                    yield line, None, text
-                    continue
-                yield (line, obj, text) if isinstance(obj, dict) else (line, None, text)
+    bad: list[FileRecordError] = []
+    n = 0
+    for row in iter_records(path, None if fmt == "auto" else fmt,  # type: ignore[arg-type]
+                            on_error=bad.append):
+        while bad:
+            err = bad.pop(0)
+            n += 1
+            yield f"{path.name}#{n}", None, err.raw, str(err)
+        n += 1
+        yield f"{path.name}#{n}", row, "", ""
+    for err in bad:
+        n += 1
+        yield f"{path.name}#{n}", None, err.raw, str(err)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -169,6 +140,10 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         raise NormalizationError(f"not a timestamp: {value!r}", field="occurred_at", value=value) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# (record number, where, record or None when unreadable, raw text, error)
+Item = tuple[int, str, dict[str, Any] | None, str, str]
 
 
 @dataclass
@@ -256,17 +231,18 @@ class RecordBuilder:
                 return "phone", "+7" + re.sub(r"\D", "", m.group(1))
         return normalize_identity(kind, value, self.options)
 
-    def chunk(self, items: list[tuple[int, str, dict[str, Any] | None, str]]) -> _Chunk:
-        """Staging rows (as COPY CSV) and dead letters of ``(record number, where, record, raw text)`` items."""
+    def chunk(self, items: list[Item]) -> _Chunk:
+        """Staging rows (as COPY CSV) and dead letters of ``(record number, where, record, raw text, error)``
+        items."""
         out = _Chunk()
         recs = io.StringIO()
         idents = io.StringIO()
         rec_w = csv.writer(recs, lineterminator="\n")
         ident_w = csv.writer(idents, lineterminator="\n")
-        for rec_no, where, row, raw in items:
+        for rec_no, where, row, raw, error in items:
             try:
                 if row is None:
-                    raise SchemaViolation(f"{where}: not a record (unreadable line)", field="<record>",
+                    raise SchemaViolation(error or f"{where}: not a record", field="<record>",
                                           record_id=where, source=self.source)
                 rec, keys = self.record(rec_no, row, where)
             except RecordError as exc:
@@ -292,7 +268,7 @@ class _Chunk:
     dead: list[DeadLetter] = field(default_factory=list)
 
 
-def _build_chunk(builder: RecordBuilder, items: list[tuple[int, str, dict[str, Any] | None, str]]) -> _Chunk:
+def _build_chunk(builder: RecordBuilder, items: list[Item]) -> _Chunk:
     return builder.chunk(items)
 
 
@@ -467,7 +443,7 @@ class BulkImporter:
             rate = summary.records / (time.perf_counter() - started)
             self._say(f"read {summary.records:,} records ({rate:,.0f}/s), DLQ {summary.dead}")
 
-        def submit(items: list[tuple[int, str, dict[str, Any] | None, str]]) -> None:
+        def submit(items: list[Item]) -> None:
             if pool is None:
                 fut: asyncio.Future[_Chunk] = loop.create_future()
                 fut.set_result(self.builder.chunk(items))
@@ -476,11 +452,11 @@ class BulkImporter:
             pending.append(fut)
 
         try:
-            items: list[tuple[int, str, dict[str, Any] | None, str]] = []
+            items: list[Item] = []
             for path in files:
-                for line, row, raw in read_records(path, fmt):
+                for where, row, raw, error in read_records(path, fmt):
                     summary.records += 1
-                    items.append((summary.records, f"{path.name}:{line}", row, raw))
+                    items.append((summary.records, where, row, raw, error))
                     if len(items) >= _CHUNK:
                         submit(items)
                         items = []
