@@ -13,6 +13,8 @@ Runs, in the same process and against the same server:
   naive      one message at a time, one request per message, a new TCP connection per request
   no-reuse   512 messages in flight, --pool (16) requests in flight, a new TCP connection per request
   pooled     the same, over --pool keep-alive connections (reused)
+  sharded    one request per message, --sharded-pool (128) in flight over the hub's shared client, whose
+             connections are spread over pools of 8 (cdp_hub.httpclient)
   batched    a whole stage batch in flight, --max-batch (100) messages per request (the gateway's batch
              endpoint, ``max_batch`` in the channel config), over the same --pool keep-alive connections
 
@@ -45,6 +47,7 @@ import orjson
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.config import Settings
+from cdp_hub.httpclient import shared_client
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
 from cdp_hub.schema.messages import MessageIntent, message_id_for
@@ -155,7 +158,7 @@ async def seed_profiles(hub: Hub, n: int) -> list[str]:
 
 async def run(label: str, *, dsn: str, data_dir: Path, port: int, profiles: list[str], messages: int,
               concurrency: int, requests: int, keepalive: bool, max_batch: int = 1,
-              batch_size: int = 500) -> dict[str, float]:
+              batch_size: int = 500, sharded: bool = False) -> dict[str, float]:
     """``concurrency`` messages in flight, at most ``requests`` gateway requests in flight (the pool size)."""
     settings = Settings(
         bus="memory", postgres_dsn=dsn, redis_url="fakeredis://", data_dir=data_dir, poll_timeout_ms=20,
@@ -165,7 +168,8 @@ async def run(label: str, *, dsn: str, data_dir: Path, port: int, profiles: list
             "max_concurrency": requests, "max_batch": max_batch}}},
     )
     limits = httpx.Limits(max_connections=requests, max_keepalive_connections=requests if keepalive else 0)
-    http = httpx.AsyncClient(limits=limits, timeout=30.0)
+    # sharded: the hub's own client (cdp_hub.httpclient), connections spread over pools of 8.
+    http = shared_client(max_connections=requests) if sharded else httpx.AsyncClient(limits=limits, timeout=30.0)
     hub = Hub(settings, bus=MemoryBus(), http=http, metrics=Metrics())
     async with hub:
         await hub.channel("sms")
@@ -235,11 +239,16 @@ async def main(args: argparse.Namespace) -> None:
                                  requests=args.pool, keepalive=False, **common)
             pooled = await run("pooled", messages=args.messages // 8, concurrency=args.concurrency,
                                requests=args.pool, keepalive=True, **common)
+            # One request per message, 128 in flight over the hub's sharded client (16 pools of 8).
+            sharded = await run("sharded", messages=args.messages // 4, concurrency=args.concurrency,
+                                requests=args.sharded_pool, keepalive=True, sharded=True, **common)
             # A whole stage batch in flight, so that all of its gateway requests go out together.
             batched = await run("batched", messages=args.messages, concurrency=max(args.concurrency, args.batch_size),
                                 requests=args.pool, keepalive=True, max_batch=args.max_batch,
                                 batch_size=args.batch_size, **common)
             print(f"batched / naive: {batched['rate'] / naive['rate']:.0f}x   "
+                  f"sharded / naive: {sharded['rate'] / naive['rate']:.0f}x   "
+                  f"sharded / pooled: {sharded['rate'] / pooled['rate']:.1f}x   "
                   f"pooled / naive: {pooled['rate'] / naive['rate']:.0f}x   "
                   f"pooled / no-reuse: {pooled['rate'] / no_reuse['rate']:.2f}x   "
                   f"requests per TCP connection: pooled {pooled['requests'] / max(pooled['connections'], 1):.0f}, "
@@ -258,6 +267,8 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=512, help="messages in flight")
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--pool", type=int, default=16, help="keep-alive connections (requests in flight)")
+    parser.add_argument("--sharded-pool", type=int, default=128,
+                        help="connections of the sharded run (one request per message)")
     parser.add_argument("--max-batch", type=int, default=100, help="messages per gateway request (batched run)")
     parser.add_argument("--batch-size", type=int, default=2000, help="intents per stage batch (batched run)")
     asyncio.run(main(parser.parse_args()))

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR (the --log-level flag wins)")
     log_format: Literal["text", "json"] = "text"
 
+    http_max_connections: int = Field(
+        128, description="outgoing HTTP connections of one process (connectors, channels), in pools of 8")
+
     batch_size: int = 500
     poll_timeout_ms: int = 200
 

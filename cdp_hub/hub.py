@@ -24,6 +24,7 @@ from cdp_hub.bus import Bus, Topics
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
+from cdp_hub.httpclient import shared_client
 from cdp_hub.metrics import METRICS, Metrics
 from cdp_hub.plugins import PluginRegistry, get_registry
 from cdp_hub.stage import Stage, StageRunner
@@ -86,10 +87,7 @@ class Hub:
                                     pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)
         self.hotstate = hotstate or HotState(self.settings.redis_url)
         self._own_http = http is None
-        # httpcore's pool slows down sharply past a few dozen connections (bench/delivery.py): 32 is the knee.
-        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0),
-                                              limits=httpx.Limits(max_connections=32,
-                                                                  max_keepalive_connections=32))
+        self.http = http or shared_client(max_connections=self.settings.http_max_connections)
         self.registry = registry or get_registry()
         self.metrics = metrics or METRICS
         self._channels: dict[str, Channel] = {}

@@ -252,7 +252,7 @@ class EmailApiConfig(ChannelConfig):
     callback_secret: SecretStr | None = Field(None, description="HMAC key the provider signs events with")
     permanent_errors: list[str] = Field(default_factory=lambda: list(DEFAULT_PERMANENT_API_ERRORS))
     rate_per_second: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(16, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
+    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
 
 class EmailApiChannel(Channel):

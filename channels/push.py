@@ -132,7 +132,7 @@ class FcmConfig(ChannelConfig):
     android_priority: str = Field("high", pattern="^(high|normal)$")
     ttl_seconds: int | None = Field(None, ge=0, description="how long FCM keeps an undelivered message")
     rate_per_second: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(16, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
+    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
     @model_validator(mode="after")
     def _one_key(self) -> FcmConfig:

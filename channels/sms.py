@@ -116,7 +116,7 @@ class HttpSmsConfig(ChannelConfig):
                            description="messages per request; above 1 the gateway's batch endpoint is used")
     batch_path: str = Field("/messages/batch", description="path of the batch endpoint")
     rate_per_second: float | None = Field(None, gt=0, description="the gateway's request rate limit")
-    max_concurrency: int = Field(16, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
+    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
     @field_validator("sender")
     @classmethod
@@ -133,7 +133,7 @@ class HttpSmsChannel(Channel):
     kind = "sms"
     address_kind = "phone"
     config_model = HttpSmsConfig
-    limits = ChannelLimits(max_concurrency=16)
+    limits = ChannelLimits(max_concurrency=128)
 
     def __init__(self, config: Any = None, **kw: Any) -> None:
         super().__init__(config, **kw)

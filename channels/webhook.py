@@ -65,7 +65,7 @@ class WebhookConfig(ChannelConfig):
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     timeout: float = Field(10.0, gt=0)
     rate_per_second: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(16, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
+    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
 
 class WebhookChannel(Channel):
