@@ -219,7 +219,8 @@ TARGET_PROFILES = "SELECT profile_id FROM bulk_cprof WHERE NOT is_new"
 # Survivorship in SQL, the rules of cdp_hub.resolver.survivorship (a test holds them equal): per trait a strategy
 # ($1 traits, $2 strategies; $4 the default strategy), source ranks ($3 trait, $6 source, $7 rank: higher
 # wins), consent by the latest statement with an opt-out winning a tie. $5: the profiles to refresh.
-# Without a most_frequent rule the /*freq*/ windows are replaced by NULL (they cost a sort).
+# Without a most_frequent rule the /*freq*/ windows are replaced by NULL (they cost a sort). A profile whose
+# golden record comes out the same is not written (no new row version, version unchanged).
 GOLDEN = """
 WITH rules AS (SELECT * FROM unnest($1::text[], $2::text[]) AS x(trait, strategy)),
 ranks AS (SELECT * FROM unnest($3::text[], $6::text[], $7::int4[]) AS x(trait, source, src_rank)),
@@ -252,11 +253,14 @@ consent AS (
          WHERE t.trait LIKE 'consent.%'
          ORDER BY t.profile_id, t.trait, t.observed_at DESC, (t.value = '"opted_out"'::jsonb) DESC
     ) c GROUP BY profile_id
+),
+golden AS (
+    SELECT todo.profile_id,
+           coalesce(tr.golden, '{}'::jsonb)
+           || CASE WHEN c.consent IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('consent', c.consent) END AS g
+      FROM todo LEFT JOIN traits tr USING (profile_id) LEFT JOIN consent c USING (profile_id)
 )
-UPDATE profiles p
-   SET golden = coalesce(tr.golden, '{}'::jsonb)
-                || CASE WHEN c.consent IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('consent', c.consent) END,
-       version = p.version + 1, updated_at = now()
-  FROM todo LEFT JOIN traits tr USING (profile_id) LEFT JOIN consent c USING (profile_id)
- WHERE p.profile_id = todo.profile_id
+UPDATE profiles p SET golden = golden.g, version = p.version + 1, updated_at = now()
+  FROM golden
+ WHERE p.profile_id = golden.profile_id AND p.golden IS DISTINCT FROM golden.g
 """
