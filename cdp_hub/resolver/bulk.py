@@ -42,7 +42,13 @@ from cdp_hub.connector.files import FileRecordError, iter_records
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, NormalizationError, RecordError, SchemaViolation
 from cdp_hub.resolver import bulk_sql
-from cdp_hub.resolver.graph import IdentityGraph, ResolutionError, insert_merges, move_profiles
+from cdp_hub.resolver.graph import (
+    IdentityGraph,
+    ResolutionError,
+    insert_merges,
+    move_profiles,
+    refresh_golden,
+)
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.schema.events import Traits, deterministic_event_id, parse_event, schema_violation_from
 from cdp_hub.schema.identities import CORE_IDENTITY_KINDS, NormalizationOptions, normalize_identity
@@ -408,7 +414,7 @@ class BulkImporter:
             phase("traits")
             targets = [r["profile_id"] for r in await conn.fetch(bulk_sql.TARGET_PROFILES)]
             if targets:
-                await self._golden(conn, targets)
+                await refresh_golden(conn, targets, self.rules)
             phase("golden")
         phase("commit")
 
@@ -474,19 +480,6 @@ class BulkImporter:
                     fut.cancel()
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-
-    async def _golden(self, conn: Any, targets: list[uuid.UUID]) -> None:
-        rules = self.rules
-        names = sorted(rules.traits)
-        rank_rows = [(n, src, len(rules.traits[n].sources) - i) for n in names
-                     for i, src in enumerate(rules.traits[n].sources)]
-        golden = bulk_sql.GOLDEN
-        strategies = {rules.default_strategy} | {t.strategy for t in rules.traits.values()}
-        if "most_frequent" not in strategies:
-            golden = re.sub(r"/\*freq\*/.*?/\*end\*/", "NULL::bigint", golden)
-        await conn.execute(
-            golden, names, [rules.traits[n].strategy for n in names], [r[0] for r in rank_rows],
-            rules.default_strategy, targets, [r[1] for r in rank_rows], [r[2] for r in rank_rows])
 
     async def _stream(self, bodies: list[str], summary: ImportSummary) -> None:
         """Records of components the rules must judge: through the streaming resolver, in time order."""

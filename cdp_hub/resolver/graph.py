@@ -595,13 +595,11 @@ def merge_id(event_id: uuid.UUID | None, loser: uuid.UUID) -> uuid.UUID:
 
 async def refresh_golden(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rules: IdentityRules) -> None:
     """Recompute ``profiles.golden`` of ``profile_ids`` from their trait observations, in one SQL statement
-    (survivorship by the rules; see :data:`cdp_hub.resolver.bulk_sql.GOLDEN`)."""
-    from cdp_hub.resolver import bulk_sql
-
+    (survivorship by the rules; see :data:`cdp_hub.resolver.sql.GOLDEN`)."""
     names = sorted(rules.traits)
     ranks = [(n, src, len(rules.traits[n].sources) - i) for n in names
              for i, src in enumerate(rules.traits[n].sources)]
-    stmt = bulk_sql.GOLDEN
+    stmt = sql.GOLDEN
     if "most_frequent" not in {rules.default_strategy} | {t.strategy for t in rules.traits.values()}:
         stmt = _FREQ.sub("NULL::bigint", stmt)
     await conn.execute(stmt, names, [rules.traits[n].strategy for n in names], [r[0] for r in ranks],

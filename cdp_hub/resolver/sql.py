@@ -163,3 +163,52 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING
 UNLINK_VALUES = """
 DELETE FROM identities i USING unnest($1::text[], $2::text[]) AS x(k, v) WHERE i.kind = x.k AND i.value = x.v
 """
+
+# Survivorship in SQL, the rules of cdp_hub.resolver.survivorship (a test holds them equal): per trait a strategy
+# ($1 traits, $2 strategies; $4 the default strategy), source ranks ($3 trait, $6 source, $7 rank: higher
+# wins), consent by the latest statement with an opt-out winning a tie. $5: the profiles to refresh.
+# Without a most_frequent rule the /*freq*/ windows are replaced by NULL (they cost a sort). A profile whose
+# golden record comes out the same is not written (no new row version, version unchanged).
+GOLDEN = """
+WITH rules AS (SELECT * FROM unnest($1::text[], $2::text[]) AS x(trait, strategy)),
+ranks AS (SELECT * FROM unnest($3::text[], $6::text[], $7::int4[]) AS x(trait, source, src_rank)),
+todo AS (SELECT DISTINCT profile_id FROM unnest($5::uuid[]) AS x(profile_id)),
+obs AS (
+    SELECT t.profile_id, t.trait, t.value, t.observed_at, t.first_seen,
+           coalesce(r.strategy, $4) AS strategy, coalesce(k.src_rank, 0) AS src_rank,
+           /*freq*/sum(t.seen_count) OVER (PARTITION BY t.profile_id, t.trait, t.value)/*end*/ AS value_count,
+           /*freq*/max(t.observed_at) OVER (PARTITION BY t.profile_id, t.trait, t.value)/*end*/ AS value_last
+      FROM profile_traits t JOIN todo USING (profile_id) LEFT JOIN rules r ON r.trait = t.trait
+      LEFT JOIN ranks k ON k.trait = t.trait AND k.source = t.source
+     WHERE t.trait NOT LIKE 'consent.%'
+),
+ranked AS (
+    SELECT profile_id, trait, value, row_number() OVER (
+             PARTITION BY profile_id, trait ORDER BY
+               CASE WHEN strategy = 'source_priority' THEN src_rank END DESC NULLS LAST,
+               CASE WHEN strategy = 'most_frequent' THEN value_count END DESC NULLS LAST,
+               CASE WHEN strategy = 'most_frequent' THEN value_last END DESC NULLS LAST,
+               CASE WHEN strategy = 'first_non_empty' THEN first_seen END ASC NULLS LAST,
+               CASE WHEN strategy = 'first_non_empty' THEN src_rank END DESC NULLS LAST,
+               observed_at DESC, src_rank DESC, value::text COLLATE "C" DESC) AS rn
+      FROM obs
+),
+traits AS (SELECT profile_id, jsonb_object_agg(trait, value) AS golden FROM ranked WHERE rn = 1 GROUP BY profile_id),
+consent AS (
+    SELECT profile_id, jsonb_object_agg(substr(trait, 9), value) AS consent FROM (
+        SELECT DISTINCT ON (t.profile_id, t.trait) t.profile_id, t.trait, t.value
+          FROM profile_traits t JOIN todo USING (profile_id)
+         WHERE t.trait LIKE 'consent.%'
+         ORDER BY t.profile_id, t.trait, t.observed_at DESC, (t.value = '"opted_out"'::jsonb) DESC
+    ) c GROUP BY profile_id
+),
+golden AS (
+    SELECT todo.profile_id,
+           coalesce(tr.golden, '{}'::jsonb)
+           || CASE WHEN c.consent IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('consent', c.consent) END AS g
+      FROM todo LEFT JOIN traits tr USING (profile_id) LEFT JOIN consent c USING (profile_id)
+)
+UPDATE profiles p SET golden = golden.g, version = p.version + 1, updated_at = now()
+  FROM golden
+ WHERE p.profile_id = golden.profile_id AND p.golden IS DISTINCT FROM golden.g
+"""

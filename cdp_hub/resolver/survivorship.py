@@ -75,7 +75,7 @@ def _text(value: Any) -> str:
 
 def _pick(rows: list[Observation], strategy: str, sources: Sequence[str]) -> Observation:
     # Every strategy breaks ties by recency, then by the value's JSON text, so the result never depends on
-    # row order; the SQL of the resolver (bulk_sql.GOLDEN) orders the same way.
+    # row order; the SQL of the resolver (sql.GOLDEN) orders the same way.
     if strategy == "source_priority":
         return max(rows, key=lambda r: (_source_rank(sources, r.source), r.observed_at, _text(r.value)))
     if strategy == "most_frequent":
@@ -106,7 +106,7 @@ def golden_record(rows: Iterable[Observation], rules: IdentityRules) -> dict[str
     """The flat golden object (``{"first_name": ..., "consent": {"email": "opted_out"}}``) from observations.
 
     The reference statement of the survivorship rules: the store computes the same in SQL, set-wise
-    (``bulk_sql.GOLDEN``), and a property test holds the two equal.
+    (``sql.GOLDEN``), and a property test holds the two equal.
     """
     by_trait: dict[str, list[Observation]] = defaultdict(list)
     for row in rows:
