@@ -111,6 +111,7 @@ async def run(values: list[bytes], batch: int, label: str) -> dict[str, float]:
     try:
         async with hub:
             stage = ResolverStage(hub)
+            await stage.setup()  # as the stage runner does
             records = [Record("cdp.events", 0, i, None, v) for i, v in enumerate(values)]
             await stage.handle(records[:batch])  # warm-up: connection, prepared statements
             records = records[batch:]
