@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 import random
+import uuid
 from decimal import Decimal
 
 import phonenumbers
@@ -11,7 +13,7 @@ import pytest
 from cdp_hub.connector.mapping import parse_decimal
 from cdp_hub.demo_data import generate
 from cdp_hub.errors import NormalizationError, RecordError
-from cdp_hub.schema.events import parse_event
+from cdp_hub.schema.events import EVENT_NAMESPACE, deterministic_event_id, parse_event, uuid7
 from cdp_hub.schema.identities import normalize_phone
 from connectors.ecommerce import EcommerceConnector
 
@@ -109,3 +111,37 @@ def test_sibling_events_copied_equal_fully_validated_ones() -> None:
                    b.model_dump(mode="json", exclude={"received_at"})
             compared += 1
     assert compared > 500
+
+
+def test_event_id_is_byte_identical_to_stdlib_uuid5() -> None:
+    rng = random.Random(11)
+    alphabet = "abcXYZ019-_./#@ \x1fЁёжЖ€😀"
+    names = [("shop", "6000000000", "order.placed"), ("", "", ""), ("erp", "чек/42", "order.returned"),
+             ("crm", "x" * 4000, "customer.updated")]
+    names += [("".join(rng.choices(alphabet, k=rng.randrange(0, 12))),
+               "".join(rng.choices(alphabet, k=rng.randrange(0, 300))),
+               "".join(rng.choices(alphabet, k=rng.randrange(0, 30)))) for _ in range(3000)]
+    for source, rid, typ in names:
+        got = deterministic_event_id(source, rid, typ)
+        expected = uuid.uuid5(EVENT_NAMESPACE, f"{source}\x1f{rid}\x1f{typ}")
+        assert got.bytes == expected.bytes, (source, rid, typ)
+        assert got == expected and hash(got) == hash(expected) and str(got) == str(expected)
+        assert got.version == 5 and got.variant == uuid.RFC_4122 and got.is_safe is expected.is_safe
+    restored = pickle.loads(pickle.dumps(got))
+    assert restored == expected and restored.is_safe is expected.is_safe
+
+
+def test_event_id_of_unencodable_name_fails_like_uuid5() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        uuid.uuid5(EVENT_NAMESPACE, "shop\x1f\ud800\x1forder.placed")
+    with pytest.raises(UnicodeEncodeError):
+        deterministic_event_id("shop", "\ud800", "order.placed")
+
+
+def test_uuid7_is_a_valid_version_7_uuid() -> None:
+    ids = [uuid7() for _ in range(200)]
+    for value in ids:
+        assert uuid.UUID(int=value.int) == value and uuid.UUID(str(value)) == value
+        assert value.version == 7 and value.variant == uuid.RFC_4122 and value.is_safe is uuid.SafeUUID.unknown
+    assert len(set(ids)) == len(ids)
+    assert [v.int >> 80 for v in ids] == sorted(v.int >> 80 for v in ids)  # millisecond prefix never goes back
