@@ -120,3 +120,14 @@ async def test_cli_dry_run_and_conflicts(hub: Hub, pg_dsn: str, redis_url: str, 
     assert "max_per_profile" in out and "crm_id:Q2" in out
     assert await asyncio.to_thread(main, ["identity", "dry-run", str(tmp_path / "nope.toml")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_the_rules_example_in_the_docs_loads(repo_root: Path, tmp_path: Path) -> None:
+    text = (repo_root / "docs" / "identity.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "identity-rules.toml"
+    path.write_text(block)
+    rules = load_rules(path)
+    assert rules.limited_kinds() == {"crm_id": 1} and not rules.kind_rule("device_id").links
+    assert ("phone", "+74951112233") in rules.blocked_set()
+    assert rules.trait_rule("first_name").sources == ["crm", "loyalty", "shop"]
