@@ -35,7 +35,7 @@ def test_rules_load_from_toml_yaml_json_and_name_bad_keys(tmp_path: Path) -> Non
                     '[blocked]\nphone = ["8 (495) 111-22-33"]\n'
                     '[traits.city]\nstrategy = "source_priority"\nsources = ["crm"]\n')
     rules = load_rules(toml)
-    assert rules.max_merge_size == 5 and rules.limited_kinds() == {"email": 3}
+    assert rules.max_merge_size == 5 and rules.limited_kinds() == {"crm_id": 1, "email": 3}  # defaults kept
     assert ("phone", "+74951112233") in rules.blocked_set()  # normalized like events' identities
     assert rules.trait_rule("city").sources == ["crm"] and rules.trait_rule("zip").strategy == "most_recent"
     yml = tmp_path / "rules.yaml"

@@ -25,7 +25,7 @@ from cdp_hub.store import Store
 
 KINDS = ("email", "phone", "device_id")
 # Union-find semantics: no per-kind limits, no blocked values, no caps.
-RULES = IdentityRules(kinds={}, blocked={}, max_merge_size=1000, max_profiles_per_value=None)
+RULES = IdentityRules(kinds={"crm_id": {}}, blocked={}, max_merge_size=1000, max_profiles_per_value=None)
 
 identity = st.tuples(st.sampled_from(KINDS), st.integers(0, 5))
 event_idents = st.lists(identity, min_size=1, max_size=3, unique=True)

@@ -6,7 +6,7 @@ check the effect first with ``cdp-hub identity dry-run RULES``::
     max_merge_size = 10                 # a merge pulling more profiles together is held as a conflict
     max_profiles_per_value = 5          # a value that would link more profiles than this gets blocked
 
-    [kinds.crm_id]
+    [kinds.crm_id]                      # kinds not listed keep their defaults
     priority = 100
     max_per_profile = 1                 # two different crm_ids never merge automatically
 
@@ -27,7 +27,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
@@ -102,6 +102,13 @@ class IdentityRules(BaseModel):
     )
     default_strategy: Strategy = "most_recent"
     traits: dict[str, TraitRule] = Field(default_factory=dict)
+
+    @field_validator("kinds", mode="after")
+    @classmethod
+    def _over_defaults(cls, kinds: dict[str, KindRule]) -> dict[str, KindRule]:
+        # A file that configures one kind keeps the defaults of the others (a kind given replaces its default
+        # as a whole: `[kinds.crm_id] priority = 100` has no per-profile limit).
+        return {**_default_kinds(), **kinds}
 
     def kind_rule(self, kind: str) -> KindRule:
         return self.kinds.get(kind) or KindRule(priority=DEFAULT_KIND_PRIORITY.get(kind, 0))
