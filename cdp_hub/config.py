@@ -1,4 +1,5 @@
-"""Configuration: a TOML file plus ``CDP_HUB_*`` environment variables (the environment wins).
+"""Configuration: a TOML file plus ``CDP_HUB_*`` environment variables (the environment wins over the file;
+arguments given in code win over both).
 
     cdp-hub --config cdp-hub.toml ...        or   CDP_HUB_CONFIG=cdp-hub.toml
     CDP_HUB_BUS=kafka  CDP_HUB_KAFKA_BOOTSTRAP=10.0.0.5:9092  CDP_HUB_POSTGRES_DSN=postgresql://...
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,8 +112,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Explicit arguments (the parsed config file) are the base; the environment overrides them.
-        return (env_settings, init_settings)
+        # Highest first: arguments given in code, then the environment, then the config file.
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
 
     @property
     def topics(self) -> Topics:
@@ -122,6 +124,19 @@ class Settings(BaseSettings):
         return NormalizationOptions(
             default_region=self.default_phone_region, gmail_remove_dots=self.gmail_remove_dots
         )
+
+
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("cdp_hub_config_file", default=None)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The parsed TOML file of :func:`load_settings`: below the environment, which overrides it."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_DATA.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -138,12 +153,14 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             raise ConfigurationError(f"config file not found: {file}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"config file {file}: {exc}") from None
-    data.update(overrides)
+    token = _FILE_DATA.set(data)
     try:
-        return Settings(**data)
+        return Settings(**overrides)
     except ValidationError as exc:
         # Name the fields, never the values: a value may be a secret.
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
         )
         raise ConfigurationError(f"invalid configuration{f' in {file}' if file else ''}: {problems}") from None
+    finally:
+        _FILE_DATA.reset(token)
