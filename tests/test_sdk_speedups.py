@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import random
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 
 import phonenumbers
 import pytest
+from pydantic import ValidationError
 
 from cdp_hub.connector.mapping import parse_decimal
 from cdp_hub.demo_data import generate
 from cdp_hub.errors import NormalizationError, RecordError
-from cdp_hub.schema.events import EVENT_NAMESPACE, deterministic_event_id, parse_event, uuid7
-from cdp_hub.schema.identities import normalize_phone
+from cdp_hub.schema import events, identities
+from cdp_hub.schema.events import EVENT_NAMESPACE, Identity, deterministic_event_id, parse_event, uuid7
+from cdp_hub.schema.identities import (
+    CORE_IDENTITY_KINDS,
+    DEFAULT_OPTIONS,
+    NormalizationOptions,
+    normalize_identity,
+    normalize_phone,
+    register_identity_kind,
+)
 from connectors.ecommerce import EcommerceConnector
 
 
@@ -145,3 +156,92 @@ def test_uuid7_is_a_valid_version_7_uuid() -> None:
         assert value.version == 7 and value.variant == uuid.RFC_4122 and value.is_safe is uuid.SafeUUID.unknown
     assert len(set(ids)) == len(ids)
     assert [v.int >> 80 for v in ids] == sorted(v.int >> 80 for v in ids)  # millisecond prefix never goes back
+
+
+def test_identity_fast_validator_checks_fields_but_does_not_normalize_again() -> None:
+    fast = events._NORMALIZED_IDENTITIES
+    assert fast is not None, "the fast path of Event.identities is off: pydantic builds Identity differently"
+    # Values arrive normalized; a second normalization would be wrong for a normalizer that is not idempotent.
+    got = fast.validate_python([{"kind": "EMAIL", "value": " A@B.CO"}])
+    assert got == [Identity.model_construct(kind="EMAIL", value=" A@B.CO")] and type(got[0]) is Identity
+    assert got[0].model_fields_set == {"kind", "value"}
+    for bad in ({"kind": "email", "value": ""}, {"kind": "email", "value": "x" * 513}, {"kind": 1, "value": "x"},
+                {"kind": "email", "value": "a@b.co", "extra": 1}, {"kind": "email"}):
+        with pytest.raises(ValidationError):
+            fast.validate_python([bad])
+
+
+def _outcome(data: dict[str, object], options: NormalizationOptions) -> object:
+    try:
+        event = parse_event(data, options=options)
+    except RecordError as exc:
+        return type(exc).__name__, str(exc), exc.field, exc.value, exc.record_id, exc.source
+    dump = event.model_dump(mode="json", exclude={"received_at"})
+    return dump, sorted(event.model_fields_set), [sorted(i.model_fields_set) for i in event.identities]
+
+
+IDENTITY_CASES: list[list[object]] = [
+    [{"kind": "email", "value": "Anna@Mail.RU "}],
+    [{"kind": "Email ", "value": "anna@mail.ru"}, {"kind": "email", "value": "ANNA@mail.ru"},
+     {"kind": "phone", "value": "8 (916) 123-45-67"}, {"kind": "phone", "value": "+79161234567"}],
+    [{"kind": "ecom_customer_id", "value": " 42 "}, {"kind": "loyalty_card", "value": "1234 5678-90"},
+     {"kind": "acme.member", "value": " m-1 "}, {"kind": "email", "value": "a.b.c+x@googlemail.com"}],
+    [{"kind": "email", "value": "not-an-email"}],
+    [{"kind": "phone", "value": "12"}],
+    [{"kind": "email", "value": "a@b.co"}, {"kind": "phone", "value": "+7 916"}],
+    [{"kind": "crm_id", "value": "   "}],
+    [{"kind": "Bad Kind", "value": "x"}],
+    [{"kind": "email\n", "value": "a@b.co"}],
+    [{"kind": "crm_id", "value": "x" * 513}],
+    [{"kind": "crm_id", "value": "x" * 512}],
+    [{"kind": "crm_id", "value": "1", "extra": "kept out"}],
+    [{"kind": "crm_id"}],
+    [{"kind": "crm_id", "value": 42}],
+    [{"kind": 7, "value": "x"}, {"kind": "email", "value": "bad"}],
+    [{"kind": "crm_id", "value": "1"}, "crm_id:2"],
+    [{"kind": "test.long", "value": "y"}],
+    [{"kind": "test.twice", "value": "ab"}, {"kind": "test.twice", "value": "ab"}],
+]
+
+
+@pytest.fixture
+def kinds_registry() -> Iterator[None]:
+    """Identity kinds a test registers are forgotten after it."""
+    normalizers, canonical = dict(identities._NORMALIZERS), set(identities._CANONICAL_KINDS)
+    yield
+    identities._NORMALIZERS.clear()
+    identities._NORMALIZERS.update(normalizers)
+    identities._CANONICAL_KINDS.clear()
+    identities._CANONICAL_KINDS.update(canonical)
+
+
+@pytest.mark.parametrize("given", IDENTITY_CASES)
+@pytest.mark.parametrize("options", [DEFAULT_OPTIONS, NormalizationOptions(gmail_remove_dots=True)])
+@pytest.mark.usefixtures("kinds_registry")
+def test_identity_fast_path_matches_item_by_item_validation(given: list[object], options: NormalizationOptions) -> None:
+    register_identity_kind("test.long", lambda v, o: v * 600)  # normalizes into a value too long for the schema
+    register_identity_kind("test.twice", lambda v, o: v + "!")  # not idempotent: must run once per identity
+
+    def event(ids: object) -> dict[str, object]:
+        return {"type": "customer.updated", "source": "shop", "source_record_id": "r1",
+                "occurred_at": "2026-01-02T03:04:05+03:00", "identities": ids}
+
+    # A tuple is not a list: it takes the item-by-item way (Identity._normalize per item), the reference.
+    assert _outcome(event(copy.deepcopy(given)), options) == _outcome(event(tuple(given)), options)
+
+
+@pytest.mark.usefixtures("kinds_registry")
+def test_canonical_kinds_skip_the_kind_normalization_with_the_same_result() -> None:
+    register_identity_kind("acme.member")
+    values = {"email": " A.B@Mail.RU", "phone": "8 916 123-45-67", "loyalty_card": "12 34-56"}
+    for kind in (*CORE_IDENTITY_KINDS, "acme.member"):
+        assert kind in identities._CANONICAL_KINDS
+        value = values.get(kind, " V-1 ")
+        # " kind" is not canonical: it takes the strip/lower/match way, the reference.
+        assert normalize_identity(kind, value) == normalize_identity(f" {kind}", value)
+        assert normalize_identity(kind.upper(), value) == normalize_identity(f" {kind}", value)
+    register_identity_kind("acme.member\n")  # _KIND_RE's "$" lets a final newline through: not canonical
+    assert "acme.member\n" not in identities._CANONICAL_KINDS
+    assert normalize_identity("acme.member\n", "x") == ("acme.member", "x")
+    with pytest.raises(NormalizationError):
+        normalize_identity("e mail", "x")

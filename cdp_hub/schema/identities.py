@@ -120,19 +120,29 @@ _NORMALIZERS: dict[str, _Normalizer] = {
 }
 
 
+# Kinds known to be in their normal form (lower case, no spaces, matching _KIND_RE): normalize_identity returns
+# them as they are without the strip/lower/match it needs for a kind written any other way.
+_CANONICAL_KINDS: set[str] = set(CORE_IDENTITY_KINDS)
+
+
 def register_identity_kind(kind: str, normalizer: _Normalizer | None = None) -> None:
     """Teach the schema a new identity kind (plugins do this through ``cdp_hub_register_identity_kinds``)."""
     if not _KIND_RE.match(kind):
         raise ValueError(f"identity kind {kind!r} must match {_KIND_RE.pattern}")
+    if kind == kind.strip().lower():
+        _CANONICAL_KINDS.add(kind)
     if normalizer is not None:
         _NORMALIZERS[kind] = normalizer
 
 
 def normalize_identity(kind: str, value: str, options: NormalizationOptions = DEFAULT_OPTIONS) -> tuple[str, str]:
     """Return ``(kind, value)`` normalized; raises :class:`NormalizationError` naming the kind and value."""
-    k = kind.strip().lower()
-    if not _KIND_RE.match(k):
-        raise NormalizationError(f"bad identity kind {kind!r}", field="kind", value=kind)
+    if kind in _CANONICAL_KINDS:
+        k = kind
+    else:
+        k = kind.strip().lower()
+        if not _KIND_RE.match(k):
+            raise NormalizationError(f"bad identity kind {kind!r}", field="kind", value=kind)
     normalizer = _NORMALIZERS.get(k)
     if normalizer is None:
         return k, _normalize_plain(value)
