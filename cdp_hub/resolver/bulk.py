@@ -279,11 +279,17 @@ def _build_chunk(builder: RecordBuilder, items: list[Item]) -> _Chunk:
 
 
 class BulkImporter:
-    """One import run: ``await BulkImporter(hub, source="legacy_crm").run([Path("customers.csv")])``."""
+    """One import run: ``await BulkImporter(hub, source="legacy_crm").run([Path("customers.csv")])``.
+
+    The import session asks PostgreSQL for ``temp_buffers_mb`` of memory for its staging tables (a million
+    records stage about 1 GB; beyond the setting they spill to disk and the import slows down several
+    times) and ``work_mem_mb`` per sort or hash. ``workers`` processes normalize records (default: the
+    number of cores, at most 4).
+    """
 
     def __init__(self, hub: Hub, *, source: str, event_type: str = "customer.updated",
                  rules: IdentityRules | None = None, progress: TextIO | None = None,
-                 work_mem_mb: int = 256, temp_buffers_mb: int = 1024, workers: int | None = None) -> None:
+                 work_mem_mb: int = 256, temp_buffers_mb: int = 3072, workers: int | None = None) -> None:
         if event_type not in EVENT_TYPES:
             raise ConfigurationError(f"unknown event type {event_type!r} for imported records")
         self.hub = hub

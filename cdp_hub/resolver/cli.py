@@ -98,6 +98,10 @@ def register(subparsers: _Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--rules", type=Path, help="identity rules file (default: $CDP_HUB_IDENTITY_RULES)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--temp-buffers-mb", type=int, default=3072,
+                   help="PostgreSQL session memory for the staging tables (default 3072; ~1 GB per million records)")
+    p.add_argument("--work-mem-mb", type=int, default=256, help="PostgreSQL memory per sort or hash (default 256)")
+    p.add_argument("--workers", type=int, help="processes that normalize records (default: cores, at most 4)")
     p.set_defaults(handler=cmd_import)
 
 
@@ -269,7 +273,9 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             raise ConfigurationError(f"file not found: {f}")
     async with _hub(settings) as hub:
         importer = BulkImporter(hub, source=args.source, event_type=args.type, rules=_rules(args.rules),
-                                progress=None if args.quiet or args.json else sys.stderr)
+                                progress=None if args.quiet or args.json else sys.stderr,
+                                temp_buffers_mb=args.temp_buffers_mb, work_mem_mb=args.work_mem_mb,
+                                workers=args.workers)
         summary = await importer.run(args.files, fmt=args.format)
     if args.json:
         _dump(summary.as_dict())
