@@ -50,7 +50,13 @@ config = {{ directory = "{tmp_path / 'outbox'}" }}
 def _start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "cdp_hub.cli", "--config", str(cfg), "--log-level", "INFO", "run", "--no-http"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=_env())
+
+
+def _env() -> dict[str, str]:
+    # The config file says everything; CDP_HUB_* variables of the test run would override it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDP_HUB_")}
+    return {**env, "PYTHONUNBUFFERED": "1"}
 
 
 async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
