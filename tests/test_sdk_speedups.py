@@ -13,7 +13,7 @@ import phonenumbers
 import pytest
 from pydantic import ValidationError
 
-from cdp_hub.connector.mapping import parse_decimal
+from cdp_hub.connector.mapping import keep_unknown, parse_datetime, parse_decimal, require
 from cdp_hub.demo_data import generate
 from cdp_hub.errors import NormalizationError, RecordError
 from cdp_hub.schema import events, identities
@@ -245,3 +245,56 @@ def test_canonical_kinds_skip_the_kind_normalization_with_the_same_result() -> N
     assert normalize_identity("acme.member\n", "x") == ("acme.member", "x")
     with pytest.raises(NormalizationError):
         normalize_identity("e mail", "x")
+
+
+class _Str(str):
+    """A str subclass: the mapping helpers' ``type(value) is str`` fast paths skip it (the general way)."""
+
+
+DATETIMES = ["2026-10-09T15:21:31+03:00", "2026-10-09T15:21:31Z", " 2026-10-09T15:21:31.123456+05:30 ",
+             "2026-10-09T15:21:31", "2026-10-09", "2026-10-09 15:21", "1700000000", " 1700000000000 ",
+             "09.10.2026", "9.1.2026 7:05", "09.10.2026 15:21:31", "31.02.2026", "2026-02-31T00:00:00",
+             "garbage", "", "   ", "12.2026", "+1700000000", "１７００００００００"]
+
+
+@pytest.mark.parametrize("value", DATETIMES)
+@pytest.mark.parametrize("tz", [None, "Europe/Moscow"])
+def test_datetime_string_fast_path_matches_the_general_path(value: str, tz: str | None) -> None:
+    def outcome(v: str) -> object:
+        try:
+            return parse_datetime(v, field="created_at", tz=tz)
+        except RecordError as exc:
+            return str(exc), exc.field, exc.value
+
+    assert outcome(value) == outcome(_Str(value))
+
+
+@pytest.mark.parametrize("value", ["1299.80", "0", "-5.5", " 12 ", "1e3", "1 234,50", "12,5", "NaN", "abc", ""])
+def test_decimal_string_fast_path_matches_the_general_path(value: str) -> None:
+    def outcome(v: str) -> object:
+        try:
+            return parse_decimal(v, field="total_price")
+        except RecordError as exc:
+            return str(exc), exc.field, exc.value
+
+    assert outcome(value) == outcome(_Str(value))
+
+
+@pytest.mark.parametrize("record", [{"id": 1, "email": "a@b.co"}, {"id": 1, "note": "x", "score": 2.5},
+                                    {"id": 1, "nested": {"a": 1}, "empty": "", "none": None, "flag": False}, {}])
+def test_keep_unknown_fast_path_matches_the_general_path(record: dict[str, object]) -> None:
+    known = frozenset({"id", "email"})
+    fast: dict[str, object] = {"note": "first"}
+    general: dict[str, object] = {"note": "first"}
+    keep_unknown(record, known, fast, prefix="")
+    keep_unknown(record, sorted(known), general, prefix="")  # not a set: the per-key way
+    assert fast == general
+
+
+def test_require_reads_top_level_and_dotted_fields() -> None:
+    record = {"id": 0, "customer": {"id": "c1"}, "blank": "", "none": None}
+    assert require(record, "id") == 0
+    assert require(record, "customer.id") == "c1"
+    for path in ("blank", "none", "missing", "customer.missing"):
+        with pytest.raises(RecordError, match=f"required field '{path}' is missing"):
+            require(record, path)

@@ -73,7 +73,8 @@ def dig(record: Mapping[str, Any], path: str, default: Any = None) -> Any:
 
 def require(record: Mapping[str, Any], path: str) -> Any:
     """Like :func:`dig`, but a missing or empty value is a record error naming ``path``."""
-    value = dig(record, path)
+    # dig's own first case, inline: most required fields are top-level fields of a JSON object.
+    value = record.get(path) if type(record) is dict and "." not in path else dig(record, path)
     if value is None or value == "":
         raise SchemaViolation(f"required field {path!r} is missing", field=path, value=None)
     return value
@@ -109,6 +110,15 @@ def parse_datetime(value: Any, *, field: str, tz: str | tzinfo | None = None) ->
     ``tz`` is the source's local zone, applied to values written without an offset (ERP exports write
     local time); ISO values with an offset keep theirs.
     """
+    if type(value) is str and value:  # the common case first: JSON sources write ISO 8601 strings
+        raw = value.strip()
+        if not raw.isdigit():
+            try:
+                parsed = datetime.fromisoformat(raw)
+            except ValueError:
+                pass
+            else:
+                return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=_zone(tz))
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=_zone(tz))
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -160,6 +170,14 @@ def parse_date(value: Any, *, field: str) -> date | None:
 
 def parse_decimal(value: Any, *, field: str) -> Decimal | None:
     """A decimal from ``1234.5``, ``"1234.50"`` or Russian ``"1 234,50"``; ``None`` for an empty value."""
+    if type(value) is str and value and "," not in value:
+        try:  # "1299.80" as most APIs write it: no cleaning needed
+            out = Decimal(value)
+        except InvalidOperation:
+            pass
+        else:
+            if out.is_finite():
+                return out
     if value is None or value == "":
         return None
     if isinstance(value, Decimal):
@@ -168,14 +186,6 @@ def parse_decimal(value: Any, *, field: str) -> Decimal | None:
         return Decimal(value)
     if isinstance(value, float):
         return Decimal(repr(value))
-    if type(value) is str and "," not in value:
-        try:  # "1299.80" as most APIs write it: no cleaning needed
-            out = Decimal(value)
-        except InvalidOperation:
-            pass
-        else:
-            if out.is_finite():
-                return out
     if isinstance(value, str):
         raw = _SPACES.sub("", value)
         if "," in raw:
@@ -212,7 +222,12 @@ def keep_unknown(record: Mapping[str, Any], known: Iterable[str] | frozenset[str
     Nested objects are left out on purpose: they are the source's internal structure (links, metadata),
     not facts about the customer or the event.
     """
-    keys = record.keys() - known if isinstance(known, frozenset | set) else [k for k in record if k not in known]
+    if isinstance(known, frozenset | set):
+        if known.issuperset(record):  # the usual case: no unknown field (no set built to find out)
+            return
+        keys: Iterable[str] = record.keys() - known
+    else:
+        keys = [k for k in record if k not in known]
     for key in keys:  # usually none or a few: the set difference runs in C
         value = record[key]
         if value is None or value == "":
