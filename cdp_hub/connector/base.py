@@ -189,7 +189,7 @@ class Connector:
     # -- provided ----------------------------------------------------------------------------------
 
     def record_id(self, record: SourceRecord) -> str | None:
-        if self.record_id_field and isinstance(record, Mapping):
+        if self.record_id_field and (type(record) is dict or isinstance(record, Mapping)):
             value = record.get(self.record_id_field)
             return None if value is None else str(value)
         return None
@@ -217,10 +217,11 @@ class Connector:
             draft.setdefault("source", self.instance)
             if rid is not None:
                 draft.setdefault("source_record_id", rid)
-            twin = _twin(draft, validated)
-            if twin is not None:
-                events.append(twin)
-                continue
+            if validated:
+                twin = _twin(draft, validated)
+                if twin is not None:
+                    events.append(twin)
+                    continue
             event = parse_event(draft, options=self.normalization)
             validated.append((draft, event))
             events.append(event)
@@ -246,11 +247,16 @@ def _twin(draft: dict[str, Any], validated: list[tuple[dict[str, Any], Event]]) 
     if not isinstance(occurred, datetime) or occurred.tzinfo is None:
         return None
     model = EVENT_TYPES.get(draft.get("type", ""))
+    if model is None:
+        return None
+    get = draft.get
+    identities, traits, properties, context = get("identities"), get("traits"), get("properties"), get("context")
+    source, record_id = draft["source"], get("source_record_id")
     for first, event in validated:
-        if (model is not None and EVENT_TYPES.get(first["type"]) is model
-                and first.get("identities") is draft.get("identities") and first.get("traits") is draft.get("traits")
-                and first.get("properties") is draft.get("properties") and first.get("context") is draft.get("context")
-                and first["source"] == draft["source"] and first.get("source_record_id") == draft.get("source_record_id")):
+        get = first.get
+        if (get("identities") is identities and get("properties") is properties and get("traits") is traits
+                and get("context") is context and EVENT_TYPES.get(first["type"]) is model
+                and first["source"] == source and get("source_record_id") == record_id):
             rid, typ = event.source_record_id, draft["type"]
             twin = event.__copy__()  # what model_copy(update=...) does, without its per-key checks
             fields = twin.__dict__
