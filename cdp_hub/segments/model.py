@@ -26,16 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cdp_hub.errors import ConfigurationError
-from cdp_hub.schema.export import deepest_error
+from cdp_hub.datafiles import DataFiles
 from cdp_hub.triggers.scenario import parse_duration
 
 __all__ = [
@@ -333,61 +329,21 @@ def _compare(a: Any, op: str, b: Any) -> bool:
 # -- loading ------------------------------------------------------------------------------------------------
 
 
+SEGMENT_FILES: DataFiles[Segment] = DataFiles(Segment, what="segment", schema_name="segment.schema.json",
+                                              package="cdp_hub.segments", folder="builtin")
+
+
 def segment_json_schema() -> dict[str, Any]:
-    schema = Segment.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://cdp-hub.dev/schemas/segment.schema.json"
-    return schema
-
-
-_VALIDATOR: jsonschema.Draft202012Validator | None = None
-
-
-def _validator() -> jsonschema.Draft202012Validator:
-    global _VALIDATOR
-    if _VALIDATOR is None:
-        _VALIDATOR = jsonschema.Draft202012Validator(segment_json_schema())
-    return _VALIDATOR
+    return SEGMENT_FILES.json_schema()
 
 
 def parse_segment(data: Any, *, origin: str) -> Segment:
     """Validate one segment document; errors name the file, the JSON path and the offending value."""
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        # For "one of these shapes" errors (a rule is a trait, an aggregate or a group), the branch that
-        # got furthest into the document says most.
-        errors = [deepest_error(e) for e in errors]
-        lines = [f"{origin}: {e.json_path}: {e.message}" for e in errors[:10]]
-        raise ConfigurationError("invalid segment:\n  " + "\n  ".join(lines))
-    try:
-        return Segment.model_validate(data)
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid segment {origin}: {exc}") from None
-
-
-def builtin_segment_files() -> list[tuple[str, str]]:
-    folder = resources.files("cdp_hub.segments") / "builtin"
-    return sorted((f"builtin:{f.name}", f.read_text(encoding="utf-8"))
-                  for f in folder.iterdir() if f.name.endswith((".yaml", ".yml")))
+    return SEGMENT_FILES.parse(data, origin=origin)
 
 
 def load_segments(paths: Iterable[Path] = (), *, builtin: bool = True,
                   include_disabled: bool = False) -> list[Segment]:
     """Built-in segments plus every ``*.yaml`` in ``paths`` (files or folders); a later id replaces an
     earlier one, so a deployment can redefine a built-in (or disable it with ``enabled: false``)."""
-    docs: list[tuple[str, str]] = builtin_segment_files() if builtin else []
-    for path in paths:
-        if not path.exists():
-            raise ConfigurationError(f"segments: {path} does not exist; fix segments_dir or the file name")
-        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-        docs.extend((str(f), f.read_text(encoding="utf-8")) for f in files)
-    by_id: dict[str, Segment] = {}
-    for origin, text in docs:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{origin}: not valid YAML: {exc}") from None
-        for i, doc in enumerate(data if isinstance(data, list) else [data]):
-            segment = parse_segment(doc, origin=f"{origin}[{i}]" if isinstance(data, list) else origin)
-            by_id[segment.id] = segment
-    return [s for s in by_id.values() if include_disabled or s.enabled]
+    return [s for s in SEGMENT_FILES.load(paths, builtin=builtin) if include_disabled or s.enabled]

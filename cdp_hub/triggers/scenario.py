@@ -18,16 +18,12 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cdp_hub.errors import ConfigurationError
-from cdp_hub.schema.export import deepest_error
+from cdp_hub.datafiles import DataFiles
 
 __all__ = ["Condition", "Scenario", "load_scenarios", "parse_duration", "scenario_json_schema"]
 
@@ -178,57 +174,20 @@ class Scenario(BaseModel):
         return all(c.matches(scope) for c in self.conditions)
 
 
+SCENARIO_FILES: DataFiles[Scenario] = DataFiles(Scenario, what="scenario", schema_name="scenario.schema.json",
+                                                 package="cdp_hub.triggers", folder="scenarios")
+
+
 def scenario_json_schema() -> dict[str, Any]:
-    schema = Scenario.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://cdp-hub.dev/schemas/scenario.schema.json"
-    return schema
-
-
-_VALIDATOR: jsonschema.Draft202012Validator | None = None
-
-
-def _validator() -> jsonschema.Draft202012Validator:
-    global _VALIDATOR
-    if _VALIDATOR is None:
-        _VALIDATOR = jsonschema.Draft202012Validator(scenario_json_schema())
-    return _VALIDATOR
+    return SCENARIO_FILES.json_schema()
 
 
 def parse_scenario(data: Any, *, origin: str) -> Scenario:
     """Validate one scenario document; errors name the file, the JSON path and the offending value."""
-    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        # For "one of these shapes" errors (optional fields), the branch that came closest says most.
-        errors = [deepest_error(e) for e in errors]
-        lines = [f"{origin}: {e.json_path}: {e.message}" for e in errors[:10]]
-        raise ConfigurationError("invalid scenario:\n  " + "\n  ".join(lines))
-    try:
-        return Scenario.model_validate(data)
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid scenario {origin}: {exc}") from None
-
-
-def builtin_scenario_files() -> list[tuple[str, str]]:
-    folder = resources.files("cdp_hub.triggers") / "scenarios"
-    return sorted((f"builtin:{f.name}", f.read_text(encoding="utf-8"))
-                  for f in folder.iterdir() if f.name.endswith((".yaml", ".yml")))
+    return SCENARIO_FILES.parse(data, origin=origin)
 
 
 def load_scenarios(paths: Iterable[Path] = (), *, builtin: bool = True) -> list[Scenario]:
     """Built-in scenarios plus every ``*.yaml`` in ``paths`` (files or folders); a later id replaces an
     earlier one, so a deployment can override a built-in."""
-    docs: list[tuple[str, str]] = builtin_scenario_files() if builtin else []
-    for path in paths:
-        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-        docs.extend((str(f), f.read_text(encoding="utf-8")) for f in files)
-    by_id: dict[str, Scenario] = {}
-    for origin, text in docs:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{origin}: not valid YAML: {exc}") from None
-        for i, doc in enumerate(data if isinstance(data, list) else [data]):
-            scenario = parse_scenario(doc, origin=f"{origin}[{i}]" if isinstance(data, list) else origin)
-            by_id[scenario.id] = scenario
-    return [s for s in by_id.values() if s.enabled]
+    return [s for s in SCENARIO_FILES.load(paths, builtin=builtin) if s.enabled]
