@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -126,6 +127,23 @@ class Settings(BaseSettings):
         )
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_options(model: type[M], options: M | Mapping[str, Any] | None, *, where: str) -> M:
+    """A plugin's options as its pydantic model; errors name the fields, never the values (secrets)."""
+    if isinstance(options, model):
+        return options
+    try:
+        return model.model_validate(dict(options or {}))
+    except ValidationError as exc:
+        raise ConfigurationError(f"{where}: {_field_problems(exc)}") from None
+
+
+def _field_problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False))
+
+
 _FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("cdp_hub_config_file", default=None)
 
 
@@ -158,9 +176,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         return Settings(**overrides)
     except ValidationError as exc:
         # Name the fields, never the values: a value may be a secret.
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
-        )
-        raise ConfigurationError(f"invalid configuration{f' in {file}' if file else ''}: {problems}") from None
+        where = f" in {file}" if file else ""
+        raise ConfigurationError(f"invalid configuration{where}: {_field_problems(exc)}") from None
     finally:
         _FILE_DATA.reset(token)

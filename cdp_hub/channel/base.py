@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cdp_hub.errors import ConfigurationError, RetriableError
+from cdp_hub.config import validate_options
+from cdp_hub.errors import RetriableError
 from cdp_hub.lifecycle import AsyncLifecycle
 
 __all__ = ["Channel", "ChannelConfig", "ChannelKind", "ChannelLimits", "OutboundMessage", "Receipt", "ReceiptStatus"]
@@ -106,17 +107,7 @@ class Channel(AsyncLifecycle):
         instance: str | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        if config is None:
-            config = {}
-        if isinstance(config, Mapping):
-            try:
-                config = self.config_model.model_validate(dict(config))
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
-                )
-                raise ConfigurationError(f"channel {instance or self.name}: {problems}") from None
-        self.config = config
+        self.config = validate_options(self.config_model, config, where=f"channel {instance or self.name}")
         self.instance = instance or self.name
         self.http = http
 

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from cdp_hub.config import validate_options
 from cdp_hub.connector.webhooks import WebhookRejected, WebhookSpec, verify_webhook
 from cdp_hub.errors import ConfigurationError, RecordError, SchemaViolation
 from cdp_hub.schema.events import Event, deterministic_event_id, parse_event, uuid7
@@ -68,17 +69,7 @@ class Connector:
         http: httpx.AsyncClient | None = None,
         normalization: NormalizationOptions = DEFAULT_OPTIONS,
     ) -> None:
-        if config is None:
-            config = {}
-        if isinstance(config, Mapping):
-            try:
-                config = self.config_model.model_validate(dict(config))
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
-                )
-                raise ConfigurationError(f"connector {instance or self.name}: {problems}") from None
-        self.config = config
+        self.config = validate_options(self.config_model, config, where=f"connector {instance or self.name}")
         self.instance = instance or self.name
         self.http = http
         self.normalization = normalization
