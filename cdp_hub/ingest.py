@@ -5,7 +5,7 @@ Used by pull syncs, file imports, webhooks and the HTTP tracking API alike.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -96,19 +96,17 @@ class Ingestor:
 
     async def ingest(self, connector: Connector, records: Iterable[Mapping[str, Any]],
                      *, stream: str | None = None) -> IngestResult:
-        result = IngestResult()
-        batch: list[OutgoingMessage] = []
-        for record in records:
-            self._convert(connector, record, stream, batch, result)
-            if len(batch) >= self.batch_size:
-                await self.hub.bus.publish_many(batch)
-                batch = []
-        if batch:
-            await self.hub.bus.publish_many(batch)
-        return result
+        """Normalize and publish ``records``; bad ones go to the DLQ. Durable when it returns."""
+
+        async def each() -> AsyncIterator[Mapping[str, Any]]:
+            for record in records:
+                yield record
+
+        return await self.ingest_async(connector, each(), stream=stream)
 
     async def ingest_async(self, connector: Connector, records: AsyncIterable[Mapping[str, Any]],
                            *, stream: str | None = None) -> IngestResult:
+        """:meth:`ingest` for an async source (a pull stream, a file read in a thread)."""
         result = IngestResult()
         batch: list[OutgoingMessage] = []
         async for record in records:
