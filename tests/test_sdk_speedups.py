@@ -13,11 +13,12 @@ import phonenumbers
 import pytest
 from pydantic import ValidationError
 
+from cdp_hub.connector import base as connector_base
 from cdp_hub.connector.mapping import keep_unknown, parse_datetime, parse_decimal, require
 from cdp_hub.demo_data import generate
 from cdp_hub.errors import NormalizationError, RecordError
 from cdp_hub.schema import events, identities
-from cdp_hub.schema.events import EVENT_NAMESPACE, Identity, deterministic_event_id, parse_event, uuid7
+from cdp_hub.schema.events import EVENT_NAMESPACE, Event, Identity, deterministic_event_id, parse_event, uuid7
 from cdp_hub.schema.identities import (
     CORE_IDENTITY_KINDS,
     DEFAULT_OPTIONS,
@@ -298,3 +299,18 @@ def test_require_reads_top_level_and_dotted_fields() -> None:
     for path in ("blank", "none", "missing", "customer.missing"):
         with pytest.raises(RecordError, match=f"required field '{path}' is missing"):
             require(record, path)
+
+
+def test_sibling_copy_is_what_pydantic_copy_gives() -> None:
+    event = parse_event({"type": "order.placed", "source": "shop", "source_record_id": "o1",
+                         "occurred_at": "2026-01-02T03:04:05+03:00", "identities": [{"kind": "email", "value": "a@b.co"}],
+                         "properties": {"order_id": "o1", "total": "10.50"}})
+    fields = {**event.__dict__, "type": "order.paid", "properties": dict(event.properties)}
+    fast = connector_base._shallow_copy(event, fields)
+    reference = event.__copy__()
+    reference.__dict__.update(fields)
+    assert type(fast) is Event and fast == reference and fast.__dict__ is fields
+    for slot in ("__pydantic_extra__", "__pydantic_fields_set__", "__pydantic_private__"):
+        assert getattr(fast, slot) == getattr(reference, slot), slot
+    assert fast.__pydantic_fields_set__ is not event.__pydantic_fields_set__
+    assert fast.to_json() == reference.to_json() and event.type == "order.placed"

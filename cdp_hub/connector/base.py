@@ -249,11 +249,32 @@ def _twin(draft: dict[str, Any], validated: list[tuple[dict[str, Any], Event]]) 
                 and get("context") is context and EVENT_TYPES.get(first["type"]) is model
                 and first["source"] == source and get("source_record_id") == record_id):
             rid, typ = event.source_record_id, draft["type"]
-            twin = event.__copy__()  # what model_copy(update=...) does, without its per-key checks
-            fields = twin.__dict__
+            fields = event.__dict__.copy()
             fields["type"] = typ
             fields["event_id"] = deterministic_event_id(event.source, rid, typ) if rid else uuid7()
             fields["occurred_at"] = occurred.astimezone(UTC)
             fields["properties"] = dict(event.properties)
-            return twin
+            return _shallow_copy(event, fields)
     return None
+
+
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def _shallow_copy(event: Event, fields: dict[str, Any]) -> Event:
+    """``event.__copy__()`` with ``fields`` as its ``__dict__``: what model_copy(update=...) does, without its
+    per-key checks, and what BaseModel.__copy__ does without copy.copy()'s dispatch for each of its three parts
+    (an event has no private attributes and, with ``extra="forbid"``, no extra ones; else __copy__ is used).
+    """
+    extra, private = event.__pydantic_extra__, getattr(event, "__pydantic_private__", None)
+    if extra is not None or private is not None:
+        twin = event.__copy__()
+        _set_slot(twin, "__dict__", fields)
+        return twin
+    twin = _new_object(type(event))
+    _set_slot(twin, "__dict__", fields)
+    _set_slot(twin, "__pydantic_extra__", None)
+    _set_slot(twin, "__pydantic_fields_set__", set(event.__pydantic_fields_set__))
+    _set_slot(twin, "__pydantic_private__", None)
+    return twin
