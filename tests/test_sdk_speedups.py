@@ -6,7 +6,7 @@ import copy
 import pickle
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import phonenumbers
@@ -314,3 +314,20 @@ def test_sibling_copy_is_what_pydantic_copy_gives() -> None:
         assert getattr(fast, slot) == getattr(reference, slot), slot
     assert fast.__pydantic_fields_set__ is not event.__pydantic_fields_set__
     assert fast.to_json() == reference.to_json() and event.type == "order.placed"
+
+
+@pytest.mark.parametrize("value", ["+79161234567", " +79161234567", "+79161234567\n", "+7916123456", "+7 916 123 45 67",
+                                   "89161234567", "+7９１６1234567", "+70000000000", "+14155550123", "12", ""])
+@pytest.mark.parametrize("region", ["RU", "KZ", "US"])
+def test_phone_identity_skips_the_cache_with_the_same_result(value: str, region: str) -> None:
+    def outcome(normalize: Callable[[], object]) -> object:
+        try:
+            return normalize()
+        except NormalizationError as exc:
+            return str(exc), exc.field, exc.value
+
+    options = NormalizationOptions(default_region=region)
+    reference = outcome(lambda: normalize_phone.__wrapped__(value, region))
+    assert outcome(lambda: normalize_identity("phone", value, options)[1]) == reference
+    got = outcome(lambda: normalize_identity("phone", _Str(value), options)[1])
+    assert got == reference and type(got) is type(reference)  # a str subclass comes back as a plain str

@@ -73,7 +73,10 @@ def deterministic_event_id(source: str, source_record_id: str, event_type: str) 
     """
     name = f"{source}\x1f{source_record_id}\x1f{event_type}".encode()
     digest = hashlib.sha1(_NAMESPACE_BYTES + name).digest()  # SHA-1: RFC 4122 defines version 5 on it
-    return _uuid_from_int(int.from_bytes(digest[:16], "big") & _V5_CLEAR | _V5_SET)
+    out: uuid.UUID = _UUID_NEW(uuid.UUID)  # _uuid_from_int() written out: two ids per paid order
+    _UUID_SET(out, "int", int.from_bytes(digest[:16], "big") & _V5_CLEAR | _V5_SET)
+    _UUID_SET(out, "is_safe", _SAFE_UNKNOWN)
+    return out
 
 
 def uuid7() -> uuid.UUID:
