@@ -12,7 +12,13 @@ import pytest
 
 from cdp_hub.errors import NormalizationError, SchemaViolation
 from cdp_hub.schema import Event, NormalizationOptions, deterministic_event_id, parse_event, uuid7
-from cdp_hub.schema.export import compare_schemas, dumps, event_json_schema, exported_schemas, validate_at_edge
+from cdp_hub.schema.export import (
+    compare_schemas,
+    dumps,
+    event_json_schema,
+    exported_schemas,
+    validate_at_edge,
+)
 from cdp_hub.schema.identities import normalize_email, normalize_identity, normalize_phone
 
 ROOT = Path(__file__).resolve().parent.parent
