@@ -47,7 +47,7 @@ from cdp_hub.channel.base import (
     Receipt,
     ReceiptStatus,
 )
-from cdp_hub.channel.http import header, request, verify_hmac
+from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, header, request, verify_hmac
 from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
 
 __all__ = ["EmailApiChannel", "EmailApiConfig", "SmtpChannel", "SmtpConfig", "build_email"]
@@ -242,7 +242,7 @@ _API_EVENTS: dict[str, ReceiptStatus] = {
 }
 
 
-class EmailApiConfig(ChannelConfig):
+class EmailApiConfig(HttpChannelConfig):
     base_url: str = Field(description="the API root, e.g. https://api.mail.example.com")
     path: str = Field("/v1/messages", description="path of the send endpoint")
     api_key: SecretStr
@@ -251,11 +251,9 @@ class EmailApiConfig(ChannelConfig):
     reply_to: str | None = None
     callback_secret: SecretStr | None = Field(None, description="HMAC key the provider signs events with")
     permanent_errors: list[str] = Field(default_factory=lambda: list(DEFAULT_PERMANENT_API_ERRORS))
-    rate_per_second: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
 
-class EmailApiChannel(Channel):
+class EmailApiChannel(HttpChannel):
     """E-mail through an HTTP e-mail API (JSON, bearer key), with delivery/open/click events."""
 
     name: ClassVar[str] = "email_api"
@@ -263,19 +261,10 @@ class EmailApiChannel(Channel):
     address_kind = "email"
     config_model = EmailApiConfig
 
-    def __init__(self, config: Any = None, **kw: Any) -> None:
-        super().__init__(config, **kw)
-        self.limits = ChannelLimits(rate_per_second=self.cfg.rate_per_second,
-                                    max_concurrency=self.cfg.max_concurrency)
-
     @property
     def cfg(self) -> EmailApiConfig:
         assert isinstance(self.config, EmailApiConfig)
         return self.config
-
-    async def start(self) -> None:
-        if self.http is None:
-            raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
 
     async def send(self, message: OutboundMessage) -> Receipt:
         assert self.http is not None

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 import cdp_hub
-from cdp_hub.channel.base import Channel, ChannelConfig, ChannelLimits, OutboundMessage, Receipt
-from cdp_hub.channel.http import request
+from cdp_hub.channel.base import OutboundMessage, Receipt
+from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, request
 from cdp_hub.errors import ConfigurationError
 
 __all__ = ["FcmChannel", "FcmConfig", "ServiceAccount", "ServiceAccountTokens", "sign_jwt"]
@@ -123,7 +123,7 @@ class ServiceAccountTokens:
             return self._token
 
 
-class FcmConfig(ChannelConfig):
+class FcmConfig(HttpChannelConfig):
     service_account_file: Path | None = Field(None, description="path of the service-account JSON key")
     service_account_json: SecretStr | None = Field(None, description="the key itself (e.g. from a secret store)")
     project_id: str | None = Field(None, description="Firebase project; default: the key's project_id")
@@ -131,8 +131,6 @@ class FcmConfig(ChannelConfig):
     validate_only: bool = Field(False, description="FCM checks the message but does not deliver it")
     android_priority: str = Field("high", pattern="^(high|normal)$")
     ttl_seconds: int | None = Field(None, ge=0, description="how long FCM keeps an undelivered message")
-    rate_per_second: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
     @model_validator(mode="after")
     def _one_key(self) -> FcmConfig:
@@ -158,18 +156,17 @@ class FcmConfig(ChannelConfig):
             ) from None
 
 
-class FcmChannel(Channel):
+class FcmChannel(HttpChannel):
     """Mobile push via Firebase Cloud Messaging HTTP v1 (service-account OAuth2)."""
 
     name: ClassVar[str] = "fcm"
     kind = "push"
     address_kind = "push_token"
     config_model = FcmConfig
+    max_body_bytes = 4096  # FCM's limit for a message's payload
 
     def __init__(self, config: Any = None, **kw: Any) -> None:
         super().__init__(config, **kw)
-        self.limits = ChannelLimits(rate_per_second=self.cfg.rate_per_second,
-                                    max_concurrency=self.cfg.max_concurrency, max_body_bytes=4096)
         self.tokens: ServiceAccountTokens | None = None
         self.url = ""
 
@@ -179,8 +176,8 @@ class FcmChannel(Channel):
         return self.config
 
     async def start(self) -> None:
-        if self.http is None:
-            raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
+        await super().start()
+        assert self.http is not None
         if self.tokens is not None:
             return
         account = self.cfg.account()

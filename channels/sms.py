@@ -29,15 +29,12 @@ from pydantic import Field, SecretStr, field_validator
 
 import cdp_hub
 from cdp_hub.channel.base import (
-    Channel,
-    ChannelConfig,
-    ChannelLimits,
     OutboundMessage,
     Receipt,
     ReceiptStatus,
 )
-from cdp_hub.channel.http import header, request, verify_hmac
-from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
+from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, header, request, verify_hmac
+from cdp_hub.errors import RecordError, RetriableError
 
 __all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "HttpSmsChannel", "HttpSmsConfig", "SmsSegments", "count_segments"]
 
@@ -100,7 +97,7 @@ _STATUS_MAP: dict[str, ReceiptStatus] = {
 }
 
 
-class HttpSmsConfig(ChannelConfig):
+class HttpSmsConfig(HttpChannelConfig):
     base_url: str = Field(description="the gateway's API root, e.g. https://sms.example.com/api/v1")
     path: str = Field("/messages", description="path of the send endpoint")
     api_key: SecretStr = Field(description="bearer token of the gateway account")
@@ -115,8 +112,6 @@ class HttpSmsConfig(ChannelConfig):
     max_batch: int = Field(1, ge=1, le=1000,
                            description="messages per request; above 1 the gateway's batch endpoint is used")
     batch_path: str = Field("/messages/batch", description="path of the batch endpoint")
-    rate_per_second: float | None = Field(None, gt=0, description="the gateway's request rate limit")
-    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
     @field_validator("sender")
     @classmethod
@@ -126,29 +121,19 @@ class HttpSmsConfig(ChannelConfig):
         return value
 
 
-class HttpSmsChannel(Channel):
+class HttpSmsChannel(HttpChannel):
     """SMS through an HTTP gateway (JSON API, bearer key), with delivery reports."""
 
     name: ClassVar[str] = "sms_http"
     kind = "sms"
     address_kind = "phone"
     config_model = HttpSmsConfig
-    limits = ChannelLimits(max_concurrency=128)
-
-    def __init__(self, config: Any = None, **kw: Any) -> None:
-        super().__init__(config, **kw)
-        cfg = self.cfg
-        self.limits = ChannelLimits(rate_per_second=cfg.rate_per_second, max_concurrency=cfg.max_concurrency,
-                                    max_batch=cfg.max_batch)
 
     @property
     def cfg(self) -> HttpSmsConfig:
         assert isinstance(self.config, HttpSmsConfig)
         return self.config
 
-    async def start(self) -> None:
-        if self.http is None:
-            raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
 
     def _too_long(self, message: OutboundMessage, seg: SmsSegments) -> Receipt | None:
         if seg.segments <= self.cfg.max_segments:

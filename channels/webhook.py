@@ -24,15 +24,12 @@ from pydantic import Field, SecretStr
 
 import cdp_hub
 from cdp_hub.channel.base import (
-    Channel,
-    ChannelConfig,
-    ChannelLimits,
     OutboundMessage,
     Receipt,
     ReceiptStatus,
 )
-from cdp_hub.channel.http import header, hmac_sha256_hex, request, verify_hmac
-from cdp_hub.errors import ConfigurationError, RecordError
+from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, header, hmac_sha256_hex, request, verify_hmac
+from cdp_hub.errors import RecordError
 
 __all__ = ["WebhookChannel", "WebhookConfig", "sign", "verify"]
 
@@ -58,17 +55,15 @@ def verify(secret: str, body: bytes, signature: str | None, *, tolerance: float 
     return verify_hmac(secret, f"{ts}.".encode() + body, sig)
 
 
-class WebhookConfig(ChannelConfig):
+class WebhookConfig(HttpChannelConfig):
     url: str = Field(description="where each message is POSTed")
     secret: SecretStr = Field(description="shared HMAC key: messages are signed, callbacks are verified with it")
     address_kind: str = Field("push_token", description="identity kind used as the recipient address")
     headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     timeout: float = Field(10.0, gt=0)
-    rate_per_second: float | None = Field(None, gt=0)
-    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
 
-class WebhookChannel(Channel):
+class WebhookChannel(HttpChannel):
     """Signed JSON POST of each message to your own endpoint."""
 
     name: ClassVar[str] = "webhook"
@@ -79,17 +74,12 @@ class WebhookChannel(Channel):
     def __init__(self, config: Any = None, **kw: Any) -> None:
         super().__init__(config, **kw)
         self.address_kind = self.cfg.address_kind
-        self.limits = ChannelLimits(rate_per_second=self.cfg.rate_per_second,
-                                    max_concurrency=self.cfg.max_concurrency)
 
     @property
     def cfg(self) -> WebhookConfig:
         assert isinstance(self.config, WebhookConfig)
         return self.config
 
-    async def start(self) -> None:
-        if self.http is None:
-            raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
 
     async def send(self, message: OutboundMessage) -> Receipt:
         assert self.http is not None

@@ -16,14 +16,18 @@ import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+from pydantic import Field
 
+from cdp_hub.channel.base import Channel, ChannelConfig, ChannelLimits
 from cdp_hub.errors import ConfigurationError, RetriableError
 
 __all__ = [
     "RETRY_STATUSES",
+    "HttpChannel",
+    "HttpChannelConfig",
     "header",
     "hmac_sha256_hex",
     "raise_for_transient",
@@ -33,6 +37,36 @@ __all__ = [
 ]
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class HttpChannelConfig(ChannelConfig):
+    """Options every HTTP provider has: its rate limit and how many requests may be in flight."""
+
+    rate_per_second: float | None = Field(None, gt=0, description="the provider's request rate limit")
+    max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
+
+
+class HttpChannel(Channel):
+    """Base of channels that talk to an HTTP API through the hub's shared client.
+
+    Limits come from the config (``rate_per_second``, ``max_concurrency``, and ``max_batch`` when the
+    config has it); ``start()`` insists on the client the hub injects.
+    """
+
+    config_model: ClassVar[type[ChannelConfig]] = HttpChannelConfig
+    max_body_bytes: ClassVar[int | None] = None
+
+    def __init__(self, config: Any = None, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        cfg = self.config
+        assert isinstance(cfg, HttpChannelConfig)
+        self.limits = ChannelLimits(rate_per_second=cfg.rate_per_second, max_concurrency=cfg.max_concurrency,
+                                    max_batch=getattr(cfg, "max_batch", 1),
+                                    max_body_bytes=self.max_body_bytes)
+
+    async def start(self) -> None:
+        if self.http is None:
+            raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
