@@ -41,3 +41,22 @@ def test_errors_name_the_file_and_field(tmp_path: Path) -> None:
         load_settings(cfg)
     with pytest.raises(ConfigurationError, match="not found"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_the_readme_configuration_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from cdp_hub.plugins import load_plugins
+
+    for key in [k for k in __import__("os").environ if k.startswith("CDP_HUB_")]:
+        monkeypatch.delenv(key)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    [example] = re.findall(r"```toml\n(bus = \"kafka\".*?)```", readme, re.S)
+    cfg = tmp_path / "cdp-hub.toml"
+    cfg.write_text(example, encoding="utf-8")
+    settings = load_settings(cfg)
+    registry = load_plugins()
+    for name, inst in settings.connectors.items():
+        registry.connector(inst.type)(inst.config, instance=name)  # validates the connector's options
+    for name, inst in settings.channels.items():
+        registry.channel(inst.type)(inst.config, instance=name)
