@@ -212,3 +212,17 @@ async def test_once_per_profile_holds_when_redis_lost_its_keys(hub: Hub) -> None
     assert _intents(again) == []
     replay = await stage.handle([_record("profile.created", pid, NOON_MSK, "a", profile_id=str(pid))])
     assert [i.message_id for i in _intents(replay)] == [first.message_id]  # the same intent may pass again
+
+
+def test_the_readme_scenario_example_is_valid() -> None:
+    import re
+
+    import yaml
+
+    from cdp_hub.triggers.scenario import parse_scenario
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert blocks
+    for block in blocks:
+        parse_scenario(yaml.safe_load(block), origin="README.md")
