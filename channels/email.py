@@ -253,18 +253,13 @@ class EmailApiConfig(HttpChannelConfig):
     permanent_errors: list[str] = Field(default_factory=lambda: list(DEFAULT_PERMANENT_API_ERRORS))
 
 
-class EmailApiChannel(HttpChannel):
+class EmailApiChannel(HttpChannel[EmailApiConfig]):
     """E-mail through an HTTP e-mail API (JSON, bearer key), with delivery/open/click events."""
 
     name: ClassVar[str] = "email_api"
     kind = "email"
     address_kind = "email"
     config_model = EmailApiConfig
-
-    @property
-    def cfg(self) -> EmailApiConfig:
-        assert isinstance(self.config, EmailApiConfig)
-        return self.config
 
     async def send(self, message: OutboundMessage) -> Receipt:
         assert self.http is not None

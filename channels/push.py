@@ -156,7 +156,7 @@ class FcmConfig(HttpChannelConfig):
             ) from None
 
 
-class FcmChannel(HttpChannel):
+class FcmChannel(HttpChannel[FcmConfig]):
     """Mobile push via Firebase Cloud Messaging HTTP v1 (service-account OAuth2)."""
 
     name: ClassVar[str] = "fcm"
@@ -169,11 +169,6 @@ class FcmChannel(HttpChannel):
         super().__init__(config, **kw)
         self.tokens: ServiceAccountTokens | None = None
         self.url = ""
-
-    @property
-    def cfg(self) -> FcmConfig:
-        assert isinstance(self.config, FcmConfig)
-        return self.config
 
     async def start(self) -> None:
         await super().start()

@@ -121,18 +121,13 @@ class HttpSmsConfig(HttpChannelConfig):
         return value
 
 
-class HttpSmsChannel(HttpChannel):
+class HttpSmsChannel(HttpChannel[HttpSmsConfig]):
     """SMS through an HTTP gateway (JSON API, bearer key), with delivery reports."""
 
     name: ClassVar[str] = "sms_http"
     kind = "sms"
     address_kind = "phone"
     config_model = HttpSmsConfig
-
-    @property
-    def cfg(self) -> HttpSmsConfig:
-        assert isinstance(self.config, HttpSmsConfig)
-        return self.config
 
 
     def _too_long(self, message: OutboundMessage, seg: SmsSegments) -> Receipt | None:

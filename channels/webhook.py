@@ -63,7 +63,7 @@ class WebhookConfig(HttpChannelConfig):
     timeout: float = Field(10.0, gt=0)
 
 
-class WebhookChannel(HttpChannel):
+class WebhookChannel(HttpChannel[WebhookConfig]):
     """Signed JSON POST of each message to your own endpoint."""
 
     name: ClassVar[str] = "webhook"
@@ -74,11 +74,6 @@ class WebhookChannel(HttpChannel):
     def __init__(self, config: Any = None, **kw: Any) -> None:
         super().__init__(config, **kw)
         self.address_kind = self.cfg.address_kind
-
-    @property
-    def cfg(self) -> WebhookConfig:
-        assert isinstance(self.config, WebhookConfig)
-        return self.config
 
 
     async def send(self, message: OutboundMessage) -> Receipt:

@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import httpx
 from pydantic import Field
@@ -46,10 +46,14 @@ class HttpChannelConfig(ChannelConfig):
     max_concurrency: int = Field(128, ge=1, description="requests in flight (see docs/channels.md, Throughput)")
 
 
-class HttpChannel(Channel):
+C = TypeVar("C", bound=HttpChannelConfig)
+
+
+class HttpChannel(Channel, Generic[C]):
     """Base of channels that talk to an HTTP API through the hub's shared client.
 
-    Limits come from the config (``rate_per_second``, ``max_concurrency``, and ``max_batch`` when the
+    ``class AcmeSms(HttpChannel[AcmeSmsConfig])`` with ``config_model = AcmeSmsConfig``: ``self.cfg`` is the
+    typed config. Limits come from it (``rate_per_second``, ``max_concurrency``, and ``max_batch`` when the
     config has it); ``start()`` insists on the client the hub injects.
     """
 
@@ -63,6 +67,11 @@ class HttpChannel(Channel):
         self.limits = ChannelLimits(rate_per_second=cfg.rate_per_second, max_concurrency=cfg.max_concurrency,
                                     max_batch=getattr(cfg, "max_batch", 1),
                                     max_body_bytes=self.max_body_bytes)
+
+    @property
+    def cfg(self) -> C:
+        """The validated config, typed as the subclass's config model."""
+        return cast(C, self.config)
 
     async def start(self) -> None:
         if self.http is None:

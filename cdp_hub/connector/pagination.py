@@ -51,6 +51,13 @@ class PageRequest:
         return replace(self, params={**self.params, **params}, number=self.number + 1)
 
 
+def _with_page_size(request: PageRequest, size_param: str | None, page_size: int) -> PageRequest:
+    """The first request with the page size asked for, when the API takes one."""
+    if size_param:
+        return replace(request, params={**request.params, size_param: page_size})
+    return request
+
+
 class Paginator:
     """Base class. :meth:`first` may add parameters; :meth:`next` returns the next request or ``None``."""
 
@@ -125,9 +132,7 @@ class CursorPaginator(Paginator):
     size_param: str | None = "limit"
 
     def first(self, request: PageRequest, page_size: int) -> PageRequest:
-        if self.size_param:
-            return replace(request, params={**request.params, self.size_param: page_size})
-        return request
+        return _with_page_size(request, self.size_param, page_size)
 
     def next(self, request: PageRequest, response: httpx.Response, records: Sequence[Any],
              page_size: int) -> PageRequest | None:
@@ -147,9 +152,7 @@ class LinkHeaderPaginator(Paginator):
     size_param: str | None = "limit"
 
     def first(self, request: PageRequest, page_size: int) -> PageRequest:
-        if self.size_param:
-            return replace(request, params={**request.params, self.size_param: page_size})
-        return request
+        return _with_page_size(request, self.size_param, page_size)
 
     def next(self, request: PageRequest, response: httpx.Response, records: Sequence[Any],
              page_size: int) -> PageRequest | None:
