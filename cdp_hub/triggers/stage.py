@@ -222,52 +222,74 @@ class TriggerStage(Stage):
                 [o[0] for o in once], [o[1] for o in once])
             for r in rows:
                 logged.setdefault((str(r["profile_id"]), r["scenario"]), set()).add(r["message_id"])
-        for scenario, intent, profile in gates:
-            if scenario.once_per_profile and logged.get((intent.profile_id, scenario.id), set()) - {intent.message_id}:
-                continue
-            await self._gate(scenario, intent, profile, out)
-
-    async def _gate(self, scenario: Scenario, intent: MessageIntent, profile: dict[str, Any],
-                    out: StageOutput) -> None:
-        """Once-per-profile, frequency cap and quiet hours; then publish or postpone."""
         hs = self.hub.hotstate
-        now = self.now()
-        if scenario.once_per_profile:
-            key = hs.key("once", scenario.id, intent.profile_id)
-            # SET NX with the message id as value: a replay of the same intent passes, another does not.
-            owner = await hs.redis.set(key, intent.message_id.encode(), nx=True, get=True)
-            if isinstance(owner, bytes) and owner.decode() != intent.message_id:
-                return
-        if scenario.frequency_cap is not None and scenario.category == "marketing":
-            cap = scenario.frequency_cap
-            scope = scenario.id if cap.scope == "scenario" else "*"
-            key = hs.key("cap", scope, intent.profile_id)
-            window = cap.window.total_seconds()
-            ts = now.timestamp()
-            pipe = hs.redis.pipeline(transaction=True)
-            pipe.zremrangebyscore(key, "-inf", ts - window)
-            pipe.zscore(key, intent.message_id)
-            pipe.zcard(key)
-            _, already, count = await pipe.execute()
-            if already is None:
-                if count >= cap.max:
-                    self.hub.metrics.messages.labels(scenario.channel, "capped").inc()
-                    return
-                await hs.redis.zadd(key, {intent.message_id: ts})
-                await hs.redis.expire(key, int(window) + 60)
-        if scenario.quiet_hours is not None and scenario.category == "marketing":
-            ends = quiet_hours_end(now, scenario.quiet_hours, profile.get("timezone"))
+        # The send log first: an intent it already rules out must not claim the Redis key either.
+        gates = [(s, i, p) for s, i, p in gates
+                 if not (s.once_per_profile and logged.get((i.profile_id, s.id), set()) - {i.message_id})]
+        once_gates = [(s, i) for s, i, _ in gates if s.once_per_profile]
+        owners: list[Any] = []
+        if once_gates:
+            # SET NX GET with the message id as value, one round trip for the batch: a replay of the same
+            # intent passes, another intent does not.
+            pipe = hs.redis.pipeline(transaction=False)
+            for scenario, intent in once_gates:
+                pipe.set(hs.key("once", scenario.id, intent.profile_id), intent.message_id.encode(), nx=True,
+                         get=True)
+            owners = await pipe.execute()
+        taken = {i.message_id for (_, i), owner in zip(once_gates, owners, strict=True)
+                 if isinstance(owner, bytes) and owner.decode() != i.message_id}
+        postponed: list[tuple[MessageIntent, datetime]] = []
+        for scenario, intent, profile in gates:
+            if intent.message_id in taken:
+                continue
+            if not await self._within_cap(scenario, intent):
+                continue
+            ends = None
+            if scenario.quiet_hours is not None and scenario.category == "marketing":
+                ends = quiet_hours_end(self.now(), scenario.quiet_hours, profile.get("timezone"))
             if ends is not None:
-                trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"quiet:{intent.message_id}")
-                await self.hub.store.execute(
-                    """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id,
-                                                       payload, status)
-                       VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT DO NOTHING""",
-                    uuid.UUID(intent.profile_id), trigger_id, scenario.id, ends,
-                    uuid.UUID(intent.trigger_event_id) if intent.trigger_event_id else None,
-                    {"intent": intent.model_dump(mode="json")})
-                return
-        out.messages.append(self._message(intent))
+                postponed.append((intent, ends))
+            else:
+                out.messages.append(self._message(intent))
+        if postponed:
+            # Quiet hours: a durable timer per message, fired with the intent as it was gated.
+            await self.hub.store.execute(
+                """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
+                                                   status)
+                   SELECT p, t, s, f, e, j, 'pending'
+                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[], $6::jsonb[])
+                        AS x(p, t, s, f, e, j)
+                   ON CONFLICT DO NOTHING""",
+                [uuid.UUID(i.profile_id) for i, _ in postponed],
+                [uuid.uuid5(TIMER_NAMESPACE, f"quiet:{i.message_id}") for i, _ in postponed],
+                [i.scenario for i, _ in postponed], [ends for _, ends in postponed],
+                [uuid.UUID(i.trigger_event_id) if i.trigger_event_id else None for i, _ in postponed],
+                [{"intent": i.model_dump(mode="json")} for i, _ in postponed])
+
+    async def _within_cap(self, scenario: Scenario, intent: MessageIntent) -> bool:
+        """Frequency cap: a sorted set of message ids per profile (a replayed message counts once)."""
+        if scenario.frequency_cap is None or scenario.category != "marketing":
+            return True
+        hs = self.hub.hotstate
+        cap = scenario.frequency_cap
+        key = hs.key("cap", scenario.id if cap.scope == "scenario" else "*", intent.profile_id)
+        window = cap.window.total_seconds()
+        ts = self.now().timestamp()
+        pipe = hs.redis.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, "-inf", ts - window)
+        pipe.zscore(key, intent.message_id)
+        pipe.zcard(key)
+        _, already, count = await pipe.execute()
+        if already is not None:
+            return True
+        if count >= cap.max:
+            self.hub.metrics.messages.labels(scenario.channel, "capped").inc()
+            return False
+        pipe = hs.redis.pipeline(transaction=True)
+        pipe.zadd(key, {intent.message_id: ts})
+        pipe.expire(key, int(window) + 60)
+        await pipe.execute()
+        return True
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
         return OutgoingMessage(self.hub.topics.messages, intent.model_dump_json().encode(),
@@ -275,12 +297,14 @@ class TriggerStage(Stage):
 
     async def _follow_merges(self, merged: list[Event]) -> None:
         """Pending timers of merged profiles move to the surviving profile."""
-        for event in merged:
-            survivor = uuid.UUID(event.properties["surviving_profile_id"])
-            losers = [uuid.UUID(p) for p in event.properties.get("merged_profile_ids", [])]
+        pairs = [(uuid.UUID(p), uuid.UUID(e.properties["surviving_profile_id"]))
+                 for e in merged for p in e.properties.get("merged_profile_ids", [])]
+        if pairs:
             await self.hub.store.execute(
-                """UPDATE scheduled_triggers SET profile_id = $1, updated_at = now()
-                   WHERE profile_id = ANY($2::uuid[]) AND status = 'pending'""", survivor, losers)
+                """UPDATE scheduled_triggers t SET profile_id = m.survivor, updated_at = now()
+                   FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor)
+                   WHERE t.profile_id = m.loser AND t.status = 'pending'""",
+                [p[0] for p in pairs], [p[1] for p in pairs])
 
     # -- daily jobs ----------------------------------------------------------------------------------
 
