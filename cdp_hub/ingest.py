@@ -120,6 +120,7 @@ class Ingestor:
 
     async def publish_events(self, events: Iterable[Event]) -> int:
         """Publish already-validated canonical events (HTTP tracking API, receipts)."""
+        events = list(events)  # walked twice: a generator would count nothing the second time
         msgs = [event_message(self.hub.topics.events, e) for e in events]
         if msgs:
             await self.hub.bus.publish_many(msgs)
