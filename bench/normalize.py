@@ -28,7 +28,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cdp_hub.demo_data import generate
+from cdp_hub.demo.data import generate
 from cdp_hub.errors import RecordError
 from cdp_hub.schema.identities import normalize_phone
 from connectors.ecommerce import EcommerceConnector

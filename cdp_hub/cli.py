@@ -25,7 +25,7 @@ COMMAND_MODULES = (
     "cdp_hub.commands",          # schema, plugins, migrate, run, serve, dlq, scenarios, demo
     "cdp_hub.connector.cli",     # connectors spec/check, sync, import-file, new connector
     "cdp_hub.resolver.cli",      # identity, profiles, import
-    "cdp_hub.resolver.fuzzy_cli",  # identity suggest, identity suggestions
+    "cdp_hub.resolver.fuzzy.cli",  # identity suggest, identity suggestions
     "cdp_hub.segments.cli",      # segments, triggers run-daily
     "cdp_hub.delivery.cli",      # templates, new channel
 )

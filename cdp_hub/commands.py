@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.schema.export import write_schemas
+    from cdp_hub.catalogue import write_schemas
 
     for path in write_schemas(args.out):
         print(path)
@@ -100,7 +100,8 @@ def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schema_check(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.schema.export import compare_schemas, dumps, exported_schemas
+    from cdp_hub.catalogue import exported_schemas
+    from cdp_hub.schema.export import compare_schemas, dumps
 
     worst = 0
     for name, current in exported_schemas().items():
@@ -210,7 +211,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.dlq_stage import list_dead_letters
+    from cdp_hub.dlq.stage import list_dead_letters
     from cdp_hub.hub import Hub
 
     async with Hub(settings) as hub:
@@ -228,7 +229,7 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.dlq_stage import replay_dead_letters
+    from cdp_hub.dlq.stage import replay_dead_letters
     from cdp_hub.hub import Hub
 
     fixes: dict[str, Any] = {}

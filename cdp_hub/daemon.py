@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cdp_hub.dlq import dead_letter_from_error
-from cdp_hub.dlq_stage import list_dead_letters, replay_dead_letters
+from cdp_hub.dlq.stage import list_dead_letters, replay_dead_letters
 from cdp_hub.errors import RecordError
 from cdp_hub.schema.events import Event, parse_event
 from cdp_hub.schema.export import validate_at_edge
@@ -127,7 +127,7 @@ def create_app(hub: Hub) -> Starlette:
                 continue
             good.append(event)
             results.append({"index": i, "status": "accepted", "event_id": str(event.event_id)})
-        from cdp_hub.ingest import Ingestor
+        from cdp_hub.connector.ingest import Ingestor
 
         await Ingestor(hub).publish_events(good)
         if dead:

@@ -26,8 +26,8 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
 from cdp_hub.httpclient import shared_client
 from cdp_hub.metrics import METRICS, Metrics
+from cdp_hub.pipeline.stage import Stage, StageRunner
 from cdp_hub.plugins import PluginRegistry, get_registry
-from cdp_hub.stage import Stage, StageRunner
 from cdp_hub.store import Store
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _stage_class(name: str) -> type[Stage]:
         from cdp_hub.delivery.stage import DeliveryStage
         return DeliveryStage
     if name == "dlq":
-        from cdp_hub.dlq_stage import DeadLetterStage
+        from cdp_hub.dlq.stage import DeadLetterStage
         return DeadLetterStage
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 

@@ -119,7 +119,7 @@ def test_fast_russian_phone_path_gives_what_the_schema_gives() -> None:
     import random
     from datetime import UTC, datetime
 
-    from cdp_hub.resolver.bulk import _RU_PHONE, RecordBuilder
+    from cdp_hub.resolver.bulk.importer import _RU_PHONE, RecordBuilder
     from cdp_hub.schema.identities import DEFAULT_OPTIONS, normalize_identity
 
     builder = RecordBuilder("s", "customer.updated", IdentityRules(), DEFAULT_OPTIONS, datetime.now(UTC), "t")

@@ -7,11 +7,11 @@ from collections import defaultdict
 
 import orjson
 
-from cdp_hub.demo_data import SYSTEMS, generate
+from cdp_hub.connector.ingest import Ingestor
+from cdp_hub.demo.data import SYSTEMS, generate
 from cdp_hub.dlq import DeadLetter
 from cdp_hub.errors import RecordError
 from cdp_hub.hub import Hub
-from cdp_hub.ingest import Ingestor
 from cdp_hub.plugins import load_plugins
 
 

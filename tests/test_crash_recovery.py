@@ -12,8 +12,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cdp_hub.bus.events import event_message
 from cdp_hub.bus.kafka import KafkaBus
-from cdp_hub.ingest import event_message
 from cdp_hub.schema import Event, parse_event
 from cdp_hub.store import Store
 

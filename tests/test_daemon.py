@@ -82,8 +82,8 @@ async def test_admin_routes_need_the_token(hub: Hub) -> None:
 
 
 async def test_dlq_browse_and_replay_with_a_fix(hub: Hub, client: httpx.AsyncClient) -> None:
-    from cdp_hub.dlq_stage import DeadLetterStage
-    from cdp_hub.stage import StageRunner
+    from cdp_hub.dlq.stage import DeadLetterStage
+    from cdp_hub.pipeline.stage import StageRunner
 
     resp = await client.post("/v1/events", json=[event(7, properties={"name": "no sku"})])
     dlq_id = resp.json()["results"][0]["dlq_id"]

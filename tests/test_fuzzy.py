@@ -25,7 +25,7 @@ from cdp_hub.resolver.fuzzy import (
     soundex,
     transliterate,
 )
-from cdp_hub.resolver.fuzzy_match import normalize_birth_date
+from cdp_hub.resolver.fuzzy.match import normalize_birth_date
 
 # People who must not match anyone above: they give the small data sets some background.
 BACKGROUND = [

@@ -12,7 +12,7 @@ import pytest
 
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
-from cdp_hub.resolver import fuzzy_cli
+from cdp_hub.resolver.fuzzy import cli as fuzzy_cli
 from cdp_hub.resolver.fuzzy import (
     default_config,
     list_suggestions,
@@ -21,7 +21,7 @@ from cdp_hub.resolver.fuzzy import (
     set_suggestion_status,
     suggest_merges,
 )
-from cdp_hub.resolver.fuzzy_store import load_records
+from cdp_hub.resolver.fuzzy.store import load_records
 from cdp_hub.schema.events import Event
 from cdp_hub.store import Store, load_migrations, render_sql
 

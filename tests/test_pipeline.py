@@ -16,8 +16,8 @@ import pytest
 
 from cdp_hub import Connector
 from cdp_hub.config import ChannelInstance
+from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.hub import Hub
-from cdp_hub.ingest import Ingestor
 from cdp_hub.metrics import Metrics
 
 from .conftest import hub_settings

@@ -18,9 +18,9 @@ from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.resolver import IdentityRules, find_profile, load_profile
 from cdp_hub.resolver.stage import ResolverStage
-from cdp_hub.stage import StageOutput
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _offsets = itertools.count()

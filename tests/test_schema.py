@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from cdp_hub.catalogue import exported_schemas
 from cdp_hub.errors import NormalizationError, SchemaViolation
 from cdp_hub.schema import Event, NormalizationOptions, deterministic_event_id, parse_event, uuid7
 from cdp_hub.schema.export import (
     compare_schemas,
     dumps,
     event_json_schema,
-    exported_schemas,
     validate_at_edge,
 )
 from cdp_hub.schema.identities import normalize_email, normalize_identity, normalize_phone

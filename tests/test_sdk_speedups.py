@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from cdp_hub.connector import base as connector_base
 from cdp_hub.connector.mapping import keep_unknown, parse_datetime, parse_decimal, require
-from cdp_hub.demo_data import generate
+from cdp_hub.demo.data import generate
 from cdp_hub.errors import NormalizationError, RecordError
 from cdp_hub.schema import events, identities
 from cdp_hub.schema.events import EVENT_NAMESPACE, Event, Identity, deterministic_event_id, parse_event, uuid7

@@ -19,10 +19,10 @@ from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
+from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
 from cdp_hub.schema.events import Event
 from cdp_hub.segments import EventFact, Segment, SegmentEngine, compile_segment, load_segments, parse_segment
-from cdp_hub.stage import StageOutput
 from cdp_hub.triggers.scenario import Scenario
 from cdp_hub.triggers.stage import TriggerStage
 

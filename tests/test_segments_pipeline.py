@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from cdp_hub.config import ChannelInstance
+from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.hub import Hub
-from cdp_hub.ingest import Ingestor
 from cdp_hub.metrics import Metrics
 from cdp_hub.schema import parse_event
 from cdp_hub.segments import BirthdayScheduler, SegmentEngine

@@ -9,13 +9,13 @@ from typing import Any
 
 from cdp_hub import Connector, hookimpl
 from cdp_hub.bus.base import OutgoingMessage, Record
+from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.dlq import dead_letter_from_error
-from cdp_hub.dlq_stage import DeadLetterStage, replay_dead_letters
+from cdp_hub.dlq.stage import DeadLetterStage, replay_dead_letters
 from cdp_hub.errors import RecordError
 from cdp_hub.hub import Hub
-from cdp_hub.ingest import Ingestor
+from cdp_hub.pipeline.stage import Stage, StageOutput, StageRunner
 from cdp_hub.plugins import load_plugins
-from cdp_hub.stage import Stage, StageOutput, StageRunner
 
 
 class Flaky(Stage):

@@ -13,8 +13,8 @@ import pytest
 from cdp_hub.bus.base import Record
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
+from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
-from cdp_hub.stage import StageOutput
 from cdp_hub.triggers.scenario import Condition, QuietHours, Scenario, load_scenarios, parse_duration
 from cdp_hub.triggers.stage import TriggerStage, quiet_hours_end
 

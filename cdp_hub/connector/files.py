@@ -30,9 +30,9 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
 
+from cdp_hub.connector.ingest import MAX_KEPT_ERRORS, Ingestor, IngestResult
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, SchemaViolation
-from cdp_hub.ingest import MAX_KEPT_ERRORS, Ingestor, IngestResult
 
 if TYPE_CHECKING:
     from cdp_hub.connector.base import Connector, SourceRecord

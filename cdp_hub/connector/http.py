@@ -31,10 +31,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cdp_hub.connector.base import Connector
+from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.connector.tracking import BATCH_SCHEMA, MESSAGE_SCHEMA, TrackingConnector
 from cdp_hub.connector.webhooks import WebhookRejected
 from cdp_hub.errors import CdpHubError
-from cdp_hub.ingest import Ingestor, IngestResult
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub

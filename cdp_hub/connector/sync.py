@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cdp_hub.connector.base import Connector
+from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.connector.state import PgStateStore, StateStore
 from cdp_hub.errors import ConfigurationError, RecordError
-from cdp_hub.ingest import Ingestor, IngestResult
 
 if TYPE_CHECKING:
     from cdp_hub.connector.streams import Stream

@@ -10,8 +10,8 @@ import uuid
 from typing import Any
 
 from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.events import event_message
 from cdp_hub.channel.base import Receipt
-from cdp_hub.ingest import event_message
 from cdp_hub.schema.events import Event
 
 __all__ = ["RECEIPT_SOURCE", "receipt_event", "receipt_message"]

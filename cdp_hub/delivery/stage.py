@@ -37,8 +37,8 @@ from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, SchemaViolation
+from cdp_hub.pipeline.stage import Stage, StageOutput
 from cdp_hub.schema.messages import MessageIntent
-from cdp_hub.stage import Stage, StageOutput
 
 from .batching import SendBatcher
 from .profiles import ProfileSnapshot, load_profiles

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import RecordError
+from cdp_hub.pipeline.stage import Stage, StageOutput
 from cdp_hub.resolver import sql
 from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
 from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.schema.events import Context, Event, parse_event
 from cdp_hub.schema.identities import normalize_identity
-from cdp_hub.stage import Stage, StageOutput
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub

@@ -1,7 +1,7 @@
-"""JSON Schema export of the canonical models, edge validation, and the compatibility check.
+"""JSON Schema of the canonical event, edge validation, and the compatibility check.
 
-``cdp-hub schema export`` writes ``schemas/*.json`` from the pydantic models; a test fails when the
-committed files and the models disagree. ``cdp-hub schema check`` classifies the difference:
+The catalogue of every published schema (``cdp-hub schema export``) is :mod:`cdp_hub.catalogue`; a test
+fails when the committed files and the models disagree. ``cdp-hub schema check`` classifies the difference:
 
 - **additive**: new optional fields, new event types, new definitions, relaxed constraints. Same version.
 - **breaking**: a field or event type removed, a field newly required, a type or enum narrowed. It needs a
@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -26,9 +25,7 @@ __all__ = [
     "compare_schemas",
     "edge_validator",
     "event_json_schema",
-    "exported_schemas",
     "validate_at_edge",
-    "write_schemas",
 ]
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -62,39 +59,8 @@ def event_json_schema() -> dict[str, Any]:
     return schema
 
 
-def exported_schemas() -> dict[str, dict[str, Any]]:
-    """File name -> schema, for everything ``cdp-hub schema export`` writes."""
-    from cdp_hub.dlq import DeadLetter
-    from cdp_hub.schema.messages import MessageIntent
-    from cdp_hub.triggers.scenario import scenario_json_schema
-
-    def plain(model: Any, title: str, name: str) -> dict[str, Any]:
-        s = model.model_json_schema()
-        s["$schema"] = SCHEMA_DIALECT
-        s["$id"] = f"https://cdp-hub.dev/schemas/{name}"
-        s["title"] = title
-        return dict(s)
-
-    return {
-        "cdp.event.v1.json": event_json_schema(),
-        "cdp.message.v1.json": plain(MessageIntent, "cdp.message/1", "cdp.message.v1.json"),
-        "cdp.dlq.v1.json": plain(DeadLetter, "cdp.dlq/1", "cdp.dlq.v1.json"),
-        "scenario.schema.json": scenario_json_schema(),
-    }
-
-
 def dumps(schema: dict[str, Any]) -> bytes:
     return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
-
-
-def write_schemas(folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, schema in exported_schemas().items():
-        path = folder / name
-        path.write_bytes(dumps(schema))
-        written.append(path)
-    return written
 
 
 # -- compatibility -------------------------------------------------------------------------------------

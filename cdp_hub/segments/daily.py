@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cdp_hub.bus.base import OutgoingMessage
-from cdp_hub.ingest import event_message
+from cdp_hub.bus.events import event_message
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.engine import identity_of_profiles
 

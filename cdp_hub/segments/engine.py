@@ -34,15 +34,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.events import event_message
 from cdp_hub.errors import ConfigurationError
-from cdp_hub.ingest import event_message
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.compiler import compile_segment
 from cdp_hub.segments.model import Segment, load_segments
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
-    from cdp_hub.stage import StageOutput
+    from cdp_hub.pipeline.stage import StageOutput
 
 __all__ = ["SOURCE", "RecomputeResult", "SegmentEngine", "identity_of_profiles"]
 

@@ -47,6 +47,7 @@ import respx
 from pydantic import BaseModel, SecretStr
 
 from cdp_hub.connector.base import Connector
+from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.connector.rest import RestStream
 from cdp_hub.connector.state import MemoryStateStore, PgStateStore, StateStore
 from cdp_hub.connector.sync import sync_stream
@@ -54,7 +55,6 @@ from cdp_hub.connector.webhooks import WebhookRejected, sign_webhook
 from cdp_hub.dlq import DeadLetter
 from cdp_hub.errors import ConfigurationError, RecordError
 from cdp_hub.hub import Hub
-from cdp_hub.ingest import Ingestor
 from cdp_hub.schema.export import validate_at_edge
 from cdp_hub.testing.mockapi import MockApi
 

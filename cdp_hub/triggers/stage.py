@@ -32,11 +32,11 @@ import orjson
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import SchemaViolation
+from cdp_hub.pipeline.stage import Stage, StageOutput
 from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
-from cdp_hub.stage import Stage, StageOutput
 from cdp_hub.triggers.scenario import QuietHours, Scenario, load_scenarios
 
 if TYPE_CHECKING:

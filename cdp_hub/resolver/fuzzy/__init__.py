@@ -26,8 +26,8 @@ See docs/fuzzy-matching.md for the method, a configuration example and the CLI.
 
 from __future__ import annotations
 
-from cdp_hub.resolver.fuzzy_match import MatchRun, ModelParameters, cluster, find_matches, match
-from cdp_hub.resolver.fuzzy_model import (
+from cdp_hub.resolver.fuzzy.match import MatchRun, ModelParameters, cluster, find_matches, match
+from cdp_hub.resolver.fuzzy.model import (
     BlockingPass,
     Comparison,
     FieldEvidence,
@@ -37,7 +37,7 @@ from cdp_hub.resolver.fuzzy_model import (
     default_config,
     load_matcher_config,
 )
-from cdp_hub.resolver.fuzzy_store import (
+from cdp_hub.resolver.fuzzy.store import (
     AutoMergeResult,
     Suggestion,
     SuggestResult,
@@ -47,7 +47,7 @@ from cdp_hub.resolver.fuzzy_store import (
     set_suggestion_status,
     suggest_merges,
 )
-from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex, transliterate
+from cdp_hub.resolver.fuzzy.text import fold, name_skeleton, soundex, transliterate
 
 __all__ = [
     "AutoMergeResult",

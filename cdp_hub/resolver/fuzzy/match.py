@@ -26,7 +26,7 @@ from datetime import date
 from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
 
-from cdp_hub.resolver.fuzzy_model import (
+from cdp_hub.resolver.fuzzy.model import (
     Comparison,
     FieldEvidence,
     MatcherConfig,
@@ -34,7 +34,7 @@ from cdp_hub.resolver.fuzzy_model import (
     ScoredPair,
     parse_blocking_key,
 )
-from cdp_hub.resolver.fuzzy_text import fold, name_skeleton, soundex
+from cdp_hub.resolver.fuzzy.text import fold, name_skeleton, soundex
 
 __all__ = ["MatchRun", "ModelParameters", "cluster", "find_matches", "match"]
 

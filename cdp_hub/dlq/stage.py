@@ -16,7 +16,7 @@ import orjson
 from cdp_hub.bus.base import Record
 from cdp_hub.dlq import DeadLetter
 from cdp_hub.errors import ConfigurationError
-from cdp_hub.stage import Stage, StageOutput
+from cdp_hub.pipeline.stage import Stage, StageOutput
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -90,7 +90,7 @@ async def replay_dead_letters(
     ``fixes`` maps a ``dlq_id`` to a corrected payload (a JSON object or string) that replaces the original.
     A record that fails again becomes a new dead letter; the old one is marked replayed either way.
     """
-    from cdp_hub.ingest import Ingestor
+    from cdp_hub.connector.ingest import Ingestor
 
     rows = await hub.store.fetch(
         """SELECT dlq_id, envelope FROM dead_letters

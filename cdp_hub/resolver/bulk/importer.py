@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from cdp_hub.connector.files import FileRecordError, iter_records
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, NormalizationError, RecordError, SchemaViolation
-from cdp_hub.resolver import bulk_sql
+from cdp_hub.resolver.bulk import sql as bulk_sql
 from cdp_hub.resolver.graph import (
     IdentityGraph,
     ResolutionError,

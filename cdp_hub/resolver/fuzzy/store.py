@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cdp_hub.resolver.fuzzy_match import MatchRun, cluster, match
-from cdp_hub.resolver.fuzzy_model import MatcherConfig, PersonRecord, ScoredPair
+from cdp_hub.resolver.fuzzy.match import MatchRun, cluster, match
+from cdp_hub.resolver.fuzzy.model import MatcherConfig, PersonRecord, ScoredPair
 from cdp_hub.store import Store
 
 if TYPE_CHECKING:

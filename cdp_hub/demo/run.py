@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cdp_hub.config import ChannelInstance, Settings
-from cdp_hub.ingest import Ingestor, IngestResult
+from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.metrics import Metrics
 
 __all__ = ["demo_settings", "print_summary", "run_demo"]
@@ -49,7 +49,7 @@ def _noon_moscow() -> datetime:
 
 
 async def run_demo(*, customers: int = 1000, seed: int = 7, data_dir: Path | None = None) -> dict[str, Any]:
-    from cdp_hub.demo_data import generate
+    from cdp_hub.demo.data import generate
     from cdp_hub.hub import Hub
 
     started = time.perf_counter()

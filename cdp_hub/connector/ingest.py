@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.events import event_message
 from cdp_hub.connector.base import Connector
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import RecordError
@@ -20,27 +21,9 @@ from cdp_hub.schema.events import Event
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
 
-__all__ = ["MAX_KEPT_ERRORS", "IngestResult", "Ingestor", "event_key", "event_message"]
+__all__ = ["MAX_KEPT_ERRORS", "IngestResult", "Ingestor"]
 
 MAX_KEPT_ERRORS = 100
-
-_KEY_PRIORITY = ("crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card", "email", "phone",
-                 "device_id", "push_token", "anonymous_id")
-
-
-def event_key(event: Event) -> bytes:
-    """Partition key: the event's strongest identity, so one person's events mostly share a partition."""
-    by_kind = {i.kind: i.value for i in event.identities}
-    for kind in _KEY_PRIORITY:
-        if kind in by_kind:
-            return f"{kind}:{by_kind[kind]}".encode()
-    first = event.identities[0]
-    return f"{first.kind}:{first.value}".encode()
-
-
-def event_message(topic: str, event: Event) -> OutgoingMessage:
-    return OutgoingMessage(topic, event.to_json(), event_key(event),
-                           (("cdp.type", event.type.encode()), ("cdp.source", event.source.encode())))
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
-from cdp_hub.resolver.fuzzy_model import load_matcher_config
-from cdp_hub.resolver.fuzzy_store import (
+from cdp_hub.resolver.fuzzy.model import load_matcher_config
+from cdp_hub.resolver.fuzzy.store import (
     SUGGESTION_STATUSES,
     AutoMergeResult,
     SuggestResult,
