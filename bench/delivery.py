@@ -50,6 +50,7 @@ from cdp_hub.config import Settings
 from cdp_hub.httpclient import shared_client
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import Pipeline
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 
 DSN = os.environ.get("CDP_HUB_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:15432/cdp_hub")
@@ -185,13 +186,14 @@ async def run(label: str, *, dsn: str, data_dir: Path, port: int, profiles: list
                                         for p in payloads[i:i + 1000]])
         before = await _stats(port)
         started = time.perf_counter()
-        task = asyncio.create_task(hub.run(["delivery"]))
-        while sum(r.processed for r in hub.runners) < messages:
+        pipeline = Pipeline(hub, ["delivery"])
+        task = asyncio.create_task(pipeline.run())
+        while pipeline.processed < messages:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
-        hub.stop_stages()
+        pipeline.stop()
         await task
         after = await _stats(port)
         sent = await hub.store.fetchval("SELECT count(*) FROM messages WHERE scenario = 'bench' AND status = 'sent' "

@@ -30,8 +30,8 @@ from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.resolver.bulk import BulkImporter, read_records
-from cdp_hub.resolver.stage import ResolverStage
 
 DSN = os.environ.get("CDP_HUB_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:15432/cdp_hub")
 FIRST = ["Anna", "Ivan", "Olga", "Petr", "Maria", "Sergey", "Elena", "Dmitry", "Irina", "Pavel"]
@@ -115,7 +115,7 @@ async def streaming(path: Path, n: int) -> float:
                                     "identities": idents, "traits": traits}))
     try:
         async with hub:
-            stage = ResolverStage(hub)
+            stage = build_stage(hub, "resolver")
             started = time.perf_counter()
             for i in range(0, len(values), 500):
                 await stage.handle([Record("cdp.events", 0, j, None, v)

@@ -34,7 +34,7 @@ from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
-from cdp_hub.resolver.stage import ResolverStage
+from cdp_hub.pipeline.build import build_stage
 
 DSN = os.environ.get("CDP_HUB_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:15432/cdp_hub")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -110,7 +110,7 @@ async def run(values: list[bytes], batch: int, label: str) -> dict[str, float]:
               bus=MemoryBus(), metrics=Metrics())
     try:
         async with hub:
-            stage = ResolverStage(hub)
+            stage = build_stage(hub, "resolver")
             await stage.setup()  # as the stage runner does
             records = [Record("cdp.events", 0, i, None, v) for i, v in enumerate(values)]
             await stage.handle(records[:batch])  # warm-up: connection, prepared statements

@@ -173,7 +173,8 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.daemon import http_server
-    from cdp_hub.hub import STAGE_NAMES, Hub
+    from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.build import STAGE_NAMES, Pipeline
 
     stages = list(STAGE_NAMES) if args.stages is None else args.stages
     for name in stages:
@@ -182,17 +183,19 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     port = args.http_port or settings.http_port
     async with Hub(settings) as hub:
         loop = asyncio.get_running_loop()
-        server = None if args.no_http else http_server(hub, settings.http_host, port)
+        pipeline = Pipeline(hub, stages) if stages else None
+        server = None if args.no_http else http_server(hub, settings.http_host, port, pipeline=pipeline)
 
         def shutdown() -> None:
             log.warning("shutting down: finishing the current batches")
-            hub.stop_stages()
+            if pipeline is not None:
+                pipeline.stop()
             if server is not None:
                 server.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown)
-        tasks = [asyncio.create_task(hub.run(stages), name="stages")] if stages else []
+        tasks = [asyncio.create_task(pipeline.run(), name="stages")] if pipeline is not None else []
         if server is not None:
             tasks.append(asyncio.create_task(server.serve(), name="http"))
         if not tasks:
@@ -211,7 +214,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.dlq.stage import list_dead_letters
+    from cdp_hub.dlq.replay import list_dead_letters
     from cdp_hub.hub import Hub
 
     async with Hub(settings) as hub:
@@ -229,7 +232,7 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.dlq.stage import replay_dead_letters
+    from cdp_hub.dlq.replay import replay_dead_letters
     from cdp_hub.hub import Hub
 
     fixes: dict[str, Any] = {}

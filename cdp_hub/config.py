@@ -84,6 +84,12 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(250, description="records per stage batch: 250 keeps the resolver's p99 under 50 ms")
     poll_timeout_ms: int = 200
+    stage_halt_dead_batches: int = Field(
+        5, ge=0, description="a stage stops with an error after this many batches in a row in which every record "
+        "was dead-lettered (0: never), so a broken deployment does not drain a topic into the DLQ")
+    stage_halt_dead_records: int = Field(
+        100, ge=0, description="... and only once those batches hold at least this many records, so a trickle of "
+        "junk does not stop a stage")
 
     connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
     channels: dict[str, ChannelInstance] = Field(default_factory=dict)

@@ -31,13 +31,14 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cdp_hub.dlq import dead_letter_from_error
-from cdp_hub.dlq.stage import list_dead_letters, replay_dead_letters
+from cdp_hub.dlq.replay import list_dead_letters, replay_dead_letters
 from cdp_hub.errors import RecordError
 from cdp_hub.schema.events import Event, parse_event
 from cdp_hub.schema.export import validate_at_edge
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.build import Pipeline
 
 __all__ = ["ROUTE_MODULES", "create_app"]
 
@@ -96,8 +97,9 @@ class Metered:
             self.hub.metrics.http_requests.labels(path, str(status["code"])).inc()
 
 
-def create_app(hub: Hub) -> Starlette:
-    """The ASGI app. The hub must be started by the caller (``cdp-hub run``) or by the lifespan below."""
+def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
+    """The ASGI app. The hub must be started by the caller (``cdp-hub run``, tests). ``pipeline`` is the
+    stages running in this process, whose progress ``/healthz`` reports."""
 
     async def ingest_events(request: Request) -> Response:
         try:
@@ -138,7 +140,7 @@ def create_app(hub: Hub) -> Starlette:
     async def healthz(request: Request) -> Response:
         # Alive unless a stage has been stuck (a batch retrying forever, a hung poll) for too long.
         limit = hub.settings.stage_stuck_seconds
-        stuck = {r.stage.name: round(r.stuck_for()) for r in hub.runners if r.stuck_for() > limit}
+        stuck = {r.stage.name: round(r.stuck_for()) for r in (pipeline.runners if pipeline else ()) if r.stuck_for() > limit}
         if stuck:
             return json_response({"status": "stuck", "stages": stuck}, 503)
         return json_response({"status": "ok"})
@@ -219,8 +221,8 @@ class _Server:
         self.server.should_exit = True
 
 
-def http_server(hub: Hub, host: str, port: int) -> _Server:
-    return _Server(create_app(hub), host, port)
+def http_server(hub: Hub, host: str, port: int, *, pipeline: Pipeline | None = None) -> _Server:
+    return _Server(create_app(hub, pipeline=pipeline), host, port)
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -1,19 +1,20 @@
-"""The hub: one object that builds, starts and stops every long-lived client, and runs the stages.
+"""The hub: one object that builds, starts and stops every long-lived client, with one lifespan.
 
     Hub(settings)
      ├─ bus        KafkaBus | MemoryBus
      ├─ store      asyncpg pool (PostgreSQL / Greenplum / embedded pgserver), migrated on start
      ├─ hotstate   Redis | fakeredis
      ├─ http       one shared httpx.AsyncClient for connectors and channels
-     ├─ registry   connector and channel plugins
-     └─ stages     resolver ─▶ triggers ─▶ delivery, and dlq (archive)   (each a consumer group)
+     ├─ registry   connector and channel plugins, and their configured instances
+     └─ metrics    the Prometheus registry
+
+The stages are built and run by :mod:`cdp_hub.pipeline.build`, which hands each stage only what it uses.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -22,11 +23,9 @@ import httpx
 
 from cdp_hub.bus import Bus, Topics
 from cdp_hub.config import Settings
-from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
 from cdp_hub.httpclient import shared_client
 from cdp_hub.metrics import METRICS, Metrics
-from cdp_hub.pipeline.stage import Stage, StageRunner
 from cdp_hub.plugins import PluginRegistry, get_registry
 from cdp_hub.store import Store
 
@@ -34,28 +33,9 @@ if TYPE_CHECKING:
     from cdp_hub.channel.base import Channel
     from cdp_hub.connector.base import Connector
 
-__all__ = ["STAGE_NAMES", "Hub"]
+__all__ = ["Hub", "create_bus"]
 
 log = logging.getLogger(__name__)
-
-STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
-
-
-def _stage_class(name: str) -> type[Stage]:
-    if name == "resolver":
-        from cdp_hub.resolver.stage import ResolverStage
-        return ResolverStage
-    if name == "triggers":
-        from cdp_hub.triggers.stage import TriggerStage
-        return TriggerStage
-    if name == "delivery":
-        from cdp_hub.delivery.stage import DeliveryStage
-        return DeliveryStage
-    if name == "dlq":
-        from cdp_hub.dlq.stage import DeadLetterStage
-        return DeadLetterStage
-    raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
-
 
 def create_bus(settings: Settings) -> Bus:
     from cdp_hub.bus import create_bus as _create
@@ -68,7 +48,7 @@ def create_bus(settings: Settings) -> Bus:
 
 
 class Hub:
-    """Everything a stage, connector or channel needs, with one lifespan."""
+    """The long-lived clients (bus, store, hot state, HTTP, plugins, metrics), with one lifespan."""
 
     def __init__(
         self,
@@ -92,7 +72,6 @@ class Hub:
         self.metrics = metrics or METRICS
         self._channels: dict[str, Channel] = {}
         self._started = False
-        self.runners: list[StageRunner] = []
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         """The hub's notion of now (scenarios, quiet hours, timers); the demo and tests may pin it."""
 
@@ -113,8 +92,6 @@ class Hub:
         self._started = True
 
     async def stop(self) -> None:
-        for runner in self.runners:
-            runner.stop()
         for channel in list(self._channels.values()):
             try:
                 await channel.stop()
@@ -173,28 +150,3 @@ class Hub:
         if name == "outbox":
             return {"directory": str(self.settings.data_dir / "outbox")}
         return {}
-
-    # -- stages --------------------------------------------------------------------------------------
-
-    def stages(self, names: Sequence[str] | None = None) -> list[Stage]:
-        return [_stage_class(n)(self) for n in (names or STAGE_NAMES)]
-
-    async def run(self, names: Sequence[str] | None = None) -> None:
-        """Run the stages until cancelled or :meth:`stop_stages`."""
-        self.runners = [StageRunner(s, batch_size=self.settings.batch_size,
-                                    poll_timeout_ms=self.settings.poll_timeout_ms) for s in self.stages(names)]
-        await asyncio.gather(*(r.run() for r in self.runners))
-
-    def stop_stages(self) -> None:
-        for runner in self.runners:
-            runner.stop()
-
-    async def drain(self, *, idle_polls: int = 3, timeout: float = 120.0) -> None:
-        """Wait until every running stage has seen ``idle_polls`` empty polls in a row (demo, tests)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if self.runners and all(r.idle_polls >= idle_polls for r in self.runners):
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError("the pipeline did not drain in time")

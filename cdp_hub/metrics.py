@@ -31,6 +31,10 @@ class Metrics:
         )
         self.stage_errors = Counter("cdp_stage_errors", "Batches that failed and were retried",
                                     ["stage"], registry=r)
+        self.stage_record_bugs = Counter(
+            "cdp_stage_record_bugs", "Records dead-lettered by an unexpected exception (a bug, not bad input)",
+            ["stage"], registry=r,
+        )
         self.stage_last_progress = Gauge(
             "cdp_stage_last_progress_timestamp_seconds",
             "When a stage last finished a poll (idle, or a batch committed)", ["stage"], registry=r,

@@ -14,9 +14,9 @@ from cdp_hub.cli import main
 from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.resolver import IdentityRules, find_profile
 from cdp_hub.resolver.bulk import BulkImporter
-from cdp_hub.resolver.stage import ResolverStage
 
 from .test_resolver import event, records
 
@@ -68,7 +68,7 @@ async def test_csv_import_builds_golden_records_and_dead_letters(hub: Hub, tmp_p
 
 
 async def test_import_joins_and_merges_existing_profiles_and_follows_the_rules(hub: Hub, tmp_path: Path) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     await stage.handle(records(event(("email", "old1@x.ru"), traits={"first_name": "Vera"})))
     await stage.handle(records(event(("phone", "+79162222222"), at=1)))
     await stage.handle(records(event(("crm_id", "A"), ("email", "a@x.ru"), at=2)))

@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from cdp_hub.channel.base import OutboundMessage
 from cdp_hub.channel.http import hmac_sha256_hex
 from cdp_hub.errors import ConfigurationError, RetriableError
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.testing.channels import CallbackSample, ChannelTests
 from channels.email import EmailApiChannel, SmtpChannel, build_email
 
@@ -337,7 +338,6 @@ async def test_stage_sends_marketing_mail_through_a_real_smtp_server(smtpd: Smtp
                                                                       redis_url: str) -> None:
     """Delivery stage -> smtp channel -> aiosmtpd: rendered parts, List-Unsubscribe, hard bounce suppressed."""
     from cdp_hub.bus.memory import MemoryBus
-    from cdp_hub.delivery.stage import DeliveryStage
     from cdp_hub.hub import Hub
     from cdp_hub.metrics import Metrics
     from cdp_hub.schema.events import Event
@@ -352,7 +352,7 @@ async def test_stage_sends_marketing_mail_through_a_real_smtp_server(smtpd: Smtp
                                   identities=[("email", "anna@example.com")])
         nobody = await make_profile(hub, identities=[("email", "nobody@example.com")])
         first, second = intent(anna, channel="email"), intent(nobody, channel="email")
-        out = await DeliveryStage(hub).handle([record(hub, first), record(hub, second)])
+        out = await build_stage(hub, "delivery").handle([record(hub, first), record(hub, second)])
         suppressed = await hub.store.fetchval("SELECT value FROM suppressions")
     events = {Event.from_json(m.value).properties["message_id"]: Event.from_json(m.value) for m in out.messages}
     assert events[first.message_id].type == "message.sent"

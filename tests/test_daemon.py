@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from cdp_hub.daemon import create_app
 from cdp_hub.hub import Hub
+from cdp_hub.pipeline.build import build_stage
 
 
 def event(i: int, **over: Any) -> dict[str, Any]:
@@ -82,12 +83,11 @@ async def test_admin_routes_need_the_token(hub: Hub) -> None:
 
 
 async def test_dlq_browse_and_replay_with_a_fix(hub: Hub, client: httpx.AsyncClient) -> None:
-    from cdp_hub.dlq.stage import DeadLetterStage
-    from cdp_hub.pipeline.stage import StageRunner
+    from cdp_hub.pipeline.runner import StageRunner
 
     resp = await client.post("/v1/events", json=[event(7, properties={"name": "no sku"})])
     dlq_id = resp.json()["results"][0]["dlq_id"]
-    runner = StageRunner(DeadLetterStage(hub), poll_timeout_ms=50)
+    runner = StageRunner(build_stage(hub, "dlq"), hub.bus, poll_timeout_ms=50)
     task = asyncio.create_task(runner.run())
     for _ in range(100):
         items = (await client.get("/v1/dlq")).json()["items"]

@@ -13,10 +13,10 @@ from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.delivery.rendering import TemplateRenderer
 from cdp_hub.hub import Hub
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.schema import MessageIntent
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.daily import BirthdayScheduler, birthdays_on, local_today
-from cdp_hub.triggers.stage import TriggerStage
 
 # 20:30 UTC on March 15: 23:30 in Moscow, already 06:30 on March 16 in Vladivostok.
 EVENING = datetime(2026, 3, 15, 20, 30, tzinfo=UTC)
@@ -140,9 +140,9 @@ async def test_a_stale_claim_of_a_crashed_process_expires(hub: Hub) -> None:
 async def test_the_triggers_stage_runs_the_scan_from_its_timer_check(hub: Hub) -> None:
     pid = await add_profile(hub, {"birth_date": "1990-03-15"})
     hub.clock = lambda: EVENING
-    await TriggerStage(hub).idle()
+    await build_stage(hub, "triggers").idle()
     assert [e.profile_id for e in await birthday_events(hub)] == [pid]
-    await TriggerStage(hub).idle()  # restarted: the last run is in PostgreSQL
+    await build_stage(hub, "triggers").idle()  # restarted: the last run is in PostgreSQL
     assert len(await birthday_events(hub)) == 1
 
 
@@ -152,7 +152,7 @@ async def test_the_birthday_scenario_sends_the_birthday_template(hub: Hub) -> No
     pid = await add_profile(hub, {"birth_date": "1990-03-15", "first_name": "Анна"})
     await BirthdayScheduler(hub).scan(noon)
     [event] = await birthday_events(hub)
-    out = await TriggerStage(hub).handle([Record("cdp.profile-events", 0, 0, str(pid).encode(), event.to_json())])
+    out = await build_stage(hub, "triggers").handle([Record("cdp.profile-events", 0, 0, str(pid).encode(), event.to_json())])
     [intent] = [MessageIntent.model_validate_json(m.value) for m in out.messages
                 if m.topic.endswith("cdp.messages")]
     assert (intent.scenario, intent.template, intent.channel, intent.fallbacks) == (

@@ -20,10 +20,10 @@ from cdp_hub.channel.http import hmac_sha256_hex
 from cdp_hub.config import ChannelInstance
 from cdp_hub.delivery.callbacks import handle_callback
 from cdp_hub.delivery.http import routes
-from cdp_hub.delivery.stage import DeliveryStage
 from cdp_hub.dlq import DeadLetter
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent
 from tests.conftest import hub_settings
@@ -75,7 +75,7 @@ async def test_429_with_retry_after_then_sent_then_delivery_report(hub: Hub, pro
         httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(201, json={"id": "g-1"})])
     pid = await make_profile(hub, identities=[("phone", "+79161234567")])
     it = intent(pid, channel="sms")
-    out = await DeliveryStage(hub).handle([record(hub, it)])
+    out = await build_stage(hub, "delivery").handle([record(hub, it)])
     assert route.call_count == 2
     assert [e.type for e in [Event.from_json(m.value) for m in out.messages]] == ["message.sent"]
     assert (await row(hub, it.message_id))["provider_message_id"] == "g-1"
@@ -97,13 +97,13 @@ async def test_5xx_every_time_is_a_dlq_entry_and_a_replay_sends(hub: Hub, provid
     route = provider.post(SMS_URL).respond(503)
     pid = await make_profile(hub, identities=[("phone", "+79161234567")])
     it = intent(pid, channel="sms")
-    out = await DeliveryStage(hub).handle([record(hub, it)])
+    out = await build_stage(hub, "delivery").handle([record(hub, it)])
     assert route.call_count == 3  # delivery_retry_attempts
     [letter] = out.dead
     assert letter.failure_type == "delivery_error" and "HTTP 503" in letter.error
     route.respond(201, json={"id": "g-2"})
     replayed = MessageIntent.model_validate_json(letter.payload_bytes())
-    out = await DeliveryStage(hub).handle([record(hub, replayed)])
+    out = await build_stage(hub, "delivery").handle([record(hub, replayed)])
     assert [Event.from_json(m.value).type for m in out.messages] == ["message.sent"]
 
 
@@ -114,10 +114,10 @@ async def test_invalid_number_suppresses_and_a_late_bounce_does_too(hub: Hub, pr
     ])
     pid = await make_profile(hub, identities=[("phone", "+79160000001"), ("phone", "+79160000002")])
     first = intent(pid, channel="sms")
-    out = await DeliveryStage(hub).handle([record(hub, first)])
+    out = await build_stage(hub, "delivery").handle([record(hub, first)])
     assert out.dead == [] and Event.from_json(out.messages[0].value).type == "message.failed"
     second = intent(pid, channel="sms")
-    out = await DeliveryStage(hub).handle([record(hub, second)])
+    out = await build_stage(hub, "delivery").handle([record(hub, second)])
     assert (await row(hub, second.message_id))["address"] == "+79160000001"  # the suppressed one is skipped
 
     report = orjson.dumps([{"id": "g-7", "client_ref": second.message_id, "status": "undelivered",
@@ -134,7 +134,7 @@ async def test_email_events_move_forward_only(hub: Hub, provider: Any) -> None:
     provider.post(EMAIL_URL).respond(202, json={"id": "e-1"})
     pid = await make_profile(hub, identities=[("email", "anna@example.com")])
     it = intent(pid, channel="email")
-    await DeliveryStage(hub).handle([record(hub, it)])
+    await build_stage(hub, "delivery").handle([record(hub, it)])
     body = orjson.dumps([{"event": "open", "custom_id": it.message_id},
                          {"event": "click", "custom_id": it.message_id, "url": "https://shop.example/x"},
                          {"event": "delivered", "custom_id": it.message_id}])
@@ -151,7 +151,7 @@ async def test_fcm_unregistered_token_is_removed_from_the_profile(hub: Hub, prov
     provider.post(TOKEN_URI).mock(side_effect=token_endpoint)
     provider.post(SEND_URL).mock(return_value=fcm_error(404, "NOT_FOUND", "UNREGISTERED"))
     pid = await make_profile(hub, identities=[("push_token", "tok-old"), ("push_token", "tok-new")])
-    out = await DeliveryStage(hub).handle([record(hub, intent(pid, channel="push"))])
+    out = await build_stage(hub, "delivery").handle([record(hub, intent(pid, channel="push"))])
     [ev] = [Event.from_json(m.value) for m in out.messages]
     assert ev.type == "message.failed" and ev.identities[0].value == "tok-new"
     left = await hub.store.fetch("SELECT value FROM identities WHERE profile_id = $1", pid)
@@ -174,7 +174,7 @@ async def test_callback_route(hub: Hub, provider: Any) -> None:
     provider.post(SMS_URL).respond(201, json={"id": "g-9"})
     pid = await make_profile(hub, identities=[("phone", "+79161234567")])
     it = intent(pid, channel="sms")
-    await DeliveryStage(hub).handle([record(hub, it)])
+    await build_stage(hub, "delivery").handle([record(hub, it)])
     app = Starlette(routes=routes(hub))
     report = json.dumps({"id": "g-9", "client_ref": it.message_id, "status": "delivered"}).encode()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
@@ -204,7 +204,7 @@ async def test_batched_gateway_gets_one_request_for_many_messages(hub: Hub, prov
     for n in range(30):
         pid = await make_profile(hub, identities=[("phone", f"+791600000{n:02d}")])
         intents.append(intent(pid, channel="sms_batch"))
-    out = await DeliveryStage(hub).handle([record(hub, it) for it in intents])
+    out = await build_stage(hub, "delivery").handle([record(hub, it) for it in intents])
     assert out.dead == []
     assert sorted(Event.from_json(m.value).properties["message_id"] for m in out.messages) == \
         sorted(i.message_id for i in intents)
@@ -217,7 +217,7 @@ async def test_one_click_unsubscribe_becomes_a_consent_event(hub: Hub, provider:
     provider.post(EMAIL_URL).respond(202, json={"id": "e-1"})
     pid = await make_profile(hub, identities=[("email", "anna@example.com")])
     it = intent(pid, channel="email")
-    await DeliveryStage(hub).handle([record(hub, it)])
+    await build_stage(hub, "delivery").handle([record(hub, it)])
     app = Starlette(routes=routes(hub))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
         page = await client.get(f"/v1/unsubscribe/{it.message_id}")
@@ -240,11 +240,11 @@ async def test_replay_after_callbacks_reemits_the_sent_receipt(hub: Hub, provide
     provider.post(EMAIL_URL).respond(202, json={"id": "e-1"})
     pid = await make_profile(hub, identities=[("email", "anna@example.com")])
     it = intent(pid, channel="email")
-    first = await DeliveryStage(hub).handle([record(hub, it)])
+    first = await build_stage(hub, "delivery").handle([record(hub, it)])
     body = orjson.dumps([{"event": "open", "custom_id": it.message_id}])
     assert await handle_callback(hub, "email", {}, body) == 200
     # The intent comes again (the first batch's output was lost in a crash): not sent, same receipt.
-    again = await DeliveryStage(hub).handle([record(hub, it)])
+    again = await build_stage(hub, "delivery").handle([record(hub, it)])
     assert provider.routes[0].call_count == 1
     assert [Event.from_json(m.value).event_id for m in again.messages] == \
         [Event.from_json(m.value).event_id for m in first.messages]

@@ -16,10 +16,10 @@ import pytest
 from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
-from cdp_hub.delivery.stage import DeliveryStage
 from cdp_hub.errors import RetriableError
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import Pipeline, build_stage
 from cdp_hub.plugins import PluginInfo
 from cdp_hub.schema.events import Event, deterministic_event_id
 from cdp_hub.schema.messages import MessageIntent, message_id_for
@@ -136,7 +136,7 @@ async def test_welcome_email_through_outbox(dhub: Hub) -> None:
     pid = await make_profile(dhub, golden={"first_name": "Anna", "locale": "en"},
                              identities=[("email", "old@example.com"), ("email", "anna@example.com")])
     it = intent(pid)
-    stage = DeliveryStage(dhub)
+    stage = build_stage(dhub, "delivery")
     out = await stage.handle([record(dhub, it)])
 
     assert out.dead == []
@@ -168,9 +168,9 @@ async def test_welcome_email_through_outbox(dhub: Hub) -> None:
 async def test_redelivered_intent_is_not_sent_twice_and_its_receipt_is_reemitted(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("phone", "+79161234567")])
     it = intent(pid, channel="rec_sms")
-    stage = DeliveryStage(dhub)
+    stage = build_stage(dhub, "delivery")
     first = await stage.handle([record(dhub, it)])
-    second = await DeliveryStage(dhub).handle([record(dhub, it), record(dhub, it)])
+    second = await build_stage(dhub, "delivery").handle([record(dhub, it), record(dhub, it)])
 
     assert len(RecordingChannel.sent) == 1
     assert [e.event_id for e in events_of(first)] == [e.event_id for e in events_of(second)]
@@ -181,7 +181,7 @@ async def test_redelivered_intent_is_not_sent_twice_and_its_receipt_is_reemitted
 async def test_crash_mid_send_resends_a_non_final_message_with_the_same_id(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("phone", "+79161234567")])
     it = intent(pid, channel="rec_sms")
-    stage = DeliveryStage(dhub)
+    stage = build_stage(dhub, "delivery")
     # The first process claimed the message and died before it recorded the outcome.
     await stage.sendlog.register([(it.message_id, pid, "welcome", "rec_sms", "welcome", "marketing", None, None)])
     assert await stage.sendlog.claim([it.message_id]) == {it.message_id}
@@ -197,7 +197,7 @@ async def test_marketing_skips_opted_out_channel_and_falls_back(dhub: Hub) -> No
     pid = await make_profile(dhub, golden={"consent": {"email": "opted_out", "sms": "opted_in"}},
                              identities=[("email", "a@example.com"), ("phone", "+79161234567")])
     it = intent(pid, channel="outbox", fallbacks=["rec_sms"])
-    out = await DeliveryStage(dhub).handle([record(dhub, it)])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     [event] = events_of(out)
     assert event.type == "message.sent"
     assert event.properties["channel"] == "rec_sms"
@@ -210,7 +210,7 @@ async def test_transactional_message_ignores_marketing_opt_out(dhub: Hub) -> Non
     pid = await make_profile(dhub, golden={"consent": {"all": "opted_out"}},
                              identities=[("email", "a@example.com")])
     it = intent(pid, category="transactional")
-    out = await DeliveryStage(dhub).handle([record(dhub, it)])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     assert events_of(out)[0].type == "message.sent"
 
 
@@ -218,7 +218,7 @@ async def test_no_reachable_channel_is_a_failed_receipt_with_the_reasons(dhub: H
     pid = await make_profile(dhub, golden={"consent": {"email": "opted_out"}},
                              identities=[("email", "a@example.com"), ("crm_id", "C-1")])
     it = intent(pid, channel="outbox", fallbacks=["rec_sms"])
-    out = await DeliveryStage(dhub).handle([record(dhub, it)])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     assert out.dead == []
     [event] = events_of(out)
     assert event.type == "message.failed"
@@ -231,7 +231,7 @@ async def test_no_reachable_channel_is_a_failed_receipt_with_the_reasons(dhub: H
 
 async def test_suppressed_address_is_skipped_for_the_next_one(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("phone", "+79161112233"), ("phone", "+79164445566")])
-    stage = DeliveryStage(dhub)
+    stage = build_stage(dhub, "delivery")
     await stage.sendlog.suppress([("phone", "+79164445566", "rec_sms", "invalid number", "m0")])
     await stage.handle([record(dhub, intent(pid, channel="rec_sms"))])
     assert [m.to for m in RecordingChannel.sent] == ["+79161112233"]
@@ -241,7 +241,7 @@ async def test_merged_profile_is_followed_to_the_survivor(dhub: Hub) -> None:
     survivor = await make_profile(dhub, golden={"first_name": "Boris", "locale": "en"},
                                   identities=[("phone", "+79161234567")])
     merged = await make_profile(dhub, merged_into=survivor)
-    out = await DeliveryStage(dhub).handle([record(dhub, intent(merged, channel="rec_sms"))])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, intent(merged, channel="rec_sms"))])
     assert RecordingChannel.sent[0].text == "Welcome, Boris! Your account is ready."
     assert RecordingChannel.sent[0].profile_id == str(survivor)
     assert events_of(out)[0].profile_id == merged
@@ -250,7 +250,7 @@ async def test_merged_profile_is_followed_to_the_survivor(dhub: Hub) -> None:
 async def test_permanent_failure_is_a_failed_receipt_and_suppresses_the_address(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("phone", "+79160000000")])
     it = intent(pid, channel="rec_sms")
-    out = await DeliveryStage(dhub).handle([record(dhub, it)])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     assert out.dead == []
     [event] = events_of(out)
     assert event.type == "message.failed"
@@ -263,12 +263,12 @@ async def test_permanent_failure_is_a_failed_receipt_and_suppresses_the_address(
 
 async def test_unregistered_push_token_is_removed_from_the_profile(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("push_token", "live-token"), ("push_token", "dead-token")])
-    out = await DeliveryStage(dhub).handle([record(dhub, intent(pid, channel="rec_push"))])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, intent(pid, channel="rec_push"))])
     assert events_of(out)[0].type == "message.failed"
     tokens = await dhub.store.fetch("SELECT value FROM identities WHERE profile_id = $1", pid)
     assert [r["value"] for r in tokens] == ["live-token"]
     # The next message goes to the token that is left.
-    await DeliveryStage(dhub).handle([record(dhub, intent(pid, channel="rec_push"))])
+    await build_stage(dhub, "delivery").handle([record(dhub, intent(pid, channel="rec_push"))])
     assert [m.to for m in RecordingChannel.sent] == ["live-token"]
 
 
@@ -280,7 +280,7 @@ async def test_template_error_goes_to_the_dlq_and_the_batch_goes_on(dhub: Hub, t
     pid = await make_profile(dhub, golden={"first_name": "Anna"}, identities=[("phone", "+79161234567")])
     bad, good = intent(pid, channel="rec_sms", template="broken"), intent(pid, channel="rec_sms")
     rec = record(dhub, bad)
-    out = await DeliveryStage(dhub).handle([rec, record(dhub, good)])
+    out = await build_stage(dhub, "delivery").handle([rec, record(dhub, good)])
 
     [dead] = out.dead
     assert dead.failure_type == "template_error"
@@ -295,7 +295,7 @@ async def test_template_error_goes_to_the_dlq_and_the_batch_goes_on(dhub: Hub, t
 async def test_unexpected_exception_is_a_delivery_error_for_that_message_only(dhub: Hub) -> None:
     p1 = await make_profile(dhub, identities=[("phone", "+79169999999")])
     p2 = await make_profile(dhub, identities=[("phone", "+79161234567")])
-    out = await DeliveryStage(dhub).handle([record(dhub, intent(p1, channel="rec_sms")),
+    out = await build_stage(dhub, "delivery").handle([record(dhub, intent(p1, channel="rec_sms")),
                                             record(dhub, intent(p2, channel="rec_sms"))])
     [dead] = out.dead
     assert dead.failure_type == "delivery_error"
@@ -306,7 +306,7 @@ async def test_unexpected_exception_is_a_delivery_error_for_that_message_only(dh
 async def test_transient_errors_are_retried(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("phone", "+79161234567")])
     RecordingChannel.flaky["+79161234567"] = 2
-    out = await DeliveryStage(dhub).handle([record(dhub, intent(pid, channel="rec_sms"))])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, intent(pid, channel="rec_sms"))])
     assert events_of(out)[0].type == "message.sent"
     assert len(RecordingChannel.sent) == 1
 
@@ -314,11 +314,11 @@ async def test_transient_errors_are_retried(dhub: Hub) -> None:
 async def test_unreachable_channel_falls_back_then_dlq_when_all_are_down(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("email", "a@example.com"), ("phone", "+79161234567")])
     it = intent(pid, channel="rec_down", fallbacks=["rec_sms"])
-    out = await DeliveryStage(dhub).handle([record(dhub, it)])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     assert events_of(out)[0].properties["channel"] == "rec_sms"
 
     it2 = intent(pid, channel="rec_down", fallbacks=["no_such_channel"])
-    out2 = await DeliveryStage(dhub).handle([record(dhub, it2)])
+    out2 = await build_stage(dhub, "delivery").handle([record(dhub, it2)])
     [dead] = out2.dead
     assert dead.failure_type == "delivery_error"
     assert "rec_down: unreachable (connection refused)" in dead.error
@@ -329,7 +329,7 @@ async def test_unreachable_channel_falls_back_then_dlq_when_all_are_down(dhub: H
 async def test_bad_intent_and_unknown_profile(dhub: Hub) -> None:
     missing = uuid.uuid4()
     it = intent(missing)
-    out = await DeliveryStage(dhub).handle([record(dhub, b'{"message_id": 1}'), record(dhub, it)])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, b'{"message_id": 1}'), record(dhub, it)])
     [dead] = out.dead
     assert dead.failure_type == "schema_violation"
     assert out.messages == []  # no identity to name the profile by
@@ -340,14 +340,14 @@ async def test_bad_intent_and_unknown_profile(dhub: Hub) -> None:
 async def test_expired_intent_is_not_sent(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("phone", "+79161234567")])
     it = intent(pid, channel="rec_sms", expires_at=datetime.now(UTC) - timedelta(minutes=1))
-    out = await DeliveryStage(dhub).handle([record(dhub, it)])
+    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     assert RecordingChannel.sent == []
     assert "expired" in events_of(out)[0].properties["reason"]
 
 
 async def test_rate_limit_paces_a_channel(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("phone", "+79161234567")])
-    stage = DeliveryStage(dhub)
+    stage = build_stage(dhub, "delivery")
     channel = await dhub.channel("rec_sms")
     channel.limits = channel.limits.model_copy(update={"rate_per_second": 50.0, "burst": 1})
     loop = asyncio.get_running_loop()
@@ -363,11 +363,12 @@ async def test_stage_runs_on_the_bus_end_to_end(dhub: Hub) -> None:
     intents = [intent(pid) for _ in range(3)]
     for it in intents:
         await dhub.bus.publish(dhub.topics.messages, it.model_dump_json().encode(), key=str(pid).encode())
-    task = asyncio.create_task(dhub.run(["delivery"]))
+    pipeline = Pipeline(dhub, ["delivery"])
+    task = asyncio.create_task(pipeline.run())
     try:
-        await dhub.drain(idle_polls=3, timeout=30)
+        await pipeline.drain(idle_polls=3, timeout=30)
     finally:
-        dhub.stop_stages()
+        pipeline.stop()
         await task
     receipts = [Event.from_json(r.value) for r in await dhub.bus.read_all(dhub.topics.events)]
     assert sorted(e.properties["message_id"] for e in receipts) == sorted(i.message_id for i in intents)

@@ -34,8 +34,8 @@ from pydantic import BaseModel, SecretStr
 from cdp_hub import commands
 from cdp_hub.cli import build_parser
 from cdp_hub.config import Settings
-from cdp_hub.hub import STAGE_NAMES
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import STAGE_NAMES
 from cdp_hub.plugins import get_registry
 from cdp_hub.triggers.scenario import load_scenarios
 

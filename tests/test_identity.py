@@ -13,9 +13,9 @@ from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.resolver.dryrun import dry_run
 from cdp_hub.resolver.rules import IdentityRules, load_rules
-from cdp_hub.resolver.stage import ResolverStage
 
 from .test_resolver import event, records
 
@@ -50,7 +50,7 @@ def test_rules_load_from_toml_yaml_json_and_name_bad_keys(tmp_path: Path) -> Non
 
 
 async def test_a_value_on_too_many_profiles_gets_blocked(hub: Hub) -> None:
-    stage = ResolverStage(hub, rules=IdentityRules(max_profiles_per_value=2))
+    stage = build_stage(hub, "resolver", rules=IdentityRules(max_profiles_per_value=2))
     # Three customers with their own crm ids, all giving the store's phone at the till.
     for i in range(3):
         await stage.handle(records(event(("crm_id", f"K{i}"), ("email", f"k{i}@x.ru"), at=i)))
@@ -68,7 +68,7 @@ async def test_a_value_on_too_many_profiles_gets_blocked(hub: Hub) -> None:
 
 async def test_dry_run_reports_merges_and_splits_without_changing_anything(hub: Hub) -> None:
     today = IdentityRules(kinds={"device_id": {"links": False}})
-    stage = ResolverStage(hub, rules=today)
+    stage = build_stage(hub, "resolver", rules=today)
     await stage.handle(records(
         event(("email", "d1@x.ru"), ("device_id", "shared-tablet")),
         event(("email", "d2@x.ru"), ("device_id", "shared-tablet"), at=1),  # devices do not link today
@@ -104,7 +104,7 @@ async def test_cli_dry_run_and_conflicts(hub: Hub, pg_dsn: str, redis_url: str, 
 
     from cdp_hub.cli import main
 
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     await stage.handle(records(event(("crm_id", "Q1"), ("email", "q1@x.ru"))))
     await stage.handle(records(event(("crm_id", "Q2"), ("email", "q1@x.ru"), at=1)))  # refused: 2 crm ids
     monkeypatch.setenv("CDP_HUB_POSTGRES_DSN", pg_dsn)

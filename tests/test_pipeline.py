@@ -19,10 +19,14 @@ from cdp_hub.config import ChannelInstance
 from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import Pipeline
 
 from .conftest import hub_settings
 
 NOON_MSK = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+PIPELINES: dict[int, Pipeline] = {}
+"""The pipeline running for each hub the fixture yields (tests drain it)."""
 
 
 class ShopStub(Connector):
@@ -72,9 +76,11 @@ async def running_hub(bus_backend: str, tmp_path: Path, pg_dsn: str, redis_url: 
     hub = Hub(settings, metrics=Metrics())
     hub.clock = lambda: NOON_MSK
     await hub.start()
-    task = asyncio.create_task(hub.run())
+    pipeline = PIPELINES[id(hub)] = Pipeline(hub)
+    task = asyncio.create_task(pipeline.run())
     yield hub
-    hub.stop_stages()
+    pipeline.stop()
+    del PIPELINES[id(hub)]
     await asyncio.wait_for(task, 30)
     await hub.stop()
 
@@ -136,7 +142,7 @@ async def test_replaying_the_same_records_changes_nothing(running_hub: Hub) -> N
     await _until(settled)
     await ingestor.ingest(ShopStub(instance="shop"), records())  # re-ingest: same deterministic event ids
     await asyncio.sleep(1.0)
-    await hub.drain(idle_polls=5)
+    await PIPELINES[id(hub)].drain(idle_polls=5)
     assert await hub.store.fetchval("SELECT count(*) FROM events WHERE source = 'shop'") == 8
     assert await hub.store.fetchval("SELECT count(*) FROM messages") == 8
     assert await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'message.sent'") == 8

@@ -17,6 +17,7 @@ from cdp_hub.cli import main
 from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.resolver import find_profile, load_profile
 from cdp_hub.resolver.http import routes
 from cdp_hub.resolver.merge import MergeRefused, UnmergeError, merge_profiles, unmerge_profile
@@ -40,7 +41,7 @@ async def _pid(stage: ResolverStage, body: dict[str, Any]) -> uuid.UUID:
 
 
 async def test_wrong_merge_is_undone_and_events_follow_their_identities(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     anna = await _pid(stage, event(("email", "anna@x.ru"), traits={"first_name": "Anna", "city": "Omsk"}))
     await stage.handle(records(event(("email", "anna@x.ru"), type="order.placed", at=1,
                                      properties={"order_id": "a1"})))
@@ -80,7 +81,7 @@ async def test_wrong_merge_is_undone_and_events_follow_their_identities(hub: Hub
 
 
 async def test_manual_merge_respects_the_rules_unless_forced(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     a = await _pid(stage, event(("crm_id", "C1"), ("email", "m1@x.ru")))
     b = await _pid(stage, event(("crm_id", "C2"), ("email", "m2@x.ru"), at=1))
     c = await _pid(stage, event(("email", "m3@x.ru"), at=2, traits={"city": "Perm"}))
@@ -98,7 +99,7 @@ async def test_manual_merge_respects_the_rules_unless_forced(hub: Hub) -> None:
 
 async def test_cli_show_and_unmerge(hub: Hub, pg_dsn: str, redis_url: str, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     a = await _pid(stage, event(("email", "cli@x.ru"), traits={"first_name": "Cli"}))
     b = await _pid(stage, event(("phone", "+79160000200"), at=1))
     await stage.handle(records(event(("email", "cli@x.ru"), ("phone", "8 916 000-02-00"), at=2)))
@@ -129,7 +130,7 @@ async def _run(argv: list[str]) -> int:
 
 
 async def test_http_routes(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     pid = await _pid(stage, event(("email", "web@x.ru"), traits={"city": "Ufa"}))
     app = Starlette(routes=routes(hub))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:

@@ -18,9 +18,9 @@ from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.resolver import IdentityRules, find_profile, load_profile
-from cdp_hub.resolver.stage import ResolverStage
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 _offsets = itertools.count()
@@ -67,7 +67,7 @@ async def profile_count(hub: Hub) -> int:
 
 
 async def test_new_profile_attach_and_outputs(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     first = event(("email", " Anna@Example.com "), traits={"first_name": "Anna", "city": "Moscow"})
     out = await stage.handle(records(first))
     msgs = decoded(out)
@@ -94,7 +94,7 @@ async def test_new_profile_attach_and_outputs(hub: Hub) -> None:
 
 
 async def test_merge_into_oldest_with_audit_and_event(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     out_a = await stage.handle(records(event(("email", "a@x.ru"), traits={"first_name": "Ivan"})))
     old = uuid.UUID(decoded(out_a)[1]["profile_id"])
     out_b = await stage.handle(records(event(("phone", "+79160000001"), type="order.placed",
@@ -128,7 +128,7 @@ async def test_merge_into_oldest_with_audit_and_event(hub: Hub) -> None:
 
 
 async def test_replay_changes_nothing_and_emits_the_same(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     batch = records(
         event(("email", "r1@x.ru"), traits={"first_name": "R"}, rid="1"),
         event(("phone", "+79160000002"), rid="2"),
@@ -151,7 +151,7 @@ async def test_replay_changes_nothing_and_emits_the_same(hub: Hub) -> None:
 
 
 async def test_bad_and_blocked_records_go_to_dlq_and_the_batch_goes_on(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     good = event(("email", "ok@x.ru"))
     out = await stage.handle(records(
         b"{not json", event(("email", "not-an-email")), event(("email", "test@test.ru"), ("phone", "+70000000000")),
@@ -169,7 +169,7 @@ async def test_bad_and_blocked_records_go_to_dlq_and_the_batch_goes_on(hub: Hub)
 
 
 async def test_receipt_with_profile_id_follows_merges(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     a = uuid.UUID(decoded(await stage.handle(records(event(("email", "m1@x.ru")))))[1]["profile_id"])
     b = uuid.UUID(decoded(await stage.handle(records(event(("phone", "+79160000005"), at=1))))[1]["profile_id"])
     await stage.handle(records(event(("email", "m1@x.ru"), ("phone", "+79160000005"), at=2)))
@@ -188,7 +188,7 @@ async def test_receipt_with_profile_id_follows_merges(hub: Hub) -> None:
 
 
 async def test_consent_opt_out_wins_until_explicit_later_opt_in(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
 
     def consent(channel: str, status: str, at: int, source: str) -> dict[str, Any]:
         return event(("email", "c@x.ru"), type="consent.changed", source=source, at=at,
@@ -210,7 +210,7 @@ async def test_consent_opt_out_wins_until_explicit_later_opt_in(hub: Hub) -> Non
 
 
 async def test_two_crm_ids_never_merge_and_the_conflict_is_recorded(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     await stage.handle(records(event(("crm_id", "C1"), ("email", "k1@x.ru"))))
     await stage.handle(records(event(("crm_id", "C2"), ("phone", "+79160000006"), at=1)))
     out = await stage.handle(records(event(("crm_id", "C1"), ("phone", "+79160000006"), at=2)))
@@ -229,7 +229,7 @@ async def test_two_crm_ids_never_merge_and_the_conflict_is_recorded(hub: Hub) ->
 
 
 async def test_merge_size_cap_holds_the_merge(hub: Hub) -> None:
-    stage = ResolverStage(hub, rules=IdentityRules(max_merge_size=2))
+    stage = build_stage(hub, "resolver", rules=IdentityRules(max_merge_size=2))
     for i in range(3):
         await stage.handle(records(event(("email", f"cap{i}@x.ru"), at=i)))
     out = await stage.handle(records(event(*[("email", f"cap{i}@x.ru") for i in range(3)], at=5)))
@@ -244,7 +244,7 @@ async def test_survivorship_rules_per_trait(hub: Hub) -> None:
         "city": {"strategy": "most_frequent"},
         "last_name": {"strategy": "first_non_empty"},
     })
-    stage = ResolverStage(hub, rules=rules)
+    stage = build_stage(hub, "resolver", rules=rules)
     await stage.handle(records(
         event(("email", "s@x.ru"), source="shop", at=0, traits={"first_name": "Sasha", "city": "Omsk",
                                                                "last_name": "Petrov"}),
@@ -263,7 +263,7 @@ async def test_survivorship_rules_per_trait(hub: Hub) -> None:
 
 async def test_concurrent_workers_keep_one_profile_per_person(hub: Hub) -> None:
     """Two workers (own connections) resolve overlapping batches at once: no split or duplicate profile."""
-    stages = [ResolverStage(hub, rules=IdentityRules()) for _ in range(2)]
+    stages = [build_stage(hub, "resolver", rules=IdentityRules()) for _ in range(2)]
     people = 30
     batches: list[list[Record]] = [[], []]
     for p in range(people):
@@ -293,7 +293,7 @@ def test_migration_renders_for_both_dialects(gp: bool) -> None:
 
 
 async def test_a_merge_done_in_the_crm_merges_despite_the_crm_id_limit(hub: Hub) -> None:
-    stage = ResolverStage(hub)
+    stage = build_stage(hub, "resolver")
     await stage.handle(records(event(("crm_id", "C10"), ("email", "x10@x.ru"))))
     await stage.handle(records(event(("crm_id", "C11"), ("phone", "+79160000011"), at=1)))
     merge = event(("crm_id", "C10"), at=2, properties={"merged_identities": [{"kind": "crm_id", "value": "C11"}]})

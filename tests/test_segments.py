@@ -19,12 +19,12 @@ from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
 from cdp_hub.schema.events import Event
 from cdp_hub.segments import EventFact, Segment, SegmentEngine, compile_segment, load_segments, parse_segment
 from cdp_hub.triggers.scenario import Scenario
-from cdp_hub.triggers.stage import TriggerStage
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # noon in Moscow: outside every built-in quiet period
 
@@ -316,7 +316,7 @@ def _intents(out: StageOutput) -> list[MessageIntent]:
 async def test_trait_segments_are_checked_in_real_time_by_the_triggers_stage(hub: Hub) -> None:
     hub.clock = lambda: NOW
     engine = SegmentEngine(hub, [seg(MOSCOW_SUBSCRIBERS)])
-    stage = TriggerStage(hub, [], segments=engine)
+    stage = build_stage(hub, "triggers", scenarios=[], segments=engine)
     anna = await add_profile(hub, {"city": "Москва", "consent": {"email": "opted_in"}})
     boris = await add_profile(hub, {"city": "Москва", "consent": {"email": "opted_out"}})
     batch = [_record("customer.updated", anna, NOW, "u1"), _record("customer.updated", boris, NOW, "u2")]
@@ -348,7 +348,7 @@ async def test_batch_and_real_time_name_the_same_trait_change_with_the_same_even
     """A recompute racing the stream must not greet twice: both name the change by the record's version."""
     hub.clock = lambda: NOW
     engine = SegmentEngine(hub, [seg(MOSCOW_SUBSCRIBERS)])
-    stage = TriggerStage(hub, [], segments=engine)
+    stage = build_stage(hub, "triggers", scenarios=[], segments=engine)
     anna = await add_profile(hub, {"city": "Москва", "consent": {"email": "opted_in"}})
     out = await stage.handle([_record("customer.updated", anna, NOW, "u1")])  # decided, not yet durable
     [realtime] = _segment_events(out)
@@ -369,7 +369,7 @@ async def test_scenarios_see_segment_membership(hub: Hub) -> None:
         "id": "vip_offer", "trigger": {"event": "product.viewed"}, "channel": "email", "template": "t",
         "conditions": [{"field": "profile.segments", "op": "contains", "value": "vip"}]})
     engine = SegmentEngine(hub)
-    stage = TriggerStage(hub, [vip_offer], segments=engine)
+    stage = build_stage(hub, "triggers", scenarios=[vip_offer], segments=engine)
     rich, poor = await add_profile(hub), await add_profile(hub)
     await add_event(hub, rich, "order.paid", NOW - timedelta(days=3), order_id="r", total="75000")
     await engine.recompute("vip")
@@ -380,7 +380,7 @@ async def test_scenarios_see_segment_membership(hub: Hub) -> None:
 
 async def test_win_back_starts_when_a_customer_enters_lapsed_customers(hub: Hub) -> None:
     hub.clock = lambda: NOW
-    stage = TriggerStage(hub)
+    stage = build_stage(hub, "triggers")
     pid = await add_profile(hub)
     lapsed = _record("segment.entered", pid, NOW, "s1", segment="lapsed_customers")
     vip = _record("segment.entered", pid, NOW, "s2", segment="vip")
@@ -394,7 +394,7 @@ async def test_lapsed_customers_recompute_drives_the_win_back_scenario(hub: Hub)
     """From the warehouse to a message intent: recompute ─▶ segment.entered ─▶ triggers ─▶ win_back."""
     hub.clock = lambda: NOW
     engine = SegmentEngine(hub)
-    stage = TriggerStage(hub, segments=engine)
+    stage = build_stage(hub, "triggers", segments=engine)
     gone, active = await add_profile(hub), await add_profile(hub)
     await add_event(hub, gone, "order.paid", NOW - timedelta(days=95), order_id="g", total="500")
     await add_event(hub, active, "order.paid", NOW - timedelta(days=95), order_id="a1", total="500")

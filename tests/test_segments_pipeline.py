@@ -16,12 +16,16 @@ from cdp_hub.config import ChannelInstance
 from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
+from cdp_hub.pipeline.build import Pipeline
 from cdp_hub.schema import parse_event
 from cdp_hub.segments import BirthdayScheduler, SegmentEngine
 
 from .conftest import hub_settings
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # noon in Moscow
+
+PIPELINES: dict[int, Pipeline] = {}
+"""The pipeline running for each hub the fixture yields (tests drain it)."""
 
 
 @pytest.fixture
@@ -32,9 +36,11 @@ async def running_hub(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncItera
     hub.hotstate.prefix = f"t{uuid.uuid4().hex[:10]}:"  # segment caches are keyed by segment id: keep tests apart
     hub.clock = lambda: NOW
     await hub.start()
-    task = asyncio.create_task(hub.run(["resolver", "triggers", "delivery"]))
+    pipeline = PIPELINES[id(hub)] = Pipeline(hub, ["resolver", "triggers", "delivery"])
+    task = asyncio.create_task(pipeline.run())
     yield hub
-    hub.stop_stages()
+    pipeline.stop()
+    del PIPELINES[id(hub)]
     await asyncio.wait_for(task, 30)
     keys = [k async for k in hub.hotstate.redis.scan_iter(match=hub.hotstate.prefix + "*")]
     if keys:
@@ -92,6 +98,6 @@ async def test_win_back_and_birthday_through_the_pipeline(running_hub: Hub, tmp_
     again = await engine.recompute("lapsed_customers")
     assert (again.entered, again.exited) == (0, 0)
     await BirthdayScheduler(hub).run()
-    await hub.drain()
+    await PIPELINES[id(hub)].drain()
     assert await _sent(hub) == {"welcome": 1, "win_back": 1, "birthday": 1}
     assert await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'profile.birthday'") == 1

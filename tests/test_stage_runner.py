@@ -11,20 +11,22 @@ from cdp_hub import Connector, hookimpl
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.dlq import dead_letter_from_error
-from cdp_hub.dlq.stage import DeadLetterStage, replay_dead_letters
+from cdp_hub.dlq.replay import replay_dead_letters
 from cdp_hub.errors import RecordError
 from cdp_hub.hub import Hub
-from cdp_hub.pipeline.stage import Stage, StageOutput, StageRunner
+from cdp_hub.pipeline.build import build_stage, stage_context
+from cdp_hub.pipeline.runner import StageRunner
+from cdp_hub.pipeline.stage import Decoded, Stage, StageOutput
 from cdp_hub.plugins import load_plugins
 
 
-class Flaky(Stage):
+class Flaky(Stage[bytes]):
     """Doubles each value onto an output topic; fails the first two attempts of its first batch."""
 
     name = "flaky"
 
     def __init__(self, hub: Hub) -> None:
-        super().__init__(hub)
+        super().__init__(stage_context(hub))
         self.attempts = 0
         self.seen: list[bytes] = []
 
@@ -32,12 +34,16 @@ class Flaky(Stage):
     def topics(self) -> Sequence[str]:
         return ["in"]
 
-    async def handle(self, records: Sequence[Record]) -> StageOutput:
+    def decode(self, record: Record) -> bytes:
+        return record.value
+
+    async def process(self, batch: Sequence[Decoded[bytes]]) -> StageOutput:
         self.attempts += 1
         if self.attempts <= 2:
             raise ConnectionError("database went away")
         out = StageOutput()
-        for r in records:
+        for item in batch:
+            r = item.record
             if r.value == b"bad":
                 out.dead.append(dead_letter_from_error(RecordError("bad value", field="value"), stage=self.name,
                                                        payload=r.value, record=r))
@@ -51,7 +57,7 @@ async def test_a_failing_batch_is_retried_and_committed_once(hub: Hub) -> None:
     for v in (b"a", b"bad", b"c"):
         await hub.bus.publish("in", v, key=b"k")
     stage = Flaky(hub)
-    runner = StageRunner(stage, poll_timeout_ms=20)
+    runner = StageRunner(stage, hub.bus, poll_timeout_ms=20)
     task = asyncio.create_task(runner.run())
     for _ in range(200):
         if runner.processed == 3:
@@ -94,7 +100,7 @@ async def test_a_fixed_raw_record_is_replayed_through_its_connector(hub: Hub) ->
     result = await Ingestor(hub).ingest(Till(instance="till"), [{"id": "t1", "phone": "nope"}])
     assert result.dead == 1
     dlq_id = result.errors[0].dlq_id
-    runner = StageRunner(DeadLetterStage(hub), poll_timeout_ms=20)
+    runner = StageRunner(build_stage(hub, "dlq"), hub.bus, poll_timeout_ms=20)
     task = asyncio.create_task(runner.run())
     for _ in range(200):
         if await hub.store.fetchval("SELECT count(*) FROM dead_letters") == 1:

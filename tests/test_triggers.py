@@ -13,6 +13,7 @@ import pytest
 from cdp_hub.bus.base import Record
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
+from cdp_hub.pipeline.build import build_stage
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
 from cdp_hub.triggers.scenario import Condition, QuietHours, Scenario, load_scenarios, parse_duration
@@ -98,7 +99,7 @@ def _intents(out: StageOutput) -> list[MessageIntent]:
 
 def _stage(hub: Hub, now: datetime, scenarios: list[Scenario] | None = None) -> TriggerStage:
     hub.clock = lambda: now
-    return TriggerStage(hub, scenarios)
+    return build_stage(hub, "triggers", scenarios=scenarios)
 
 
 async def test_welcome_fires_once_per_profile_even_on_replay(hub: Hub) -> None:

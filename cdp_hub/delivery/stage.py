@@ -25,20 +25,22 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
-from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
+from cdp_hub.config import Settings
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, SchemaViolation
-from cdp_hub.pipeline.stage import Stage, StageOutput
+from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.messages import MessageIntent
+from cdp_hub.store import Store
 
 from .batching import SendBatcher
 from .profiles import ProfileSnapshot, load_profiles
@@ -47,10 +49,7 @@ from .receipts import receipt_event, receipt_message
 from .rendering import TemplateError, TemplateRenderer
 from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
 
-if TYPE_CHECKING:
-    from cdp_hub.hub import Hub
-
-__all__ = ["Delivered", "DeliveryStage", "message_locale", "template_context"]
+__all__ = ["ChannelProvider", "Delivered", "DeliveryOptions", "DeliveryStage", "message_locale", "template_context"]
 
 log = logging.getLogger(__name__)
 
@@ -83,39 +82,73 @@ class _Batch:
     remove_identities: list[tuple[str, str]] = field(default_factory=list)
 
 
-class DeliveryStage(Stage):
+ChannelProvider = Callable[[str], Awaitable[Channel]]
+"""A started channel instance by its configured name (raises ConfigurationError when there is none)."""
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """The delivery settings the stage uses (see :class:`~cdp_hub.config.Settings` for each)."""
+
+    templates_dir: Path | None = None
+    default_locale: str = "ru"
+    default_currency: str = "RUB"
+    concurrency: int = 512
+    retry_attempts: int = 4
+    retry_backoff: float = 0.5
+    retry_max_wait: float = 30.0
+    unsubscribe_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryOptions:
+        return cls(templates_dir=settings.templates_dir, default_locale=settings.default_locale,
+                   default_currency=settings.default_currency, concurrency=settings.delivery_concurrency,
+                   retry_attempts=settings.delivery_retry_attempts, retry_backoff=settings.delivery_retry_backoff,
+                   retry_max_wait=settings.delivery_retry_max_wait, unsubscribe_url=settings.unsubscribe_url)
+
+
+class DeliveryStage(Stage[MessageIntent]):
     """Consumes ``cdp.messages``; sends through channel plugins; publishes ``message.*`` receipts."""
 
     name: ClassVar[str] = "delivery"
 
-    def __init__(self, hub: Hub) -> None:
-        super().__init__(hub)
-        settings = hub.settings
-        self.sendlog = SendLog(hub.store)
-        self.renderer = TemplateRenderer(settings.templates_dir, default_locale=settings.default_locale,
-                                         default_currency=settings.default_currency)
-        self.concurrency = max(1, settings.delivery_concurrency)
-        self.retry_attempts = max(1, settings.delivery_retry_attempts)
-        self.retry_backoff = settings.delivery_retry_backoff
-        self.retry_max_wait = settings.delivery_retry_max_wait
+    def __init__(self, ctx: StageContext, *, store: Store, channels: ChannelProvider,
+                 options: DeliveryOptions) -> None:
+        super().__init__(ctx)
+        self.store = store
+        self.channel = channels
+        self.options = options
+        self.sendlog = SendLog(store)
+        self.renderer = TemplateRenderer(options.templates_dir, default_locale=options.default_locale,
+                                         default_currency=options.default_currency)
+        self.concurrency = max(1, options.concurrency)
+        self.retry_attempts = max(1, options.retry_attempts)
+        self.retry_backoff = options.retry_backoff
+        self.retry_max_wait = options.retry_max_wait
         self._pacers: dict[str, ChannelPacer] = {}
         self._batchers: dict[str, SendBatcher] = {}
 
     @property
     def topics(self) -> Sequence[str]:
-        return [self.hub.topics.messages]
+        return [self.ctx.topics.messages]
 
     # -- the batch ------------------------------------------------------------------------------------
 
-    async def handle(self, records: Sequence[Record]) -> StageOutput:
+    def decode(self, record: Record) -> MessageIntent:
+        intent = MessageIntent.model_validate_json(record.value)
+        try:
+            uuid.UUID(intent.profile_id)
+        except ValueError:
+            raise SchemaViolation(f"profile_id: not a UUID: {intent.profile_id[:80]!r}", field="profile_id",
+                                  record_id=intent.message_id, source=intent.scenario) from None
+        return intent
+
+    async def process(self, decoded: Sequence[Decoded[MessageIntent]]) -> StageOutput:
         batch = _Batch()
         intents: dict[str, tuple[MessageIntent, Record]] = {}
-        for record in records:
-            intent = self._parse(record, batch)
-            if intent is not None and intent.message_id not in intents:  # a duplicate in one batch: once
-                intents[intent.message_id] = (intent, record)
-        if not intents:
-            return StageOutput(batch.messages, batch.dead)
+        for item in decoded:
+            if item.value.message_id not in intents:  # a duplicate in one batch: once
+                intents[item.value.message_id] = (item.value, item.record)
 
         await self.sendlog.register([
             (i.message_id, uuid.UUID(i.profile_id), i.scenario, i.channel, i.template, i.category, i.locale,
@@ -132,16 +165,6 @@ class DeliveryStage(Stage):
             await self._deliver_all(work, batch)
         return StageOutput(batch.messages, batch.dead)
 
-    def _parse(self, record: Record, batch: _Batch) -> MessageIntent | None:
-        try:
-            intent = MessageIntent.model_validate_json(record.value)
-            uuid.UUID(intent.profile_id)
-            return intent
-        except (ValidationError, ValueError) as exc:
-            err = SchemaViolation(f"not a message intent: {exc}".splitlines()[0][:500], field="<record>")
-            batch.dead.append(dead_letter_from_error(err, stage=self.name, payload=record.value, record=record))
-            return None
-
     async def _reemit(self, rows: dict[str, LogRow], batch: _Batch) -> None:
         """Receipts of messages already final: the crash may have come before they were published."""
         for row in rows.values():
@@ -156,19 +179,19 @@ class DeliveryStage(Stage):
                 receipt.occurred_at = row.final_at
             event = receipt_event(receipt, channel=row.channel, identity=(row.address_kind, row.address),
                                   profile_id=row.profile_id, scenario=row.scenario, template=row.template)
-            batch.messages.append(receipt_message(self.hub.topics.events, event))
+            batch.messages.append(receipt_message(self.ctx.topics.events, event))
 
     async def _deliver_all(self, work: list[tuple[MessageIntent, Record]], batch: _Batch) -> None:
-        # Channels first, one at a time: hub.channel() starts an instance on first use.
+        # Channels first, one at a time: the provider starts an instance on first use.
         channels: dict[str, Channel | ConfigurationError] = {}
         for intent, _ in work:
             for name in (intent.channel, *intent.fallbacks):
                 if name not in channels:
                     try:
-                        channels[name] = await self.hub.channel(name)
+                        channels[name] = await self.channel(name)
                     except ConfigurationError as exc:
                         channels[name] = exc
-        profiles = await load_profiles(self.hub.store, {i.profile_id for i, _ in work})
+        profiles = await load_profiles(self.store, {i.profile_id for i, _ in work})
         candidates: set[tuple[str, str]] = set()
         for intent, _ in work:
             snap = profiles.get(intent.profile_id)
@@ -213,7 +236,7 @@ class DeliveryStage(Stage):
                 deferred.append(Outcome(intent.message_id, status, intent.channel, error=result.error[:1000]))
                 continue
             batch.outcomes.append(result.outcome)
-            self.hub.metrics.messages.labels(result.outcome.channel, result.outcome.status).inc()
+            self.ctx.metrics.messages.labels(result.outcome.channel, result.outcome.status).inc()
             if result.suppress:
                 batch.suppress.append(result.suppress)
             if result.remove_identity:
@@ -222,7 +245,7 @@ class DeliveryStage(Stage):
                 event = receipt_event(result.receipt, channel=result.outcome.channel, identity=result.identity,
                                       profile_id=intent.profile_id, scenario=intent.scenario,
                                       template=intent.template, status_detail=result.status_detail)
-                batch.messages.append(receipt_message(self.hub.topics.events, event))
+                batch.messages.append(receipt_message(self.ctx.topics.events, event))
         await self.sendlog.record(batch.outcomes + deferred)
         await self.sendlog.suppress(batch.suppress)
         await self.sendlog.remove_identities(batch.remove_identities)
@@ -244,7 +267,7 @@ class DeliveryStage(Stage):
             channel = channels.get(name)
             if channel is None:
                 try:
-                    channel = channels[name] = await self.hub.channel(name)
+                    channel = channels[name] = await self.channel(name)
                 except ConfigurationError as exc:
                     channel = channels[name] = exc
             if isinstance(channel, ConfigurationError):
@@ -278,7 +301,7 @@ class DeliveryStage(Stage):
     def build_message(self, intent: MessageIntent, profile: ProfileSnapshot, channel: Channel,
                       instance: str, address: str) -> OutboundMessage:
         """Render the intent's template for ``channel`` into an :class:`OutboundMessage`."""
-        settings = self.hub.settings
+        settings = self.options
         unsubscribe = None
         if settings.unsubscribe_url and intent.category == "marketing":
             unsubscribe = settings.unsubscribe_url.format(message_id=intent.message_id,

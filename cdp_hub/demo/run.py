@@ -51,6 +51,7 @@ def _noon_moscow() -> datetime:
 async def run_demo(*, customers: int = 1000, seed: int = 7, data_dir: Path | None = None) -> dict[str, Any]:
     from cdp_hub.demo.data import generate
     from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.build import Pipeline
 
     started = time.perf_counter()
     temporary = data_dir is None
@@ -64,14 +65,15 @@ async def run_demo(*, customers: int = 1000, seed: int = 7, data_dir: Path | Non
     try:
         async with hub:
             data = await asyncio.to_thread(generate, customers, seed)
-            stages = asyncio.create_task(hub.run())
+            pipeline = Pipeline(hub)
+            stages = asyncio.create_task(pipeline.run())
             ingestor = Ingestor(hub)
             ingested: dict[str, IngestResult] = {}
             for connector_type, records in data.items():
                 connector = hub.connector(connector_type)
                 ingested[connector_type] = await ingestor.ingest(connector, records)
-            await hub.drain(idle_polls=4, timeout=300)
-            hub.stop_stages()
+            await pipeline.drain(idle_polls=4, timeout=300)
+            pipeline.stop()
             await stages
             summary = await _summary(hub, ingested)
     finally:

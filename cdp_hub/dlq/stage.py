@@ -1,147 +1,54 @@
-"""The DLQ archiver stage and replay: ``cdp.dlq`` -> ``dead_letters`` (PostgreSQL) -> back into the flow.
+"""The DLQ archiver stage: ``cdp.dlq`` -> ``dead_letters`` (PostgreSQL), where list and replay find them.
 
-    [cdp.dlq] ─▶ DeadLetterStage ─▶ dead_letters table ─▶ `cdp-hub dlq list` / GET /v1/dlq
+    [cdp.dlq] ─▶ DeadLetterStage ─▶ dead_letters table ─▶ `cdp-hub dlq list` / GET /v1/dlq   (dlq.replay)
                                                        └▶ `cdp-hub dlq replay` ─▶ original topic, or the
                                                           connector again for raw source records
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import orjson
 
 from cdp_hub.bus.base import Record
-from cdp_hub.dlq import DeadLetter
-from cdp_hub.errors import ConfigurationError
-from cdp_hub.pipeline.stage import Stage, StageOutput
+from cdp_hub.dlq.envelope import DeadLetter
+from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
+from cdp_hub.store import Store
 
-if TYPE_CHECKING:
-    from cdp_hub.hub import Hub
-
-__all__ = ["DeadLetterStage", "ReplayResult", "list_dead_letters", "replay_dead_letters"]
+__all__ = ["DeadLetterStage"]
 
 
-class DeadLetterStage(Stage):
+class DeadLetterStage(Stage[DeadLetter]):
     """Archives every dead letter in PostgreSQL (idempotent by ``dlq_id``)."""
 
     name = "dlq"
 
+    def __init__(self, ctx: StageContext, *, store: Store) -> None:
+        super().__init__(ctx)
+        self.store = store
+
     @property
     def topics(self) -> Sequence[str]:
-        return [self.hub.topics.dlq]
+        return [self.ctx.topics.dlq]
 
-    async def handle(self, records: Sequence[Record]) -> StageOutput:
+    def decode(self, record: Record) -> DeadLetter:
+        try:
+            return DeadLetter.model_validate_json(record.value)
+        except ValueError:
+            # Not our envelope (someone else wrote to the topic): keep it anyway, as raw text. A dead letter
+            # of a dead letter would only loop.
+            return DeadLetter(failure_type="processing_error", stage="unknown", error="unparseable DLQ entry",
+                              payload=record.value.decode("utf-8", "replace"))
+
+    async def process(self, batch: Sequence[Decoded[DeadLetter]]) -> StageOutput:
         rows = []
-        for rec in records:
-            try:
-                d = DeadLetter.model_validate_json(rec.value)
-            except ValueError:
-                # Not our envelope (someone else wrote to the topic): keep it anyway, as raw text.
-                d = DeadLetter(failure_type="processing_error", stage="unknown", error="unparseable DLQ entry",
-                               payload=rec.value.decode("utf-8", "replace"))
+        for item in batch:
+            d = item.value
             rows.append((d.dlq_id, d.failure_type, d.stage, d.source, d.record_id, d.error, d.field,
                          orjson.loads(d.model_dump_json()), d.failed_at))
-        await self.hub.store.pool.executemany(
+        await self.store.pool.executemany(
             """INSERT INTO dead_letters (dlq_id, failure_type, stage, source, record_id, error, field, envelope,
                                          failed_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dlq_id) DO NOTHING""", rows)
         return StageOutput()
-
-
-async def list_dead_letters(hub: Hub, *, limit: int = 100, failure_type: str | None = None,
-                            source: str | None = None, include_replayed: bool = False) -> list[dict[str, Any]]:
-    rows = await hub.store.fetch(
-        """SELECT envelope, replayed_at, replay_result FROM dead_letters
-           WHERE ($1::text IS NULL OR failure_type = $1) AND ($2::text IS NULL OR source = $2)
-             AND ($3 OR replayed_at IS NULL)
-           ORDER BY failed_at DESC LIMIT $4""", failure_type, source, include_replayed, limit)
-    out = []
-    for r in rows:
-        item = dict(r["envelope"])
-        item["replayed_at"] = r["replayed_at"].isoformat() if r["replayed_at"] else None
-        item["replay_result"] = r["replay_result"]
-        out.append(item)
-    return out
-
-
-@dataclass
-class ReplayResult:
-    replayed: int = 0
-    failed_again: int = 0
-    skipped: int = 0
-    details: list[str] = field(default_factory=list)
-
-
-async def replay_dead_letters(
-    hub: Hub,
-    *,
-    ids: Sequence[str] = (),
-    failure_type: str | None = None,
-    source: str | None = None,
-    fixes: Mapping[str, Any] | None = None,
-    again: bool = False,
-    dry_run: bool = False,
-) -> ReplayResult:
-    """Put dead letters back: raw source records through their connector, others onto their topic.
-
-    ``fixes`` maps a ``dlq_id`` to a corrected payload (a JSON object or string) that replaces the original.
-    A record that fails again becomes a new dead letter; the old one is marked replayed either way.
-    """
-    from cdp_hub.connector.ingest import Ingestor
-
-    rows = await hub.store.fetch(
-        """SELECT dlq_id, envelope FROM dead_letters
-           WHERE (cardinality($1::text[]) = 0 OR dlq_id = ANY($1::text[]))
-             AND ($2::text IS NULL OR failure_type = $2) AND ($3::text IS NULL OR source = $3)
-             AND ($4 OR replayed_at IS NULL)
-           ORDER BY failed_at""", list(ids), failure_type, source, again)
-    result = ReplayResult()
-    fixes = fixes or {}
-    ingestor = Ingestor(hub)
-    for row in rows:
-        d = DeadLetter.model_validate(row["envelope"])
-        fixed = fixes.get(d.dlq_id)
-        if fixed is not None:
-            payload = fixed.encode() if isinstance(fixed, str) else orjson.dumps(fixed)
-        else:
-            payload = d.payload_bytes()
-        if dry_run:
-            result.details.append(f"{d.dlq_id}: would replay to {d.replay_topic or '?'}")
-            continue
-        if d.replay_topic == "connector":
-            if not d.connector:
-                result.skipped += 1
-                result.details.append(f"{d.dlq_id}: no connector recorded; cannot replay")
-                continue
-            connector = _connector_for(hub, d)
-            res = await ingestor.ingest(connector, [orjson.loads(payload)], stream=d.stream)
-            ok = res.dead == 0
-        elif d.replay_topic:
-            await hub.bus.publish(d.replay_topic, payload, key=(d.source or "").encode() or None)
-            ok = True  # it goes through its stage again; a new failure is a new dead letter
-        else:
-            result.skipped += 1
-            result.details.append(f"{d.dlq_id}: no replay topic")
-            continue
-        if ok:
-            result.replayed += 1
-        else:
-            result.failed_again += 1
-        await hub.store.execute(
-            "UPDATE dead_letters SET replayed_at = now(), replay_result = $2 WHERE dlq_id = $1",
-            d.dlq_id, "replayed" if ok else "failed again")
-    return result
-
-
-def _connector_for(hub: Hub, d: DeadLetter) -> Any:
-    assert d.connector is not None
-    if d.source and d.source in hub.settings.connectors:
-        return hub.connector(d.source)
-    try:
-        cls = hub.registry.connector(d.connector)
-    except ConfigurationError:
-        raise
-    return cls({}, instance=d.source or d.connector, http=hub.http, normalization=hub.settings.normalization)

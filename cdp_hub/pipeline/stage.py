@@ -1,35 +1,44 @@
-"""The stage runner: consume a batch, do the work, publish the output, then commit.
+"""What a stage is: a consumer group that decodes records, does its work, and says what it produced.
 
-    getmany ─▶ Stage.handle(batch) ─▶ publish_many(outputs + dead letters) ─▶ commit offsets
-                 (durable writes)        (acks=all: durable when it returns)    (only now)
+    records ─▶ Stage.handle ─┬─ decode(record) per record ─ bad ─▶ dead letter (one policy, below)
+                             └─ process(decoded batch) ─▶ StageOutput(messages, dead, on_durable)
 
-A crash anywhere before the commit replays the batch; stages are idempotent, so a replay changes nothing.
-A batch that fails as a whole (database down, broker unreachable) is retried with backoff, in order, until
-it succeeds or the stage is stopped; one bad record never fails the batch: it becomes a dead letter.
+A stage receives everything it uses in its constructor: a :class:`StageContext` (topics, metrics, clock, a
+publisher for work outside a batch) plus its own repositories and hot-state operations. It never sees the
+hub. :mod:`cdp_hub.pipeline` builds the stages; :mod:`cdp_hub.pipeline.runner` runs them.
+
+The dead-letter policy for decoding is the same for every stage:
+
+- a :class:`~cdp_hub.errors.RecordError` (bad input, typed) becomes a dead letter of its own failure type;
+- a value the model rejects (pydantic ``ValidationError``, bad JSON, bad UTF-8: any ``ValueError``) becomes a
+  ``schema_violation`` naming the first failing field;
+- anything else is a bug: the record is dead-lettered as ``processing_error`` with a traceback summary,
+  counted in ``cdp_stage_record_bugs`` and logged at ERROR, and the batch goes on.
 """
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import logging
-import random
-import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from datetime import datetime
+from pathlib import PurePath
+from typing import Any, ClassVar, Generic, TypeVar
 
-from cdp_hub.bus.base import Consumer, OutgoingMessage, Record, TopicPartition
-from cdp_hub.dlq import DeadLetter
+from pydantic import ValidationError
 
-if TYPE_CHECKING:
-    from cdp_hub.hub import Hub
+from cdp_hub.bus.base import OutgoingMessage, Record, Topics
+from cdp_hub.dlq import DeadLetter, dead_letter_from_error
+from cdp_hub.errors import RecordError, SchemaViolation
+from cdp_hub.metrics import Metrics
 
-__all__ = ["Stage", "StageOutput", "StageRunner"]
+__all__ = ["Decoded", "Stage", "StageContext", "StageOutput", "decode_failure"]
 
 log = logging.getLogger(__name__)
 
-LAG_REPORT_SECONDS = 5.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,18 +51,41 @@ class StageOutput:
     on_durable: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
 
-class Stage(abc.ABC):
-    """One consumer-group stage of the pipeline."""
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage is given: where records go, how it counts, what time it is.
+
+    ``publish`` is for output produced outside a batch (timers that come due while the stage is idle); output
+    of a batch goes in its :class:`StageOutput`, which the runner publishes before it commits.
+    """
+
+    topics: Topics
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    publish: Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
+    group_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded(Generic[T]):
+    """A record and what :meth:`Stage.decode` made of it."""
+
+    record: Record
+    value: T
+
+
+class Stage(abc.ABC, Generic[T]):
+    """One consumer-group stage of the pipeline. Subclasses implement :meth:`decode` and :meth:`process`."""
 
     name: ClassVar[str]
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
 
     @property
     def group(self) -> str:
         # The topic prefix names a deployment (or a test run): its groups must not mix with another's.
-        return f"{self.hub.settings.topic_prefix}cdp-hub.{self.name}"
+        return f"{self.ctx.group_prefix}cdp-hub.{self.name}"
 
     @property
     @abc.abstractmethod
@@ -69,128 +101,56 @@ class Stage(abc.ABC):
         """Called when a poll returned nothing (timers, flushes). Must be idempotent."""
 
     @abc.abstractmethod
+    def decode(self, record: Record) -> T:
+        """One record's value as this stage works with it. Raise :class:`~cdp_hub.errors.RecordError` (or let
+        the model raise ``ValueError``) for a record that is not valid: it is dead-lettered, the batch goes on."""
+
+    @abc.abstractmethod
+    async def process(self, batch: Sequence[Decoded[T]]) -> StageOutput:
+        """Do the work for the decoded records; make its effects durable (database writes) before returning."""
+
     async def handle(self, records: Sequence[Record]) -> StageOutput:
-        """Process a batch; make its effects durable (database writes) before returning."""
-
-
-def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
-    out: dict[TopicPartition, int] = {}
-    for rec in records:
-        tp = rec.tp
-        if rec.offset + 1 > out.get(tp, -1):
-            out[tp] = rec.offset + 1
-    return out
-
-
-class StageRunner:
-    """Runs one stage until ``stop()``; several runners may share the process (``cdp-hub run``)."""
-
-    def __init__(self, stage: Stage, *, batch_size: int = 500, poll_timeout_ms: int = 200) -> None:
-        self.stage = stage
-        self.batch_size = batch_size
-        self.poll_timeout_ms = poll_timeout_ms
-        self._stopping = asyncio.Event()
-        self.processed = 0
-        self.idle_polls = 0
-        self.last_progress = time.monotonic()
-        """When the loop last finished a poll (idle or a committed batch); /healthz reads it."""
-        self._lag_labels: set[tuple[str, str, str]] = set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        hub = self.stage.hub
-        await self.stage.setup()
-        consumer = hub.bus.consumer(self.stage.topics, group=self.stage.group,
-                                    client_id=f"{hub.settings.kafka_client_id}.{self.stage.name}")
-        await consumer.start()
-        next_lag_report = 0.0
-        try:
-            while not self._stopping.is_set():
-                if time.monotonic() >= next_lag_report:
-                    next_lag_report = time.monotonic() + LAG_REPORT_SECONDS
-                    await self._report_lag(consumer)
-                records = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
-                if not records:
-                    self.idle_polls += 1
-                    await self._with_retry(self.stage.idle)
-                else:
-                    self.idle_polls = 0
-                    await self._process(consumer, records)
-                self._progress()
-        finally:
-            await consumer.stop()
-            await self.stage.teardown()
-
-    async def _report_lag(self, consumer: Consumer) -> None:
-        try:
-            lag = await consumer.lag()
-        except Exception:  # lag is for dashboards; never let it stop the stage
-            log.debug("lag report failed", exc_info=True)
-            return
-        gauge = self.stage.hub.metrics.consumer_lag
-        labels = set()
-        for tp, behind in lag.items():
-            key = (self.stage.name, tp.topic, str(tp.partition))
-            labels.add(key)
-            gauge.labels(*key).set(behind)
-        # Partitions this member lost in a rebalance are another member's to report now.
-        for key in self._lag_labels - labels:
-            try:
-                gauge.remove(*key)
-            except KeyError:
-                pass
-        self._lag_labels = labels
-
-    def _progress(self) -> None:
-        self.last_progress = time.monotonic()
-        self.stage.hub.metrics.stage_last_progress.labels(self.stage.name).set_to_current_time()
-
-    def stuck_for(self) -> float:
-        """Seconds since the loop last made progress (a batch retrying forever shows up here)."""
-        return time.monotonic() - self.last_progress
-
-    async def _process(self, consumer: Consumer, records: Sequence[Record]) -> None:
-        hub, stage = self.stage.hub, self.stage
-        started = time.perf_counter()
-
-        async def attempt() -> None:
-            out = await stage.handle(records)
-            dlq_topic = hub.topics.dlq
-            msgs = list(out.messages)
-            msgs.extend(d.to_message(dlq_topic) for d in out.dead)
-            if msgs:
-                await hub.bus.publish_many(msgs)
-            for callback in out.on_durable:
-                await callback()
-            for d in out.dead:
-                hub.metrics.dlq.labels(stage.name, d.failure_type).inc()
-                log.info("dead letter from %s: %s", stage.name, d.error)
-            await consumer.commit(_next_offsets(records))
-
-        await self._with_retry(attempt)
-        now_ms = time.time() * 1000
-        latency = hub.metrics.stage_event_latency.labels(stage.name)
+        """Decode every record under the one dead-letter policy, then :meth:`process` the good ones."""
+        batch: list[Decoded[T]] = []
+        dead: list[DeadLetter] = []
         for rec in records:
-            if rec.timestamp_ms:
-                latency.observe(max(0.0, now_ms - rec.timestamp_ms) / 1000)
-        self.processed += len(records)
-        hub.metrics.stage_records.labels(stage.name).inc(len(records))
-        hub.metrics.stage_batch_seconds.labels(stage.name).observe(time.perf_counter() - started)
-
-    async def _with_retry(self, fn: object) -> None:
-        delay = 0.2
-        while True:
             try:
-                await fn()  # type: ignore[operator]
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if self._stopping.is_set():
-                    raise
-                self.stage.hub.metrics.stage_errors.labels(self.stage.name).inc()
-                log.exception("stage %s: batch failed; retrying in %.1fs", self.stage.name, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 30.0)
+                batch.append(Decoded(rec, self.decode(rec)))
+            except Exception as exc:
+                dead.append(decode_failure(self, rec, exc))
+        out = await self.process(batch) if batch else StageOutput()
+        if dead:
+            out.dead[:0] = dead
+        return out
+
+
+def decode_failure(stage: Stage[Any], record: Record, exc: Exception) -> DeadLetter:
+    """The dead letter of a record that ``stage`` could not decode (see the policy in the module doc)."""
+    if isinstance(exc, RecordError):
+        return dead_letter_from_error(exc, stage=stage.name, payload=record.value, record=record)
+    if isinstance(exc, ValueError):
+        return dead_letter_from_error(_as_violation(exc), stage=stage.name, payload=record.value, record=record)
+    stage.ctx.metrics.stage_record_bugs.labels(stage.name).inc()
+    log.error("stage %s: unexpected %s decoding %s[%d]@%d; dead-lettered", stage.name, type(exc).__name__,
+              record.topic, record.partition, record.offset, exc_info=exc)
+    err = RuntimeError(f"unexpected {type(exc).__name__}: {exc} ({_where(exc)})")
+    return dead_letter_from_error(err, stage=stage.name, payload=record.value, record=record,
+                                  failure_type="processing_error")
+
+
+def _as_violation(exc: ValueError) -> SchemaViolation:
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"]) or "<record>"
+        return SchemaViolation(f"{path}: {first['msg']} ({exc.error_count()} error(s) in {exc.title})"[:500],
+                               field=path)
+    return SchemaViolation(f"not decodable: {type(exc).__name__}: {exc}".splitlines()[0][:500], field="<record>")
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of ``exc``'s traceback, as ``file:line in function``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "no traceback"
+    last = frames[-1]
+    return f"{PurePath(last.filename).name}:{last.lineno} in {last.name}"

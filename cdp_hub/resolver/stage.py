@@ -15,20 +15,16 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
-from cdp_hub.errors import RecordError
-from cdp_hub.pipeline.stage import Stage, StageOutput
+from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.resolver import sql
-from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
+from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, Key, ResolutionError
 from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.schema.events import Context, Event, parse_event
-from cdp_hub.schema.identities import normalize_identity
-
-if TYPE_CHECKING:
-    from cdp_hub.hub import Hub
+from cdp_hub.schema.identities import NormalizationOptions, normalize_identity
+from cdp_hub.store import Store
 
 __all__ = ["ResolverStage", "profile_created_event", "profile_merged_event"]
 
@@ -72,19 +68,22 @@ def _message(topic: str, event: Event, profile_id: uuid.UUID, value: bytes | Non
                            (("cdp.type", event.type.encode()),))
 
 
-class ResolverStage(Stage):
+class ResolverStage(Stage[tuple[Event, list[Key]]]):
     """Resolves each event to a profile, keeps the Golden Record, and publishes profile events."""
 
     name = "resolver"
 
-    def __init__(self, hub: Hub, rules: IdentityRules | None = None) -> None:
-        super().__init__(hub)
+    def __init__(self, ctx: StageContext, *, store: Store, normalization: NormalizationOptions,
+                 rules: IdentityRules | None = None) -> None:
+        super().__init__(ctx)
+        self.store = store
+        self.normalization = normalization
         self.rules = rules or load_rules()
         self._graph: IdentityGraph | None = None
 
     @property
     def topics(self) -> Sequence[str]:
-        return [self.hub.topics.events]
+        return [self.ctx.topics.events]
 
     async def setup(self) -> None:
         """Warm the normalizers, then move the start-up heap out of the garbage collector's way.
@@ -95,46 +94,38 @@ class ResolverStage(Stage):
         about a quarter of the resolver's CPU per event and most of its latency tail. It is process-wide
         and harmless to other stages: frozen objects live as long as the process anyway.
         """
-        normalize_identity("phone", "+79161234567", self.hub.settings.normalization)
-        normalize_identity("email", "warm.up@example.com", self.hub.settings.normalization)
+        normalize_identity("phone", "+79161234567", self.normalization)
+        normalize_identity("email", "warm.up@example.com", self.normalization)
         gc.collect()
         gc.freeze()
 
     @property
     def graph(self) -> IdentityGraph:
         if self._graph is None:
-            self._graph = IdentityGraph(self.hub.store.pool, self.rules, self.hub.settings.normalization)
+            self._graph = IdentityGraph(self.store.pool, self.rules, self.normalization)
         return self._graph
 
-    async def handle(self, records: Sequence[Record]) -> StageOutput:
+    def decode(self, record: Record) -> tuple[Event, list[Key]]:
+        event = parse_event(record.value, options=self.normalization)
+        usable = self.graph.usable_keys(event)
+        if not usable and event.profile_id is None:
+            raise ResolutionError(
+                "every identity of the event is blocked or not used for linking: "
+                + ", ".join(f"{i.kind}:{i.value}" for i in event.identities)
+                + "; add a usable identity or change the identity rules",
+                field="identities", record_id=event.source_record_id, source=event.source,
+            )
+        return event, usable
+
+    async def process(self, batch: Sequence[Decoded[tuple[Event, list[Key]]]]) -> StageOutput:
         out = StageOutput()
-        options = self.hub.settings.normalization
-        parsed: list[tuple[Record, Event]] = []
-        keys = []
-        for rec in records:
-            try:
-                event = parse_event(rec.value, options=options)
-                usable = self.graph.usable_keys(event)
-                if not usable and event.profile_id is None:
-                    raise ResolutionError(
-                        "every identity of the event is blocked or not used for linking: "
-                        + ", ".join(f"{i.kind}:{i.value}" for i in event.identities)
-                        + "; add a usable identity or change the identity rules",
-                        field="identities", record_id=event.source_record_id, source=event.source,
-                    )
-            except RecordError as exc:
-                out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=rec.value, record=rec))
-                continue
-            parsed.append((rec, event))
-            keys.append(usable)
-        if not parsed:
-            return out
-        result = await self.graph.resolve([e for _, e in parsed], keys)
+        parsed = [(item.record, item.value[0]) for item in batch]
+        result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in batch])
         await self._emit(out, parsed, result)
         return out
 
     async def _emit(self, out: StageOutput, parsed: list[tuple[Record, Event]], result: BatchResult) -> None:
-        topic = self.hub.topics.profile_events
+        topic = self.ctx.topics.profile_events
         created: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)  # event id -> profiles it created
         for pid, eid in result.created:
             created[eid].append(pid)
@@ -165,7 +156,7 @@ class ResolverStage(Stage):
                 for survivor, losers, reason in merged.get(eid, ()):
                     out.messages.append(
                         _message(topic, profile_merged_event(survivor, losers, event, reason), survivor))
-        metrics = self.hub.metrics
+        metrics = self.ctx.metrics
         if result.created:
             metrics.profiles_created.inc(len(result.created))
         if result.merges:
@@ -178,7 +169,7 @@ class ResolverStage(Stage):
         merged: dict[uuid.UUID, list[tuple[uuid.UUID, list[uuid.UUID], str | None]]],
     ) -> None:
         """For events stored before (a replay after a crash): the profiles and merges they caused then."""
-        store = self.hub.store
+        store = self.store
         for row in await store.fetch(sql.CREATED_BY, replayed):
             if row["profile_id"] not in created[row["created_by_event"]]:
                 created[row["created_by_event"]].append(row["profile_id"])

@@ -24,23 +24,21 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
-from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import SchemaViolation
-from cdp_hub.pipeline.stage import Stage, StageOutput
+from cdp_hub.hotstate import HotState
+from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
-from cdp_hub.triggers.scenario import QuietHours, Scenario, load_scenarios
-
-if TYPE_CHECKING:
-    from cdp_hub.hub import Hub
+from cdp_hub.store import Store
+from cdp_hub.triggers.scenario import QuietHours, Scenario
 
 __all__ = ["TriggerStage", "quiet_hours_end"]
 
@@ -75,18 +73,19 @@ def quiet_hours_end(now: datetime, quiet: QuietHours, timezone: str | None) -> d
     return ends.astimezone(UTC) if inside else None
 
 
-class TriggerStage(Stage):
+class TriggerStage(Stage[Event]):
+    """Matches profile events against the scenarios and turns what fires into message intents."""
+
     name = "triggers"
 
-    def __init__(self, hub: Hub, scenarios: Sequence[Scenario] | None = None, *,
-                 segments: SegmentEngine | None = None) -> None:
-        super().__init__(hub)
-        self.segments = segments if segments is not None else SegmentEngine(hub)
-        self.scheduler = BirthdayScheduler(hub)
+    def __init__(self, ctx: StageContext, *, store: Store, hotstate: HotState, scenarios: Sequence[Scenario],
+                 segments: SegmentEngine, scheduler: BirthdayScheduler) -> None:
+        super().__init__(ctx)
+        self.store = store
+        self.hotstate = hotstate
+        self.segments = segments
+        self.scheduler = scheduler
         self._last_daily_check = -DAILY_CHECK_SECONDS
-        if scenarios is None:
-            extra = [hub.settings.scenarios_dir] if hub.settings.scenarios_dir else []
-            scenarios = load_scenarios(extra)
         self.scenarios = list(scenarios)
         self._by_trigger: dict[str, list[Scenario]] = {}
         self._cancellers: dict[str, list[str]] = {}
@@ -97,31 +96,32 @@ class TriggerStage(Stage):
         self._last_timer_check = 0.0
 
     def now(self) -> datetime:
-        return self.hub.clock()
+        return self.ctx.clock()
 
     @property
     def topics(self) -> Sequence[str]:
-        return [self.hub.topics.profile_events]
+        return [self.ctx.topics.profile_events]
 
     # -- batch -----------------------------------------------------------------------------------
 
-    async def handle(self, records: Sequence[Record]) -> StageOutput:
+    def decode(self, record: Record) -> Event:
+        event = Event.model_validate_json(record.value)
+        if event.profile_id is None:
+            raise SchemaViolation("profile event without profile_id", field="profile_id",
+                                  record_id=str(event.event_id), source=event.source)
+        return event
+
+    async def process(self, batch: Sequence[Decoded[Event]]) -> StageOutput:
         out = StageOutput()
-        events: list[Event] = []
-        for rec in records:
-            try:
-                event = Event.model_validate_json(rec.value)
-                if event.profile_id is None:
-                    raise SchemaViolation("profile event without profile_id", field="profile_id",
-                                          record_id=str(event.event_id), source=event.source)
-                events.append(event)
-            except Exception as exc:
-                out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=rec.value, record=rec,
-                                                       failure_type="schema_violation"))
-        if events:
-            memberships = await self.segments.on_profiles(
-                [e.profile_id for e in events if e.profile_id is not None], out)
-            await self._decide(events, out, memberships)
+        events = [item.value for item in batch]
+        memberships = await self.segments.on_profiles(
+            [e.profile_id for e in events if e.profile_id is not None], out)
+        await self._decide(events, out, memberships)
+        return out
+
+    async def handle(self, records: Sequence[Record]) -> StageOutput:
+        # Due timers and the daily scan ride on every batch, busy or not (and on idle polls).
+        out = await super().handle(records)
         await self._maybe_fire_timers(out)
         await self._maybe_run_daily()
         return out
@@ -131,13 +131,13 @@ class TriggerStage(Stage):
         await self._maybe_fire_timers(out)
         await self._maybe_run_daily()
         if out.messages:
-            await self.hub.bus.publish_many(out.messages)
+            await self.ctx.publish(out.messages)
         for callback in out.on_durable:
             await callback()
 
     async def _decide(self, events: list[Event], out: StageOutput,
                       memberships: dict[uuid.UUID, set[str]] | None = None) -> None:
-        store = self.hub.store
+        store = self.store
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
@@ -215,14 +215,14 @@ class TriggerStage(Stage):
         once = [(uuid.UUID(i.profile_id), s.id) for s, i, _ in gates if s.once_per_profile]
         logged: dict[tuple[str, str], set[str]] = {}
         if once:
-            rows = await self.hub.store.fetch(
+            rows = await self.store.fetch(
                 """SELECT m.profile_id, m.scenario, m.message_id FROM messages m
                    JOIN unnest($1::uuid[], $2::text[]) AS o(profile_id, scenario)
                      ON m.profile_id = o.profile_id AND m.scenario = o.scenario""",
                 [o[0] for o in once], [o[1] for o in once])
             for r in rows:
                 logged.setdefault((str(r["profile_id"]), r["scenario"]), set()).add(r["message_id"])
-        hs = self.hub.hotstate
+        hs = self.hotstate
         # The send log first: an intent it already rules out must not claim the Redis key either.
         gates = [(s, i, p) for s, i, p in gates
                  if not (s.once_per_profile and logged.get((i.profile_id, s.id), set()) - {i.message_id})]
@@ -253,7 +253,7 @@ class TriggerStage(Stage):
                 out.messages.append(self._message(intent))
         if postponed:
             # Quiet hours: a durable timer per message, fired with the intent as it was gated.
-            await self.hub.store.execute(
+            await self.store.execute(
                 """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
                                                    status)
                    SELECT p, t, s, f, e, j, 'pending'
@@ -270,7 +270,7 @@ class TriggerStage(Stage):
         """Frequency cap: a sorted set of message ids per profile (a replayed message counts once)."""
         if scenario.frequency_cap is None or scenario.category != "marketing":
             return True
-        hs = self.hub.hotstate
+        hs = self.hotstate
         cap = scenario.frequency_cap
         key = hs.key("cap", scenario.id if cap.scope == "scenario" else "*", intent.profile_id)
         window = cap.window.total_seconds()
@@ -283,7 +283,7 @@ class TriggerStage(Stage):
         if already is not None:
             return True
         if count >= cap.max:
-            self.hub.metrics.messages.labels(scenario.channel, "capped").inc()
+            self.ctx.metrics.messages.labels(scenario.channel, "capped").inc()
             return False
         pipe = hs.redis.pipeline(transaction=True)
         pipe.zadd(key, {intent.message_id: ts})
@@ -292,7 +292,7 @@ class TriggerStage(Stage):
         return True
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
-        return OutgoingMessage(self.hub.topics.messages, intent.model_dump_json().encode(),
+        return OutgoingMessage(self.ctx.topics.messages, intent.model_dump_json().encode(),
                                intent.profile_id.encode(), (("cdp.scenario", intent.scenario.encode()),))
 
     async def _follow_merges(self, merged: list[Event]) -> None:
@@ -300,7 +300,7 @@ class TriggerStage(Stage):
         pairs = [(uuid.UUID(p), uuid.UUID(e.properties["surviving_profile_id"]))
                  for e in merged for p in e.properties.get("merged_profile_ids", [])]
         if pairs:
-            await self.hub.store.execute(
+            await self.store.execute(
                 """UPDATE scheduled_triggers t SET profile_id = m.survivor, updated_at = now()
                    FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor)
                    WHERE t.profile_id = m.loser AND t.status = 'pending'""",
@@ -318,7 +318,7 @@ class TriggerStage(Stage):
         try:
             await self.scheduler.run_if_due()
         except Exception:
-            self.hub.metrics.stage_errors.labels(self.name).inc()
+            self.ctx.metrics.stage_errors.labels(self.name).inc()
             log.exception("daily birthday scan failed; it runs again at the next check")
 
     # -- durable timers ----------------------------------------------------------------------------
@@ -332,7 +332,7 @@ class TriggerStage(Stage):
 
     async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
         """Turn due timers into intents (appended to ``out``); they are marked fired once published."""
-        rows = await self.hub.store.fetch(
+        rows = await self.store.fetch(
             """SELECT profile_id, trigger_id, scenario, payload FROM scheduled_triggers
                WHERE status = 'pending' AND fire_at <= $1 ORDER BY fire_at LIMIT $2""", self.now(), limit)
         if not rows:
@@ -340,7 +340,7 @@ class TriggerStage(Stage):
         by_id = {s.id: s for s in self.scenarios}
         fired: list[tuple[uuid.UUID, uuid.UUID]] = []
         profile_ids = list({r["profile_id"] for r in rows})
-        golden = {r["profile_id"]: r["golden"] or {} for r in await self.hub.store.fetch(
+        golden = {r["profile_id"]: r["golden"] or {} for r in await self.store.fetch(
             "SELECT profile_id, golden FROM profiles WHERE profile_id = ANY($1::uuid[])", profile_ids)}
         gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
         for row in rows:
@@ -359,7 +359,7 @@ class TriggerStage(Stage):
         await self._gate_all(gates, out)
 
         async def mark_fired() -> None:
-            await self.hub.store.execute(
+            await self.store.execute(
                 """UPDATE scheduled_triggers t SET status = 'fired', updated_at = now()
                    FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
                    WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'""",
