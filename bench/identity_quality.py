@@ -301,7 +301,8 @@ async def main() -> None:
           f"e-mail {sum(1 for p in ds.people if len(p.emails) > 1):,}")
     print("  records showing: " + ", ".join(f"{k} {v:,}" for k, v in sorted(tags.items(), key=lambda kv: -kv[1])))
 
-    ceiling = pairwise_scores(identifier_ceiling(keys, truth, ds.junk), truth)
+    reachable = identifier_ceiling(keys, truth, ds.junk)
+    ceiling = pairwise_scores(reachable, truth)
     naive = connected_by_identifiers(keys, rules.blocked_set())
     print(f"identifier-only ceiling (same-person records sharing a non-junk identifier): recall {ceiling.recall:.4f} "
           f"({ceiling.true_positive:,} of {ceiling.true_pairs:,} true pairs reachable)")
@@ -316,8 +317,10 @@ async def main() -> None:
          f"; {bulk['summary']['resolved_event_by_event']:,} records resolved event by event"),
     ):
         s = pairwise_scores(res["partition"], truth)
+        below = pairwise_scores(res["partition"], reachable)  # the ceiling's pairs are all true ones
         print(f"{label}: {len(ds.events) / res['seconds']:,.0f} records/s, {res['seconds']:.1f} s{extra}")
         print(f"    {fmt_scores(s)}")
+        print(f"    recall of the pairs identifiers can reach: {below.recall:.4f} ({below.missed_pairs:,} of them missed)")
         print(f"    live profiles {res['profiles']:,} for {args.people:,} people; dead letters {res['dead']:,}; "
               f"conflicts {res['conflicts'] or 0}; values blocked automatically {res['blocked']:,}")
         print(f"    profiles with two account ids of one system: from their records "
