@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cdp_hub.resolver.graph import BatchItem, GraphFragment, Key
+from cdp_hub.resolver.graph import BatchItem, GraphFragment
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.schema.events import Event, Identity
 from cdp_hub.store import Store
+from cdp_hub.store.profiles import Key
 
 __all__ = ["DryRunReport", "dry_run"]
 

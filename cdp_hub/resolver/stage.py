@@ -21,11 +21,11 @@ from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import RecordError
 from cdp_hub.pipeline.stage import Stage, StageOutput
-from cdp_hub.resolver import sql
 from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
 from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.schema.events import Context, Event, parse_event
 from cdp_hub.schema.identities import normalize_identity
+from cdp_hub.store import ProfileRepository
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -178,14 +178,13 @@ class ResolverStage(Stage):
         merged: dict[uuid.UUID, list[tuple[uuid.UUID, list[uuid.UUID], str | None]]],
     ) -> None:
         """For events stored before (a replay after a crash): the profiles and merges they caused then."""
-        store = self.hub.store
-        for row in await store.fetch(sql.CREATED_BY, replayed):
-            if row["profile_id"] not in created[row["created_by_event"]]:
-                created[row["created_by_event"]].append(row["profile_id"])
+        profiles = ProfileRepository(self.hub.store)
+        for pid, eid in await profiles.created_by_events(replayed):
+            if pid not in created[eid]:
+                created[eid].append(pid)
         by_step: dict[tuple[uuid.UUID, uuid.UUID], tuple[list[uuid.UUID], str | None]] = {}
-        for row in await store.fetch(sql.MERGES_BY, replayed):
-            step = (row["event_id"], row["surviving_profile_id"])
-            losers, _ = by_step.setdefault(step, ([], row["reason"]))
-            losers.append(row["merged_profile_id"])
+        for m in await profiles.merges_caused_by(replayed):
+            losers, _ = by_step.setdefault((m.event_id, m.survivor), ([], m.reason))
+            losers.append(m.loser)
         for (eid, survivor), (losers, reason) in by_step.items():
             merged[eid].append((survivor, losers, reason))

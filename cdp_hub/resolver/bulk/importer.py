@@ -46,13 +46,13 @@ from cdp_hub.resolver.graph import (
     IdentityGraph,
     ResolutionError,
     insert_merges,
-    move_profiles,
     refresh_golden,
 )
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.schema.events import Traits, deterministic_event_id, parse_event, schema_violation_from
 from cdp_hub.schema.identities import CORE_IDENTITY_KINDS, NormalizationOptions, normalize_identity
 from cdp_hub.schema.payloads import EVENT_TYPES
+from cdp_hub.store import ProfileRepository
 from cdp_hub.store.migrations import render_sql
 
 if TYPE_CHECKING:
@@ -406,7 +406,7 @@ class BulkImporter:
             if losers:
                 lose = [r["loser"] for r in losers]
                 surv = [r["survivor"] for r in losers]
-                held = await move_profiles(conn, lose, surv)
+                held = await ProfileRepository.move_profiles(conn, lose, surv)
                 op = uuid.uuid4()
                 await insert_merges(conn, [(s, lo, op, sorted(held.get(lo, [])), f"bulk import from {self.source}")
                                            for lo, s in zip(lose, surv, strict=True)])
