@@ -308,7 +308,11 @@ def canonical_json(value: Any) -> str:
 
 
 class IdentityGraph:
-    """Resolves micro-batches of events against the identity graph in the store."""
+    """Resolves micro-batches of events against the identity graph in the store.
+
+    Its statements are :class:`cdp_hub.store.ProfileRepository`'s and :class:`cdp_hub.store.EventRepository`'s
+    that run on a caller's connection (static methods: the graph holds a pool, not a store).
+    """
 
     def __init__(self, pool: asyncpg.Pool, rules: IdentityRules | None = None,
                  options: NormalizationOptions = DEFAULT_OPTIONS) -> None:

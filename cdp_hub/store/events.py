@@ -12,7 +12,7 @@ formatted into SQL; everything is a bind parameter.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -127,8 +127,10 @@ class EventRepository:
         rows = await self.store.fetch(_RECENT_OF, profile_id, limit)
         return [{**dict(r), "properties": r["properties"] or {}} for r in rows]
 
-    async def replay(self, *, prefetch: int) -> AsyncIterator[ReplayEvent]:
-        """Every stored event in time order (a server-side cursor, ``prefetch`` rows per round trip)."""
+    async def replay(self, *, prefetch: int) -> AsyncGenerator[ReplayEvent, None]:
+        """Every stored event in time order (a server-side cursor, ``prefetch`` rows per round trip, in a
+        transaction on a connection of its own; close the generator, e.g. with ``contextlib.aclosing``, to
+        give the connection back early)."""
         async with self.store.pool.acquire() as conn, conn.transaction():
             async for row in conn.cursor(_REPLAY, prefetch=prefetch):
                 yield ReplayEvent(row["event_id"], row["occurred_at"], row["source"], row["ids"] or [])
