@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cdp_hub.store import Store
+from cdp_hub.store import ProfileRepository, Store
+from cdp_hub.store.profiles import ProfileLink
 
 __all__ = ["ProfileSnapshot", "load_profiles"]
 
@@ -78,26 +79,25 @@ async def load_profiles(store: Store, profile_ids: Iterable[str]) -> dict[str, P
             continue
     if not requested:
         return {}
-    rows: dict[uuid.UUID, Any] = {}
+    profiles = ProfileRepository(store)
+    rows: dict[uuid.UUID, ProfileLink] = {}
     pending = set(requested.values())
     for _ in range(_MAX_MERGE_HOPS):
         if not pending:
             break
-        fetched = await store.fetch(
-            "SELECT profile_id, merged_into, golden FROM profiles WHERE profile_id = ANY($1::uuid[])", list(pending)
-        )
+        fetched = await profiles.links(list(pending))
         pending = set()
         for r in fetched:
-            rows[r["profile_id"]] = r
-            target = r["merged_into"]
+            rows[r.profile_id] = r
+            target = r.merged_into
             if target is not None and target not in rows:
                 pending.add(target)
 
     def survivor(pid: uuid.UUID) -> uuid.UUID | None:
         seen: set[uuid.UUID] = set()
-        while pid in rows and rows[pid]["merged_into"] is not None and pid not in seen:
+        while pid in rows and (target := rows[pid].merged_into) is not None and pid not in seen:
             seen.add(pid)
-            pid = rows[pid]["merged_into"]
+            pid = target
         return pid if pid in rows else None
 
     resolved: dict[str, uuid.UUID | None] = {req: survivor(pid) for req, pid in requested.items()}
@@ -109,16 +109,10 @@ async def load_profiles(store: Store, profile_ids: Iterable[str]) -> dict[str, P
             chain[member] = last
     snapshots: dict[uuid.UUID, ProfileSnapshot] = {}
     for last in set(chain.values()):
-        golden = rows[last]["golden"]
-        snapshots[last] = ProfileSnapshot(str(last), golden if isinstance(golden, dict) else {})
+        snapshots[last] = ProfileSnapshot(str(last), rows[last].golden)
     if chain:
-        idents = await store.fetch(
-            """SELECT kind, value, profile_id, last_seen FROM identities WHERE profile_id = ANY($1::uuid[])
-               ORDER BY last_seen DESC, value""",
-            list(chain),
-        )
-        for r in idents:
-            owner = chain.get(r["profile_id"])
+        for kind, value, profile_id, last_seen in await profiles.identities_by_recency(list(chain)):
+            owner = chain.get(profile_id)
             if owner is not None:
-                snapshots[owner].identities.append((r["kind"], r["value"], r["last_seen"]))
+                snapshots[owner].identities.append((kind, value, last_seen))
     return {req: snapshots[end] for req, end in resolved.items() if end is not None}

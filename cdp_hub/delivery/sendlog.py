@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cdp_hub.store import Store
+from cdp_hub.store import ProfileRepository, Store
 
 __all__ = ["FINAL_STATUSES", "LogRow", "Outcome", "SendLog"]
 
@@ -202,8 +202,4 @@ class SendLog:
         """Detach addresses that can never work again (an unregistered push token) from their profiles."""
         if not identities:
             return
-        await self.store.execute(
-            """DELETE FROM identities i USING unnest($1::text[], $2::text[]) AS d(kind, value)
-               WHERE i.kind = d.kind AND i.value = d.value""",
-            [i[0] for i in identities], [i[1] for i in identities],
-        )
+        await ProfileRepository(self.store).remove_identities(identities)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from cdp_hub.config import ChannelInstance, Settings
 from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.metrics import Metrics
+from cdp_hub.store import EventRepository, ProfileRepository
 
 __all__ = ["demo_settings", "print_summary", "run_demo"]
 
@@ -86,11 +87,11 @@ async def run_demo(*, customers: int = 1000, seed: int = 7, data_dir: Path | Non
 
 async def _summary(hub: Any, ingested: dict[str, IngestResult]) -> dict[str, Any]:
     store = hub.store
-    events = await store.fetch(
-        "SELECT source, type, count(*) AS n FROM events GROUP BY source, type ORDER BY source, type")
-    profiles = await store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL")
-    merged = await store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NOT NULL")
-    identities = await store.fetchval("SELECT count(*) FROM identities")
+    events = await EventRepository(store).count_by_source_and_type()
+    profile_repo = ProfileRepository(store)
+    profiles = await profile_repo.count_live()
+    merged = await profile_repo.count_merged_away()
+    identities = await profile_repo.count_identities()
     messages = await store.fetch(
         "SELECT channel, status, count(*) AS n FROM messages GROUP BY channel, status ORDER BY channel, status")
     dlq = await store.fetch(

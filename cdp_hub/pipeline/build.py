@@ -26,6 +26,7 @@ from cdp_hub.pipeline.stage import Stage, StageContext
 from cdp_hub.resolver.stage import ResolverStage
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
+from cdp_hub.store import ProfileRepository
 from cdp_hub.triggers.scenario import load_scenarios
 from cdp_hub.triggers.stage import TriggerStage
 
@@ -46,7 +47,7 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
     ctx = stage_context(hub)
     settings = hub.settings
     if name == "resolver":
-        return ResolverStage(ctx, store=hub.store, normalization=settings.normalization,
+        return ResolverStage(ctx, profiles=ProfileRepository(hub.store), normalization=settings.normalization,
                              rules=options.get("rules"))
     if name == "triggers":
         scenarios = options.get("scenarios")

@@ -26,7 +26,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.resolver.profiles import ProfileView, find_profile, load_profile
 from cdp_hub.resolver.rules import IdentityRules, load_rules
-from cdp_hub.store import Store
+from cdp_hub.store import ProfileRepository, Store
 
 __all__ = ["register"]
 
@@ -247,14 +247,11 @@ async def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_conflicts(args: argparse.Namespace, settings: Settings) -> int:
     store = await _open_store(settings)
     try:
-        rows = await store.fetch(
-            "SELECT conflict_id, rule, kind, value, profile_ids, event_id, detail, detected_at, resolved_at"
-            " FROM identity_conflicts WHERE $1 OR resolved_at IS NULL ORDER BY detected_at DESC LIMIT $2",
-            args.all, args.limit)
+        rows = await ProfileRepository(store).conflicts(include_resolved=args.all, limit=args.limit)
     finally:
         await store.stop()
     if args.json:
-        _dump([dict(r) for r in rows])
+        _dump(rows)
         return 0
     if not rows:
         print("no conflicts")

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cdp_hub.resolver.graph import BatchItem, GraphFragment, Key
+from cdp_hub.resolver.graph import BatchItem, GraphFragment
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.schema.events import Event, Identity
-from cdp_hub.store import Store
+from cdp_hub.store import EventRepository, ProfileRepository, Store
+from cdp_hub.store.profiles import Key
 
 __all__ = ["DryRunReport", "dry_run"]
 
@@ -72,18 +74,15 @@ class DryRunReport:
 async def dry_run(store: Store, rules: IdentityRules, *, examples: int = 10) -> DryRunReport:
     """Replay every stored event under ``rules`` and report the merges and splits against today's graph."""
     report = DryRunReport()
+    profiles = ProfileRepository(store)
     blocked = set(rules.blocked_set())
-    for row in await store.fetch("SELECT kind, value FROM blocked_identities"):
-        blocked.add((row["kind"], row["value"]))
+    blocked.update(await profiles.blocked_identities())
     frag = GraphFragment(rules, datetime.now(UTC))
-    async with store.pool.acquire() as conn, conn.transaction():
-        cursor = conn.cursor(
-            "SELECT event_id, occurred_at, source, body -> 'identities' AS ids FROM events"
-            " ORDER BY occurred_at, received_at, event_id", prefetch=_FETCH)
-        async for row in cursor:
+    async with aclosing(EventRepository(store).replay(prefetch=_FETCH)) as stored:
+        async for row in stored:
             report.events += 1
             keys: list[Key] = []
-            for ident in row["ids"] or []:
+            for ident in row.identities:
                 key = (ident["kind"], ident["value"])
                 if key in blocked or not rules.kind_rule(key[0]).links:
                     continue
@@ -93,8 +92,8 @@ async def dry_run(store: Store, rules: IdentityRules, *, examples: int = 10) -> 
                 continue
             keys.sort(key=lambda k: -rules.priority(k[0]))
             # Only what the replay reads: id, time, source (model_construct skips validation of stored data).
-            event = Event.model_construct(event_id=row["event_id"], occurred_at=row["occurred_at"],
-                                          source=row["source"], type="customer.updated",
+            event = Event.model_construct(event_id=row.event_id, occurred_at=row.occurred_at,
+                                          source=row.source, type="customer.updated",
                                           identities=[Identity.model_construct(kind=k, value=v) for k, v in keys])
             frag.apply(BatchItem(event, keys))
             frag.result.profile_of.clear()  # not needed here; keeps memory to the graph itself
@@ -102,11 +101,10 @@ async def dry_run(store: Store, rules: IdentityRules, *, examples: int = 10) -> 
     for conflict in frag.result.conflicts:
         report.conflicts[conflict.rule] += 1
 
-    now = {(r["kind"], r["value"]): r["profile_id"] for r in await store.fetch(
-        "SELECT i.kind, i.value, i.profile_id FROM identities i")}
+    now = await profiles.all_identities()
     after = {key: frag.canon(pid) for key, pid in frag.owner.items()}
     report.identities = len(set(now) | set(after))
-    report.profiles_now = int(await store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL"))
+    report.profiles_now = await profiles.count_live()
     report.profiles_after = len(set(after.values()))
 
     groups_after: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)  # would-be profile -> today's profiles

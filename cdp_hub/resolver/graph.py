@@ -16,7 +16,6 @@ writers is detected by PostgreSQL and the batch is retried.
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,11 +27,12 @@ import asyncpg
 import orjson
 
 from cdp_hub.errors import RecordError, RetriableError
-from cdp_hub.resolver import sql
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.resolver.survivorship import event_observations
 from cdp_hub.schema.events import Event, uuid7
 from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
+from cdp_hub.store.events import EventRepository
+from cdp_hub.store.profiles import Key, ProfileRepository
 
 __all__ = [
     "RESOLVER_NAMESPACE",
@@ -47,7 +47,6 @@ __all__ = [
     "identity_lock_key",
     "insert_merges",
     "merge_id",
-    "move_profiles",
     "refresh_golden",
     "upsert_observations",
     "usable_keys",
@@ -56,8 +55,6 @@ __all__ = [
 RESOLVER_NAMESPACE = uuid.UUID("3d0b8a7e-5a57-5f21-b6a4-8e2c1c0f9d42")
 _MAX_ATTEMPTS = 10
 _SPLIT = "#split"
-
-Key = tuple[str, str]
 
 
 class ResolutionError(RecordError):
@@ -311,7 +308,11 @@ def canonical_json(value: Any) -> str:
 
 
 class IdentityGraph:
-    """Resolves micro-batches of events against the identity graph in the store."""
+    """Resolves micro-batches of events against the identity graph in the store.
+
+    Its statements are :class:`cdp_hub.store.ProfileRepository`'s and :class:`cdp_hub.store.EventRepository`'s
+    that run on a caller's connection (static methods: the graph holds a pool, not a store).
+    """
 
     def __init__(self, pool: asyncpg.Pool, rules: IdentityRules | None = None,
                  options: NormalizationOptions = DEFAULT_OPTIONS) -> None:
@@ -372,41 +373,27 @@ class IdentityGraph:
         all_keys = sorted({k for it in items for k in (*it.keys, *it.forced)})
         lock_ids = sorted({identity_lock_key(k, v) for k, v in all_keys})
         if lock_ids:
-            await conn.fetchval(sql.LOCK_IDENTITY_KEYS, sql.LOCK_NS_IDENTITY, lock_ids)
+            await ProfileRepository.lock_identity_keys(conn, lock_ids)
         explicit = sorted({it.explicit for it in items if it.explicit is not None}, key=str)
-        kinds = [k for k, _ in all_keys]
-        values = [v for _, v in all_keys]
-        rows = await conn.fetch(sql.LOOKUP, kinds, values, explicit)
-        owner: dict[Key, uuid.UUID] = {}
-        last_seen: dict[Key, datetime] = {}
-        blocked: set[Key] = set()
-        explicit_to: dict[uuid.UUID, uuid.UUID] = {}
-        for row in rows:
-            if row["src"] == "i":
-                owner[(row["kind"], row["value"])] = row["profile_id"]
-                last_seen[(row["kind"], row["value"])] = row["last_seen"]
-            elif row["src"] == "b":
-                blocked.add((row["kind"], row["value"]))
-            else:
-                explicit_to[uuid.UUID(row["kind"])] = row["profile_id"]
+        found = await ProfileRepository.lookup(conn, all_keys, explicit)
+        owner, last_seen, blocked, explicit_to = found.owner, found.last_seen, found.blocked, found.explicit_to
         pids = sorted(set(owner.values()) | set(explicit_to.values()), key=lambda p: p.bytes)
 
         now = datetime.now(UTC)
         frag = GraphFragment(self.rules, now)
         if pids:
-            locked = await conn.fetch(sql.LOCK_PROFILES, pids)
+            locked = await ProfileRepository.lock_profiles(conn, pids)
             for row in locked:
-                if row["merged_into"] is not None:
-                    raise _ConcurrentChange(str(row["profile_id"]))
-                frag.profiles[row["profile_id"]] = _Profile(
-                    row["profile_id"], row["created_at"], row["created_by_event"])
+                if row.merged_into is not None:
+                    raise _ConcurrentChange(str(row.profile_id))
+                frag.profiles[row.profile_id] = _Profile(row.profile_id, row.created_at, row.created_by_event)
             if len(locked) != len(pids):
                 raise _ConcurrentChange("a profile disappeared")
-            for row in await conn.fetch(sql.PROFILE_CONSTRAINTS, pids, list(self.rules.limited_kinds())):
-                if row["kind"] is None:
-                    frag.splits[row["profile_id"]].add(uuid.UUID(row["value"]))
-                else:
-                    frag.limited[row["profile_id"]][row["kind"]].add(row["value"])
+            constraints = await ProfileRepository.constraints(conn, pids, list(self.rules.limited_kinds()))
+            for pid, other in constraints.splits:
+                frag.splits[pid].add(other)
+            for pid, kind, value in constraints.values:
+                frag.limited[pid][kind].add(value)
         frag.owner = {k: p for k, p in owner.items() if k not in blocked}
 
         for it in items:
@@ -427,14 +414,12 @@ class IdentityGraph:
         keys = sorted({(c.kind, c.value) for c in conflicts if c.kind is not None and c.value is not None})
         if limit is None or not keys:
             return
-        rows = await conn.fetch(sql.CONFLICT_SPREAD, [k for k, _ in keys], [v for _, v in keys])
-        spread = [(r["kind"], r["value"], r["profiles"]) for r in rows if r["profiles"] > limit]
+        spread = [s for s in await ProfileRepository.conflict_spread(conn, keys) if s[2] > limit]
         if not spread:
             return
-        kinds, values = [k for k, _, _ in spread], [v for _, v, _ in spread]
-        await conn.execute(sql.BLOCK_VALUES, kinds, values,
-                           [f"seen on {n} profiles (more than {limit}); blocked automatically" for _, _, n in spread])
-        await conn.execute(sql.UNLINK_VALUES, kinds, values)
+        await ProfileRepository.block_and_unlink(
+            conn, [(k, v) for k, v, _ in spread],
+            [f"seen on {n} profiles (more than {limit}); blocked automatically" for _, _, n in spread])
 
     async def _write(self, conn: asyncpg.Connection, frag: GraphFragment, items: list[BatchItem],
                      last_seen: dict[Key, datetime]) -> None:
@@ -443,16 +428,15 @@ class IdentityGraph:
         # Profiles born in this batch (some possibly merged in it already).
         if result.created:
             new = [frag.profiles[p] for p, _ in result.created]
-            await conn.execute(
-                sql.INSERT_PROFILES,
-                [p.profile_id for p in new], [p.created_by_event for p in new], [p.created_at for p in new],
+            await ProfileRepository.insert_profiles(
+                conn, [p.profile_id for p in new], [p.created_by_event for p in new], [p.created_at for p in new],
                 [canon(p.profile_id) if canon(p.profile_id) != p.profile_id else None for p in new],
             )
         # Existing profiles merged away: point them, and everything they own, at the final survivor.
         old_losers = [p.profile_id for p in frag.profiles.values() if not p.new and p.merged_into is not None]
         held: dict[uuid.UUID, list[Key]] = defaultdict(list)
         if old_losers:
-            held = await move_profiles(conn, old_losers, [canon(p) for p in old_losers])
+            held = await ProfileRepository.move_profiles(conn, old_losers, [canon(p) for p in old_losers])
         if result.merges:
             # The identities each loser held when it was merged: what an unmerge gives back.
             fresh = {key for key, _, _ in frag.new_identities}
@@ -470,9 +454,8 @@ class IdentityGraph:
             await insert_merges(conn, [(m.survivor, loser, m.event_id, sorted(held.get(loser, [])), m.reason)
                                        for m in result.merges for loser in m.losers])
         if frag.new_identities:
-            await conn.execute(
-                sql.INSERT_IDENTITIES,
-                [k for (k, _), _, _ in frag.new_identities], [v for (_, v), _, _ in frag.new_identities],
+            await ProfileRepository.insert_identities(
+                conn, [key for key, _, _ in frag.new_identities],
                 [canon(frag.owner[key]) for key, _, _ in frag.new_identities],
                 [s for _, s, _ in frag.new_identities], [t for _, _, t in frag.new_identities],
             )
@@ -480,8 +463,7 @@ class IdentityGraph:
         touched = [(k, t) for k, t in frag.seen_keys.items()
                    if k in last_seen and t - last_seen[k] > timedelta(hours=1)]
         if touched:
-            await conn.execute(sql.TOUCH_IDENTITIES, [k for (k, _), _ in touched], [v for (_, v), _ in touched],
-                               [t for _, t in touched])
+            await ProfileRepository.touch_identities(conn, [k for k, _ in touched], [t for _, t in touched])
 
         # Events, then the trait observations of the events that are new (a replay observes nothing twice).
         resolved: list[Event] = []
@@ -492,14 +474,12 @@ class IdentityGraph:
                 result.event_json[eid] = event_json_with_profile(it.event, pid)
                 resolved.append(it.event)
         if resolved:
-            inserted = await conn.fetch(
-                sql.INSERT_EVENTS,
-                [e.event_id for e in resolved], [e.occurred_at for e in resolved],
+            result.new_events = await EventRepository.insert_resolved(
+                conn, [e.event_id for e in resolved], [e.occurred_at for e in resolved],
                 [result.profile_of[e.event_id] for e in resolved], [e.type for e in resolved],
                 [e.source for e in resolved], [e.source_record_id for e in resolved],
                 [e.received_at for e in resolved], [result.event_json[e.event_id].decode() for e in resolved],
             )
-            result.new_events = {r["event_id"] for r in inserted}
         golden_for: set[uuid.UUID] = {canon(m.survivor) for m in result.merges}
         obs: Observations = {}
         for ev in resolved:
@@ -513,8 +493,8 @@ class IdentityGraph:
             await refresh_golden(conn, sorted(golden_for, key=str), self.rules)
         if result.conflicts:
             cs = result.conflicts
-            await conn.execute(
-                sql.INSERT_CONFLICTS, [canon(c.profile_ids[0]) for c in cs], [c.conflict_id for c in cs],
+            await ProfileRepository.insert_conflicts(
+                conn, [canon(c.profile_ids[0]) for c in cs], [c.conflict_id for c in cs],
                 [c.rule for c in cs], [c.kind for c in cs], [c.value for c in cs],
                 [canonical_json([str(p) for p in c.profile_ids]) for c in cs], [c.event_id for c in cs],
                 [c.detail for c in cs],
@@ -546,28 +526,10 @@ async def upsert_observations(conn: asyncpg.Connection, obs: Observations) -> No
     if not obs:
         return
     keys = list(obs)
-    await conn.execute(
-        sql.UPSERT_TRAITS, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+    await ProfileRepository.upsert_traits(
+        conn, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
         [k[3] for k in keys], [obs[k][0] for k in keys], [obs[k][1] for k in keys], [obs[k][2] for k in keys],
     )
-
-
-async def move_profiles(conn: asyncpg.Connection, losers: Sequence[uuid.UUID],
-                        survivors: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Key]]:
-    """Merge ``losers[i]`` into ``survivors[i]``: profile pointer, identities, events, trait observations.
-
-    Returns the identities each loser held, for the audit rows (an unmerge gives them back). The caller
-    holds the row locks of every profile involved.
-    """
-    held: dict[uuid.UUID, list[Key]] = defaultdict(list)
-    for row in await conn.fetch(sql.IDENTITIES_OF, list(losers)):
-        held[row["profile_id"]].append((row["kind"], row["value"]))
-    await conn.execute(sql.MERGE_PROFILES, losers, survivors)
-    await conn.execute(sql.MERGE_IDENTITIES, losers, survivors)
-    await conn.execute(sql.MERGE_EVENTS, losers, survivors)
-    await conn.execute(sql.MERGE_TRAITS, losers, survivors)
-    await conn.execute(sql.DELETE_LOSER_TRAITS, losers)
-    return held
 
 
 async def insert_merges(
@@ -577,8 +539,8 @@ async def insert_merges(
     """Audit rows ``(survivor, loser, event id, identities the loser held, reason)``; replays add nothing."""
     if not rows:
         return
-    await conn.execute(
-        sql.INSERT_MERGES,
+    await ProfileRepository.insert_merges(
+        conn,
         [r[0] for r in rows],
         [merge_id(r[2], r[1]) for r in rows],
         [r[1] for r in rows],
@@ -595,17 +557,12 @@ def merge_id(event_id: uuid.UUID | None, loser: uuid.UUID) -> uuid.UUID:
 
 async def refresh_golden(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rules: IdentityRules) -> None:
     """Recompute ``profiles.golden`` of ``profile_ids`` from their trait observations, in one SQL statement
-    (survivorship by the rules; see :data:`cdp_hub.resolver.sql.GOLDEN`)."""
+    (survivorship by the rules; see :meth:`cdp_hub.store.ProfileRepository.refresh_golden`)."""
     names = sorted(rules.traits)
     ranks = [(n, src, len(rules.traits[n].sources) - i) for n in names
              for i, src in enumerate(rules.traits[n].sources)]
-    stmt = sql.GOLDEN
-    if "most_frequent" not in {rules.default_strategy} | {t.strategy for t in rules.traits.values()}:
-        stmt = _FREQ.sub("NULL::bigint", stmt)
-    await conn.execute(stmt, names, [rules.traits[n].strategy for n in names], [r[0] for r in ranks],
-                       rules.default_strategy, list(profile_ids), [r[1] for r in ranks], [r[2] for r in ranks])
-
-
-_FREQ = re.compile(r"/\*freq\*/.*?/\*end\*/")
+    await ProfileRepository.refresh_golden(conn, profile_ids, traits=names,
+                                           strategies=[rules.traits[n].strategy for n in names],
+                                           default_strategy=rules.default_strategy, source_ranks=ranks)
 
 

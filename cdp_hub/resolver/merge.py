@@ -23,21 +23,19 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from cdp_hub.errors import CdpHubError, RetriableError
-from cdp_hub.resolver import sql
 from cdp_hub.resolver.graph import (
-    Key,
     Observations,
     add_observations,
     identity_lock_key,
     insert_merges,
-    move_profiles,
     refresh_golden,
     upsert_observations,
 )
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.resolver.stage import profile_merged_event
 from cdp_hub.schema.events import Event, uuid7
-from cdp_hub.store import Store
+from cdp_hub.store import EventRepository, ProfileRepository, Store
+from cdp_hub.store.profiles import Key, LockedProfile
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -84,16 +82,9 @@ class _Retry(Exception):
     pass
 
 
-async def _canonical(conn: asyncpg.Connection, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    rows = await conn.fetch(
-        "SELECT profile_id, coalesce(merged_into, profile_id) AS holder FROM profiles"
-        " WHERE profile_id = ANY($1::uuid[])", list(ids))
-    return {r["profile_id"]: r["holder"] for r in rows}
-
-
-async def _lock_profiles(conn: asyncpg.Connection, ids: Iterable[uuid.UUID]) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(sql.LOCK_PROFILES, sorted(set(ids), key=lambda p: p.bytes))
-    if any(r["merged_into"] is not None for r in rows):
+async def _lock_profiles(conn: asyncpg.Connection, ids: Iterable[uuid.UUID]) -> list[LockedProfile]:
+    rows = await ProfileRepository.lock_profiles(conn, sorted(set(ids), key=lambda p: p.bytes))
+    if any(r.merged_into is not None for r in rows):
         raise _Retry  # merged meanwhile: look again
     return rows
 
@@ -123,7 +114,7 @@ async def merge_profiles(
 
 async def _merge(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], reason: str,
                  rules: IdentityRules, force: bool) -> MergeOutcome | None:
-    canon = await _canonical(conn, profile_ids)
+    canon = await ProfileRepository.canonical_ids(conn, profile_ids)
     missing = [str(p) for p in profile_ids if p not in canon]
     if missing:
         raise MergeRefused(f"no such profile(s): {', '.join(missing)}")
@@ -135,11 +126,10 @@ async def _merge(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rea
         problems = []
         kinds: dict[str, set[str]] = defaultdict(set)
         splits: set[tuple[uuid.UUID, uuid.UUID]] = set()
-        for r in await conn.fetch(sql.PROFILE_CONSTRAINTS, group, list(rules.limited_kinds())):
-            if r["kind"] is None:
-                splits.add((r["profile_id"], uuid.UUID(r["value"])))
-            else:
-                kinds[r["kind"]].add(r["value"])
+        constraints = await ProfileRepository.constraints(conn, group, list(rules.limited_kinds()))
+        splits.update(constraints.splits)
+        for _, kind, value in constraints.values:
+            kinds[kind].add(value)
         for kind, limit in rules.limited_kinds().items():
             if len(kinds[kind]) > limit:
                 problems.append(f"{len(kinds[kind])} {kind} values ({', '.join(sorted(kinds[kind]))}), "
@@ -149,15 +139,13 @@ async def _merge(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rea
         if problems:
             raise MergeRefused("merge refused by the identity rules: " + "; ".join(problems)
                                + ". Check the profiles (cdp-hub profiles show --id ...); pass force to merge anyway")
-    survivor = min(rows, key=lambda r: (r["created_at"], str(r["profile_id"])))["profile_id"]
+    survivor = min(rows, key=lambda r: (r.created_at, str(r.profile_id))).profile_id
     losers = [p for p in group if p != survivor]
-    held = await move_profiles(conn, losers, [survivor] * len(losers))
+    held = await ProfileRepository.move_profiles(conn, losers, [survivor] * len(losers))
     op = uuid7()
     await insert_merges(conn, [(survivor, loser, op, sorted(held.get(loser, [])), reason) for loser in losers])
     await refresh_golden(conn, [survivor], rules)
-    idents = await conn.fetch("SELECT kind, value FROM identities WHERE profile_id = $1 ORDER BY kind, value"
-                              " LIMIT 20", survivor)
-    cause = _operation_event(op, [(r["kind"], r["value"]) for r in idents])
+    cause = _operation_event(op, await ProfileRepository.first_identities(conn, survivor, 20))
     return MergeOutcome(survivor, losers, profile_merged_event(survivor, losers, cause, reason))
 
 
@@ -185,56 +173,37 @@ async def unmerge_profile(
 
 
 async def _unmerge(conn: asyncpg.Connection, loser: uuid.UUID, rules: IdentityRules, reason: str) -> UnmergeOutcome:
-    merge = await conn.fetchrow(
-        "SELECT merge_id, surviving_profile_id, identities FROM merges"
-        " WHERE merged_profile_id = $1 AND undone_at IS NULL ORDER BY merged_at DESC LIMIT 1", loser)
-    holder = await conn.fetchval("SELECT merged_into FROM profiles WHERE profile_id = $1", loser)
+    merge = await ProfileRepository.last_merge(conn, loser)
+    holder = await ProfileRepository.merged_into(conn, loser)
     if merge is None or holder is None:
         raise UnmergeError(f"profile {loser} is not merged into another profile; nothing to unmerge "
                            f"(see its merge history: cdp-hub profiles show --id {loser})")
-    back: list[Key] = [(i["kind"], i["value"]) for i in merge["identities"]]
+    back: list[Key] = merge.identities
     locks = sorted({identity_lock_key(k, v) for k, v in back})
     if locks:
-        await conn.fetchval(sql.LOCK_IDENTITY_KEYS, sql.LOCK_NS_IDENTITY, locks)
-    rows = await conn.fetch(sql.LOCK_PROFILES, sorted([holder, loser], key=lambda p: p.bytes))
-    current = {r["profile_id"]: r["merged_into"] for r in rows}
+        await ProfileRepository.lock_identity_keys(conn, locks)
+    rows = await ProfileRepository.lock_profiles(conn, sorted([holder, loser], key=lambda p: p.bytes))
+    current = {r.profile_id: r.merged_into for r in rows}
     if current.get(holder) is not None or current.get(loser) != holder:
         raise _Retry
 
     # The loser, and the profiles merged into it before, come back.
-    await conn.execute("UPDATE profiles SET merged_into = NULL, version = version + 1, updated_at = now()"
-                       " WHERE profile_id = $1", loser)
-    await conn.execute(
-        "UPDATE profiles SET merged_into = $1, updated_at = now() WHERE merged_into = $2 AND profile_id IN"
-        " (SELECT merged_profile_id FROM merges WHERE surviving_profile_id = $1 AND undone_at IS NULL)",
-        loser, holder)
-    await conn.execute(
-        "UPDATE identities i SET profile_id = $1 FROM unnest($3::text[], $4::text[]) AS x(k, v)"
-        " WHERE i.kind = x.k AND i.value = x.v AND i.profile_id = $2",
-        loser, holder, [k for k, _ in back], [v for _, v in back])
+    await ProfileRepository.restore(conn, loser, holder)
+    await ProfileRepository.give_back_identities(conn, loser, holder, back)
 
     # Events follow their identities: those that now point only at the loser's side move back.
-    owners = {(r["kind"], r["value"]): r["profile_id"] for r in await conn.fetch(
-        "SELECT kind, value, profile_id FROM identities WHERE profile_id = ANY($1::uuid[])", [holder, loser])}
+    owners = await ProfileRepository.identity_owners(conn, [holder, loser])
     moved_ids, moved_at = [], []
-    for ev in await conn.fetch("SELECT event_id, occurred_at, body -> 'identities' AS ids FROM events"
-                               " WHERE profile_id = $1", holder):
-        sides = {owners.get((i["kind"], i["value"])) for i in (ev["ids"] or [])} - {None}
+    for event_id, occurred_at, ids in await EventRepository.identities_on(conn, holder):
+        sides = {owners.get((i["kind"], i["value"])) for i in ids} - {None}
         if sides == {loser}:
-            moved_ids.append(ev["event_id"])
-            moved_at.append(ev["occurred_at"])
+            moved_ids.append(event_id)
+            moved_at.append(occurred_at)
     if moved_ids:
-        await conn.execute(
-            "UPDATE events e SET profile_id = $1 FROM unnest($2::uuid[], $3::timestamptz[]) AS x(id, o)"
-            " WHERE e.event_id = x.id AND e.occurred_at = x.o", loser, moved_ids, moved_at)
+        await EventRepository.reassign(conn, loser, moved_ids, moved_at)
     await rebuild_traits(conn, [holder, loser], rules)
 
-    await conn.execute("UPDATE merges SET undone_at = now() WHERE merge_id = $1 AND surviving_profile_id = $2",
-                       merge["merge_id"], merge["surviving_profile_id"])
-    await conn.execute(
-        "INSERT INTO profile_splits (profile_id, other_profile_id, merge_id, reason)"
-        " SELECT a, b, $3, $4 FROM unnest($1::uuid[], $2::uuid[]) AS x(a, b) ON CONFLICT DO NOTHING",
-        [holder, loser], [loser, holder], merge["merge_id"], reason)
+    await ProfileRepository.close_merge(conn, merge, holder, loser, reason)
     cause = _operation_event(uuid7(), back)
     event = profile_merged_event(holder, [loser], cause, reason, event_type="profile.unmerged")
     return UnmergeOutcome(loser, holder, back, len(moved_ids), event)
@@ -242,11 +211,10 @@ async def _unmerge(conn: asyncpg.Connection, loser: uuid.UUID, rules: IdentityRu
 
 async def rebuild_traits(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rules: IdentityRules) -> None:
     """Recompute trait observations and golden records of ``profile_ids`` from their stored events."""
-    await conn.execute("DELETE FROM profile_traits WHERE profile_id = ANY($1::uuid[])", list(profile_ids))
+    await ProfileRepository.delete_traits(conn, profile_ids)
     obs: Observations = {}
-    for row in await conn.fetch("SELECT profile_id, body FROM events WHERE profile_id = ANY($1::uuid[])",
-                                list(profile_ids)):
-        add_observations(obs, row["profile_id"], Event.model_validate(row["body"]))
+    for profile_id, body in await EventRepository.bodies_of(conn, profile_ids):
+        add_observations(obs, profile_id, Event.model_validate(body))
     await upsert_observations(conn, obs)
     await refresh_golden(conn, profile_ids, rules)
 

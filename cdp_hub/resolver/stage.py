@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
-from cdp_hub.resolver import sql
-from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, Key, ResolutionError
+from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
 from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.schema.events import Context, Event, parse_event
 from cdp_hub.schema.identities import NormalizationOptions, normalize_identity
-from cdp_hub.store import Store
+from cdp_hub.store import ProfileRepository
+from cdp_hub.store.profiles.records import Key
 
 __all__ = ["ResolverStage", "profile_created_event", "profile_merged_event"]
 
@@ -73,10 +73,10 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
 
     name = "resolver"
 
-    def __init__(self, ctx: StageContext, *, store: Store, normalization: NormalizationOptions,
+    def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, normalization: NormalizationOptions,
                  rules: IdentityRules | None = None) -> None:
         super().__init__(ctx)
-        self.store = store
+        self.profiles = profiles
         self.normalization = normalization
         self.rules = rules or load_rules()
         self._graph: IdentityGraph | None = None
@@ -102,7 +102,7 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
     @property
     def graph(self) -> IdentityGraph:
         if self._graph is None:
-            self._graph = IdentityGraph(self.store.pool, self.rules, self.normalization)
+            self._graph = IdentityGraph(self.profiles.store.pool, self.rules, self.normalization)
         return self._graph
 
     def decode(self, record: Record) -> tuple[Event, list[Key]]:
@@ -169,14 +169,13 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
         merged: dict[uuid.UUID, list[tuple[uuid.UUID, list[uuid.UUID], str | None]]],
     ) -> None:
         """For events stored before (a replay after a crash): the profiles and merges they caused then."""
-        store = self.store
-        for row in await store.fetch(sql.CREATED_BY, replayed):
-            if row["profile_id"] not in created[row["created_by_event"]]:
-                created[row["created_by_event"]].append(row["profile_id"])
+        profiles = self.profiles
+        for pid, eid in await profiles.created_by_events(replayed):
+            if pid not in created[eid]:
+                created[eid].append(pid)
         by_step: dict[tuple[uuid.UUID, uuid.UUID], tuple[list[uuid.UUID], str | None]] = {}
-        for row in await store.fetch(sql.MERGES_BY, replayed):
-            step = (row["event_id"], row["surviving_profile_id"])
-            losers, _ = by_step.setdefault(step, ([], row["reason"]))
-            losers.append(row["merged_profile_id"])
+        for m in await profiles.merges_caused_by(replayed):
+            losers, _ = by_step.setdefault((m.event_id, m.survivor), ([], m.reason))
+            losers.append(m.loser)
         for (eid, survivor), (losers, reason) in by_step.items():
             merged[eid].append((survivor, losers, reason))

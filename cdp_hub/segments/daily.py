@@ -30,6 +30,7 @@ from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.engine import identity_of_profiles
+from cdp_hub.store import ProfileRepository
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -45,25 +46,10 @@ CLAIM_LEASE = timedelta(minutes=10)
 DEFAULT_TIMEZONE = "Europe/Moscow"
 PUBLISH_BATCH = 2000
 
-_CANDIDATES_SQL = """
-SELECT p.profile_id, p.golden ->> 'birth_date' AS birth_date, z.tz
-  FROM profiles p
-  JOIN unnest($1::text[], $2::text[], $3::text[]) AS z(tz, md, yr)
-    ON z.tz = COALESCE(p.golden ->> 'timezone', '') AND substr(p.golden ->> 'birth_date', 6, 5) = z.md
- WHERE p.merged_into IS NULL AND p.golden ->> 'birth_date' ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
-   AND NOT EXISTS (SELECT 1 FROM scheduler_emitted s
-                    WHERE s.profile_id = p.profile_id AND s.job = $4 AND s.period = z.yr)
-"""
-
 _EMITTED_SQL = """
 INSERT INTO scheduler_emitted (profile_id, job, period, emitted_at)
 SELECT p, $2, y, $4 FROM unnest($1::uuid[], $3::text[]) AS x(p, y)
 ON CONFLICT DO NOTHING
-"""
-
-_ZONES_SQL = """
-SELECT DISTINCT COALESCE(golden ->> 'timezone', '') AS tz FROM profiles
- WHERE merged_into IS NULL AND golden ? 'birth_date'
 """
 
 _CLAIM_SQL = """
@@ -116,7 +102,7 @@ class BirthdayScheduler:
         now = now or self.hub.clock()
         store = self.hub.store
         result = BirthdayScan(at=now)
-        zones = [r["tz"] for r in await store.fetch(_ZONES_SQL)]
+        zones = await ProfileRepository(store).birthday_time_zones()
         tz_col: list[str] = []
         md_col: list[str] = []
         year_col: list[str] = []
@@ -128,27 +114,27 @@ class BirthdayScheduler:
                 year_col.append(str(today.year))
         if not tz_col:
             return result
-        rows = await store.fetch(_CANDIDATES_SQL, tz_col, md_col, year_col, BIRTHDAY_JOB)
+        rows = await ProfileRepository(store).birthday_candidates(tz_col, md_col, year_col, BIRTHDAY_JOB)
         result.found = len(rows)
         topic = self.hub.topics.events
         for start in range(0, len(rows), PUBLISH_BATCH):
             page = rows[start:start + PUBLISH_BATCH]
-            identities = await identity_of_profiles(self.hub, [r["profile_id"] for r in page])
+            identities = await identity_of_profiles(self.hub, [r.profile_id for r in page])
             messages: list[OutgoingMessage] = []
             emitted: list[tuple[uuid.UUID, str]] = []
             for row in page:
-                identity = identities.get(row["profile_id"])
+                identity = identities.get(row.profile_id)
                 if identity is None:
                     result.skipped += 1
                     continue
                 try:
-                    event = birthday_event(row["profile_id"], row["birth_date"], row["tz"] or None, identity, now)
+                    event = birthday_event(row.profile_id, row.birth_date, row.tz or None, identity, now)
                 except ValueError:  # "1990-02-30": shaped like a date, but none
-                    log.warning("profile %s: birth_date %r is not a date", row["profile_id"], row["birth_date"])
+                    log.warning("profile %s: birth_date %r is not a date", row.profile_id, row.birth_date)
                     result.skipped += 1
                     continue
                 messages.append(event_message(topic, event))
-                emitted.append((row["profile_id"], str(event.properties["year"])))
+                emitted.append((row.profile_id, str(event.properties["year"])))
             if messages:
                 await self.hub.bus.publish_many(messages)
                 # Only once they are durable: a crash before this publishes the same events again.

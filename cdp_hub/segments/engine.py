@@ -39,6 +39,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.compiler import compile_segment
 from cdp_hub.segments.model import Segment, load_segments
+from cdp_hub.store import ProfileRepository
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -54,17 +55,10 @@ PUBLISH_BATCH = 2000
 IDENTITY_PRIORITY = ["crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card", "email", "phone",
                      "device_id", "push_token", "anonymous_id"]
 
-_IDENTITIES_SQL = """
-SELECT DISTINCT ON (profile_id) profile_id, kind, value FROM identities
- WHERE profile_id = ANY($1::uuid[])
- ORDER BY profile_id, COALESCE(array_position($2::text[], kind), 1000), kind, value
-"""
-
 
 async def identity_of_profiles(hub: Hub, profile_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
     """One identity per profile (``{"kind": ..., "value": ...}``), for events the hub itself emits."""
-    rows = await hub.store.fetch(_IDENTITIES_SQL, list(profile_ids), IDENTITY_PRIORITY)
-    return {r["profile_id"]: {"kind": r["kind"], "value": r["value"]} for r in rows}
+    return await ProfileRepository(hub.store).best_identities(profile_ids, IDENTITY_PRIORITY)
 
 
 @dataclass
@@ -277,19 +271,17 @@ class SegmentEngine:
             current[row["profile_id"]].add(row["segment_id"])
         if not self.realtime:
             return current
-        rows = await self.hub.store.fetch(
-            "SELECT profile_id, golden, version, updated_at, merged_into FROM profiles WHERE profile_id = ANY($1::uuid[])",
-            ids)
+        rows = await ProfileRepository(self.hub.store).golden_states(ids)
         changes: list[tuple[uuid.UUID, str, str, int, datetime]] = []
         for row in rows:
-            pid = row["profile_id"]
-            golden: dict[str, Any] = row["golden"] or {}
+            pid = row.profile_id
+            golden: dict[str, Any] = row.golden
             for segment in self.realtime:
-                inside = row["merged_into"] is None and segment.evaluate(golden, (), self.hub.clock())
+                inside = row.merged_into is None and segment.evaluate(golden, (), self.hub.clock())
                 was = segment.id in current[pid]
                 if inside != was:
-                    changes.append((pid, segment.id, "entered" if inside else "exited", row["version"],
-                                    row["updated_at"]))
+                    changes.append((pid, segment.id, "entered" if inside else "exited", row.version,
+                                    row.updated_at))
                     (current[pid].add if inside else current[pid].discard)(segment.id)
         if not changes:
             return current

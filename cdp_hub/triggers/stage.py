@@ -37,7 +37,7 @@ from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
-from cdp_hub.store import Store
+from cdp_hub.store import ProfileRepository, Store
 from cdp_hub.triggers.scenario import QuietHours, Scenario
 
 __all__ = ["TriggerStage", "quiet_hours_end"]
@@ -82,6 +82,7 @@ class TriggerStage(Stage[Event]):
                  segments: SegmentEngine, scheduler: BirthdayScheduler) -> None:
         super().__init__(ctx)
         self.store = store
+        self.profiles = ProfileRepository(store)
         self.hotstate = hotstate
         self.segments = segments
         self.scheduler = scheduler
@@ -145,9 +146,7 @@ class TriggerStage(Stage[Event]):
         if not relevant:
             return
         profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
-        rows = await store.fetch(
-            "SELECT profile_id, golden FROM profiles WHERE profile_id = ANY($1::uuid[])", profile_ids)
-        golden = {r["profile_id"]: r["golden"] or {} for r in rows}
+        golden = await ProfileRepository(store).golden_of(profile_ids)
 
         cancels: list[tuple[uuid.UUID, str, datetime]] = []
         timers: list[tuple[uuid.UUID, uuid.UUID, str, datetime, uuid.UUID, str]] = []
@@ -340,8 +339,7 @@ class TriggerStage(Stage[Event]):
         by_id = {s.id: s for s in self.scenarios}
         fired: list[tuple[uuid.UUID, uuid.UUID]] = []
         profile_ids = list({r["profile_id"] for r in rows})
-        golden = {r["profile_id"]: r["golden"] or {} for r in await self.store.fetch(
-            "SELECT profile_id, golden FROM profiles WHERE profile_id = ANY($1::uuid[])", profile_ids)}
+        golden = await self.profiles.golden_of(profile_ids)
         gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
         for row in rows:
             fired.append((row["profile_id"], row["trigger_id"]))

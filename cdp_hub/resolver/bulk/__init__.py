@@ -1,7 +1,8 @@
 """Bulk identity resolution for migrations: millions of records resolved set-wise in SQL.
 
     file(s) ─▶ RecordBuilder (normalize, per record) ─▶ COPY into session temp tables
-            ─▶ connected components over shared identifiers (sql.py) ─▶ profiles, identities, golden records
+            ─▶ connected components over shared identifiers ─▶ profiles, identities, golden records
+               (the statements: cdp_hub.store.profiles.bulk)
 
 The streaming resolver must be paused while it runs (it takes no per-identity locks).
 """

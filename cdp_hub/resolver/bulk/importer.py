@@ -41,19 +41,17 @@ from pydantic import ValidationError
 from cdp_hub.connector.files import FileRecordError, iter_records
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, NormalizationError, RecordError, SchemaViolation
-from cdp_hub.resolver.bulk import sql as bulk_sql
 from cdp_hub.resolver.graph import (
     IdentityGraph,
     ResolutionError,
     insert_merges,
-    move_profiles,
     refresh_golden,
 )
 from cdp_hub.resolver.rules import IdentityRules
 from cdp_hub.schema.events import Traits, deterministic_event_id, parse_event, schema_violation_from
 from cdp_hub.schema.identities import CORE_IDENTITY_KINDS, NormalizationOptions, normalize_identity
 from cdp_hub.schema.payloads import EVENT_TYPES
-from cdp_hub.store.migrations import render_sql
+from cdp_hub.store import ProfileRepository
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -318,6 +316,7 @@ class BulkImporter:
         started = time.perf_counter()
         mark = started
         store = self.hub.store
+        profiles = ProfileRepository(store)
 
         def phase(name: str) -> None:
             nonlocal mark
@@ -325,100 +324,58 @@ class BulkImporter:
             summary.phases[name] = summary.phases.get(name, 0.0) + now - mark
             mark = now
 
-        def sql(stmt: str) -> str:
-            return render_sql(stmt, store.dialect)
-
         streamed_bodies: list[str] = []
         async with store.pool.acquire() as conn, conn.transaction():
-            # Staging lives in temporary tables: give them memory (only possible before this session's first
-            # temporary table; a reused session keeps what it had).
-            try:
-                async with conn.transaction():
-                    await conn.execute("SELECT set_config('temp_buffers', $1, true)", f"{int(self.temp_buffers_mb)}MB")
-            except asyncpg.PostgresError:
-                pass
-            await conn.execute("SET LOCAL synchronous_commit = off")  # one commit at the end; it is waited on
-            # Big hash aggregates and sorts in memory rather than spilled to disk; bounded by the setting.
-            await conn.execute("SELECT set_config('work_mem', $1, true)", f"{int(self.work_mem_mb)}MB")
-            for stmt in bulk_sql.CREATE_STAGING:
-                await conn.execute(sql(stmt))
-            await self._load(conn, files, fmt, summary, started)
+            await profiles.bulk_begin(conn, temp_buffers_mb=self.temp_buffers_mb, work_mem_mb=self.work_mem_mb)
+            await self._load(conn, profiles, files, fmt, summary, started)
             self._say(f"read {summary.records:,} records, DLQ {summary.dead}; resolving", final=True)
             phase("read+copy")
 
-            await conn.execute("ANALYZE bulk_rec")
-            await conn.execute("ANALYZE bulk_ident")
-            staged = int(await conn.fetchval("SELECT count(*) FROM bulk_rec"))
-            await conn.execute(bulk_sql.DROP_DUPLICATES)
-            await conn.execute(bulk_sql.DROP_ORPHAN_IDENTS)
-            await conn.execute(bulk_sql.DROP_BLOCKED)
-            loaded = int(await conn.fetchval("SELECT count(*) FROM bulk_rec"))
+            staged, loaded = await profiles.bulk_dedupe(conn)
             summary.duplicates = staged - loaded
             phase("dedupe")
 
-            for stmt in (bulk_sql.CREATE_KEYS, bulk_sql.CREATE_EDGES, bulk_sql.CREATE_EXISTING,
-                         bulk_sql.CREATE_PROFILE_LABELS, bulk_sql.CREATE_KEY_LABELS, bulk_sql.CREATE_SHARED_EDGES):
-                await conn.execute(sql(stmt))
-            await conn.execute("ANALYZE bulk_sedge")
+            await profiles.bulk_link(conn)
             # records <- keys, keys <- records, until the records' labels stop moving (then the keys' have too:
             # they were computed from the same record labels).
             for rounds in range(1, _MAX_ROUNDS + 1):
-                await conn.execute(sql(bulk_sql.ROUND_RECORDS))
-                changed = -1 if rounds == 1 else int(await conn.fetchval(bulk_sql.ROUND_RECORDS_CHANGED))
-                for stmt in bulk_sql.SWAP_RECORDS:
-                    await conn.execute(stmt)
+                changed = await profiles.bulk_round_records(conn, first=rounds == 1)
                 summary.rounds = rounds
                 if changed == 0:
                     break
-                await conn.execute(sql(bulk_sql.ROUND_KEYS))
-                for stmt in bulk_sql.SWAP_KEYS:
-                    await conn.execute(stmt)
+                await profiles.bulk_round_keys(conn)
                 self._say(f"components: round {rounds}" + (f", {changed:,} labels moved" if changed > 0 else ""))
-            await conn.execute(sql(bulk_sql.ALL_RECORDS))
-            for stmt in bulk_sql.SWAP_RECORDS:
-                await conn.execute(stmt)
-            await conn.execute(sql(bulk_sql.ALL_KEYS))
-            for stmt in bulk_sql.SWAP_KEYS:
-                await conn.execute(stmt)
-            await conn.execute(sql(bulk_sql.CREATE_COMPONENT_PROFILES))
+            await profiles.bulk_components(conn)
             phase("components")
 
             limits = self.rules.limited_kinds()
-            flagged = [r["lbl"] for r in await conn.fetch(
-                bulk_sql.FLAGGED_COMPONENTS, list(limits), list(limits.values()), self.rules.max_merge_size)]
+            flagged = await profiles.bulk_flagged(conn, list(limits), list(limits.values()), self.rules.max_merge_size)
             if flagged:
-                streamed_bodies = [r["body"] for r in await conn.fetch(bulk_sql.FLAGGED_RECORDS, flagged)]
-                for stmt in bulk_sql.DROP_FLAGGED:
-                    await conn.execute(stmt, flagged)
+                streamed_bodies = await profiles.bulk_take_flagged(conn, flagged)
             summary.loaded = loaded - len(streamed_bodies)
 
-            await conn.execute(sql(bulk_sql.CREATE_COMPONENT_TARGET))
-            await conn.execute(bulk_sql.ADD_NEW_TARGETS, self.source)
-            summary.components = int(await conn.fetchval("SELECT count(*) FROM bulk_cprof"))
-            summary.profiles_created = int(await conn.fetchval("SELECT count(*) FROM bulk_cprof WHERE is_new"))
+            summary.components, summary.profiles_created = await profiles.bulk_targets(conn, self.source)
             summary.profiles_matched = summary.components - summary.profiles_created
-            await conn.execute(sql(bulk_sql.CREATE_OBSERVATIONS))
             names = sorted(self.rules.traits)
-            await conn.execute(sql(bulk_sql.NEW_GOLDEN), names, [self.rules.traits[n].strategy for n in names],
-                               self.rules.default_strategy)
-            await conn.execute(bulk_sql.INSERT_NEW_PROFILES)
-            losers = await conn.fetch(bulk_sql.COMPONENT_LOSERS)
+            await profiles.bulk_new_profiles(conn, names, [self.rules.traits[n].strategy for n in names],
+                                             self.rules.default_strategy)
+            losers = await profiles.bulk_component_losers(conn)
             if losers:
-                lose = [r["loser"] for r in losers]
-                surv = [r["survivor"] for r in losers]
-                held = await move_profiles(conn, lose, surv)
+                lose = [lo for lo, _ in losers]
+                surv = [s for _, s in losers]
+                held = await profiles.move_profiles(conn, lose, surv)
                 op = uuid.uuid4()
                 await insert_merges(conn, [(s, lo, op, sorted(held.get(lo, [])), f"bulk import from {self.source}")
                                            for lo, s in zip(lose, surv, strict=True)])
                 summary.merges += len(lose)
             phase("profiles")
-            await conn.execute(bulk_sql.INSERT_IDENTITIES, self.source)
+            await profiles.bulk_insert_identities(conn, self.source)
             phase("identities")
-            await conn.execute(bulk_sql.INSERT_EVENTS, self.event_type, self.source)
+            await profiles.bulk_insert_events(conn, self.event_type, self.source)
             phase("events")
-            await conn.execute(bulk_sql.INSERT_TRAITS, self.source)
+            await profiles.bulk_insert_traits(conn, self.source)
             phase("traits")
-            targets = [r["profile_id"] for r in await conn.fetch(bulk_sql.TARGET_PROFILES)]
+            targets = await profiles.bulk_existing_targets(conn)
             if targets:
                 await refresh_golden(conn, targets, self.rules)
             phase("golden")
@@ -434,8 +391,8 @@ class BulkImporter:
         self._say("done", final=True)
         return summary
 
-    async def _load(self, conn: Any, files: Sequence[Path], fmt: str, summary: ImportSummary,
-                    started: float) -> None:
+    async def _load(self, conn: asyncpg.Connection, profiles: ProfileRepository, files: Sequence[Path], fmt: str,
+                    summary: ImportSummary, started: float) -> None:
         """Read, normalize (in worker processes when there are several cores) and COPY into staging.
 
         Chunks are built in parallel and copied in order while the next ones are being built, so the
@@ -450,8 +407,7 @@ class BulkImporter:
             summary.dead += len(chunk.dead)
             summary.dead_letters.extend(chunk.dead)
             if chunk.count:
-                await conn.copy_to_table("bulk_rec", source=io.BytesIO(chunk.records), format="csv")
-                await conn.copy_to_table("bulk_ident", source=io.BytesIO(chunk.identities), format="csv")
+                await profiles.bulk_copy(conn, chunk.records, chunk.identities)
             rate = summary.records / (time.perf_counter() - started)
             self._say(f"read {summary.records:,} records ({rate:,.0f}/s), DLQ {summary.dead}")
 

@@ -27,7 +27,8 @@ import orjson
 
 from cdp_hub.resolver.fuzzy.match import MatchRun, cluster, match
 from cdp_hub.resolver.fuzzy.model import MatcherConfig, PersonRecord, ScoredPair
-from cdp_hub.store import Store
+from cdp_hub.store import ProfileRepository, Store
+from cdp_hub.store.profiles import Suggestion
 
 if TYPE_CHECKING:
     from cdp_hub.resolver.rules import IdentityRules
@@ -70,53 +71,7 @@ GOLDEN_FIELDS: Mapping[str, str] = {
 IDENTITY_FIELDS: Mapping[str, str] = {"phone": "phone", "email": "email"}
 _PATRONYMIC_ENDINGS = ("ovich", "evich", "ich", "ovna", "evna", "ichna", "ична", "овна", "евна", "ович", "евич", "ич")
 
-_SELECT_PROFILES = """
-SELECT profile_id, golden FROM profiles WHERE merged_into IS NULL ORDER BY profile_id
-"""
-# Blocked values (shared store phones, placeholder e-mails) are no evidence of anything.
-_SELECT_IDENTITIES = """
-SELECT DISTINCT ON (i.profile_id, i.kind) i.profile_id, i.kind, i.value
-  FROM identities i
-  JOIN profiles p ON p.profile_id = i.profile_id AND p.merged_into IS NULL
- WHERE i.kind = ANY($1::text[])
-   AND NOT EXISTS (SELECT 1 FROM blocked_identities b WHERE b.kind = i.kind AND b.value = i.value)
- ORDER BY i.profile_id, i.kind, i.last_seen DESC, i.value
-"""
 _UPSERT_CHUNK = 10_000  # pairs per statement: bounded statement size, still set-wise
-# One statement for the whole batch. `inserted` tells new rows from updated ones (xmax = 0 on insert).
-_UPSERT = """
-INSERT INTO merge_suggestions AS s (profile_a, profile_b, score, weight, evidence, status, matcher)
-SELECT a, b, sc, w, ev::jsonb, st, $7
-  FROM unnest($1::uuid[], $2::uuid[], $3::float8[], $4::float8[], $5::text[], $6::text[]) AS x(a, b, sc, w, ev, st)
-ON CONFLICT (profile_a, profile_b) DO UPDATE
-   SET score = EXCLUDED.score, weight = EXCLUDED.weight, evidence = EXCLUDED.evidence,
-       status = EXCLUDED.status, matcher = EXCLUDED.matcher, updated_at = now()
- WHERE s.status IN ('open', 'auto')
-   AND (s.score, s.weight, s.evidence, s.status, s.matcher)
-       IS DISTINCT FROM (EXCLUDED.score, EXCLUDED.weight, EXCLUDED.evidence, EXCLUDED.status, EXCLUDED.matcher)
-RETURNING profile_a, profile_b, status, (xmax = 0) AS inserted
-"""
-_MARK_STALE = """
-UPDATE merge_suggestions s SET status = 'stale', updated_at = now()
- WHERE s.status IN ('open', 'auto')
-   AND EXISTS (SELECT 1 FROM profiles p
-                WHERE p.profile_id IN (s.profile_a, s.profile_b) AND p.merged_into IS NOT NULL)
-"""
-_SELECT_AUTO = """
-SELECT profile_a, profile_b FROM merge_suggestions
- WHERE status = 'auto' AND profile_a = ANY($1::uuid[]) AND profile_b = ANY($2::uuid[])
-"""
-_DECIDE = """
-UPDATE merge_suggestions SET status = $3, decided_at = now(), decided_by = $4, updated_at = now()
- WHERE profile_a = $1 AND profile_b = $2
-"""
-_LIST = """
-SELECT profile_a, profile_b, score, weight, evidence, status, matcher, created_at, updated_at
-  FROM merge_suggestions
- WHERE ($1::text IS NULL OR status = $1)
- ORDER BY score DESC, profile_a, profile_b
- LIMIT $2
-"""
 
 
 @dataclass(slots=True)
@@ -137,19 +92,6 @@ class SuggestResult:
     matcher: str = ""
     seconds: float = 0.0
     run: MatchRun | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Suggestion:
-    """One stored merge suggestion (a row of ``merge_suggestions``)."""
-
-    profile_a: uuid.UUID
-    profile_b: uuid.UUID
-    score: float
-    weight: float
-    evidence: dict[str, Any]
-    status: str
-    matcher: str
 
 
 def _split_full_name(full: str) -> tuple[str | None, str | None, str | None]:
@@ -187,14 +129,14 @@ def matcher_fingerprint(config: MatcherConfig) -> str:
 
 async def load_records(store: Store) -> list[PersonRecord]:
     """Every live profile (``merged_into IS NULL``) as a :class:`PersonRecord`."""
-    profiles = await store.fetch(_SELECT_PROFILES)
+    repo = ProfileRepository(store)
+    profiles = await repo.live_goldens()
     idents: dict[str, dict[str, str]] = {}
-    for row in await store.fetch(_SELECT_IDENTITIES, list(IDENTITY_FIELDS)):
-        idents.setdefault(str(row["profile_id"]), {})[row["kind"]] = row["value"]
+    for profile_id, kind, value in await repo.latest_identities(list(IDENTITY_FIELDS)):
+        idents.setdefault(str(profile_id), {})[kind] = value
     out = []
-    for row in profiles:
-        pid = str(row["profile_id"])
-        golden = row["golden"] if isinstance(row["golden"], dict) else {}
+    for profile_id, golden in profiles:
+        pid = str(profile_id)
         out.append(profile_record(pid, golden, idents.get(pid, {})))
     return out
 
@@ -217,21 +159,21 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     async with store.pool.acquire() as conn, conn.transaction():
         for start in range(0, len(pairs), _UPSERT_CHUNK):
             chunk = pairs[start : start + _UPSERT_CHUNK]
-            rows = await conn.fetch(
-                _UPSERT,
+            new, changed = await ProfileRepository.upsert_suggestions(
+                conn,
                 [uuid.UUID(p.a) for p in chunk], [uuid.UUID(p.b) for p in chunk],
                 [p.score for p in chunk], [p.weight for p in chunk],
                 [orjson.dumps(p.evidence_json()).decode() for p in chunk],
                 statuses[start : start + _UPSERT_CHUNK], fingerprint,
             )
-            inserted += sum(1 for r in rows if r["inserted"])
-            updated += sum(1 for r in rows if not r["inserted"])
-        stale_tag = await conn.execute(_MARK_STALE)
-        stale = int(stale_tag.rsplit(" ", 1)[-1])
+            inserted += new
+            updated += changed
+        stale = await ProfileRepository.mark_stale_suggestions(conn)
         wanted = [p for p, st in zip(pairs, statuses, strict=True) if st == "auto"]
         if wanted:
-            rows = await conn.fetch(_SELECT_AUTO, [uuid.UUID(p.a) for p in wanted], [uuid.UUID(p.b) for p in wanted])
-            still_auto = {(str(r["profile_a"]), str(r["profile_b"])) for r in rows}
+            rows = await ProfileRepository.auto_suggestions(conn, [uuid.UUID(p.a) for p in wanted],
+                                                            [uuid.UUID(p.b) for p in wanted])
+            still_auto = {(str(a), str(b)) for a, b in rows}
             auto = [p for p in wanted if (p.a, p.b) in still_auto]
     result = SuggestResult(
         profiles=len(records), candidate_pairs=run.candidate_pairs, suggestions=len(pairs), inserted=inserted,
@@ -246,11 +188,7 @@ async def list_suggestions(store: Store, *, status: str | None = "open", limit: 
     """Stored suggestions, best first; ``status=None`` lists every status."""
     if status is not None and status not in SUGGESTION_STATUSES:
         raise ValueError(f"unknown status {status!r}; use one of {SUGGESTION_STATUSES}")
-    rows = await store.fetch(_LIST, status, limit)
-    return [
-        Suggestion(r["profile_a"], r["profile_b"], r["score"], r["weight"], r["evidence"], r["status"], r["matcher"])
-        for r in rows
-    ]
+    return await ProfileRepository(store).suggestions(status, limit)
 
 
 async def set_suggestion_status(
@@ -261,8 +199,7 @@ async def set_suggestion_status(
     if status not in SUGGESTION_STATUSES:
         raise ValueError(f"unknown status {status!r}; use one of {SUGGESTION_STATUSES}")
     a, b = sorted((str(profile_a), str(profile_b)))
-    tag = await store.execute(_DECIDE, uuid.UUID(a), uuid.UUID(b), status, decided_by)
-    return tag.endswith(" 1")
+    return await ProfileRepository(store).decide_suggestion(uuid.UUID(a), uuid.UUID(b), status, decided_by)
 
 
 @dataclass(slots=True)
