@@ -26,9 +26,10 @@ so a recompute racing the stream emits the same event, not a second one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -120,7 +121,7 @@ class SegmentEngine:
                 f"no segment {segment_id!r} (known: {known}); add a YAML file to segments_dir") from None
 
     def cache_key(self, segment_id: str) -> str:
-        return self.hub.hotstate.key("segment", segment_id)
+        return self.hub.hotstate.segment_key(segment_id)
 
     # -- batch ---------------------------------------------------------------------------------------------
 
@@ -227,31 +228,24 @@ class SegmentEngine:
 
     async def refresh_cache(self, segment_id: str) -> int:
         """Rebuild the Redis set of a segment from ``segment_members`` (swapped in atomically by RENAME)."""
-        redis = self.hub.hotstate.redis
-        key = self.cache_key(segment_id)
-        tmp = f"{key}:building:{uuid.uuid4().hex}"
-        count = 0
+        async with contextlib.aclosing(self._member_chunks(segment_id)) as chunks:
+            return await self.hub.hotstate.replace_segment(segment_id, chunks)
+
+    async def _member_chunks(self, segment_id: str, size: int = 5000) -> AsyncGenerator[list[str], None]:
         async with self.hub.store.pool.acquire() as conn, conn.transaction():
             cursor = conn.cursor("SELECT profile_id::text FROM segment_members WHERE segment_id = $1", segment_id)
             chunk: list[str] = []
             async for row in cursor:
                 chunk.append(row[0])
-                if len(chunk) >= 5000:
-                    await redis.sadd(tmp, *chunk)
-                    count += len(chunk)
+                if len(chunk) >= size:
+                    yield chunk
                     chunk = []
             if chunk:
-                await redis.sadd(tmp, *chunk)
-                count += len(chunk)
-        if count:
-            await redis.rename(tmp, key)
-        else:
-            await redis.delete(key)
-        return count
+                yield chunk
 
     async def is_member(self, segment_id: str, profile_id: uuid.UUID | str) -> bool:
         """Membership from the Redis cache (PostgreSQL's ``segment_members`` is the system of record)."""
-        return await self.hub.hotstate.is_member(f"segment:{segment_id}", str(profile_id))
+        return await self.hub.hotstate.is_segment_member(segment_id, str(profile_id))
 
     async def members(self, segment_id: str, *, limit: int = 100) -> list[uuid.UUID]:
         rows = await self.hub.store.fetch(
@@ -319,12 +313,8 @@ class SegmentEngine:
                         """DELETE FROM segment_members sm USING unnest($1::uuid[], $2::text[]) AS x(p, s)
                             WHERE sm.profile_id = x.p AND sm.segment_id = x.s""",
                         [e[0] for e in exited], [e[1] for e in exited])
-            pipe = self.hub.hotstate.redis.pipeline(transaction=False)
-            for pid, sid in entered:
-                pipe.sadd(self.cache_key(sid), str(pid))
-            for pid, sid in exited:
-                pipe.srem(self.cache_key(sid), str(pid))
-            await pipe.execute()
+            await self.hub.hotstate.update_segments(entered=[(sid, str(pid)) for pid, sid in entered],
+                                                    exited=[(sid, str(pid)) for pid, sid in exited])
 
         out.on_durable.append(apply)
         return current

@@ -222,22 +222,12 @@ class TriggerStage(Stage):
                 [o[0] for o in once], [o[1] for o in once])
             for r in rows:
                 logged.setdefault((str(r["profile_id"]), r["scenario"]), set()).add(r["message_id"])
-        hs = self.hub.hotstate
         # The send log first: an intent it already rules out must not claim the Redis key either.
         gates = [(s, i, p) for s, i, p in gates
                  if not (s.once_per_profile and logged.get((i.profile_id, s.id), set()) - {i.message_id})]
-        once_gates = [(s, i) for s, i, _ in gates if s.once_per_profile]
-        owners: list[Any] = []
-        if once_gates:
-            # SET NX GET with the message id as value, one round trip for the batch: a replay of the same
-            # intent passes, another intent does not.
-            pipe = hs.redis.pipeline(transaction=False)
-            for scenario, intent in once_gates:
-                pipe.set(hs.key("once", scenario.id, intent.profile_id), intent.message_id.encode(), nx=True,
-                         get=True)
-            owners = await pipe.execute()
-        taken = {i.message_id for (_, i), owner in zip(once_gates, owners, strict=True)
-                 if isinstance(owner, bytes) and owner.decode() != i.message_id}
+        # One round trip for the batch: a replay of the same intent passes, another intent does not.
+        taken = await self.hub.hotstate.claim_once(
+            [(s.id, i.profile_id, i.message_id) for s, i, _ in gates if s.once_per_profile])
         postponed: list[tuple[MessageIntent, datetime]] = []
         for scenario, intent, profile in gates:
             if intent.message_id in taken:
@@ -270,26 +260,13 @@ class TriggerStage(Stage):
         """Frequency cap: a sorted set of message ids per profile (a replayed message counts once)."""
         if scenario.frequency_cap is None or scenario.category != "marketing":
             return True
-        hs = self.hub.hotstate
         cap = scenario.frequency_cap
-        key = hs.key("cap", scenario.id if cap.scope == "scenario" else "*", intent.profile_id)
-        window = cap.window.total_seconds()
-        ts = self.now().timestamp()
-        pipe = hs.redis.pipeline(transaction=True)
-        pipe.zremrangebyscore(key, "-inf", ts - window)
-        pipe.zscore(key, intent.message_id)
-        pipe.zcard(key)
-        _, already, count = await pipe.execute()
-        if already is not None:
+        if await self.hub.hotstate.within_cap(scenario.id if cap.scope == "scenario" else "*", intent.profile_id,
+                                              intent.message_id, limit=cap.max, window=cap.window.total_seconds(),
+                                              now=self.now().timestamp()):
             return True
-        if count >= cap.max:
-            self.hub.metrics.messages.labels(scenario.channel, "capped").inc()
-            return False
-        pipe = hs.redis.pipeline(transaction=True)
-        pipe.zadd(key, {intent.message_id: ts})
-        pipe.expire(key, int(window) + 60)
-        await pipe.execute()
-        return True
+        self.hub.metrics.messages.labels(scenario.channel, "capped").inc()
+        return False
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
         return OutgoingMessage(self.hub.topics.messages, intent.model_dump_json().encode(),
