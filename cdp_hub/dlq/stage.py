@@ -17,6 +17,7 @@ from cdp_hub.bus.base import Record
 from cdp_hub.dlq import DeadLetter
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.pipeline.stage import Stage, StageOutput
+from cdp_hub.store.deadletters import DeadLetterRepository, DeadLetterRow
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -42,27 +43,21 @@ class DeadLetterStage(Stage):
                 # Not our envelope (someone else wrote to the topic): keep it anyway, as raw text.
                 d = DeadLetter(failure_type="processing_error", stage="unknown", error="unparseable DLQ entry",
                                payload=rec.value.decode("utf-8", "replace"))
-            rows.append((d.dlq_id, d.failure_type, d.stage, d.source, d.record_id, d.error, d.field,
-                         orjson.loads(d.model_dump_json()), d.failed_at))
-        await self.hub.store.pool.executemany(
-            """INSERT INTO dead_letters (dlq_id, failure_type, stage, source, record_id, error, field, envelope,
-                                         failed_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dlq_id) DO NOTHING""", rows)
+            rows.append(DeadLetterRow(d.dlq_id, d.failure_type, d.stage, d.source, d.record_id, d.error, d.field,
+                                      orjson.loads(d.model_dump_json()), d.failed_at))
+        await DeadLetterRepository(self.hub.store).archive(rows)
         return StageOutput()
 
 
 async def list_dead_letters(hub: Hub, *, limit: int = 100, failure_type: str | None = None,
                             source: str | None = None, include_replayed: bool = False) -> list[dict[str, Any]]:
-    rows = await hub.store.fetch(
-        """SELECT envelope, replayed_at, replay_result FROM dead_letters
-           WHERE ($1::text IS NULL OR failure_type = $1) AND ($2::text IS NULL OR source = $2)
-             AND ($3 OR replayed_at IS NULL)
-           ORDER BY failed_at DESC LIMIT $4""", failure_type, source, include_replayed, limit)
+    rows = await DeadLetterRepository(hub.store).recent(limit=limit, failure_type=failure_type, source=source,
+                                                        include_replayed=include_replayed)
     out = []
     for r in rows:
-        item = dict(r["envelope"])
-        item["replayed_at"] = r["replayed_at"].isoformat() if r["replayed_at"] else None
-        item["replay_result"] = r["replay_result"]
+        item = dict(r.envelope)
+        item["replayed_at"] = r.replayed_at.isoformat() if r.replayed_at else None
+        item["replay_result"] = r.replay_result
         out.append(item)
     return out
 
@@ -92,17 +87,13 @@ async def replay_dead_letters(
     """
     from cdp_hub.connector.ingest import Ingestor
 
-    rows = await hub.store.fetch(
-        """SELECT dlq_id, envelope FROM dead_letters
-           WHERE (cardinality($1::text[]) = 0 OR dlq_id = ANY($1::text[]))
-             AND ($2::text IS NULL OR failure_type = $2) AND ($3::text IS NULL OR source = $3)
-             AND ($4 OR replayed_at IS NULL)
-           ORDER BY failed_at""", list(ids), failure_type, source, again)
+    letters = DeadLetterRepository(hub.store)
+    rows = await letters.to_replay(ids=ids, failure_type=failure_type, source=source, again=again)
     result = ReplayResult()
     fixes = fixes or {}
     ingestor = Ingestor(hub)
-    for row in rows:
-        d = DeadLetter.model_validate(row["envelope"])
+    for _, envelope in rows:
+        d = DeadLetter.model_validate(envelope)
         fixed = fixes.get(d.dlq_id)
         if fixed is not None:
             payload = fixed.encode() if isinstance(fixed, str) else orjson.dumps(fixed)
@@ -130,9 +121,7 @@ async def replay_dead_letters(
             result.replayed += 1
         else:
             result.failed_again += 1
-        await hub.store.execute(
-            "UPDATE dead_letters SET replayed_at = now(), replay_result = $2 WHERE dlq_id = $1",
-            d.dlq_id, "replayed" if ok else "failed again")
+        await letters.mark_replayed(d.dlq_id, "replayed" if ok else "failed again")
     return result
 
 

@@ -37,6 +37,8 @@ from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
+from cdp_hub.store.messages import MessageRepository
+from cdp_hub.store.timers import Timer, TimerRepository
 from cdp_hub.triggers.scenario import QuietHours, Scenario, load_scenarios
 
 if TYPE_CHECKING:
@@ -81,6 +83,8 @@ class TriggerStage(Stage):
     def __init__(self, hub: Hub, scenarios: Sequence[Scenario] | None = None, *,
                  segments: SegmentEngine | None = None) -> None:
         super().__init__(hub)
+        self.timers = TimerRepository(hub.store)
+        self.sendlog = MessageRepository(hub.store)
         self.segments = segments if segments is not None else SegmentEngine(hub)
         self.scheduler = BirthdayScheduler(hub)
         self._last_daily_check = -DAILY_CHECK_SECONDS
@@ -150,7 +154,7 @@ class TriggerStage(Stage):
         golden = {r["profile_id"]: r["golden"] or {} for r in rows}
 
         cancels: list[tuple[uuid.UUID, str, datetime]] = []
-        timers: list[tuple[uuid.UUID, uuid.UUID, str, datetime, uuid.UUID, str]] = []
+        timers: list[Timer] = []
         gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
         now = self.now()
         for event in relevant:
@@ -168,28 +172,15 @@ class TriggerStage(Stage):
                 fire_at = event.occurred_at + scenario.delay_td if scenario.delay_td else None
                 if fire_at is not None and fire_at > now:
                     trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
-                    timers.append((event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
-                                   event.model_dump_json()))
+                    timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
+                                        orjson.loads(event.model_dump_json())))
                     continue
                 gates.append((scenario, self._intent(scenario, event, profile), profile))
         await self._gate_all(gates, out)
 
-        if cancels:
-            # A cancelling event cancels timers started before it (a cart updated after the order starts anew).
-            await store.execute(
-                """UPDATE scheduled_triggers t SET status = 'cancelled', updated_at = now()
-                   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS c(profile_id, scenario, at)
-                   WHERE t.profile_id = c.profile_id AND t.scenario = c.scenario AND t.status = 'pending'
-                     AND (t.payload->>'occurred_at')::timestamptz <= c.at""",
-                [c[0] for c in cancels], [c[1] for c in cancels], [c[2] for c in cancels])
-        if timers:
-            await store.execute(
-                """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload)
-                   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[],
-                                        $6::jsonb[])
-                   ON CONFLICT DO NOTHING""",
-                [t[0] for t in timers], [t[1] for t in timers], [t[2] for t in timers],
-                [t[3] for t in timers], [t[4] for t in timers], [orjson.loads(t[5]) for t in timers])
+        # A cancelling event cancels timers started before it (a cart updated after the order starts anew).
+        await self.timers.cancel_pending(cancels)
+        await self.timers.schedule(timers)
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any]) -> MessageIntent:
         pid = str(event.profile_id)
@@ -213,15 +204,7 @@ class TriggerStage(Stage):
         as in Redis: Redis closes the window before delivery has logged a message, PostgreSQL keeps the
         promise when Redis has lost its keys."""
         once = [(uuid.UUID(i.profile_id), s.id) for s, i, _ in gates if s.once_per_profile]
-        logged: dict[tuple[str, str], set[str]] = {}
-        if once:
-            rows = await self.hub.store.fetch(
-                """SELECT m.profile_id, m.scenario, m.message_id FROM messages m
-                   JOIN unnest($1::uuid[], $2::text[]) AS o(profile_id, scenario)
-                     ON m.profile_id = o.profile_id AND m.scenario = o.scenario""",
-                [o[0] for o in once], [o[1] for o in once])
-            for r in rows:
-                logged.setdefault((str(r["profile_id"]), r["scenario"]), set()).add(r["message_id"])
+        logged = {(str(pid), sid): ids for (pid, sid), ids in (await self.sendlog.logged_intents(once)).items()}
         # The send log first: an intent it already rules out must not claim the Redis key either.
         gates = [(s, i, p) for s, i, p in gates
                  if not (s.once_per_profile and logged.get((i.profile_id, s.id), set()) - {i.message_id})]
@@ -241,20 +224,12 @@ class TriggerStage(Stage):
                 postponed.append((intent, ends))
             else:
                 out.messages.append(self._message(intent))
-        if postponed:
-            # Quiet hours: a durable timer per message, fired with the intent as it was gated.
-            await self.hub.store.execute(
-                """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
-                                                   status)
-                   SELECT p, t, s, f, e, j, 'pending'
-                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[], $6::jsonb[])
-                        AS x(p, t, s, f, e, j)
-                   ON CONFLICT DO NOTHING""",
-                [uuid.UUID(i.profile_id) for i, _ in postponed],
-                [uuid.uuid5(TIMER_NAMESPACE, f"quiet:{i.message_id}") for i, _ in postponed],
-                [i.scenario for i, _ in postponed], [ends for _, ends in postponed],
-                [uuid.UUID(i.trigger_event_id) if i.trigger_event_id else None for i, _ in postponed],
-                [{"intent": i.model_dump(mode="json")} for i, _ in postponed])
+        # Quiet hours: a durable timer per message, fired with the intent as it was gated.
+        await self.timers.postpone([
+            Timer(uuid.UUID(i.profile_id), uuid.uuid5(TIMER_NAMESPACE, f"quiet:{i.message_id}"), i.scenario, ends,
+                  uuid.UUID(i.trigger_event_id) if i.trigger_event_id else None,
+                  {"intent": i.model_dump(mode="json")})
+            for i, ends in postponed])
 
     async def _within_cap(self, scenario: Scenario, intent: MessageIntent) -> bool:
         """Frequency cap: a sorted set of message ids per profile (a replayed message counts once)."""
@@ -276,12 +251,7 @@ class TriggerStage(Stage):
         """Pending timers of merged profiles move to the surviving profile."""
         pairs = [(uuid.UUID(p), uuid.UUID(e.properties["surviving_profile_id"]))
                  for e in merged for p in e.properties.get("merged_profile_ids", [])]
-        if pairs:
-            await self.hub.store.execute(
-                """UPDATE scheduled_triggers t SET profile_id = m.survivor, updated_at = now()
-                   FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor)
-                   WHERE t.profile_id = m.loser AND t.status = 'pending'""",
-                [p[0] for p in pairs], [p[1] for p in pairs])
+        await self.timers.move_pending(pairs)
 
     # -- daily jobs ----------------------------------------------------------------------------------
 
@@ -309,9 +279,7 @@ class TriggerStage(Stage):
 
     async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
         """Turn due timers into intents (appended to ``out``); they are marked fired once published."""
-        rows = await self.hub.store.fetch(
-            """SELECT profile_id, trigger_id, scenario, payload FROM scheduled_triggers
-               WHERE status = 'pending' AND fire_at <= $1 ORDER BY fire_at LIMIT $2""", self.now(), limit)
+        rows = await self.timers.due(self.now(), limit)
         if not rows:
             return 0
         by_id = {s.id: s for s in self.scenarios}
@@ -336,11 +304,7 @@ class TriggerStage(Stage):
         await self._gate_all(gates, out)
 
         async def mark_fired() -> None:
-            await self.hub.store.execute(
-                """UPDATE scheduled_triggers t SET status = 'fired', updated_at = now()
-                   FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
-                   WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'""",
-                [f[0] for f in fired], [f[1] for f in fired])
+            await self.timers.mark_fired(fired)
 
         out.on_durable.append(mark_fired)
         return len(fired)
