@@ -7,6 +7,7 @@ from cdp_hub.store.deadletters import DeadLetterRepository
 from cdp_hub.store.jobs import JobRepository
 from cdp_hub.store.messages import MessageRepository
 from cdp_hub.store.migrations import Migration, apply_migrations, load_migrations, render_sql
+from cdp_hub.store.segments import SegmentRepository
 from cdp_hub.store.timers import TimerRepository
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "JobRepository",
     "MessageRepository",
     "Migration",
+    "SegmentRepository",
     "Store",
     "TimerRepository",
     "apply_migrations",
