@@ -132,14 +132,8 @@ class SegmentEngine:
     async def recompute(self, segment_id: str, *, as_of: datetime | None = None) -> RecomputeResult:
         """Recompute one segment in SQL, emit entered/exited, then apply the membership (see module doc)."""
         segment = self.segment(segment_id)
-        store = self.hub.store
-        async with store.pool.acquire() as lock_conn:
-            # One recompute per segment at a time, across processes (session lock on a dedicated connection).
-            await lock_conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"cdp-hub.segment:{segment_id}")
-            try:
-                return await self._recompute_locked(segment, as_of)
-            finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"cdp-hub.segment:{segment_id}")
+        async with self.repository.recompute_lock(segment_id):
+            return await self._recompute_locked(segment, as_of)
 
     async def _recompute_locked(self, segment: Segment, as_of: datetime | None) -> RecomputeResult:
         pending = await self.repository.pending_run(segment.id)

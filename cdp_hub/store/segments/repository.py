@@ -1,16 +1,17 @@
 """Segment membership tables: ``segments`` (definitions as last run), ``segment_runs`` (one row per batch
 recompute), ``segment_changes`` (a run's diff) and ``segment_members`` (the system of record).
 
-A batch run goes ``start_run`` (run row + diff in one transaction) ─▶ ``changes_page`` (the caller publishes
-the events) ─▶ ``apply_run`` (membership, counts, run done: one transaction). A run left ``pending`` by a
-crash is found by ``pending_run`` and applied again with the same id. Real-time changes of trait-only
-segments go straight to ``segment_members`` (``apply_changes``).
+A batch run, under ``recompute_lock``, goes ``start_run`` (run row + diff in one transaction) ─▶
+``changes_page`` (the caller publishes the events) ─▶ ``apply_run`` (membership, counts, run done: one
+transaction). A run left ``pending`` by a crash is found by ``pending_run`` and applied again with the
+same id. Real-time changes of trait-only segments go straight to ``segment_members`` (``apply_changes``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,6 +53,18 @@ class SegmentRepository:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    @contextlib.asynccontextmanager
+    async def recompute_lock(self, segment_id: str) -> AsyncIterator[None]:
+        """Hold the segment's recompute lock: one recompute per segment at a time, across processes (a
+        session advisory lock, on a connection of its own for as long as it is held)."""
+        key = f"cdp-hub.segment:{segment_id}"
+        async with self.store.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
 
     async def pending_run(self, segment_id: str) -> PendingRun | None:
         """The latest unfinished run of the segment, to resume with the same id; None when there is none."""
