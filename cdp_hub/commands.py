@@ -256,7 +256,7 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.store import Store
+    from cdp_hub.store import DeadLetterRepository, Store
     from cdp_hub.triggers.scenario import parse_duration
 
     try:
@@ -264,10 +264,8 @@ async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     async with Store(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir) as store:
-        status = await store.execute(
-            """DELETE FROM dead_letters WHERE failed_at < now() - $1::interval
-               AND (NOT $2 OR replayed_at IS NOT NULL)""", age, args.replayed_only)
-    print(f"deleted {status.split()[-1]} dead letter(s)")
+        deleted = await DeadLetterRepository(store).purge(age, replayed_only=args.replayed_only)
+    print(f"deleted {deleted} dead letter(s)")
     return 0
 
 

@@ -158,7 +158,7 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
         except Exception as exc:
             checks["postgres"] = f"error: {type(exc).__name__}"
         try:
-            await asyncio.wait_for(hub.hotstate.redis.ping(), 2)
+            await asyncio.wait_for(hub.hotstate.ping(), 2)
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"

@@ -1,10 +1,14 @@
-"""Hot state in Redis (or fakeredis for the embedded default): caps, dedupe keys, cached memberships.
+"""Hot state in Redis (or fakeredis for the embedded default): once-per-profile guards, frequency caps and
+segment membership caches. Every key the hub uses is built and read here (key table: docs/operations.md,
+"Redis keys"); the stages call the named methods, never the client.
 
 Nothing here is the system of record: PostgreSQL is. Losing Redis loses counters and caches, never data.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,7 +20,8 @@ __all__ = ["HotState"]
 
 
 class HotState(AsyncLifecycle):
-    """A small interface over redis.asyncio. ``url`` is ``redis://...`` or ``fakeredis://``."""
+    """The hub's Redis state behind named operations. ``url`` is ``redis://...`` or ``fakeredis://``; every key
+    starts with ``prefix``. ``redis`` (the raw client) is for tests and tooling, not for stages."""
 
     def __init__(self, url: str = "fakeredis://", *, prefix: str = "cdp:") -> None:
         self.url = url
@@ -58,7 +63,14 @@ class HotState(AsyncLifecycle):
             await client.aclose()
 
     def key(self, *parts: str) -> str:
+        """``<prefix>part:part:...``: the one way a key is named."""
         return self.prefix + ":".join(parts)
+
+    async def ping(self) -> None:
+        """One round trip to Redis (the readiness probe); raises when it does not answer."""
+        await self.redis.ping()
+
+    # -- general primitives under a caller-named key (<prefix><key>); for extensions, the hub uses none ------
 
     async def claim(self, key: str, ttl_seconds: int) -> bool:
         """Set ``key`` if absent (with a TTL); True when this caller got it."""
@@ -74,16 +86,89 @@ class HotState(AsyncLifecycle):
         return int(value)
 
     async def get_int(self, key: str) -> int:
+        """The value of a counter; 0 when it is absent (never set, or expired)."""
         value = await self.redis.get(self.key(key))
         return int(value) if value is not None else 0
 
-    async def set_members(self, key: str, add: list[str] = (), remove: list[str] = ()) -> None:  # type: ignore[assignment]
+    # -- once per profile: <prefix>once:<scenario>:<profile_id> = the message id that took it ---------------
+
+    def once_key(self, scenario: str, profile_id: str) -> str:
+        return self.key("once", scenario, profile_id)
+
+    async def claim_once(self, claims: Sequence[tuple[str, str, str]]) -> set[str]:
+        """Claim ``(scenario, profile_id, message_id)`` once-per-profile guards; return the message ids whose
+        guard another message already holds.
+
+        SET NX GET with the message id as value, one pipelined round trip for the batch: a replay of the
+        same intent passes (the key holds its own id), another intent does not. The keys have no TTL.
+        """
+        if not claims:
+            return set()
         pipe = self.redis.pipeline(transaction=False)
-        if add:
-            pipe.sadd(self.key(key), *add)
-        if remove:
-            pipe.srem(self.key(key), *remove)
+        for scenario, profile_id, message_id in claims:
+            pipe.set(self.once_key(scenario, profile_id), message_id.encode(), nx=True, get=True)
+        owners = await pipe.execute()
+        return {message_id for (_, _, message_id), owner in zip(claims, owners, strict=True)
+                if isinstance(owner, bytes) and owner.decode() != message_id}
+
+    # -- frequency caps: <prefix>cap:<scenario or *>:<profile_id> = sorted set of message ids by send time --
+
+    def cap_key(self, scope: str, profile_id: str) -> str:
+        return self.key("cap", scope, profile_id)
+
+    async def within_cap(self, scope: str, profile_id: str, message_id: str, *, limit: int, window: float,
+                         now: float) -> bool:
+        """Count ``message_id`` against the cap of ``scope`` (a scenario id, or ``*`` for all marketing) for
+        the profile: False when ``limit`` other messages were counted in the ``window`` seconds before
+        ``now`` (a Unix time). A message counted before passes again, so a replay never uses up a cap twice."""
+        key = self.cap_key(scope, profile_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, "-inf", now - window)
+        pipe.zscore(key, message_id)
+        pipe.zcard(key)
+        _, already, count = await pipe.execute()
+        if already is not None:
+            return True
+        if count >= limit:
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(key, {message_id: now})
+        pipe.expire(key, int(window) + 60)
+        await pipe.execute()
+        return True
+
+    # -- segment membership caches: <prefix>segment:<segment_id> = set of profile ids ----------------------
+
+    def segment_key(self, segment_id: str) -> str:
+        return self.key("segment", segment_id)
+
+    async def replace_segment(self, segment_id: str, chunks: AsyncIterable[Sequence[str]]) -> int:
+        """Replace a segment's cached members with the profile ids in ``chunks`` (one SADD per chunk into a
+        private key, then RENAME: readers see the old set or the new one, never a half-built one). Returns
+        the member count; with none the key is deleted."""
+        key = self.segment_key(segment_id)
+        tmp = f"{key}:building:{uuid.uuid4().hex}"
+        count = 0
+        async for chunk in chunks:
+            if chunk:
+                await self.redis.sadd(tmp, *chunk)
+                count += len(chunk)
+        if count:
+            await self.redis.rename(tmp, key)
+        else:
+            await self.redis.delete(key)
+        return count
+
+    async def update_segments(self, entered: Sequence[tuple[str, str]] = (),
+                              exited: Sequence[tuple[str, str]] = ()) -> None:
+        """Add and remove ``(segment_id, profile_id)`` cache memberships, in one pipelined round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for segment_id, profile_id in entered:
+            pipe.sadd(self.segment_key(segment_id), profile_id)
+        for segment_id, profile_id in exited:
+            pipe.srem(self.segment_key(segment_id), profile_id)
         await pipe.execute()
 
-    async def is_member(self, key: str, member: str) -> bool:
-        return bool(await self.redis.sismember(self.key(key), member))
+    async def is_segment_member(self, segment_id: str, profile_id: str) -> bool:
+        """Whether the cache has the profile in the segment."""
+        return bool(await self.redis.sismember(self.segment_key(segment_id), profile_id))

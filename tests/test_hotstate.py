@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -40,10 +41,10 @@ async def test_window_counter_expires(state: HotState) -> None:
 
 
 async def test_sets(state: HotState) -> None:
-    await state.set_members("seg:vip", add=["a", "b"])
-    await state.set_members("seg:vip", remove=["a"])
-    assert not await state.is_member("seg:vip", "a")
-    assert await state.is_member("seg:vip", "b")
+    await state.update_segments(entered=[("vip", "a"), ("vip", "b")])
+    await state.update_segments(exited=[("vip", "a")])
+    assert not await state.is_segment_member("vip", "a")
+    assert await state.is_segment_member("vip", "b")
 
 
 async def test_stop_is_idempotent(state: HotState) -> None:
@@ -58,3 +59,47 @@ async def test_unreachable_redis_is_a_configuration_error() -> None:
     hs = HotState("redis://127.0.0.1:1/0")
     with pytest.raises(ConfigurationError, match=r"scripts/services\.sh up"):
         await hs.start()
+
+
+async def test_claim_once_lets_the_same_intent_through(state: HotState) -> None:
+    assert await state.claim_once([]) == set()
+    assert await state.claim_once([("welcome", "p1", "m1"), ("welcome", "p2", "m2")]) == set()
+    # The same intent again (a replay) passes; another intent for the same slot is taken.
+    claims = [("welcome", "p1", "m1"), ("welcome", "p1", "m3"), ("promo", "p1", "m4")]
+    assert await state.claim_once(claims) == {"m3"}
+    assert await state.redis.get(state.once_key("welcome", "p1")) == b"m1"
+    assert await state.redis.ttl(state.once_key("welcome", "p1")) == -1
+
+
+async def test_within_cap_counts_message_ids_in_the_window(state: HotState) -> None:
+    def check(message_id: str, now: float) -> Any:
+        return state.within_cap("*", "p1", message_id, limit=2, window=3600, now=now)
+
+    assert await check("m1", 1000)
+    assert await check("m2", 1001)
+    assert not await check("m3", 1002)
+    assert await check("m1", 1003)  # counted already: a replay never uses up the cap
+    assert 0 < await state.redis.ttl(state.cap_key("*", "p1")) <= 3660
+    assert await check("m3", 1000 + 3601)  # m1 and m2 are out of the window
+    assert await state.redis.zcard(state.cap_key("*", "p1")) == 1
+
+
+async def test_replace_segment_swaps_the_whole_set(state: HotState) -> None:
+    async def chunks(*parts: list[str]) -> AsyncIterator[list[str]]:
+        for part in parts:
+            yield part
+
+    await state.update_segments(entered=[("vip", "old")])
+    assert await state.replace_segment("vip", chunks(["a", "b"], ["c"])) == 3
+    assert await state.redis.smembers(state.segment_key("vip")) == {b"a", b"b", b"c"}
+    assert [k async for k in state.redis.scan_iter(match=state.segment_key("vip") + ":*")] == []
+    assert await state.replace_segment("vip", chunks()) == 0
+    assert not await state.redis.exists(state.segment_key("vip"))
+
+
+async def test_ping(state: HotState) -> None:
+    await state.ping()
+    await state.stop()
+    with pytest.raises(RuntimeError):
+        await state.ping()
+    await state.start()

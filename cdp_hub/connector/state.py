@@ -8,19 +8,11 @@ third-party tests that have no database.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from cdp_hub.store import Store
+from cdp_hub.store.connector_state import ConnectorStateRepository
 
 __all__ = ["MemoryStateStore", "PgStateStore", "StateStore"]
-
-# SQL of the connector_state table group (one place; values always as parameters).
-_GET = "SELECT state FROM connector_state WHERE connector = $1 AND stream = $2"
-_PUT = """INSERT INTO connector_state (connector, stream, state, updated_at) VALUES ($1, $2, $3, now())
-          ON CONFLICT (connector, stream) DO UPDATE SET state = EXCLUDED.state, updated_at = now()"""
-_DELETE = "DELETE FROM connector_state WHERE connector = $1 AND ($2::text IS NULL OR stream = $2)"
-_LIST = "SELECT stream, state, updated_at FROM connector_state WHERE connector = $1 ORDER BY stream"
 
 
 class StateStore(Protocol):
@@ -33,24 +25,8 @@ class StateStore(Protocol):
     async def reset(self, connector: str, stream: str | None = None) -> None: ...
 
 
-class PgStateStore:
-    """Checkpoints in the ``connector_state`` table."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def get(self, connector: str, stream: str) -> dict[str, Any] | None:
-        row = await self.store.fetchrow(_GET, connector, stream)
-        return dict(row["state"]) if row is not None else None
-
-    async def put(self, connector: str, stream: str, state: Mapping[str, Any]) -> None:
-        await self.store.execute(_PUT, connector, stream, dict(state))
-
-    async def reset(self, connector: str, stream: str | None = None) -> None:
-        await self.store.execute(_DELETE, connector, stream)
-
-    async def all(self, connector: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(r["stream"], dict(r["state"])) for r in await self.store.fetch(_LIST, connector)]
+class PgStateStore(ConnectorStateRepository):
+    """Checkpoints in the ``connector_state`` table (its SQL is :class:`ConnectorStateRepository`'s)."""
 
 
 class MemoryStateStore:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from cdp_hub.config import ChannelInstance, Settings
 from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.metrics import Metrics
-from cdp_hub.store import EventRepository, ProfileRepository
+from cdp_hub.store import DeadLetterRepository, EventRepository, MessageRepository, ProfileRepository
 
 __all__ = ["demo_settings", "print_summary", "run_demo"]
 
@@ -92,11 +92,9 @@ async def _summary(hub: Any, ingested: dict[str, IngestResult]) -> dict[str, Any
     profiles = await profile_repo.count_live()
     merged = await profile_repo.count_merged_away()
     identities = await profile_repo.count_identities()
-    messages = await store.fetch(
-        "SELECT channel, status, count(*) AS n FROM messages GROUP BY channel, status ORDER BY channel, status")
-    dlq = await store.fetch(
-        "SELECT stage, failure_type, count(*) AS n FROM dead_letters GROUP BY stage, failure_type ORDER BY 1, 2")
-    sample = await store.fetchrow("SELECT error FROM dead_letters ORDER BY failed_at LIMIT 1")
+    messages = await MessageRepository(store).status_counts()
+    dlq = await DeadLetterRepository(store).counts()
+    sample = await DeadLetterRepository(store).first_error()
     return {
         "records_in": {k: v.records for k, v in ingested.items()},
         "events_by_source_and_type": [dict(r) for r in events],
@@ -104,11 +102,11 @@ async def _summary(hub: Any, ingested: dict[str, IngestResult]) -> dict[str, Any
         "profiles": profiles,
         "profiles_merged_away": merged,
         "identities": identities,
-        "messages_by_channel_and_status": [dict(r) for r in messages],
+        "messages_by_channel_and_status": messages,
         "messages_total": sum(r["n"] for r in messages),
-        "dlq_by_stage_and_type": [dict(r) for r in dlq],
+        "dlq_by_stage_and_type": dlq,
         "dlq_total": sum(r["n"] for r in dlq),
-        "dlq_example": sample["error"] if sample else None,
+        "dlq_example": sample,
     }
 
 

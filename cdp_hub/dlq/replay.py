@@ -15,6 +15,7 @@ import orjson
 
 from cdp_hub.dlq.envelope import DeadLetter
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.store.deadletters import DeadLetterRepository
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -24,16 +25,13 @@ __all__ = ["ReplayResult", "list_dead_letters", "replay_dead_letters"]
 
 async def list_dead_letters(hub: Hub, *, limit: int = 100, failure_type: str | None = None,
                             source: str | None = None, include_replayed: bool = False) -> list[dict[str, Any]]:
-    rows = await hub.store.fetch(
-        """SELECT envelope, replayed_at, replay_result FROM dead_letters
-           WHERE ($1::text IS NULL OR failure_type = $1) AND ($2::text IS NULL OR source = $2)
-             AND ($3 OR replayed_at IS NULL)
-           ORDER BY failed_at DESC LIMIT $4""", failure_type, source, include_replayed, limit)
+    rows = await DeadLetterRepository(hub.store).recent(limit=limit, failure_type=failure_type, source=source,
+                                                        include_replayed=include_replayed)
     out = []
     for r in rows:
-        item = dict(r["envelope"])
-        item["replayed_at"] = r["replayed_at"].isoformat() if r["replayed_at"] else None
-        item["replay_result"] = r["replay_result"]
+        item = dict(r.envelope)
+        item["replayed_at"] = r.replayed_at.isoformat() if r.replayed_at else None
+        item["replay_result"] = r.replay_result
         out.append(item)
     return out
 
@@ -63,17 +61,13 @@ async def replay_dead_letters(
     """
     from cdp_hub.connector.ingest import Ingestor
 
-    rows = await hub.store.fetch(
-        """SELECT dlq_id, envelope FROM dead_letters
-           WHERE (cardinality($1::text[]) = 0 OR dlq_id = ANY($1::text[]))
-             AND ($2::text IS NULL OR failure_type = $2) AND ($3::text IS NULL OR source = $3)
-             AND ($4 OR replayed_at IS NULL)
-           ORDER BY failed_at""", list(ids), failure_type, source, again)
+    letters = DeadLetterRepository(hub.store)
+    rows = await letters.to_replay(ids=ids, failure_type=failure_type, source=source, again=again)
     result = ReplayResult()
     fixes = fixes or {}
     ingestor = Ingestor(hub)
-    for row in rows:
-        d = DeadLetter.model_validate(row["envelope"])
+    for _, envelope in rows:
+        d = DeadLetter.model_validate(envelope)
         fixed = fixes.get(d.dlq_id)
         if fixed is not None:
             payload = fixed.encode() if isinstance(fixed, str) else orjson.dumps(fixed)
@@ -101,9 +95,7 @@ async def replay_dead_letters(
             result.replayed += 1
         else:
             result.failed_again += 1
-        await hub.store.execute(
-            "UPDATE dead_letters SET replayed_at = now(), replay_result = $2 WHERE dlq_id = $1",
-            d.dlq_id, "replayed" if ok else "failed again")
+        await letters.mark_replayed(d.dlq_id, "replayed" if ok else "failed again")
     return result
 
 

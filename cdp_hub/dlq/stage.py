@@ -14,7 +14,7 @@ import orjson
 from cdp_hub.bus.base import Record
 from cdp_hub.dlq.envelope import DeadLetter
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
-from cdp_hub.store import Store
+from cdp_hub.store.deadletters import DeadLetterRepository, DeadLetterRow
 
 __all__ = ["DeadLetterStage"]
 
@@ -24,9 +24,9 @@ class DeadLetterStage(Stage[DeadLetter]):
 
     name = "dlq"
 
-    def __init__(self, ctx: StageContext, *, store: Store) -> None:
+    def __init__(self, ctx: StageContext, *, letters: DeadLetterRepository) -> None:
         super().__init__(ctx)
-        self.store = store
+        self.letters = letters
 
     @property
     def topics(self) -> Sequence[str]:
@@ -45,10 +45,7 @@ class DeadLetterStage(Stage[DeadLetter]):
         rows = []
         for item in batch:
             d = item.value
-            rows.append((d.dlq_id, d.failure_type, d.stage, d.source, d.record_id, d.error, d.field,
-                         orjson.loads(d.model_dump_json()), d.failed_at))
-        await self.store.pool.executemany(
-            """INSERT INTO dead_letters (dlq_id, failure_type, stage, source, record_id, error, field, envelope,
-                                         failed_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dlq_id) DO NOTHING""", rows)
+            rows.append(DeadLetterRow(d.dlq_id, d.failure_type, d.stage, d.source, d.record_id, d.error, d.field,
+                                      orjson.loads(d.model_dump_json()), d.failed_at))
+        await self.letters.archive(rows)
         return StageOutput()

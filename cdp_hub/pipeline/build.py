@@ -26,7 +26,7 @@ from cdp_hub.pipeline.stage import Stage, StageContext
 from cdp_hub.resolver.stage import ResolverStage
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
-from cdp_hub.store import ProfileRepository
+from cdp_hub.store import DeadLetterRepository, MessageRepository, ProfileRepository, TimerRepository
 from cdp_hub.triggers.scenario import load_scenarios
 from cdp_hub.triggers.stage import TriggerStage
 
@@ -56,13 +56,14 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
         segments = options.get("segments")
         if segments is None:
             segments = SegmentEngine(hub)
-        return TriggerStage(ctx, store=hub.store, hotstate=hub.hotstate, scenarios=scenarios, segments=segments,
-                            scheduler=BirthdayScheduler(hub))
+        return TriggerStage(ctx, profiles=ProfileRepository(hub.store), timers=TimerRepository(hub.store),
+                            sendlog=MessageRepository(hub.store), hotstate=hub.hotstate, scenarios=scenarios,
+                            segments=segments, scheduler=BirthdayScheduler(hub))
     if name == "delivery":
         return DeliveryStage(ctx, store=hub.store, channels=hub.channel,
                              options=DeliveryOptions.from_settings(settings))
     if name == "dlq":
-        return DeadLetterStage(ctx, store=hub.store)
+        return DeadLetterStage(ctx, letters=DeadLetterRepository(hub.store))
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 

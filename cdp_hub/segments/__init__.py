@@ -6,7 +6,6 @@
     BirthdayScheduler (daily, in the customer's time zone) ─▶ profile.birthday ─▶ the birthday scenario
 """
 
-from cdp_hub.segments.compiler import CompiledSegment, compile_segment
 from cdp_hub.segments.daily import BirthdayScan, BirthdayScheduler
 from cdp_hub.segments.engine import RecomputeResult, SegmentEngine
 from cdp_hub.segments.model import (
@@ -19,6 +18,7 @@ from cdp_hub.segments.model import (
     parse_segment,
     segment_json_schema,
 )
+from cdp_hub.store.segments import CompiledSegment, compile_segment
 
 __all__ = [
     "AggregateRule",

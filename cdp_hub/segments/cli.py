@@ -94,7 +94,7 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC
 
     from cdp_hub.errors import ConfigurationError
-    from cdp_hub.segments.compiler import compile_segment
+    from cdp_hub.store.segments import compile_segment
 
     by_id = {s.id: s for s in _segments(settings)}
     if args.segment_id not in by_id:
@@ -139,8 +139,7 @@ async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
         members = await engine.members(args.segment_id, limit=args.limit)
         for pid in members:
             print(pid)
-        total = await hub.store.fetchval("SELECT count(*) FROM segment_members WHERE segment_id = $1",
-                                         args.segment_id)
+        total = await engine.repository.count_members(args.segment_id)
         print(f"{args.segment_id}: {total} members ({len(members)} shown)", file=sys.stderr)
     return 0
 

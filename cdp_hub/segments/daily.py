@@ -18,7 +18,6 @@ a claim with a lease keeps two processes from scanning at once.
 from __future__ import annotations
 
 import calendar
-import json
 import logging
 import uuid
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from cdp_hub.bus.events import event_message
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.engine import identity_of_profiles
 from cdp_hub.store import ProfileRepository
+from cdp_hub.store.jobs import JobRepository
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -45,20 +45,6 @@ SCAN_INTERVAL = timedelta(minutes=30)
 CLAIM_LEASE = timedelta(minutes=10)
 DEFAULT_TIMEZONE = "Europe/Moscow"
 PUBLISH_BATCH = 2000
-
-_EMITTED_SQL = """
-INSERT INTO scheduler_emitted (profile_id, job, period, emitted_at)
-SELECT p, $2, y, $4 FROM unnest($1::uuid[], $3::text[]) AS x(p, y)
-ON CONFLICT DO NOTHING
-"""
-
-_CLAIM_SQL = """
-INSERT INTO scheduler_runs AS r (job, claimed_at) VALUES ($1, $2)
-ON CONFLICT (job) DO UPDATE SET claimed_at = EXCLUDED.claimed_at
- WHERE (r.last_run_at IS NULL OR r.last_run_at <= $2 - $3::interval)
-   AND (r.claimed_at IS NULL OR r.claimed_at <= r.last_run_at OR r.claimed_at <= $2 - $4::interval)
-RETURNING job
-"""
 
 
 def zone(name: str | None) -> ZoneInfo:
@@ -96,6 +82,7 @@ class BirthdayScheduler:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self.jobs = JobRepository(hub.store)
 
     async def scan(self, now: datetime | None = None) -> BirthdayScan:
         """Publish a ``profile.birthday`` for every live profile whose local today is their birthday."""
@@ -138,8 +125,7 @@ class BirthdayScheduler:
             if messages:
                 await self.hub.bus.publish_many(messages)
                 # Only once they are durable: a crash before this publishes the same events again.
-                await store.execute(_EMITTED_SQL, [e[0] for e in emitted], BIRTHDAY_JOB,
-                                    [e[1] for e in emitted], now)
+                await self.jobs.mark_emitted(BIRTHDAY_JOB, emitted, now)
                 self.hub.metrics.events_ingested.labels(SOURCE, "profile.birthday").inc(len(messages))
                 result.published += len(messages)
         return result
@@ -147,8 +133,7 @@ class BirthdayScheduler:
     async def run_if_due(self, *, interval: timedelta = SCAN_INTERVAL) -> BirthdayScan | None:
         """Scan when the last finished scan is older than ``interval`` and no other process holds the claim."""
         now = self.hub.clock()
-        claimed = await self.hub.store.fetchval(_CLAIM_SQL, BIRTHDAY_JOB, now, interval, CLAIM_LEASE)
-        if claimed is None:
+        if not await self.jobs.claim_run(BIRTHDAY_JOB, now, interval, CLAIM_LEASE):
             return None
         return await self.run(now)
 
@@ -157,13 +142,9 @@ class BirthdayScheduler:
         now = now or self.hub.clock()
         result = await self.scan(now)
         # What was published in years before last is history: keep the table at about two years of rows.
-        await self.hub.store.execute("DELETE FROM scheduler_emitted WHERE job = $1 AND period < $2",
-                                     BIRTHDAY_JOB, str(now.year - 1))
+        await self.jobs.forget_emitted_before(BIRTHDAY_JOB, str(now.year - 1))
         summary = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(result).items()}
-        await self.hub.store.execute(
-            """INSERT INTO scheduler_runs AS r (job, last_run_at, last_result) VALUES ($1, $2, $3::text::jsonb)
-               ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_result = EXCLUDED.last_result""",
-            BIRTHDAY_JOB, now, json.dumps(summary))
+        await self.jobs.record_run(BIRTHDAY_JOB, now, summary)
         log.info("birthday scan: %s", summary)
         return result
 

@@ -26,6 +26,7 @@ so a recompute racing the stream emits the same event, not a second one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,9 +38,9 @@ from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.events import Event
-from cdp_hub.segments.compiler import compile_segment
 from cdp_hub.segments.model import Segment, load_segments
 from cdp_hub.store import ProfileRepository
+from cdp_hub.store.segments import SegmentRepository, compile_segment
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -99,6 +100,7 @@ class SegmentEngine:
 
     def __init__(self, hub: Hub, segments: Sequence[Segment] | None = None) -> None:
         self.hub = hub
+        self.repository = SegmentRepository(hub.store)
         if segments is None:
             extra = [hub.settings.segments_dir] if hub.settings.segments_dir else []
             segments = load_segments(extra)
@@ -114,7 +116,7 @@ class SegmentEngine:
                 f"no segment {segment_id!r} (known: {known}); add a YAML file to segments_dir") from None
 
     def cache_key(self, segment_id: str) -> str:
-        return self.hub.hotstate.key("segment", segment_id)
+        return self.hub.hotstate.segment_key(segment_id)
 
     # -- batch ---------------------------------------------------------------------------------------------
 
@@ -124,90 +126,49 @@ class SegmentEngine:
     async def recompute(self, segment_id: str, *, as_of: datetime | None = None) -> RecomputeResult:
         """Recompute one segment in SQL, emit entered/exited, then apply the membership (see module doc)."""
         segment = self.segment(segment_id)
-        store = self.hub.store
-        async with store.pool.acquire() as lock_conn:
-            # One recompute per segment at a time, across processes (session lock on a dedicated connection).
-            await lock_conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"cdp-hub.segment:{segment_id}")
-            try:
-                return await self._recompute_locked(segment, as_of)
-            finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"cdp-hub.segment:{segment_id}")
+        async with self.repository.recompute_lock(segment_id):
+            return await self._recompute_locked(segment, as_of)
 
     async def _recompute_locked(self, segment: Segment, as_of: datetime | None) -> RecomputeResult:
-        store = self.hub.store
-        pending = await store.fetchrow(
-            "SELECT run_id, as_of FROM segment_runs WHERE segment_id = $1 AND status = 'pending' "
-            "ORDER BY started_at DESC LIMIT 1", segment.id)
+        pending = await self.repository.pending_run(segment.id)
         resumed = pending is not None
         if pending is not None:
-            run_id, run_as_of = pending["run_id"], pending["as_of"]
+            run_id, run_as_of = pending.run_id, pending.as_of
             log.info("segment %s: resuming run %s", segment.id, run_id)
         else:
             run_id, run_as_of = uuid.uuid4(), as_of or self.hub.clock()
-            compiled = compile_segment(segment, run_as_of)
-            diff_sql, params = compiled.diff_sql(run_id)
-            async with store.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    """INSERT INTO segments (segment_id, definition, updated_at) VALUES ($1, $2::text::jsonb, now())
-                       ON CONFLICT (segment_id) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()""",
-                    segment.id, segment.model_dump_json(exclude_none=True))
-                await conn.execute(
-                    "INSERT INTO segment_runs (segment_id, run_id, status, as_of) VALUES ($1, $2, 'pending', $3)",
-                    segment.id, run_id, run_as_of)
-                await conn.execute(diff_sql, *params)
+            await self.repository.start_run(compile_segment(segment, run_as_of),
+                                            segment.model_dump_json(exclude_none=True), run_id, run_as_of)
 
         skipped = await self._publish_run(segment, run_id, run_as_of)
-        async with store.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO segment_members (profile_id, segment_id, entered_at)
-                   SELECT profile_id, segment_id, $3 FROM segment_changes
-                    WHERE segment_id = $1 AND run_id = $2 AND change = 'entered'
-                   ON CONFLICT DO NOTHING""", segment.id, run_id, run_as_of)
-            await conn.execute(
-                """DELETE FROM segment_members sm USING segment_changes c
-                    WHERE c.segment_id = $1 AND c.run_id = $2 AND c.change = 'exited'
-                      AND sm.profile_id = c.profile_id AND sm.segment_id = c.segment_id""", segment.id, run_id)
-            counts = dict(await conn.fetch(
-                "SELECT change, count(*) FROM segment_changes WHERE segment_id = $1 AND run_id = $2 GROUP BY change",
-                segment.id, run_id))
-            await conn.execute(
-                """UPDATE segment_runs SET status = 'done', finished_at = now(), entered = $3, exited = $4
-                    WHERE segment_id = $1 AND run_id = $2""",
-                segment.id, run_id, counts.get("entered", 0), counts.get("exited", 0))
-            # The diff of the previous runs is history; the last one stays for `segments members --changes`.
-            await conn.execute("DELETE FROM segment_changes WHERE segment_id = $1 AND run_id <> $2", segment.id, run_id)
-            members = await conn.fetchval("SELECT count(*) FROM segment_members WHERE segment_id = $1", segment.id)
+        applied = await self.repository.apply_run(segment.id, run_id, run_as_of)
         await self.refresh_cache(segment.id)
-        return RecomputeResult(segment.id, run_id, counts.get("entered", 0), counts.get("exited", 0),
-                               int(members), resumed, skipped)
+        return RecomputeResult(segment.id, run_id, applied.entered, applied.exited, applied.members, resumed,
+                               skipped)
 
     async def _publish_run(self, segment: Segment, run_id: uuid.UUID, as_of: datetime) -> int:
         """Publish the run's events in pages, each page durable before the next is read."""
         segment_id = segment.id
-        store = self.hub.store
         topic = self.hub.topics.events
         skipped = 0
         after = uuid.UUID(int=0)
         while True:
-            rows = await store.fetch(
-                """SELECT profile_id, change, profile_version, changed_at FROM segment_changes
-                    WHERE segment_id = $1 AND run_id = $2 AND profile_id > $3
-                    ORDER BY profile_id LIMIT $4""", segment_id, run_id, after, PUBLISH_BATCH)
+            rows = await self.repository.changes_page(segment_id, run_id, after, PUBLISH_BATCH)
             if not rows:
                 return skipped
-            after = rows[-1]["profile_id"]
-            identities = await identity_of_profiles(self.hub, [r["profile_id"] for r in rows])
+            after = rows[-1].profile_id
+            identities = await identity_of_profiles(self.hub, [r.profile_id for r in rows])
             messages: list[OutgoingMessage] = []
             for row in rows:
-                pid, change = row["profile_id"], row["change"]
+                pid, change = row.profile_id, row.change
                 identity = identities.get(pid)
                 if identity is None:
                     skipped += 1  # a profile without identities cannot be messaged; membership still applies
                     continue
-                if segment.trait_only and row["profile_version"] is not None:
+                if segment.trait_only and row.profile_version is not None and row.changed_at is not None:
                     # Decided on the Golden Record alone: named as the real-time check names it.
-                    record_id = trait_change_id(segment, pid, change, row["profile_version"])
-                    at = row["changed_at"]
+                    record_id = trait_change_id(segment, pid, change, row.profile_version)
+                    at = row.changed_at
                 else:
                     record_id, at = f"{segment_id}:{run_id}:{pid}:{change}", as_of
                 event = segment_event(segment_id, change, pid, identity, at, record_id, reason="recompute")
@@ -215,43 +176,21 @@ class SegmentEngine:
             if messages:
                 await self.hub.bus.publish_many(messages)
                 for change in ("entered", "exited"):
-                    n = sum(1 for r in rows if r["change"] == change and r["profile_id"] in identities)
+                    n = sum(1 for r in rows if r.change == change and r.profile_id in identities)
                     if n:
                         self.hub.metrics.events_ingested.labels(SOURCE, f"segment.{change}").inc(n)
 
     async def refresh_cache(self, segment_id: str) -> int:
         """Rebuild the Redis set of a segment from ``segment_members`` (swapped in atomically by RENAME)."""
-        redis = self.hub.hotstate.redis
-        key = self.cache_key(segment_id)
-        tmp = f"{key}:building:{uuid.uuid4().hex}"
-        count = 0
-        async with self.hub.store.pool.acquire() as conn, conn.transaction():
-            cursor = conn.cursor("SELECT profile_id::text FROM segment_members WHERE segment_id = $1", segment_id)
-            chunk: list[str] = []
-            async for row in cursor:
-                chunk.append(row[0])
-                if len(chunk) >= 5000:
-                    await redis.sadd(tmp, *chunk)
-                    count += len(chunk)
-                    chunk = []
-            if chunk:
-                await redis.sadd(tmp, *chunk)
-                count += len(chunk)
-        if count:
-            await redis.rename(tmp, key)
-        else:
-            await redis.delete(key)
-        return count
+        async with contextlib.aclosing(self.repository.member_chunks(segment_id)) as chunks:
+            return await self.hub.hotstate.replace_segment(segment_id, chunks)
 
     async def is_member(self, segment_id: str, profile_id: uuid.UUID | str) -> bool:
         """Membership from the Redis cache (PostgreSQL's ``segment_members`` is the system of record)."""
-        return await self.hub.hotstate.is_member(f"segment:{segment_id}", str(profile_id))
+        return await self.hub.hotstate.is_segment_member(segment_id, str(profile_id))
 
     async def members(self, segment_id: str, *, limit: int = 100) -> list[uuid.UUID]:
-        rows = await self.hub.store.fetch(
-            "SELECT profile_id FROM segment_members WHERE segment_id = $1 ORDER BY entered_at, profile_id LIMIT $2",
-            segment_id, limit)
-        return [r["profile_id"] for r in rows]
+        return await self.repository.members(segment_id, limit)
 
     # -- real time -----------------------------------------------------------------------------------------
 
@@ -266,9 +205,8 @@ class SegmentEngine:
         if not ids:
             return {}
         current: dict[uuid.UUID, set[str]] = {pid: set() for pid in ids}
-        for row in await self.hub.store.fetch(
-                "SELECT profile_id, segment_id FROM segment_members WHERE profile_id = ANY($1::uuid[])", ids):
-            current[row["profile_id"]].add(row["segment_id"])
+        for pid, sid in await self.repository.memberships(ids):
+            current[pid].add(sid)
         if not self.realtime:
             return current
         rows = await ProfileRepository(self.hub.store).golden_states(ids)
@@ -300,23 +238,9 @@ class SegmentEngine:
         async def apply() -> None:
             entered = [(c[0], c[1]) for c in changes if c[2] == "entered"]
             exited = [(c[0], c[1]) for c in changes if c[2] == "exited"]
-            async with self.hub.store.pool.acquire() as conn, conn.transaction():
-                if entered:
-                    await conn.execute(
-                        """INSERT INTO segment_members (profile_id, segment_id, entered_at)
-                           SELECT p, s, $3 FROM unnest($1::uuid[], $2::text[]) AS x(p, s) ON CONFLICT DO NOTHING""",
-                        [e[0] for e in entered], [e[1] for e in entered], self.hub.clock())
-                if exited:
-                    await conn.execute(
-                        """DELETE FROM segment_members sm USING unnest($1::uuid[], $2::text[]) AS x(p, s)
-                            WHERE sm.profile_id = x.p AND sm.segment_id = x.s""",
-                        [e[0] for e in exited], [e[1] for e in exited])
-            pipe = self.hub.hotstate.redis.pipeline(transaction=False)
-            for pid, sid in entered:
-                pipe.sadd(self.cache_key(sid), str(pid))
-            for pid, sid in exited:
-                pipe.srem(self.cache_key(sid), str(pid))
-            await pipe.execute()
+            await self.repository.apply_changes(entered, exited, self.hub.clock())
+            await self.hub.hotstate.update_segments(entered=[(sid, str(pid)) for pid, sid in entered],
+                                                    exited=[(sid, str(pid)) for pid, sid in exited])
 
         out.on_durable.append(apply)
         return current

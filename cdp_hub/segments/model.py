@@ -10,7 +10,7 @@ A segment is a tree of rules combined with ``all`` / ``any`` / ``none``. A leaf 
 over the Golden Record (``profiles.golden``) or an **aggregate rule** over the profile's stored events
 (``count``, ``sum`` of a numeric property, ``last`` occurrence). A segment without aggregates is
 *trait-only*: it is re-evaluated in real time for every profile the triggers stage sees; every segment is
-recomputed in batch by SQL (:mod:`cdp_hub.segments.compiler`).
+recomputed in batch by SQL (:mod:`cdp_hub.store.segments.compiler`).
 
 The same rules are evaluated here in Python (:meth:`Segment.evaluate`) with exactly the SQL's semantics:
 the real-time path uses it for trait-only segments, tests and the benchmark compare the two.
@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cdp_hub.datafiles import DataFiles
+from cdp_hub.store.segments.compiler import NUMERIC_SQL_PATTERN, json_text
 from cdp_hub.triggers.scenario import parse_duration
 
 __all__ = [
@@ -52,9 +53,8 @@ PROPERTY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,64}){0,3}$"
 EVENT_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 SEGMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 DURATION_PATTERN = r"^\s*\d+\s*(s|m|h|d|w)\s*$"
-# What SQL's regular expression accepts as a number (``properties.total`` arrives as the string "100.50").
-_NUMERIC = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
-NUMERIC_SQL_PATTERN = _NUMERIC.pattern
+# What SQL's regular expression accepts as a number: the Python evaluator matches what the compiled SQL does.
+_NUMERIC = re.compile(NUMERIC_SQL_PATTERN)
 
 TraitOp = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists", "contains"]
 CompareOp = Literal["eq", "ne", "gt", "gte", "lt", "lte"]
@@ -71,6 +71,7 @@ class TraitRule(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    kind: ClassVar[Literal["trait"]] = "trait"  # what the SQL compiler tells the rule kinds apart by
 
     trait: str = Field(pattern=TRAIT_PATTERN, description="a Golden Record trait, e.g. city or consent.email")
     op: TraitOp = "eq"
@@ -124,6 +125,7 @@ class AggregateRule(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+    kind: ClassVar[Literal["aggregate"]] = "aggregate"
 
     aggregate: Literal["count", "sum", "last"]
     event: str = Field(pattern=EVENT_PATTERN, description="event type, e.g. order.paid")
@@ -193,6 +195,7 @@ class Group(BaseModel):
     """Exactly one of ``all`` (every rule), ``any`` (at least one) or ``none`` (no rule) matches."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: ClassVar[Literal["group"]] = "group"
 
     all: list[Rule] | None = Field(None, min_length=1)
     any: list[Rule] | None = Field(None, min_length=1)
@@ -287,17 +290,6 @@ def _lookup(obj: Mapping[str, Any], path: Sequence[str]) -> Any:
         else:
             return None
     return current
-
-
-def json_text(value: Any) -> str:
-    """The text PostgreSQL's ``#>>`` gives for a JSON value: strings bare, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | Decimal):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False)
 
 
 def compare_scalar(text: str, op: str, value: Any) -> bool:

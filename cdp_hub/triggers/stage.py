@@ -37,7 +37,8 @@ from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
-from cdp_hub.store import ProfileRepository, Store
+from cdp_hub.store import MessageRepository, ProfileRepository, TimerRepository
+from cdp_hub.store.timers import Timer
 from cdp_hub.triggers.scenario import QuietHours, Scenario
 
 __all__ = ["TriggerStage", "quiet_hours_end"]
@@ -78,11 +79,13 @@ class TriggerStage(Stage[Event]):
 
     name = "triggers"
 
-    def __init__(self, ctx: StageContext, *, store: Store, hotstate: HotState, scenarios: Sequence[Scenario],
+    def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, timers: TimerRepository,
+                 sendlog: MessageRepository, hotstate: HotState, scenarios: Sequence[Scenario],
                  segments: SegmentEngine, scheduler: BirthdayScheduler) -> None:
         super().__init__(ctx)
-        self.store = store
-        self.profiles = ProfileRepository(store)
+        self.profiles = profiles
+        self.timers = timers
+        self.sendlog = sendlog
         self.hotstate = hotstate
         self.segments = segments
         self.scheduler = scheduler
@@ -138,7 +141,6 @@ class TriggerStage(Stage[Event]):
 
     async def _decide(self, events: list[Event], out: StageOutput,
                       memberships: dict[uuid.UUID, set[str]] | None = None) -> None:
-        store = self.store
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
@@ -146,10 +148,10 @@ class TriggerStage(Stage[Event]):
         if not relevant:
             return
         profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
-        golden = await ProfileRepository(store).golden_of(profile_ids)
+        golden = await self.profiles.golden_of(profile_ids)
 
         cancels: list[tuple[uuid.UUID, str, datetime]] = []
-        timers: list[tuple[uuid.UUID, uuid.UUID, str, datetime, uuid.UUID, str]] = []
+        timers: list[Timer] = []
         gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
         now = self.now()
         for event in relevant:
@@ -167,28 +169,15 @@ class TriggerStage(Stage[Event]):
                 fire_at = event.occurred_at + scenario.delay_td if scenario.delay_td else None
                 if fire_at is not None and fire_at > now:
                     trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
-                    timers.append((event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
-                                   event.model_dump_json()))
+                    timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
+                                        orjson.loads(event.model_dump_json())))
                     continue
                 gates.append((scenario, self._intent(scenario, event, profile), profile))
         await self._gate_all(gates, out)
 
-        if cancels:
-            # A cancelling event cancels timers started before it (a cart updated after the order starts anew).
-            await store.execute(
-                """UPDATE scheduled_triggers t SET status = 'cancelled', updated_at = now()
-                   FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS c(profile_id, scenario, at)
-                   WHERE t.profile_id = c.profile_id AND t.scenario = c.scenario AND t.status = 'pending'
-                     AND (t.payload->>'occurred_at')::timestamptz <= c.at""",
-                [c[0] for c in cancels], [c[1] for c in cancels], [c[2] for c in cancels])
-        if timers:
-            await store.execute(
-                """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload)
-                   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[],
-                                        $6::jsonb[])
-                   ON CONFLICT DO NOTHING""",
-                [t[0] for t in timers], [t[1] for t in timers], [t[2] for t in timers],
-                [t[3] for t in timers], [t[4] for t in timers], [orjson.loads(t[5]) for t in timers])
+        # A cancelling event cancels timers started before it (a cart updated after the order starts anew).
+        await self.timers.cancel_pending(cancels)
+        await self.timers.schedule(timers)
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any]) -> MessageIntent:
         pid = str(event.profile_id)
@@ -212,31 +201,13 @@ class TriggerStage(Stage[Event]):
         as in Redis: Redis closes the window before delivery has logged a message, PostgreSQL keeps the
         promise when Redis has lost its keys."""
         once = [(uuid.UUID(i.profile_id), s.id) for s, i, _ in gates if s.once_per_profile]
-        logged: dict[tuple[str, str], set[str]] = {}
-        if once:
-            rows = await self.store.fetch(
-                """SELECT m.profile_id, m.scenario, m.message_id FROM messages m
-                   JOIN unnest($1::uuid[], $2::text[]) AS o(profile_id, scenario)
-                     ON m.profile_id = o.profile_id AND m.scenario = o.scenario""",
-                [o[0] for o in once], [o[1] for o in once])
-            for r in rows:
-                logged.setdefault((str(r["profile_id"]), r["scenario"]), set()).add(r["message_id"])
-        hs = self.hotstate
+        logged = {(str(pid), sid): ids for (pid, sid), ids in (await self.sendlog.logged_intents(once)).items()}
         # The send log first: an intent it already rules out must not claim the Redis key either.
         gates = [(s, i, p) for s, i, p in gates
                  if not (s.once_per_profile and logged.get((i.profile_id, s.id), set()) - {i.message_id})]
-        once_gates = [(s, i) for s, i, _ in gates if s.once_per_profile]
-        owners: list[Any] = []
-        if once_gates:
-            # SET NX GET with the message id as value, one round trip for the batch: a replay of the same
-            # intent passes, another intent does not.
-            pipe = hs.redis.pipeline(transaction=False)
-            for scenario, intent in once_gates:
-                pipe.set(hs.key("once", scenario.id, intent.profile_id), intent.message_id.encode(), nx=True,
-                         get=True)
-            owners = await pipe.execute()
-        taken = {i.message_id for (_, i), owner in zip(once_gates, owners, strict=True)
-                 if isinstance(owner, bytes) and owner.decode() != i.message_id}
+        # One round trip for the batch: a replay of the same intent passes, another intent does not.
+        taken = await self.hotstate.claim_once(
+            [(s.id, i.profile_id, i.message_id) for s, i, _ in gates if s.once_per_profile])
         postponed: list[tuple[MessageIntent, datetime]] = []
         for scenario, intent, profile in gates:
             if intent.message_id in taken:
@@ -250,45 +221,24 @@ class TriggerStage(Stage[Event]):
                 postponed.append((intent, ends))
             else:
                 out.messages.append(self._message(intent))
-        if postponed:
-            # Quiet hours: a durable timer per message, fired with the intent as it was gated.
-            await self.store.execute(
-                """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
-                                                   status)
-                   SELECT p, t, s, f, e, j, 'pending'
-                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[], $6::jsonb[])
-                        AS x(p, t, s, f, e, j)
-                   ON CONFLICT DO NOTHING""",
-                [uuid.UUID(i.profile_id) for i, _ in postponed],
-                [uuid.uuid5(TIMER_NAMESPACE, f"quiet:{i.message_id}") for i, _ in postponed],
-                [i.scenario for i, _ in postponed], [ends for _, ends in postponed],
-                [uuid.UUID(i.trigger_event_id) if i.trigger_event_id else None for i, _ in postponed],
-                [{"intent": i.model_dump(mode="json")} for i, _ in postponed])
+        # Quiet hours: a durable timer per message, fired with the intent as it was gated.
+        await self.timers.postpone([
+            Timer(uuid.UUID(i.profile_id), uuid.uuid5(TIMER_NAMESPACE, f"quiet:{i.message_id}"), i.scenario, ends,
+                  uuid.UUID(i.trigger_event_id) if i.trigger_event_id else None,
+                  {"intent": i.model_dump(mode="json")})
+            for i, ends in postponed])
 
     async def _within_cap(self, scenario: Scenario, intent: MessageIntent) -> bool:
         """Frequency cap: a sorted set of message ids per profile (a replayed message counts once)."""
         if scenario.frequency_cap is None or scenario.category != "marketing":
             return True
-        hs = self.hotstate
         cap = scenario.frequency_cap
-        key = hs.key("cap", scenario.id if cap.scope == "scenario" else "*", intent.profile_id)
-        window = cap.window.total_seconds()
-        ts = self.now().timestamp()
-        pipe = hs.redis.pipeline(transaction=True)
-        pipe.zremrangebyscore(key, "-inf", ts - window)
-        pipe.zscore(key, intent.message_id)
-        pipe.zcard(key)
-        _, already, count = await pipe.execute()
-        if already is not None:
+        if await self.hotstate.within_cap(scenario.id if cap.scope == "scenario" else "*", intent.profile_id,
+                                              intent.message_id, limit=cap.max, window=cap.window.total_seconds(),
+                                              now=self.now().timestamp()):
             return True
-        if count >= cap.max:
-            self.ctx.metrics.messages.labels(scenario.channel, "capped").inc()
-            return False
-        pipe = hs.redis.pipeline(transaction=True)
-        pipe.zadd(key, {intent.message_id: ts})
-        pipe.expire(key, int(window) + 60)
-        await pipe.execute()
-        return True
+        self.ctx.metrics.messages.labels(scenario.channel, "capped").inc()
+        return False
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
         return OutgoingMessage(self.ctx.topics.messages, intent.model_dump_json().encode(),
@@ -298,12 +248,7 @@ class TriggerStage(Stage[Event]):
         """Pending timers of merged profiles move to the surviving profile."""
         pairs = [(uuid.UUID(p), uuid.UUID(e.properties["surviving_profile_id"]))
                  for e in merged for p in e.properties.get("merged_profile_ids", [])]
-        if pairs:
-            await self.store.execute(
-                """UPDATE scheduled_triggers t SET profile_id = m.survivor, updated_at = now()
-                   FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor)
-                   WHERE t.profile_id = m.loser AND t.status = 'pending'""",
-                [p[0] for p in pairs], [p[1] for p in pairs])
+        await self.timers.move_pending(pairs)
 
     # -- daily jobs ----------------------------------------------------------------------------------
 
@@ -331,9 +276,7 @@ class TriggerStage(Stage[Event]):
 
     async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
         """Turn due timers into intents (appended to ``out``); they are marked fired once published."""
-        rows = await self.store.fetch(
-            """SELECT profile_id, trigger_id, scenario, payload FROM scheduled_triggers
-               WHERE status = 'pending' AND fire_at <= $1 ORDER BY fire_at LIMIT $2""", self.now(), limit)
+        rows = await self.timers.due(self.now(), limit)
         if not rows:
             return 0
         by_id = {s.id: s for s in self.scenarios}
@@ -357,11 +300,7 @@ class TriggerStage(Stage[Event]):
         await self._gate_all(gates, out)
 
         async def mark_fired() -> None:
-            await self.store.execute(
-                """UPDATE scheduled_triggers t SET status = 'fired', updated_at = now()
-                   FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
-                   WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'""",
-                [f[0] for f in fired], [f[1] for f in fired])
+            await self.timers.mark_fired(fired)
 
         out.on_durable.append(mark_fired)
         return len(fired)

@@ -11,29 +11,105 @@ event types, values and window bounds as typed parameters; the SQL text is built
 own fragments. The SQL runs on PostgreSQL 12+ and Greenplum 7: CTEs, ``LEFT JOIN``, ``NOT EXISTS``, no
 ``MERGE``, nothing PostgreSQL-15-only. Every leaf is ``COALESCE(..., false)``, so ``NOT`` and missing values
 behave as in :meth:`Segment.evaluate` (two-valued logic, not SQL's three).
+
+The compiler reads a segment through the protocols below, which :mod:`cdp_hub.segments.model` satisfies: the
+store stays below the segment model and imports nothing of it. :func:`json_text` and
+:data:`NUMERIC_SQL_PATTERN` are the SQL's value semantics, which the model's Python evaluator shares.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from cdp_hub.segments.model import (
-    NUMERIC_SQL_PATTERN,
-    AggregateRule,
-    Group,
-    Rule,
-    Segment,
-    TraitRule,
-    json_text,
-)
-
-__all__ = ["CompiledSegment", "compile_segment"]
+__all__ = [
+    "NUMERIC_SQL_PATTERN",
+    "AggregateLeaf",
+    "CompiledSegment",
+    "RuleGroup",
+    "SegmentDefinition",
+    "TraitLeaf",
+    "compile_segment",
+    "json_text",
+]
 
 _SQL_OPS = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+# What SQL's regular expression accepts as a number (``properties.total`` arrives as the string "100.50").
+NUMERIC_SQL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+
+_Scalar = str | int | float | bool
+
+
+def json_text(value: Any) -> str:
+    """The text PostgreSQL's ``#>>`` gives for a JSON value: strings bare, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+class TraitLeaf(Protocol):
+    """A condition on one Golden Record trait (``TraitRule``)."""
+
+    @property
+    def kind(self) -> Literal["trait"]: ...
+    @property
+    def path(self) -> list[str]: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def value(self) -> _Scalar | list[_Scalar] | None: ...
+
+
+class AggregateLeaf(Protocol):
+    """A condition on the profile's stored events of one type (``AggregateRule``)."""
+
+    @property
+    def kind(self) -> Literal["aggregate"]: ...
+    @property
+    def aggregate(self) -> str: ...
+    @property
+    def event(self) -> str: ...
+    @property
+    def within_td(self) -> timedelta | None: ...
+    @property
+    def older_than_td(self) -> timedelta | None: ...
+    @property
+    def op(self) -> str | None: ...
+    @property
+    def value(self) -> int | float | None: ...
+    @builtins.property  # the member `property` shadows the builtin in this class body
+    def property(self) -> str | None: ...
+
+
+class RuleGroup(Protocol):
+    """Rules combined by ``all`` / ``any`` / ``none`` (``Group``)."""
+
+    @property
+    def kind(self) -> Literal["group"]: ...
+    @property
+    def combinator(self) -> str: ...
+    @property
+    def rules(self) -> Sequence[SqlRule]: ...
+
+
+SqlRule = TraitLeaf | AggregateLeaf | RuleGroup
+
+
+class SegmentDefinition(RuleGroup, Protocol):
+    """A segment: its top-level rule group and its id (``Segment``)."""
+
+    @property
+    def id(self) -> str: ...
 
 
 @dataclass
@@ -103,14 +179,14 @@ class _Compiler:
             self._numeric = self.params.add(NUMERIC_SQL_PATTERN, "text")
         return self._numeric
 
-    def rule(self, rule: Rule) -> str:
-        if isinstance(rule, TraitRule):
+    def rule(self, rule: SqlRule) -> str:
+        if rule.kind == "trait":
             return f"COALESCE({self.trait(rule)}, false)"
-        if isinstance(rule, AggregateRule):
+        if rule.kind == "aggregate":
             return f"COALESCE({self.aggregate(rule)}, false)"
         return self.group(rule)
 
-    def group(self, group: Group) -> str:
+    def group(self, group: RuleGroup) -> str:
         parts = [self.rule(r) for r in group.rules]
         if group.combinator == "all":
             return "(" + " AND ".join(parts) + ")"
@@ -118,7 +194,7 @@ class _Compiler:
             return "(" + " OR ".join(parts) + ")"
         return "NOT (" + " OR ".join(parts) + ")"
 
-    def trait(self, rule: TraitRule) -> str:
+    def trait(self, rule: TraitLeaf) -> str:
         path = self.params.add(rule.path, "text[]")
         text = f"(p.golden #>> {path})"
         if rule.op == "exists":
@@ -143,7 +219,7 @@ class _Compiler:
         value = self.params.add(json_text(rule.value), "text")
         return f"({text} COLLATE \"C\" {op} {value})"
 
-    def aggregate(self, rule: AggregateRule) -> str:
+    def aggregate(self, rule: AggregateLeaf) -> str:
         name = f"agg_{len(self.ctes) + 1}"
         where = [f"e.type = {self.params.add(rule.event, 'text')}", "e.profile_id IS NOT NULL",
                  f"e.occurred_at <= {self.params.add(self.as_of, 'timestamptz')}"]
@@ -173,7 +249,7 @@ class _Compiler:
         return f"(COALESCE({name}.v, 0) {_SQL_OPS[rule.op]} {value_param})"
 
 
-def compile_segment(segment: Segment, as_of: datetime) -> CompiledSegment:
+def compile_segment(segment: SegmentDefinition, as_of: datetime) -> CompiledSegment:
     """The SQL of ``segment`` evaluated at ``as_of`` (windows end there; events after it do not count)."""
     compiler = _Compiler(as_of)
     predicate = compiler.group(segment)
