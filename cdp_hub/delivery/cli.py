@@ -18,6 +18,7 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
+from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.messages import MessageIntent
@@ -34,21 +35,8 @@ _SAMPLE_RECIPIENT = {"email": "anna@example.com", "phone": "+79161234567", "push
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
-def _subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-                 help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The sub-commands of ``name``, shared with other command modules (``new connector``/``new channel``)."""
-    parser = sub.choices.get(name)
-    if parser is None:
-        parser = sub.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=f"{name}_command", metavar="WHAT", required=True)
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    templates = sub.add_parser("templates", help="preview and list message templates")
-    tsub = templates.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
+def register(sub: SubParsers) -> None:
+    tsub = command_group(sub, "templates", "preview and list message templates", metavar="ACTION")
     render = tsub.add_parser("render", help="render a template for a profile, as delivery would")
     render.add_argument("template", help="template name (a folder: welcome, order_confirmation, ...)")
     render.add_argument("--profile", required=True,
@@ -64,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listing.add_argument("--templates-dir", type=Path)
     listing.set_defaults(handler=cmd_templates_list)
 
-    new = _subcommands(sub, "new", "scaffold a plugin package")
+    new = command_group(sub, "new", "scaffold a plugin package", metavar="WHAT")
     channel = new.add_parser("channel", help="a channel plugin package whose conformance tests pass")
     channel.add_argument("name", help="channel type name: lower-case letters, digits, _ (e.g. acme_sms)")
     channel.add_argument("--kind", choices=_KINDS, default="sms")
@@ -96,10 +84,7 @@ def _profile(settings: Settings, ref: str) -> ProfileSnapshot:
 
 
 async def _load_profile(settings: Settings, profile_id: str) -> ProfileSnapshot | None:
-    from cdp_hub.store import Store
-
-    async with Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=1,
-                     data_dir=settings.data_dir) as store:
+    async with store_for(settings, pool_size=1) as store:
         return (await load_profiles(store, [profile_id])).get(profile_id)
 
 
@@ -131,7 +116,7 @@ def _print(rendered: RenderedMessage, locale: str, *, as_json: bool) -> None:
     parts = {"template_file": rendered.template_file, "locale": locale, "subject": rendered.subject,
              "title": rendered.title, "text": rendered.text, "html": rendered.html, "url": rendered.url}
     if as_json:
-        print(json.dumps({k: v for k, v in parts.items() if v is not None}, ensure_ascii=False, indent=2))
+        print_json({k: v for k, v in parts.items() if v is not None})
         return
     print(f"# {rendered.template_file} ({locale})")
     for key in ("subject", "title", "url"):
