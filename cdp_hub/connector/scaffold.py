@@ -12,14 +12,12 @@ each member to ``customer.updated``: a working start to edit, not a stub.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.plugins import validate_plugin_name
 
-__all__ = ["NAME_RE", "scaffold_connector"]
-
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+__all__ = ["scaffold_connector"]
 
 _PYPROJECT = '''[build-system]
 requires = ["setuptools>=68"]
@@ -160,9 +158,7 @@ def _class_name(name: str) -> str:
 
 def scaffold_connector(name: str, directory: Path, *, force: bool = False) -> Path:
     """Write the package for connector ``name`` under ``directory``; return the package folder."""
-    if not NAME_RE.match(name):
-        raise ConfigurationError(f"connector name {name!r}: use lower-case letters, digits and _ "
-                                 "(start with a letter), e.g. acme_shop")
+    validate_plugin_name(name, kind="connector")
     dist = name.replace("_", "-")
     root = directory / f"cdp-hub-{dist}"
     if root.exists() and any(root.iterdir()) and not force:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import string
 import sys
 import uuid
@@ -21,6 +20,7 @@ from pathlib import Path
 from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.plugins import validate_plugin_name
 from cdp_hub.schema.messages import MessageIntent
 
 from .profiles import ProfileSnapshot, load_profiles
@@ -32,7 +32,6 @@ __all__ = ["register", "scaffold_channel"]
 _KINDS = ("email", "sms", "push", "webhook", "other")
 _ADDRESS_KIND = {"email": "email", "sms": "phone", "push": "push_token", "webhook": "push_token", "other": "email"}
 _SAMPLE_RECIPIENT = {"email": "anna@example.com", "phone": "+79161234567", "push_token": "device-token-1"}
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
 def register(sub: SubParsers) -> None:
@@ -140,8 +139,7 @@ def cmd_templates_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def scaffold_channel(name: str, directory: Path, *, kind: str = "sms", address_kind: str | None = None) -> Path:
     """Write a channel plugin package ``cdp-hub-<name>`` under ``directory``; return its folder."""
-    if not _NAME_RE.match(name):
-        raise ConfigurationError(f"channel name {name!r}: lower-case letters, digits and _, starting with a letter")
+    validate_plugin_name(name, kind="channel")
     if kind not in _KINDS:
         raise ConfigurationError(f"kind {kind!r}: one of {', '.join(_KINDS)}")
     address = address_kind or _ADDRESS_KIND[kind]
