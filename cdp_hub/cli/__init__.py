@@ -27,11 +27,12 @@ __all__ = ["COMMAND_MODULES", "main"]
 
 COMMAND_MODULES = (
     "cdp_hub.cli.core",          # schema, plugins, migrate, run, serve, dlq, scenarios, demo
-    "cdp_hub.connector.cli",     # connectors list/spec/check/state, sync, ingest-file, new connector
+    "cdp_hub.connector.cli",     # connectors list/spec/check/state, sync, ingest-file
+    "cdp_hub.scaffold.cli",      # new connector, new channel
     "cdp_hub.resolver.cli",      # identity, profiles, import
     "cdp_hub.resolver.fuzzy.cli",  # identity suggest, identity suggestions
     "cdp_hub.segments.cli",      # segments, triggers run-daily
-    "cdp_hub.delivery.cli",      # templates, new channel
+    "cdp_hub.delivery.cli",      # templates
 )
 
 Handler = Callable[[argparse.Namespace, Settings], Any]

@@ -6,7 +6,8 @@
     cdp-hub connectors state NAME [--reset]         sync checkpoints (reset: the next sync starts over)
     cdp-hub sync NAME [--stream S] [--full-refresh] pull sync into cdp.events, checkpointed
     cdp-hub ingest-file NAME FILE... [--stream S]   CSV / JSON Lines (gzip too) through a connector
-    cdp-hub new connector NAME [--dir D]            a plugin package whose tests pass as generated
+
+(``cdp-hub new connector NAME`` is in :mod:`cdp_hub.scaffold.cli`.)
 
 ``NAME`` is a configured instance (``[connectors.shop]``) or a connector type (its defaults).
 """
@@ -57,13 +58,6 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--encoding", help="e.g. cp1251, utf-8, utf-8-sig (default: the connector's, else detected)")
     p.add_argument("--delimiter", help="CSV delimiter (default: the connector's, else detected)")
     p.set_defaults(handler=cmd_ingest_file)
-
-    new = command_group(sub, "new", "scaffold a plugin package", metavar="WHAT")
-    p = new.add_parser("connector", help="a connector plugin package whose conformance tests pass")
-    p.add_argument("name", help="connector type name: lower-case letters, digits, _ (e.g. acme_shop)")
-    p.add_argument("--dir", type=Path, default=Path("."), help="where to create the package folder")
-    p.add_argument("--force", action="store_true", help="write into an existing folder")
-    p.set_defaults(handler=cmd_new_connector)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -167,12 +161,4 @@ async def cmd_ingest_file(args: argparse.Namespace, settings: Settings) -> int:
                 "dead_letters": result.dead, "by_type": result.by_type,
                 "first_errors": [{"record": d.record_id, "field": d.field, "error": d.error}
                                  for d in result.errors[:10]]})
-    return 0
-
-
-def cmd_new_connector(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.connector.scaffold import scaffold_connector
-
-    root = scaffold_connector(args.name, args.dir, force=args.force)
-    print(f"created {root}\n  cd {root} && pip install -e '.[dev]' && pytest")
     return 0
