@@ -9,11 +9,15 @@ Environment:
 - ``CDP_HUB_PLUGINS``: comma-separated entry-point names to load (all when unset).
 - ``CDP_HUB_DISABLE_PLUGINS``: comma-separated entry-point names to skip.
 - ``CDP_HUB_TRACE_PLUGINS=1``: print each hook call to stderr.
+
+Plugin names (a connector's or channel's ``name``): :data:`PLUGIN_NAME_RULE`, checked by
+:func:`validate_plugin_name`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterable
@@ -31,16 +35,34 @@ from cdp_hub.schema.payloads import register_event_type
 __all__ = [
     "CHANNEL_GROUP",
     "CONNECTOR_GROUP",
+    "PLUGIN_NAME_RE",
+    "PLUGIN_NAME_RULE",
     "PluginFailure",
     "PluginInfo",
     "PluginRegistry",
     "get_registry",
     "load_plugins",
+    "validate_plugin_name",
 ]
 
 CONNECTOR_GROUP = "cdp_hub.connectors"
 CHANNEL_GROUP = "cdp_hub.channels"
 GROUPS = (CONNECTOR_GROUP, CHANNEL_GROUP)
+
+PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,40}\Z")
+"""The name of a connector or channel type. It is the entry-point name and the ``type`` in the
+configuration, and the package names derive from it (``acme_shop``: distribution ``cdp-hub-acme-shop``,
+module ``cdp_hub_acme_shop``), so it is a lower-case Python identifier without a leading ``_``."""
+PLUGIN_NAME_RULE = "a lower-case letter, then lower-case letters, digits or _; 2 to 41 characters (e.g. acme_shop)"
+
+
+def validate_plugin_name(name: str, *, kind: str = "plugin") -> str:
+    """``name`` if it is a valid plugin name (:data:`PLUGIN_NAME_RE`); otherwise a
+    :class:`~cdp_hub.errors.ConfigurationError` that says the rule. ``kind`` (``connector``, ``channel``)
+    names what the name is for in the message."""
+    if not PLUGIN_NAME_RE.fullmatch(name):
+        raise ConfigurationError(f"{kind} name {name!r}: {PLUGIN_NAME_RULE}")
+    return name
 
 
 @dataclass(frozen=True)

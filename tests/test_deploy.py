@@ -31,8 +31,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, SecretStr
 
-from cdp_hub import commands
 from cdp_hub.cli import build_parser
+from cdp_hub.cli import core as commands
 from cdp_hub.config import Settings
 from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import STAGE_NAMES

@@ -141,3 +141,23 @@ def test_every_overridable_method_is_documented() -> None:
         for name in names:
             doc = getattr(cls, name).__doc__ or ""
             assert doc.strip(), f"{cls.__name__}.{name} is overridden by plugin authors and needs a docstring"
+
+
+@pytest.mark.parametrize("name", ["ab", "acme_shop", "sms_http", "a1", "x" * 41, "a_"])
+def test_plugin_names_that_pass(name: str) -> None:
+    assert plugins.validate_plugin_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a", "x" * 42, "Acme", "acme-shop", "1acme", "_acme", "acme shop",
+                                  "acme\n", "ácme"])
+def test_plugin_names_that_fail_say_the_rule(name: str) -> None:
+    from cdp_hub.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"channel name .*: a lower-case letter, then .* 2 to 41"):
+        plugins.validate_plugin_name(name, kind="channel")
+
+
+def test_every_built_in_plugin_name_follows_the_rule() -> None:
+    reg = plugins.load_plugins()
+    for name in [*reg.connectors, *reg.channels]:
+        assert plugins.PLUGIN_NAME_RE.fullmatch(name), name

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cdp_hub.cli import main
-from cdp_hub.connector.scaffold import scaffold_connector
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.scaffold import scaffold
 
 
 def test_generated_package_tests_pass(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_generated_package_tests_pass(tmp_path: Path) -> None:
 
 
 def test_generated_connector_loads_as_a_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = scaffold_connector("crm_lite", tmp_path)
+    root = scaffold("connector", "crm_lite", tmp_path)
     monkeypatch.syspath_prepend(str(root))
     import importlib
 
@@ -48,8 +48,8 @@ def test_generated_connector_loads_as_a_plugin(tmp_path: Path, monkeypatch: pyte
 
 def test_scaffold_refuses_bad_names_and_overwrites(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="lower-case"):
-        scaffold_connector("Acme-Shop", tmp_path)
-    scaffold_connector("acme", tmp_path)
+        scaffold("connector", "Acme-Shop", tmp_path)
+    scaffold("connector", "acme", tmp_path)
     with pytest.raises(ConfigurationError, match="exists"):
-        scaffold_connector("acme", tmp_path)
-    assert scaffold_connector("acme", tmp_path, force=True).is_dir()
+        scaffold("connector", "acme", tmp_path)
+    assert scaffold("connector", "acme", tmp_path, force=True).is_dir()

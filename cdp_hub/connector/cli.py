@@ -6,7 +6,8 @@
     cdp-hub connectors state NAME [--reset]         sync checkpoints (reset: the next sync starts over)
     cdp-hub sync NAME [--stream S] [--full-refresh] pull sync into cdp.events, checkpointed
     cdp-hub ingest-file NAME FILE... [--stream S]   CSV / JSON Lines (gzip too) through a connector
-    cdp-hub new connector NAME [--dir D]            a plugin package whose tests pass as generated
+
+(``cdp-hub new connector NAME`` is in :mod:`cdp_hub.scaffold.cli`.)
 
 ``NAME`` is a configured instance (``[connectors.shop]``) or a connector type (its defaults).
 """
@@ -14,36 +15,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 
 __all__ = ["register"]
 
-if TYPE_CHECKING:
-    _Sub = argparse._SubParsersAction[argparse.ArgumentParser]
 
-
-def _subcommands(sub: _Sub, name: str, help: str) -> _Sub:
-    """The sub-command group ``name`` (e.g. ``new``), shared with other modules that add to it."""
-    parser = sub.choices.get(name)
-    if parser is None:
-        parser = sub.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            found: _Sub = action
-            return found
-    return parser.add_subparsers(dest=f"{name}_command", metavar="WHAT", required=True)
-
-
-def register(sub: _Sub) -> None:
+def register(sub: SubParsers) -> None:
     """Add the connector commands to the ``cdp-hub`` parser."""
-    connectors = sub.add_parser("connectors", help="list, describe and check connectors")
-    csub = connectors.add_subparsers(dest="connectors_command", metavar="ACTION", required=True)
+    csub = command_group(sub, "connectors", "list, describe and check connectors", metavar="ACTION")
     p = csub.add_parser("list", help="installed connector types and configured instances")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_list)
@@ -74,17 +59,6 @@ def register(sub: _Sub) -> None:
     p.add_argument("--delimiter", help="CSV delimiter (default: the connector's, else detected)")
     p.set_defaults(handler=cmd_ingest_file)
 
-    new = _subcommands(sub, "new", "scaffold a plugin package")
-    p = new.add_parser("connector", help="a connector plugin package whose conformance tests pass")
-    p.add_argument("name", help="connector type name: lower-case letters, digits, _ (e.g. acme_shop)")
-    p.add_argument("--dir", type=Path, default=Path("."), help="where to create the package folder")
-    p.add_argument("--force", action="store_true", help="write into an existing folder")
-    p.set_defaults(handler=cmd_new_connector)
-
-
-def _print(data: Any) -> None:
-    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
-
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.plugins import get_registry
@@ -98,7 +72,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
                  for name, inst in sorted(settings.connectors.items())]
     failures = [{"plugin": f.name, "error": f.error} for f in registry.failures if f.group.endswith("connectors")]
     if args.json:
-        _print({"types": types, "instances": instances, "failures": failures})
+        print_json({"types": types, "instances": instances, "failures": failures})
         return 0
     for t in types:
         streams = ", ".join(t["streams"]) or "push only"
@@ -121,7 +95,7 @@ def cmd_spec(args: argparse.Namespace, settings: Settings) -> int:
     cls = _connector_class(settings, args.name)
     schema = cls.config_model.model_json_schema()
     schema["title"] = f"{cls.name} connector config"
-    _print(schema)
+    print_json(schema)
     return 0
 
 
@@ -145,17 +119,16 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.connector.state import PgStateStore
-    from cdp_hub.store import Store
 
-    async with Store(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir) as store:
+    async with store_for(settings) as store:
         await store.migrate()
         states = PgStateStore(store)
         if args.reset:
             await states.reset(args.name, args.stream)
             print(f"{args.name}: checkpoints reset{f' for {args.stream}' if args.stream else ''}")
             return 0
-        _print({stream: state for stream, state in await states.all(args.name)
-                if args.stream is None or stream == args.stream})
+        print_json({stream: state for stream, state in await states.all(args.name)
+                    if args.stream is None or stream == args.stream})
     return 0
 
 
@@ -169,7 +142,7 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
             results = await sync(hub, connector, stream=args.stream, full_refresh=args.full_refresh)
         finally:
             await connector.aclose()
-    _print([r.summary() for r in results])
+    print_json([r.summary() for r in results])
     return 0
 
 
@@ -184,15 +157,8 @@ async def cmd_ingest_file(args: argparse.Namespace, settings: Settings) -> int:
         connector = hub.connector(args.name)
         result = await import_file(hub, connector, args.files, stream=args.stream, format=args.format,
                                    encoding=args.encoding, delimiter=args.delimiter)
-    _print({"files": [str(f) for f in args.files], "records": result.records, "events": result.events,
-            "dead_letters": result.dead, "by_type": result.by_type,
-            "first_errors": [{"record": d.record_id, "field": d.field, "error": d.error} for d in result.errors[:10]]})
-    return 0
-
-
-def cmd_new_connector(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.connector.scaffold import scaffold_connector
-
-    root = scaffold_connector(args.name, args.dir, force=args.force)
-    print(f"created {root}\n  cd {root} && pip install -e '.[dev]' && pytest")
+    print_json({"files": [str(f) for f in args.files], "records": result.records, "events": result.events,
+                "dead_letters": result.dead, "by_type": result.by_type,
+                "first_errors": [{"record": d.record_id, "field": d.field, "error": d.error}
+                                 for d in result.errors[:10]]})
     return 0

@@ -8,7 +8,7 @@
     receipts.py   receipts -> canonical message.* events
     callbacks.py  provider callbacks (delivery reports, opens, clicks) -> receipts -> events
     http.py       POST /v1/callbacks/{channel} for the daemon
-    cli.py        cdp-hub templates render, cdp-hub new channel
+    cli.py        cdp-hub templates render, cdp-hub templates list
 """
 
 from cdp_hub.delivery.rendering import RenderedMessage, TemplateError, TemplateRenderer

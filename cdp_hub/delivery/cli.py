@@ -1,9 +1,10 @@
-"""Delivery commands: preview templates, list them, scaffold a channel plugin.
+"""Delivery commands: preview templates, list them.
 
     cdp-hub templates render welcome --profile 6f1c...    # a profile from the database
     cdp-hub templates render welcome --profile anna.json --kind sms --locale en
     cdp-hub templates list
-    cdp-hub new channel acme_sms [--kind sms] [--dir .]  # a plugin package whose tests pass as generated
+
+(``cdp-hub new channel NAME`` is in :mod:`cdp_hub.scaffold.cli`.)
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import string
-import sys
 import uuid
-from importlib import resources
 from pathlib import Path
 
+from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.messages import MessageIntent
@@ -26,29 +24,13 @@ from .profiles import ProfileSnapshot, load_profiles
 from .rendering import RenderedMessage, TemplateRenderer
 from .stage import message_locale, template_context
 
-__all__ = ["register", "scaffold_channel"]
+__all__ = ["register"]
 
 _KINDS = ("email", "sms", "push", "webhook", "other")
-_ADDRESS_KIND = {"email": "email", "sms": "phone", "push": "push_token", "webhook": "push_token", "other": "email"}
-_SAMPLE_RECIPIENT = {"email": "anna@example.com", "phone": "+79161234567", "push_token": "device-token-1"}
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
-def _subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-                 help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """The sub-commands of ``name``, shared with other command modules (``new connector``/``new channel``)."""
-    parser = sub.choices.get(name)
-    if parser is None:
-        parser = sub.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=f"{name}_command", metavar="WHAT", required=True)
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    templates = sub.add_parser("templates", help="preview and list message templates")
-    tsub = templates.add_subparsers(dest="templates_command", metavar="ACTION", required=True)
+def register(sub: SubParsers) -> None:
+    tsub = command_group(sub, "templates", "preview and list message templates", metavar="ACTION")
     render = tsub.add_parser("render", help="render a template for a profile, as delivery would")
     render.add_argument("template", help="template name (a folder: welcome, order_confirmation, ...)")
     render.add_argument("--profile", required=True,
@@ -63,14 +45,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listing = tsub.add_parser("list", help="templates available (the deployment's, then the built-ins)")
     listing.add_argument("--templates-dir", type=Path)
     listing.set_defaults(handler=cmd_templates_list)
-
-    new = _subcommands(sub, "new", "scaffold a plugin package")
-    channel = new.add_parser("channel", help="a channel plugin package whose conformance tests pass")
-    channel.add_argument("name", help="channel type name: lower-case letters, digits, _ (e.g. acme_sms)")
-    channel.add_argument("--kind", choices=_KINDS, default="sms")
-    channel.add_argument("--address-kind", help="identity kind of the recipient (default from --kind)")
-    channel.add_argument("--dir", type=Path, default=Path("."), help="where to create the package folder")
-    channel.set_defaults(handler=cmd_new_channel)
 
 
 # -- templates ---------------------------------------------------------------------------------------------
@@ -96,10 +70,7 @@ def _profile(settings: Settings, ref: str) -> ProfileSnapshot:
 
 
 async def _load_profile(settings: Settings, profile_id: str) -> ProfileSnapshot | None:
-    from cdp_hub.store import Store
-
-    async with Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=1,
-                     data_dir=settings.data_dir) as store:
+    async with store_for(settings, pool_size=1) as store:
         return (await load_profiles(store, [profile_id])).get(profile_id)
 
 
@@ -131,7 +102,7 @@ def _print(rendered: RenderedMessage, locale: str, *, as_json: bool) -> None:
     parts = {"template_file": rendered.template_file, "locale": locale, "subject": rendered.subject,
              "title": rendered.title, "text": rendered.text, "html": rendered.html, "url": rendered.url}
     if as_json:
-        print(json.dumps({k: v for k, v in parts.items() if v is not None}, ensure_ascii=False, indent=2))
+        print_json({k: v for k, v in parts.items() if v is not None})
         return
     print(f"# {rendered.template_file} ({locale})")
     for key in ("subject", "title", "url"):
@@ -148,46 +119,4 @@ def cmd_templates_list(args: argparse.Namespace, settings: Settings) -> int:
     renderer = TemplateRenderer(args.templates_dir or settings.templates_dir)
     for name, variants in renderer.list_templates().items():
         print(f"{name}: {', '.join(variants)}")
-    return 0
-
-
-# -- new channel -------------------------------------------------------------------------------------------
-
-def scaffold_channel(name: str, directory: Path, *, kind: str = "sms", address_kind: str | None = None) -> Path:
-    """Write a channel plugin package ``cdp-hub-<name>`` under ``directory``; return its folder."""
-    if not _NAME_RE.match(name):
-        raise ConfigurationError(f"channel name {name!r}: lower-case letters, digits and _, starting with a letter")
-    if kind not in _KINDS:
-        raise ConfigurationError(f"kind {kind!r}: one of {', '.join(_KINDS)}")
-    address = address_kind or _ADDRESS_KIND[kind]
-    dist_name = name.replace("_", "-")
-    package = f"cdp_hub_{name}"
-    root = directory / f"cdp-hub-{dist_name}"
-    if root.exists():
-        raise ConfigurationError(f"{root} already exists; choose another name or --dir")
-    values = {
-        "name": name, "dist_name": dist_name, "package": package, "kind": kind, "address_kind": address,
-        "class_name": "".join(part.capitalize() for part in name.split("_")) + "Channel",
-        "title": " ".join(part.capitalize() for part in name.split("_")),
-        "recipient": _SAMPLE_RECIPIENT.get(address, "recipient-1"),
-    }
-    source = resources.files("cdp_hub.delivery") / "scaffold" / "channel"
-    files = {
-        "pyproject.toml": "pyproject.toml.tmpl",
-        "README.md": "README.md.tmpl",
-        f"{package}/__init__.py": "package_init.py.tmpl",
-        f"tests/test_{name}.py": "test_channel.py.tmpl",
-    }
-    for target, template in files.items():
-        text = string.Template((source / template).read_text(encoding="utf-8")).substitute(values)
-        path = root / target
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
-
-
-def cmd_new_channel(args: argparse.Namespace, settings: Settings) -> int:
-    root = scaffold_channel(args.name, args.dir, kind=args.kind, address_kind=args.address_kind)
-    print(f"created {root}", file=sys.stderr)
-    print(f"next: cd {root} && pip install -e '.[test]' && pytest")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from cdp_hub.cli.helpers import SubParsers, command_group
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
@@ -30,22 +31,10 @@ from cdp_hub.store import ProfileRepository, Store
 
 __all__ = ["register"]
 
-_Sub = argparse._SubParsersAction  # argparse exposes no public type for it
 
-
-def _group(subparsers: _Sub[argparse.ArgumentParser], name: str, help: str, dest: str) -> _Sub[argparse.ArgumentParser]:
-    """The sub-command set of ``cdp-hub NAME``; reused when another module created the group first."""
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=dest, metavar="SUBCOMMAND")
-
-
-def register(subparsers: _Sub[argparse.ArgumentParser]) -> None:
-    profiles = _group(subparsers, "profiles", "look up, merge and unmerge profiles", "profiles_command")
+def register(subparsers: SubParsers) -> None:
+    profiles = command_group(subparsers, "profiles", "look up, merge and unmerge profiles",
+                             metavar="SUBCOMMAND", required=False)
     p = profiles.add_parser("show", help="a profile by any identity: golden record, identities, provenance, "
                                          "recent events, merge history")
     who = p.add_mutually_exclusive_group(required=True)
@@ -71,8 +60,9 @@ def register(subparsers: _Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--rules", type=Path, help="identity rules file (default: $CDP_HUB_IDENTITY_RULES)")
     p.set_defaults(handler=cmd_unmerge)
 
-    identity = _group(subparsers, "identity", "identity resolution: rules, conflicts, merge suggestions",
-                      "identity_command")
+    identity = command_group(subparsers, "identity",
+                             "identity resolution: rules, conflicts, merge suggestions",
+                             metavar="SUBCOMMAND", required=False)
     p = identity.add_parser("dry-run", help="replay stored history under new identity rules and report the "
                                             "merges and splits they would cause (changes nothing)")
     p.add_argument("rules_file", type=Path, metavar="RULES", help="rules file (.toml, .yaml, .json)")

@@ -18,14 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cdp_hub.cli.helpers import SubParsers, command_group
 from cdp_hub.config import Settings
 
 __all__ = ["register"]
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("segments", help="segments (YAML): list, validate, recompute, members")
-    s = p.add_subparsers(dest="segments_command", required=True)
+def register(sub: SubParsers) -> None:
+    s = command_group(sub, "segments", "segments (YAML): list, validate, recompute, members")
     ls = s.add_parser("list", help="the segments of this deployment and how each is kept")
     ls.set_defaults(handler=cmd_list)
     v = s.add_parser("validate", help="validate segment files against the JSON Schema")
@@ -48,8 +48,7 @@ def register(sub: Any) -> None:
     m.add_argument("--limit", type=int, default=100)
     m.set_defaults(handler=cmd_members)
 
-    t = sub.add_parser("triggers", help="date-based triggers")
-    ts = t.add_subparsers(dest="triggers_command", required=True)
+    ts = command_group(sub, "triggers", "date-based triggers")
     d = ts.add_parser("run-daily", help="scan for today's birthdays and emit profile.birthday (idempotent)")
     d.add_argument("--if-due", action="store_true",
                    help="only when the last scan is older than the interval (for cron next to `cdp-hub run`)")

@@ -27,7 +27,6 @@ talks another protocol overrides the ``channel_config`` fixture to point at a lo
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -45,11 +44,11 @@ from cdp_hub.channel.base import (
     ReceiptStatus,
 )
 from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
+from cdp_hub.plugins import PLUGIN_NAME_RE, PLUGIN_NAME_RULE
 
 __all__ = ["OUTCOMES", "CallbackSample", "ChannelTests"]
 
 OUTCOMES = ("sent", "transient", "permanent")
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _KINDS = ("email", "sms", "push", "webhook", "other")
 
 
@@ -136,7 +135,7 @@ class ChannelTests:
     def test_declares_name_kind_and_address_kind(self) -> None:
         cls = self.channel_class
         assert issubclass(cls, Channel), f"{cls!r} must subclass cdp_hub.Channel"
-        assert _NAME_RE.match(cls.name), f"name {cls.name!r}: lower-case letters, digits and _"
+        assert PLUGIN_NAME_RE.fullmatch(cls.name), f"name {cls.name!r}: {PLUGIN_NAME_RULE}"
         assert cls.kind in _KINDS, f"kind {cls.kind!r} is not one of {_KINDS}"
         assert isinstance(cls.address_kind, str) and cls.address_kind, "address_kind names an identity kind"
         assert (cls.__doc__ or "").strip(), "a one-line docstring is the description `cdp-hub plugins` shows"

@@ -4,7 +4,7 @@
     cdp-hub identity suggestions [--status open|auto|merged|rejected|stale|all] [--limit N] [--json]
 
 The commands join the ``identity`` command group when another module has already created it (list this
-module after it in ``cli.COMMAND_MODULES``), or create the group themselves.
+module after it in ``cdp_hub.cli.COMMAND_MODULES``), or create the group themselves.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cdp_hub.cli.helpers import SubParsers, command_group
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.resolver.fuzzy.model import load_matcher_config
@@ -33,22 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-_Sub = argparse._SubParsersAction  # argparse exposes no public type for it
 
-
-def _identity_group(subparsers: _Sub[argparse.ArgumentParser]) -> _Sub[argparse.ArgumentParser]:
-    """The sub-command set of ``cdp-hub identity``, created when no other module made it yet."""
-    parser = subparsers.choices.get("identity")
-    if parser is None:
-        parser = subparsers.add_parser("identity", help="identity resolution: rules, merge suggestions")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="identity_command", metavar="SUBCOMMAND")
-
-
-def register(subparsers: _Sub[argparse.ArgumentParser]) -> None:
-    group = _identity_group(subparsers)
+def register(subparsers: SubParsers) -> None:
+    group = command_group(subparsers, "identity", "identity resolution: rules, merge suggestions",
+                          metavar="SUBCOMMAND", required=False)
     p = group.add_parser(
         "suggest",
         help="find profiles that are probably one person (fuzzy matching) and store merge suggestions",

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 
@@ -21,9 +22,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SCHEMA_DIR = Path("schemas")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("schema", help="export or check the canonical JSON Schemas")
-    s = p.add_subparsers(dest="schema_command", required=True)
+def register(sub: SubParsers) -> None:
+    s = command_group(sub, "schema", "export or check the canonical JSON Schemas")
     e = s.add_parser("export", help="write schemas/*.json from the models")
     e.add_argument("--out", type=Path, default=DEFAULT_SCHEMA_DIR)
     e.set_defaults(handler=cmd_schema_export)
@@ -49,8 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--http-port", type=int, help="override http_port")
     p.set_defaults(handler=cmd_run, stages=[], no_http=False)
 
-    p = sub.add_parser("dlq", help="browse and replay the dead-letter queue")
-    s = p.add_subparsers(dest="dlq_command", required=True)
+    s = command_group(sub, "dlq", "browse and replay the dead-letter queue")
     ls = s.add_parser("list", help="dead letters, newest first")
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--type", dest="failure_type")
@@ -72,8 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pg.add_argument("--replayed-only", action="store_true", help="only ones already replayed")
     pg.set_defaults(handler=cmd_dlq_purge)
 
-    p = sub.add_parser("scenarios", help="scenarios (YAML): validate and list")
-    s = p.add_subparsers(dest="scenarios_command", required=True)
+    s = command_group(sub, "scenarios", "scenarios (YAML): validate and list")
     v = s.add_parser("validate", help="validate scenario files against the JSON Schema")
     v.add_argument("paths", nargs="*", type=Path)
     v.set_defaults(handler=cmd_scenarios_validate)
@@ -145,7 +143,7 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
                          "version": info.version, "description": info.description})
     failures = [f.__dict__ for f in reg.failures]
     if args.json:
-        print(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+        print_json({"plugins": rows, "failures": failures}, ensure_ascii=True)
         return 1 if failures else 0
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
@@ -160,9 +158,7 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.store import Store
-
-    async with Store(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir) as store:
+    async with store_for(settings) as store:
         applied = await store.migrate()
     for mig in applied:
         print(f"applied {mig.version:04d}_{mig.name}")
@@ -256,14 +252,14 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.store import DeadLetterRepository, Store
+    from cdp_hub.store import DeadLetterRepository
     from cdp_hub.triggers.scenario import parse_duration
 
     try:
         age = parse_duration(args.older_than)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    async with Store(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir) as store:
+    async with store_for(settings) as store:
         deleted = await DeadLetterRepository(store).purge(age, replayed_only=args.replayed_only)
     print(f"deleted {deleted} dead letter(s)")
     return 0
@@ -304,7 +300,7 @@ async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     summary = await run_demo(customers=args.customers, seed=args.seed, data_dir=args.data_dir)
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
+        print_json(summary, ensure_ascii=True)
     else:
         print_summary(summary)
     return 0

@@ -1,7 +1,11 @@
 """The ``cdp-hub`` command line.
 
-Sub-commands live with the code they drive: a module that defines ``register(subparsers)`` and is named in
-:data:`COMMAND_MODULES` adds its commands. A handler is ``handler(args, settings) -> int`` (sync or async).
+    cdp_hub/cli/__init__.py   main(): the parser, logging, running a handler, errors to exit codes
+    cdp_hub/cli/helpers.py    what the command modules share: command_group(), print_json(), store_for()
+    cdp_hub/cli/core.py       schema, plugins, migrate, run, serve, dlq, scenarios, demo
+
+The other sub-commands live with the code they drive: a module that defines ``register(sub)`` and is named
+in :data:`COMMAND_MODULES` adds its commands. A handler is ``handler(args, settings) -> int`` (sync or async).
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from cdp_hub.errors import CdpHubError
 __all__ = ["COMMAND_MODULES", "main"]
 
 COMMAND_MODULES = (
-    "cdp_hub.commands",          # schema, plugins, migrate, run, serve, dlq, scenarios, demo
-    "cdp_hub.connector.cli",     # connectors spec/check, sync, import-file, new connector
+    "cdp_hub.cli.core",          # schema, plugins, migrate, run, serve, dlq, scenarios, demo
+    "cdp_hub.connector.cli",     # connectors list/spec/check/state, sync, ingest-file
+    "cdp_hub.scaffold.cli",      # new connector, new channel
     "cdp_hub.resolver.cli",      # identity, profiles, import
     "cdp_hub.resolver.fuzzy.cli",  # identity suggest, identity suggestions
     "cdp_hub.segments.cli",      # segments, triggers run-daily
-    "cdp_hub.delivery.cli",      # templates, new channel
+    "cdp_hub.delivery.cli",      # templates
 )
 
 Handler = Callable[[argparse.Namespace, Settings], Any]
@@ -93,7 +98,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
