@@ -37,7 +37,8 @@ import asyncpg
 from cdp_hub.config import Settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
-from cdp_hub.segments import EventFact, Segment, SegmentEngine, compile_segment, parse_segment
+from cdp_hub.pipeline.build import segment_engine
+from cdp_hub.segments import EventFact, Segment, compile_segment, parse_segment
 
 DSN = os.environ.get("CDP_HUB_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:15432/cdp_hub")
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -130,7 +131,7 @@ async def main() -> int:
                 print(f"  generated in {time.perf_counter() - t0:.1f} s\n")
 
                 segments = [parse_segment(s, origin="bench") for s in SEGMENTS]
-                engine = SegmentEngine(hub, segments)
+                engine = segment_engine(hub, segments)
                 all_ids = [r["profile_id"] for r in await hub.store.fetch("SELECT profile_id FROM profiles")]
                 sample = random.Random(7).sample(all_ids, min(args.sample, len(all_ids)))
                 header = (f"{'segment':<26} {'members':>8} {'query s':>8} {'recompute s':>11} {'rerun s':>8} "

@@ -7,6 +7,7 @@ docs/architecture.md describes the same layout; these tests keep it true.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +141,99 @@ def test_stages_never_import_the_hub() -> None:
             while (prev := seen[chain[-1]]) is not None:
                 chain.append(prev)
             pytest.fail(f"{stage} reaches the hub: {' -> '.join(reversed(chain))}")
+
+
+# -- SQL: every statement in the store, every table written by its owner only -----------------------------
+
+MIGRATIONS = PACKAGE / "store" / "migrations"
+TABLES = sorted({t for f in MIGRATIONS.glob("*.sql")
+                 for t in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \(", f.read_text())})
+_ANY_TABLE = "|".join(TABLES)
+SQL = re.compile(rf"\b(FROM|INTO|UPDATE|JOIN|TABLE|COPY|TRUNCATE)\s+(?:ONLY\s+)?({_ANY_TABLE})\b")
+
+OWNERS = {
+    "cdp_hub/store/profiles/": {"profiles", "identities", "profile_traits", "merges", "identity_conflicts",
+                                "blocked_identities", "profile_splits", "merge_suggestions"},
+    "cdp_hub/store/events.py": {"events"},
+    "cdp_hub/store/messages.py": {"messages", "suppressions"},
+    "cdp_hub/store/timers.py": {"scheduled_triggers"},
+    "cdp_hub/store/segments/": {"segments", "segment_members", "segment_runs", "segment_changes"},
+    "cdp_hub/store/jobs.py": {"scheduler_runs", "scheduler_emitted"},
+    "cdp_hub/store/deadletters.py": {"dead_letters"},
+    "cdp_hub/store/connector_state.py": {"connector_state"},
+}
+"""Table group owners, as in docs/architecture.md."""
+
+SHARED = {
+    ("events", "cdp_hub/store/profiles/bulk.py"): "the bulk import moves staged events in its own transaction",
+    ("events", "cdp_hub/store/segments/compiler.py"): "segment conditions aggregate events",
+    ("profiles", "cdp_hub/store/segments/compiler.py"): "segment conditions read golden records",
+    ("scheduler_emitted", "cdp_hub/store/profiles/repository.py"): "birthday candidates skip those greeted",
+}
+"""The only statements on a table outside its owner, each with its reason."""
+
+
+def _sql_strings(path: Path) -> Iterator[str]:
+    """String literals of ``path`` that are not docstrings (a docstring may name a table in prose)."""
+    tree = ast.parse(path.read_text())
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs.add(id(first.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            yield node.value
+
+
+def _owner(table: str) -> str:
+    return next(owner for owner, tables in OWNERS.items() if table in tables)
+
+
+def test_every_table_has_one_owner() -> None:
+    owned = [t for tables in OWNERS.values() for t in tables]
+    assert len(owned) == len(set(owned))
+    assert set(owned) == set(TABLES)
+
+
+def test_sql_lives_with_the_owner_of_its_table() -> None:
+    used: set[tuple[str, str]] = set()
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("cdp_hub/store/migrations"):
+            continue
+        for text in _sql_strings(path):
+            for _, table in SQL.findall(text):
+                if rel.startswith(_owner(table)):
+                    continue
+                used.add((table, rel))
+                if (table, rel) not in SHARED:
+                    wrong.append(f"{rel}: SQL on {table}, owned by {_owner(table)}")
+    assert wrong == [], "call the owner's repository instead"
+    assert set(SHARED) <= used, f"no longer shared, drop from SHARED: {sorted(set(SHARED) - used)}"
+
+
+def test_the_sql_check_sees_a_statement() -> None:
+    assert SQL.findall("SELECT golden FROM profiles WHERE profile_id = $1") == [("FROM", "profiles")]
+    assert SQL.findall("INSERT INTO messages (message_id) VALUES ($1)") == [("INTO", "messages")]
+    assert SQL.findall("the profiles of a batch") == []
+
+
+# -- Redis: only the hot-state module talks to it ------------------------------------------------------------
+
+
+def test_only_hotstate_talks_to_redis() -> None:
+    offenders = []
+    for module, path in MODULES.items():
+        if module == "cdp_hub.hotstate":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "redis":
+                offenders.append(f"{module}:{node.lineno}: .redis")
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(n == "redis" or n.startswith("redis.") for n in names):
+                    offenders.append(f"{module}:{node.lineno}: imports redis")
+    assert offenders == [], "use a HotState method (one key scheme, docs/operations.md)"

@@ -13,10 +13,10 @@ from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.delivery.rendering import TemplateRenderer
 from cdp_hub.hub import Hub
-from cdp_hub.pipeline.build import build_stage
+from cdp_hub.pipeline.build import birthday_scheduler, build_stage
 from cdp_hub.schema import MessageIntent
 from cdp_hub.schema.events import Event
-from cdp_hub.segments.daily import BirthdayScheduler, birthdays_on, local_today
+from cdp_hub.segments.daily import birthdays_on, local_today
 
 # 20:30 UTC on March 15: 23:30 in Moscow, already 06:30 on March 16 in Vladivostok.
 EVENING = datetime(2026, 3, 15, 20, 30, tzinfo=UTC)
@@ -67,7 +67,7 @@ async def test_birthday_scan_in_each_customers_time_zone(hub: Hub) -> None:
     merged = await add_profile(hub, {"birth_date": "1970-03-15"})
     await hub.store.execute("UPDATE profiles SET merged_into = $1 WHERE profile_id = $2", default_zone, merged)
 
-    result = await BirthdayScheduler(hub).scan(EVENING)
+    result = await birthday_scheduler(hub).scan(EVENING)
     events = {e.profile_id: e for e in await birthday_events(hub)}
     assert set(events) == {vladivostok, default_zone, bad_zone}
     assert (result.found, result.published, result.skipped) == (3, 3, 0)
@@ -81,7 +81,7 @@ async def test_birthday_scan_in_each_customers_time_zone(hub: Hub) -> None:
 
 async def test_scanning_twice_sends_nothing_twice_and_next_year_is_new(hub: Hub) -> None:
     pid = await add_profile(hub, {"birth_date": "1990-03-15"})
-    scheduler = BirthdayScheduler(hub)
+    scheduler = birthday_scheduler(hub)
     assert (await scheduler.scan(EVENING)).published == 1
     again = await scheduler.scan(EVENING - timedelta(hours=8))  # earlier the same local day
     assert (again.found, again.published) == (0, 0)
@@ -101,7 +101,7 @@ async def test_scanning_twice_sends_nothing_twice_and_next_year_is_new(hub: Hub)
 async def test_feb_29_birthdays_are_celebrated_on_feb_28_in_common_years(hub: Hub) -> None:
     leapling = await add_profile(hub, {"birth_date": "2000-02-29"})
     feb28 = await add_profile(hub, {"birth_date": "1999-02-28"})
-    scheduler = BirthdayScheduler(hub)
+    scheduler = birthday_scheduler(hub)
     await scheduler.scan(datetime(2027, 2, 28, 9, 0, tzinfo=UTC))  # 2027: a common year
     assert {e.profile_id for e in await birthday_events(hub)} == {leapling, feb28}
     await scheduler.scan(datetime(2028, 2, 28, 9, 0, tzinfo=UTC))  # 2028: a leap year
@@ -117,12 +117,12 @@ async def test_the_last_run_is_persisted_so_a_restart_does_not_scan_again_early(
     await add_profile(hub, {"birth_date": "1990-03-15"})
     now = MORNING
     hub.clock = lambda: now
-    assert (await BirthdayScheduler(hub).run_if_due()) is not None
-    assert await BirthdayScheduler(hub).run_if_due() is None  # a new object: a restarted daemon
+    assert (await birthday_scheduler(hub).run_if_due()) is not None
+    assert await birthday_scheduler(hub).run_if_due() is None  # a new object: a restarted daemon
     now = MORNING + timedelta(minutes=20)
-    assert await BirthdayScheduler(hub).run_if_due() is None
+    assert await birthday_scheduler(hub).run_if_due() is None
     now = MORNING + timedelta(minutes=31)
-    assert await BirthdayScheduler(hub).run_if_due() is not None
+    assert await birthday_scheduler(hub).run_if_due() is not None
     row = await hub.store.fetchrow("SELECT last_run_at, last_result FROM scheduler_runs WHERE job = 'birthday'")
     assert row["last_run_at"] == now and row["last_result"]["published"] == 0  # already sent this morning
     assert len({e.event_id for e in await birthday_events(hub)}) == 1
@@ -132,9 +132,9 @@ async def test_a_stale_claim_of_a_crashed_process_expires(hub: Hub) -> None:
     hub.clock = lambda: EVENING
     await hub.store.execute("INSERT INTO scheduler_runs (job, claimed_at) VALUES ('birthday', $1)",
                             EVENING - timedelta(minutes=2))
-    assert await BirthdayScheduler(hub).run_if_due() is None  # another process is scanning right now
+    assert await birthday_scheduler(hub).run_if_due() is None  # another process is scanning right now
     hub.clock = lambda: EVENING + timedelta(minutes=11)
-    assert await BirthdayScheduler(hub).run_if_due() is not None
+    assert await birthday_scheduler(hub).run_if_due() is not None
 
 
 async def test_the_triggers_stage_runs_the_scan_from_its_timer_check(hub: Hub) -> None:
@@ -150,7 +150,7 @@ async def test_the_birthday_scenario_sends_the_birthday_template(hub: Hub) -> No
     noon = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
     hub.clock = lambda: noon
     pid = await add_profile(hub, {"birth_date": "1990-03-15", "first_name": "Анна"})
-    await BirthdayScheduler(hub).scan(noon)
+    await birthday_scheduler(hub).scan(noon)
     [event] = await birthday_events(hub)
     out = await build_stage(hub, "triggers").handle([Record("cdp.profile-events", 0, 0, str(pid).encode(), event.to_json())])
     [intent] = [MessageIntent.model_validate_json(m.value) for m in out.messages

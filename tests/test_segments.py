@@ -19,7 +19,7 @@ from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
-from cdp_hub.pipeline.build import build_stage
+from cdp_hub.pipeline.build import build_stage, segment_engine
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
 from cdp_hub.schema.events import Event
@@ -131,7 +131,7 @@ def test_values_and_names_are_bound_parameters_never_sql_text() -> None:
 
 async def test_recompute_emits_entered_and_exited_and_updates_members_and_cache(hub: Hub) -> None:
     hub.clock = lambda: NOW
-    engine = SegmentEngine(hub)
+    engine = segment_engine(hub)
     big, small, old_big, nobody = [await add_profile(hub) for _ in range(4)]
     await add_event(hub, big, "order.paid", NOW - timedelta(days=10), order_id="1", total="30000.00")
     await add_event(hub, big, "order.paid", NOW - timedelta(days=200), order_id="2", total="25000.50")
@@ -162,7 +162,7 @@ async def test_recompute_emits_entered_and_exited_and_updates_members_and_cache(
 async def test_a_rerun_emits_nothing_and_a_crashed_run_resumes_with_the_same_event_ids(
         hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     hub.clock = lambda: NOW
-    engine = SegmentEngine(hub)
+    engine = segment_engine(hub)
     pids = [await add_profile(hub) for _ in range(3)]
     for i, pid in enumerate(pids):
         await add_event(hub, pid, "order.paid", NOW - timedelta(days=120 + i), order_id=str(i), total="10")
@@ -195,7 +195,7 @@ async def test_a_rerun_emits_nothing_and_a_crashed_run_resumes_with_the_same_eve
 
 async def test_merged_profiles_leave_their_segments(hub: Hub) -> None:
     hub.clock = lambda: NOW
-    engine = SegmentEngine(hub, [seg({"id": "moscow", "all": [{"trait": "city", "op": "eq", "value": "Москва"}]})])
+    engine = segment_engine(hub, [seg({"id": "moscow", "all": [{"trait": "city", "op": "eq", "value": "Москва"}]})])
     survivor, loser = await add_profile(hub, {"city": "Москва"}), await add_profile(hub, {"city": "Москва"})
     assert (await engine.recompute("moscow")).members == 2
     await hub.store.execute("UPDATE profiles SET merged_into = $1 WHERE profile_id = $2", survivor, loser)
@@ -315,7 +315,7 @@ def _intents(out: StageOutput) -> list[MessageIntent]:
 
 async def test_trait_segments_are_checked_in_real_time_by_the_triggers_stage(hub: Hub) -> None:
     hub.clock = lambda: NOW
-    engine = SegmentEngine(hub, [seg(MOSCOW_SUBSCRIBERS)])
+    engine = segment_engine(hub, [seg(MOSCOW_SUBSCRIBERS)])
     stage = build_stage(hub, "triggers", scenarios=[], segments=engine)
     anna = await add_profile(hub, {"city": "Москва", "consent": {"email": "opted_in"}})
     boris = await add_profile(hub, {"city": "Москва", "consent": {"email": "opted_out"}})
@@ -347,7 +347,7 @@ async def test_trait_segments_are_checked_in_real_time_by_the_triggers_stage(hub
 async def test_batch_and_real_time_name_the_same_trait_change_with_the_same_event(hub: Hub) -> None:
     """A recompute racing the stream must not greet twice: both name the change by the record's version."""
     hub.clock = lambda: NOW
-    engine = SegmentEngine(hub, [seg(MOSCOW_SUBSCRIBERS)])
+    engine = segment_engine(hub, [seg(MOSCOW_SUBSCRIBERS)])
     stage = build_stage(hub, "triggers", scenarios=[], segments=engine)
     anna = await add_profile(hub, {"city": "Москва", "consent": {"email": "opted_in"}})
     out = await stage.handle([_record("customer.updated", anna, NOW, "u1")])  # decided, not yet durable
@@ -368,7 +368,7 @@ async def test_scenarios_see_segment_membership(hub: Hub) -> None:
     vip_offer = Scenario.model_validate({
         "id": "vip_offer", "trigger": {"event": "product.viewed"}, "channel": "email", "template": "t",
         "conditions": [{"field": "profile.segments", "op": "contains", "value": "vip"}]})
-    engine = SegmentEngine(hub)
+    engine = segment_engine(hub)
     stage = build_stage(hub, "triggers", scenarios=[vip_offer], segments=engine)
     rich, poor = await add_profile(hub), await add_profile(hub)
     await add_event(hub, rich, "order.paid", NOW - timedelta(days=3), order_id="r", total="75000")
@@ -393,7 +393,7 @@ async def test_win_back_starts_when_a_customer_enters_lapsed_customers(hub: Hub)
 async def test_lapsed_customers_recompute_drives_the_win_back_scenario(hub: Hub) -> None:
     """From the warehouse to a message intent: recompute ─▶ segment.entered ─▶ triggers ─▶ win_back."""
     hub.clock = lambda: NOW
-    engine = SegmentEngine(hub)
+    engine = segment_engine(hub)
     stage = build_stage(hub, "triggers", segments=engine)
     gone, active = await add_profile(hub), await add_profile(hub)
     await add_event(hub, gone, "order.paid", NOW - timedelta(days=95), order_id="g", total="500")

@@ -16,9 +16,8 @@ from cdp_hub.config import ChannelInstance
 from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
-from cdp_hub.pipeline.build import Pipeline
+from cdp_hub.pipeline.build import Pipeline, birthday_scheduler, segment_engine
 from cdp_hub.schema import parse_event
-from cdp_hub.segments import BirthdayScheduler, SegmentEngine
 
 from .conftest import hub_settings
 
@@ -80,10 +79,10 @@ async def test_win_back_and_birthday_through_the_pipeline(running_hub: Hub, tmp_
 
     await _until(stored)
 
-    engine = SegmentEngine(hub)
+    engine = segment_engine(hub)
     result = await engine.recompute("lapsed_customers")
     assert (result.entered, result.members) == (1, 1)
-    await BirthdayScheduler(hub).run()
+    await birthday_scheduler(hub).run()
 
     async def delivered() -> bool:
         return await _sent(hub) == {"welcome": 1, "win_back": 1, "birthday": 1}
@@ -97,7 +96,7 @@ async def test_win_back_and_birthday_through_the_pipeline(running_hub: Hub, tmp_
     # Running both again changes nothing: no new members, the same birthday event, no new messages.
     again = await engine.recompute("lapsed_customers")
     assert (again.entered, again.exited) == (0, 0)
-    await BirthdayScheduler(hub).run()
+    await birthday_scheduler(hub).run()
     await PIPELINES[id(hub)].drain()
     assert await _sent(hub) == {"welcome": 1, "win_back": 1, "birthday": 1}
     assert await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'profile.birthday'") == 1

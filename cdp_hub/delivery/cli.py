@@ -70,8 +70,10 @@ def _profile(settings: Settings, ref: str) -> ProfileSnapshot:
 
 
 async def _load_profile(settings: Settings, profile_id: str) -> ProfileSnapshot | None:
+    from cdp_hub.store import ProfileRepository
+
     async with store_for(settings, pool_size=1) as store:
-        return (await load_profiles(store, [profile_id])).get(profile_id)
+        return (await load_profiles(ProfileRepository(store), [profile_id])).get(profile_id)
 
 
 def cmd_templates_render(args: argparse.Namespace, settings: Settings) -> int:

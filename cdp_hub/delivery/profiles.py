@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cdp_hub.store import ProfileRepository, Store
+from cdp_hub.store import ProfileRepository
 from cdp_hub.store.profiles import ProfileLink
 
 __all__ = ["ProfileSnapshot", "load_profiles"]
@@ -69,7 +69,7 @@ class ProfileSnapshot:
         return out
 
 
-async def load_profiles(store: Store, profile_ids: Iterable[str]) -> dict[str, ProfileSnapshot]:
+async def load_profiles(profiles: ProfileRepository, profile_ids: Iterable[str]) -> dict[str, ProfileSnapshot]:
     """Snapshots keyed by the *requested* id (a merged profile maps to its survivor); unknown ids are absent."""
     requested: dict[str, uuid.UUID] = {}
     for pid in profile_ids:
@@ -79,7 +79,6 @@ async def load_profiles(store: Store, profile_ids: Iterable[str]) -> dict[str, P
             continue
     if not requested:
         return {}
-    profiles = ProfileRepository(store)
     rows: dict[uuid.UUID, ProfileLink] = {}
     pending = set(requested.values())
     for _ in range(_MAX_MERGE_HOPS):

@@ -40,7 +40,7 @@ from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, SchemaViolation
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.messages import MessageIntent
-from cdp_hub.store import Store
+from cdp_hub.store import ProfileRepository
 
 from .batching import SendBatcher
 from .profiles import ProfileSnapshot, load_profiles
@@ -112,13 +112,13 @@ class DeliveryStage(Stage[MessageIntent]):
 
     name: ClassVar[str] = "delivery"
 
-    def __init__(self, ctx: StageContext, *, store: Store, channels: ChannelProvider,
-                 options: DeliveryOptions) -> None:
+    def __init__(self, ctx: StageContext, *, sendlog: SendLog, profiles: ProfileRepository,
+                 channels: ChannelProvider, options: DeliveryOptions) -> None:
         super().__init__(ctx)
-        self.store = store
+        self.sendlog = sendlog
+        self.profiles = profiles
         self.channel = channels
         self.options = options
-        self.sendlog = SendLog(store)
         self.renderer = TemplateRenderer(options.templates_dir, default_locale=options.default_locale,
                                          default_currency=options.default_currency)
         self.concurrency = max(1, options.concurrency)
@@ -191,7 +191,7 @@ class DeliveryStage(Stage[MessageIntent]):
                         channels[name] = await self.channel(name)
                     except ConfigurationError as exc:
                         channels[name] = exc
-        profiles = await load_profiles(self.store, {i.profile_id for i, _ in work})
+        profiles = await load_profiles(self.profiles, {i.profile_id for i, _ in work})
         candidates: set[tuple[str, str]] = set()
         for intent, _ in work:
             snap = profiles.get(intent.profile_id)

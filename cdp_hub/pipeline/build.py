@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from cdp_hub.delivery.sendlog import SendLog
 from cdp_hub.delivery.stage import DeliveryOptions, DeliveryStage
 from cdp_hub.dlq.stage import DeadLetterStage
 from cdp_hub.errors import ConfigurationError
@@ -26,11 +27,19 @@ from cdp_hub.pipeline.stage import Stage, StageContext
 from cdp_hub.resolver.stage import ResolverStage
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
-from cdp_hub.store import DeadLetterRepository, MessageRepository, ProfileRepository, TimerRepository
+from cdp_hub.segments.model import Segment, load_segments
+from cdp_hub.store import (
+    DeadLetterRepository,
+    JobRepository,
+    MessageRepository,
+    ProfileRepository,
+    SegmentRepository,
+    TimerRepository,
+)
 from cdp_hub.triggers.scenario import load_scenarios
 from cdp_hub.triggers.stage import TriggerStage
 
-__all__ = ["STAGE_NAMES", "Pipeline", "build_stage", "stage_context"]
+__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "segment_engine", "stage_context"]
 
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
@@ -39,6 +48,20 @@ def stage_context(hub: Hub) -> StageContext:
     """What every stage gets from ``hub``. The clock is read through the hub, so a pinned clock holds."""
     return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
                         publish=hub.bus.publish_many, group_prefix=hub.settings.topic_prefix)
+
+
+def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None) -> SegmentEngine:
+    """The segment engine on ``hub``'s clients: the deployment's segments (built-ins and ``segments_dir``)
+    unless ``segments`` are given."""
+    if segments is None:
+        segments = load_segments([hub.settings.segments_dir] if hub.settings.segments_dir else [])
+    return SegmentEngine(stage_context(hub), repository=SegmentRepository(hub.store),
+                         profiles=ProfileRepository(hub.store), hotstate=hub.hotstate, segments=segments)
+
+
+def birthday_scheduler(hub: Hub) -> BirthdayScheduler:
+    """The daily birthday scan on ``hub``'s clients."""
+    return BirthdayScheduler(stage_context(hub), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
 
 
 def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
@@ -55,12 +78,12 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
             scenarios = load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else [])
         segments = options.get("segments")
         if segments is None:
-            segments = SegmentEngine(hub)
+            segments = segment_engine(hub)
         return TriggerStage(ctx, profiles=ProfileRepository(hub.store), timers=TimerRepository(hub.store),
                             sendlog=MessageRepository(hub.store), hotstate=hub.hotstate, scenarios=scenarios,
-                            segments=segments, scheduler=BirthdayScheduler(hub))
+                            segments=segments, scheduler=birthday_scheduler(hub))
     if name == "delivery":
-        return DeliveryStage(ctx, store=hub.store, channels=hub.channel,
+        return DeliveryStage(ctx, sendlog=SendLog(hub.store), profiles=ProfileRepository(hub.store), channels=hub.channel,
                              options=DeliveryOptions.from_settings(settings))
     if name == "dlq":
         return DeadLetterStage(ctx, letters=DeadLetterRepository(hub.store))

@@ -109,7 +109,7 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_recompute(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.errors import ConfigurationError
     from cdp_hub.hub import Hub
-    from cdp_hub.segments.engine import SegmentEngine
+    from cdp_hub.pipeline.build import segment_engine
 
     if settings.bus == "memory" and not args.allow_memory_bus:
         # The membership would change while its segment.entered/exited events reach no running stage.
@@ -117,7 +117,7 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings) -> int:
             "bus = 'memory': the segment.entered/exited events of a recompute would reach no running stage; "
             "set bus = 'kafka' (CDP_HUB_BUS=kafka), or pass --allow-memory-bus to update membership anyway")
     async with Hub(settings) as hub:
-        engine = SegmentEngine(hub)
+        engine = segment_engine(hub)
         for sid in args.segment_ids or sorted(engine.segments):
             engine.segment(sid)  # unknown ids fail before any work
         for sid in args.segment_ids or sorted(engine.segments):
@@ -130,10 +130,10 @@ async def cmd_recompute(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.hub import Hub
-    from cdp_hub.segments.engine import SegmentEngine
+    from cdp_hub.pipeline.build import segment_engine
 
     async with Hub(settings) as hub:
-        engine = SegmentEngine(hub)
+        engine = segment_engine(hub)
         engine.segment(args.segment_id)
         members = await engine.members(args.segment_id, limit=args.limit)
         for pid in members:
@@ -145,11 +145,11 @@ async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_run_daily(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.hub import Hub
-    from cdp_hub.segments.daily import BirthdayScheduler
+    from cdp_hub.pipeline.build import birthday_scheduler
 
     _warn_memory_bus(settings)
     async with Hub(settings) as hub:
-        scheduler = BirthdayScheduler(hub)
+        scheduler = birthday_scheduler(hub)
         result = await (scheduler.run_if_due() if args.if_due else scheduler.run())
         if result is None:
             print("birthday scan: not due (ran less than the interval ago)")

@@ -33,7 +33,7 @@ from cdp_hub.store import ProfileRepository
 from cdp_hub.store.jobs import JobRepository
 
 if TYPE_CHECKING:
-    from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.stage import StageContext
 
 __all__ = ["BIRTHDAY_JOB", "SCAN_INTERVAL", "BirthdayScan", "BirthdayScheduler", "birthdays_on", "local_today"]
 
@@ -80,16 +80,16 @@ class BirthdayScan:
 class BirthdayScheduler:
     """Finds today's birthdays and publishes ``profile.birthday``; :meth:`run_if_due` is the periodic entry."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.jobs = JobRepository(hub.store)
+    def __init__(self, ctx: StageContext, *, jobs: JobRepository, profiles: ProfileRepository) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.profiles = profiles
 
     async def scan(self, now: datetime | None = None) -> BirthdayScan:
         """Publish a ``profile.birthday`` for every live profile whose local today is their birthday."""
-        now = now or self.hub.clock()
-        store = self.hub.store
+        now = now or self.ctx.clock()
         result = BirthdayScan(at=now)
-        zones = await ProfileRepository(store).birthday_time_zones()
+        zones = await self.profiles.birthday_time_zones()
         tz_col: list[str] = []
         md_col: list[str] = []
         year_col: list[str] = []
@@ -101,12 +101,12 @@ class BirthdayScheduler:
                 year_col.append(str(today.year))
         if not tz_col:
             return result
-        rows = await ProfileRepository(store).birthday_candidates(tz_col, md_col, year_col, BIRTHDAY_JOB)
+        rows = await self.profiles.birthday_candidates(tz_col, md_col, year_col, BIRTHDAY_JOB)
         result.found = len(rows)
-        topic = self.hub.topics.events
+        topic = self.ctx.topics.events
         for start in range(0, len(rows), PUBLISH_BATCH):
             page = rows[start:start + PUBLISH_BATCH]
-            identities = await identity_of_profiles(self.hub, [r.profile_id for r in page])
+            identities = await identity_of_profiles(self.profiles, [r.profile_id for r in page])
             messages: list[OutgoingMessage] = []
             emitted: list[tuple[uuid.UUID, str]] = []
             for row in page:
@@ -123,23 +123,23 @@ class BirthdayScheduler:
                 messages.append(event_message(topic, event))
                 emitted.append((row.profile_id, str(event.properties["year"])))
             if messages:
-                await self.hub.bus.publish_many(messages)
+                await self.ctx.publish(messages)
                 # Only once they are durable: a crash before this publishes the same events again.
                 await self.jobs.mark_emitted(BIRTHDAY_JOB, emitted, now)
-                self.hub.metrics.events_ingested.labels(SOURCE, "profile.birthday").inc(len(messages))
+                self.ctx.metrics.events_ingested.labels(SOURCE, "profile.birthday").inc(len(messages))
                 result.published += len(messages)
         return result
 
     async def run_if_due(self, *, interval: timedelta = SCAN_INTERVAL) -> BirthdayScan | None:
         """Scan when the last finished scan is older than ``interval`` and no other process holds the claim."""
-        now = self.hub.clock()
+        now = self.ctx.clock()
         if not await self.jobs.claim_run(BIRTHDAY_JOB, now, interval, CLAIM_LEASE):
             return None
         return await self.run(now)
 
     async def run(self, now: datetime | None = None) -> BirthdayScan:
         """Scan now and record the run as the last one (``cdp-hub triggers run-daily``)."""
-        now = now or self.hub.clock()
+        now = now or self.ctx.clock()
         result = await self.scan(now)
         # What was published in years before last is history: keep the table at about two years of rows.
         await self.jobs.forget_emitted_before(BIRTHDAY_JOB, str(now.year - 1))

@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING, Any
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.hotstate import HotState
 from cdp_hub.schema.events import Event
-from cdp_hub.segments.model import Segment, load_segments
+from cdp_hub.segments.model import Segment
 from cdp_hub.store import ProfileRepository
 from cdp_hub.store.segments import SegmentRepository, compile_segment
 
 if TYPE_CHECKING:
-    from cdp_hub.hub import Hub
-    from cdp_hub.pipeline.stage import StageOutput
+    from cdp_hub.pipeline.stage import StageContext, StageOutput
 
 __all__ = ["SOURCE", "RecomputeResult", "SegmentEngine", "identity_of_profiles"]
 
@@ -57,9 +57,10 @@ IDENTITY_PRIORITY = ["crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_c
                      "device_id", "push_token", "anonymous_id"]
 
 
-async def identity_of_profiles(hub: Hub, profile_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+async def identity_of_profiles(profiles: ProfileRepository,
+                               profile_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
     """One identity per profile (``{"kind": ..., "value": ...}``), for events the hub itself emits."""
-    return await ProfileRepository(hub.store).best_identities(profile_ids, IDENTITY_PRIORITY)
+    return await profiles.best_identities(profile_ids, IDENTITY_PRIORITY)
 
 
 @dataclass
@@ -98,12 +99,12 @@ def trait_change_id(segment: Segment, profile_id: uuid.UUID, change: str, versio
 class SegmentEngine:
     """The segments of a deployment and the two ways their membership is kept."""
 
-    def __init__(self, hub: Hub, segments: Sequence[Segment] | None = None) -> None:
-        self.hub = hub
-        self.repository = SegmentRepository(hub.store)
-        if segments is None:
-            extra = [hub.settings.segments_dir] if hub.settings.segments_dir else []
-            segments = load_segments(extra)
+    def __init__(self, ctx: StageContext, *, repository: SegmentRepository, profiles: ProfileRepository,
+                 hotstate: HotState, segments: Sequence[Segment]) -> None:
+        self.ctx = ctx
+        self.repository = repository
+        self.profiles = profiles
+        self.hotstate = hotstate
         self.segments = {s.id: s for s in segments}
         self.realtime = [s for s in segments if s.trait_only]
 
@@ -116,7 +117,7 @@ class SegmentEngine:
                 f"no segment {segment_id!r} (known: {known}); add a YAML file to segments_dir") from None
 
     def cache_key(self, segment_id: str) -> str:
-        return self.hub.hotstate.segment_key(segment_id)
+        return self.hotstate.segment_key(segment_id)
 
     # -- batch ---------------------------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class SegmentEngine:
             run_id, run_as_of = pending.run_id, pending.as_of
             log.info("segment %s: resuming run %s", segment.id, run_id)
         else:
-            run_id, run_as_of = uuid.uuid4(), as_of or self.hub.clock()
+            run_id, run_as_of = uuid.uuid4(), as_of or self.ctx.clock()
             await self.repository.start_run(compile_segment(segment, run_as_of),
                                             segment.model_dump_json(exclude_none=True), run_id, run_as_of)
 
@@ -149,7 +150,7 @@ class SegmentEngine:
     async def _publish_run(self, segment: Segment, run_id: uuid.UUID, as_of: datetime) -> int:
         """Publish the run's events in pages, each page durable before the next is read."""
         segment_id = segment.id
-        topic = self.hub.topics.events
+        topic = self.ctx.topics.events
         skipped = 0
         after = uuid.UUID(int=0)
         while True:
@@ -157,7 +158,7 @@ class SegmentEngine:
             if not rows:
                 return skipped
             after = rows[-1].profile_id
-            identities = await identity_of_profiles(self.hub, [r.profile_id for r in rows])
+            identities = await identity_of_profiles(self.profiles, [r.profile_id for r in rows])
             messages: list[OutgoingMessage] = []
             for row in rows:
                 pid, change = row.profile_id, row.change
@@ -174,20 +175,20 @@ class SegmentEngine:
                 event = segment_event(segment_id, change, pid, identity, at, record_id, reason="recompute")
                 messages.append(event_message(topic, event))
             if messages:
-                await self.hub.bus.publish_many(messages)
+                await self.ctx.publish(messages)
                 for change in ("entered", "exited"):
                     n = sum(1 for r in rows if r.change == change and r.profile_id in identities)
                     if n:
-                        self.hub.metrics.events_ingested.labels(SOURCE, f"segment.{change}").inc(n)
+                        self.ctx.metrics.events_ingested.labels(SOURCE, f"segment.{change}").inc(n)
 
     async def refresh_cache(self, segment_id: str) -> int:
         """Rebuild the Redis set of a segment from ``segment_members`` (swapped in atomically by RENAME)."""
         async with contextlib.aclosing(self.repository.member_chunks(segment_id)) as chunks:
-            return await self.hub.hotstate.replace_segment(segment_id, chunks)
+            return await self.hotstate.replace_segment(segment_id, chunks)
 
     async def is_member(self, segment_id: str, profile_id: uuid.UUID | str) -> bool:
         """Membership from the Redis cache (PostgreSQL's ``segment_members`` is the system of record)."""
-        return await self.hub.hotstate.is_segment_member(segment_id, str(profile_id))
+        return await self.hotstate.is_segment_member(segment_id, str(profile_id))
 
     async def members(self, segment_id: str, *, limit: int = 100) -> list[uuid.UUID]:
         return await self.repository.members(segment_id, limit)
@@ -209,13 +210,13 @@ class SegmentEngine:
             current[pid].add(sid)
         if not self.realtime:
             return current
-        rows = await ProfileRepository(self.hub.store).golden_states(ids)
+        rows = await self.profiles.golden_states(ids)
         changes: list[tuple[uuid.UUID, str, str, int, datetime]] = []
         for row in rows:
             pid = row.profile_id
             golden: dict[str, Any] = row.golden
             for segment in self.realtime:
-                inside = row.merged_into is None and segment.evaluate(golden, (), self.hub.clock())
+                inside = row.merged_into is None and segment.evaluate(golden, (), self.ctx.clock())
                 was = segment.id in current[pid]
                 if inside != was:
                     changes.append((pid, segment.id, "entered" if inside else "exited", row.version,
@@ -223,8 +224,8 @@ class SegmentEngine:
                     (current[pid].add if inside else current[pid].discard)(segment.id)
         if not changes:
             return current
-        identities = await identity_of_profiles(self.hub, list({c[0] for c in changes}))
-        topic = self.hub.topics.events
+        identities = await identity_of_profiles(self.profiles, list({c[0] for c in changes}))
+        topic = self.ctx.topics.events
         for pid, sid, change, version, updated_at in changes:
             identity = identities.get(pid)
             if identity is None:
@@ -238,8 +239,8 @@ class SegmentEngine:
         async def apply() -> None:
             entered = [(c[0], c[1]) for c in changes if c[2] == "entered"]
             exited = [(c[0], c[1]) for c in changes if c[2] == "exited"]
-            await self.repository.apply_changes(entered, exited, self.hub.clock())
-            await self.hub.hotstate.update_segments(entered=[(sid, str(pid)) for pid, sid in entered],
+            await self.repository.apply_changes(entered, exited, self.ctx.clock())
+            await self.hotstate.update_segments(entered=[(sid, str(pid)) for pid, sid in entered],
                                                     exited=[(sid, str(pid)) for pid, sid in exited])
 
         out.on_durable.append(apply)
