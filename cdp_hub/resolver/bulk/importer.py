@@ -41,6 +41,7 @@ from pydantic import ValidationError
 from cdp_hub.connector.files import FileRecordError, iter_records
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, NormalizationError, RecordError, SchemaViolation
+from cdp_hub.resolver.fuzzy.text import given_name_key, same_given_name
 from cdp_hub.resolver.graph import (
     IdentityGraph,
     ResolutionError,
@@ -350,6 +351,9 @@ class BulkImporter:
 
             limits = self.rules.limited_kinds()
             flagged = await profiles.bulk_flagged(conn, list(limits), list(limits.values()), self.rules.max_merge_size)
+            if self.rules.household_rule:
+                flagged = sorted({*flagged, *await profiles.bulk_shared_components(conn),
+                                  *households(await profiles.bulk_person_evidence(conn))})
             if flagged:
                 streamed_bodies = await profiles.bulk_take_flagged(conn, flagged)
             summary.loaded = loaded - len(streamed_bodies)
@@ -453,6 +457,24 @@ class BulkImporter:
             summary.profiles_created += len(result.created)
             summary.merges += sum(len(m.losers) for m in result.merges)
             summary.conflicts += len(result.conflicts)
+
+
+def households(evidence: Sequence[tuple[int, str | None, str | None]]) -> set[int]:
+    """Components whose records may be more than one person by the household rule: two birth dates, or
+    two first names that are not one person's; the streaming resolver judges them event by event."""
+    names: dict[int, set[str]] = {}
+    births: dict[int, set[str]] = {}
+    for label, first_name, birth_date in evidence:
+        if first_name and (key := given_name_key(first_name)) is not None:
+            names.setdefault(label, set()).add(key)
+        if birth_date:
+            births.setdefault(label, set()).add(birth_date)
+    out = {label for label, values in births.items() if len(values) > 1}
+    for label, keys in names.items():
+        ordered = sorted(keys)
+        if any(not same_given_name(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]):
+            out.add(label)
+    return out
 
 
 def _peak_rss_mb() -> float:
