@@ -132,6 +132,7 @@ class BatchResult:
     conflicts: list[Conflict] = field(default_factory=list)
     new_events: set[uuid.UUID] = field(default_factory=set)
     event_json: dict[uuid.UUID, bytes] = field(default_factory=dict)  # each event with its profile_id
+    identities_attached: int = 0
     attempts: int = 1
 
 
@@ -320,8 +321,24 @@ class GraphFragment:
             return "an operator split these profiles; they are not merged automatically"
         if kind is not None:
             return f"the profiles would hold more than {self.limits[kind]} {kind} value(s)"
-        if key[0] not in self.limits and (why := self._disagrees(person, pid)) is not None:
-            return f"{why}: a household's or a shared {key[0]}"
+        if key[0] not in self.limits and self.rules.household_rule:
+            why = self._disagrees(person, pid)
+            for member in group:  # the record would merge pid into them: two people by name or birth date?
+                if why is not None:
+                    break
+                why = self._profiles_disagree(member, pid)
+            if why is not None:
+                return f"{why}: a household's or a shared {key[0]}"
+        return None
+
+    def _profiles_disagree(self, a: uuid.UUID, b: uuid.UUID) -> str | None:
+        """Why profiles ``a`` and ``b`` are two people by what they were seen with, or None."""
+        births_a, births_b = self.births.get(a), self.births.get(b)
+        if births_a and births_b and not births_a & births_b:
+            return "birth dates differ"
+        names_a, names_b = self.names.get(a), self.names.get(b)
+        if names_a and names_b and not any(same_given_name(x, y) for x in names_a for y in names_b):
+            return "first names differ"
         return None
 
     def _refused(self, item: BatchItem, pid: uuid.UUID, key: Key | None, target: uuid.UUID, why: str) -> None:
@@ -529,6 +546,7 @@ class IdentityGraph:
                 continue
             frag.apply(it)
         await self._write(conn, frag, items, last_seen)
+        frag.result.identities_attached = len(frag.new_identities)
         return frag.result
 
     async def _block_spread_values(self, conn: asyncpg.Connection, frag: GraphFragment) -> None:

@@ -263,6 +263,12 @@ _COUNT_TARGETS = "SELECT count(*) FROM bulk_cprof"
 _COUNT_NEW_TARGETS = "SELECT count(*) FROM bulk_cprof WHERE is_new"
 
 
+def _row_count(status: str) -> int:
+    """Rows a statement wrote, from its status tag (``INSERT 0 42``)."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
 class BulkStatements:
     """The bulk import's statements; part of :class:`cdp_hub.store.profiles.ProfileRepository`."""
 
@@ -375,14 +381,14 @@ class BulkStatements:
         """``(loser, survivor)``: existing profiles a component merges into its target."""
         return [(r["loser"], r["survivor"]) for r in await conn.fetch(_COMPONENT_LOSERS)]
 
-    async def bulk_insert_identities(self, conn: asyncpg.Connection, source: str) -> None:
-        """Attach the staged identities to their components' profiles, ``source`` as provenance."""
-        await conn.execute(_INSERT_IDENTITIES, source)
+    async def bulk_insert_identities(self, conn: asyncpg.Connection, source: str) -> int:
+        """Attach the staged identities to their components' profiles, ``source`` as provenance; how many."""
+        return _row_count(await conn.execute(_INSERT_IDENTITIES, source))
 
-    async def bulk_insert_events(self, conn: asyncpg.Connection, event_type: str, source: str) -> None:
-        """Store the staged records as events of ``event_type`` from ``source``."""
+    async def bulk_insert_events(self, conn: asyncpg.Connection, event_type: str, source: str) -> int:
+        """Store the staged records as events of ``event_type`` from ``source``; how many."""
         await conn.execute(_INSERT_EVENT_IDS)  # staged ids are new: duplicates were dropped before
-        await conn.execute(_INSERT_EVENTS, event_type, source)
+        return _row_count(await conn.execute(_INSERT_EVENTS, event_type, source))
 
     async def bulk_insert_traits(self, conn: asyncpg.Connection, source: str) -> None:
         """Store the components' trait observations as provenance of ``source``."""
