@@ -87,6 +87,8 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto")
     p.add_argument("--rules", type=Path, help="identity rules file (default: $CDP_HUB_IDENTITY_RULES)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--report", type=Path, metavar="FILE",
+                   help="write the reconciliation report (JSON) to FILE and print its readable summary")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--temp-buffers-mb", type=int, default=3072,
                    help="PostgreSQL session memory for the staging tables (default 3072; ~1 GB per million records)")
@@ -264,8 +266,12 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                                 temp_buffers_mb=args.temp_buffers_mb, work_mem_mb=args.work_mem_mb,
                                 workers=args.workers)
         summary = await importer.run(args.files, fmt=args.format)
+    if args.report is not None:
+        args.report.write_bytes(orjson.dumps(summary.reconciliation(), option=orjson.OPT_INDENT_2))
     if args.json:
         _dump(summary.as_dict())
     else:
         print(summary.render())
+        if args.report is not None:
+            print(summary.render_reconciliation())
     return 0 if summary.records else 1
