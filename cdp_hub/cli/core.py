@@ -230,6 +230,7 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.dlq.replay import replay_dead_letters
     from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.embedded import downstream
 
     fixes: dict[str, Any] = {}
     if args.fixes:
@@ -242,9 +243,9 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
             except (ValueError, KeyError) as exc:
                 raise ConfigurationError(f"{args.fixes}:{n}: expected {{\"dlq_id\", \"payload\"}}: {exc}") from None
     ids = args.ids or list(fixes)  # with a fixes file, the records it fixes (not every pending one)
-    async with Hub(settings) as hub:
+    async with Hub(settings) as hub, downstream(hub) as settle:
         res = await replay_dead_letters(hub, ids=ids, failure_type=args.failure_type, source=args.source,
-                                        fixes=fixes, again=args.again, dry_run=args.dry_run)
+                                        fixes=fixes, again=args.again, dry_run=args.dry_run, settle=settle)
     for line in res.details:
         print(line)
     print(f"replayed {res.replayed}, failed again {res.failed_again}, skipped {res.skipped}")

@@ -14,9 +14,10 @@ wired here, so its reach is visible in its constructor.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.delivery.sendlog import SendLog
 from cdp_hub.delivery.stage import DeliveryOptions, DeliveryStage
 from cdp_hub.dlq.stage import DeadLetterStage
@@ -44,10 +45,19 @@ __all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "segm
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
 
-def stage_context(hub: Hub) -> StageContext:
-    """What every stage gets from ``hub``. The clock is read through the hub, so a pinned clock holds."""
+Publish = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
+
+
+def stage_context(hub: Hub, *, publish: Publish | None = None) -> StageContext:
+    """What every stage gets from ``hub``. The clock and the bus are read through the hub, so a pinned clock
+    (or a bus a test replaces) holds. ``publish`` replaces the bus's ``publish_many`` for work outside a
+    batch (the embedded mode waits there until the stages have stored it)."""
+
+    async def publish_on_hub_bus(messages: Sequence[OutgoingMessage]) -> None:
+        await hub.bus.publish_many(messages)
+
     return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
-                        publish=hub.bus.publish_many, group_prefix=hub.settings.topic_prefix)
+                        publish=publish or publish_on_hub_bus, group_prefix=hub.settings.topic_prefix)
 
 
 def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None) -> SegmentEngine:
@@ -59,9 +69,9 @@ def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None) -> Segme
                          profiles=ProfileRepository(hub.store), hotstate=hub.hotstate, segments=segments)
 
 
-def birthday_scheduler(hub: Hub) -> BirthdayScheduler:
-    """The daily birthday scan on ``hub``'s clients."""
-    return BirthdayScheduler(stage_context(hub), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
+def birthday_scheduler(hub: Hub, *, publish: Publish | None = None) -> BirthdayScheduler:
+    """The daily birthday scan on ``hub``'s clients (``publish``: see :func:`stage_context`)."""
+    return BirthdayScheduler(stage_context(hub, publish=publish), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
 
 
 def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
