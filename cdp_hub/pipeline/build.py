@@ -60,12 +60,13 @@ def stage_context(hub: Hub, *, publish: Publish | None = None) -> StageContext:
                         publish=publish or publish_on_hub_bus, group_prefix=hub.settings.topic_prefix)
 
 
-def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None) -> SegmentEngine:
+def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None, *,
+                   publish: Publish | None = None) -> SegmentEngine:
     """The segment engine on ``hub``'s clients: the deployment's segments (built-ins and ``segments_dir``)
-    unless ``segments`` are given."""
+    unless ``segments`` are given (``publish``: see :func:`stage_context`)."""
     if segments is None:
         segments = load_segments([hub.settings.segments_dir] if hub.settings.segments_dir else [])
-    return SegmentEngine(stage_context(hub), repository=SegmentRepository(hub.store),
+    return SegmentEngine(stage_context(hub, publish=publish), repository=SegmentRepository(hub.store),
                          profiles=ProfileRepository(hub.store), hotstate=hub.hotstate, segments=segments)
 
 

@@ -26,13 +26,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.base import Bus, OutgoingMessage
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.errors import FatalError
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import Pipeline
 
-__all__ = ["Settle", "downstream", "settle_nothing", "settled_publish"]
+__all__ = ["Settle", "downstream", "pipeline_settle", "settle_nothing", "settled_publish"]
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,12 @@ def settled_publish(hub: Hub, settle: Settle) -> Callable[[Sequence[OutgoingMess
     return publish
 
 
-@asynccontextmanager
-async def downstream(hub: Hub) -> AsyncIterator[Settle]:
-    """Run every stage in this process while the block runs, when ``hub`` is on the in-process bus."""
-    bus = hub.bus
+def pipeline_settle(bus: Bus, pipeline: Pipeline, running: asyncio.Task[None] | None = None) -> Settle:
+    """The :data:`Settle` of ``pipeline``, running in this process on ``bus`` (``running``: its task, whose
+    failure fails the wait). On a bus other than the in-process one, :func:`settle_nothing`."""
     if not isinstance(bus, MemoryBus):
-        yield settle_nothing
-        return
-    pipeline = Pipeline(hub)
-    running = asyncio.create_task(pipeline.run(), name="embedded-stages")
+        return settle_nothing
+    memory_bus = bus
     groups = [(runner.stage.group, runner.stage.topics) for runner in pipeline.runners]
 
     async def settle() -> None:
@@ -76,10 +73,10 @@ async def downstream(hub: Hub) -> AsyncIterator[Settle]:
         best = None
         deadline = loop.time() + SETTLE_TIMEOUT_SECONDS
         while True:
-            if running.done():
+            if running is not None and running.done():
                 running.result()  # a stage failed: raise its error
                 raise FatalError("the embedded stages stopped before the published records were stored")
-            behind = {group: bus.uncommitted(group, topics) for group, topics in groups}
+            behind = {group: memory_bus.uncommitted(group, topics) for group, topics in groups}
             total = sum(behind.values())
             if total == 0:
                 return
@@ -93,6 +90,20 @@ async def downstream(hub: Hub) -> AsyncIterator[Settle]:
                     "nothing was checkpointed or marked, so running the command again repeats the work. See "
                     "the errors logged above")
             await asyncio.sleep(SETTLE_POLL_SECONDS)
+
+    return settle
+
+
+@asynccontextmanager
+async def downstream(hub: Hub) -> AsyncIterator[Settle]:
+    """Run every stage in this process while the block runs, when ``hub`` is on the in-process bus."""
+    bus = hub.bus
+    if not isinstance(bus, MemoryBus):
+        yield settle_nothing
+        return
+    pipeline = Pipeline(hub)
+    running = asyncio.create_task(pipeline.run(), name="embedded-stages")
+    settle = pipeline_settle(bus, pipeline, running)
 
     log.info("bus = 'memory': running the stages in this process until what it publishes is stored")
     try:
