@@ -158,7 +158,7 @@ OWNERS = {
     "cdp_hub/store/messages.py": {"messages", "suppressions"},
     "cdp_hub/store/timers.py": {"scheduled_triggers"},
     "cdp_hub/store/segments/": {"segments", "segment_members", "segment_runs", "segment_changes"},
-    "cdp_hub/store/jobs.py": {"scheduler_runs", "scheduler_emitted"},
+    "cdp_hub/store/jobs.py": {"scheduler_runs", "scheduler_emitted", "job_runs"},
     "cdp_hub/store/deadletters.py": {"dead_letters"},
     "cdp_hub/store/connector_state.py": {"connector_state"},
 }
