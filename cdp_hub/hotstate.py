@@ -111,6 +111,30 @@ class HotState(AsyncLifecycle):
         return {message_id for (_, _, message_id), owner in zip(claims, owners, strict=True)
                 if isinstance(owner, bytes) and owner.decode() != message_id}
 
+    # -- dedupe windows at the edge: <prefix>seen:<scope>:<id> = 1, expiring after the window ---------------
+
+    def seen_key(self, scope: str, item: str) -> str:
+        return self.key("seen", scope, item)
+
+    async def first_sightings(self, scope: str, items: Sequence[str], ttl_seconds: int) -> list[bool]:
+        """Mark ``items`` (tracking message ids, ids of events the hub derives from a callback) as seen in
+        ``scope`` for ``ttl_seconds``; True for each one not seen before in that window.
+
+        SET NX EX, one pipelined round trip; an item twice in ``items`` is True only the first time. A caller
+        that then fails to make the items durable calls :meth:`forget_sightings`, so a retry is not dropped.
+        """
+        if not items:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for item in items:
+            pipe.set(self.seen_key(scope, item), b"1", nx=True, ex=max(1, ttl_seconds))
+        return [bool(ok) for ok in await pipe.execute()]
+
+    async def forget_sightings(self, scope: str, items: Sequence[str]) -> None:
+        """Undo :meth:`first_sightings` for ``items`` (their publication failed; the sender will retry)."""
+        if items:
+            await self.redis.delete(*(self.seen_key(scope, item) for item in items))
+
     # -- frequency caps: <prefix>cap:<scenario or *>:<profile_id> = sorted set of message ids by send time --
 
     def cap_key(self, scope: str, profile_id: str) -> str:
