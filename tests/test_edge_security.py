@@ -220,6 +220,14 @@ async def test_size_depth_and_count_limits_never_echo_the_input(client: httpx.As
         response = await client.post(path, content=_dumps(body), headers=headers)
         assert response.status_code == 400 and response.json()["code"] == "too_deep", path
     assert (await client.get("/v1/dlq?limit=abc", headers=bearer(ADMIN))).status_code == 400
+    # PostgreSQL stores no NUL character: refused at the door rather than failing a stage's every retry.
+    nul = await client.post("/v1/track", json=track("Application Opened", properties={"x": "a\u0000b"}),
+                            headers=basic(WEB_KEY))
+    assert nul.status_code == 400 and nul.json()["code"] == "nul_character"
+    for path in ("/v1/dlq?source=%00", "/v1/profiles?kind=email&value=a%00@x.ru"):
+        assert (await client.get(path, headers=bearer(ADMIN))).status_code == 400, path
+    replay = await client.post("/v1/dlq/replay", json={"failure_type": "\u0000"}, headers=bearer(ADMIN))
+    assert replay.status_code == 400
     for bad in (b"not json", b"[1, 2]", b'{"ids": "all"}', b'{"fixes": [1]}'):
         assert (await client.post("/v1/dlq/replay", content=bad, headers=bearer(ADMIN))).status_code == 400
     assert await stored(hub) == [] and await dead(hub) == []

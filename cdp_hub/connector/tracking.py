@@ -62,10 +62,10 @@ _NEEDS_ID = {"anyOf": [{"required": ["userId"], "properties": {"userId": _ID}},
 
 
 def _kind(name: str, props: dict[str, Any], required: list[str], extra: list[Any] | None = None) -> dict[str, Any]:
-    return {
-        "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-        "then": {"properties": props, "required": required, "allOf": extra or []},
-    }
+    then: dict[str, Any] = {"properties": props, "required": required}
+    if extra:  # an empty allOf is not valid JSON Schema (OpenAPI tools refuse it)
+        then["allOf"] = extra
+    return {"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then}
 
 
 MESSAGE_SCHEMA: dict[str, Any] = {

@@ -5,8 +5,8 @@
     source webhooks ─▶ webhooks.py /v1/webhooks/{instance}                      HMAC + timestamp
     (provider callbacks: cdp_hub.delivery.http, signed per channel; admin API: the admin token, auth.py)
 
-Around every route (:func:`middleware`): CORS for the tracking routes (``edge.cors_origins``), ``BodyLimit``
-(size cap, 413), ``AdminAuth`` (admin routes). ``openapi.py`` documents all of it (``GET /openapi.json``).
+Around every route (:func:`middleware`): CORS for the tracking routes (``edge.cors_origins``),
+``RequestLimits`` (size cap: 413; NUL characters: 400), ``AdminAuth`` (admin routes). ``openapi.py`` documents all of it (``GET /openapi.json``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import events, tracking, webhooks
 from .auth import AdminAuth
-from .limits import BodyLimit
+from .limits import RequestLimits
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -55,5 +55,5 @@ def middleware(hub: Hub) -> list[Middleware]:
     a body, then the admin token."""
     edge = hub.settings.edge
     return [Middleware(TrackingCors, origins=edge.cors_origins, max_age=edge.cors_max_age),
-            Middleware(BodyLimit, max_bytes=edge.max_body_bytes),
+            Middleware(RequestLimits, max_bytes=edge.max_body_bytes),
             Middleware(AdminAuth, token=hub.settings.admin_token)]

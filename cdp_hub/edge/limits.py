@@ -1,7 +1,8 @@
 """Limits of the HTTP edge: body size (as sent and after gzip), JSON depth, and error bodies that never echo
 more than a short excerpt of the input.
 
-    request ─▶ BodyLimit (every route: Content-Length and the bytes actually sent ≤ edge.max_body_bytes: 413)
+    request ─▶ RequestLimits (every route: Content-Length and the bytes actually sent ≤ edge.max_body_bytes: 413;
+               a NUL character in the path, the query or a JSON body: 400, since PostgreSQL cannot store one)
             ─▶ read_json(request): Content-Encoding gzip inflated chunk by chunk, never past the same cap (a gzip
                bomb is a 413 after at most max_body_bytes of output) ─▶ orjson ─▶ nesting ≤ edge.max_depth (400)
 
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["EXCERPT", "BodyLimit", "EdgeError", "error_response", "excerpt", "json_response", "read_json",
+__all__ = ["EXCERPT", "EdgeError", "RequestLimits", "error_response", "excerpt", "json_response", "read_json",
            "too_deep"]
 
 EXCERPT = 120
@@ -100,7 +101,7 @@ def _inflate(raw: bytes, cap: int) -> bytes:
 async def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:
     """The request body as JSON: inflated when gzip-encoded, within the size and depth caps."""
     raw = await request.body()
-    if len(raw) > max_bytes:  # BodyLimit has refused this already when it is installed
+    if len(raw) > max_bytes:  # RequestLimits has refused this already when it is installed
         raise EdgeError(413, "payload_too_large", f"body larger than {max_bytes} bytes")
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding == "gzip":
@@ -108,6 +109,8 @@ async def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:
     elif encoding not in ("", "identity"):
         raise EdgeError(415, "unsupported_encoding", f"Content-Encoding {excerpt(encoding, 40)!r} is not "
                         "supported; send gzip or no encoding")
+    if _NUL_ESCAPE in raw:
+        raise EdgeError(400, "nul_character", NUL_MESSAGE)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -117,8 +120,14 @@ async def read_json(request: Request, *, max_bytes: int, max_depth: int) -> Any:
     return data
 
 
-class BodyLimit:
-    """Refuses a request whose body is larger than ``max_bytes`` (413), on every route, before the route runs.
+_NUL_ESCAPE = b"\\u0000"
+NUL_MESSAGE = "a NUL character (\\u0000) is not accepted in any value"
+
+
+class RequestLimits:
+    """Refuses, on every route and before the route runs, a body larger than ``max_bytes`` (413) and a NUL
+    character in the path, the query string or a JSON body (400: PostgreSQL cannot store it, and a value that
+    fails every write would block the stage that tries).
 
     A declared Content-Length over the cap is refused without reading; otherwise the body is read up to the cap
     and handed on, so the route sees it whole and memory stays bounded by the cap however much is sent.
@@ -131,6 +140,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            await error_response(EdgeError(400, "nul_character", NUL_MESSAGE))(scope, receive, send)
             return
         for name, value in scope.get("headers") or ():
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
@@ -151,6 +163,9 @@ class BodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if _NUL_ESCAPE in body:
+            await error_response(EdgeError(400, "nul_character", NUL_MESSAGE))(scope, receive, send)
+            return
         sent = False
 
         async def replay() -> Message:

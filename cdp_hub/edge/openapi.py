@@ -29,8 +29,16 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "the request is malformed (the body names the problem and its JSON path)",
             401: "no credential, or a wrong one", 403: "the credential may not do this", 404: "no such thing",
             413: "the body (or the inflated body, or the message count) is over the limit",
-            415: "an unsupported Content-Encoding", 503: "events could not be stored now; retry after Retry-After"}
+            415: "an unsupported Content-Encoding", 422: "a webhook topic the connector does not take", 503: "events could not be stored now; retry after Retry-After"}
     return {str(s): {"description": text[s], "content": _json(_ERROR)} for s in statuses}
+
+
+def _lookup_errors() -> dict[str, Any]:
+    """The profile routes answer their own errors as ``{"error": ...}``; refusals at the edge (a NUL character)
+    in the edge's shape."""
+    either = _json({"oneOf": [{"$ref": "#/components/schemas/LookupError"}, _ERROR]})
+    return {"400": {"description": "a malformed identity, id or parameter", "content": either},
+            "404": {"description": "no such profile", "content": either}}
 
 
 def _tracking(kind: str | None) -> dict[str, Any]:
@@ -80,43 +88,51 @@ def openapi_document() -> dict[str, Any]:
                 {"type": "object", "required": ["batch"], "properties": {"batch": {"type": "array"}}}]})},
             "responses": {"200": {"description": "all accepted", "content": _json({"$ref": "#/components/schemas/EventsResult"})},
                           "207": {"description": "some rejected (dead-lettered)", "content": _json({"$ref": "#/components/schemas/EventsResult"})},
-                          **_errors(400, 401, 413, 415, 503)}}},
+                          **_errors(400, 401, 413, 415, 503),
+                          "400": {"description": "all rejected (dead-lettered: the results say why), or a malformed "
+                                  "body", "content": _json({"oneOf": [{"$ref": "#/components/schemas/EventsResult"},
+                                                                      _ERROR]})}}}},
         "/v1/webhooks/{instance}": {"post": {
             "summary": "a signed webhook of a configured connector instance", "tags": ["ingestion"],
             "security": [{"webhookSignature": []}], "x-max-response-bytes": _SMALL * 4,
             "parameters": [{"name": "instance", "in": "path", "required": True, "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": _json({})},
             "responses": {"200": {"description": "ingested (bad records dead-lettered)",
-                                  "content": _json({"type": "object"})}, **_errors(400, 401, 403, 404, 413)}}},
+                                  "content": _json({"type": "object"})}, **_errors(400, 401, 403, 404, 413, 422)}}},
         "/v1/callbacks/{channel}": {"post": {
             "summary": "a provider's delivery report, signed as the channel configures", "tags": ["delivery"],
             "security": [{"callbackSignature": []}], "x-max-response-bytes": _SMALL,
             "parameters": [{"name": "channel", "in": "path", "required": True, "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": _json({})},
-            "responses": {"200": {"description": "applied"}, **_errors(400, 401, 404, 413)}}},
+            "responses": {str(s): {"description": d, "content": _json(
+                              {"oneOf": [{"$ref": "#/components/schemas/Status"}, _ERROR]})}
+                          for s, d in ((200, "applied"), (400, "a malformed callback (dead-lettered)"),
+                                       (401, "a missing, wrong or stale signature"), (404, "no such channel"),
+                                       (413, "the body is over the limit"))}}},
         "/v1/unsubscribe/{message_id}": {
             "get": {"summary": "the unsubscribe page (a GET never unsubscribes)", "tags": ["delivery"],
                     "security": [{}], "x-max-response-bytes": _SMALL,
                     "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "an HTML form", "content": {"text/html": {"schema": {"type": "string"}}}}}},
+                    "responses": {"200": {"description": "an HTML form", "content": {"text/html": {"schema": {"type": "string"}}}},
+                                  **_errors(400)}},
             "post": {"summary": "one-click unsubscribe (RFC 8058): one consent.changed per message, however often "
                      "clicked", "tags": ["delivery"], "security": [{}], "x-max-response-bytes": _SMALL,
                      "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                      "responses": {"200": {"description": "unsubscribed"}, "404": {"description": "unknown message"},
-                                   "413": {"description": "body over the limit"}}}},
+                                   **_errors(400, 413)}}},
         "/v1/profiles": {"get": {
             "summary": "a profile by any identity", "tags": ["admin"], "security": admin,
             "parameters": [{"name": "kind", "in": "query", "required": True, "schema": {"type": "string"}},
                            {"name": "value", "in": "query", "required": True, "schema": {"type": "string"}},
                            {"name": "events", "in": "query", "required": False, "schema": {"type": "integer"}}],
             "responses": {"200": {"description": "the profile view", "content": _json({"type": "object"})},
-                          **_errors(400, 401, 404)}}},
+                          **_errors(401), **_lookup_errors()}}},
         "/v1/profiles/{profile_id}": {"get": {
             "summary": "a profile by id (a merged id leads to the survivor)", "tags": ["admin"], "security": admin,
             "parameters": [{"name": "profile_id", "in": "path", "required": True, "schema": {"type": "string"}},
                            {"name": "events", "in": "query", "required": False, "schema": {"type": "integer"}}],
             "responses": {"200": {"description": "the profile view", "content": _json({"type": "object"})},
-                          **_errors(400, 401, 404)}}},
+                          **_errors(401), **_lookup_errors()}}},
         "/v1/dlq": {"get": {
             "summary": "dead letters, newest first", "tags": ["admin"], "security": admin,
             "parameters": [{"name": "limit", "in": "query", "required": False,
@@ -165,6 +181,8 @@ def openapi_document() -> dict[str, Any]:
                     "success": {"const": False}, "code": {"type": "string"}, "message": {"type": "string"},
                     "error": {"type": "string"}, "path": {"type": ["string", "null"]}}},
                 "TrackingMessage": message,
+                "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                "LookupError": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "TrackingBatch": {"type": "object", "required": ["batch"], "properties": {
                     "batch": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/TrackingMessage"}},
                     "sentAt": {"type": "string"}, "context": {"type": "object"}, "writeKey": {"type": "string"}}},

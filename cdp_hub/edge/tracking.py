@@ -5,7 +5,7 @@
     POST /v1/batch /v1/b                                                   {"batch": [...], "sentAt", "context"}
     OPTIONS on each                                                        CORS preflight (edge.cors_origins)
 
-    request ─▶ BodyLimit ─▶ gzip (capped) ─▶ JSON (depth cap) ─▶ write key ─▶ the tracking source
+    request ─▶ RequestLimits ─▶ gzip (capped) ─▶ JSON (depth cap) ─▶ write key ─▶ the tracking source
        401 no/unknown key, 413 too large, 400 not JSON      (Basic user name, or "writeKey" in the body)
     each message ─▶ JSON Schema (the JSON path of the problem) ─▶ profile_id dropped ─▶ clock correction and
        sanity window ─▶ TrackingConnector (canonical events) ─▶ SourcePolicy (internal types, consent grants

@@ -1,6 +1,6 @@
 """``POST /v1/webhooks/{instance}``: signed webhooks of configured connector instances.
 
-    request ─▶ BodyLimit ─▶ connector.parse_webhook (HMAC over timestamp and raw body, tolerance window; refused
+    request ─▶ RequestLimits ─▶ connector.parse_webhook (HMAC over timestamp and raw body, tolerance window; refused
     while the instance has no webhook_secret) ─▶ Ingestor ─▶ [cdp.events] / [cdp.dlq]
 
 A record that passes verification but cannot be mapped goes to the dead-letter queue; the answer counts it.
