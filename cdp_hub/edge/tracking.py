@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
+import jsonschema_rs
 from jsonschema.exceptions import best_match
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,10 +58,15 @@ MESSAGE_PATHS: dict[str, str] = {
 BATCH_PATHS = ("/v1/batch", "/v1/b")
 TRACKING_PATHS = frozenset([*MESSAGE_PATHS, *BATCH_PATHS])
 _MESSAGE = jsonschema.Draft202012Validator(MESSAGE_SCHEMA)
+# The same schema compiled in Rust: 2.5 µs instead of 1.6 ms per valid message (bench/ingest_http.py). It only
+# says yes or no; for a message it refuses, the Python validator finds the most relevant error and its path.
+_MESSAGE_FAST = jsonschema_rs.Draft202012Validator(MESSAGE_SCHEMA)
 
 
 def schema_problem(data: Any, path: str) -> SchemaViolation | None:
     """The most relevant JSON Schema error of one message, naming its JSON path; None when it is valid."""
+    if _MESSAGE_FAST.is_valid(data):
+        return None
     error = best_match(_MESSAGE.iter_errors(data))
     if error is None:
         return None
