@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.delivery.sendlog import SendLog
 from cdp_hub.delivery.stage import DeliveryOptions, DeliveryStage
 from cdp_hub.dlq.stage import DeadLetterStage
@@ -45,9 +46,14 @@ STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
 
 def stage_context(hub: Hub) -> StageContext:
-    """What every stage gets from ``hub``. The clock is read through the hub, so a pinned clock holds."""
+    """What every stage gets from ``hub``. The clock and the bus are read through the hub at each call, so a
+    pinned clock holds and a bus replaced after wiring (a test simulating a crash) is the one used."""
+
+    async def publish(messages: Sequence[OutgoingMessage]) -> None:
+        await hub.bus.publish_many(messages)
+
     return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
-                        publish=hub.bus.publish_many, group_prefix=hub.settings.topic_prefix)
+                        publish=publish, group_prefix=hub.settings.topic_prefix)
 
 
 def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None) -> SegmentEngine:
