@@ -419,6 +419,8 @@ def test_secret_and_configmap_together_configure_every_channel_and_connector(
         for part in key.removeprefix("CDP_HUB_").lower().split("__"):
             node = node[part] if isinstance(node, dict) else getattr(node, part, None)
             assert node is not None, f"Secret key {key} sets nothing in Settings ({part!r} unknown)"
+        if isinstance(node, list):  # a list of keys: the Secret holds it as JSON
+            node = json.dumps([k.get_secret_value() if isinstance(k, SecretStr) else k for k in node])
         assert (node.get_secret_value() if isinstance(node, SecretStr) else node) == value, key
     assert settings.postgres_dsn.startswith("postgresql://")
     registry = get_registry()
@@ -787,7 +789,8 @@ async def test_ingest_pod_serves_probes_metrics_and_stops_cleanly_on_sigterm(
             good = {"type": "customer.updated", "source": "shop", "source_record_id": "deploy-1",
                     "occurred_at": now, "identities": [{"kind": "email", "value": "deploy@example.ru"}]}
             bad = {**good, "source_record_id": "deploy-2", "identities": [{"kind": "phone", "value": "call me"}]}
-            answer = await client.post("/v1/events", json=[good, bad])
+            key = json.loads(_secret_env()["CDP_HUB_EVENT_SOURCES__SHOP__KEYS"])[0]
+            answer = await client.post("/v1/events", json=[good, bad], headers={"Authorization": f"Bearer {key}"})
             assert answer.status_code == 207, answer.text
 
             annotations = deployment["spec"]["template"]["metadata"]["annotations"]

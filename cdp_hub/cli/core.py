@@ -170,10 +170,13 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.daemon import http_server
+    from cdp_hub.daemon import check_listen_address, http_server
     from cdp_hub.hub import Hub
     from cdp_hub.jobs.scheduler import scheduler_for
     from cdp_hub.pipeline.build import STAGE_NAMES, Pipeline
+
+    if not args.no_http:  # before connecting to anything: beyond loopback only with an admin token
+        check_listen_address(settings, settings.http_host)
 
     stages = list(STAGE_NAMES) if args.stages is None else args.stages
     for name in stages:
