@@ -171,6 +171,7 @@ class GraphFragment:
         # Shared values -> the profiles holding them; new rows (key, profile, event, first seen) to store.
         self.shared: dict[Key, set[uuid.UUID]] = {}
         self.new_shared: list[tuple[Key, uuid.UUID, uuid.UUID, datetime]] = []
+        self.kept_apart: list[tuple[uuid.UUID, uuid.UUID, str]] = []  # refused pairs, never merged automatically
         # What the household rule compares: given-name keys and birth dates each profile was seen with.
         self.names: dict[uuid.UUID, set[str]] = {}
         self.births: dict[uuid.UUID, set[str]] = {}
@@ -318,7 +319,7 @@ class GraphFragment:
         """Why the record (with ``group`` accepted so far) may not join ``pid``, reached through ``key``."""
         kind = self._fits(group, pid, own)
         if kind == _SPLIT:
-            return "an operator split these profiles; they are not merged automatically"
+            return "kept apart (an operator's split or an earlier refusal); not merged automatically"
         if kind is not None:
             return f"the profiles would hold more than {self.limits[kind]} {kind} value(s)"
         if key[0] not in self.limits and self.rules.household_rule:
@@ -346,11 +347,17 @@ class GraphFragment:
         account id is not: it stays its profile's key)."""
         event = item.event
         target = self.canon(target)
-        rule = "unmerged" if why.startswith("an operator split") else "shared_identity"
+        rule = "unmerged" if why.startswith("kept apart") else "shared_identity"
         self.result.conflicts.append(Conflict(
             rule, sorted([pid, target]), event.event_id, why,
             kind=key[0] if key else None, value=key[1] if key else None,
         ))
+        if rule == "shared_identity" and pid != target:
+            # Two people: a later record that reaches both does not merge them (the refused record would
+            # then sit in the profile it was refused from).
+            self.splits[pid].add(target)
+            self.splits[target].add(pid)
+            self.kept_apart.append((pid, target, f"refused: {why}"))
         if key is None or key[0] in self.limits or rule == "unmerged":
             return
         holders = self.shared.setdefault(key, set())
@@ -608,6 +615,10 @@ class IdentityGraph:
                 [canon(frag.owner[key]) for key, _, _ in frag.new_identities],
                 [s for _, s, _ in frag.new_identities], [t for _, _, t in frag.new_identities],
             )
+        if frag.kept_apart:
+            await ProfileRepository.keep_apart(conn, [canon(a) for a, _, _ in frag.kept_apart],
+                                               [canon(b) for _, b, _ in frag.kept_apart],
+                                               [r for _, _, r in frag.kept_apart])
         if frag.new_shared:
             await ProfileRepository.insert_shared(
                 conn, [k for k, _, _, _ in frag.new_shared], [canon(p) for _, p, _, _ in frag.new_shared],

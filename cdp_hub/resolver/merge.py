@@ -135,7 +135,7 @@ async def _merge(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID], rea
                 problems.append(f"{len(kinds[kind])} {kind} values ({', '.join(sorted(kinds[kind]))}), "
                                 f"the limit is {limit}")
         if any(b in group for _, b in splits):
-            problems.append("an operator split some of these profiles before")
+            problems.append("an operator split some of these profiles before, or the resolver kept them apart as two people")
         if problems:
             raise MergeRefused("merge refused by the identity rules: " + "; ".join(problems)
                                + ". Check the profiles (cdp-hub profiles show --id ...); pass force to merge anyway")

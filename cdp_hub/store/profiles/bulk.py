@@ -125,7 +125,8 @@ SELECT DISTINCT k.lbl, e.profile_id, p.created_at
 """
 
 # Components the set-wise path must not decide: more values of a limited kind than the rules allow
-# (counting what the existing profiles hold), or more records / existing profiles than the merge cap.
+# (counting what the existing profiles hold), more records / existing profiles than the merge cap, or two
+# existing profiles kept apart (an operator's split, a resolver's refusal).
 # They go through the streaming resolver, event by event, with its conflicts and caps.
 _FLAGGED_COMPONENTS = """
 WITH lim AS (SELECT * FROM unnest($1::text[], $2::int4[]) AS x(kind, max_n)),
@@ -141,14 +142,21 @@ UNION
 SELECT lbl FROM bulk_rl GROUP BY lbl HAVING count(*) > $3
 UNION
 SELECT lbl FROM bulk_cexist GROUP BY lbl HAVING count(*) > $3
+UNION
+SELECT a.lbl FROM bulk_cexist a JOIN bulk_cexist b ON b.lbl = a.lbl
+  JOIN profile_splits s ON s.profile_id = a.profile_id AND s.other_profile_id = b.profile_id
 """
 # The household rule's evidence in components with more than one first name or birth date (counting the
 # golden records of the existing profiles they join): the importer decides in Python whether the names are
 # one person's (Саша / Aleksandr) and flags the component when not, or when the birth dates differ.
 _PERSON_EVIDENCE = """
-WITH per AS (
+WITH linked AS (  -- components of several records, or joining a profile: a lone record disagrees with nobody
+    SELECT lbl FROM bulk_rl GROUP BY lbl HAVING count(*) > 1
+    UNION
+    SELECT lbl FROM bulk_cexist
+), per AS (
     SELECT l.lbl, r.traits::jsonb ->> 'first_name' AS first_name, r.traits::jsonb ->> 'birth_date' AS birth_date
-      FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec
+      FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec JOIN linked ON linked.lbl = l.lbl
     UNION ALL
     SELECT c.lbl, p.golden ->> 'first_name', p.golden ->> 'birth_date'
       FROM bulk_cexist c JOIN profiles p ON p.profile_id = c.profile_id

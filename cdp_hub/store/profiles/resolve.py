@@ -113,6 +113,24 @@ SELECT DISTINCT ON (kind, value, survivor) kind, value, survivor, event_id, firs
  ORDER BY kind, value, survivor, first_seen
 ON CONFLICT DO NOTHING
 """
+# Pairs kept apart (an operator's split, a resolver's refusal) stay apart when one of them is merged into a
+# third profile: the survivor inherits the loser's rows (the loser's own rows stay for an unmerge).
+_MERGE_SPLITS = """
+INSERT INTO profile_splits (profile_id, other_profile_id, merge_id, reason)
+SELECT m.survivor, s.other_profile_id, s.merge_id, s.reason
+  FROM profile_splits s JOIN unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) ON s.profile_id = m.loser
+ WHERE s.other_profile_id <> m.survivor
+UNION ALL
+SELECT s.profile_id, m.survivor, s.merge_id, s.reason
+  FROM profile_splits s JOIN unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor) ON s.other_profile_id = m.loser
+ WHERE s.profile_id <> m.survivor
+ON CONFLICT DO NOTHING
+"""
+_INSERT_KEPT_APART = """
+INSERT INTO profile_splits (profile_id, other_profile_id, merge_id, reason)
+SELECT a, b, NULL, r FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS x(a, b, r) WHERE a <> b
+ON CONFLICT DO NOTHING
+"""
 _INSERT_SHARED = """
 INSERT INTO shared_identities (kind, value, profile_id, event_id, first_seen)
 SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[])
@@ -343,6 +361,7 @@ class ResolveStatements:
         await conn.execute(_MERGE_TRAITS, losers, survivors)
         await conn.execute(_DELETE_LOSER_TRAITS, losers)
         await conn.execute(_MERGE_SHARED, losers, survivors)
+        await conn.execute(_MERGE_SPLITS, losers, survivors)
         return held
 
     @staticmethod
@@ -360,6 +379,13 @@ class ResolveStatements:
         """Attach ``keys[i]`` to ``profile_ids[i]``, first seen from ``sources[i]`` at ``first_seen[i]``."""
         await conn.execute(_INSERT_IDENTITIES, [k for k, _ in keys], [v for _, v in keys], profile_ids, sources,
                            first_seen)
+
+    @staticmethod
+    async def keep_apart(conn: asyncpg.Connection, a: Sequence[uuid.UUID], b: Sequence[uuid.UUID],
+                         reasons: Sequence[str]) -> None:
+        """Record that ``a[i]`` and ``b[i]`` are two people (a refusal): both directions, like an operator's
+        split, so they are never merged automatically."""
+        await conn.execute(_INSERT_KEPT_APART, [*a, *b], [*b, *a], [*reasons, *reasons])
 
     @staticmethod
     async def insert_shared(conn: asyncpg.Connection, keys: Sequence[Key], profile_ids: Sequence[uuid.UUID],
