@@ -14,7 +14,7 @@ wired here, so its reach is visible in its constructor.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cdp_hub.delivery.sendlog import SendLog
@@ -25,11 +25,14 @@ from cdp_hub.hub import Hub
 from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Stage, StageContext
 from cdp_hub.resolver.stage import ResolverStage
+from cdp_hub.schema.consent import CONSENT_CHANNELS
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
 from cdp_hub.segments.model import Segment, load_segments
 from cdp_hub.store import (
+    ConsentRepository,
     DeadLetterRepository,
+    EventRepository,
     JobRepository,
     MessageRepository,
     ProfileRepository,
@@ -37,9 +40,10 @@ from cdp_hub.store import (
     TimerRepository,
 )
 from cdp_hub.triggers.scenario import load_scenarios
-from cdp_hub.triggers.stage import TriggerStage
+from cdp_hub.triggers.stage import TriggerOptions, TriggerStage
 
-__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "segment_engine", "stage_context"]
+__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "channel_kind", "segment_engine",
+           "stage_context", "trigger_options"]
 
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
@@ -64,14 +68,44 @@ def birthday_scheduler(hub: Hub) -> BirthdayScheduler:
     return BirthdayScheduler(stage_context(hub), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
 
 
+def channel_kind(hub: Hub) -> Callable[[str], str | None]:
+    """The kind of a channel instance (``email``, ``sms``, ...) without starting it: the configured type's,
+    an outbox's configured kind, or the name itself when it names a consent channel; None when unknown."""
+
+    def kind(name: str) -> str | None:
+        inst = hub.settings.channels.get(name)
+        if inst is not None:
+            configured = inst.config.get("kind")
+            if isinstance(configured, str):
+                return configured
+            try:
+                return str(hub.registry.channel(inst.type).kind)
+            except ConfigurationError:
+                return None
+        if name in CONSENT_CHANNELS:
+            return name
+        try:
+            return str(hub.registry.channel(name).kind)
+        except ConfigurationError:
+            return None
+
+    return kind
+
+
+def trigger_options(hub: Hub, **overrides: Any) -> TriggerOptions:
+    """The triggers stage's contact policy from ``hub``'s settings (``overrides`` replace fields)."""
+    overrides.setdefault("channel_kind", channel_kind(hub))
+    return TriggerOptions.from_settings(hub.settings, **overrides)
+
+
 def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
     """The stage ``name`` wired to ``hub``'s clients. ``options`` replace defaults: ``rules`` (resolver);
-    ``scenarios``, ``segments`` (triggers)."""
+    ``scenarios``, ``segments``, ``trigger_options`` (triggers)."""
     ctx = stage_context(hub)
     settings = hub.settings
     if name == "resolver":
         return ResolverStage(ctx, profiles=ProfileRepository(hub.store), normalization=settings.normalization,
-                             rules=options.get("rules"))
+                             rules=options.get("rules"), consents=ConsentRepository(hub.store))
     if name == "triggers":
         scenarios = options.get("scenarios")
         if scenarios is None:
@@ -81,10 +115,12 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
             segments = segment_engine(hub)
         return TriggerStage(ctx, profiles=ProfileRepository(hub.store), timers=TimerRepository(hub.store),
                             sendlog=MessageRepository(hub.store), hotstate=hub.hotstate, scenarios=scenarios,
-                            segments=segments, scheduler=birthday_scheduler(hub))
+                            segments=segments, scheduler=birthday_scheduler(hub),
+                            consents=ConsentRepository(hub.store), events=EventRepository(hub.store),
+                            options=options.get("trigger_options") or trigger_options(hub))
     if name == "delivery":
         return DeliveryStage(ctx, sendlog=SendLog(hub.store), profiles=ProfileRepository(hub.store), channels=hub.channel,
-                             options=DeliveryOptions.from_settings(settings))
+                             options=DeliveryOptions.from_settings(settings), consents=ConsentRepository(hub.store))
     if name == "dlq":
         return DeadLetterStage(ctx, letters=DeadLetterRepository(hub.store))
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
