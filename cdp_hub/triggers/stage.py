@@ -312,7 +312,9 @@ class TriggerStage(Stage[Event]):
                 gates.append(_Gate(scenario, self._intent(scenario, event, profile), profile, event))
 
         # A cancelling event cancels the timers whose wait it falls in (event time; a cart updated after the
-        # order starts anew); a cancel that arrives before its trigger is found in the events table at fire time.
+        # order starts anew), this batch's included; a cancel that arrives before its trigger is found in the
+        # events table at fire time.
+        await self.timers.schedule(timers)
         for cancelled in await self.timers.cancel_pending(cancels):
             stopped = self._by_id.get(cancelled["scenario"])
             payload = cancelled["payload"] or {}
@@ -320,7 +322,6 @@ class TriggerStage(Stage[Event]):
                 causes = sorted({e.type for e in relevant if e.type in stopped.cancel_on})
                 decisions.append(Decision(stopped, str(cancelled["profile_id"]), "suppressed",
                                           "cancelled by " + ", ".join(causes), Event.model_validate(payload)))
-        await self.timers.schedule(timers)
         decisions.extend(await self._gate_all(gates, out))
         self._emit(decisions, out)
 
@@ -519,7 +520,8 @@ class TriggerStage(Stage[Event]):
 
     async def _follow_merges(self, merged: list[Event]) -> None:
         """Pending timers, cap counters and profile-keyed hold-until windows of merged profiles move to the
-        surviving profile (consent follows in the resolver, which records it)."""
+        surviving profile (consent follows in the resolver, which records it). A window keyed by an event
+        value (a cart id) stays with the merged-away profile: the survivor may get one more such message."""
         pairs = [(uuid.UUID(p), uuid.UUID(e.properties["surviving_profile_id"]))
                  for e in merged for p in e.properties.get("merged_profile_ids", [])]
         await self.timers.move_pending(pairs)
@@ -631,9 +633,9 @@ def _channel_scope(channel: str, window: timedelta) -> str:
 
 
 def _dedupe_parts(key: str, profile_id: str) -> tuple[str, str]:
-    """``(profile part, key part)`` of a hold-until window key: a key from the event (a cart id) is global, so a
-    merge needs not move it; the key ``profile`` is the profile's own."""
-    return ("-", key) if key != "profile" else (profile_id, "profile")
+    """``(profile part, key part)`` of a hold-until window key: always the profile's own (two customers'
+    carts may share an id in different shops)."""
+    return profile_id, key
 
 
 def _human(delta: timedelta) -> str:
