@@ -197,9 +197,10 @@ async def through_the_stage(hub: Hub, stream: list[Ev], seed: int) -> set[int]:
     numbers: dict[str, int] = {}
     sent: set[int] = set()
 
-    async def fire() -> None:
-        out = StageOutput()
-        await stage.fire_due_timers(out)
+    async def fire(out: StageOutput | None = None) -> None:
+        if out is None:
+            out = StageOutput()
+            await stage.fire_due_timers(out)
         for callback in out.on_durable:
             await callback()
         for m in out.messages:
@@ -216,7 +217,7 @@ async def through_the_stage(hub: Hub, stream: list[Ev], seed: int) -> set[int]:
             await events_repo.insert_resolved(conn, [event.event_id], [event.occurred_at], [event.profile_id],
                                               [event.type], [event.source], [event.source_record_id],
                                               [event.received_at], [event.to_json().decode()])
-        await stage.handle([Record("cdp.profile-events", 0, e.n, b"", event.to_json())])
+        await fire(await stage.handle([Record("cdp.profile-events", 0, e.n, b"", event.to_json())]))
         await fire()
     now[0] = now[0] + timedelta(days=1)
     stage.watermarks.caught_up()
