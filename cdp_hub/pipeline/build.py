@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cdp_hub.config import Settings
 from cdp_hub.delivery.sendlog import SendLog
 from cdp_hub.delivery.stage import DeliveryOptions, DeliveryStage
 from cdp_hub.dlq.stage import DeadLetterStage
@@ -24,6 +25,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Stage, StageContext
+from cdp_hub.plugins import PluginRegistry
 from cdp_hub.resolver.stage import ResolverStage
 from cdp_hub.schema.consent import CONSENT_CHANNELS
 from cdp_hub.segments.daily import BirthdayScheduler
@@ -68,24 +70,24 @@ def birthday_scheduler(hub: Hub) -> BirthdayScheduler:
     return BirthdayScheduler(stage_context(hub), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
 
 
-def channel_kind(hub: Hub) -> Callable[[str], str | None]:
+def channel_kind(settings: Settings, registry: PluginRegistry) -> Callable[[str], str | None]:
     """The kind of a channel instance (``email``, ``sms``, ...) without starting it: the configured type's,
     an outbox's configured kind, or the name itself when it names a consent channel; None when unknown."""
 
     def kind(name: str) -> str | None:
-        inst = hub.settings.channels.get(name)
+        inst = settings.channels.get(name)
         if inst is not None:
             configured = inst.config.get("kind")
             if isinstance(configured, str):
                 return configured
             try:
-                return str(hub.registry.channel(inst.type).kind)
+                return str(registry.channel(inst.type).kind)
             except ConfigurationError:
                 return None
         if name in CONSENT_CHANNELS:
             return name
         try:
-            return str(hub.registry.channel(name).kind)
+            return str(registry.channel(name).kind)
         except ConfigurationError:
             return None
 
@@ -94,7 +96,7 @@ def channel_kind(hub: Hub) -> Callable[[str], str | None]:
 
 def trigger_options(hub: Hub, **overrides: Any) -> TriggerOptions:
     """The triggers stage's contact policy from ``hub``'s settings (``overrides`` replace fields)."""
-    overrides.setdefault("channel_kind", channel_kind(hub))
+    overrides.setdefault("channel_kind", channel_kind(hub.settings, hub.registry))
     return TriggerOptions.from_settings(hub.settings, **overrides)
 
 

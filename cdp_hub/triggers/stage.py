@@ -124,6 +124,8 @@ class TriggerOptions:
     idle_seconds: float = 5.0
     channel_kind: Callable[[str], str | None] | None = None
     """The kind (email, sms, push, ...) of a channel instance, for consent; None: judged at delivery only."""
+    daily_jobs: bool = True
+    """Run the daily birthday scan (a simulation does not)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TriggerOptions:
@@ -535,7 +537,7 @@ class TriggerStage(Stage[Event]):
         """The birthday scan, when due (PostgreSQL remembers the last run); a failure waits for the next check
         rather than holding up the stream: the scan is idempotent and runs again at the next interval."""
         mono = time.monotonic()
-        if mono - self._last_daily_check < DAILY_CHECK_SECONDS:
+        if not self.options.daily_jobs or mono - self._last_daily_check < DAILY_CHECK_SECONDS:
             return
         self._last_daily_check = mono
         try:
