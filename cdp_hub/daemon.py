@@ -45,7 +45,8 @@ __all__ = ["ROUTE_MODULES", "create_app"]
 log = logging.getLogger(__name__)
 
 # Modules that contribute routes with ``routes(hub) -> list[Route]``.
-ROUTE_MODULES = ("cdp_hub.connector.http", "cdp_hub.resolver.http", "cdp_hub.delivery.http")
+ROUTE_MODULES = ("cdp_hub.connector.http", "cdp_hub.resolver.http", "cdp_hub.delivery.http",
+                 "cdp_hub.delivery.consent")
 ADMIN_PREFIXES = ("/v1/profiles", "/v1/dlq")
 MAX_BATCH = 1000
 

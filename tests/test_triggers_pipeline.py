@@ -4,15 +4,24 @@ consent, a 2019 backfill, hold-until, cancels that arrive out of order or late, 
 from __future__ import annotations
 
 import asyncio
+import base64
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+import pytest
+from pydantic import SecretStr
+
 from cdp_hub.connector.ingest import Ingestor
+from cdp_hub.daemon import create_app
 from cdp_hub.hub import Hub
-from cdp_hub.pipeline.build import Pipeline, build_stage
-from cdp_hub.schema import parse_event
+from cdp_hub.pipeline.build import Pipeline, build_stage, consent_links
+from cdp_hub.schema import MessageIntent, parse_event
+from cdp_hub.schema.consent import ConsentLinkError
 from cdp_hub.schema.events import Event
-from cdp_hub.triggers.scenario import Scenario
+from cdp_hub.store import ConsentRepository
+from cdp_hub.triggers.scenario import Scenario, load_scenarios
 
 T = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
@@ -123,3 +132,113 @@ async def test_consent_backfill_hold_until_and_late_cancels_through_kafka(kafka_
 
 async def _count(hub: Hub, scenario: str, n: int) -> bool:
     return len([d for d in await decided(hub) if d[1] == scenario]) >= n
+
+
+async def test_double_opt_in_through_the_pipeline(hub: Hub) -> None:
+    """consent.requested ─▶ a confirmation e-mail with a signed, expiring link ─▶ the customer confirms ─▶
+    consent recorded with its evidence ─▶ marketing now goes. A forged or expired link records nothing."""
+    hub.settings = hub.settings.model_copy(update={
+        "consent_link_secret": SecretStr("s3cret"), "public_url": "https://hub.shop.example",
+        "consent_link_ttl": "72h"})
+    now = datetime.now(UTC)
+    confirmation = next(s for s in load_scenarios() if s.id == "consent_confirmation")
+    promo = Scenario.model_validate({"id": "promo", "trigger": {"event": "product.viewed"}, "channel": "email",
+                                     "template": "welcome"})
+    stages = [build_stage(hub, "resolver"), build_stage(hub, "triggers", scenarios=[confirmation, promo])]
+    pipeline = Pipeline(hub, stages=stages)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        ingest = Ingestor(hub)
+        await ingest.publish_events([event("consent.requested", "zoe", now, "form-1", channel="email",
+                                           evidence={"method": "form", "reference": "footer"})])
+        await until(lambda: _has(hub, "consent_confirmation"))
+        [ask] = await _intents(hub)
+        url = ask.vars["confirm_url"]
+        assert url.startswith("https://hub.shop.example/v1/consent/confirm/")
+        token = url.rsplit("/", 1)[1]
+        assert "zoe" not in base64.urlsafe_b64decode(token.split(".")[0] + "==").decode()  # no address in it
+        pid = uuid.UUID(ask.profile_id)
+
+        # Before confirming, marketing is refused (opt-in is the default).
+        await ingest.publish_events([event("product.viewed", "zoe", now, "v1", sku="1")])
+        await until(lambda: _decided_count(hub, "promo", 1))
+
+        app = create_app(hub)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub") as client:
+            page = await client.get(f"/v1/consent/confirm/{token}")
+            forged = await client.post(f"/v1/consent/confirm/{token[:-2]}xx")
+            ok = await client.post(f"/v1/consent/confirm/{token}")
+            twice = await client.post(f"/v1/consent/confirm/{token}")
+        assert page.status_code == 200 and "<form method=post" in page.text
+        assert forged.status_code == 400 and ok.status_code == 200 and twice.status_code == 200
+
+        async def recorded() -> bool:
+            return bool(await ConsentRepository(hub.store).current([pid]))
+
+        await until(recorded)
+        assert (await ConsentRepository(hub.store).current([pid]))[pid] == {("email", "marketing"): "opted_in"}
+        [statement] = await ConsentRepository(hub.store).history(pid)
+        assert statement["source"] == "cdp-hub.consent" and statement["evidence"]["method"] == "double_opt_in"
+        assert statement["evidence"]["reference"] == ask.trigger_event_id
+
+        await ingest.publish_events([event("product.viewed", "zoe", now, "v2", sku="2")])
+        await until(lambda: _has(hub, "promo"))
+    finally:
+        pipeline.stop()
+        await asyncio.wait_for(task, 30)
+    decisions = sorted(d for who, s, d, _ in await decided(hub) if s == "promo")
+    assert decisions == ["no_consent", "sent"]
+
+    links = consent_links(hub.settings)
+    assert links is not None
+    expired = links.token(str(pid), "email", "marketing", "r", now - timedelta(hours=73))
+    with pytest.raises(ConsentLinkError, match="expired"):
+        links.verify(expired, now)
+
+
+async def _intents(hub: Hub) -> list[MessageIntent]:
+    return [MessageIntent.model_validate_json(r.value) for r in await hub.bus.read_all(hub.topics.messages)]
+
+
+async def _has(hub: Hub, scenario: str) -> bool:
+    return any(i.scenario == scenario for i in await _intents(hub))
+
+
+async def _decided_count(hub: Hub, scenario: str, n: int) -> bool:
+    return len([d for d in await decided(hub) if d[1] == scenario]) >= n
+
+
+async def test_a_muted_backfill_updates_profiles_and_sends_nothing(hub: Hub, tmp_path: Any) -> None:
+    """``ingest-file --mute-triggers`` / ``sync --backfill`` / ``dlq replay``: events carry
+    ``context.mute_triggers``; the resolver builds profiles, the triggers stage decides ``muted``."""
+    from cdp_hub.connector.files import import_file
+    from cdp_hub.dlq.replay import _muted
+    from tests.test_pipeline import ShopStub
+
+    now = datetime.now(UTC)
+    hub.clock = lambda: now
+    export = tmp_path / "customers.jsonl"
+    export.write_text("\n".join(
+        f'{{"id": "c{i}", "kind": "customer.updated", "email": "old{i}@example.ru", "at": "{now.isoformat()}", '
+        f'"consent": true}}' for i in range(3)), encoding="utf-8")
+    pipeline = Pipeline(hub, stages=[build_stage(hub, "resolver"), build_stage(hub, "triggers", scenarios=SCENARIOS)])
+    task = asyncio.create_task(pipeline.run())
+    try:
+        result = await import_file(hub, ShopStub(instance="legacy"), export, mute_triggers=True)
+        assert result.events == 6  # a consent and an update per customer
+
+        async def settled() -> bool:
+            return len(await decided(hub)) == 3
+
+        await until(settled)
+        await pipeline.drain()
+    finally:
+        pipeline.stop()
+        await asyncio.wait_for(task, 30)
+    assert {(s, d) for _, s, d, _ in await decided(hub)} == {("welcome", "muted")}
+    assert await hub.store.fetchval("SELECT count(*) FROM profiles") == 3
+    assert await hub.store.fetchval("SELECT count(*) FROM consents") == 3  # history is kept, with evidence
+    assert await _intents(hub) == []
+    # A dead letter replayed to cdp.events is muted the same way (dlq replay does it by default).
+    raw = event("order.placed", "x", now, "o1", order_id="1").to_json()
+    assert Event.from_json(_muted(raw)).context.model_extra == {"mute_triggers": True}

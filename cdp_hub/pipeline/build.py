@@ -27,7 +27,7 @@ from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Stage, StageContext
 from cdp_hub.plugins import PluginRegistry
 from cdp_hub.resolver.stage import ResolverStage
-from cdp_hub.schema.consent import CONSENT_CHANNELS
+from cdp_hub.schema.consent import CONSENT_CHANNELS, ConsentLinks
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
 from cdp_hub.segments.model import Segment, load_segments
@@ -41,11 +41,11 @@ from cdp_hub.store import (
     SegmentRepository,
     TimerRepository,
 )
-from cdp_hub.triggers.scenario import load_scenarios
+from cdp_hub.triggers.scenario import load_scenarios, parse_duration
 from cdp_hub.triggers.stage import TriggerOptions, TriggerStage
 
-__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "channel_kind", "segment_engine",
-           "stage_context", "trigger_options"]
+__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "channel_kind", "consent_links",
+           "segment_engine", "stage_context", "trigger_options"]
 
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
@@ -94,9 +94,21 @@ def channel_kind(settings: Settings, registry: PluginRegistry) -> Callable[[str]
     return kind
 
 
+def consent_links(settings: Settings) -> ConsentLinks | None:
+    """The signer of double opt-in links, when ``consent_link_secret`` and ``public_url`` are configured."""
+    if settings.consent_link_secret is None or not settings.public_url:
+        return None
+    try:
+        ttl = parse_duration(settings.consent_link_ttl)
+    except ValueError as exc:
+        raise ConfigurationError(f"consent_link_ttl: {exc}") from None
+    return ConsentLinks(settings.consent_link_secret.get_secret_value().encode(), settings.public_url, ttl)
+
+
 def trigger_options(hub: Hub, **overrides: Any) -> TriggerOptions:
     """The triggers stage's contact policy from ``hub``'s settings (``overrides`` replace fields)."""
     overrides.setdefault("channel_kind", channel_kind(hub.settings, hub.registry))
+    overrides.setdefault("consent_links", consent_links(hub.settings))
     return TriggerOptions.from_settings(hub.settings, **overrides)
 
 

@@ -45,7 +45,9 @@ def profile_created_event(profile_id: uuid.UUID, creator: Event) -> Event:
         identities=list(creator.identities),
         traits=creator.traits,
         properties={"profile_id": str(profile_id)},
-        context=Context(),
+        # A profile born in a replay or backfill (context.mute_triggers) starts no conversation either.
+        context=Context(mute_triggers=True) if (creator.context.model_extra or {}).get("mute_triggers") is True
+        else Context(),
         profile_id=profile_id,
     )
 

@@ -98,6 +98,14 @@ class ConsentPayload(Payload):
     evidence: ConsentEvidence | None = None
 
 
+class ConsentRequestPayload(Payload):
+    """``consent.requested``: a customer asked to subscribe (a form); a confirmation message goes out."""
+
+    channel: Literal["email", "sms", "push", "messenger"] = "email"
+    purpose: Literal["marketing", "transactional", "service"] = "marketing"
+    evidence: ConsentEvidence | None = None
+
+
 class LoyaltyPointsPayload(Payload):
     card: str | None = None
     points: Decimal
@@ -188,6 +196,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "customer.updated": EmptyPayload,
     "customer.deleted": EmptyPayload,
     "consent.changed": ConsentPayload,
+    "consent.requested": ConsentRequestPayload,
     "order.placed": OrderPayload,
     "order.paid": OrderPayload,
     "order.cancelled": OrderPayload,

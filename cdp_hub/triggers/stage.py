@@ -42,7 +42,7 @@ from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError, SchemaViolation
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
-from cdp_hub.schema.consent import ConsentPolicy, consent_refusal
+from cdp_hub.schema.consent import ConsentLinks, ConsentPolicy, consent_refusal
 from cdp_hub.schema.events import Event
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
@@ -61,6 +61,7 @@ from cdp_hub.triggers.timeline import Watermarks, is_too_late
 __all__ = ["DECISION_SOURCE", "Decision", "TriggerOptions", "TriggerStage", "is_muted", "quiet_hours_end"]
 
 DECISION_SOURCE = "cdp-hub.triggers"
+CONSENT_REQUESTED = "consent.requested"
 MUTE_FLAG = "mute_triggers"
 """``context.mute_triggers: true`` on an event: a replay or backfill; it updates profiles, fires nothing."""
 
@@ -126,6 +127,8 @@ class TriggerOptions:
     """The kind (email, sms, push, ...) of a channel instance, for consent; None: judged at delivery only."""
     daily_jobs: bool = True
     """Run the daily birthday scan (a simulation does not)."""
+    consent_links: ConsentLinks | None = None
+    """Signs double opt-in links: a ``consent.requested`` trigger's intent carries ``vars.confirm_url``."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TriggerOptions:
@@ -311,6 +314,10 @@ class TriggerStage(Stage[Event]):
                     timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
                                         orjson.loads(event.model_dump_json()), event.occurred_at, key))
                     continue
+                if event.type == CONSENT_REQUESTED and self.options.consent_links is None:
+                    decisions.append(Decision(scenario, pid, "suppressed", "double opt-in links are not configured "
+                                              "(consent_link_secret and public_url)", event))
+                    continue
                 gates.append(_Gate(scenario, self._intent(scenario, event, profile), profile, event))
 
         # A cancelling event cancels the timers whose wait it falls in (event time; a cart updated after the
@@ -329,6 +336,13 @@ class TriggerStage(Stage[Event]):
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any]) -> MessageIntent:
         pid = str(event.profile_id)
+        variables = scenario.vars
+        links = self.options.consent_links
+        if event.type == CONSENT_REQUESTED and links is not None:
+            props = event.properties
+            variables = {**variables, "confirm_url": links.url(
+                pid, str(props.get("channel", "email")), str(props.get("purpose", "marketing")), str(event.event_id),
+                event.occurred_at)}
         return MessageIntent(
             message_id=message_id_for(scenario.id, str(event.event_id), pid),
             profile_id=pid,
@@ -339,7 +353,7 @@ class TriggerStage(Stage[Event]):
             locale=profile.get("locale"),
             trigger_event_id=str(event.event_id),
             trigger_event=event.model_dump(mode="json", exclude_none=True),
-            vars=scenario.vars,
+            vars=variables,
             category=scenario.category,
         )
 
