@@ -164,6 +164,50 @@ class HotState(AsyncLifecycle):
         await pipe.execute()
         return None
 
+    async def within_caps_batch(self, items: Sequence[tuple[Sequence[tuple[str, int, float]], str, str]], *,
+                                now: float) -> list[str | None]:
+        """:meth:`within_caps` for a batch of ``(caps, profile_id, message_id)`` in two round trips: the
+        counters are read once, the batch is judged in order (a message counts against the ones after it),
+        and the counted messages are written at once. One writer per profile is assumed (the stage that owns
+        the profile's partition)."""
+        keys: dict[str, float] = {}
+        for caps, profile_id, _ in items:
+            for scope, _, window in caps:
+                keys[self.cap_key(scope, profile_id)] = max(window, keys.get(self.cap_key(scope, profile_id), 0))
+        if not keys:
+            return [None] * len(items)
+        pipe = self.redis.pipeline(transaction=False)
+        for key, window in keys.items():
+            pipe.zremrangebyscore(key, "-inf", now - window)
+            pipe.zrange(key, 0, -1)
+        replies = await pipe.execute()
+        members = {key: {m.decode() if isinstance(m, bytes) else str(m) for m in replies[i * 2 + 1]}
+                   for i, key in enumerate(keys)}
+        verdicts: list[str | None] = []
+        added: list[tuple[str, str, float]] = []
+        for caps, profile_id, message_id in items:
+            full = None
+            for scope, limit, _ in caps:
+                current = members[self.cap_key(scope, profile_id)]
+                if message_id not in current and len(current) >= limit:
+                    full = scope
+                    break
+            verdicts.append(full)
+            if full is None:
+                for scope, _, window in caps:
+                    key = self.cap_key(scope, profile_id)
+                    if message_id not in members[key]:
+                        members[key].add(message_id)
+                        added.append((key, message_id, window))
+        if added:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, message_id, window in added:
+                pipe.zadd(key, {message_id: now})
+                pipe.expire(key, int(window) + 60, gt=True)
+                pipe.expire(key, int(window) + 60, nx=True)
+            await pipe.execute()
+        return verdicts
+
     # -- priorities: <prefix>prio:<profile_id> = "<priority>|<message_id>" of the window's best message ------
 
     def priority_key(self, profile_id: str) -> str:

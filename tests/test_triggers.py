@@ -61,10 +61,16 @@ def test_a_deployment_scenario_overrides_a_builtin(tmp_path: Path) -> None:
         ({"field": "profile.birth_date", "op": "exists"}, False),
         ({"field": "profile.birth_date", "op": "not_exists"}, True),
         ({"field": "event.properties.missing", "op": "eq", "value": 1}, False),
+        ({"field": "profile.tier", "op": "eq", "value": "gold"}, True),
+        ({"field": "profile.tier", "op": "ne", "value": "gold"}, False),
+        ({"field": "profile.tier", "op": "eq", "value": "silver"}, False),
+        ({"field": "profile.points", "op": "eq", "value": "150"}, True),  # numbers as numbers, text or not
+        ({"field": "profile.points", "op": "eq", "value": 150.0}, True),
+        ({"field": "profile.points", "op": "ne", "value": "one hundred fifty"}, True),
     ],
 )
 def test_conditions(cond: dict[str, Any], expected: bool) -> None:
-    scope = {"event": {"properties": {"total": "1990.00"}}, "profile": {"city": "Москва"}}
+    scope = {"event": {"properties": {"total": "1990.00"}}, "profile": {"city": "Москва", "tier": "gold", "points": 150}}
     assert Condition.model_validate(cond).matches(scope) is expected
 
 

@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from cdp_hub.datafiles import DataFiles
 
@@ -56,11 +56,19 @@ class Condition(BaseModel):
     field: str = Field(pattern=r"^(event|profile)(\.[A-Za-z0-9_]+)+$")
     op: Op = "eq"
     value: Any = None
+    # Worked out once: a busy triggers stage matches every scenario of an event's type against it.
+    _parts: tuple[str, ...] = PrivateAttr(default=())
+    _text_value: bool = PrivateAttr(default=False)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._parts = tuple(self.field.split("."))
+        # A value that is text and no number equals only the same text (no number or other value can).
+        self._text_value = isinstance(_coerce(self.value), str)
 
     def matches(self, scope: Mapping[str, Any]) -> bool:
         current: Any = scope
-        for part in self.field.split("."):
-            if isinstance(current, Mapping) and part in current:
+        for part in self._parts:
+            if (type(current) is dict or isinstance(current, Mapping)) and part in current:
                 current = current[part]
             else:
                 current = _MISSING
@@ -71,6 +79,9 @@ class Condition(BaseModel):
             return current is _MISSING or current is None
         if current is _MISSING:
             return False
+        if self.op in ("eq", "ne") and self._text_value:
+            same = isinstance(current, str) and current == self.value
+            return same if self.op == "eq" else not same
         if self.op == "eq":
             return bool(_coerce(current) == _coerce(self.value))
         if self.op == "ne":

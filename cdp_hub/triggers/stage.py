@@ -25,10 +25,12 @@ profile as it is at send time.
 
 from __future__ import annotations
 
+import functools
+import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,7 +45,7 @@ from cdp_hub.errors import ConfigurationError, SchemaViolation
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.consent import ConsentLinks, ConsentPolicy, consent_refusal
-from cdp_hub.schema.events import Event
+from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
@@ -62,11 +64,14 @@ __all__ = ["DECISION_SOURCE", "Decision", "TriggerOptions", "TriggerStage", "is_
 
 DECISION_SOURCE = "cdp-hub.triggers"
 CONSENT_REQUESTED = "consent.requested"
+DECIDED = "message.decided"
 MUTE_FLAG = "mute_triggers"
 """``context.mute_triggers: true`` on an event: a replay or backfill; it updates profiles, fires nothing."""
 
 TIMER_NAMESPACE = uuid.UUID("5c0b7f3e-1d2a-5e4f-8a6b-7c8d9e0f1a2b")
 TIMER_CHECK_SECONDS = 1.0
+MAX_UPCOMING = 100_000
+"""Fire times kept in memory; beyond them (a burst of delayed triggers) the periodic check finds the rest."""
 DAILY_CHECK_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
@@ -158,15 +163,62 @@ class Decision:
     reason: str
     event: Event
     intent: MessageIntent | None = None
+    """The message, for ``sent`` and ``deferred``."""
     until: datetime | None = None
+    message_id: str | None = None
+
+
+class _EventView(Mapping[str, Any]):
+    """An event as conditions see it (its JSON form), built lazily: most conditions read only
+    ``event.properties``, which is JSON already, and the full dump costs more than matching a scenario."""
+
+    _CHEAP = ("properties", "type", "source")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self._full: dict[str, Any] | None = None
+
+    def full(self) -> dict[str, Any]:
+        """The event's JSON form without empty fields (what an intent carries for its template)."""
+        if self._full is None:
+            self._full = self.event.model_dump(mode="json", exclude_none=True)
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._CHEAP:
+            return getattr(self.event, key)
+        return self.full()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._CHEAP or key in self.full()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.full())
+
+    def __len__(self) -> int:
+        return len(self.full())
 
 
 @dataclass
 class _Gate:
+    """A scenario that fired for an event, on its way through the contact policy. The intent is built only
+    for the messages that go (most gates of a busy stage end as no_consent, lost_priority or capped)."""
+
     scenario: Scenario
-    intent: MessageIntent
     profile: dict[str, Any]
     event: Event
+    trigger: _EventView
+    make: Callable[[], MessageIntent]
+    profile_id: str = ""
+    message_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.profile_id = str(self.event.profile_id)
+        self.message_id = message_id_for(self.scenario.id, str(self.event.event_id), self.profile_id)
+
+    @functools.cached_property
+    def intent(self) -> MessageIntent:
+        return self.make()
 
 
 class TriggerStage(Stage[Event]):
@@ -199,6 +251,9 @@ class TriggerStage(Stage[Event]):
             for etype in s.cancel_on:
                 self._cancellers.setdefault(etype, []).append(s.id)
         self._last_timer_check = 0.0
+        self._upcoming: list[datetime] = []
+        """Fire times of the timers this process scheduled, a heap: the next one fires without waiting for
+        the periodic check."""
         self.decisions: list[Decision] = []
         """Every decision this stage made, when ``record_decisions`` is on (the scenario simulation)."""
         self.record_decisions = False
@@ -282,8 +337,8 @@ class TriggerStage(Stage[Event]):
                 continue
             profile = {**golden.get(event.profile_id, {}),
                        "segments": sorted((memberships or {}).get(event.profile_id, ()))}
-            event_json = event.model_dump(mode="json")
-            scope = {"event": event_json, "profile": profile}
+            trigger = _EventView(event)
+            scope = {"event": trigger, "profile": profile}
             muted = self.options.mute or is_muted(event)
             watermark = self.watermarks.of((partitions or {}).get(event.event_id, 0))
             for scenario in scenarios:
@@ -309,7 +364,7 @@ class TriggerStage(Stage[Event]):
                         event))
                     continue
                 if scenario.delay_td:
-                    key = scenario.hold_until.key_of(event_json) if scenario.hold_until else None
+                    key = scenario.hold_until.key_of(trigger) if scenario.hold_until else None
                     trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
                     timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
                                         orjson.loads(event.model_dump_json()), event.occurred_at, key))
@@ -318,12 +373,16 @@ class TriggerStage(Stage[Event]):
                     decisions.append(Decision(scenario, pid, "suppressed", "double opt-in links are not configured "
                                               "(consent_link_secret and public_url)", event))
                     continue
-                gates.append(_Gate(scenario, self._intent(scenario, event, profile), profile, event))
+                gates.append(_Gate(scenario, profile, event, trigger,
+                                   functools.partial(self._intent, scenario, event, profile, trigger)))
 
         # A cancelling event cancels the timers whose wait it falls in (event time; a cart updated after the
         # order starts anew), this batch's included; a cancel that arrives before its trigger is found in the
         # events table at fire time.
         await self.timers.schedule(timers)
+        for timer in timers:
+            if len(self._upcoming) < MAX_UPCOMING:
+                heapq.heappush(self._upcoming, timer.fire_at)
         for cancelled in await self.timers.cancel_pending(cancels):
             stopped = self._by_id.get(cancelled["scenario"])
             payload = cancelled["payload"] or {}
@@ -334,7 +393,10 @@ class TriggerStage(Stage[Event]):
         decisions.extend(await self._gate_all(gates, out))
         self._emit(decisions, out)
 
-    def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any]) -> MessageIntent:
+    def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any],
+                trigger: _EventView | None = None) -> MessageIntent:
+        """The intent of ``scenario`` for ``event`` (``trigger``: the event's JSON form, when the caller has
+        it). Built from validated parts without validating again: a busy stage builds several per event."""
         pid = str(event.profile_id)
         variables = scenario.vars
         links = self.options.consent_links
@@ -343,18 +405,21 @@ class TriggerStage(Stage[Event]):
             variables = {**variables, "confirm_url": links.url(
                 pid, str(props.get("channel", "email")), str(props.get("purpose", "marketing")), str(event.event_id),
                 event.occurred_at)}
-        return MessageIntent(
+        locale = profile.get("locale")
+        return MessageIntent.model_construct(
             message_id=message_id_for(scenario.id, str(event.event_id), pid),
             profile_id=pid,
             scenario=scenario.id,
             channel=scenario.channel,
-            fallbacks=scenario.fallbacks,
+            fallbacks=list(scenario.fallbacks),
             template=scenario.template,
-            locale=profile.get("locale"),
+            locale=locale if isinstance(locale, str) else None,
             trigger_event_id=str(event.event_id),
-            trigger_event=event.model_dump(mode="json", exclude_none=True),
+            trigger_event=trigger.full() if trigger is not None else event.model_dump(mode="json", exclude_none=True),
             vars=variables,
             category=scenario.category,
+            created_at=datetime.now(UTC),
+            expires_at=None,
         )
 
     # -- the contact policy -----------------------------------------------------------------------
@@ -369,49 +434,50 @@ class TriggerStage(Stage[Event]):
             return decisions
 
         def decide(gate: _Gate, decision: str, reason: str, until: datetime | None = None) -> None:
-            decisions.append(Decision(gate.scenario, gate.intent.profile_id, decision, reason, gate.event,
-                                      gate.intent, until))
+            goes = decision in ("sent", "deferred")
+            decisions.append(Decision(gate.scenario, gate.profile_id, decision, reason, gate.event,
+                                      gate.intent if goes else None, until, gate.message_id))
 
         # Consent: the consents table, with the Golden Record's consent map for profiles recorded before it.
-        states = await self.consents.current(list({uuid.UUID(g.intent.profile_id) for g in gates}))
+        states = await self.consents.current(list({uuid.UUID(g.profile_id) for g in gates}))
         passed: list[_Gate] = []
         for gate in gates:
-            refusal = self._consent_refusal(gate, states.get(uuid.UUID(gate.intent.profile_id), {}))
+            refusal = self._consent_refusal(gate, states.get(uuid.UUID(gate.profile_id), {}))
             if refusal is not None:
                 decide(gate, "no_consent", refusal)
             else:
                 passed.append(gate)
         gates = passed
 
-        once = [(uuid.UUID(g.intent.profile_id), g.scenario.id) for g in gates if g.scenario.once_per_profile]
+        once = [(uuid.UUID(g.profile_id), g.scenario.id) for g in gates if g.scenario.once_per_profile]
         logged = {(str(pid), sid): ids for (pid, sid), ids in (await self.sendlog.logged_intents(once)).items()}
         passed = []
         for gate in gates:
             # The send log first: an intent it already rules out must not claim the Redis key either.
-            if gate.scenario.once_per_profile and logged.get((gate.intent.profile_id, gate.scenario.id),
-                                                             set()) - {gate.intent.message_id}:
+            if gate.scenario.once_per_profile and logged.get((gate.profile_id, gate.scenario.id),
+                                                             set()) - {gate.message_id}:
                 decide(gate, "duplicate", "once per profile: already sent")
             else:
                 passed.append(gate)
         gates = passed
         # One round trip for the batch: a replay of the same intent passes, another intent does not.
         taken = await self.hotstate.claim_once(
-            [(g.scenario.id, g.intent.profile_id, g.intent.message_id) for g in gates if g.scenario.once_per_profile])
+            [(g.scenario.id, g.profile_id, g.message_id) for g in gates if g.scenario.once_per_profile])
         windows = []
         for g in gates:
             hold = g.scenario.hold_until
-            if hold is not None and hold.window_td is not None and g.intent.message_id not in taken:
-                key = hold.key_of(g.intent.trigger_event or {})
+            if hold is not None and hold.window_td is not None and g.message_id not in taken:
+                key = hold.key_of(g.trigger)
                 if key is not None:
-                    windows.append((g.scenario.id, *_dedupe_parts(key, g.intent.profile_id), g.intent.message_id,
+                    windows.append((g.scenario.id, *_dedupe_parts(key, g.profile_id), g.message_id,
                                     int(hold.window_td.total_seconds())))
         in_window = await self.hotstate.claim_dedupe(
             [(sid, pid, key, mid, window) for sid, pid, key, mid, window in windows])
         passed = []
         for gate in gates:
-            if gate.intent.message_id in taken:
+            if gate.message_id in taken:
                 decide(gate, "duplicate", "once per profile: another message took it")
-            elif gate.intent.message_id in in_window:
+            elif gate.message_id in in_window:
                 decide(gate, "duplicate", "hold-until window: the key already had its message")
             else:
                 passed.append(gate)
@@ -420,21 +486,28 @@ class TriggerStage(Stage[Event]):
         marketing = [g for g in gates if g.scenario.category == "marketing"]
         best: dict[str, int] = {}
         for g in marketing:
-            best[g.intent.profile_id] = max(best.get(g.intent.profile_id, g.scenario.priority), g.scenario.priority)
+            best[g.profile_id] = max(best.get(g.profile_id, g.scenario.priority), g.scenario.priority)
         lost = await self.hotstate.claim_priority(
-            [(g.intent.profile_id, g.intent.message_id, g.scenario.priority) for g in marketing
-             if g.scenario.priority >= best[g.intent.profile_id]],
+            [(g.profile_id, g.message_id, g.scenario.priority) for g in marketing
+             if g.scenario.priority >= best[g.profile_id]],
             int(self.options.priority_window.total_seconds()))
-        lost |= {g.intent.message_id for g in marketing if g.scenario.priority < best[g.intent.profile_id]}
+        lost |= {g.message_id for g in marketing if g.scenario.priority < best[g.profile_id]}
 
         postponed: list[tuple[MessageIntent, datetime]] = []
+        contenders = [g for g in gates if g.message_id not in lost]
+        caps = [self._caps(g.scenario) for g in contenders]
+        verdicts = await self.hotstate.within_caps_batch(
+            [(c, g.profile_id, g.message_id) for (c, _), g in zip(caps, contenders, strict=True)],
+            now=self.now().timestamp())
+        full_caps = {g.message_id: f"cap reached: {labels[full]}" for (_, labels), g, full
+                     in zip(caps, contenders, verdicts, strict=True) if full is not None}
         for gate in gates:
-            scenario, intent = gate.scenario, gate.intent
-            if intent.message_id in lost:
+            scenario = gate.scenario
+            if gate.message_id in lost:
                 decide(gate, "lost_priority", "a higher-priority scenario fired for the profile within "
                        + _human(self.options.priority_window))
                 continue
-            full = await self._full_cap(scenario, intent)
+            full = full_caps.get(gate.message_id)
             if full is not None:
                 self.ctx.metrics.messages.labels(scenario.channel, "capped").inc()
                 decide(gate, "capped", full)
@@ -443,6 +516,7 @@ class TriggerStage(Stage[Event]):
             quiet = scenario.quiet_hours
             if quiet is not None and scenario.category == "marketing":
                 ends = quiet_hours_end(self.now(), quiet, gate.profile.get("timezone"))
+            intent = gate.intent
             if ends is not None and quiet is not None:
                 postponed.append((intent, ends))
                 decide(gate, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's time zone",
@@ -480,13 +554,13 @@ class TriggerStage(Stage[Event]):
             reasons.append(refusal)
         return "; ".join(reasons)
 
-    async def _full_cap(self, scenario: Scenario, intent: MessageIntent) -> str | None:
-        """Frequency caps, sorted sets of message ids per profile (a replayed message counts once): the
-        scenario's own, the deployment's per channel and across all marketing. The first full one, or None."""
-        if scenario.category != "marketing":
-            return None
+    def _caps(self, scenario: Scenario) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
+        """The frequency caps of a scenario's message, ``(scope, limit, window seconds)``, and a label of each:
+        the scenario's own, the deployment's per channel and across all marketing (marketing only)."""
         caps: list[tuple[str, int, float]] = []
         labels: dict[str, str] = {}
+        if scenario.category != "marketing":
+            return caps, labels
         if scenario.frequency_cap is not None:
             cap = scenario.frequency_cap
             scope = scenario.id if cap.scope == "scenario" else "*"
@@ -500,9 +574,7 @@ class TriggerStage(Stage[Event]):
             scope = _channel_scope(scenario.channel, window)
             caps.append((scope, limit, window.total_seconds()))
             labels[scope] = f"{limit} {scenario.channel} messages per {_human(window)}"
-        full = await self.hotstate.within_caps(caps, intent.profile_id, intent.message_id,
-                                               now=self.now().timestamp())
-        return None if full is None else f"cap reached: {labels[full]}"
+        return caps, labels
 
     def _emit(self, decisions: Sequence[Decision], out: StageOutput) -> None:
         """Each decision as a ``message.decided`` event (deterministic id) and a metric."""
@@ -518,16 +590,19 @@ class TriggerStage(Stage[Event]):
                 "channel": d.scenario.channel, "category": d.scenario.category,
                 "trigger_event_id": trigger_id, "trigger_type": d.event.type,
             }
-            if d.intent is not None:
-                properties["message_id"] = d.intent.message_id
+            message_id = d.message_id or (d.intent.message_id if d.intent is not None else None)
+            if message_id is not None:
+                properties["message_id"] = message_id
             if d.until is not None:
                 properties["until"] = d.until.isoformat()
-            event = Event.model_validate({
-                "type": "message.decided", "source": DECISION_SOURCE,
-                "source_record_id": f"{d.scenario.id}:{trigger_id}:{d.profile_id}:{d.decision}",
-                "occurred_at": now, "identities": [i.model_dump() for i in d.event.identities],
-                "properties": properties, "profile_id": d.profile_id,
-            })
+            # Built from validated parts (the trigger's identities, a fixed set of properties) without
+            # validating again: a busy stage decides several times per event.
+            record_id = f"{d.scenario.id}:{trigger_id}:{d.profile_id}:{d.decision}"
+            event = Event.model_construct(
+                event_id=deterministic_event_id(DECISION_SOURCE, record_id, DECIDED), type=DECIDED,
+                source=DECISION_SOURCE, source_record_id=record_id, occurred_at=now, received_at=now,
+                identities=list(d.event.identities), traits=Traits(), properties=properties, context=Context(),
+                profile_id=uuid.UUID(d.profile_id))
             out.messages.append(event_message(topic, event))
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
@@ -563,10 +638,17 @@ class TriggerStage(Stage[Event]):
     # -- durable timers ----------------------------------------------------------------------------
 
     async def _maybe_fire_timers(self, out: StageOutput) -> None:
+        """Fire due timers: at once when one this process scheduled has come due (an in-memory heap of fire
+        times, so a timer goes within a batch of its time), else at most every TIMER_CHECK_SECONDS (timers of
+        other processes, of a previous run, quiet-hours postponements)."""
         mono = time.monotonic()
-        if mono - self._last_timer_check < TIMER_CHECK_SECONDS:
+        cutoff = self.watermarks.watermark() - self.options.allowed_lateness
+        due_here = bool(self._upcoming) and self._upcoming[0] <= cutoff
+        if not due_here and mono - self._last_timer_check < TIMER_CHECK_SECONDS:
             return
         self._last_timer_check = mono
+        while self._upcoming and self._upcoming[0] <= cutoff:
+            heapq.heappop(self._upcoming)
         await self.fire_due_timers(out)
 
     async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
@@ -595,10 +677,9 @@ class TriggerStage(Stage[Event]):
                 intent = MessageIntent.model_validate(payload["intent"])
                 out.messages.append(self._message(intent))
                 fired.append(ident)
-                trigger = intent.trigger_event
-                if trigger:
+                if intent.trigger_event:
                     self._emit([Decision(scenario, intent.profile_id, "sent", "quiet hours ended",
-                                         Event.model_validate(trigger), intent)], out)
+                                         Event.model_validate(intent.trigger_event), intent)], out)
                 continue
             if row["superseded"]:
                 superseded.append(ident)
@@ -627,7 +708,9 @@ class TriggerStage(Stage[Event]):
                     continue
             fired.append(ident)
             profile = golden.get(ident[0], {})
-            gates.append(_Gate(scenario, self._intent(scenario, event, profile), profile, event))
+            view = _EventView(event)
+            gates.append(_Gate(scenario, profile, event, view,
+                               functools.partial(self._intent, scenario, event, profile, view)))
         decisions.extend(await self._gate_all(gates, out))
         self._emit(decisions, out)
         await self.timers.settle(superseded, "superseded")
