@@ -15,15 +15,17 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cdp_hub.bus.base import TOPICS, Topics
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.identities import NormalizationOptions
 
-__all__ = ["ChannelInstance", "ConnectorInstance", "Settings", "load_settings"]
+__all__ = ["ChannelInstance", "ConnectorInstance", "JobConfig", "Settings", "load_settings"]
+
 
 
 class ConnectorInstance(BaseModel):
@@ -44,6 +46,41 @@ class ChannelInstance(BaseModel):
     type: str
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobConfig(BaseModel):
+    """One scheduled job (``[jobs.NAME]``): what it runs, when (cron in a time zone) and its options.
+
+    ``kind`` is ``sync`` (options: ``instance``, ``stream``, ``full_refresh``), ``segment_recompute``
+    (options: ``segments``, a list of ids; default every segment) or ``birthday_scan`` (no options).
+    ``cron`` has five fields (minute hour day month weekday), or six with seconds last.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sync", "segment_recompute", "birthday_scan"]
+    cron: str
+    timezone: str = "UTC"
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_is_valid(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r} (five fields: minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_is_known(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Moscow)") from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -93,6 +130,10 @@ class Settings(BaseSettings):
 
     connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
     channels: dict[str, ChannelInstance] = Field(default_factory=dict)
+    jobs: dict[str, JobConfig] = Field(
+        default_factory=dict, description="scheduled jobs ([jobs.NAME]), run by the scheduler in `cdp-hub run`")
+    scheduler_enabled: bool = Field(
+        True, description="run the [jobs] schedule in `cdp-hub run` (any number of processes: each slot runs once)")
     scenarios_dir: Path | None = None
     segments_dir: Path | None = Field(
         None, description="the deployment's segment YAML files; a file with a built-in's id replaces it"

@@ -24,7 +24,7 @@ def test_configuration_example_builds_every_channel(tmp_path: Path) -> None:
     [config] = [b for b in blocks("toml") if "[channels.email]" in b]
     settings = Settings(**tomllib.loads(config))
     registry = load_plugins()
-    assert len(settings.channels) == 6
+    assert len(settings.channels) == 7
     for name, instance in settings.channels.items():
         channel = registry.channel(instance.type)(instance.config, instance=name)
         assert channel.instance == name
@@ -32,8 +32,8 @@ def test_configuration_example_builds_every_channel(tmp_path: Path) -> None:
 
 
 def test_every_documented_type_is_installed() -> None:
-    table = re.findall(r"^\| `([a-z_]+)` +\| (?:email|sms|push|webhook|any) ", DOC.read_text(encoding="utf-8"), re.M)
-    assert set(table) == {"outbox", "smtp", "email_api", "sms_http", "fcm", "webhook"}
+    table = re.findall(r"^\| `([a-z_]+)` +\| (?:email|sms|push|messenger|webhook|any) ", DOC.read_text(encoding="utf-8"), re.M)
+    assert set(table) == {"outbox", "smtp", "email_api", "sms_http", "fcm", "webhook", "telegram"}
     assert set(table) <= set(load_plugins().channels)
 
 

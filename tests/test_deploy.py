@@ -459,7 +459,7 @@ def test_deployments_run_known_stages_and_cover_all_of_them() -> None:
 
 def test_sync_cronjobs_pull_configured_connectors() -> None:
     connectors = Settings(**_configmap_toml()).connectors
-    cronjobs = _docs_of_kind("CronJob")
+    cronjobs = [c for c in _docs_of_kind("CronJob") if _container(c["spec"]["jobTemplate"])["args"][0] == "sync"]
     assert cronjobs
     for cronjob in cronjobs:
         job = cronjob["spec"]["jobTemplate"]
@@ -467,6 +467,25 @@ def test_sync_cronjobs_pull_configured_connectors() -> None:
         assert args.handler.__name__ == "cmd_sync", cronjob["metadata"]["name"]
         assert args.name in connectors, f"{cronjob['metadata']['name']} syncs unconfigured connector {args.name!r}"
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_job_cronjobs_run_configured_jobs_on_their_schedule() -> None:
+    """Every other CronJob runs `cdp-hub jobs run NAME` of a [jobs.NAME] with the job's cron and zone, and
+    the pods then do not schedule the jobs themselves."""
+    from cdp_hub.jobs import cli as jobs_cli
+
+    settings = Settings(**_configmap_toml())
+    assert settings.scheduler_enabled is False, "CronJobs and the in-process scheduler would both run the jobs"
+    cronjobs = [c for c in _docs_of_kind("CronJob") if _container(c["spec"]["jobTemplate"])["args"][0] != "sync"]
+    assert {_parse_cli(_container(c["spec"]["jobTemplate"])["args"]).name for c in cronjobs} == set(settings.jobs)
+    for cronjob in cronjobs:
+        name = cronjob["metadata"]["name"]
+        args = _parse_cli(_container(cronjob["spec"]["jobTemplate"])["args"])
+        assert args.handler is jobs_cli.cmd_run, name
+        job = settings.jobs[args.name]
+        assert cronjob["spec"]["schedule"] == job.cron, name
+        assert cronjob["spec"]["timeZone"] == job.timezone, name
+        assert cronjob["spec"]["concurrencyPolicy"] == "Forbid", name
 
 
 def test_migrate_job_runs_the_migrations() -> None:
@@ -713,6 +732,9 @@ def _pod_env(workload: dict[str, Any], tmp_path: Path, *, pg_dsn: str, redis_url
         "CDP_HUB_HTTP_PORT": str(port),
         "CDP_HUB_POLL_TIMEOUT_MS": "100",
         "PYTHONUNBUFFERED": "1",
+        # The console script of the environment, running the source under test (not whichever checkout the
+        # environment was installed from).
+        "PYTHONPATH": str(REPO),
     })
     return env
 

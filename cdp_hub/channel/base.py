@@ -23,7 +23,9 @@ from cdp_hub.lifecycle import AsyncLifecycle
 __all__ = ["Channel", "ChannelConfig", "ChannelKind", "ChannelLimits", "OutboundMessage", "Receipt", "ReceiptStatus"]
 
 ReceiptStatus = Literal["sent", "delivered", "failed", "opened", "clicked"]
-ChannelKind = Literal["email", "sms", "push", "webhook", "other"]
+ChannelKind = Literal["email", "sms", "push", "messenger", "webhook", "other"]
+"""What a channel delivers; ``messenger`` is a chat app (Telegram, Viber, WhatsApp) with templates and consent
+of its own."""
 
 
 class ChannelConfig(BaseModel):

@@ -1,6 +1,7 @@
 """HTTP helpers for channel plugins: one table from a provider's answer to what delivery does next.
 
-    transport error, 408, 425, 429, 5xx  ─▶ RetriableError (retry_after from Retry-After)   retried, backoff
+    transport error, 408, 425, 429, 5xx  ─▶ RetriableError (retry_after from Retry-After, or  retried, backoff
+                                            from the body where the provider puts it there)
     401, 403                              ─▶ ConfigurationError                               fix credentials
     other 4xx                             ─▶ the channel decides: a bad address (permanent) or a bad message
     2xx                                   ─▶ sent
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -28,6 +29,7 @@ __all__ = [
     "RETRY_STATUSES",
     "HttpChannel",
     "HttpChannelConfig",
+    "RetryAfterReader",
     "header",
     "hmac_sha256_hex",
     "raise_for_transient",
@@ -97,14 +99,19 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def raise_for_transient(response: httpx.Response, provider: str, *, auth_errors: bool = True) -> None:
+RetryAfterReader = Callable[[httpx.Response], float | None]
+"""Reads how long a provider asks us to wait from its answer, in seconds (None: it did not say)."""
+
+
+def raise_for_transient(response: httpx.Response, provider: str, *, auth_errors: bool = True,
+                        retry_after: RetryAfterReader = retry_after_seconds) -> None:
     """Raise :class:`RetriableError` for a status worth retrying, :class:`ConfigurationError` for refused
     credentials (unless ``auth_errors=False``: the channel reads 401/403 itself); return for anything else
-    (2xx, or a 4xx the channel interprets)."""
+    (2xx, or a 4xx the channel interprets). ``retry_after`` reads the wait from the answer: the
+    ``Retry-After`` header by default; a provider that puts it in the body passes its own reader."""
     status = response.status_code
     if status in RETRY_STATUSES or status >= 500:
-        raise RetriableError(f"{provider}: HTTP {status}{_detail(response)}",
-                             retry_after=retry_after_seconds(response))
+        raise RetriableError(f"{provider}: HTTP {status}{_detail(response)}", retry_after=retry_after(response))
     if auth_errors and status in (401, 403):
         raise ConfigurationError(
             f"{provider} refused the credentials (HTTP {status}){_detail(response)}; check the channel's "
@@ -118,7 +125,7 @@ def _detail(response: httpx.Response) -> str:
 
 
 async def request(http: httpx.AsyncClient, method: str, url: str, *, provider: str, auth_errors: bool = True,
-                  **kw: Any) -> httpx.Response:
+                  retry_after: RetryAfterReader = retry_after_seconds, **kw: Any) -> httpx.Response:
     """One HTTP call; network failures and transient statuses become :class:`RetriableError`, refused
     credentials :class:`ConfigurationError` (see :func:`raise_for_transient`)."""
     try:
@@ -127,7 +134,7 @@ async def request(http: httpx.AsyncClient, method: str, url: str, *, provider: s
         raise RetriableError(f"{provider}: timed out ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
         raise RetriableError(f"{provider}: {type(exc).__name__}: {exc}") from exc
-    raise_for_transient(response, provider, auth_errors=auth_errors)
+    raise_for_transient(response, provider, auth_errors=auth_errors, retry_after=retry_after)
     return response
 
 

@@ -14,7 +14,9 @@ import asyncio
 import json
 import uuid
 from pathlib import Path
+from typing import get_args
 
+from cdp_hub.channel.base import ChannelKind
 from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
@@ -26,7 +28,7 @@ from .stage import message_locale, template_context
 
 __all__ = ["register"]
 
-_KINDS = ("email", "sms", "push", "webhook", "other")
+_KINDS: tuple[str, ...] = get_args(ChannelKind)
 
 
 def register(sub: SubParsers) -> None:

@@ -41,8 +41,10 @@ from cdp_hub.errors import RecordError
 __all__ = ["RenderedMessage", "TemplateError", "TemplateRenderer", "parse_locale", "template_candidates"]
 
 BLOCKS = ("subject", "text", "html", "title", "url")
-# A channel kind without its own template file borrows one of these (a webhook push uses the push text).
-_KIND_FALLBACKS: dict[str, tuple[str, ...]] = {"webhook": ("push", "sms"), "other": ("push", "sms")}
+# A channel kind without its own template file borrows one of these (a webhook push uses the push text; a
+# messenger the SMS text, which stands alone, unlike a push text under its title).
+_KIND_FALLBACKS: dict[str, tuple[str, ...]] = {"messenger": ("sms", "push"), "webhook": ("push", "sms"),
+                                               "other": ("push", "sms")}
 
 
 class TemplateError(RecordError):

@@ -24,6 +24,7 @@ FailureType = Literal[
     "schema_violation",
     "normalization_error",
     "resolution_error",
+    "identity_rejected",
     "delivery_error",
     "template_error",
     "record_error",

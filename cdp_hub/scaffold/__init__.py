@@ -47,7 +47,8 @@ KINDS: tuple[PluginKind, ...] = get_args(PluginKind)
 CHANNEL_KINDS: tuple[ChannelKind, ...] = get_args(ChannelKind)
 
 # The identity kind a channel of each kind sends to, and a sample address of it for the generated test.
-_ADDRESS_KIND = {"email": "email", "sms": "phone", "push": "push_token", "webhook": "push_token", "other": "email"}
+_ADDRESS_KIND = {"email": "email", "sms": "phone", "push": "push_token", "messenger": "messenger_id",
+                 "webhook": "push_token", "other": "email"}
 _SAMPLE_RECIPIENT = {"email": "anna@example.com", "phone": "+79161234567", "push_token": "device-token-1"}
 
 

@@ -38,6 +38,7 @@ import pytest
 from cdp_hub.channel.base import (
     Channel,
     ChannelConfig,
+    ChannelKind,
     ChannelLimits,
     OutboundMessage,
     Receipt,
@@ -49,7 +50,7 @@ from cdp_hub.plugins import PLUGIN_NAME_RE, PLUGIN_NAME_RULE
 __all__ = ["OUTCOMES", "CallbackSample", "ChannelTests"]
 
 OUTCOMES = ("sent", "transient", "permanent")
-_KINDS = ("email", "sms", "push", "webhook", "other")
+_KINDS: tuple[str, ...] = get_args(ChannelKind)
 
 
 @dataclass(frozen=True)
