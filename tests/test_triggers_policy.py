@@ -187,12 +187,16 @@ async def test_cancels_win_in_event_time_whatever_the_order_of_arrival(hub: Hub)
     fired = await fire(stage(hub, t0 + timedelta(hours=2), [cart]))
     assert [i.profile_id for i in intents(fired)] == [str(again)]
 
-    # A cart event three hours late is not sent now: it is too late.
+    # A cart event three hours late is not sent now: it is too late (the hub received it after its send time).
     s = stage(hub, t0 + timedelta(hours=3), [cart])
-    out = await s.handle([record("cart.updated", again, t0 + timedelta(hours=3), "fresh", partition=1, cart_id="x",
-                                 total="5"),
-                          record("cart.updated", again, t0, "c3", partition=1, cart_id="3", total="5")])
-    assert [d for _, d, _ in decisions(out)] == ["too_late"]
+    out = await s.handle([record("cart.updated", again, t0, "c3", partition=1, cart_id="3", total="5")])
+    assert [(d, r.startswith("arrived after its send time")) for _, d, r in decisions(out)] == [("too_late", True)]
+    # Behind a backlog (received in time, processed late after an outage) it is not late: its timer waits.
+    backlog = record("cart.updated", again, t0, "c4", partition=2, cart_id="4", total="5")
+    event = Event.from_json(backlog.value)
+    event.received_at = t0 + timedelta(seconds=2)
+    out = await s.handle([Record("cdp.profile-events", 2, 1, None, event.to_json())])
+    assert decisions(out) == []
 
 
 async def test_every_decision_is_an_event_and_a_metric(hub: Hub) -> None:

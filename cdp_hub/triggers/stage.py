@@ -340,7 +340,11 @@ class TriggerStage(Stage[Event]):
             trigger = _EventView(event)
             scope = {"event": trigger, "profile": profile}
             muted = self.options.mute or is_muted(event)
-            watermark = self.watermarks.of((partitions or {}).get(event.event_id, 0))
+            # How late the event is: the later of its partition's watermark and when the hub received it
+            # (never after now), so a lone late event on a quiet partition is late too, while a backlog being
+            # worked off after an outage is not.
+            arrived = max(self.watermarks.of((partitions or {}).get(event.event_id, 0)),
+                          min(event.received_at, now))
             for scenario in scenarios:
                 if not scenario.matches(scope):
                     continue
@@ -357,7 +361,7 @@ class TriggerStage(Stage[Event]):
                     continue
                 lateness = scenario.lateness_td or self.options.allowed_lateness
                 fire_at = event.occurred_at + (scenario.delay_td or timedelta(0))
-                if (scenario.delay_td or scenario.lateness_td) and is_too_late(fire_at, watermark, lateness):
+                if (scenario.delay_td or scenario.lateness_td) and is_too_late(fire_at, arrived, lateness):
                     decisions.append(Decision(
                         scenario, pid, "too_late",
                         f"arrived after its send time {fire_at.isoformat()} plus the lateness of {_human(lateness)}",
