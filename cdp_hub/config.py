@@ -183,6 +183,32 @@ class Settings(BaseSettings):
         None, description="the deployment's segment YAML files; a file with a built-in's id replaces it"
     )
 
+    # Triggers (cdp_hub.triggers): consent, replays, event time and the contact policy (docs/scenarios.md).
+    consent_policy: Literal["opt_in", "opt_out"] = Field(
+        "opt_in", description="opt_in: marketing goes only to a channel with recorded consent (38-FZ art. 18); "
+        "opt_out: to every channel not opted out, where the law allows it")
+    max_trigger_age: str = Field(
+        "24h", description="no marketing scenario fires for an event older than this (event time); a scenario's "
+        "max_age overrides it")
+    allowed_lateness: str = Field(
+        "1m", description="timers wait this long past their fire time for late events (an order that cancels "
+        "a cart reminder); a trigger arriving later than this after its send time is dropped as too_late")
+    mute_triggers: bool = Field(
+        False, description="profiles and segments update, no scenario fires (replays, backfills); decided muted")
+    priority_window: str = Field(
+        "1h", description="marketing scenarios firing for one profile within this window compete on priority")
+    marketing_caps: dict[str, int] = Field(
+        default_factory=dict, description="messages per profile across every marketing scenario, by window "
+        "(e.g. {\"1d\" = 2, \"7d\" = 5})")
+    channel_caps: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="marketing messages per profile on one channel, by window "
+        "(e.g. {sms = {\"7d\" = 2}})")
+    consent_link_secret: SecretStr | None = Field(
+        None, description="HMAC key signing double opt-in confirmation links (required to send them)")
+    consent_link_ttl: str = Field("72h", description="how long a double opt-in confirmation link is valid")
+    public_url: str | None = Field(
+        None, description="the hub's public base URL, for links in messages (double opt-in confirmation)")
+
     # Delivery (cdp_hub.delivery): templates, locale defaults, concurrency and retries.
     templates_dir: Path | None = Field(None, description="the deployment's templates; built-ins are the fallback")
     default_locale: str = Field("ru", description="locale of a customer whose profile has none")

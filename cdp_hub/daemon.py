@@ -45,7 +45,7 @@ __all__ = ["ROUTE_MODULES", "check_listen_address", "create_app"]
 log = logging.getLogger(__name__)
 
 # Modules that contribute routes with ``routes(hub) -> list[Route]``.
-ROUTE_MODULES = ("cdp_hub.edge", "cdp_hub.resolver.http", "cdp_hub.delivery.http")
+ROUTE_MODULES = ("cdp_hub.edge", "cdp_hub.resolver.http", "cdp_hub.delivery.http", "cdp_hub.delivery.consent")
 
 
 def json_response(data: Any, status: int = 200) -> Response:

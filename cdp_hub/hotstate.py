@@ -1,5 +1,5 @@
-"""Hot state in Redis (or fakeredis for the embedded default): once-per-profile guards, frequency caps and
-segment membership caches. Every key the hub uses is built and read here (key table: docs/operations.md,
+"""Hot state in Redis (or fakeredis for the embedded default): once-per-profile guards, frequency caps,
+priority claims, hold-until windows and segment membership caches. Every key the hub uses is built and read here (key table: docs/operations.md,
 "Redis keys"); the stages call the named methods, never the client.
 
 Nothing here is the system of record: PostgreSQL is. Losing Redis loses counters and caches, never data.
@@ -174,6 +174,161 @@ class HotState(AsyncLifecycle):
         pipe.expire(key, int(window) + 60)
         await pipe.execute()
         return True
+
+    async def within_caps(self, caps: Sequence[tuple[str, int, float]], profile_id: str, message_id: str, *,
+                          now: float) -> str | None:
+        """Count ``message_id`` against every ``(scope, limit, window seconds)`` cap of the profile at once:
+        the scope of the first cap that is full (nothing is counted then), or None when the message fits
+        them all and is counted in each. A message counted before passes again (a replay)."""
+        if not caps:
+            return None
+        pipe = self.redis.pipeline(transaction=True)
+        for scope, _, window in caps:
+            key = self.cap_key(scope, profile_id)
+            pipe.zremrangebyscore(key, "-inf", now - window)
+            pipe.zscore(key, message_id)
+            pipe.zcard(key)
+        replies = await pipe.execute()
+        for index, (scope, limit, _) in enumerate(caps):
+            already, count = replies[index * 3 + 1], replies[index * 3 + 2]
+            if already is None and count >= limit:
+                return scope
+        pipe = self.redis.pipeline(transaction=True)
+        for scope, _, window in caps:
+            key = self.cap_key(scope, profile_id)
+            pipe.zadd(key, {message_id: now})
+            pipe.expire(key, int(window) + 60, gt=True)
+            pipe.expire(key, int(window) + 60, nx=True)
+        await pipe.execute()
+        return None
+
+    async def within_caps_batch(self, items: Sequence[tuple[Sequence[tuple[str, int, float]], str, str]], *,
+                                now: float) -> list[str | None]:
+        """:meth:`within_caps` for a batch of ``(caps, profile_id, message_id)`` in two round trips: the
+        counters are read once, the batch is judged in order (a message counts against the ones after it),
+        and the counted messages are written at once. One writer per profile is assumed (the stage that owns
+        the profile's partition)."""
+        keys: dict[str, float] = {}
+        for caps, profile_id, _ in items:
+            for scope, _, window in caps:
+                keys[self.cap_key(scope, profile_id)] = max(window, keys.get(self.cap_key(scope, profile_id), 0))
+        if not keys:
+            return [None] * len(items)
+        pipe = self.redis.pipeline(transaction=False)
+        for key, window in keys.items():
+            pipe.zremrangebyscore(key, "-inf", now - window)
+            pipe.zrange(key, 0, -1)
+        replies = await pipe.execute()
+        members = {key: {m.decode() if isinstance(m, bytes) else str(m) for m in replies[i * 2 + 1]}
+                   for i, key in enumerate(keys)}
+        verdicts: list[str | None] = []
+        added: list[tuple[str, str, float]] = []
+        for caps, profile_id, message_id in items:
+            full = None
+            for scope, limit, _ in caps:
+                current = members[self.cap_key(scope, profile_id)]
+                if message_id not in current and len(current) >= limit:
+                    full = scope
+                    break
+            verdicts.append(full)
+            if full is None:
+                for scope, _, window in caps:
+                    key = self.cap_key(scope, profile_id)
+                    if message_id not in members[key]:
+                        members[key].add(message_id)
+                        added.append((key, message_id, window))
+        if added:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, message_id, window in added:
+                pipe.zadd(key, {message_id: now})
+                pipe.expire(key, int(window) + 60, gt=True)
+                pipe.expire(key, int(window) + 60, nx=True)
+            await pipe.execute()
+        return verdicts
+
+    # -- priorities: <prefix>prio:<profile_id> = "<priority>|<message_id>" of the window's best message ------
+
+    def priority_key(self, profile_id: str) -> str:
+        return self.key("prio", profile_id)
+
+    async def claim_priority(self, claims: Sequence[tuple[str, str, int]], window_seconds: int) -> set[str]:
+        """``(profile_id, message_id, priority)`` marketing messages: return the message ids that lose to a
+        higher-priority message of the same profile within the window. A winner takes the key (for the
+        window); the same message again (a replay) passes; equal priorities both pass."""
+        if not claims:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for profile_id, _, _ in claims:
+            pipe.get(self.priority_key(profile_id))
+        held = await pipe.execute()
+        lost: set[str] = set()
+        best: dict[str, tuple[int, str]] = {}
+        for (profile_id, message_id, priority), value in zip(claims, held, strict=True):
+            if isinstance(value, bytes):
+                held_priority, _, held_message = value.decode().partition("|")
+                if held_message != message_id and int(held_priority) > priority:
+                    lost.add(message_id)
+                    continue
+            current = best.get(profile_id)
+            if current is None or priority > current[0]:
+                best[profile_id] = (priority, message_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for profile_id, (priority, message_id) in best.items():
+            pipe.set(self.priority_key(profile_id), f"{priority}|{message_id}".encode(), ex=max(1, window_seconds))
+        await pipe.execute()
+        return lost
+
+    # -- hold-until windows: <prefix>dedupe:<scenario>:<profile_id>:<key> = the message id that took it ------
+
+    def dedupe_key(self, scenario: str, profile_id: str, key: str) -> str:
+        return self.key("dedupe", scenario, profile_id, key)
+
+    async def claim_dedupe(self, claims: Sequence[tuple[str, str, str, str, int]]) -> set[str]:
+        """``(scenario, profile_id, key, message_id, window seconds)``: one message per key per window.
+        Return the message ids whose key another message holds (SET NX GET EX, one pipelined trip)."""
+        if not claims:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for scenario, profile_id, key, message_id, window in claims:
+            pipe.set(self.dedupe_key(scenario, profile_id, key), message_id.encode(), nx=True, get=True,
+                     ex=max(1, window))
+        owners = await pipe.execute()
+        return {claim[3] for claim, owner in zip(claims, owners, strict=True)
+                if isinstance(owner, bytes) and owner.decode() != claim[3]}
+
+    async def move_dedupe(self, moves: Sequence[tuple[str, str]], scenarios: Sequence[str]) -> None:
+        """Merges: a loser's profile-keyed hold-until windows of ``scenarios`` follow the survivor, unless the
+        survivor has its own (which then stands)."""
+        if not moves or not scenarios:
+            return
+        pairs = [(self.dedupe_key(s, loser, "profile"), self.dedupe_key(s, survivor, "profile"))
+                 for loser, survivor in moves for s in scenarios]
+        pipe = self.redis.pipeline(transaction=False)
+        for source, _ in pairs:
+            pipe.get(source)
+            pipe.pttl(source)
+        replies = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for index, (source, target) in enumerate(pairs):
+            value, ttl = replies[index * 2], replies[index * 2 + 1]
+            if value is not None and isinstance(ttl, int) and ttl > 0:
+                pipe.set(target, value, nx=True, px=ttl)
+                pipe.delete(source)
+        await pipe.execute()
+
+    async def move_caps(self, moves: Sequence[tuple[str, str]], scopes: Sequence[str]) -> None:
+        """Merges: the losers' cap counters of ``scopes`` follow the survivor (``(loser, survivor)`` pairs);
+        the sets are unioned, so the survivor's caps count the losers' messages too."""
+        if not moves or not scopes:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for loser, survivor in moves:
+            for scope in scopes:
+                source, target = self.cap_key(scope, loser), self.cap_key(scope, survivor)
+                pipe.zunionstore(target, [target, source], aggregate="MAX")
+                pipe.delete(source)
+                pipe.expire(target, 35 * 86400, nx=True)  # the counters' own TTLs are renewed by new messages
+        await pipe.execute()
 
     # -- segment membership caches: <prefix>segment:<segment_id> = set of profile ids ----------------------
 

@@ -42,6 +42,9 @@ class Metrics:
         self.consumer_lag = Gauge("cdp_consumer_lag", "Records behind the end of the topic",
                                   ["stage", "topic", "partition"], registry=r)
         self.messages = Counter("cdp_messages", "Messages by channel and status", ["channel", "status"], registry=r)
+        self.trigger_decisions = Counter(
+            "cdp_trigger_decisions", "Contact-policy decisions by scenario and decision (sent, deferred, capped, "
+            "no_consent, suppressed, duplicate, lost_priority, too_late, muted)", ["scenario", "decision"], registry=r)
         self.profiles_created = Counter("cdp_profiles_created", "Profiles created by the resolver", registry=r)
         self.profiles_merged = Counter("cdp_profiles_merged", "Profiles merged into another", registry=r)
         self.http_requests = Counter("cdp_http_requests", "HTTP requests served", ["route", "status"], registry=r)

@@ -161,6 +161,7 @@ OWNERS = {
     "cdp_hub/store/jobs.py": {"scheduler_runs", "scheduler_emitted", "job_runs"},
     "cdp_hub/store/deadletters.py": {"dead_letters"},
     "cdp_hub/store/connector_state.py": {"connector_state"},
+    "cdp_hub/store/consents.py": {"consents"},
 }
 """Table group owners, as in docs/architecture.md."""
 

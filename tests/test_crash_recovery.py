@@ -18,7 +18,7 @@ from cdp_hub.schema import Event, parse_event
 from cdp_hub.store import Store
 
 CUSTOMERS = 400
-EVENTS_PER_CUSTOMER = 3
+EVENTS_PER_CUSTOMER = 4
 
 
 def _config(tmp_path: Path, pg_dsn: str, redis_url: str, bootstrap: str, prefix: str) -> Path:
@@ -68,9 +68,13 @@ async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     now = datetime.now(UTC).isoformat()
     events = []
     for c in range(CUSTOMERS):
-        for k, etype in enumerate(("customer.updated", "product.viewed", "search.performed")[:EVENTS_PER_CUSTOMER]):
+        # Each customer signs up with e-mail marketing consent (opt-in is the default policy), then browses.
+        kinds = ("consent.changed", "customer.updated", "product.viewed", "search.performed")
+        for k, etype in enumerate(kinds[:EVENTS_PER_CUSTOMER]):
             props = {"sku": f"sku-{k}"} if etype == "product.viewed" else (
-                {"query": "кроссовки"} if etype == "search.performed" else {})
+                {"query": "кроссовки"} if etype == "search.performed" else (
+                    {"channel": "email", "status": "opted_in", "evidence": {"method": "form"}}
+                    if etype == "consent.changed" else {}))
             events.append(parse_event({
                 "type": etype, "source": "shop", "source_record_id": f"{c}-{k}", "occurred_at": now,
                 "identities": [{"kind": "email", "value": f"crash{c}@example.ru"}], "properties": props}))

@@ -17,6 +17,7 @@ from cdp_hub.pipeline.build import birthday_scheduler, build_stage
 from cdp_hub.schema import MessageIntent
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.daily import birthdays_on, local_today
+from cdp_hub.store import ConsentRepository, ConsentStatement
 
 # 20:30 UTC on March 15: 23:30 in Moscow, already 06:30 on March 16 in Vladivostok.
 EVENING = datetime(2026, 3, 15, 20, 30, tzinfo=UTC)
@@ -150,6 +151,8 @@ async def test_the_birthday_scenario_sends_the_birthday_template(hub: Hub) -> No
     noon = datetime(2026, 3, 15, 9, 0, tzinfo=UTC)
     hub.clock = lambda: noon
     pid = await add_profile(hub, {"birth_date": "1990-03-15", "first_name": "Анна"})
+    await ConsentRepository(hub.store).record([ConsentStatement(
+        pid, "email", "marketing", "opted_in", noon - timedelta(days=365), "crm", uuid.uuid4(), {"method": "form"})])
     await birthday_scheduler(hub).scan(noon)
     [event] = await birthday_events(hub)
     out = await build_stage(hub, "triggers").handle([Record("cdp.profile-events", 0, 0, str(pid).encode(), event.to_json())])

@@ -21,8 +21,10 @@ from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import Pipeline, build_stage
 from cdp_hub.plugins import PluginInfo
+from cdp_hub.schema.consent import CONSENT_CHANNELS
 from cdp_hub.schema.events import Event, deterministic_event_id
 from cdp_hub.schema.messages import MessageIntent, message_id_for
+from cdp_hub.store import ConsentRepository, ConsentStatement
 from tests.conftest import hub_settings
 
 
@@ -90,11 +92,16 @@ async def dhub(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[Hub
 
 async def make_profile(hub: Hub, *, golden: Mapping[str, Any] | None = None,
                        identities: list[tuple[str, str]] = (),  # type: ignore[assignment]
-                       merged_into: uuid.UUID | None = None) -> uuid.UUID:
-    """A profile row and its identities; later identities in the list are seen more recently."""
+                       merged_into: uuid.UUID | None = None, consent: bool | None = None) -> uuid.UUID:
+    """A profile row and its identities; later identities in the list are seen more recently. ``consent``
+    (default: unless the golden record states consent) records a marketing opt-in on every channel."""
     pid = uuid.uuid4()
     await hub.store.execute("INSERT INTO profiles (profile_id, golden, merged_into) VALUES ($1, $2, $3)",
                             pid, dict(golden or {}), merged_into)
+    if consent if consent is not None else "consent" not in (golden or {}):
+        await ConsentRepository(hub.store).record([
+            ConsentStatement(pid, channel, "marketing", "opted_in", datetime(2025, 1, 1, tzinfo=UTC), "crm",
+                             uuid.uuid4(), {"method": "form"}) for channel in CONSENT_CHANNELS])
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for n, (kind, value) in enumerate(identities):
         await hub.store.execute(
@@ -215,7 +222,8 @@ async def test_transactional_message_ignores_marketing_opt_out(dhub: Hub) -> Non
 
 
 async def test_no_reachable_channel_is_a_failed_receipt_with_the_reasons(dhub: Hub) -> None:
-    pid = await make_profile(dhub, golden={"consent": {"email": "opted_out"}},
+    # SMS consent given (opt-in is the default), but no phone to send to.
+    pid = await make_profile(dhub, golden={"consent": {"email": "opted_out", "sms": "opted_in"}},
                              identities=[("email", "a@example.com"), ("crm_id", "C-1")])
     it = intent(pid, channel="outbox", fallbacks=["rec_sms"])
     out = await build_stage(dhub, "delivery").handle([record(dhub, it)])

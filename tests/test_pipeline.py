@@ -43,6 +43,12 @@ class ShopStub(Connector):
             event["properties"] = {"order_id": record["order_id"], "total": "1500.00", "currency": "RUB"}
         else:
             event["traits"] = {"first_name": record.get("name")}
+        if record.get("consent"):  # the sign-up form's e-mail marketing checkbox
+            consent = {"type": "consent.changed", "occurred_at": record["at"], "identities": ids,
+                       "source_record_id": f"{record['id']}/consent",
+                       "properties": {"channel": "email", "status": "opted_in", "purpose": "marketing",
+                                      "evidence": {"method": "form", "reference": "signup"}}}
+            return [consent, event]
         return [event]
 
 
@@ -50,14 +56,16 @@ def records() -> list[dict[str, Any]]:
     at = (NOON_MSK - timedelta(minutes=30)).isoformat()
     out: list[dict[str, Any]] = []
     for i in range(6):
+        # Client 5 never ticked the marketing box: no welcome for them (opt-in is the default policy).
         out.append({"id": f"c{i}", "kind": "customer.updated", "email": f"Client{i}@Example.ru",
-                    "phone": f"8 (916) 000-00-0{i}", "name": f"Клиент {i}", "at": at})
+                    "phone": f"8 (916) 000-00-0{i}", "name": f"Клиент {i}", "at": at, "consent": i != 5})
         if i == 2:  # malformed: the events after it must still be processed
             out.append({"id": "broken-1", "kind": "customer.updated", "email": "x@example.ru",
                         "phone": "not a phone", "at": at})
-    # The same person seen again with only the phone: attaches to the existing profile.
+    # The same person seen again with only the e-mail: attaches to the existing profile. The order
+    # confirmation is transactional: client 5 gets theirs without marketing consent.
     out.append({"id": "o1", "kind": "order.paid", "email": "client1@example.ru", "order_id": "o1", "at": at})
-    out.append({"id": "o2", "kind": "order.paid", "email": "client4@example.ru", "order_id": "o2", "at": at})
+    out.append({"id": "o2", "kind": "order.paid", "email": "client5@example.ru", "order_id": "o2", "at": at})
     return out
 
 
@@ -97,23 +105,39 @@ async def _until(predicate: Any, timeout: float = 60.0) -> None:
 async def test_walking_skeleton_end_to_end(running_hub: Hub, tmp_path: Path) -> None:
     hub = running_hub
     result = await Ingestor(hub).ingest(ShopStub(instance="shop"), records())
-    assert (result.records, result.events, result.dead) == (9, 8, 1)
+    assert (result.records, result.events, result.dead) == (9, 13, 1)  # 8 events + 5 consents
 
-    # 6 welcome e-mails + 2 order confirmations, each with its message.sent receipt back in the events.
+    # 5 welcome e-mails + 2 order confirmations, each with its message.sent receipt back in the events.
     async def delivered() -> bool:
         n = await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'message.sent'")
-        return bool(n == 8)
+        return bool(n == 7)
 
     await _until(delivered)
     store = hub.store
     assert await store.fetchval("SELECT count(*) FROM profiles WHERE merged_into IS NULL") == 6
-    assert await store.fetchval("SELECT count(*) FROM events WHERE source = 'shop'") == 8
+    assert await store.fetchval("SELECT count(*) FROM events WHERE source = 'shop'") == 13
     by_scenario = dict(await store.fetch("SELECT scenario, count(*) FROM messages GROUP BY scenario"))
-    assert by_scenario == {"welcome": 6, "order_confirmation": 2}
+    assert by_scenario == {"welcome": 5, "order_confirmation": 2}
     files = sorted((tmp_path / "outbox").glob("*.json"))
-    assert len(files) == 8
+    assert len(files) == 7
     sent = [json.loads(f.read_text(encoding="utf-8")) for f in files]
-    assert {m["to"] for m in sent} >= {"client1@example.ru", "client4@example.ru"}
+    assert {m["to"] for m in sent} >= {"client1@example.ru", "client5@example.ru"}
+    to_client5 = [m for m in sent if m["to"] == "client5@example.ru"]
+    assert [m["template"] for m in to_client5] == ["order_confirmation"]
+
+    # Every decision is an event in the profile's history: client 5's welcome was decided no_consent.
+    async def decided() -> bool:
+        return bool(await store.fetchval("SELECT count(*) FROM events WHERE type = 'message.decided'") == 8)
+
+    await _until(decided)
+    decisions = await store.fetch(
+        """SELECT body->'properties'->>'scenario' AS scenario, body->'properties'->>'decision' AS decision,
+                  body->'properties'->>'reason' AS reason FROM events WHERE type = 'message.decided'""")
+    by_decision = sorted((r["scenario"], r["decision"]) for r in decisions)
+    assert by_decision == [("order_confirmation", "sent")] * 2 + [("welcome", "no_consent")] + [("welcome", "sent")] * 5
+    assert "no email marketing consent recorded" in next(r["reason"] for r in decisions if r["decision"] == "no_consent")
+    assert hub.metrics.trigger_decisions.labels("welcome", "no_consent")._value.get() == 1
+    assert hub.metrics.trigger_decisions.labels("welcome", "sent")._value.get() == 5
 
     # The receipts are attached to the profile the message went to.
     orphan = await store.fetchval(
@@ -137,12 +161,14 @@ async def test_replaying_the_same_records_changes_nothing(running_hub: Hub) -> N
     await ingestor.ingest(ShopStub(instance="shop"), records())
 
     async def settled() -> bool:
-        return bool(await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'message.sent'") == 8)
+        return bool(await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'message.sent'") == 7)
 
     await _until(settled)
     await ingestor.ingest(ShopStub(instance="shop"), records())  # re-ingest: same deterministic event ids
     await asyncio.sleep(1.0)
     await PIPELINES[id(hub)].drain(idle_polls=5)
-    assert await hub.store.fetchval("SELECT count(*) FROM events WHERE source = 'shop'") == 8
-    assert await hub.store.fetchval("SELECT count(*) FROM messages") == 8
-    assert await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'message.sent'") == 8
+    assert await hub.store.fetchval("SELECT count(*) FROM events WHERE source = 'shop'") == 13
+    assert await hub.store.fetchval("SELECT count(*) FROM messages") == 7
+    assert await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'message.sent'") == 7
+    assert await hub.store.fetchval("SELECT count(*) FROM events WHERE type = 'message.decided'") == 8
+    assert await hub.store.fetchval("SELECT count(*) FROM consents") == 5

@@ -16,6 +16,8 @@ from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import build_stage
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
+from cdp_hub.schema.events import Event
+from cdp_hub.store import ConsentRepository, ConsentStatement
 from cdp_hub.triggers.scenario import Condition, QuietHours, Scenario, load_scenarios, parse_duration
 from cdp_hub.triggers.stage import TriggerStage, quiet_hours_end
 
@@ -59,10 +61,16 @@ def test_a_deployment_scenario_overrides_a_builtin(tmp_path: Path) -> None:
         ({"field": "profile.birth_date", "op": "exists"}, False),
         ({"field": "profile.birth_date", "op": "not_exists"}, True),
         ({"field": "event.properties.missing", "op": "eq", "value": 1}, False),
+        ({"field": "profile.tier", "op": "eq", "value": "gold"}, True),
+        ({"field": "profile.tier", "op": "ne", "value": "gold"}, False),
+        ({"field": "profile.tier", "op": "eq", "value": "silver"}, False),
+        ({"field": "profile.points", "op": "eq", "value": "150"}, True),  # numbers as numbers, text or not
+        ({"field": "profile.points", "op": "eq", "value": 150.0}, True),
+        ({"field": "profile.points", "op": "ne", "value": "one hundred fifty"}, True),
     ],
 )
 def test_conditions(cond: dict[str, Any], expected: bool) -> None:
-    scope = {"event": {"properties": {"total": "1990.00"}}, "profile": {"city": "Москва"}}
+    scope = {"event": {"properties": {"total": "1990.00"}}, "profile": {"city": "Москва", "tier": "gold", "points": 150}}
     assert Condition.model_validate(cond).matches(scope) is expected
 
 
@@ -79,9 +87,14 @@ def test_quiet_hours_in_the_customers_time_zone() -> None:
 # -- the stage on real services -------------------------------------------------------------------------
 
 
-async def _profile(hub: Hub, golden: dict[str, Any] | None = None) -> uuid.UUID:
+async def _profile(hub: Hub, golden: dict[str, Any] | None = None, *, consent: bool = True) -> uuid.UUID:
+    """A profile; with ``consent``, one that gave e-mail marketing consent (opt-in is the default policy)."""
     pid = uuid.uuid4()
     await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, $2)", pid, golden or {})
+    if consent:
+        await ConsentRepository(hub.store).record([ConsentStatement(
+            pid, "email", "marketing", "opted_in", NOON_MSK - timedelta(days=30), "crm", uuid.uuid4(),
+            {"method": "double_opt_in"})])
     return pid
 
 
@@ -94,7 +107,13 @@ def _record(event_type: str, pid: uuid.UUID, at: datetime, rid: str, **props: An
 
 
 def _intents(out: StageOutput) -> list[MessageIntent]:
-    return [MessageIntent.model_validate_json(m.value) for m in out.messages]
+    return [MessageIntent.model_validate_json(m.value) for m in out.messages if m.topic == "cdp.messages"]
+
+
+def _decisions(out: StageOutput) -> list[dict[str, Any]]:
+    """The ``message.decided`` events of a batch, as their properties."""
+    return [Event.from_json(m.value).properties for m in out.messages
+            if m.topic == "cdp.events" and dict(m.headers).get("cdp.type") == b"message.decided"]
 
 
 def _stage(hub: Hub, now: datetime, scenarios: list[Scenario] | None = None) -> TriggerStage:

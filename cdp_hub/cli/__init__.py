@@ -2,7 +2,7 @@
 
     cdp_hub/cli/__init__.py   main(): the parser, logging, running a handler, errors to exit codes
     cdp_hub/cli/helpers.py    what the command modules share: command_group(), print_json(), store_for()
-    cdp_hub/cli/core.py       schema, plugins, migrate, run, serve, dlq, scenarios, demo
+    cdp_hub/cli/core.py       schema, plugins, migrate, run, serve, dlq, demo
 
 The other sub-commands live with the code they drive: a module that defines ``register(sub)`` and is named
 in :data:`COMMAND_MODULES` adds its commands. A handler is ``handler(args, settings) -> int`` (sync or async).
@@ -26,7 +26,8 @@ from cdp_hub.errors import CdpHubError
 __all__ = ["COMMAND_MODULES", "main"]
 
 COMMAND_MODULES = (
-    "cdp_hub.cli.core",          # schema, plugins, migrate, run, serve, dlq, scenarios, demo
+    "cdp_hub.cli.core",          # schema, plugins, migrate, run, serve, dlq, demo
+    "cdp_hub.triggers.cli",      # scenarios validate, list, simulate
     "cdp_hub.connector.cli",     # connectors list/spec/check/state, sync, ingest-file
     "cdp_hub.scaffold.cli",      # new connector, new channel
     "cdp_hub.resolver.cli",      # identity, profiles, import

@@ -1,4 +1,4 @@
-"""Core sub-commands: schema, plugins, migrate, run, dlq, scenarios, demo."""
+"""Core sub-commands: schema, plugins, migrate, run, dlq, demo (scenarios: cdp_hub/triggers/cli.py)."""
 
 from __future__ import annotations
 
@@ -43,13 +43,15 @@ def register(sub: SubParsers) -> None:
                    help="resolver, triggers, delivery, dlq (repeatable; default: all)")
     p.add_argument("--no-http", action="store_true", help="do not serve HTTP (ingestion, /metrics)")
     p.add_argument("--http-port", type=int, help="override http_port")
+    p.add_argument("--mute-triggers", action="store_true",
+                   help="profiles and segments update, no scenario fires (replays, backfills); decided muted")
     p.add_argument("--no-scheduler", action="store_true",
                    help="do not run the [jobs] schedule in this process (default: run it when jobs are configured)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("serve", help="serve HTTP only (ingestion, admin, /metrics), no stages")
     p.add_argument("--http-port", type=int, help="override http_port")
-    p.set_defaults(handler=cmd_run, stages=[], no_http=False, no_scheduler=True)
+    p.set_defaults(handler=cmd_run, stages=[], no_http=False, no_scheduler=True, mute_triggers=False)
 
     s = command_group(sub, "dlq", "browse and replay the dead-letter queue")
     ls = s.add_parser("list", help="dead letters, newest first")
@@ -67,18 +69,13 @@ def register(sub: SubParsers) -> None:
                     help="JSON Lines of {\"dlq_id\": ..., \"payload\": {...}}: corrected records")
     rp.add_argument("--again", action="store_true", help="also replay ones replayed before")
     rp.add_argument("--dry-run", action="store_true")
+    rp.add_argument("--fire-triggers", action="store_true",
+                    help="let scenarios fire for the replayed events (default: muted, profiles update only)")
     rp.set_defaults(handler=cmd_dlq_replay)
     pg = s.add_parser("purge", help="delete archived dead letters older than a given age")
     pg.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
     pg.add_argument("--replayed-only", action="store_true", help="only ones already replayed")
     pg.set_defaults(handler=cmd_dlq_purge)
-
-    s = command_group(sub, "scenarios", "scenarios (YAML): validate and list")
-    v = s.add_parser("validate", help="validate scenario files against the JSON Schema")
-    v.add_argument("paths", nargs="*", type=Path)
-    v.set_defaults(handler=cmd_scenarios_validate)
-    ls = s.add_parser("list", help="the scenarios the triggers stage would run")
-    ls.set_defaults(handler=cmd_scenarios_list)
 
     p = sub.add_parser("demo", help="run the whole pipeline on generated retail data (embedded, no servers)")
     p.add_argument("--customers", type=int, default=1000)
@@ -183,6 +180,12 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if name not in STAGE_NAMES:
             raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
     port = args.http_port or settings.http_port
+    if args.mute_triggers:
+        settings = settings.model_copy(update={"mute_triggers": True})
+    if "triggers" in stages:
+        from cdp_hub.triggers.cli import check_scenarios
+
+        check_scenarios(settings)  # an invalid scenario stops the daemon before it starts
     async with Hub(settings) as hub:
         loop = asyncio.get_running_loop()
         pipeline = Pipeline(hub, stages) if stages else None
@@ -257,7 +260,8 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     ids = args.ids or list(fixes)  # with a fixes file, the records it fixes (not every pending one)
     async with Hub(settings) as hub, downstream(hub) as settle:
         res = await replay_dead_letters(hub, ids=ids, failure_type=args.failure_type, source=args.source,
-                                        fixes=fixes, again=args.again, dry_run=args.dry_run, settle=settle)
+                                        fixes=fixes, again=args.again, dry_run=args.dry_run, settle=settle,
+                                        mute_triggers=not args.fire_triggers)
     for line in res.details:
         print(line)
     print(f"replayed {res.replayed}, failed again {res.failed_again}, skipped {res.skipped}")
@@ -275,33 +279,6 @@ async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
     async with store_for(settings) as store:
         deleted = await DeadLetterRepository(store).purge(age, replayed_only=args.replayed_only)
     print(f"deleted {deleted} dead letter(s)")
-    return 0
-
-
-# -- scenarios ---------------------------------------------------------------------------------------
-
-
-def cmd_scenarios_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.triggers.scenario import load_scenarios
-
-    paths = args.paths or ([settings.scenarios_dir] if settings.scenarios_dir else [])
-    scenarios = load_scenarios(paths, builtin=not args.paths)
-    for s in scenarios:
-        print(f"ok  {s.id}: on {s.trigger.event} -> {s.channel} ({s.template})")
-    return 0
-
-
-def cmd_scenarios_list(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.triggers.scenario import load_scenarios
-
-    for s in load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else []):
-        extra = []
-        if s.delay:
-            extra.append(f"after {s.delay}")
-        if s.cancel_on:
-            extra.append(f"cancelled by {', '.join(s.cancel_on)}")
-        print(f"{s.id:<22} on {s.trigger.event:<18} -> {'/'.join([s.channel, *s.fallbacks]):<18} "
-              f"{'; '.join(extra)}")
     return 0
 
 

@@ -5,7 +5,9 @@
     cdp-hub connectors check NAME                   credentials and reachability (reads one page)
     cdp-hub connectors state NAME [--reset]         sync checkpoints (reset: the next sync starts over)
     cdp-hub sync NAME [--stream S] [--full-refresh] pull sync into cdp.events, checkpointed
+                      [--backfill | --mute-triggers] a backfill: everything again, no scenario fires
     cdp-hub ingest-file NAME FILE... [--stream S]   CSV / JSON Lines (gzip too) through a connector
+                      [--mute-triggers]             a history import: no scenario fires
 
 On the in-process bus (``bus = "memory"``) ``sync`` and ``ingest-file`` run the stages in this process
 (:func:`cdp_hub.pipeline.embedded.downstream`) until what they published is stored, and a sync checkpoint
@@ -52,6 +54,10 @@ def register(sub: SubParsers) -> None:
     p.add_argument("name", help="configured connector instance (or a type, with its defaults)")
     p.add_argument("--stream", help="one stream (default: all)")
     p.add_argument("--full-refresh", action="store_true", help="ignore the checkpoint: read everything again")
+    p.add_argument("--backfill", action="store_true",
+                   help="read everything again with triggers muted: profiles update, no message is sent")
+    p.add_argument("--mute-triggers", action="store_true",
+                   help="no scenario fires for these events (they are decided muted)")
     p.set_defaults(handler=cmd_sync)
 
     p = sub.add_parser("ingest-file", help="import CSV / JSON Lines exports (gzip too) through a connector")
@@ -61,6 +67,8 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the name, else the content")
     p.add_argument("--encoding", help="e.g. cp1251, utf-8, utf-8-sig (default: the connector's, else detected)")
     p.add_argument("--delimiter", help="CSV delimiter (default: the connector's, else detected)")
+    p.add_argument("--mute-triggers", action="store_true",
+                   help="a history import: profiles and segments update, no scenario fires")
     p.set_defaults(handler=cmd_ingest_file)
 
 
@@ -144,8 +152,8 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     async with Hub(settings) as hub, downstream(hub) as settle:
         connector = hub.connector(args.name)
         try:
-            results = await sync(hub, connector, stream=args.stream, full_refresh=args.full_refresh,
-                                 settle=settle)
+            results = await sync(hub, connector, stream=args.stream, full_refresh=args.full_refresh or args.backfill,
+                                 settle=settle, mute_triggers=args.mute_triggers or args.backfill)
         finally:
             await connector.aclose()
     print_json([r.summary() for r in results])
@@ -164,7 +172,8 @@ async def cmd_ingest_file(args: argparse.Namespace, settings: Settings) -> int:
     async with Hub(settings) as hub, downstream(hub):
         connector = hub.connector(args.name)
         result = await import_file(hub, connector, args.files, stream=args.stream, format=args.format,
-                                   encoding=args.encoding, delimiter=args.delimiter)
+                                   encoding=args.encoding, delimiter=args.delimiter,
+                                   mute_triggers=args.mute_triggers)
     print_json({"files": [str(f) for f in args.files], "records": result.records, "events": result.events,
                 "dead_letters": result.dead, "by_type": result.by_type,
                 "first_errors": [{"record": d.record_id, "field": d.field, "error": d.error}

@@ -213,16 +213,18 @@ def _csv(text: io.TextIOWrapper, delimiter: str, name: str,
 
 async def import_file(hub: Hub, connector: Connector, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                       *, stream: str | None = None, format: FileFormat | None = None, encoding: str | None = None,
-                      delimiter: str | None = None, chunk_size: int = 2000) -> IngestResult:
+                      delimiter: str | None = None, chunk_size: int = 2000,
+                      mute_triggers: bool = False) -> IngestResult:
     """Import files through ``connector``: rows ─▶ assemble ─▶ normalize ─▶ publish, ``chunk_size`` at a time.
 
     Options not given come from the connector's :meth:`~cdp_hub.Connector.file_options` (the ERP connector's
     config says cp1251 and ``;``), then from detection. Bad lines and bad records go to the DLQ.
+    ``mute_triggers``: a history import; profiles update, no scenario fires.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     defaults = connector.file_options()
-    ingestor = Ingestor(hub)
+    ingestor = Ingestor(hub, mute_triggers=mute_triggers)
     total = IngestResult()
     missing = [str(p) for p in paths if not os.path.isfile(p)]  # noqa: ASYNC240 - a stat, before any work
     if missing:

@@ -1,6 +1,8 @@
 """Ingestion: raw source records -> canonical events on ``cdp.events``; bad records -> ``cdp.dlq``.
 
-Used by pull syncs, file imports, webhooks and the HTTP tracking API alike.
+Used by pull syncs, file imports, webhooks and the HTTP tracking API alike. A backfill or replay mutes
+triggers (``mute_triggers``): its events carry ``context.mute_triggers``, so they update profiles and
+segments and no scenario fires for them (the triggers stage decides them ``muted``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from cdp_hub.bus.events import event_message
 from cdp_hub.connector.base import Connector
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import RecordError
-from cdp_hub.schema.events import Event
+from cdp_hub.schema.events import Context, Event
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
 
-__all__ = ["MAX_KEPT_ERRORS", "IngestResult", "Ingestor"]
+__all__ = ["MAX_KEPT_ERRORS", "IngestResult", "Ingestor", "mute"]
 
 MAX_KEPT_ERRORS = 100
 
@@ -47,9 +49,10 @@ class IngestResult:
 class Ingestor:
     """Normalizes records with a connector and publishes them in batches; durable when a call returns."""
 
-    def __init__(self, hub: Hub, *, batch_size: int = 1000) -> None:
+    def __init__(self, hub: Hub, *, batch_size: int = 1000, mute_triggers: bool = False) -> None:
         self.hub = hub
         self.batch_size = batch_size
+        self.mute_triggers = mute_triggers
 
     def _convert(self, connector: Connector, record: Mapping[str, Any], stream: str | None,
                  out: list[OutgoingMessage], result: IngestResult) -> None:
@@ -72,6 +75,8 @@ class Ingestor:
             self.hub.metrics.dlq.labels("ingest", dead.failure_type).inc()
             return
         for event in events:
+            if self.mute_triggers:
+                mute(event)
             out.append(event_message(topics.events, event))
             result.events += 1
             result.by_type[event.type] = result.by_type.get(event.type, 0) + 1
@@ -104,12 +109,20 @@ class Ingestor:
     async def publish_events(self, events: Iterable[Event]) -> int:
         """Publish already-validated canonical events (HTTP tracking API, receipts)."""
         events = list(events)  # walked twice: a generator would count nothing the second time
+        if self.mute_triggers:
+            for e in events:
+                mute(e)
         msgs = [event_message(self.hub.topics.events, e) for e in events]
         if msgs:
             await self.hub.bus.publish_many(msgs)
         for e in events:
             self.hub.metrics.events_ingested.labels(e.source, e.type).inc()
         return len(msgs)
+
+
+def mute(event: Event) -> None:
+    """Mark ``event`` as part of a replay or backfill: no scenario fires for it."""
+    event.context = Context.model_validate({**event.context.model_dump(exclude_none=True), "mute_triggers": True})
 
 
 def dumps(obj: Any) -> bytes:

@@ -121,14 +121,16 @@ def _state(stream: Stream, raw: Any) -> dict[str, Any]:
 
 
 async def sync(hub: Hub, connector: Connector, *, stream: str | None = None, full_refresh: bool = False,
-               state_store: StateStore | None = None, settle: Settle | None = None) -> list[StreamSyncResult]:
+               state_store: StateStore | None = None, settle: Settle | None = None,
+               mute_triggers: bool = False) -> list[StreamSyncResult]:
     """Sync ``stream`` (or every stream) of ``connector`` into the hub's bus; return one result per stream.
-    ``settle``: see :func:`sync_stream`."""
+    ``settle``: see :func:`sync_stream`. ``mute_triggers``: a backfill; profiles update, no scenario fires for
+    these events."""
     names = [stream] if stream else connector.stream_names()
     if not names:
         raise ConfigurationError(f"connector {connector.instance} ({connector.name}) has no pull streams: it "
                                  "receives webhooks (POST /v1/webhooks/{instance}) or files (cdp-hub ingest-file)")
-    ingestor = Ingestor(hub)
+    ingestor = Ingestor(hub, mute_triggers=mute_triggers)
     results = []
     for name in names:
         results.append(await sync_stream(hub, connector, connector.stream(name), full_refresh=full_refresh,

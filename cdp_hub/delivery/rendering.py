@@ -209,6 +209,14 @@ class TemplateRenderer:
                 out.setdefault(name, set()).add(file.removesuffix(".j2"))
         return {name: sorted(variants) for name, variants in sorted(out.items())}
 
+    def exists(self, name: str, kind: str, locale: str | None = None) -> bool:
+        """Whether template ``name`` has a file for a channel ``kind`` in ``locale`` (or a fallback of them)."""
+        try:
+            self._select(self._text_env, name, kind, parse_locale(locale, self.default_locale))
+        except TemplateError:
+            return False
+        return True
+
     def _select(self, env: jinja2.Environment, name: str, kind: str,
                 locale: Locale) -> jinja2.Template:
         # Which file serves (name, kind, locale) is resolved once: Jinja caches the templates it found, but

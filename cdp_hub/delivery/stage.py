@@ -7,7 +7,8 @@
                                    │
                                    ▼  per message, concurrently (bounded)
           for channel in [intent.channel, *intent.fallbacks]:
-              consent? address (most recent, not suppressed)? ── no ──▶ next channel
+              consent (schema/consent.py: opt-in marketing by default, a withdrawn purpose never)?
+              address (most recent, not suppressed)? ── no ──▶ next channel
               render template (sandbox) ── error ──▶ DLQ template_error
               pace (token bucket, slots) ─▶ channel.send ─ retry 429/5xx with backoff ─ still down ─▶ next channel
                                    │
@@ -39,8 +40,9 @@ from cdp_hub.config import Settings
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, SchemaViolation
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
+from cdp_hub.schema.consent import CONSENT_CHANNELS, ConsentPolicy, ConsentStates, consent_refusal
 from cdp_hub.schema.messages import MessageIntent
-from cdp_hub.store import ProfileRepository
+from cdp_hub.store import ConsentRepository, ProfileRepository
 
 from .batching import SendBatcher
 from .profiles import ProfileSnapshot, load_profiles
@@ -98,13 +100,15 @@ class DeliveryOptions:
     retry_backoff: float = 0.5
     retry_max_wait: float = 30.0
     unsubscribe_url: str | None = None
+    consent_policy: ConsentPolicy = "opt_in"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:
         return cls(templates_dir=settings.templates_dir, default_locale=settings.default_locale,
                    default_currency=settings.default_currency, concurrency=settings.delivery_concurrency,
                    retry_attempts=settings.delivery_retry_attempts, retry_backoff=settings.delivery_retry_backoff,
-                   retry_max_wait=settings.delivery_retry_max_wait, unsubscribe_url=settings.unsubscribe_url)
+                   retry_max_wait=settings.delivery_retry_max_wait, unsubscribe_url=settings.unsubscribe_url,
+                   consent_policy=settings.consent_policy)
 
 
 class DeliveryStage(Stage[MessageIntent]):
@@ -113,10 +117,12 @@ class DeliveryStage(Stage[MessageIntent]):
     name: ClassVar[str] = "delivery"
 
     def __init__(self, ctx: StageContext, *, sendlog: SendLog, profiles: ProfileRepository,
-                 channels: ChannelProvider, options: DeliveryOptions) -> None:
+                 channels: ChannelProvider, options: DeliveryOptions,
+                 consents: ConsentRepository | None = None) -> None:
         super().__init__(ctx)
         self.sendlog = sendlog
         self.profiles = profiles
+        self.consents = consents
         self.channel = channels
         self.options = options
         self.renderer = TemplateRenderer(options.templates_dir, default_locale=options.default_locale,
@@ -202,10 +208,16 @@ class DeliveryStage(Stage[MessageIntent]):
                 if isinstance(ch, Channel):
                     candidates.update((ch.address_kind, a) for a in snap.addresses(ch.address_kind))
         suppressed = await self.sendlog.suppressed(candidates)
+        consents: dict[str, ConsentStates] = {}
+        if self.consents is not None:
+            survivors = {uuid.UUID(p.profile_id) for p in profiles.values()}
+            consents = {str(pid): states for pid, states in (await self.consents.current(list(survivors))).items()}
 
         async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter:
             try:
-                return await self.deliver(intent, profiles.get(intent.profile_id), channels, suppressed)
+                snap = profiles.get(intent.profile_id)
+                states = consents.get(snap.profile_id, {}) if snap is not None else {}
+                return await self.deliver(intent, snap, channels, suppressed, states)
             except TemplateError as exc:
                 return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
                                               source=intent.scenario)
@@ -254,15 +266,22 @@ class DeliveryStage(Stage[MessageIntent]):
 
     async def deliver(self, intent: MessageIntent, profile: ProfileSnapshot | None,
                       channels: dict[str, Channel | ConfigurationError],
-                      suppressed: set[tuple[str, str]]) -> Delivered:
+                      suppressed: set[tuple[str, str]], consent: ConsentStates | None = None) -> Delivered:
         """Try the intent's channels in order; return what happened. Raises :class:`TemplateError` and
-        ``_Unreachable`` (both DLQ)."""
+        ``_Unreachable`` (both DLQ). ``consent`` is the profile's current consent (the consents table);
+        the Golden Record's consent map stands in for channels it does not cover."""
         if profile is None:
             return _not_sent(intent, None, "profile not found", "failed")
         if intent.expires_at is not None and intent.expires_at < datetime.now(UTC):
             return _not_sent(intent, profile, f"expired at {intent.expires_at.isoformat()}", "skipped")
         notes: list[str] = []
         down: list[str] = []
+        states: dict[tuple[str, str], str] = {}
+        for kind in CONSENT_CHANNELS:
+            golden = profile.consent(kind)
+            if golden is not None:
+                states[(kind, "marketing")] = golden
+        states.update(consent or {})
         for name in (intent.channel, *intent.fallbacks):
             channel = channels.get(name)
             if channel is None:
@@ -274,8 +293,9 @@ class DeliveryStage(Stage[MessageIntent]):
                 notes.append(f"{name}: {channel}")
                 down.append(name)
                 continue
-            if intent.category == "marketing" and profile.consent(channel.kind) == "opted_out":
-                notes.append(f"{name}: {channel.kind} consent opted out")
+            refusal = consent_refusal(states, channel.kind, intent.category, self.options.consent_policy)
+            if refusal is not None:
+                notes.append(f"{name}: {refusal}")
                 continue
             address = next((a for a in profile.addresses(channel.address_kind)
                             if (channel.address_kind, a) not in suppressed), None)

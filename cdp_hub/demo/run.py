@@ -3,7 +3,8 @@
     demo_data.generate() ─▶ five connectors ─▶ [cdp.events] ─▶ resolver ─▶ triggers ─▶ delivery ─▶ outbox
     (in-process bus, embedded PostgreSQL via pgserver, fakeredis)
 
-The clock is pinned to noon in Moscow so quiet hours never hold the demo's messages back.
+The clock is pinned to noon in Moscow so quiet hours never hold the demo's messages back. Marketing goes
+only to customers whose generated records gave consent (opt-in is the default policy).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def demo_settings(data_dir: Path) -> Settings:
         redis_url="fakeredis://",
         data_dir=data_dir,
         poll_timeout_ms=50,
+        # The demo plays 60 days of generated history as if it were live, so its welcomes show; a deployment
+        # keeps the 24h default, and a history import mutes triggers (cdp-hub ingest-file --mute-triggers).
+        max_trigger_age="90d",
         channels={
             "email": ChannelInstance(type="outbox", config={"directory": str(outbox / "email")}),
             "sms": ChannelInstance(type="outbox", config={"directory": str(outbox / "sms"), "kind": "sms",

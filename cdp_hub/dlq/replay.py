@@ -58,12 +58,15 @@ async def replay_dead_letters(
     again: bool = False,
     dry_run: bool = False,
     settle: Callable[[], Awaitable[None]] | None = None,
+    mute_triggers: bool = True,
 ) -> ReplayResult:
     """Put dead letters back: raw source records through their connector, others onto their topic.
 
     ``fixes`` maps a ``dlq_id`` to a corrected payload (a JSON object or string) that replaces the original.
     A record that fails again becomes a new dead letter; the old one is marked replayed either way, after
     ``settle`` returned (the in-process bus: once the stages have stored what was published).
+    ``mute_triggers`` (the default): replayed events update profiles, but no scenario fires for them, since
+    they are late and a message now may be wrong; message intents replayed to delivery still go.
     """
     from cdp_hub.connector.ingest import Ingestor
 
@@ -71,7 +74,8 @@ async def replay_dead_letters(
     rows = await letters.to_replay(ids=ids, failure_type=failure_type, source=source, again=again)
     result = ReplayResult()
     fixes = fixes or {}
-    ingestor = Ingestor(hub)
+    ingestor = Ingestor(hub, mute_triggers=mute_triggers)
+    topics = hub.topics
     outcomes: list[tuple[str, str]] = []  # (dlq_id, result), marked once what was published is safe
     for _, envelope in rows:
         d = DeadLetter.model_validate(envelope)
@@ -92,6 +96,8 @@ async def replay_dead_letters(
             res = await ingestor.ingest(connector, [orjson.loads(payload)], stream=d.stream)
             ok = res.dead == 0
         elif d.replay_topic:
+            if mute_triggers and d.replay_topic in (topics.events, topics.profile_events):
+                payload = _muted(payload)
             await hub.bus.publish(d.replay_topic, payload, key=(d.source or "").encode() or None)
             ok = True  # it goes through its stage again; a new failure is a new dead letter
         else:
@@ -108,6 +114,19 @@ async def replay_dead_letters(
     for dlq_id, outcome in outcomes:
         await letters.mark_replayed(dlq_id, outcome)
     return result
+
+
+def _muted(payload: bytes) -> bytes:
+    """A canonical event's JSON with ``context.mute_triggers`` set; anything else as it is (it will fail
+    again, as itself)."""
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    if not isinstance(event, dict) or not isinstance(event.get("context", {}), dict):
+        return payload
+    event["context"] = {**event.get("context", {}), "mute_triggers": True}
+    return orjson.dumps(event)
 
 
 def _connector_for(hub: Hub, d: DeadLetter) -> Any:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.config import Settings
 from cdp_hub.delivery.sendlog import SendLog
 from cdp_hub.delivery.stage import DeliveryOptions, DeliveryStage
 from cdp_hub.dlq.stage import DeadLetterStage
@@ -25,22 +26,27 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Stage, StageContext
+from cdp_hub.plugins import PluginRegistry
 from cdp_hub.resolver.stage import ResolverStage
+from cdp_hub.schema.consent import CONSENT_CHANNELS, ConsentLinks
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
 from cdp_hub.segments.model import Segment, load_segments
 from cdp_hub.store import (
+    ConsentRepository,
     DeadLetterRepository,
+    EventRepository,
     JobRepository,
     MessageRepository,
     ProfileRepository,
     SegmentRepository,
     TimerRepository,
 )
-from cdp_hub.triggers.scenario import load_scenarios
-from cdp_hub.triggers.stage import TriggerStage
+from cdp_hub.triggers.scenario import load_scenarios, parse_duration
+from cdp_hub.triggers.stage import TriggerOptions, TriggerStage
 
-__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "segment_engine", "stage_context"]
+__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "channel_kind", "consent_links",
+           "segment_engine", "stage_context", "trigger_options"]
 
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
@@ -75,14 +81,56 @@ def birthday_scheduler(hub: Hub, *, publish: Publish | None = None) -> BirthdayS
     return BirthdayScheduler(stage_context(hub, publish=publish), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
 
 
+def channel_kind(settings: Settings, registry: PluginRegistry) -> Callable[[str], str | None]:
+    """The kind of a channel instance (``email``, ``sms``, ...) without starting it: the configured type's,
+    an outbox's configured kind, or the name itself when it names a consent channel; None when unknown."""
+
+    def kind(name: str) -> str | None:
+        inst = settings.channels.get(name)
+        if inst is not None:
+            configured = inst.config.get("kind")
+            if isinstance(configured, str):
+                return configured
+            try:
+                return str(registry.channel(inst.type).kind)
+            except ConfigurationError:
+                return None
+        if name in CONSENT_CHANNELS:
+            return name
+        try:
+            return str(registry.channel(name).kind)
+        except ConfigurationError:
+            return None
+
+    return kind
+
+
+def consent_links(settings: Settings) -> ConsentLinks | None:
+    """The signer of double opt-in links, when ``consent_link_secret`` and ``public_url`` are configured."""
+    if settings.consent_link_secret is None or not settings.public_url:
+        return None
+    try:
+        ttl = parse_duration(settings.consent_link_ttl)
+    except ValueError as exc:
+        raise ConfigurationError(f"consent_link_ttl: {exc}") from None
+    return ConsentLinks(settings.consent_link_secret.get_secret_value().encode(), settings.public_url, ttl)
+
+
+def trigger_options(hub: Hub, **overrides: Any) -> TriggerOptions:
+    """The triggers stage's contact policy from ``hub``'s settings (``overrides`` replace fields)."""
+    overrides.setdefault("channel_kind", channel_kind(hub.settings, hub.registry))
+    overrides.setdefault("consent_links", consent_links(hub.settings))
+    return TriggerOptions.from_settings(hub.settings, **overrides)
+
+
 def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
     """The stage ``name`` wired to ``hub``'s clients. ``options`` replace defaults: ``rules`` (resolver);
-    ``scenarios``, ``segments`` (triggers)."""
+    ``scenarios``, ``segments``, ``trigger_options`` (triggers)."""
     ctx = stage_context(hub)
     settings = hub.settings
     if name == "resolver":
         return ResolverStage(ctx, profiles=ProfileRepository(hub.store), normalization=settings.normalization,
-                             rules=options.get("rules"))
+                             rules=options.get("rules"), consents=ConsentRepository(hub.store))
     if name == "triggers":
         scenarios = options.get("scenarios")
         if scenarios is None:
@@ -92,10 +140,12 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
             segments = segment_engine(hub)
         return TriggerStage(ctx, profiles=ProfileRepository(hub.store), timers=TimerRepository(hub.store),
                             sendlog=MessageRepository(hub.store), hotstate=hub.hotstate, scenarios=scenarios,
-                            segments=segments, scheduler=birthday_scheduler(hub))
+                            segments=segments, scheduler=birthday_scheduler(hub),
+                            consents=ConsentRepository(hub.store), events=EventRepository(hub.store),
+                            options=options.get("trigger_options") or trigger_options(hub))
     if name == "delivery":
         return DeliveryStage(ctx, sendlog=SendLog(hub.store), profiles=ProfileRepository(hub.store), channels=hub.channel,
-                             options=DeliveryOptions.from_settings(settings))
+                             options=DeliveryOptions.from_settings(settings), consents=ConsentRepository(hub.store))
     if name == "dlq":
         return DeadLetterStage(ctx, letters=DeadLetterRepository(hub.store))
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")

@@ -1,6 +1,7 @@
 """The resolver stage: ``cdp.events`` ─▶ identity graph + Golden Record ─▶ ``cdp.profile-events``.
 
     batch of records ─▶ parse (bad ─▶ DLQ) ─▶ IdentityGraph.resolve (one transaction, set-wise)
+        ─▶ consent statements of consent.changed events ─▶ consents (merges: they follow the survivor)
         ─▶ per event, in order:  [profile.created]  event with profile_id  [profile.merged]
 
 Every output is keyed by its profile id, so one profile's events stay in order downstream. Replays are
@@ -31,12 +32,13 @@ from cdp_hub.resolver.graph import (
     ResolutionError,
 )
 from cdp_hub.resolver.rules import IdentityRules, load_rules
+from cdp_hub.schema.consent import CONSENT_CHANNELS, CONSENT_PURPOSES
 from cdp_hub.schema.events import Context, Event, parse_event
 from cdp_hub.schema.identities import NormalizationOptions, normalize_identity
-from cdp_hub.store import ProfileRepository
+from cdp_hub.store import ConsentRepository, ConsentStatement, ProfileRepository
 from cdp_hub.store.profiles.records import Key
 
-__all__ = ["ResolverStage", "profile_created_event", "profile_merged_event"]
+__all__ = ["ResolverStage", "consent_statements", "profile_created_event", "profile_merged_event"]
 
 HUB_SOURCE = "cdp-hub"
 
@@ -53,7 +55,9 @@ def profile_created_event(profile_id: uuid.UUID, creator: Event) -> Event:
         identities=list(creator.identities),
         traits=creator.traits,
         properties={"profile_id": str(profile_id)},
-        context=Context(),
+        # A profile born in a replay or backfill (context.mute_triggers) starts no conversation either.
+        context=Context(mute_triggers=True) if (creator.context.model_extra or {}).get("mute_triggers") is True
+        else Context(),
         profile_id=profile_id,
     )
 
@@ -71,6 +75,24 @@ def profile_merged_event(survivor: uuid.UUID, losers: Sequence[uuid.UUID], cause
         "properties": {"surviving_profile_id": str(survivor), "merged_profile_ids": merged, "reason": reason},
         "profile_id": survivor,
     })
+
+
+def consent_statements(event: Event, profile_id: uuid.UUID) -> list[ConsentStatement]:
+    """The consent statements a ``consent.changed`` event makes for its profile."""
+    props = event.properties
+    channel, status = props.get("channel"), props.get("status")
+    if status not in ("opted_in", "opted_out"):
+        return []
+    purpose = props.get("purpose") or "marketing"
+    evidence = dict(props.get("evidence") or {})
+    if purpose not in CONSENT_PURPOSES:
+        evidence["source_purpose"] = purpose
+        purpose = "marketing"
+    if event.context.channel:
+        evidence.setdefault("context_channel", event.context.channel)
+    channels = CONSENT_CHANNELS if channel == "all" else (str(channel),)
+    return [ConsentStatement(profile_id, ch, purpose, status, event.occurred_at, event.source, event.event_id,
+                             evidence) for ch in channels]
 
 
 def _message(topic: str, event: Event, profile_id: uuid.UUID, value: bytes | None = None) -> OutgoingMessage:
@@ -125,9 +147,10 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
     name = "resolver"
 
     def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, normalization: NormalizationOptions,
-                 rules: IdentityRules | None = None) -> None:
+                 rules: IdentityRules | None = None, consents: ConsentRepository | None = None) -> None:
         super().__init__(ctx)
         self.profiles = profiles
+        self.consents = consents
         self.normalization = normalization
         self.rules = rules or load_rules()
         self._graph: IdentityGraph | None = None
@@ -176,8 +199,22 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
                                                        record=item.record))
         parsed = [(item.record, item.value[0]) for item in batch]
         result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in batch])
+        if self.consents is not None:
+            await self._record_consents([e for _, e in parsed], result)
         await self._emit(out, parsed, result)
         return out
+
+    async def _record_consents(self, events: list[Event], result: BatchResult) -> None:
+        """Consent statements of the batch's ``consent.changed`` events, with source, time and evidence
+        (``all`` is every channel; a purpose outside marketing/transactional/service is marketing, the
+        source's name kept in the evidence); then merges carry the losers' statements to the survivor."""
+        assert self.consents is not None
+        statements = [s for e in events if e.type == "consent.changed" and e.event_id in result.profile_of
+                      for s in consent_statements(e, result.profile_of[e.event_id])]
+        await self.consents.record(statements)
+        times = {e.event_id: e.occurred_at for e in events}
+        await self.consents.follow_merges([(m.survivor, m.losers, times.get(m.event_id, datetime.now(UTC)))
+                                           for m in result.merges])
 
     async def _emit(self, out: StageOutput, parsed: list[tuple[Record, Event]], result: BatchResult) -> None:
         topic = self.ctx.topics.profile_events

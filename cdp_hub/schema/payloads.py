@@ -79,13 +79,31 @@ class SearchPayload(Payload):
     results_count: int | None = None
 
 
-ConsentChannel = Literal["email", "sms", "push", "all"]
+ConsentChannel = Literal["email", "sms", "push", "messenger", "all"]
+
+
+class ConsentEvidence(Payload):
+    """How consent was given or withdrawn: what a regulator asks to see."""
+
+    method: Literal["form", "double_opt_in", "import", "unsubscribe", "support", "api", "merge", "other"] = "other"
+    reference: str | None = Field(default=None, description="the form, import file or confirmation it came from")
+    text: str | None = Field(default=None, description="the wording the customer agreed to")
+    ip: str | None = None
 
 
 class ConsentPayload(Payload):
     channel: ConsentChannel
     status: Literal["opted_in", "opted_out"]
-    purpose: str = "marketing"
+    purpose: str = Field("marketing", description="marketing, transactional or service (anything else: marketing)")
+    evidence: ConsentEvidence | None = None
+
+
+class ConsentRequestPayload(Payload):
+    """``consent.requested``: a customer asked to subscribe (a form); a confirmation message goes out."""
+
+    channel: Literal["email", "sms", "push", "messenger"] = "email"
+    purpose: Literal["marketing", "transactional", "service"] = "marketing"
+    evidence: ConsentEvidence | None = None
 
 
 class LoyaltyPointsPayload(Payload):
@@ -134,6 +152,24 @@ class MessagePayload(Payload):
     url: str | None = None
 
 
+Decision = Literal["sent", "deferred", "capped", "no_consent", "suppressed", "duplicate", "lost_priority",
+                   "too_late", "muted"]
+
+
+class DecisionPayload(Payload):
+    """``message.decided``: what the contact policy decided for one scenario, profile and trigger event."""
+
+    scenario: str
+    decision: Decision
+    reason: str
+    message_id: str | None = None
+    channel: str | None = None
+    category: str | None = None
+    trigger_event_id: str | None = None
+    trigger_type: str | None = None
+    until: datetime | None = Field(default=None, description="deferred: when the message goes instead")
+
+
 class SegmentPayload(Payload):
     segment: str
 
@@ -160,6 +196,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "customer.updated": EmptyPayload,
     "customer.deleted": EmptyPayload,
     "consent.changed": ConsentPayload,
+    "consent.requested": ConsentRequestPayload,
     "order.placed": OrderPayload,
     "order.paid": OrderPayload,
     "order.cancelled": OrderPayload,
@@ -180,6 +217,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "message.failed": MessagePayload,
     "message.opened": MessagePayload,
     "message.clicked": MessagePayload,
+    "message.decided": DecisionPayload,
     "segment.entered": SegmentPayload,
     "segment.exited": SegmentPayload,
     "profile.created": ProfileCreatedPayload,

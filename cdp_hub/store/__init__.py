@@ -9,9 +9,11 @@ repositories that own the SQL of each table group (one class per group, construc
     jobs.py            JobRepository         scheduler_runs, scheduler_emitted, job_runs
     deadletters.py     DeadLetterRepository  dead_letters
     connector_state.py ConnectorStateRepository  connector_state
+    consents.py        ConsentRepository     consents (every consent statement, with its evidence)
 """
 
 from cdp_hub.store.connector_state import ConnectorStateRepository
+from cdp_hub.store.consents import ConsentRepository, ConsentStatement
 from cdp_hub.store.db import Store, open_store
 from cdp_hub.store.deadletters import DeadLetterRepository
 from cdp_hub.store.events import EventRepository
@@ -24,6 +26,8 @@ from cdp_hub.store.timers import TimerRepository
 
 __all__ = [
     "ConnectorStateRepository",
+    "ConsentRepository",
+    "ConsentStatement",
     "DeadLetterRepository",
     "EventRepository",
     "JobRepository",

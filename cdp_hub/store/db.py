@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.lifecycle import AsyncLifecycle
 from cdp_hub.store.migrations import Dialect, Migration, apply_migrations
 
-__all__ = ["Store", "embedded_dsn", "open_store"]
+__all__ = ["RollbackStore", "Store", "embedded_dsn", "open_store"]
 
 
 def embedded_dsn(data_dir: Path) -> str:
@@ -94,6 +96,86 @@ class Store(AsyncLifecycle):
     async def execute(self, sql: str, *args: Any) -> str:
         status: str = await self.pool.execute(sql, *args)
         return status
+
+
+class _OneConnection:
+    """The part of a pool the repositories use, on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    def acquire(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        @contextlib.asynccontextmanager
+        async def held() -> AsyncIterator[asyncpg.Connection]:
+            yield self.conn
+
+        return held()
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
+        return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self.conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        status: str = await self.conn.execute(sql, *args)
+        return status
+
+
+class RollbackStore(Store):
+    """A store whose every statement runs on one connection, in one transaction rolled back at ``stop()``:
+    what a simulation writes (timers, claims) is seen by its own reads and never by anyone else. Nested
+    transactions of the repositories become savepoints."""
+
+    def __init__(self, dsn: str, **kw: Any) -> None:
+        super().__init__(dsn, pool_size=1, **kw)
+        self._conn: asyncpg.Connection | None = None
+        self._tx: Any = None
+        self._one: _OneConnection | None = None
+
+    @property
+    def pool(self) -> Any:  # the one connection, shaped like the pool the repositories use
+        return self._held
+
+    @property
+    def _held(self) -> _OneConnection:
+        if self._one is None:
+            raise RuntimeError("Store is not started")
+        return self._one
+
+    async def start(self) -> None:
+        if self._one is not None:
+            return
+        await super().start()
+        self._conn = await super().pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        self._one = _OneConnection(self._conn)
+
+    async def stop(self) -> None:
+        if self._tx is not None:
+            await self._tx.rollback()
+            self._tx = None
+        if self._conn is not None and self._pool is not None:
+            await self._pool.release(self._conn)
+        self._conn, self._one = None, None
+        await super().stop()
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._held.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        return await self._held.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._held.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self._held.execute(sql, *args)
 
 
 async def open_store(dsn: str, *, dialect: Dialect = "postgres", migrate: bool = True, **kw: Any) -> Store:

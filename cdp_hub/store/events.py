@@ -58,6 +58,12 @@ _REPLAY = """
 SELECT event_id, occurred_at, source, body -> 'identities' AS ids FROM events
  ORDER BY occurred_at, received_at, event_id
 """
+# Event-time cancels: for each check, whether the profile has an event of one of the types in [from, to).
+_ANY_IN_WINDOW = """
+SELECT x.i FROM unnest($1::int[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[]) AS x(i, p, ts, f, t)
+ WHERE EXISTS (SELECT 1 FROM events e WHERE e.profile_id = x.p AND e.occurred_at >= x.f AND e.occurred_at < x.t
+                                        AND e.type = ANY(string_to_array(x.ts, ',')))
+"""
 _COUNT_BY_SOURCE_AND_TYPE = "SELECT source, type, count(*) AS n FROM events GROUP BY source, type ORDER BY source, type"
 
 
@@ -140,6 +146,23 @@ class EventRepository:
         async with self.store.pool.acquire() as conn, conn.transaction():
             async for row in conn.cursor(_REPLAY, prefetch=prefetch):
                 yield ReplayEvent(row["event_id"], row["occurred_at"], row["source"], row["ids"] or [])
+
+    async def any_in_window(self, checks: Sequence[tuple[uuid.UUID, Sequence[str], datetime, datetime]]) -> set[int]:
+        """``(profile_id, event types, from, to)`` checks: the indexes of those whose profile has an event of
+        one of the types with ``from <= occurred_at < to`` (one statement for the batch)."""
+        if not checks:
+            return set()
+        rows = await self.store.fetch(
+            _ANY_IN_WINDOW, list(range(len(checks))), [c[0] for c in checks], [",".join(c[1]) for c in checks],
+            [c[2] for c in checks], [c[3] for c in checks])
+        return {r["i"] for r in rows}
+
+    async def of_profile(self, profile_id: uuid.UUID, limit: int) -> list[bytes]:
+        """The stored events of a profile (their JSON), oldest first: what a scenario simulation replays."""
+        rows = await self.store.fetch(
+            "SELECT body::text AS body FROM events WHERE profile_id = $1 ORDER BY occurred_at, event_id LIMIT $2",
+            profile_id, limit)
+        return [r["body"].encode() for r in rows]
 
     async def count_by_source_and_type(self) -> list[dict[str, Any]]:
         """``{"source", "type", "n"}`` per source and event type, ordered by both."""

@@ -4,12 +4,16 @@
     trigger: {event: cart.updated}
     conditions: [{field: event.properties.total, op: gte, value: 1000}]
     delay: 1h
+    hold_until: {key: event.properties.cart_id, window: 1d}
     cancel_on: [order.placed]
     channel: email
     fallbacks: [sms]
     template: abandoned_cart
     frequency_cap: {max: 3, per: 7d}
     quiet_hours: {start: "21:00", end: "09:00"}
+    priority: 10
+
+docs/scenarios.md explains each field; consent, lateness, hold-until, priorities and the decisions they make.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from cdp_hub.datafiles import DataFiles
 
-__all__ = ["Condition", "Scenario", "load_scenarios", "parse_duration", "scenario_json_schema"]
+__all__ = ["Condition", "HoldUntil", "Scenario", "load_scenarios", "parse_duration", "scenario_json_schema"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -52,11 +56,19 @@ class Condition(BaseModel):
     field: str = Field(pattern=r"^(event|profile)(\.[A-Za-z0-9_]+)+$")
     op: Op = "eq"
     value: Any = None
+    # Worked out once: a busy triggers stage matches every scenario of an event's type against it.
+    _parts: tuple[str, ...] = PrivateAttr(default=())
+    _text_value: bool = PrivateAttr(default=False)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._parts = tuple(self.field.split("."))
+        # A value that is text and no number equals only the same text (no number or other value can).
+        self._text_value = isinstance(_coerce(self.value), str)
 
     def matches(self, scope: Mapping[str, Any]) -> bool:
         current: Any = scope
-        for part in self.field.split("."):
-            if isinstance(current, Mapping) and part in current:
+        for part in self._parts:
+            if (type(current) is dict or isinstance(current, Mapping)) and part in current:
                 current = current[part]
             else:
                 current = _MISSING
@@ -67,6 +79,9 @@ class Condition(BaseModel):
             return current is _MISSING or current is None
         if current is _MISSING:
             return False
+        if self.op in ("eq", "ne") and self._text_value:
+            same = isinstance(current, str) and current == self.value
+            return same if self.op == "eq" else not same
         if self.op == "eq":
             return bool(_coerce(current) == _coerce(self.value))
         if self.op == "ne":
@@ -135,6 +150,38 @@ class QuietHours(BaseModel):
     default_timezone: str = "Europe/Moscow"
 
 
+class HoldUntil(BaseModel):
+    """One message per key: a repeated trigger with the same key resets the wait instead of adding a message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field("profile", pattern=r"^(profile|event(\.[A-Za-z0-9_]+)+)$",
+                     description="'profile', or a path into the trigger event, e.g. event.properties.cart_id")
+    window: str | None = Field(None, description="at most one message per key in this window, e.g. 1d")
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @property
+    def window_td(self) -> timedelta | None:
+        return parse_duration(self.window) if self.window else None
+
+    def key_of(self, event: Mapping[str, Any]) -> str | None:
+        """The key of a trigger event (its JSON form); None when the event does not have it."""
+        if self.key == "profile":
+            return "profile"
+        current: Any = event
+        for part in self.key.split(".")[1:]:
+            if not isinstance(current, Mapping) or part not in current:
+                return None
+            current = current[part]
+        return None if current is None or isinstance(current, dict | list) else str(current)
+
+
 class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -144,7 +191,13 @@ class Scenario(BaseModel):
     trigger: Trigger
     conditions: list[Condition] = Field(default_factory=list)
     delay: str | None = Field(default=None, description="wait before sending, e.g. 1h")
-    max_age: str | None = Field(default=None, description="ignore trigger events older than this, e.g. 1d")
+    max_age: str | None = Field(default=None, description="ignore trigger events older than this, e.g. 1d "
+                                "(default: the deployment's max_trigger_age for marketing scenarios)")
+    lateness: str | None = Field(default=None, description="drop a trigger that arrives this long after its "
+                                 "send time (default: the deployment's allowed_lateness)")
+    hold_until: HoldUntil | None = Field(default=None, description="one message per key; repeats reset the wait")
+    priority: int = Field(0, description="when marketing scenarios fire for one profile within the priority "
+                          "window, the highest priority wins; the others are decided lost_priority")
     cancel_on: list[str] = Field(default_factory=list, description="event types that cancel a pending send")
     channel: str
     fallbacks: list[str] = Field(default_factory=list)
@@ -155,7 +208,7 @@ class Scenario(BaseModel):
     quiet_hours: QuietHours | None = None
     vars: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("delay", "max_age")
+    @field_validator("delay", "max_age", "lateness")
     @classmethod
     def _check_duration(cls, value: str | None) -> str | None:
         if value is not None:
@@ -169,6 +222,10 @@ class Scenario(BaseModel):
     @property
     def max_age_td(self) -> timedelta | None:
         return parse_duration(self.max_age) if self.max_age else None
+
+    @property
+    def lateness_td(self) -> timedelta | None:
+        return parse_duration(self.lateness) if self.lateness else None
 
     def matches(self, scope: Mapping[str, Any]) -> bool:
         return all(c.matches(scope) for c in self.conditions)

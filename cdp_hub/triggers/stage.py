@@ -1,28 +1,37 @@
 """The triggers stage: profile events -> scenario decisions -> message intents on ``cdp.messages``.
 
-    [cdp.profile-events] ─▶ match scenarios (trigger event, conditions)
-                              ├─ delay?        ─▶ scheduled_triggers (durable timer, PostgreSQL)
-                              ├─ cancel_on     ─▶ pending timers of the profile cancelled
-                              ├─ once / caps   ─▶ Redis sorted sets of message ids (idempotent)
-                              ├─ quiet hours   ─▶ postponed to the end of the quiet period (durable timer)
-                              └─ otherwise     ─▶ MessageIntent ─▶ [cdp.messages]
-    due timers (checked every second, busy or idle) ─▶ MessageIntent ─▶ [cdp.messages] ─▶ marked fired
+    [cdp.profile-events] ─▶ watermark per partition (latest event time) ─▶ match scenarios (trigger, conditions)
+        muted (setting, or an event marked by a replay/backfill) ──────────────────────────▶ decided muted
+        older than max_age / max_trigger_age, or later than its send time + lateness ───────▶ decided too_late
+        delay?   ─▶ scheduled_triggers (durable timer at occurred_at + delay, hold-until key)
+        cancel_on ─▶ pending timers whose wait the event falls in, in event time ──────────▶ decided suppressed
+        otherwise ─▶ the contact policy (below)
+    due timers (fire_at + allowed lateness passed by the watermark; checked every second, busy or idle)
+        ─▶ superseded by a later trigger with the same key? cancelled by a stored event in event time?
+        ─▶ the contact policy
+    the contact policy, per batch:  consent ─▶ once per profile / hold-until window ─▶ priority
+        ─▶ caps (scenario, channel, all marketing) ─▶ quiet hours (deferred: a durable timer) ─▶ sent
+        every outcome is a ``message.decided`` event on [cdp.events] and cdp_trigger_decisions{scenario,decision}
     segments: trait-only segments re-checked for the batch's profiles (SegmentEngine.on_profiles) ─▶
               segment.entered/exited on [cdp.events]; conditions see ``profile.segments``
     daily jobs (checked every minute, run at most once per SCAN_INTERVAL) ─▶ profile.birthday on [cdp.events]
 
 Idempotency: intents have deterministic ids (scenario + trigger event + profile), timers deterministic ids
-(scenario + event), cap counters are sets of message ids; a replayed batch yields the same intents, which
-the delivery stage's send log turns into no-ops. Consent is enforced at delivery, with the profile as it is
-at send time.
+(scenario + event), decisions deterministic event ids (+ the decision), cap counters are sets of message ids;
+a replayed batch yields the same intents, which the delivery stage's send log turns into no-ops. Consent is
+checked here (so a message without consent uses no cap, wins no priority) and again at delivery, with the
+profile as it is at send time.
 """
 
 from __future__ import annotations
 
+import functools
+import heapq
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,21 +39,39 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
-from cdp_hub.errors import SchemaViolation
+from cdp_hub.bus.events import event_message
+from cdp_hub.config import Settings
+from cdp_hub.errors import ConfigurationError, SchemaViolation
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
-from cdp_hub.schema.events import Event
+from cdp_hub.schema.consent import ConsentLinks, ConsentPolicy, consent_refusal
+from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
 from cdp_hub.schema.messages import MessageIntent, message_id_for
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
-from cdp_hub.store import MessageRepository, ProfileRepository, TimerRepository
+from cdp_hub.store import (
+    ConsentRepository,
+    EventRepository,
+    MessageRepository,
+    ProfileRepository,
+    TimerRepository,
+)
 from cdp_hub.store.timers import Timer
-from cdp_hub.triggers.scenario import QuietHours, Scenario
+from cdp_hub.triggers.scenario import QuietHours, Scenario, parse_duration
+from cdp_hub.triggers.timeline import Watermarks, is_too_late
 
-__all__ = ["TriggerStage", "quiet_hours_end"]
+__all__ = ["DECISION_SOURCE", "Decision", "TriggerOptions", "TriggerStage", "is_muted", "quiet_hours_end"]
+
+DECISION_SOURCE = "cdp-hub.triggers"
+CONSENT_REQUESTED = "consent.requested"
+DECIDED = "message.decided"
+MUTE_FLAG = "mute_triggers"
+"""``context.mute_triggers: true`` on an event: a replay or backfill; it updates profiles, fires nothing."""
 
 TIMER_NAMESPACE = uuid.UUID("5c0b7f3e-1d2a-5e4f-8a6b-7c8d9e0f1a2b")
 TIMER_CHECK_SECONDS = 1.0
+MAX_UPCOMING = 100_000
+"""Fire times kept in memory; beyond them (a burst of delayed triggers) the periodic check finds the rest."""
 DAILY_CHECK_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
@@ -74,6 +101,126 @@ def quiet_hours_end(now: datetime, quiet: QuietHours, timezone: str | None) -> d
     return ends.astimezone(UTC) if inside else None
 
 
+
+
+def is_muted(event: Event) -> bool:
+    """Whether the event was marked by a replay or backfill (``--mute-triggers``)."""
+    extra = event.context.model_extra or {}
+    return extra.get(MUTE_FLAG) is True
+
+
+def _durations(caps: Mapping[str, int], where: str) -> tuple[tuple[timedelta, int], ...]:
+    try:
+        return tuple((parse_duration(window), int(limit)) for window, limit in caps.items())
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class TriggerOptions:
+    """The deployment's contact policy and event-time settings (see :class:`~cdp_hub.config.Settings`)."""
+
+    consent_policy: ConsentPolicy = "opt_in"
+    max_trigger_age: timedelta = timedelta(hours=24)
+    allowed_lateness: timedelta = timedelta(minutes=1)
+    mute: bool = False
+    priority_window: timedelta = timedelta(hours=1)
+    marketing_caps: tuple[tuple[timedelta, int], ...] = ()
+    channel_caps: Mapping[str, tuple[tuple[timedelta, int], ...]] = field(default_factory=dict)
+    idle_seconds: float = 5.0
+    channel_kind: Callable[[str], str | None] | None = None
+    """The kind (email, sms, push, ...) of a channel instance, for consent; None: judged at delivery only."""
+    daily_jobs: bool = True
+    """Run the daily birthday scan (a simulation does not)."""
+    consent_links: ConsentLinks | None = None
+    """Signs double opt-in links: a ``consent.requested`` trigger's intent carries ``vars.confirm_url``."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> TriggerOptions:
+        try:
+            values: dict[str, Any] = {
+                "consent_policy": settings.consent_policy,
+                "max_trigger_age": parse_duration(settings.max_trigger_age),
+                "allowed_lateness": parse_duration(settings.allowed_lateness),
+                "mute": settings.mute_triggers,
+                "priority_window": parse_duration(settings.priority_window),
+                "marketing_caps": _durations(settings.marketing_caps, "marketing_caps"),
+                "channel_caps": {ch: _durations(c, f"channel_caps.{ch}") for ch, c in settings.channel_caps.items()},
+            }
+        except ValueError as exc:
+            raise ConfigurationError(f"triggers settings: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One contact-policy outcome for a scenario, a profile and a trigger event."""
+
+    scenario: Scenario
+    profile_id: str
+    decision: str
+    reason: str
+    event: Event
+    intent: MessageIntent | None = None
+    """The message, for ``sent`` and ``deferred``."""
+    until: datetime | None = None
+    message_id: str | None = None
+
+
+class _EventView(Mapping[str, Any]):
+    """An event as conditions see it (its JSON form), built lazily: most conditions read only
+    ``event.properties``, which is JSON already, and the full dump costs more than matching a scenario."""
+
+    _CHEAP = ("properties", "type", "source")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self._full: dict[str, Any] | None = None
+
+    def full(self) -> dict[str, Any]:
+        """The event's JSON form without empty fields (what an intent carries for its template)."""
+        if self._full is None:
+            self._full = self.event.model_dump(mode="json", exclude_none=True)
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._CHEAP:
+            return getattr(self.event, key)
+        return self.full()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._CHEAP or key in self.full()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.full())
+
+    def __len__(self) -> int:
+        return len(self.full())
+
+
+@dataclass
+class _Gate:
+    """A scenario that fired for an event, on its way through the contact policy. The intent is built only
+    for the messages that go (most gates of a busy stage end as no_consent, lost_priority or capped)."""
+
+    scenario: Scenario
+    profile: dict[str, Any]
+    event: Event
+    trigger: _EventView
+    make: Callable[[], MessageIntent]
+    profile_id: str = ""
+    message_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.profile_id = str(self.event.profile_id)
+        self.message_id = message_id_for(self.scenario.id, str(self.event.event_id), self.profile_id)
+
+    @functools.cached_property
+    def intent(self) -> MessageIntent:
+        return self.make()
+
+
 class TriggerStage(Stage[Event]):
     """Matches profile events against the scenarios and turns what fires into message intents."""
 
@@ -81,7 +228,8 @@ class TriggerStage(Stage[Event]):
 
     def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, timers: TimerRepository,
                  sendlog: MessageRepository, hotstate: HotState, scenarios: Sequence[Scenario],
-                 segments: SegmentEngine, scheduler: BirthdayScheduler) -> None:
+                 segments: SegmentEngine, scheduler: BirthdayScheduler, consents: ConsentRepository,
+                 events: EventRepository, options: TriggerOptions | None = None) -> None:
         super().__init__(ctx)
         self.profiles = profiles
         self.timers = timers
@@ -89,8 +237,13 @@ class TriggerStage(Stage[Event]):
         self.hotstate = hotstate
         self.segments = segments
         self.scheduler = scheduler
+        self.consents = consents
+        self.events = events
+        self.options = options or TriggerOptions()
+        self.watermarks = Watermarks(ctx.clock, idle_seconds=self.options.idle_seconds)
         self._last_daily_check = -DAILY_CHECK_SECONDS
         self.scenarios = list(scenarios)
+        self._by_id = {s.id: s for s in self.scenarios}
         self._by_trigger: dict[str, list[Scenario]] = {}
         self._cancellers: dict[str, list[str]] = {}
         for s in self.scenarios:
@@ -98,6 +251,12 @@ class TriggerStage(Stage[Event]):
             for etype in s.cancel_on:
                 self._cancellers.setdefault(etype, []).append(s.id)
         self._last_timer_check = 0.0
+        self._upcoming: list[datetime] = []
+        """Fire times of the timers this process scheduled, a heap: the next one fires without waiting for
+        the periodic check."""
+        self.decisions: list[Decision] = []
+        """Every decision this stage made, when ``record_decisions`` is on (the scenario simulation)."""
+        self.record_decisions = False
 
     def now(self) -> datetime:
         return self.ctx.clock()
@@ -105,6 +264,14 @@ class TriggerStage(Stage[Event]):
     @property
     def topics(self) -> Sequence[str]:
         return [self.ctx.topics.profile_events]
+
+    @property
+    def cap_scopes(self) -> list[str]:
+        """Every cap counter scope the policy uses (a merge moves each of them to the survivor)."""
+        scopes = {"*"} | {s.id for s in self.scenarios if s.frequency_cap is not None}
+        scopes |= {_marketing_scope(w) for w, _ in self.options.marketing_caps}
+        scopes |= {_channel_scope(ch, w) for ch, caps in self.options.channel_caps.items() for w, _ in caps}
+        return sorted(scopes)
 
     # -- batch -----------------------------------------------------------------------------------
 
@@ -118,9 +285,12 @@ class TriggerStage(Stage[Event]):
     async def process(self, batch: Sequence[Decoded[Event]]) -> StageOutput:
         out = StageOutput()
         events = [item.value for item in batch]
+        partitions = {item.value.event_id: item.record.partition for item in batch}
+        for item in batch:
+            self.watermarks.observe(item.record.partition, item.value.occurred_at)
         memberships = await self.segments.on_profiles(
             [e.profile_id for e in events if e.profile_id is not None], out)
-        await self._decide(events, out, memberships)
+        await self._decide(events, out, memberships, partitions)
         return out
 
     async def handle(self, records: Sequence[Record]) -> StageOutput:
@@ -131,6 +301,7 @@ class TriggerStage(Stage[Event]):
         return out
 
     async def idle(self) -> None:
+        self.watermarks.caught_up()  # an empty poll: nothing is waiting in any partition
         out = StageOutput()
         await self._maybe_fire_timers(out)
         await self._maybe_run_daily()
@@ -140,7 +311,8 @@ class TriggerStage(Stage[Event]):
             await callback()
 
     async def _decide(self, events: list[Event], out: StageOutput,
-                      memberships: dict[uuid.UUID, set[str]] | None = None) -> None:
+                      memberships: dict[uuid.UUID, set[str]] | None = None,
+                      partitions: Mapping[uuid.UUID, int] | None = None) -> None:
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
@@ -152,103 +324,305 @@ class TriggerStage(Stage[Event]):
 
         cancels: list[tuple[uuid.UUID, str, datetime]] = []
         timers: list[Timer] = []
-        gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
+        gates: list[_Gate] = []
+        decisions: list[Decision] = []
         now = self.now()
         for event in relevant:
             assert event.profile_id is not None
+            pid = str(event.profile_id)
             for sid in self._cancellers.get(event.type, ()):
                 cancels.append((event.profile_id, sid, event.occurred_at))
+            scenarios = self._by_trigger.get(event.type, ())
+            if not scenarios:
+                continue
             profile = {**golden.get(event.profile_id, {}),
                        "segments": sorted((memberships or {}).get(event.profile_id, ()))}
-            scope = {"event": event.model_dump(mode="json"), "profile": profile}
-            for scenario in self._by_trigger.get(event.type, ()):
+            trigger = _EventView(event)
+            scope = {"event": trigger, "profile": profile}
+            muted = self.options.mute or is_muted(event)
+            # How late the event is: the later of its partition's watermark and when the hub received it
+            # (never after now), so a lone late event on a quiet partition is late too, while a backlog being
+            # worked off after an outage is not.
+            arrived = max(self.watermarks.of((partitions or {}).get(event.event_id, 0)),
+                          min(event.received_at, now))
+            for scenario in scenarios:
                 if not scenario.matches(scope):
                     continue
-                if scenario.max_age_td is not None and event.occurred_at < now - scenario.max_age_td:
-                    continue  # history (a backfill, a replay of old data) starts no conversations
-                fire_at = event.occurred_at + scenario.delay_td if scenario.delay_td else None
-                if fire_at is not None and fire_at > now:
+                if muted:
+                    decisions.append(Decision(scenario, pid, "muted", "triggers are muted (a replay or backfill)",
+                                              event))
+                    continue
+                max_age = scenario.max_age_td
+                if max_age is None and scenario.category == "marketing":
+                    max_age = self.options.max_trigger_age
+                if max_age is not None and event.occurred_at < now - max_age:
+                    decisions.append(Decision(scenario, pid, "too_late",
+                                              f"the event is older than {_human(max_age)}", event))
+                    continue
+                lateness = scenario.lateness_td or self.options.allowed_lateness
+                fire_at = event.occurred_at + (scenario.delay_td or timedelta(0))
+                if (scenario.delay_td or scenario.lateness_td) and is_too_late(fire_at, arrived, lateness):
+                    decisions.append(Decision(
+                        scenario, pid, "too_late",
+                        f"arrived after its send time {fire_at.isoformat()} plus the lateness of {_human(lateness)}",
+                        event))
+                    continue
+                if scenario.delay_td:
+                    key = scenario.hold_until.key_of(trigger) if scenario.hold_until else None
                     trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
                     timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
-                                        orjson.loads(event.model_dump_json())))
+                                        orjson.loads(event.model_dump_json()), event.occurred_at, key))
                     continue
-                gates.append((scenario, self._intent(scenario, event, profile), profile))
-        await self._gate_all(gates, out)
+                if event.type == CONSENT_REQUESTED and self.options.consent_links is None:
+                    decisions.append(Decision(scenario, pid, "suppressed", "double opt-in links are not configured "
+                                              "(consent_link_secret and public_url)", event))
+                    continue
+                gates.append(_Gate(scenario, profile, event, trigger,
+                                   functools.partial(self._intent, scenario, event, profile, trigger)))
 
-        # A cancelling event cancels timers started before it (a cart updated after the order starts anew).
-        await self.timers.cancel_pending(cancels)
+        # A cancelling event cancels the timers whose wait it falls in (event time; a cart updated after the
+        # order starts anew), this batch's included; a cancel that arrives before its trigger is found in the
+        # events table at fire time.
         await self.timers.schedule(timers)
+        for timer in timers:
+            if len(self._upcoming) < MAX_UPCOMING:
+                heapq.heappush(self._upcoming, timer.fire_at)
+        for cancelled in await self.timers.cancel_pending(cancels):
+            stopped = self._by_id.get(cancelled["scenario"])
+            payload = cancelled["payload"] or {}
+            if stopped is not None and "type" in payload:
+                causes = sorted({e.type for e in relevant if e.type in stopped.cancel_on})
+                decisions.append(Decision(stopped, str(cancelled["profile_id"]), "suppressed",
+                                          "cancelled by " + ", ".join(causes), Event.model_validate(payload)))
+        decisions.extend(await self._gate_all(gates, out))
+        self._emit(decisions, out)
 
-    def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any]) -> MessageIntent:
+    def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any],
+                trigger: _EventView | None = None) -> MessageIntent:
+        """The intent of ``scenario`` for ``event`` (``trigger``: the event's JSON form, when the caller has
+        it). Built from validated parts without validating again: a busy stage builds several per event."""
         pid = str(event.profile_id)
-        return MessageIntent(
+        variables = scenario.vars
+        links = self.options.consent_links
+        if event.type == CONSENT_REQUESTED and links is not None:
+            props = event.properties
+            variables = {**variables, "confirm_url": links.url(
+                pid, str(props.get("channel", "email")), str(props.get("purpose", "marketing")), str(event.event_id),
+                event.occurred_at)}
+        locale = profile.get("locale")
+        return MessageIntent.model_construct(
             message_id=message_id_for(scenario.id, str(event.event_id), pid),
             profile_id=pid,
             scenario=scenario.id,
             channel=scenario.channel,
-            fallbacks=scenario.fallbacks,
+            fallbacks=list(scenario.fallbacks),
             template=scenario.template,
-            locale=profile.get("locale"),
+            locale=locale if isinstance(locale, str) else None,
             trigger_event_id=str(event.event_id),
-            trigger_event=event.model_dump(mode="json", exclude_none=True),
-            vars=scenario.vars,
+            trigger_event=trigger.full() if trigger is not None else event.model_dump(mode="json", exclude_none=True),
+            vars=variables,
             category=scenario.category,
+            created_at=datetime.now(UTC),
+            expires_at=None,
         )
 
-    async def _gate_all(self, gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]],
-                        out: StageOutput) -> None:
-        """Gate a batch of intents. Once-per-profile is checked against the send log in PostgreSQL as well
-        as in Redis: Redis closes the window before delivery has logged a message, PostgreSQL keeps the
+    # -- the contact policy -----------------------------------------------------------------------
+
+    async def _gate_all(self, gates: list[_Gate], out: StageOutput) -> list[Decision]:
+        """The contact policy for a batch of intents, in order: consent, once per profile and hold-until
+        windows, priority, caps, quiet hours. Once-per-profile is checked against the send log in PostgreSQL as
+        well as in Redis: Redis closes the window before delivery has logged a message, PostgreSQL keeps the
         promise when Redis has lost its keys."""
-        once = [(uuid.UUID(i.profile_id), s.id) for s, i, _ in gates if s.once_per_profile]
+        decisions: list[Decision] = []
+        if not gates:
+            return decisions
+
+        def decide(gate: _Gate, decision: str, reason: str, until: datetime | None = None) -> None:
+            goes = decision in ("sent", "deferred")
+            decisions.append(Decision(gate.scenario, gate.profile_id, decision, reason, gate.event,
+                                      gate.intent if goes else None, until, gate.message_id))
+
+        # Consent: the consents table, with the Golden Record's consent map for profiles recorded before it.
+        states = await self.consents.current(list({uuid.UUID(g.profile_id) for g in gates}))
+        passed: list[_Gate] = []
+        for gate in gates:
+            refusal = self._consent_refusal(gate, states.get(uuid.UUID(gate.profile_id), {}))
+            if refusal is not None:
+                decide(gate, "no_consent", refusal)
+            else:
+                passed.append(gate)
+        gates = passed
+
+        once = [(uuid.UUID(g.profile_id), g.scenario.id) for g in gates if g.scenario.once_per_profile]
         logged = {(str(pid), sid): ids for (pid, sid), ids in (await self.sendlog.logged_intents(once)).items()}
-        # The send log first: an intent it already rules out must not claim the Redis key either.
-        gates = [(s, i, p) for s, i, p in gates
-                 if not (s.once_per_profile and logged.get((i.profile_id, s.id), set()) - {i.message_id})]
+        passed = []
+        for gate in gates:
+            # The send log first: an intent it already rules out must not claim the Redis key either.
+            if gate.scenario.once_per_profile and logged.get((gate.profile_id, gate.scenario.id),
+                                                             set()) - {gate.message_id}:
+                decide(gate, "duplicate", "once per profile: already sent")
+            else:
+                passed.append(gate)
+        gates = passed
         # One round trip for the batch: a replay of the same intent passes, another intent does not.
         taken = await self.hotstate.claim_once(
-            [(s.id, i.profile_id, i.message_id) for s, i, _ in gates if s.once_per_profile])
+            [(g.scenario.id, g.profile_id, g.message_id) for g in gates if g.scenario.once_per_profile])
+        windows = []
+        for g in gates:
+            hold = g.scenario.hold_until
+            if hold is not None and hold.window_td is not None and g.message_id not in taken:
+                key = hold.key_of(g.trigger)
+                if key is not None:
+                    windows.append((g.scenario.id, *_dedupe_parts(key, g.profile_id), g.message_id,
+                                    int(hold.window_td.total_seconds())))
+        in_window = await self.hotstate.claim_dedupe(
+            [(sid, pid, key, mid, window) for sid, pid, key, mid, window in windows])
+        passed = []
+        for gate in gates:
+            if gate.message_id in taken:
+                decide(gate, "duplicate", "once per profile: another message took it")
+            elif gate.message_id in in_window:
+                decide(gate, "duplicate", "hold-until window: the key already had its message")
+            else:
+                passed.append(gate)
+        gates = passed
+
+        marketing = [g for g in gates if g.scenario.category == "marketing"]
+        best: dict[str, int] = {}
+        for g in marketing:
+            best[g.profile_id] = max(best.get(g.profile_id, g.scenario.priority), g.scenario.priority)
+        lost = await self.hotstate.claim_priority(
+            [(g.profile_id, g.message_id, g.scenario.priority) for g in marketing
+             if g.scenario.priority >= best[g.profile_id]],
+            int(self.options.priority_window.total_seconds()))
+        lost |= {g.message_id for g in marketing if g.scenario.priority < best[g.profile_id]}
+
         postponed: list[tuple[MessageIntent, datetime]] = []
-        for scenario, intent, profile in gates:
-            if intent.message_id in taken:
+        contenders = [g for g in gates if g.message_id not in lost]
+        caps = [self._caps(g.scenario) for g in contenders]
+        verdicts = await self.hotstate.within_caps_batch(
+            [(c, g.profile_id, g.message_id) for (c, _), g in zip(caps, contenders, strict=True)],
+            now=self.now().timestamp())
+        full_caps = {g.message_id: f"cap reached: {labels[full]}" for (_, labels), g, full
+                     in zip(caps, contenders, verdicts, strict=True) if full is not None}
+        for gate in gates:
+            scenario = gate.scenario
+            if gate.message_id in lost:
+                decide(gate, "lost_priority", "a higher-priority scenario fired for the profile within "
+                       + _human(self.options.priority_window))
                 continue
-            if not await self._within_cap(scenario, intent):
+            full = full_caps.get(gate.message_id)
+            if full is not None:
+                self.ctx.metrics.messages.labels(scenario.channel, "capped").inc()
+                decide(gate, "capped", full)
                 continue
             ends = None
-            if scenario.quiet_hours is not None and scenario.category == "marketing":
-                ends = quiet_hours_end(self.now(), scenario.quiet_hours, profile.get("timezone"))
-            if ends is not None:
+            quiet = scenario.quiet_hours
+            if quiet is not None and scenario.category == "marketing":
+                ends = quiet_hours_end(self.now(), quiet, gate.profile.get("timezone"))
+            intent = gate.intent
+            if ends is not None and quiet is not None:
                 postponed.append((intent, ends))
+                decide(gate, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's time zone",
+                       until=ends)
             else:
                 out.messages.append(self._message(intent))
+                decide(gate, "sent", "all checks passed")
         # Quiet hours: a durable timer per message, fired with the intent as it was gated.
         await self.timers.postpone([
             Timer(uuid.UUID(i.profile_id), uuid.uuid5(TIMER_NAMESPACE, f"quiet:{i.message_id}"), i.scenario, ends,
                   uuid.UUID(i.trigger_event_id) if i.trigger_event_id else None,
                   {"intent": i.model_dump(mode="json")})
             for i, ends in postponed])
+        return decisions
 
-    async def _within_cap(self, scenario: Scenario, intent: MessageIntent) -> bool:
-        """Frequency cap: a sorted set of message ids per profile (a replayed message counts once)."""
-        if scenario.frequency_cap is None or scenario.category != "marketing":
-            return True
-        cap = scenario.frequency_cap
-        if await self.hotstate.within_cap(scenario.id if cap.scope == "scenario" else "*", intent.profile_id,
-                                              intent.message_id, limit=cap.max, window=cap.window.total_seconds(),
-                                              now=self.now().timestamp()):
-            return True
-        self.ctx.metrics.messages.labels(scenario.channel, "capped").inc()
-        return False
+    def _consent_refusal(self, gate: _Gate, states: Mapping[tuple[str, str], str]) -> str | None:
+        """Why none of the intent's channels may take it; None when one may (or when a channel's kind is
+        unknown here: delivery decides for it)."""
+        kind_of = self.options.channel_kind
+        if kind_of is None:
+            return None
+        golden = gate.profile.get("consent")
+        merged: dict[tuple[str, str], str] = {}
+        if isinstance(golden, dict):
+            merged.update({(str(ch), "marketing"): str(v) for ch, v in golden.items() if isinstance(v, str)})
+        merged.update(states)
+        reasons = []
+        for name in (gate.scenario.channel, *gate.scenario.fallbacks):
+            kind = kind_of(name)
+            if kind is None:
+                return None
+            refusal = consent_refusal(merged, kind, gate.scenario.category, self.options.consent_policy)
+            if refusal is None:
+                return None
+            reasons.append(refusal)
+        return "; ".join(reasons)
+
+    def _caps(self, scenario: Scenario) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
+        """The frequency caps of a scenario's message, ``(scope, limit, window seconds)``, and a label of each:
+        the scenario's own, the deployment's per channel and across all marketing (marketing only)."""
+        caps: list[tuple[str, int, float]] = []
+        labels: dict[str, str] = {}
+        if scenario.category != "marketing":
+            return caps, labels
+        if scenario.frequency_cap is not None:
+            cap = scenario.frequency_cap
+            scope = scenario.id if cap.scope == "scenario" else "*"
+            caps.append((scope, cap.max, cap.window.total_seconds()))
+            labels[scope] = f"{cap.max} per {cap.per} ({'this scenario' if cap.scope == 'scenario' else 'profile'})"
+        for window, limit in self.options.marketing_caps:
+            scope = _marketing_scope(window)
+            caps.append((scope, limit, window.total_seconds()))
+            labels[scope] = f"{limit} marketing messages per {_human(window)}"
+        for window, limit in self.options.channel_caps.get(scenario.channel, ()):
+            scope = _channel_scope(scenario.channel, window)
+            caps.append((scope, limit, window.total_seconds()))
+            labels[scope] = f"{limit} {scenario.channel} messages per {_human(window)}"
+        return caps, labels
+
+    def _emit(self, decisions: Sequence[Decision], out: StageOutput) -> None:
+        """Each decision as a ``message.decided`` event (deterministic id) and a metric."""
+        if self.record_decisions:
+            self.decisions.extend(decisions)
+        topic = self.ctx.topics.events
+        now = self.now()
+        for d in decisions:
+            self.ctx.metrics.trigger_decisions.labels(d.scenario.id, d.decision).inc()
+            trigger_id = str(d.event.event_id)
+            properties: dict[str, Any] = {
+                "scenario": d.scenario.id, "decision": d.decision, "reason": d.reason[:500],
+                "channel": d.scenario.channel, "category": d.scenario.category,
+                "trigger_event_id": trigger_id, "trigger_type": d.event.type,
+            }
+            message_id = d.message_id or (d.intent.message_id if d.intent is not None else None)
+            if message_id is not None:
+                properties["message_id"] = message_id
+            if d.until is not None:
+                properties["until"] = d.until.isoformat()
+            # Built from validated parts (the trigger's identities, a fixed set of properties) without
+            # validating again: a busy stage decides several times per event.
+            record_id = f"{d.scenario.id}:{trigger_id}:{d.profile_id}:{d.decision}"
+            event = Event.model_construct(
+                event_id=deterministic_event_id(DECISION_SOURCE, record_id, DECIDED), type=DECIDED,
+                source=DECISION_SOURCE, source_record_id=record_id, occurred_at=now, received_at=now,
+                identities=list(d.event.identities), traits=Traits(), properties=properties, context=Context(),
+                profile_id=uuid.UUID(d.profile_id))
+            out.messages.append(event_message(topic, event))
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
         return OutgoingMessage(self.ctx.topics.messages, intent.model_dump_json().encode(),
                                intent.profile_id.encode(), (("cdp.scenario", intent.scenario.encode()),))
 
     async def _follow_merges(self, merged: list[Event]) -> None:
-        """Pending timers of merged profiles move to the surviving profile."""
+        """Pending timers, cap counters and profile-keyed hold-until windows of merged profiles move to the
+        surviving profile (consent follows in the resolver, which records it). A window keyed by an event
+        value (a cart id) stays with the merged-away profile: the survivor may get one more such message."""
         pairs = [(uuid.UUID(p), uuid.UUID(e.properties["surviving_profile_id"]))
                  for e in merged for p in e.properties.get("merged_profile_ids", [])]
         await self.timers.move_pending(pairs)
+        await self.hotstate.move_caps([(str(a), str(b)) for a, b in pairs], self.cap_scopes)
+        profile_keyed = [s.id for s in self.scenarios if s.hold_until is not None and s.hold_until.key == "profile"]
+        await self.hotstate.move_dedupe([(str(a), str(b)) for a, b in pairs], profile_keyed)
 
     # -- daily jobs ----------------------------------------------------------------------------------
 
@@ -256,7 +630,7 @@ class TriggerStage(Stage[Event]):
         """The birthday scan, when due (PostgreSQL remembers the last run); a failure waits for the next check
         rather than holding up the stream: the scan is idempotent and runs again at the next interval."""
         mono = time.monotonic()
-        if mono - self._last_daily_check < DAILY_CHECK_SECONDS:
+        if not self.options.daily_jobs or mono - self._last_daily_check < DAILY_CHECK_SECONDS:
             return
         self._last_daily_check = mono
         try:
@@ -268,39 +642,108 @@ class TriggerStage(Stage[Event]):
     # -- durable timers ----------------------------------------------------------------------------
 
     async def _maybe_fire_timers(self, out: StageOutput) -> None:
+        """Fire due timers: at once when one this process scheduled has come due (an in-memory heap of fire
+        times, so a timer goes within a batch of its time), else at most every TIMER_CHECK_SECONDS (timers of
+        other processes, of a previous run, quiet-hours postponements)."""
         mono = time.monotonic()
-        if mono - self._last_timer_check < TIMER_CHECK_SECONDS:
+        cutoff = self.watermarks.watermark() - self.options.allowed_lateness
+        due_here = bool(self._upcoming) and self._upcoming[0] <= cutoff
+        if not due_here and mono - self._last_timer_check < TIMER_CHECK_SECONDS:
             return
         self._last_timer_check = mono
+        while self._upcoming and self._upcoming[0] <= cutoff:
+            heapq.heappop(self._upcoming)
         await self.fire_due_timers(out)
 
     async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
-        """Turn due timers into intents (appended to ``out``); they are marked fired once published."""
-        rows = await self.timers.due(self.now(), limit)
+        """Turn due timers into intents (appended to ``out``); they are marked fired once published.
+
+        A delayed trigger is due when the watermark has passed its fire time plus the allowed lateness; it
+        is then superseded (a later trigger with its hold-until key came before its fire time), cancelled (a
+        stored cancelling event happened during its wait, whatever order they arrived in) or gated. A
+        quiet-hours postponement is due at its time on the clock."""
+        cutoff = self.watermarks.watermark() - self.options.allowed_lateness
+        rows = await self.timers.due(self.now(), cutoff, limit)
         if not rows:
             return 0
-        by_id = {s.id: s for s in self.scenarios}
         fired: list[tuple[uuid.UUID, uuid.UUID]] = []
-        profile_ids = list({r["profile_id"] for r in rows})
-        golden = await self.profiles.golden_of(profile_ids)
-        gates: list[tuple[Scenario, MessageIntent, dict[str, Any]]] = []
+        superseded: list[tuple[uuid.UUID, uuid.UUID]] = []
+        checks: list[tuple[uuid.UUID, Sequence[str], datetime, datetime]] = []
+        candidates: list[tuple[Scenario, Event, tuple[uuid.UUID, uuid.UUID]]] = []
         for row in rows:
-            fired.append((row["profile_id"], row["trigger_id"]))
-            scenario = by_id.get(row["scenario"])
+            ident = (row["profile_id"], row["trigger_id"])
+            scenario = self._by_id.get(row["scenario"])
             payload = row["payload"] or {}
             if scenario is None:
+                fired.append(ident)
                 continue
             if "intent" in payload:  # postponed by quiet hours: already gated
-                out.messages.append(self._message(MessageIntent.model_validate(payload["intent"])))
+                intent = MessageIntent.model_validate(payload["intent"])
+                out.messages.append(self._message(intent))
+                fired.append(ident)
+                if intent.trigger_event:
+                    self._emit([Decision(scenario, intent.profile_id, "sent", "quiet hours ended",
+                                         Event.model_validate(intent.trigger_event), intent)], out)
+                continue
+            if row["superseded"]:
+                superseded.append(ident)
                 continue
             event = Event.model_validate(payload)
             event.profile_id = row["profile_id"]  # the timer may have moved to a surviving profile
-            profile = golden.get(row["profile_id"], {})
-            gates.append((scenario, self._intent(scenario, event, profile), profile))
-        await self._gate_all(gates, out)
+            if scenario.cancel_on:
+                checks.append((row["profile_id"], scenario.cancel_on, row["occurred_at"] or event.occurred_at,
+                               row["fire_at"]))
+            candidates.append((scenario, event, ident))
+        cancelled_at = await self.events.any_in_window(checks)
+        golden = await self.profiles.golden_of(list({ident[0] for _, _, ident in candidates}))
+        gates: list[_Gate] = []
+        cancelled: list[tuple[uuid.UUID, uuid.UUID]] = []
+        decisions: list[Decision] = []
+        check_index = 0
+        for scenario, event, ident in candidates:
+            if scenario.cancel_on:
+                hit = check_index in cancelled_at
+                check_index += 1
+                if hit:
+                    cancelled.append(ident)
+                    decisions.append(Decision(scenario, str(ident[0]), "suppressed",
+                                              "cancelled by " + ", ".join(scenario.cancel_on) + " during the wait",
+                                              event))
+                    continue
+            fired.append(ident)
+            profile = golden.get(ident[0], {})
+            view = _EventView(event)
+            gates.append(_Gate(scenario, profile, event, view,
+                               functools.partial(self._intent, scenario, event, profile, view)))
+        decisions.extend(await self._gate_all(gates, out))
+        self._emit(decisions, out)
+        await self.timers.settle(superseded, "superseded")
+        await self.timers.settle(cancelled, "cancelled")
 
         async def mark_fired() -> None:
             await self.timers.mark_fired(fired)
 
         out.on_durable.append(mark_fired)
         return len(fired)
+
+
+def _marketing_scope(window: timedelta) -> str:
+    return f"marketing:{int(window.total_seconds())}"
+
+
+def _channel_scope(channel: str, window: timedelta) -> str:
+    return f"channel:{channel}:{int(window.total_seconds())}"
+
+
+def _dedupe_parts(key: str, profile_id: str) -> tuple[str, str]:
+    """``(profile part, key part)`` of a hold-until window key: always the profile's own (two customers'
+    carts may share an id in different shops)."""
+    return profile_id, key
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

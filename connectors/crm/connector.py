@@ -212,7 +212,9 @@ class CrmConnector(HttpConnector):
             raise SchemaViolation("subscription names no contact", field="contactId")
         props = {"channel": channel, "status": status,
                  "purpose": text(sub.get("subscriptionType")) or "marketing",
-                 "legal_basis": text(sub.get("legalBasis")), "via": text(sub.get("source"))}
+                 "legal_basis": text(sub.get("legalBasis")), "via": text(sub.get("source")),
+                 "evidence": {"method": "api", "reference": f"{self.instance}:subscription:{sub.get('id')}",
+                              "text": text(sub.get("legalBasis"))}}
         return [{"type": "consent.changed", "identities": ids, "properties": props,
                  "occurred_at": parse_datetime(require(sub, "timestamp"), field="timestamp"),
                  "context": {"channel": "crm"}}]

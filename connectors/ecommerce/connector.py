@@ -285,8 +285,11 @@ class EcommerceConnector(HttpConnector):
             events.append({
                 "type": "consent.changed", "source_record_id": f"{cid}/{channel}_consent@{when}",
                 "occurred_at": parse_datetime(when, field=f"{key}.consent_updated_at"),
-                "identities": ids, "properties": {"channel": channel, "status": status,
-                                                  "opt_in_level": text(consent.get("opt_in_level"))},
+                "identities": ids, "properties": {
+                    "channel": channel, "status": status, "opt_in_level": text(consent.get("opt_in_level")),
+                    # The evidence the consents table keeps: a confirmed opt-in is the shop's double opt-in.
+                    "evidence": {"method": "double_opt_in" if consent.get("opt_in_level") == "confirmed_opt_in"
+                                 else "form", "reference": f"{self.instance}:{key}"}},
                 "context": {"channel": "ecommerce"},
             })
         return events

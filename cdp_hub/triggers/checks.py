@@ -1,0 +1,216 @@
+"""Scenario checks beyond the shape: every reference must name something installed and configured.
+
+    scenario files (built-ins, scenarios_dir) ─▶ parse (JSON Schema, pydantic) ─▶ for each scenario:
+        trigger and cancel_on       registered event types (built-in and plugin-registered)
+        conditions, hold_until key  event properties of the trigger's payload, event fields, profile traits
+        segments                    segment.entered/exited on a known segment, profile.segments contains one
+        channel, fallbacks          a configured channel instance, or a channel type of that name
+        template                    a template for every channel kind used, in the deployment's locale
+    ─▶ problems, each ``file:line: $.json.path: message``
+
+``cdp-hub scenarios validate`` prints them; ``cdp-hub run`` refuses to start the triggers stage while there is
+one. The caller says what is installed (``channel_kind``, ``template_exists``): this module needs neither the
+hub nor the delivery package.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.schema.events import Event, Traits
+from cdp_hub.schema.payloads import EVENT_TYPES
+from cdp_hub.triggers.scenario import SCENARIO_FILES, Scenario
+
+__all__ = ["Installed", "Problem", "check_scenario_files", "scenario_documents"]
+
+PROFILE_FIELDS = frozenset(Traits.model_fields) | {"segments", "consent", "profile_id"}
+EVENT_FIELDS = frozenset(Event.model_fields)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario, where it is."""
+
+    origin: str
+    line: int | None
+    path: str
+    message: str
+    severity: str = "error"
+    """``error`` (the scenario cannot work: validate fails, the daemon does not start) or ``warning``."""
+
+    def __str__(self) -> str:
+        where = f"{self.origin}:{self.line}" if self.line else self.origin
+        label = "" if self.severity == "error" else "warning: "
+        return f"{where}: {self.path}: {label}{self.message}"
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What the deployment has: how a channel instance is sent (its kind, or None when it is not there),
+    whether a template exists for ``(name, kind, locale)``, the segments and the extra profile traits."""
+
+    channel_kind: Callable[[str], str | None]
+    template_exists: Callable[[str, str, str], bool]
+    segments: frozenset[str]
+    locales: tuple[str, ...] = ("ru",)
+    traits: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Document:
+    origin: str
+    data: Any
+    lines: Mapping[tuple[str | int, ...], int]
+    prefix: tuple[int, ...]
+
+
+def scenario_documents(paths: Iterable[Path], *, builtin: bool = True) -> list[_Document]:
+    """Every scenario document of the built-ins and ``paths``, with the line of each JSON path."""
+    texts = SCENARIO_FILES.builtin_files() if builtin else []
+    for path in paths:
+        if not path.exists():
+            raise ConfigurationError(f"scenarios: {path} does not exist")
+        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+        texts.extend((str(f), f.read_text(encoding="utf-8")) for f in files)
+    docs: list[_Document] = []
+    for origin, text in texts:
+        try:
+            data = yaml.safe_load(text)
+            node = yaml.compose(text)
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{origin}: not valid YAML: {exc}") from None
+        lines = _lines(node) if node is not None else {}
+        if isinstance(data, list):
+            docs.extend(_Document(origin, d, lines, (i,)) for i, d in enumerate(data))
+        else:
+            docs.append(_Document(origin, data, lines, ()))
+    return docs
+
+
+def _lines(node: yaml.Node, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
+    out = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out.update(_lines(value, (*path, str(key.value))))
+            out[(*path, str(key.value))] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.update(_lines(item, (*path, i)))
+    return out
+
+
+def check_scenario_files(paths: Sequence[Path], installed: Installed, *,
+                         builtin: bool = True) -> tuple[list[Scenario], list[Problem]]:
+    """Parse and check every scenario; a later id replaces an earlier one (only the ones that run are
+    checked). Returns the enabled scenarios and the problems found."""
+    problems: list[Problem] = []
+    by_id: dict[str, tuple[Scenario, _Document]] = {}
+    for doc in scenario_documents(paths, builtin=builtin):
+        origin = f"{doc.origin}[{doc.prefix[0]}]" if doc.prefix else doc.origin
+        try:
+            scenario = SCENARIO_FILES.parse(doc.data, origin=origin)
+        except ConfigurationError as exc:
+            problems.append(Problem(doc.origin, doc.lines.get(doc.prefix), "$", str(exc)))
+            continue
+        by_id[scenario.id] = (scenario, doc)
+    running = [(s, d) for s, d in by_id.values() if s.enabled]
+    for scenario, doc in running:
+        problems.extend(check_scenario(scenario, doc, installed))
+    return [s for s, _ in running], problems
+
+
+def check_scenario(scenario: Scenario, doc: _Document, installed: Installed) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def problem(path: tuple[str | int, ...], message: str, severity: str = "error") -> None:
+        full = (*doc.prefix, *path)
+        line = None
+        for cut in range(len(full), -1, -1):
+            line = doc.lines.get(full[:cut])
+            if line is not None:
+                break
+        problems.append(Problem(doc.origin, line, "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                                                                for p in path), message, severity))
+
+    def event_type(path: tuple[str | int, ...], name: str) -> None:
+        if name not in EVENT_TYPES:
+            problem(path, f"unknown event type {name!r}{_did_you_mean(name, EVENT_TYPES)}")
+
+    event_type(("trigger", "event"), scenario.trigger.event)
+    for i, name in enumerate(scenario.cancel_on):
+        event_type(("cancel_on", i), name)
+
+    for i, cond in enumerate(scenario.conditions):
+        message = _field_problem(cond.field, scenario.trigger.event, installed)
+        if message:
+            problem(("conditions", i, "field"), message)
+        segment = _segment_named(cond.field, cond.op, cond.value, scenario.trigger.event)
+        if segment is not None and segment not in installed.segments:
+            problem(("conditions", i, "value"), f"unknown segment {segment!r}"
+                    f"{_did_you_mean(segment, installed.segments)}")
+    if scenario.hold_until is not None and scenario.hold_until.key != "profile":
+        message = _field_problem(scenario.hold_until.key, scenario.trigger.event, installed)
+        if message:
+            problem(("hold_until", "key"), message)
+
+    kinds: list[str] = []
+    for path, name in [(("channel",), scenario.channel),
+                       *((("fallbacks", i), n) for i, n in enumerate(scenario.fallbacks))]:
+        kind = installed.channel_kind(name)
+        if kind is None:
+            # A missing fallback only matters when the channels before it fail: a warning.
+            problem(path, f"channel {name!r} is not configured (add [channels.{name}] to the config)",
+                    "error" if path == ("channel",) else "warning")
+        else:
+            kinds.append(kind)
+    for kind in dict.fromkeys(kinds):
+        for locale in installed.locales:
+            if not installed.template_exists(scenario.template, kind, locale):
+                problem(("template",), f"no template {scenario.template!r} for {kind} in locale {locale!r} "
+                                       f"(add {scenario.template}/{kind}.j2 to templates_dir)")
+    return problems
+
+
+def _field_problem(field: str, trigger: str, installed: Installed) -> str | None:
+    """Why a condition path names nothing the trigger event or the profile has; None when it is fine."""
+    parts = field.split(".")
+    if parts[0] == "profile":
+        known = PROFILE_FIELDS | installed.traits
+        if parts[1] not in known:
+            return f"unknown profile trait {parts[1]!r}{_did_you_mean(parts[1], known)}"
+        return None
+    if parts[1] not in EVENT_FIELDS:
+        return f"events have no field {parts[1]!r}{_did_you_mean(parts[1], EVENT_FIELDS)}"
+    if parts[1] == "properties" and len(parts) > 2:
+        model = EVENT_TYPES.get(trigger)
+        if model is None:
+            return None  # the unknown trigger is reported on its own
+        names = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+        if parts[2] not in names:
+            return (f"{trigger} events have no property {parts[2]!r}{_did_you_mean(parts[2], names)}"
+                    f" (its properties: {', '.join(sorted(names)) or 'none'})")
+    if parts[1] == "traits" and len(parts) > 2:
+        known = frozenset(Traits.model_fields) | installed.traits
+        if parts[2] not in known:
+            return f"unknown trait {parts[2]!r}{_did_you_mean(parts[2], known)}"
+    return None
+
+
+def _segment_named(field: str, op: str, value: Any, trigger: str) -> str | None:
+    if field == "event.properties.segment" and trigger in ("segment.entered", "segment.exited") and op == "eq":
+        return str(value)
+    if field == "profile.segments" and op == "contains" and isinstance(value, str):
+        return value
+    return None
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""

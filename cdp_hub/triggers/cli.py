@@ -1,0 +1,262 @@
+"""Scenario commands of the ``cdp-hub`` CLI.
+
+    cdp-hub scenarios validate [PATH...]                 shape, and every reference against what is installed
+    cdp-hub scenarios list                               the scenarios the triggers stage would run
+    cdp-hub scenarios simulate ID (--profile P | --events FILE) [--now] [--json]
+        a profile's stored events (or a JSON Lines file of events) through the real triggers stage and its
+        contact policy, sends disabled: every decision with its reason, and the message each sent one renders
+
+The simulation runs on a :class:`~cdp_hub.store.db.RollbackStore` (what it writes, timers and segment
+memberships, is rolled back) with an in-process bus and hot state: it reads the deployment's profiles,
+consent and send log, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cdp_hub.cli.helpers import SubParsers, command_group, print_json
+from cdp_hub.config import Settings
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.triggers.checks import Installed, Problem, check_scenario_files
+from cdp_hub.triggers.scenario import Scenario
+
+__all__ = ["check_scenarios", "installed", "register", "simulate"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: SubParsers) -> None:
+    s = command_group(sub, "scenarios", "scenarios (YAML): validate, list and simulate")
+    v = s.add_parser("validate", help="check scenario files: shape, event types, fields, channels, templates, "
+                                      "segments")
+    v.add_argument("paths", nargs="*", type=Path, help="files or folders (default: built-ins and scenarios_dir)")
+    v.set_defaults(handler=cmd_validate)
+    ls = s.add_parser("list", help="the scenarios the triggers stage would run")
+    ls.set_defaults(handler=cmd_list)
+    sim = s.add_parser("simulate", help="what a scenario would decide for a profile's events, sends disabled")
+    sim.add_argument("scenario", help="scenario id")
+    src = sim.add_mutually_exclusive_group(required=True)
+    src.add_argument("--profile", help="a profile id: replay its stored events")
+    src.add_argument("--events", type=Path, help="JSON Lines of canonical events (profile_id set, or --for)")
+    sim.add_argument("--for", dest="for_profile", help="with --events: the profile the events belong to")
+    sim.add_argument("--now", action="store_true",
+                     help="judge the events as arriving now (a replay: old ones are too_late), not as live")
+    sim.add_argument("--limit", type=int, default=1000, help="at most this many stored events")
+    sim.add_argument("--json", action="store_true")
+    sim.set_defaults(handler=cmd_simulate)
+
+
+def installed(settings: Settings) -> Installed:
+    """What the deployment has installed and configured, for the scenario checks."""
+    from cdp_hub.delivery.rendering import TemplateRenderer
+    from cdp_hub.pipeline.build import channel_kind
+    from cdp_hub.plugins import get_registry
+    from cdp_hub.resolver.rules import load_rules
+    from cdp_hub.segments.model import load_segments
+
+    registry = get_registry()  # loads the plugins: their event types count
+    kind_of = channel_kind(settings, registry)
+    if not settings.channels:
+        # A deployment without [channels.*] has not chosen providers yet: names are not checked then.
+        def kind(name: str) -> str | None:
+            return kind_of(name) or "email"
+    else:
+        def kind(name: str) -> str | None:
+            return kind_of(name) if name in settings.channels else None
+    renderer = TemplateRenderer(settings.templates_dir, default_locale=settings.default_locale,
+                                default_currency=settings.default_currency)
+    segments = load_segments([settings.segments_dir] if settings.segments_dir else [])
+    return Installed(channel_kind=kind, template_exists=renderer.exists,
+                     segments=frozenset(s.id for s in segments), locales=(settings.default_locale,),
+                     traits=frozenset(load_rules().traits))
+
+
+def check_scenarios(settings: Settings, paths: list[Path] | None = None) -> list[Scenario]:
+    """The deployment's scenarios, checked; raises :class:`ConfigurationError` listing every problem (the
+    daemon refuses to start the triggers stage with an invalid scenario)."""
+    scenarios, problems = _check(settings, paths)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ConfigurationError("invalid scenarios (cdp-hub scenarios validate):\n  " + "\n  ".join(map(str, errors)))
+    for warning in problems:
+        log.warning("scenario %s", warning)
+    return scenarios
+
+
+def _check(settings: Settings, paths: list[Path] | None = None) -> tuple[list[Scenario], list[Problem]]:
+    builtin = not paths
+    if not paths:
+        paths = [settings.scenarios_dir] if settings.scenarios_dir else []
+    return check_scenario_files(paths, installed(settings), builtin=builtin)
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    scenarios, problems = _check(settings, args.paths or None)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    errors = [p for p in problems if p.severity == "error"]
+    failing = {p.origin for p in errors}
+    for s in scenarios:
+        print(f"ok  {s.id}: on {s.trigger.event} -> {'/'.join([s.channel, *s.fallbacks])} ({s.template})")
+    if errors:
+        print(f"{len(errors)} error(s) in {len(failing)} file(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.triggers.scenario import load_scenarios
+
+    for s in load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else []):
+        extra = []
+        if s.delay:
+            extra.append(f"after {s.delay}")
+        if s.hold_until:
+            extra.append(f"one per {s.hold_until.key}")
+        if s.cancel_on:
+            extra.append(f"cancelled by {', '.join(s.cancel_on)}")
+        if s.priority:
+            extra.append(f"priority {s.priority}")
+        print(f"{s.id:<22} on {s.trigger.event:<18} -> {'/'.join([s.channel, *s.fallbacks]):<18} "
+              f"{s.category:<13} {'; '.join(extra)}")
+    return 0
+
+
+async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    scenarios = {s.id: s for s in check_scenarios(settings)}
+    scenario = scenarios.get(args.scenario)
+    if scenario is None:
+        raise ConfigurationError(f"no scenario {args.scenario!r}; scenarios: {', '.join(sorted(scenarios))}")
+    rows = await simulate(settings, scenario, profile=args.profile, events_file=args.events,
+                          for_profile=args.for_profile, now=args.now, limit=args.limit)
+    if args.json:
+        print_json(rows, ensure_ascii=False)
+        return 0
+    for row in rows:
+        print(f"{row['at'][:19]}  {row['trigger']:<20} {row['decision']:<14} {row['reason']}")
+        message = row.get("message")
+        if message:
+            head = message.get("subject") or ""
+            body = " ".join(str(message.get("text", "")).split())[:160]
+            print(f"    {message['channel']} ({message['locale']}): {head}" + (f" | {body}" if body else ""))
+        elif row.get("render_error"):
+            print(f"    not renderable: {row['render_error']}")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["decision"]] = counts.get(row["decision"], 0) + 1
+    print(", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no decisions: the scenario never matched")
+    return 0
+
+
+async def simulate(settings: Settings, scenario: Scenario, *, profile: str | None = None,
+                   events_file: Path | None = None, for_profile: str | None = None, now: bool = False,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+    """Run ``scenario`` over a profile's stored events (or a file's) with sends disabled; one row per
+    decision, in order, with the rendered message of each sent one."""
+    from cdp_hub.bus.base import Record
+    from cdp_hub.bus.memory import MemoryBus
+    from cdp_hub.delivery.profiles import ProfileSnapshot, load_profiles
+    from cdp_hub.delivery.rendering import TemplateError, TemplateRenderer
+    from cdp_hub.delivery.stage import message_locale, template_context
+    from cdp_hub.hotstate import HotState
+    from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.build import build_stage, channel_kind, trigger_options
+    from cdp_hub.pipeline.stage import StageOutput
+    from cdp_hub.resolver.stage import profile_created_event
+    from cdp_hub.schema.events import Event, parse_event
+    from cdp_hub.store import EventRepository, ProfileRepository
+    from cdp_hub.store.db import RollbackStore
+    from cdp_hub.triggers.stage import Decision, TriggerStage
+
+    quiet = settings.model_copy(update={"bus": "memory", "auto_create_topics": True, "auto_migrate": False})
+    store = RollbackStore(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir)
+    rows: list[dict[str, Any]] = []
+    async with Hub(quiet, bus=MemoryBus(), store=store, hotstate=HotState("fakeredis://")) as hub:
+        events: list[Event] = []
+        if profile is not None:
+            pid = _uuid(profile, "--profile")
+            stored = [Event.from_json(body) for body in await EventRepository(store).of_profile(pid, limit)]
+            if not stored:
+                raise ConfigurationError(f"profile {profile} has no stored events")
+            # profile.created is not stored: the profile's first event made it.
+            events = [profile_created_event(pid, stored[0]), *stored]
+        elif events_file is not None:
+            owner = _uuid(for_profile, "--for") if for_profile else None
+            text = await asyncio.to_thread(events_file.read_text, encoding="utf-8")
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    event = parse_event(line.encode())
+                except ValueError as exc:
+                    raise ConfigurationError(f"{events_file}:{n}: {exc}") from None
+                if owner is not None:
+                    event.profile_id = owner
+                if event.profile_id is None:
+                    raise ConfigurationError(f"{events_file}:{n}: no profile_id; give the profile with --for")
+                events.append(event)
+        events.sort(key=lambda e: e.occurred_at)
+        wall = datetime.now(UTC)
+        clock = [wall if now or not events else events[0].occurred_at]
+        hub.clock = lambda: clock[0]
+        options = trigger_options(hub, daily_jobs=False)
+        stage = build_stage(hub, "triggers", scenarios=[scenario], trigger_options=options)
+        assert isinstance(stage, TriggerStage)
+        stage.record_decisions = True
+        kind_of = channel_kind(settings, hub.registry)
+        renderer = TemplateRenderer(settings.templates_dir, default_locale=settings.default_locale,
+                                    default_currency=settings.default_currency)
+        snapshots = await load_profiles(ProfileRepository(store), {str(e.profile_id) for e in events})
+
+        async def fire() -> None:
+            out = StageOutput()
+            await stage.fire_due_timers(out)
+            for callback in out.on_durable:
+                await callback()
+
+        for offset, event in enumerate(events):
+            if not now:
+                clock[0] = max(clock[0], event.occurred_at)
+                stage.watermarks.caught_up()
+                await fire()
+            await stage.handle([Record(hub.topics.profile_events, 0, offset, None, event.to_json())])
+        # Let every wait run out: the longest delay, the lateness, a day for quiet hours.
+        clock[0] = clock[0] + (scenario.delay_td or timedelta(0)) + options.allowed_lateness + timedelta(days=1)
+        stage.watermarks.caught_up()
+        await fire()
+        decisions: list[Decision] = stage.decisions
+        for d in decisions:
+            row: dict[str, Any] = {
+                "at": d.event.occurred_at.isoformat(), "trigger": d.event.type, "trigger_event_id": str(d.event.event_id),
+                "scenario": d.scenario.id, "decision": d.decision, "reason": d.reason, "profile_id": d.profile_id}
+            if d.until is not None:
+                row["until"] = d.until.isoformat()
+            if d.decision == "sent" and d.intent is not None:
+                snap = snapshots.get(d.profile_id) or ProfileSnapshot(d.profile_id, {})
+                kind = kind_of(d.intent.channel) or "email"
+                locale = message_locale(d.intent, snap, settings.default_locale)
+                try:
+                    rendered = renderer.render(d.intent.template, kind, template_context(d.intent, snap,
+                                                                                         d.intent.channel),
+                                               locale=locale, timezone=snap.traits.get("timezone"))
+                    row["message"] = {"channel": d.intent.channel, "kind": kind, "locale": locale,
+                                      "subject": rendered.subject, "text": rendered.text}
+                except TemplateError as exc:
+                    row["render_error"] = str(exc)
+            rows.append(row)
+    return rows
+
+
+def _uuid(value: str, flag: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ConfigurationError(f"{flag}: not a profile id: {value[:80]!r}") from None

@@ -1,0 +1,124 @@
+"""``cdp-hub scenarios validate|simulate`` and the daemon's refusal to start with an invalid scenario."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cdp_hub.config import ChannelInstance, Settings
+from cdp_hub.hub import Hub
+from cdp_hub.schema import parse_event
+from cdp_hub.store import ConsentRepository, ConsentStatement
+from cdp_hub.triggers.cli import simulate
+from cdp_hub.triggers.scenario import Scenario
+from tests.test_cli import cdp_hub
+
+BAD = """\
+id: cart_promo
+trigger: {event: cart.updatedd}
+conditions:
+  - {field: profile.citty, op: eq, value: Москва}
+channel: telegram
+template: welcome
+"""
+
+
+def _config(tmp_path: Path, scenarios: dict[str, str], extra: str = "") -> Path:
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    for name, text in scenarios.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    cfg = tmp_path / "cdp-hub.toml"
+    cfg.write_text(f'scenarios_dir = "{folder}"\n{extra}\n[channels.email]\ntype = "outbox"\n'
+                   f'config = {{ directory = "{tmp_path / "outbox"}" }}\n', encoding="utf-8")
+    return cfg
+
+
+def test_validate_checks_references_and_names_file_line_and_path(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, {
+        "promo.yaml": BAD,
+        "reminder.yaml": "id: reminder\ntrigger: {event: cart.updated}\n"
+                         "conditions: [{field: event.properties.totall, op: gt, value: 0}]\n"
+                         "channel: email\ntemplate: no_such_template\n",
+        "lapsed.yaml": "id: lapsed\ntrigger: {event: segment.entered}\n"
+                       "conditions:\n  - {field: event.properties.segment, op: eq, value: lapsed_customerz}\n"
+                       "channel: email\ntemplate: win_back\n",
+    })
+    res = cdp_hub("--config", str(cfg), "scenarios", "validate")
+    assert res.returncode == 1
+    err = res.stderr
+    promo, reminder, lapsed = (str(tmp_path / "scenarios" / f) for f in ("promo.yaml", "reminder.yaml", "lapsed.yaml"))
+    assert f"{promo}:2: $.trigger.event: unknown event type 'cart.updatedd' (did you mean 'cart.updated'?)" in err
+    assert f"{promo}:4: $.conditions[0].field: unknown profile trait 'citty' (did you mean 'city'?)" in err
+    assert f"{promo}:5: $.channel: channel 'telegram' is not configured" in err
+    assert f"{reminder}:3: $.conditions[0].field: cart.updated events have no property 'totall' " \
+           "(did you mean 'total'?)" in err
+    assert f"{reminder}:5: $.template: no template 'no_such_template' for email in locale 'ru'" in err
+    assert f"{lapsed}:4: $.conditions[0].value: unknown segment 'lapsed_customerz'" in err
+    # Built-ins whose fallbacks (sms, push) this deployment has not configured: warnings, not errors.
+    assert "builtin:welcome.yaml:6: $.fallbacks[0]: warning: channel 'sms' is not configured" in err
+    assert "6 error(s) in 3 file(s)" in err
+
+
+def test_the_daemon_refuses_to_start_with_an_invalid_scenario(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, {"promo.yaml": BAD})
+    res = cdp_hub("--config", str(cfg), "run", "--no-http")
+    assert res.returncode == 1
+    assert "invalid scenarios" in res.stderr and "cart.updatedd" in res.stderr
+
+
+async def test_simulate_prints_each_decision_and_the_rendered_message(hub: Hub, tmp_path: Path) -> None:
+    settings: Settings = hub.settings.model_copy(update={
+        "channels": {"email": ChannelInstance(type="outbox", config={"directory": str(tmp_path)})}})
+    pid = uuid.uuid4()
+    await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, $2)", pid,
+                            {"first_name": "Анна", "locale": "ru"})
+    await ConsentRepository(hub.store).record([ConsentStatement(
+        pid, "email", "marketing", "opted_in", datetime(2026, 1, 1, tzinfo=UTC), "form", uuid.uuid4())])
+    cart = Scenario.model_validate({
+        "id": "abandoned_cart", "trigger": {"event": "cart.updated"}, "delay": "1h", "cancel_on": ["order.placed"],
+        "hold_until": {"key": "event.properties.cart_id"}, "channel": "email", "template": "abandoned_cart"})
+    t0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+    def line(kind: str, at: datetime, rid: str, **props: object) -> str:
+        return parse_event({"type": kind, "source": "shop", "source_record_id": rid, "occurred_at": at.isoformat(),
+                            "identities": [{"kind": "email", "value": "anna@example.ru"}],
+                            "properties": props}).to_json().decode()
+
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join([
+        line("cart.updated", t0, "c1", cart_id="A", total="990"),
+        line("cart.updated", t0 + timedelta(minutes=20), "c2", cart_id="A", total="1990"),
+        line("cart.updated", t0 + timedelta(days=1), "c3", cart_id="B", total="500"),
+        line("order.placed", t0 + timedelta(days=1, minutes=30), "o1", order_id="B"),
+    ]), encoding="utf-8")
+    rows = await simulate(settings, cart, events_file=events, for_profile=str(pid))
+    # Cart A: one reminder for the last change (1 990 ₽); cart B: the order came during the wait.
+    assert [r["decision"] for r in rows] == ["sent", "suppressed"]
+    sent = rows[0]
+    assert sent["message"]["channel"] == "email" and "Анна" in (sent["message"]["subject"] or "") + sent["message"]["text"]
+    assert "1\xa0990" in sent["message"]["text"]
+    # Nothing the simulation did is left behind.
+    assert await hub.store.fetchval("SELECT count(*) FROM scheduled_triggers") == 0
+
+    # Judged as arriving now (a replay), the same events are history: too late.
+    late = await simulate(settings, cart, events_file=events, for_profile=str(pid), now=True)
+    assert {r["decision"] for r in late} == {"too_late"}
+
+
+def test_simulate_from_the_command_line(tmp_path: Path, pg_dsn: str, redis_url: str) -> None:
+    env = {"CDP_HUB_POSTGRES_DSN": pg_dsn, "CDP_HUB_REDIS_URL": redis_url, "CDP_HUB_DATA_DIR": str(tmp_path)}
+    events = tmp_path / "e.jsonl"
+    at = datetime.now(UTC) - timedelta(hours=3)
+    events.write_text(parse_event({
+        "type": "order.paid", "source": "shop", "source_record_id": "o1", "occurred_at": at.isoformat(),
+        "identities": [{"kind": "email", "value": "a@example.ru"}],
+        "properties": {"order_id": "o1", "total": "100", "currency": "RUB"}}).to_json().decode(), encoding="utf-8")
+    res = cdp_hub("scenarios", "simulate", "order_confirmation", "--events", str(events), "--for",
+                  str(uuid.uuid4()), "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    [row] = json.loads(res.stdout)
+    assert row["decision"] == "sent" and row["scenario"] == "order_confirmation"
+    assert "render_error" in row or row["message"]["channel"] == "email"
