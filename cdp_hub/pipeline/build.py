@@ -25,6 +25,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Stage, StageContext
+from cdp_hub.resolver.catalogue import CatalogueStep
 from cdp_hub.resolver.stage import ResolverStage
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
@@ -33,6 +34,7 @@ from cdp_hub.store import (
     DeadLetterRepository,
     JobRepository,
     MessageRepository,
+    ProductRepository,
     ProfileRepository,
     SegmentRepository,
     TimerRepository,
@@ -76,8 +78,10 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
     ctx = stage_context(hub)
     settings = hub.settings
     if name == "resolver":
+        catalogue = CatalogueStep(ProductRepository(hub.store), interest_days=settings.catalogue_interest_days,
+                                  audience_limit=settings.catalogue_audience_limit)
         return ResolverStage(ctx, profiles=ProfileRepository(hub.store), normalization=settings.normalization,
-                             rules=options.get("rules"))
+                             rules=options.get("rules"), catalogue=catalogue)
     if name == "triggers":
         scenarios = options.get("scenarios")
         if scenarios is None:

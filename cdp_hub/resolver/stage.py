@@ -2,6 +2,8 @@
 
     batch of records ─▶ parse (bad ─▶ DLQ) ─▶ IdentityGraph.resolve (one transaction, set-wise)
         ─▶ per event, in order:  [profile.created]  event with profile_id  [profile.merged]
+    catalogue events (product.updated: no person in them) ─▶ CatalogueStep (resolver/catalogue.py)
+        ─▶ products table ─▶ product.price_dropped / product.back_in_stock per interested profile
 
 Every output is keyed by its profile id, so one profile's events stay in order downstream. Replays are
 safe: a stored event is not stored or observed again, and the profile.created / profile.merged events it
@@ -18,7 +20,9 @@ from datetime import UTC, datetime
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
+from cdp_hub.errors import SchemaViolation
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
+from cdp_hub.resolver.catalogue import CatalogueStep, is_catalogue_event
 from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
 from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.schema.events import Context, Event, parse_event
@@ -74,9 +78,10 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
     name = "resolver"
 
     def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, normalization: NormalizationOptions,
-                 rules: IdentityRules | None = None) -> None:
+                 rules: IdentityRules | None = None, catalogue: CatalogueStep | None = None) -> None:
         super().__init__(ctx)
         self.profiles = profiles
+        self.catalogue = catalogue
         self.normalization = normalization
         self.rules = rules or load_rules()
         self._graph: IdentityGraph | None = None
@@ -107,6 +112,11 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
 
     def decode(self, record: Record) -> tuple[Event, list[Key]]:
         event = parse_event(record.value, options=self.normalization)
+        if is_catalogue_event(event):
+            if self.catalogue is None:
+                raise SchemaViolation(f"{event.type}: this resolver keeps no catalogue", field="type",
+                                      value=event.type, record_id=event.source_record_id, source=event.source)
+            return event, []
         usable = self.graph.usable_keys(event)
         if not usable and event.profile_id is None:
             raise ResolutionError(
@@ -119,10 +129,21 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
 
     async def process(self, batch: Sequence[Decoded[tuple[Event, list[Key]]]]) -> StageOutput:
         out = StageOutput()
-        parsed = [(item.record, item.value[0]) for item in batch]
-        result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in batch])
-        await self._emit(out, parsed, result)
+        people = [item for item in batch if not is_catalogue_event(item.value[0])]
+        if people:
+            parsed = [(item.record, item.value[0]) for item in people]
+            result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in people])
+            await self._emit(out, parsed, result)
+        if len(people) < len(batch):  # after the people: a view in this batch counts for a price drop in it
+            await self._catalogue(out, [item.value[0] for item in batch if is_catalogue_event(item.value[0])])
         return out
+
+    async def _catalogue(self, out: StageOutput, events: list[Event]) -> None:
+        assert self.catalogue is not None  # decode dead-letters catalogue events without it
+        topic = self.ctx.topics.profile_events
+        for derived in await self.catalogue.apply(events):
+            assert derived.profile_id is not None
+            out.messages.append(_message(topic, derived, derived.profile_id))
 
     async def _emit(self, out: StageOutput, parsed: list[tuple[Record, Event]], result: BatchResult) -> None:
         topic = self.ctx.topics.profile_events
