@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "cdp_hub.resolver.fuzzy.cli",  # identity suggest, identity suggestions
     "cdp_hub.segments.cli",      # segments, triggers run-daily
     "cdp_hub.delivery.cli",      # templates
+    "cdp_hub.delivery.recommend_cli",  # recommend refresh/show
 )
 
 Handler = Callable[[argparse.Namespace, Settings], Any]

@@ -36,6 +36,7 @@ from cdp_hub.store import (
     MessageRepository,
     ProductRepository,
     ProfileRepository,
+    RecommendationRepository,
     SegmentRepository,
     TimerRepository,
 )
@@ -94,7 +95,8 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
                             segments=segments, scheduler=birthday_scheduler(hub))
     if name == "delivery":
         return DeliveryStage(ctx, sendlog=SendLog(hub.store), profiles=ProfileRepository(hub.store), channels=hub.channel,
-                             options=DeliveryOptions.from_settings(settings))
+                             options=DeliveryOptions.from_settings(settings),
+                             recommendations=RecommendationRepository(hub.store))
     if name == "dlq":
         return DeadLetterStage(ctx, letters=DeadLetterRepository(hub.store))
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
