@@ -131,3 +131,53 @@ async def test_a_price_drop_reaches_the_triggers_stage_as_a_profile_event(hub: H
     triggers = build_stage(hub, "triggers", scenarios=[])
     decoded = triggers.decode(Record(message.topic, 0, 0, message.key, message.value))
     assert decoded.type == "product.price_dropped"
+
+
+def test_the_shop_maps_each_variant_of_a_product_to_a_catalogue_event() -> None:
+    from connectors.ecommerce import EcommerceConnector
+
+    shop = EcommerceConnector(instance="shop", config={"storefront_url": "https://shop.example",
+                                                       "durable_categories": ["Диваны"]})
+    record = {"id": 801, "title": "Диван Осло", "product_type": "Мебель > Диваны", "vendor": "Nord",
+              "handle": "divan-oslo", "status": "active", "updated_at": "2026-05-01T10:00:00+03:00",
+              "image": {"src": "https://cdn.example/oslo.jpg"},
+              "variants": [{"sku": "OSLO-GREY", "title": "Серый", "price": "49990.00", "compare_at_price": "59990.00",
+                            "inventory_quantity": 3},
+                           {"sku": "OSLO-BLUE", "title": "Синий", "price": "49990.00", "inventory_quantity": -1},
+                           {"sku": None, "title": "Образец", "price": "0"}]}
+    assert shop.stream_of(record) == "products"
+    grey, blue = shop.to_events(record)
+    assert grey.type == "product.updated" and grey.identities == []
+    assert grey.properties == {
+        "sku": "OSLO-GREY", "name": "Диван Осло (Серый)", "category_path": ["Мебель", "Диваны"], "brand": "Nord",
+        "price": "49990.00", "old_price": "59990.00", "currency": "RUB", "availability": {"online": "3"},
+        "image_url": "https://cdn.example/oslo.jpg", "product_url": "https://shop.example/products/divan-oslo",
+        "durable": True, "active": True}
+    assert blue.properties["availability"] == {"online": "0"}  # oversold: nothing on hand
+    assert grey.event_id == shop.to_events(record)[0].event_id  # the same version again: the same event
+
+
+def test_the_erp_product_export_assembles_stock_per_store() -> None:
+    from connectors.erp import ErpConnector
+
+    erp = ErpConnector(instance="erp", config={"durable_groups": ["Кровати"]})
+    rows = [
+        {"Артикул": "BED-160", "Наименование": "Кровать Сканди 160", "Группа": "Мебель/Кровати", "Бренд": "Nord",
+         "Цена": "39 990,00", "СтараяЦена": "", "КодМагазина": "MSK-01", "Остаток": "2",
+         "ДатаИзменения": "01.05.2026 10:00:00"},
+        {"Артикул": "BED-160", "Наименование": "Кровать Сканди 160", "Группа": "Мебель/Кровати", "Бренд": "Nord",
+         "Цена": "39 990,00", "СтараяЦена": "", "КодМагазина": "SPB-02", "Остаток": "0",
+         "ДатаИзменения": "01.05.2026 10:00:00"},
+        {"Артикул": "MATT-160", "Наименование": "Матрас 160", "Группа": "Мебель/Матрасы", "Цена": "19990",
+         "КодМагазина": "MSK-01", "Остаток": "5", "ДатаИзменения": "01.05.2026 11:00:00"},
+    ]
+    records = list(erp.assemble(rows))
+    assert len(records) == 2 and erp.stream_of(records[0]) == "products"
+    [bed] = erp.to_events(records[0])
+    assert bed.type == "product.updated" and bed.identities == []
+    assert bed.occurred_at == datetime(2026, 5, 1, 7, 0, tzinfo=UTC)  # Moscow time, stored in UTC
+    assert bed.properties["availability"] == {"MSK-01": "2", "SPB-02": "0"}
+    assert bed.properties["price"] == "39990.00" and bed.properties["durable"] is True
+    assert bed.properties["category_path"] == ["Мебель", "Кровати"]
+    [matt] = erp.to_events(records[1])
+    assert matt.properties["durable"] is False and "old_price" not in matt.properties
