@@ -27,6 +27,7 @@ in one transaction (readers see the old rows until it commits).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from cdp_hub.store.db import Store
+from cdp_hub.store.migrations import render_sql
 
 __all__ = ["KINDS", "RecommendationRepository", "RecommendedProduct", "RefreshResult"]
 
@@ -101,48 +103,75 @@ class RecommendationRepository:
                              IS DISTINCT FROM (EXCLUDED.profile_id, EXCLUDED.region)""", since)
         return int(status.split()[-1])
 
-    async def rebuild(self, *, since: datetime, min_support: int, top_k: int = 20,
-                      max_basket: int = 50) -> tuple[int, int]:
+    async def rebuild(self, *, since: datetime, min_support: int, top_k: int = 20, max_basket: int = 50,
+                      work_mem: str = "256MB") -> tuple[int, int]:
         """Recompute ``product_pairs`` and ``product_popularity`` from the order lines since ``since``.
 
         Orders of more than ``max_basket`` distinct SKUs (a wholesale basket) are left out of the pairs: they
-        would add pairs quadratically and say little about what goes together.
+        would add pairs quadratically and say little about what goes together. The pairs are counted over
+        integer item numbers in temporary tables (hashing two integers instead of two strings), with
+        ``work_mem`` raised for this transaction so the aggregation stays in memory
+        (bench/recommend.py: 1,000,000 orders).
         """
+        def sql(statement: str) -> str:
+            return render_sql(statement, self.store.dialect)
+
+        if not re.fullmatch(r"[0-9]+[kMG]B", work_mem):
+            raise ValueError(f"work_mem: not a size such as 256MB: {work_mem!r}")
         async with self.store.pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL work_mem = '{work_mem}'")
+            await conn.execute(sql(
+                """CREATE TEMP TABLE rec_items ON COMMIT DROP AS
+                   SELECT sku, (row_number() OVER (ORDER BY sku))::int AS item, orders FROM (
+                       SELECT sku, count(*) AS orders FROM order_lines WHERE ordered_at >= $1 GROUP BY sku) s
+                   /*gp: DISTRIBUTED BY (item) */""").replace("$1", _literal(since)))
+            await conn.execute(sql(
+                """CREATE TEMP TABLE rec_baskets ON COMMIT DROP AS
+                   SELECT l.order_event_id, i.item
+                   FROM order_lines l JOIN rec_items i ON i.sku = l.sku
+                   JOIN (SELECT order_event_id FROM order_lines WHERE ordered_at >= $1
+                         GROUP BY order_event_id HAVING count(*) BETWEEN 2 AND $2) b
+                     ON b.order_event_id = l.order_event_id
+                   WHERE l.ordered_at >= $1
+                   /*gp: DISTRIBUTED BY (order_event_id) */""").replace("$1", _literal(since))
+                .replace("$2", str(int(max_basket))))
+            await conn.execute("ANALYZE rec_items")
+            await conn.execute("ANALYZE rec_baskets")
+            total = await conn.fetchval(
+                "SELECT count(DISTINCT order_event_id) FROM order_lines WHERE ordered_at >= $1", since)
             await conn.execute("DELETE FROM product_pairs")
             pairs = await conn.execute(
                 """INSERT INTO product_pairs (sku, other_sku, together, score, lift)
-                   WITH lines AS (
-                       SELECT order_event_id, sku, count(*) OVER (PARTITION BY order_event_id) AS basket
-                       FROM order_lines WHERE ordered_at >= $1),
-                   item AS (SELECT sku, count(*) AS orders FROM lines GROUP BY sku),
-                   total AS (SELECT count(DISTINCT order_event_id) AS orders FROM lines),
-                   half AS (
-                       SELECT a.sku AS a, b.sku AS b, count(*) AS together
-                       FROM lines a JOIN lines b ON b.order_event_id = a.order_event_id AND a.sku < b.sku
-                       WHERE a.basket BETWEEN 2 AND $3
-                       GROUP BY a.sku, b.sku HAVING count(*) >= $2),
-                   pairs AS (SELECT a AS sku, b AS other_sku, together FROM half
+                   WITH half AS (
+                       SELECT a.item AS a, b.item AS b, count(*) AS together
+                       FROM rec_baskets a JOIN rec_baskets b ON b.order_event_id = a.order_event_id AND a.item < b.item
+                       GROUP BY a.item, b.item HAVING count(*) >= $1),
+                   pairs AS (SELECT a AS item, b AS other, together FROM half
                              UNION ALL SELECT b, a, together FROM half),
-                   scored AS (
-                       SELECT p.sku, p.other_sku, p.together,
-                              p.together / sqrt(ia.orders::float8 * ib.orders) AS score,
-                              p.together::float8 * t.orders / (ia.orders::float8 * ib.orders) AS lift
-                       FROM pairs p JOIN item ia ON ia.sku = p.sku JOIN item ib ON ib.sku = p.other_sku
-                       CROSS JOIN total t),
                    ranked AS (
-                       SELECT s.*, row_number() OVER (PARTITION BY s.sku ORDER BY s.score DESC, s.other_sku) AS n
-                       FROM scored s)
-                   SELECT sku, other_sku, together, score, lift FROM ranked WHERE n <= $4""",
-                since, min_support, max_basket, top_k)
+                       SELECT p.item, p.other, p.together,
+                              p.together / sqrt(ia.orders::float8 * ib.orders) AS score,
+                              p.together::float8 * $3 / (ia.orders::float8 * ib.orders) AS lift,
+                              row_number() OVER (PARTITION BY p.item
+                                                 ORDER BY p.together / sqrt(ia.orders::float8 * ib.orders) DESC,
+                                                          p.other) AS n
+                       FROM pairs p JOIN rec_items ia ON ia.item = p.item JOIN rec_items ib ON ib.item = p.other)
+                   SELECT ia.sku, ib.sku, r.together, r.score, r.lift
+                   FROM ranked r JOIN rec_items ia ON ia.item = r.item JOIN rec_items ib ON ib.item = r.other
+                   WHERE r.n <= $2""",
+                min_support, top_k, float(total or 0))
             await conn.execute("DELETE FROM product_popularity")
             popular = await conn.execute(
                 """INSERT INTO product_popularity (region, sku, buyers)
-                   SELECT region, sku, count(DISTINCT COALESCE(profile_id, order_event_id))
-                   FROM order_lines WHERE ordered_at >= $1 AND region <> '' GROUP BY region, sku
+                   SELECT region, sku, count(*) FROM (
+                       SELECT DISTINCT region, sku, COALESCE(profile_id, order_event_id) AS buyer
+                       FROM order_lines WHERE ordered_at >= $1 AND region <> '') r
+                   GROUP BY region, sku
                    UNION ALL
-                   SELECT '', sku, count(DISTINCT COALESCE(profile_id, order_event_id))
-                   FROM order_lines WHERE ordered_at >= $1 GROUP BY sku""", since)
+                   SELECT '', sku, count(*) FROM (
+                       SELECT DISTINCT sku, COALESCE(profile_id, order_event_id) AS buyer
+                       FROM order_lines WHERE ordered_at >= $1) a
+                   GROUP BY sku""", since)
         return int(pairs.split()[-1]), int(popular.split()[-1])
 
     # -- the half at render time ---------------------------------------------------------------------
@@ -257,3 +286,9 @@ kept AS (
                 WHERE b.profile_id = c.profile_id AND bp.durable AND bp.category = p.category)))
 SELECT * FROM kept WHERE n <= $3 ORDER BY profile_id, kind, n
 """
+
+
+def _literal(at: datetime) -> str:
+    """A timestamp as an SQL literal: CREATE TABLE ... AS takes no parameters (an aware datetime formats
+    as ISO 8601 with its offset, digits and signs only)."""
+    return f"'{at.isoformat()}'::timestamptz"
