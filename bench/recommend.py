@@ -17,7 +17,7 @@ price = the median unit price) goes into ``products`` through :class:`ProductRep
 The task for every test basket with two products or more (a sample of ``--eval``): one product of the basket
 (chosen at random, seeded) is what the customer has in the cart; each recommender proposes 10 other products;
 the basket's other products are the hits. Reported per recommender: hit rate@10 (a basket with at least one
-hit) and NDCG@10 (binary relevance). The recommenders: ``most_popular`` (distinct buyers in training),
+hit) and NDCG@10 (binary relevance). The recommenders: ``most_popular`` (most orders in training),
 ``bought_together`` (the SQL's pairs of the cart product, nothing else), ``bought_together+popular`` (the same,
 filled up with the most popular), ``similar`` (same category, price within ±30%, most bought first) and
 ``popular_region_category`` (most bought at the basket's store in the cart product's category). ``viewed`` and
@@ -135,7 +135,7 @@ async def quality(store: Store, *, split: datetime, min_support: int, sample: in
     by_category: dict[str | None, list[str]] = defaultdict(list)
     category = {r["sku"]: r["category"] for r in await store.fetch("SELECT sku, category FROM products")}
     price = {r["sku"]: r["price"] for r in await store.fetch("SELECT sku, price FROM products")}
-    for r in await store.fetch("SELECT region, sku, buyers FROM product_popularity ORDER BY buyers DESC, sku"):
+    for r in await store.fetch("SELECT region, sku, orders FROM product_popularity ORDER BY orders DESC, sku"):
         if r["region"] == "":
             overall.append(r["sku"])
             by_category[category.get(r["sku"])].append(r["sku"])
@@ -198,10 +198,10 @@ async def quality(store: Store, *, split: datetime, min_support: int, sample: in
 
 # -- scale -------------------------------------------------------------------------------------------------
 
-async def scale(store: Store, *, orders: int, min_support: int) -> None:
+def generate_orders(orders: int) -> list[tuple[uuid.UUID, str, uuid.UUID, datetime, str]]:
+    """``orders`` generated orders as order_lines rows (see the module doc)."""
     import numpy as np
 
-    started = time.perf_counter()
     rng = np.random.default_rng(7)
     skus, categories = 20_000, 400
     sku_category = rng.integers(0, categories, skus)
@@ -233,6 +233,13 @@ async def scale(store: Store, *, orders: int, min_support: int) -> None:
         seen.add((o, s))
         records.append((uuid.UUID(int=o + 1), f"SKU-{s}", uuid.UUID(int=(o * 7919) % (orders // 3 + 1) + 10**12),
                         now - timedelta(minutes=o % 500_000), regions[o % 5]))
+    return records
+
+
+async def scale(store: Store, *, orders: int, min_support: int) -> None:
+    started = time.perf_counter()
+    records = generate_orders(orders)
+    now = datetime(2026, 6, 1, tzinfo=UTC)
     print(f"\ngenerated {orders:,} orders, {len(records):,} lines in {time.perf_counter() - started:.1f}s")
     started = time.perf_counter()
     async with store.pool.acquire() as conn:

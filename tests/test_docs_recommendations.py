@@ -66,3 +66,17 @@ def test_the_product_event_and_the_scenario_on_the_page_are_valid(tmp_path: Path
 def test_the_page_names_every_kind() -> None:
     text = DOC.read_text(encoding="utf-8")
     assert all(f"| `{kind}` |" in text for kind in KINDS)
+
+
+def test_the_configuration_on_the_page_is_accepted() -> None:
+    import tomllib
+
+    from cdp_hub.config import Settings
+    from connectors.ecommerce.connector import EcommerceConfig
+
+    [block] = re.findall(r"```toml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    data = tomllib.loads(block)
+    settings = Settings(**data)
+    assert settings.recommend_min_support == 3 and settings.catalogue_interest_days == 30
+    shop = EcommerceConfig.model_validate(settings.connectors["shop"].config)
+    assert "Диваны" in shop.durable_categories

@@ -6,7 +6,7 @@ Two halves:
         events (order.placed in the window) ─▶ order_lines (one row per order and SKU, the buyer's region)
         order_lines ─▶ product_pairs       "bought together": co-occurrence in orders, cosine score, lift,
                                            minimum support, the best ``top_k`` partners per SKU
-        order_lines ─▶ product_popularity  distinct buyers per SKU, per region and overall ('')
+        order_lines ─▶ product_popularity  orders per SKU, per region and overall ('')
 
     when messages are rendered, for the batch's profiles at once (one statement):
         their recent events (views, carts, orders) + products + the two tables above
@@ -15,7 +15,7 @@ Two halves:
 The kinds: ``viewed`` (viewed recently, not bought since), ``cart`` (the latest cart, if no order came after
 it, with current prices and availability), ``bought_together`` (partners of the cart, the latest order and
 the recent views), ``similar`` (same category, price within ±30% of a viewed or carted product), ``popular``
-(most buyers in the customer's region, in their favourite category). Every kind but ``cart`` leaves out what
+(most ordered in the customer's region, in their favourite category). Every kind but ``cart`` leaves out what
 is inactive or not available in the customer's region (the ``region`` trait, else ``city``; a product that
 states no availability counts as available); every kind but ``cart`` and ``viewed`` leaves out what the
 customer bought in the window or has in the cart; and no kind offers a durable product (a sofa) in the
@@ -125,27 +125,28 @@ class RecommendationRepository:
                    SELECT sku, (row_number() OVER (ORDER BY sku))::int AS item, orders FROM (
                        SELECT sku, count(*) AS orders FROM order_lines WHERE ordered_at >= $1 GROUP BY sku) s
                    /*gp: DISTRIBUTED BY (item) */""").replace("$1", _literal(since)))
+            # One row per order: its items as an array. Pairs come from the arrays (below), not from a
+            # self-join of the lines, which costs about twice as much.
             await conn.execute(sql(
                 """CREATE TEMP TABLE rec_baskets ON COMMIT DROP AS
-                   SELECT l.order_event_id, i.item
+                   SELECT array_agg(i.item) AS items
                    FROM order_lines l JOIN rec_items i ON i.sku = l.sku
-                   JOIN (SELECT order_event_id FROM order_lines WHERE ordered_at >= $1
-                         GROUP BY order_event_id HAVING count(*) BETWEEN 2 AND $2) b
-                     ON b.order_event_id = l.order_event_id
                    WHERE l.ordered_at >= $1
-                   /*gp: DISTRIBUTED BY (order_event_id) */""").replace("$1", _literal(since))
+                   GROUP BY l.order_event_id HAVING count(*) <= $2
+                   /*gp: DISTRIBUTED RANDOMLY */""").replace("$1", _literal(since))
                 .replace("$2", str(int(max_basket))))
-            await conn.execute("ANALYZE rec_items")
-            await conn.execute("ANALYZE rec_baskets")
-            total = await conn.fetchval(
-                "SELECT count(DISTINCT order_event_id) FROM order_lines WHERE ordered_at >= $1", since)
+            total = await conn.fetchval("SELECT count(*) FROM rec_baskets")
             await conn.execute("DELETE FROM product_pairs")
+            # Each item of a basket with each item after it (unnest and generate_subscripts in the select
+            # list step together), counted per unordered pair, kept from min_support on, both directions.
             pairs = await conn.execute(
                 """INSERT INTO product_pairs (sku, other_sku, together, score, lift)
                    WITH half AS (
-                       SELECT a.item AS a, b.item AS b, count(*) AS together
-                       FROM rec_baskets a JOIN rec_baskets b ON b.order_event_id = a.order_event_id AND a.item < b.item
-                       GROUP BY a.item, b.item HAVING count(*) >= $1),
+                       SELECT least(a, b) AS a, greatest(a, b) AS b, count(*) AS together FROM (
+                           SELECT a, unnest(items[pos + 1:]) AS b FROM (
+                               SELECT items, unnest(items) AS a, generate_subscripts(items, 1) AS pos
+                               FROM rec_baskets WHERE cardinality(items) > 1) x) y
+                       GROUP BY 1, 2 HAVING count(*) >= $1),
                    pairs AS (SELECT a AS item, b AS other, together FROM half
                              UNION ALL SELECT b, a, together FROM half),
                    ranked AS (
@@ -161,17 +162,13 @@ class RecommendationRepository:
                    WHERE r.n <= $2""",
                 min_support, top_k, float(total or 0))
             await conn.execute("DELETE FROM product_popularity")
+            # Orders per SKU, per region and over all regions ('') in one pass.
             popular = await conn.execute(
-                """INSERT INTO product_popularity (region, sku, buyers)
-                   SELECT region, sku, count(*) FROM (
-                       SELECT DISTINCT region, sku, COALESCE(profile_id, order_event_id) AS buyer
-                       FROM order_lines WHERE ordered_at >= $1 AND region <> '') r
-                   GROUP BY region, sku
-                   UNION ALL
-                   SELECT '', sku, count(*) FROM (
-                       SELECT DISTINCT sku, COALESCE(profile_id, order_event_id) AS buyer
-                       FROM order_lines WHERE ordered_at >= $1) a
-                   GROUP BY sku""", since)
+                """INSERT INTO product_popularity (region, sku, orders)
+                   SELECT COALESCE(region, ''), sku, count(*) FROM order_lines
+                   WHERE ordered_at >= $1
+                   GROUP BY GROUPING SETS ((region, sku), (sku))
+                   HAVING region IS NULL OR region <> ''""", since)
         return int(pairs.split()[-1]), int(popular.split()[-1])
 
     # -- the half at render time ---------------------------------------------------------------------
@@ -253,7 +250,7 @@ cand AS (
     SELECT s.profile_id, 'bought_together', pp.other_sku, sum(s.weight * pp.score), NULL
     FROM seeds s JOIN product_pairs pp ON pp.sku = s.sku GROUP BY s.profile_id, pp.other_sku
     UNION ALL
-    SELECT s.profile_id, 'similar', p2.sku, max(s.weight) * 1e9 + COALESCE(max(pop.buyers), 0), NULL
+    SELECT s.profile_id, 'similar', p2.sku, max(s.weight) * 1e9 + COALESCE(max(pop.orders), 0), NULL
     FROM seeds s
     JOIN products p1 ON p1.sku = s.sku AND p1.category IS NOT NULL AND p1.price IS NOT NULL
     JOIN products p2 ON p2.category = p1.category AND p2.sku <> p1.sku
@@ -262,7 +259,7 @@ cand AS (
     WHERE s.weight <> 2.0
     GROUP BY s.profile_id, p2.sku
     UNION ALL
-    SELECT r.profile_id, 'popular', pop.sku, max(pop.buyers + CASE WHEN pop.region = r.region THEN 1e9 ELSE 0 END), NULL
+    SELECT r.profile_id, 'popular', pop.sku, max(pop.orders + CASE WHEN pop.region = r.region THEN 1e9 ELSE 0 END), NULL
     FROM region r
     JOIN product_popularity pop ON pop.region IN (r.region, '')
     JOIN products p ON p.sku = pop.sku

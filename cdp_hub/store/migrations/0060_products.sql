@@ -66,10 +66,10 @@ CREATE TABLE IF NOT EXISTS product_pairs (
     PRIMARY KEY (sku, other_sku)
 ) /*gp: DISTRIBUTED BY (sku) */;
 
--- Distinct buyers of each SKU per region ('' = all regions) in the window.
+-- Orders of each SKU per region ('' = all regions) in the window.
 CREATE TABLE IF NOT EXISTS product_popularity (
     region   text    NOT NULL,
     sku      text    NOT NULL,
-    buyers   integer NOT NULL,
+    orders   integer NOT NULL,
     PRIMARY KEY (region, sku)
 ) /*gp: DISTRIBUTED BY (sku) */;
