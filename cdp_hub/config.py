@@ -120,6 +120,9 @@ class Settings(BaseSettings):
         365, ge=1, description="orders this recent feed 'bought together' and 'popular' (cdp-hub recommend refresh)")
     recommend_min_support: int = Field(
         3, ge=1, description="orders two products must share to count as bought together")
+    recommend_damping: float = Field(
+        0.3, ge=0, le=1, description="popularity correction of 'bought together': 0 ranks partners by how often "
+        "they were bought with the product, 0.5 is the cosine, 1 ranks them by lift")
 
     @classmethod
     def settings_customise_sources(

@@ -80,3 +80,17 @@ def test_the_configuration_on_the_page_is_accepted() -> None:
     assert settings.recommend_min_support == 3 and settings.catalogue_interest_days == 30
     shop = EcommerceConfig.model_validate(settings.connectors["shop"].config)
     assert "Диваны" in shop.durable_categories
+
+
+def test_the_recommend_commands_run(pg_dsn: str, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import uuid
+
+    from cdp_hub.cli import main
+
+    monkeypatch.setenv("CDP_HUB_POSTGRES_DSN", pg_dsn)
+    assert main(["recommend", "refresh"]) == 0
+    assert "order lines updated: 0; bought-together pairs: 0; popular rows: 0" in capsys.readouterr().out
+    assert main(["recommend", "show", str(uuid.uuid4())]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in shown] == list(KINDS) and all("(nothing)" in line for line in shown)

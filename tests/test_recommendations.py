@@ -134,6 +134,16 @@ async def test_bought_together_keeps_pairs_with_enough_support(shop: Hub) -> Non
     assert cush["together"] == 6 and 0 < cush["score"] <= 1 and cush["lift"] > 1
 
 
+async def test_damping_moves_partners_between_frequent_and_rare(shop: Hub) -> None:
+    repo = RecommendationRepository(shop.store)
+    since = NOW - timedelta(days=365)
+    # bought with a cushion: the sofa 6 times (7 orders in all), the lamp 3 times (3 orders in all)
+    await repo.rebuild(since=since, min_support=3, damping=0.0)
+    assert [p["other_sku"] for p in await repo.pairs_of("CUSH-1")] == ["SOFA-OSLO", "LAMP-1"]
+    await repo.rebuild(since=since, min_support=3, damping=0.9)  # a fraction: it must reach the SQL as one
+    assert [p["other_sku"] for p in await repo.pairs_of("CUSH-1")] == ["LAMP-1", "SOFA-OSLO"]
+
+
 async def test_each_kind_for_a_customer_with_its_filters(shop: Hub) -> None:
     anna = await profile_of(shop, "anna@example.com")
     nobody = uuid.uuid4()

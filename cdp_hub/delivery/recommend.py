@@ -67,6 +67,6 @@ async def refresh(repo: RecommendationRepository, settings: Settings, *, now: da
     result.timings["order_lines"] = time.perf_counter() - started
     started = time.perf_counter()
     result.pairs, result.popular = await repo.rebuild(since=since, min_support=settings.recommend_min_support,
-                                                      top_k=top_k)
+                                                      top_k=top_k, damping=settings.recommend_damping)
     result.timings["pairs_and_popular"] = time.perf_counter() - started
     return result

@@ -104,11 +104,15 @@ class RecommendationRepository:
         return int(status.split()[-1])
 
     async def rebuild(self, *, since: datetime, min_support: int, top_k: int = 20, max_basket: int = 50,
-                      work_mem: str = "256MB") -> tuple[int, int]:
+                      damping: float = 0.5, work_mem: str = "256MB") -> tuple[int, int]:
         """Recompute ``product_pairs`` and ``product_popularity`` from the order lines since ``since``.
 
         Orders of more than ``max_basket`` distinct SKUs (a wholesale basket) are left out of the pairs: they
-        would add pairs quadratically and say little about what goes together. The pairs are counted over
+        would add pairs quadratically and say little about what goes together.
+
+        ``damping`` is the popularity correction of the score ``together / (orders(a)^(1-d) · orders(b)^d)``:
+        0 ranks a product's partners by how often they were bought with it (the staples of every basket
+        first), 0.5 is the cosine, 1 ranks them by lift (rare partners first). The pairs are counted over
         integer item numbers in temporary tables (hashing two integers instead of two strings), with
         ``work_mem`` raised for this transaction so the aggregation stays in memory
         (bench/recommend.py: 1,000,000 orders).
@@ -151,16 +155,17 @@ class RecommendationRepository:
                              UNION ALL SELECT b, a, together FROM half),
                    ranked AS (
                        SELECT p.item, p.other, p.together,
-                              p.together / sqrt(ia.orders::float8 * ib.orders) AS score,
+                              p.together / (power(ia.orders::float8, 1 - $4::float8) * power(ib.orders::float8, $4::float8))
+                                  AS score,
                               p.together::float8 * $3 / (ia.orders::float8 * ib.orders) AS lift,
                               row_number() OVER (PARTITION BY p.item
-                                                 ORDER BY p.together / sqrt(ia.orders::float8 * ib.orders) DESC,
+                                                 ORDER BY p.together / power(ib.orders::float8, $4::float8) DESC,
                                                           p.other) AS n
                        FROM pairs p JOIN rec_items ia ON ia.item = p.item JOIN rec_items ib ON ib.item = p.other)
                    SELECT ia.sku, ib.sku, r.together, r.score, r.lift
                    FROM ranked r JOIN rec_items ia ON ia.item = r.item JOIN rec_items ib ON ib.item = r.other
                    WHERE r.n <= $2""",
-                min_support, top_k, float(total or 0))
+                min_support, top_k, float(total or 0), float(damping))
             await conn.execute("DELETE FROM product_popularity")
             # Orders per SKU, per region and over all regions ('') in one pass.
             popular = await conn.execute(
