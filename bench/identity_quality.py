@@ -61,9 +61,9 @@ from cdp_hub.bus.memory import MemoryBus  # noqa: E402
 from cdp_hub.config import Settings  # noqa: E402
 from cdp_hub.hub import Hub  # noqa: E402
 from cdp_hub.metrics import Metrics  # noqa: E402
+from cdp_hub.pipeline.build import build_stage  # noqa: E402
 from cdp_hub.resolver.bulk import BulkImporter  # noqa: E402
 from cdp_hub.resolver.rules import IdentityRules, load_rules  # noqa: E402
-from cdp_hub.resolver.stage import ResolverStage  # noqa: E402
 from cdp_hub.store import Store  # noqa: E402
 
 DSN = os.environ.get("CDP_HUB_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:15432/cdp_hub")
@@ -139,7 +139,7 @@ async def run_streaming(ds: IdentityDataset, batch: int, rules: IdentityRules, f
     values = [orjson.dumps(e) for e in ds.events]
     try:
         async with hub:
-            stage = ResolverStage(hub, rules)
+            stage = build_stage(hub, "resolver", rules=rules)
             await stage.setup()
             dead = 0
             started = time.perf_counter()

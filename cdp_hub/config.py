@@ -15,15 +15,18 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cdp_hub.bus.base import TOPICS, Topics
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.identities import NormalizationOptions
 
-__all__ = ["ChannelInstance", "ConnectorInstance", "Settings", "load_settings"]
+__all__ = ["ChannelInstance", "ConnectorInstance", "EdgeSettings", "EventSource", "JobConfig", "Settings",
+           "load_settings"]
+
 
 
 class ConnectorInstance(BaseModel):
@@ -44,6 +47,79 @@ class ChannelInstance(BaseModel):
     type: str
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobConfig(BaseModel):
+    """One scheduled job (``[jobs.NAME]``): what it runs, when (cron in a time zone) and its options.
+
+    ``kind`` is ``sync`` (options: ``instance``, ``stream``, ``full_refresh``), ``segment_recompute``
+    (options: ``segments``, a list of ids; default every segment) or ``birthday_scan`` (no options).
+    ``cron`` has five fields (minute hour day month weekday), or six with seconds last.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sync", "segment_recompute", "birthday_scan"]
+    cron: str
+    timezone: str = "UTC"
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_is_valid(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r} (five fields: minute hour day month weekday)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_is_known(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Moscow)") from None
+        return value
+
+
+class EventSource(BaseModel):
+    """A system allowed to POST canonical events to ``/v1/events`` (``[event_sources.<name>]``).
+
+    The section name is the events' ``source``: a request with one of ``keys`` may only send events of that
+    source. ``trust`` says who holds the key: ``trusted`` for a server-side system that keeps it secret,
+    ``public`` for a key that ships to browsers or apps (see docs/http-api.md, "Trust levels").
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[SecretStr] = Field(default_factory=list, description="keys the system sends as `Authorization: "
+                                  "Bearer <key>` (several during a rotation; none: the source accepts nothing)")
+    trust: Literal["public", "trusted"] = "trusted"
+    allowed_types: list[str] | None = Field(None, description="canonical event types this source may send "
+                                            "(default: every type that is not internal)")
+
+
+class EdgeSettings(BaseModel):
+    """Limits and protocol options of the HTTP edge (``[edge]``; ``CDP_HUB_EDGE__MAX_BODY_BYTES=...``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body on any route, "
+                                "and largest body after gzip inflation (413 beyond)")
+    max_batch_messages: int = Field(1000, ge=1, description="messages per /v1/batch or /v1/events request")
+    max_depth: int = Field(32, ge=4, description="deepest JSON nesting accepted (400 beyond)")
+    timestamp_max_past_days: float = Field(
+        5 * 365, gt=0, description="an event time further back is replaced by the receive time (and flagged)")
+    timestamp_max_future_seconds: float = Field(
+        600, ge=0, description="an event time further ahead, after clock-skew correction, is replaced by the "
+        "receive time (and flagged)")
+    dedupe_window_seconds: int = Field(7 * 24 * 3600, ge=0, description="a tracking messageId seen again "
+                                       "within this window is acknowledged and dropped (0: off)")
+    cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the "
+                                    "tracking routes (`https://shop.example.ru`, or `*`)")
+    cors_max_age: int = Field(600, ge=0, description="seconds a browser may cache a preflight answer")
 
 
 class Settings(BaseSettings):
@@ -71,7 +147,12 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    admin_token: SecretStr | None = Field(None, description="bearer token for /v1/profiles and /v1/dlq")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the admin API (/v1/profiles, /v1/dlq); without one the admin API is "
+        "closed and `cdp-hub run` listens on loopback only")
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    event_sources: dict[str, EventSource] = Field(
+        default_factory=dict, description="systems allowed to POST canonical events to /v1/events, by source name")
 
     auto_migrate: bool = Field(True, description="apply pending migrations at start (else: `cdp-hub migrate`)")
     auto_create_topics: bool = Field(True, description="create missing topics at start")
@@ -93,6 +174,10 @@ class Settings(BaseSettings):
 
     connectors: dict[str, ConnectorInstance] = Field(default_factory=dict)
     channels: dict[str, ChannelInstance] = Field(default_factory=dict)
+    jobs: dict[str, JobConfig] = Field(
+        default_factory=dict, description="scheduled jobs ([jobs.NAME]), run by the scheduler in `cdp-hub run`")
+    scheduler_enabled: bool = Field(
+        True, description="run the [jobs] schedule in `cdp-hub run` (any number of processes: each slot runs once)")
     scenarios_dir: Path | None = None
     segments_dir: Path | None = Field(
         None, description="the deployment's segment YAML files; a file with a built-in's id replaces it"

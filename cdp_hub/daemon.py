@@ -1,15 +1,13 @@
 """The hub daemon's HTTP side (Starlette): ingestion, admin, health and metrics.
 
-    POST /v1/events                canonical events (one, a list, or {"batch": [...]}) -> cdp.events
-    POST /v1/webhooks/{instance}   source webhooks, signature-checked          (connector SDK)
-    POST /v1/track|identify|...    tracking API for web and mobile SDKs        (connector SDK)
-    POST /v1/callbacks/{channel}   delivery reports from providers             (delivery)
-    GET  /v1/profiles?kind=&value= profile lookup                              (resolver)
-    GET  /v1/dlq                   dead letters;  POST /v1/dlq/replay
-    GET  /metrics  /healthz  /readyz
+    POST /v1/events, /v1/webhooks/{instance}, tracking API     the edge (cdp_hub.edge): keys, limits, CORS
+    POST /v1/callbacks/{channel}, /v1/unsubscribe/{id}         delivery reports, unsubscribe  (delivery)
+    GET  /v1/profiles?kind=&value=, /v1/profiles/{id}          profile lookup        (resolver, admin token)
+    GET  /v1/dlq;  POST /v1/dlq/replay                         dead letters                    (admin token)
+    GET  /metrics  /healthz  /readyz  /openapi.json
 
-Admin routes (/v1/profiles, /v1/dlq) require ``Authorization: Bearer <admin_token>`` when
-``admin_token`` is configured.
+Admin routes need ``Authorization: Bearer <admin_token>``; with no ``admin_token`` configured they are closed.
+Every route answers client mistakes with a 4xx naming the problem (docs/http-api.md), never a 500.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,51 +25,45 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.dlq.replay import list_dead_letters, replay_dead_letters
-from cdp_hub.errors import RecordError
-from cdp_hub.schema.events import Event, parse_event
-from cdp_hub.schema.export import validate_at_edge
+from cdp_hub.edge import middleware as edge_middleware
+from cdp_hub.edge.limits import EdgeError, error_response, read_json
+from cdp_hub.edge.openapi import openapi_document
+from cdp_hub.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from cdp_hub.config import Settings
     from cdp_hub.hub import Hub
     from cdp_hub.pipeline.build import Pipeline
 
-__all__ = ["ROUTE_MODULES", "create_app"]
+__all__ = ["ROUTE_MODULES", "check_listen_address", "create_app"]
 
 log = logging.getLogger(__name__)
 
 # Modules that contribute routes with ``routes(hub) -> list[Route]``.
-ROUTE_MODULES = ("cdp_hub.connector.http", "cdp_hub.resolver.http", "cdp_hub.delivery.http")
-ADMIN_PREFIXES = ("/v1/profiles", "/v1/dlq")
-MAX_BATCH = 1000
+ROUTE_MODULES = ("cdp_hub.edge", "cdp_hub.resolver.http", "cdp_hub.delivery.http")
 
 
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data, default=str), status_code=status, media_type="application/json")
 
 
-class AdminAuth:
-    """Bearer-token check for the admin routes (constant-time compare)."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token and scope["type"] == "http" and scope["path"].startswith(ADMIN_PREFIXES):
-            import hmac
-
-            headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"").decode()
-            if not hmac.compare_digest(given, f"Bearer {self.token}"):
-                await JSONResponse({"error": "admin token required"}, status_code=401)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+def check_listen_address(settings: Settings, host: str) -> None:
+    """Refuse to serve beyond loopback without an admin token: the admin API would be the first thing an
+    attacker on the network tries, and a forgotten token must not leave it to a default."""
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        return
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigurationError(f"refusing to listen on {host} without an admin token: set admin_token "
+                                 "(CDP_HUB_ADMIN_TOKEN), or listen on 127.0.0.1")
 
 
 class Metered:
@@ -100,42 +93,6 @@ class Metered:
 def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
     """The ASGI app. The hub must be started by the caller (``cdp-hub run``, tests). ``pipeline`` is the
     stages running in this process, whose progress ``/healthz`` reports."""
-
-    async def ingest_events(request: Request) -> Response:
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            return json_response({"error": f"body is not JSON: {exc}"}, 400)
-        items = body.get("batch") if isinstance(body, dict) and "batch" in body else body
-        if isinstance(items, dict):
-            items = [items]
-        if not isinstance(items, list):
-            return json_response({"error": "expected an event object, a list, or {\"batch\": [...]}"}, 400)
-        if len(items) > MAX_BATCH:
-            return json_response({"error": f"at most {MAX_BATCH} events per request"}, 413)
-        good: list[Event] = []
-        results: list[dict[str, Any]] = []
-        dead = []
-        for i, item in enumerate(items):
-            try:
-                validate_at_edge(item)
-                event = parse_event(item, options=hub.settings.normalization)
-            except RecordError as exc:
-                d = dead_letter_from_error(exc, stage="http", payload=item, replay_topic=hub.topics.events)
-                dead.append(d.to_message(hub.topics.dlq))
-                hub.metrics.dlq.labels("http", d.failure_type).inc()
-                results.append({"index": i, "status": "rejected", "error": str(exc), "field": exc.field,
-                                "dlq_id": d.dlq_id})
-                continue
-            good.append(event)
-            results.append({"index": i, "status": "accepted", "event_id": str(event.event_id)})
-        from cdp_hub.connector.ingest import Ingestor
-
-        await Ingestor(hub).publish_events(good)
-        if dead:
-            await hub.bus.publish_many(dead)
-        status = 200 if not dead else (207 if good else 400)
-        return json_response({"accepted": len(good), "rejected": len(dead), "results": results}, status)
 
     async def healthz(request: Request) -> Response:
         # Alive unless a stage has been stuck (a batch retrying forever, a hung poll) for too long.
@@ -170,24 +127,43 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
 
     async def dlq_list(request: Request) -> Response:
         q = request.query_params
-        items = await list_dead_letters(hub, limit=min(int(q.get("limit", 100)), 1000),
+        raw_limit = q.get("limit", "100")
+        if not raw_limit.isdigit():
+            return error_response(EdgeError(400, "invalid_query", "limit must be a whole number", path="limit"))
+        items = await list_dead_letters(hub, limit=max(1, min(int(raw_limit[:7]), 1000)),
                                         failure_type=q.get("failure_type"), source=q.get("source"),
                                         include_replayed=q.get("include_replayed") in ("1", "true"))
         return json_response({"items": items})
 
     async def dlq_replay(request: Request) -> Response:
-        body = orjson.loads(await request.body() or b"{}")
-        res = await replay_dead_letters(hub, ids=body.get("ids", []), failure_type=body.get("failure_type"),
-                                        source=body.get("source"), fixes=body.get("fixes"),
-                                        dry_run=bool(body.get("dry_run")))
+        try:
+            body = await read_json(request, max_bytes=hub.settings.edge.max_body_bytes,
+                                   max_depth=hub.settings.edge.max_depth) if await request.body() else {}
+            if not isinstance(body, dict):
+                raise EdgeError(400, "invalid_body", "expected a JSON object", path="$")
+            ids, fixes = body.get("ids", []), body.get("fixes")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise EdgeError(400, "invalid_body", "ids: expected a list of dead-letter ids", path="$.ids")
+            if fixes is not None and not isinstance(fixes, dict):
+                raise EdgeError(400, "invalid_body", "fixes: expected an object of id: fixed record", path="$.fixes")
+            for name in ("failure_type", "source"):
+                if body.get(name) is not None and not isinstance(body[name], str):
+                    raise EdgeError(400, "invalid_body", f"{name}: expected a string", path=f"$.{name}")
+        except EdgeError as exc:
+            return error_response(exc)
+        res = await replay_dead_letters(hub, ids=ids, failure_type=body.get("failure_type"),
+                                        source=body.get("source"), fixes=fixes, dry_run=bool(body.get("dry_run")))
         return json_response(res.__dict__)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(document)
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-        Route("/v1/events", ingest_events, methods=["POST"]),
-        Route("/v1/dlq", dlq_list),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/v1/dlq", dlq_list, methods=["GET"]),
         Route("/v1/dlq/replay", dlq_replay, methods=["POST"]),
     ]
     for name in ROUTE_MODULES:
@@ -199,8 +175,8 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
             raise
         routes.extend(module.routes(hub))
 
-    token = hub.settings.admin_token.get_secret_value() if hub.settings.admin_token else None
-    return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), Middleware(AdminAuth, token=token)])
+    document = openapi_document()
+    return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), *edge_middleware(hub)])
 
 
 class _Server:
@@ -222,6 +198,7 @@ class _Server:
 
 
 def http_server(hub: Hub, host: str, port: int, *, pipeline: Pipeline | None = None) -> _Server:
+    check_listen_address(hub.settings, host)
     return _Server(create_app(hub, pipeline=pipeline), host, port)
 
 

@@ -6,7 +6,9 @@
      ├── FatalError             stop this sync/stage; a human has to look
      └── RecordError            one record is bad: send it to the dead-letter queue, go on with the batch
           ├── SchemaViolation      the record does not fit the canonical schema
-          └── NormalizationError   a value could not be normalized (phone, email, date, ...)
+          ├── NormalizationError   a value could not be normalized (phone, email, date, ...)
+          └── PolicyViolation      the sender may not send this (an internal event type, a consent grant
+                                   from a public key, a type outside the source's allow-list)
 
 Only :class:`RetriableError` is retried (tenacity); every other error is final for the call that raised it.
 """
@@ -20,6 +22,7 @@ __all__ = [
     "ConfigurationError",
     "FatalError",
     "NormalizationError",
+    "PolicyViolation",
     "RecordError",
     "RetriableError",
     "SchemaViolation",
@@ -95,3 +98,9 @@ class NormalizationError(RecordError, ValueError):
     """
 
     failure_type = "normalization_error"
+
+
+class PolicyViolation(RecordError):
+    """The record is well formed, but its sender may not send it (see docs/http-api.md, "Trust levels")."""
+
+    failure_type = "policy_violation"

@@ -47,7 +47,7 @@ from cdp_hub.channel.base import (
     Receipt,
     ReceiptStatus,
 )
-from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, header, request, verify_hmac
+from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, SignedCallbacks, request, verify_callback
 from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
 
 __all__ = ["EmailApiChannel", "EmailApiConfig", "SmtpChannel", "SmtpConfig", "build_email"]
@@ -242,14 +242,13 @@ _API_EVENTS: dict[str, ReceiptStatus] = {
 }
 
 
-class EmailApiConfig(HttpChannelConfig):
+class EmailApiConfig(SignedCallbacks, HttpChannelConfig):
     base_url: str = Field(description="the API root, e.g. https://api.mail.example.com")
     path: str = Field("/v1/messages", description="path of the send endpoint")
     api_key: SecretStr
     sender: str
     sender_name: str | None = None
     reply_to: str | None = None
-    callback_secret: SecretStr | None = Field(None, description="HMAC key the provider signs events with")
     permanent_errors: list[str] = Field(default_factory=lambda: list(DEFAULT_PERMANENT_API_ERRORS))
 
 
@@ -295,10 +294,7 @@ class EmailApiChannel(HttpChannel[EmailApiConfig]):
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
         cfg = self.cfg
-        if cfg.callback_secret is not None and not verify_hmac(
-            cfg.callback_secret.get_secret_value(), body, header(headers, "X-Signature")
-        ):
-            raise PermissionError("bad or missing X-Signature on the event webhook")
+        verify_callback(cfg, headers, body)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -8,7 +8,7 @@
     batch:     with ``max_batch > 1``: POST {base_url}{batch_path} {"messages": [...]} ─▶ {"results": [...]}
                matched by client_ref; a per-message "throttled" is retried alone
     callback:  POST /v1/callbacks/<instance>  {"id", "client_ref", "status": "delivered"|"failed"|..., "error_code"}
-               (one object or a list; signed with X-Signature: hex HMAC-SHA256 of the body when a secret is set)
+               (one object or a list; signed as `callback_signing` says: X-Timestamp + X-Signature by default)
 
 Segments: a text that fits the GSM 03.38 alphabet is GSM-7 (160 characters in one SMS, 153 per part of a long
 one; ``^{}\\[~]|€`` take two septets); anything else, Cyrillic included, is UCS-2 (70 UTF-16 units in one
@@ -33,7 +33,7 @@ from cdp_hub.channel.base import (
     Receipt,
     ReceiptStatus,
 )
-from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, header, request, verify_hmac
+from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, SignedCallbacks, request, verify_callback
 from cdp_hub.errors import RecordError, RetriableError
 
 __all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "HttpSmsChannel", "HttpSmsConfig", "SmsSegments", "count_segments"]
@@ -97,13 +97,12 @@ _STATUS_MAP: dict[str, ReceiptStatus] = {
 }
 
 
-class HttpSmsConfig(HttpChannelConfig):
+class HttpSmsConfig(SignedCallbacks, HttpChannelConfig):
     base_url: str = Field(description="the gateway's API root, e.g. https://sms.example.com/api/v1")
     path: str = Field("/messages", description="path of the send endpoint")
     api_key: SecretStr = Field(description="bearer token of the gateway account")
     sender: str = Field(description="sender name (alphanumeric, up to 11 characters) or a phone number")
     callback_url: str | None = Field(None, description="where the gateway posts delivery reports")
-    callback_secret: SecretStr | None = Field(None, description="HMAC key the gateway signs reports with")
     max_segments: int = Field(6, ge=1, description="longer texts fail instead of costing a fortune")
     permanent_errors: list[str] = Field(default_factory=lambda: list(DEFAULT_PERMANENT_ERRORS),
                                         description="gateway error codes that mean the number is bad for good")
@@ -211,10 +210,7 @@ class HttpSmsChannel(HttpChannel[HttpSmsConfig]):
 
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[Receipt]:
         cfg = self.cfg
-        if cfg.callback_secret is not None and not verify_hmac(
-            cfg.callback_secret.get_secret_value(), body, header(headers, "X-Signature")
-        ):
-            raise PermissionError("bad or missing X-Signature on the delivery report")
+        verify_callback(cfg, headers, body)
         data = _parse(body)
         reports = data if isinstance(data, list) else [data]
         out: list[Receipt] = []

@@ -50,7 +50,7 @@ import math
 import random
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Container, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
@@ -974,10 +974,12 @@ def _components(groups: Iterable[Sequence[K]], records: Iterable[K]) -> dict[K, 
     return {r: uf.find(r) for r in records}
 
 
-def connected_by_identifiers(keys: Mapping[K, Iterable[Key]], blocked: Iterable[Key] = ()) -> dict[K, Hashable]:
-    """Connected components of records sharing any identity key not in ``blocked``: what a resolver without
-    rules does (the transitive closure of shared identifiers)."""
-    skip = set(blocked)
+def connected_by_identifiers(keys: Mapping[K, Iterable[Key]],
+                             blocked: Iterable[Key] | Container[Key] = ()) -> dict[K, Hashable]:
+    """Connected components of records sharing any identity key not in ``blocked`` (a set, or the rules'
+    block list with its patterns): what a resolver without rules does (the transitive closure of shared
+    identifiers)."""
+    skip: Container[Key] = blocked if isinstance(blocked, Container) else set(blocked)
     holders: dict[Key, list[K]] = defaultdict(list)
     for rec, ks in keys.items():
         for k in ks:

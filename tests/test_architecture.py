@@ -153,12 +153,12 @@ SQL = re.compile(rf"\b(FROM|INTO|UPDATE|JOIN|TABLE|COPY|TRUNCATE)\s+(?:ONLY\s+)?
 
 OWNERS = {
     "cdp_hub/store/profiles/": {"profiles", "identities", "profile_traits", "merges", "identity_conflicts",
-                                "blocked_identities", "profile_splits", "merge_suggestions"},
-    "cdp_hub/store/events.py": {"events"},
+                                "blocked_identities", "profile_splits", "merge_suggestions", "shared_identities"},
+    "cdp_hub/store/events.py": {"events", "event_ids"},
     "cdp_hub/store/messages.py": {"messages", "suppressions"},
     "cdp_hub/store/timers.py": {"scheduled_triggers"},
     "cdp_hub/store/segments/": {"segments", "segment_members", "segment_runs", "segment_changes"},
-    "cdp_hub/store/jobs.py": {"scheduler_runs", "scheduler_emitted"},
+    "cdp_hub/store/jobs.py": {"scheduler_runs", "scheduler_emitted", "job_runs"},
     "cdp_hub/store/deadletters.py": {"dead_letters"},
     "cdp_hub/store/connector_state.py": {"connector_state"},
     "cdp_hub/store/products.py": {"products", "product_changes"},
@@ -168,6 +168,7 @@ OWNERS = {
 
 SHARED = {
     ("events", "cdp_hub/store/profiles/bulk.py"): "the bulk import moves staged events in its own transaction",
+    ("event_ids", "cdp_hub/store/profiles/bulk.py"): "the bulk import dedupes staged events by id alone",
     ("events", "cdp_hub/store/segments/compiler.py"): "segment conditions aggregate events",
     ("profiles", "cdp_hub/store/segments/compiler.py"): "segment conditions read golden records",
     ("scheduler_emitted", "cdp_hub/store/profiles/repository.py"): "birthday candidates skip those greeted",

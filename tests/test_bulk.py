@@ -21,9 +21,9 @@ from cdp_hub.resolver.bulk import BulkImporter
 from .test_resolver import event, records
 
 CSV = """id,email,phone,crm_id,first_name,last_name,birth_date,city,updated_at
-1,anna@x.ru,8 (916) 111-11-11,,Anna,Ivanova,1990-05-01,Moscow,2024-01-01T10:00:00Z
+1,anna@x.ru,8 (916) 111-22-33,,Anna,Ivanova,1990-05-01,Moscow,2024-01-01T10:00:00Z
 2,ANNA@x.ru ,,,Anna,Ivanova,,Kazan,2024-02-01T10:00:00Z
-3,,+7 916 111 11 11,C-7,Anya,,,,2024-03-01T10:00:00Z
+3,,+7 916 111 22 33,C-7,Anya,,,,2024-03-01T10:00:00Z
 4,boris@x.ru,,,Boris,,,Omsk,2024-01-05T10:00:00Z
 5,not-an-email,,,Bad,,,,2024-01-05T10:00:00Z
 6,test@test.ru,,,Junk,,,,2024-01-05T10:00:00Z
@@ -55,7 +55,7 @@ async def test_csv_import_builds_golden_records_and_dead_letters(hub: Hub, tmp_p
     anna = await find_profile(hub.store, "crm_id", "C-7")
     assert anna is not None
     assert {(i.kind, i.value) for i in anna.identities} == {
-        ("email", "anna@x.ru"), ("phone", "+79161111111"), ("crm_id", "C-7")}
+        ("email", "anna@x.ru"), ("phone", "+79161112233"), ("crm_id", "C-7")}
     assert anna.golden == {"first_name": "Anya", "last_name": "Ivanova", "birth_date": "1990-05-01",
                            "city": "Kazan"}  # most recent non-empty value per trait
     assert {t.value for t in anna.traits if t.trait == "first_name"} == {"Anna", "Anya"}
@@ -70,7 +70,7 @@ async def test_csv_import_builds_golden_records_and_dead_letters(hub: Hub, tmp_p
 async def test_import_joins_and_merges_existing_profiles_and_follows_the_rules(hub: Hub, tmp_path: Path) -> None:
     stage = build_stage(hub, "resolver")
     await stage.handle(records(event(("email", "old1@x.ru"), traits={"first_name": "Vera"})))
-    await stage.handle(records(event(("phone", "+79162222222"), at=1)))
+    await stage.handle(records(event(("phone", "+79162223344"), at=1)))
     await stage.handle(records(event(("crm_id", "A"), ("email", "a@x.ru"), at=2)))
     await stage.handle(records(event(("crm_id", "B"), ("email", "b@x.ru"), at=3)))
     old1 = await find_profile(hub.store, "email", "old1@x.ru")
@@ -78,9 +78,10 @@ async def test_import_joins_and_merges_existing_profiles_and_follows_the_rules(h
     path = tmp_path / "more.jsonl"
     path.write_text("\n".join(orjson.dumps(r).decode() for r in [
         # Links two existing profiles: they merge, the older survives.
-        {"id": "j1", "email": "old1@x.ru", "phone": "+7 916 222-22-22", "city": "Sochi",
+        {"id": "j1", "email": "old1@x.ru", "phone": "+7 916 222-33-44", "city": "Sochi",
          "updated_at": "2025-01-01T00:00:00Z"},
-        # Would give one profile two crm ids: resolved event by event, the conflict is recorded.
+        # Would give one profile two crm ids: resolved event by event; the record goes to B's profile, and
+        # the e-mail that led to A's is recorded as shared between them.
         {"id": "j2", "email": "a@x.ru", "crm_id": "B"},
         # A canonical event works too.
         {"type": "customer.updated", "source": "shop", "source_record_id": "e1",
@@ -91,10 +92,10 @@ async def test_import_joins_and_merges_existing_profiles_and_follows_the_rules(h
     summary = await BulkImporter(hub, source="legacy_shop", rules=IdentityRules()).run([path])
     assert (summary.records, summary.dead, summary.streamed) == (5, 2, 1)
     assert summary.merges == 1 and summary.conflicts == 1 and summary.profiles_created == 1
-    merged = await find_profile(hub.store, "phone", "+79162222222")
+    merged = await find_profile(hub.store, "phone", "+79162223344")
     assert merged is not None and merged.profile_id == old1.profile_id
     assert merged.golden == {"first_name": "Vera", "city": "Sochi"}
-    assert await hub.store.fetchval("SELECT rule FROM identity_conflicts") == "max_per_profile"
+    assert await hub.store.fetchval("SELECT rule FROM identity_conflicts") == "shared_identity"
     nina = await find_profile(hub.store, "email", "new@x.ru")
     assert nina is not None and nina.golden == {"first_name": "Nina"}
 

@@ -289,3 +289,56 @@ def test_create_bus_rejects_bad_configuration() -> None:
         create_bus("rabbitmq")
     with pytest.raises(ConfigurationError):
         create_bus("kafka")
+
+
+# -- in-process bus only: retention --------------------------------------------------------------------
+
+
+async def test_memory_bus_drops_what_every_group_has_committed() -> None:
+    """What every group reading a topic has committed is dropped, offsets keep counting, a late group starts
+    at the oldest record kept, and a topic no group reads keeps everything."""
+    from cdp_hub.bus.memory import MemoryBus
+
+    async with MemoryBus() as bus:
+        await bus.ensure_topics(["t", "unread"], partitions=1)
+        await bus.publish_many([OutgoingMessage("t", f"v{i}".encode()) for i in range(10)])
+        await bus.publish_many([OutgoingMessage("unread", b"x") for _ in range(5)])
+        async with bus.consumer(["t"], group="a") as a, bus.consumer(["t"], group="b") as b:
+            got_a = await a.getmany(timeout_ms=100)
+            assert len(got_a) == 10
+            await a.commit({TopicPartition("t", 0): 6})
+            assert len(await bus.read_all("t")) == 10  # group b has committed nothing yet
+            assert bus.uncommitted("a", ["t"]) == 4 and bus.uncommitted("b", ["t"]) == 10
+            await b.getmany(timeout_ms=100)
+            await b.commit({TopicPartition("t", 0): 8})
+            kept = await bus.read_all("t")
+            assert [r.offset for r in kept] == [6, 7, 8, 9]  # min(6, 8): group a still needs 6 and 7
+            await a.commit(None)
+            assert [r.offset for r in await bus.read_all("t")] == [8, 9]
+            assert await bus.end_offsets("t") == {0: 10}
+            assert (await a.lag()) == {TopicPartition("t", 0): 0}
+            assert (await b.lag()) == {TopicPartition("t", 0): 2}
+            await bus.publish("t", b"v10")
+            more = await b.getmany(timeout_ms=100)
+            assert [r.offset for r in more] == [10]  # its position, not its commit
+        async with bus.consumer(["t"], group="late") as late:
+            assert [r.offset for r in await late.getmany(timeout_ms=100)] == [8, 9, 10]
+        assert len(await bus.read_all("unread")) == 5
+        assert bus.uncommitted("nobody", ["t", "unread"]) == 3 + 5
+
+
+async def test_memory_bus_memory_stays_flat_when_consumers_keep_up() -> None:
+    from cdp_hub.bus.memory import MemoryBus
+
+    async with MemoryBus() as bus:
+        await bus.ensure_topics(["flow"], partitions=4)
+        async with bus.consumer(["flow"], group="only") as consumer:
+            for round_ in range(50):
+                await bus.publish_many([OutgoingMessage("flow", b"x" * 100, key=str(i).encode())
+                                        for i in range(1000)])
+                got = 0
+                while got < 1000:
+                    got += len(await consumer.getmany(timeout_ms=100, max_records=1000))
+                await consumer.commit(None)
+                assert len(await bus.read_all("flow")) == 0, round_
+        assert sum((await bus.end_offsets("flow")).values()) == 50_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -9,7 +10,7 @@ import orjson
 import pytest
 import respx
 
-from cdp_hub.channel.http import hmac_sha256_hex
+from cdp_hub.channel.http import hmac_sha256_hex, sign_callback
 from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
 from cdp_hub.testing.channels import CallbackSample, ChannelTests
 from channels.sms import HttpSmsChannel, count_segments
@@ -27,7 +28,7 @@ DLR = orjson.dumps([
 
 class TestHttpSmsConformance(ChannelTests):
     channel_class = HttpSmsChannel
-    config = CONFIG
+    config = {**CONFIG, "callback_signing": "none"}  # a gateway that cannot sign: said explicitly
     recipient = "+79161234567"
     callback_samples = [
         CallbackSample(DLR, ("delivered", "failed", "failed"), message_ids=("m-1", "m-2", ""),
@@ -135,14 +136,25 @@ async def test_network_error_is_retriable() -> None:
 async def test_signed_delivery_reports() -> None:
     ch = HttpSmsChannel({**CONFIG, "callback_secret": "dlr-secret"})
     body = orjson.dumps({"id": "g-1", "client_ref": "m-1", "status": "delivered"})
-    good = {"X-Signature": hmac_sha256_hex("dlr-secret", body)}
+    good = sign_callback("dlr-secret", body)
     assert [r.status for r in await ch.parse_callback(good, body)] == ["delivered"]
-    with pytest.raises(PermissionError):
-        await ch.parse_callback({"X-Signature": "00" * 32}, body)
-    with pytest.raises(PermissionError):
-        await ch.parse_callback({}, body)
+    refused = [
+        {**good, "X-Signature": "00" * 32},                                   # forged
+        {},                                                                    # unsigned
+        {"X-Signature": hmac_sha256_hex("dlr-secret", body)},                 # no timestamp: replayable
+        sign_callback("dlr-secret", body, timestamp=int(time.time()) - 3600),  # stale: a replay
+        {**good, "X-Signature": "подпись"},                                     # not ASCII: refused, no crash
+        {**good, "X-Timestamp": "１２３"},
+    ]
+    for headers in refused:
+        with pytest.raises(PermissionError):
+            await ch.parse_callback(headers, body)
+    with pytest.raises(PermissionError, match="no callback_secret"):  # unsigned unless the channel says so
+        await HttpSmsChannel(CONFIG).parse_callback({}, body)
+    body_only = HttpSmsChannel({**CONFIG, "callback_secret": "k", "callback_signing": "body"})
+    assert len(await body_only.parse_callback({"X-Signature": hmac_sha256_hex("k", body)}, body)) == 1
     with pytest.raises(RecordError):
-        await HttpSmsChannel(CONFIG).parse_callback({}, b"[1, 2]")
+        await HttpSmsChannel({**CONFIG, "callback_signing": "none"}).parse_callback({}, b"[1, 2]")
 
 
 BATCH_URL = "https://sms.gateway.test/api/v1/messages/batch"

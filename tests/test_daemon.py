@@ -10,6 +10,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from cdp_hub.config import EventSource
 from cdp_hub.daemon import create_app
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import build_stage
@@ -24,10 +25,16 @@ def event(i: int, **over: Any) -> dict[str, Any]:
     return base
 
 
+ADMIN = {"Authorization": "Bearer adm-token"}
+
+
 @pytest.fixture
 async def client(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    hub.settings.event_sources["site"] = EventSource(keys=[SecretStr("site-key")])
+    hub.settings.admin_token = SecretStr("adm-token")
     transport = httpx.ASGITransport(app=create_app(hub))
-    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub",
+                                 headers={"Authorization": "Bearer site-key"}) as c:
         yield c
 
 
@@ -72,6 +79,9 @@ async def test_metrics_are_exposed(hub: Hub, client: httpx.AsyncClient) -> None:
 
 
 async def test_admin_routes_need_the_token(hub: Hub) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hub") as c:
+        closed = await c.get("/v1/dlq", headers={"Authorization": "Bearer anything"})
+        assert closed.status_code == 401 and "admin_token" in closed.json()["message"]  # no token: closed
     hub.settings.admin_token = SecretStr("s3cret")
     transport = httpx.ASGITransport(app=create_app(hub))
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as c:
@@ -79,6 +89,7 @@ async def test_admin_routes_need_the_token(hub: Hub) -> None:
         assert (await c.get("/v1/dlq", headers={"Authorization": "Bearer wrong"})).status_code == 401
         ok = await c.get("/v1/dlq", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200 and ok.json() == {"items": []}
+        assert (await c.get("/v1/dlq", headers={"Authorization": "bearer s3cret"})).status_code == 200
         assert (await c.get("/healthz")).status_code == 200  # not an admin route
 
 
@@ -90,7 +101,7 @@ async def test_dlq_browse_and_replay_with_a_fix(hub: Hub, client: httpx.AsyncCli
     runner = StageRunner(build_stage(hub, "dlq"), hub.bus, poll_timeout_ms=50)
     task = asyncio.create_task(runner.run())
     for _ in range(100):
-        items = (await client.get("/v1/dlq")).json()["items"]
+        items = (await client.get("/v1/dlq", headers=ADMIN)).json()["items"]
         if items:
             break
         await asyncio.sleep(0.05)
@@ -99,11 +110,12 @@ async def test_dlq_browse_and_replay_with_a_fix(hub: Hub, client: httpx.AsyncCli
     consumer = hub.bus.consumer([hub.topics.events], group="replay-check")
     await consumer.start()
     fixed = event(7, properties={"sku": "SKU-7"})
-    res = (await client.post("/v1/dlq/replay", json={"ids": [dlq_id], "fixes": {dlq_id: fixed}})).json()
+    res = (await client.post("/v1/dlq/replay", json={"ids": [dlq_id], "fixes": {dlq_id: fixed}},
+                             headers=ADMIN)).json()
     assert res["replayed"] == 1
     records = await consumer.getmany(timeout_ms=500)
     assert [r.value for r in records if b"SKU-7" in r.value]
     await consumer.stop()
-    assert (await client.get("/v1/dlq")).json()["items"] == []  # replayed ones are hidden by default
+    assert (await client.get("/v1/dlq", headers=ADMIN)).json()["items"] == []  # replayed ones are hidden
     runner.stop()
     await task

@@ -419,6 +419,8 @@ def test_secret_and_configmap_together_configure_every_channel_and_connector(
         for part in key.removeprefix("CDP_HUB_").lower().split("__"):
             node = node[part] if isinstance(node, dict) else getattr(node, part, None)
             assert node is not None, f"Secret key {key} sets nothing in Settings ({part!r} unknown)"
+        if isinstance(node, list):  # a list of keys: the Secret holds it as JSON
+            node = json.dumps([k.get_secret_value() if isinstance(k, SecretStr) else k for k in node])
         assert (node.get_secret_value() if isinstance(node, SecretStr) else node) == value, key
     assert settings.postgres_dsn.startswith("postgresql://")
     registry = get_registry()
@@ -459,7 +461,7 @@ def test_deployments_run_known_stages_and_cover_all_of_them() -> None:
 
 def test_sync_cronjobs_pull_configured_connectors() -> None:
     connectors = Settings(**_configmap_toml()).connectors
-    cronjobs = _docs_of_kind("CronJob")
+    cronjobs = [c for c in _docs_of_kind("CronJob") if _container(c["spec"]["jobTemplate"])["args"][0] == "sync"]
     assert cronjobs
     for cronjob in cronjobs:
         job = cronjob["spec"]["jobTemplate"]
@@ -467,6 +469,25 @@ def test_sync_cronjobs_pull_configured_connectors() -> None:
         assert args.handler.__name__ == "cmd_sync", cronjob["metadata"]["name"]
         assert args.name in connectors, f"{cronjob['metadata']['name']} syncs unconfigured connector {args.name!r}"
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_job_cronjobs_run_configured_jobs_on_their_schedule() -> None:
+    """Every other CronJob runs `cdp-hub jobs run NAME` of a [jobs.NAME] with the job's cron and zone, and
+    the pods then do not schedule the jobs themselves."""
+    from cdp_hub.jobs import cli as jobs_cli
+
+    settings = Settings(**_configmap_toml())
+    assert settings.scheduler_enabled is False, "CronJobs and the in-process scheduler would both run the jobs"
+    cronjobs = [c for c in _docs_of_kind("CronJob") if _container(c["spec"]["jobTemplate"])["args"][0] != "sync"]
+    assert {_parse_cli(_container(c["spec"]["jobTemplate"])["args"]).name for c in cronjobs} == set(settings.jobs)
+    for cronjob in cronjobs:
+        name = cronjob["metadata"]["name"]
+        args = _parse_cli(_container(cronjob["spec"]["jobTemplate"])["args"])
+        assert args.handler is jobs_cli.cmd_run, name
+        job = settings.jobs[args.name]
+        assert cronjob["spec"]["schedule"] == job.cron, name
+        assert cronjob["spec"]["timeZone"] == job.timezone, name
+        assert cronjob["spec"]["concurrencyPolicy"] == "Forbid", name
 
 
 def test_migrate_job_runs_the_migrations() -> None:
@@ -713,6 +734,9 @@ def _pod_env(workload: dict[str, Any], tmp_path: Path, *, pg_dsn: str, redis_url
         "CDP_HUB_HTTP_PORT": str(port),
         "CDP_HUB_POLL_TIMEOUT_MS": "100",
         "PYTHONUNBUFFERED": "1",
+        # The console script of the environment, running the source under test (not whichever checkout the
+        # environment was installed from).
+        "PYTHONPATH": str(REPO),
     })
     return env
 
@@ -765,7 +789,8 @@ async def test_ingest_pod_serves_probes_metrics_and_stops_cleanly_on_sigterm(
             good = {"type": "customer.updated", "source": "shop", "source_record_id": "deploy-1",
                     "occurred_at": now, "identities": [{"kind": "email", "value": "deploy@example.ru"}]}
             bad = {**good, "source_record_id": "deploy-2", "identities": [{"kind": "phone", "value": "call me"}]}
-            answer = await client.post("/v1/events", json=[good, bad])
+            key = json.loads(_secret_env()["CDP_HUB_EVENT_SOURCES__SHOP__KEYS"])[0]
+            answer = await client.post("/v1/events", json=[good, bad], headers={"Authorization": f"Bearer {key}"})
             assert answer.status_code == 207, answer.text
 
             annotations = deployment["spec"]["template"]["metadata"]["annotations"]

@@ -103,3 +103,13 @@ async def test_ping(state: HotState) -> None:
     with pytest.raises(RuntimeError):
         await state.ping()
     await state.start()
+
+
+async def test_first_sightings_within_a_window_and_forgetting_them(state: HotState) -> None:
+    assert await state.first_sightings("web", ["m1", "m2", "m1"], 60) == [True, True, False]
+    assert await state.first_sightings("web", ["m2", "m3"], 60) == [False, True]
+    assert await state.first_sightings("app", ["m1"], 60) == [True]  # another source: another message
+    assert 0 < await state.redis.ttl(state.seen_key("web", "m1")) <= 60
+    await state.forget_sightings("web", ["m3"])  # its publication failed: the retry must get through
+    assert await state.first_sightings("web", ["m3"], 60) == [True]
+    assert await state.first_sightings("web", [], 60) == []

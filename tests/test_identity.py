@@ -35,7 +35,9 @@ def test_rules_load_from_toml_yaml_json_and_name_bad_keys(tmp_path: Path) -> Non
                     '[blocked]\nphone = ["8 (495) 111-22-33"]\n'
                     '[traits.city]\nstrategy = "source_priority"\nsources = ["crm"]\n')
     rules = load_rules(toml)
-    assert rules.max_merge_size == 5 and rules.limited_kinds() == {"crm_id": 1, "email": 3}  # defaults kept
+    # defaults kept: one account id per system's own customer key
+    assert rules.max_merge_size == 5 and rules.limited_kinds() == {
+        "crm_id": 1, "ecom_customer_id": 1, "erp_customer_id": 1, "loyalty_card": 1, "email": 3}
     assert ("phone", "+74951112233") in rules.blocked_set()  # normalized like events' identities
     assert rules.trait_rule("city").sources == ["crm"] and rules.trait_rule("zip").strategy == "most_recent"
     yml = tmp_path / "rules.yaml"
@@ -106,7 +108,8 @@ async def test_cli_dry_run_and_conflicts(hub: Hub, pg_dsn: str, redis_url: str, 
 
     stage = build_stage(hub, "resolver")
     await stage.handle(records(event(("crm_id", "Q1"), ("email", "q1@x.ru"))))
-    await stage.handle(records(event(("crm_id", "Q2"), ("email", "q1@x.ru"), at=1)))  # refused: 2 crm ids
+    # refused: 2 crm ids; the record gets a profile of its own, the e-mail is shared
+    await stage.handle(records(event(("crm_id", "Q2"), ("email", "q1@x.ru"), at=1)))
     monkeypatch.setenv("CDP_HUB_POSTGRES_DSN", pg_dsn)
     monkeypatch.setenv("CDP_HUB_REDIS_URL", redis_url)
     monkeypatch.setenv("CDP_HUB_DATA_DIR", str(tmp_path / "cli"))
@@ -114,10 +117,10 @@ async def test_cli_dry_run_and_conflicts(hub: Hub, pg_dsn: str, redis_url: str, 
     rules.write_text("[kinds.crm_id]\npriority = 100\n")  # no limit: the two would be one
     assert await asyncio.to_thread(main, ["identity", "dry-run", str(rules), "--json"]) == 0
     report = orjson.loads(capsys.readouterr().out)
-    assert (report["events"], report["profiles_now"], report["profiles_after"], report["merges"]) == (2, 1, 1, 0)
+    assert (report["events"], report["profiles_now"], report["profiles_after"], report["merges"]) == (2, 2, 1, 1)
     assert await asyncio.to_thread(main, ["identity", "conflicts"]) == 0
     out = capsys.readouterr().out
-    assert "max_per_profile" in out and "crm_id:Q2" in out
+    assert "shared_identity" in out and "email:q1@x.ru" in out
     assert await asyncio.to_thread(main, ["identity", "dry-run", str(tmp_path / "nope.toml")]) == 1
     assert "not found" in capsys.readouterr().err
 
@@ -128,6 +131,7 @@ def test_the_rules_example_in_the_docs_loads(repo_root: Path, tmp_path: Path) ->
     path = tmp_path / "identity-rules.toml"
     path.write_text(block)
     rules = load_rules(path)
-    assert rules.limited_kinds() == {"crm_id": 1} and not rules.kind_rule("device_id").links
+    assert rules.limited_kinds() == {"crm_id": 1, "ecom_customer_id": 1, "erp_customer_id": 1, "loyalty_card": 1}
+    assert not rules.kind_rule("device_id").links
     assert ("phone", "+74951112233") in rules.blocked_set()
     assert rules.trait_rule("first_name").sources == ["crm", "loyalty", "shop"]

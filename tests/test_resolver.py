@@ -220,11 +220,17 @@ async def test_two_crm_ids_never_merge_and_the_conflict_is_recorded(hub: Hub) ->
     assert c1 is not None and decoded(out)[0]["profile_id"] == str(c1.profile_id)  # strongest identity decides
     rows = await hub.store.fetch("SELECT rule, kind, value, cardinality(profile_ids) n FROM identity_conflicts")
     assert [(r["rule"], r["kind"], r["value"], r["n"]) for r in rows] == \
-        [("max_per_profile", "phone", "+79160000006", 2)]
-    assert c1.conflicts and c1.conflicts[0].rule == "max_per_profile"
-    # A second crm_id offered to a profile is refused too.
+        [("shared_identity", "phone", "+79160000006", 2)]
+    assert c1.conflicts and c1.conflicts[0].rule == "shared_identity"
+    # The phone both records used is shared from now on: a contact point of both, linking neither.
+    assert await hub.store.fetchval("SELECT count(*) FROM shared_identities WHERE value = '+79160000006'") == 2
+    # A second crm_id offered to a profile is refused: the whole record goes to a profile of its own (it used
+    # to join C1's profile through the e-mail, its crm_id stored nowhere), and the refused crm_id is findable.
     await stage.handle(records(event(("crm_id", "C3"), ("email", "k1@x.ru"), at=3)))
-    assert await hub.store.fetchval("SELECT count(*) FROM identities WHERE kind = 'crm_id'") == 2
+    assert await hub.store.fetchval("SELECT count(*) FROM identities WHERE kind = 'crm_id'") == 3
+    c3 = await find_profile(hub.store, "crm_id", "C3")
+    assert c3 is not None and c3.profile_id != c1.profile_id
+    assert await profile_count(hub) == 3
     assert await hub.store.fetchval("SELECT count(*) FROM identity_conflicts") == 2
 
 

@@ -14,8 +14,8 @@ import pytest
 from starlette.applications import Starlette
 
 from cdp_hub.config import ConnectorInstance
-from cdp_hub.connector.http import routes
 from cdp_hub.connector.webhooks import WebhookRejected, WebhookSpec, sign_webhook, verify_webhook
+from cdp_hub.edge.webhooks import routes
 from cdp_hub.hub import Hub
 from connectors.crm import CrmConnector
 from connectors.ecommerce import EcommerceConnector

@@ -12,11 +12,16 @@ backends:
   uncommitted records are delivered again (at least once); a new group starts at the earliest offset;
 - a commit for a partition that the member no longer owns is dropped, as Kafka refuses it.
 
-The log grows without retention: it lives as long as the process.
+Retention: a record is dropped once every consumer group that reads its topic has committed past it, so
+a long-running process (``cdp-hub run``) holds only what some stage has not finished yet. A topic that no
+group reads keeps everything (``read_all`` browses it); a group that joins later starts at the oldest
+record still kept (Kafka's ``auto_offset_reset=earliest`` after retention). Offsets keep counting from where
+they were: a partition's first kept offset is its ``start``.
 
-    publish ──> _Topic.partitions[p] (list of Record) <── MemoryConsumer.getmany (position per partition)
-                       │ wake                                 │ commit
-                       └──> waiting members of its topic     └──> _Group.committed[(topic, p)]
+    publish ──> _Partition (start, list of Record) <── MemoryConsumer.getmany (position per partition)
+                       │ wake                            │ commit
+                       └──> waiting members of its topic └──> _Group.committed[(topic, p)] ──> trim: drop
+                                                              what every group reading the topic committed
 """
 
 from __future__ import annotations
@@ -36,12 +41,38 @@ __all__ = ["MemoryBus", "MemoryConsumer"]
 log = logging.getLogger(__name__)
 
 
+class _Partition:
+    """The kept part of one partition's log: ``records[i]`` has offset ``start + i``."""
+
+    __slots__ = ("records", "start")
+
+    def __init__(self) -> None:
+        self.start = 0
+        self.records: list[Record] = []
+
+    @property
+    def end(self) -> int:
+        """The next offset to be written."""
+        return self.start + len(self.records)
+
+    def read(self, position: int, max_records: int) -> list[Record]:
+        index = max(position - self.start, 0)
+        return self.records[index:index + max_records]
+
+    def drop_before(self, offset: int) -> None:
+        """Forget the records before ``offset`` (every group has committed past them)."""
+        count = min(offset, self.end) - self.start
+        if count > 0:
+            del self.records[:count]
+            self.start += count
+
+
 class _Topic:
     __slots__ = ("name", "next_unkeyed", "partitions")
 
     def __init__(self, name: str, partitions: int) -> None:
         self.name = name
-        self.partitions: list[list[Record]] = [[] for _ in range(partitions)]
+        self.partitions: list[_Partition] = [_Partition() for _ in range(partitions)]
         self.next_unkeyed = 0
 
     def partition_for(self, key: bytes | None) -> int:
@@ -102,13 +133,14 @@ class MemoryBus(Bus):
         existing = self._topics.get(topic)
         if existing is None:
             return {}
-        return {p: len(log_) for p, log_ in enumerate(existing.partitions)}
+        return {p: part.end for p, part in enumerate(existing.partitions)}
 
     async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
+        """Every record still kept (see retention in the module docstring)."""
         existing = self._topics.get(topic)
         if existing is None:
             return []
-        records = [record for log_ in existing.partitions for record in log_]
+        records = [record for part in existing.partitions for record in part.records]
         return records if limit is None else records[:limit]
 
     # -- producing ---------------------------------------------------------------------------------------
@@ -137,8 +169,8 @@ class MemoryBus(Bus):
                 headers: tuple[tuple[str, bytes], ...], timestamp_ms: int) -> None:
         topic = self._topic(topic_name)
         partition = topic.partition_for(key)
-        log_ = topic.partitions[partition]
-        log_.append(Record(topic_name, partition, len(log_), key, value, headers, timestamp_ms))
+        part = topic.partitions[partition]
+        part.records.append(Record(topic_name, partition, part.end, key, value, headers, timestamp_ms))
 
     def _wake(self, topic: str) -> None:
         for member in self._members_by_topic.get(topic, ()):
@@ -167,7 +199,7 @@ class MemoryBus(Bus):
             self._members_by_topic.get(name, set()).discard(member)
         group = self._groups[member.group]
         group.members.remove(member)
-        member._assign(set(), group.committed)
+        member._assign({})
         self._rebalance(group)
 
     def _rebalance(self, group: _Group) -> None:
@@ -184,20 +216,53 @@ class MemoryBus(Bus):
                 cursor += 1
                 assignment[owner.member_id].add(TopicPartition(name, p))
         for member in members:
-            member._assign(assignment[member.member_id], group.committed)
+            member._assign({tp: self._committed(group.name, tp) for tp in assignment[member.member_id]})
+
+    def _partition(self, tp: TopicPartition) -> _Partition:
+        return self._topics[tp.topic].partitions[tp.partition]
 
     def _fetch(self, tp: TopicPartition, position: int, max_records: int) -> list[Record]:
-        log_ = self._topics[tp.topic].partitions[tp.partition]
-        return log_[position:position + max_records] if position < len(log_) else []
+        return self._partition(tp).read(position, max_records)
 
     def _end_offset(self, tp: TopicPartition) -> int:
-        return len(self._topics[tp.topic].partitions[tp.partition])
+        return self._partition(tp).end
 
     def _commit(self, group_name: str, offsets: Mapping[TopicPartition, int]) -> None:
         self._groups[group_name].committed.update(offsets)
+        for tp in offsets:
+            self._trim(tp)
 
     def _committed(self, group_name: str, tp: TopicPartition) -> int:
-        return self._groups[group_name].committed.get(tp, 0)
+        """The group's committed offset, or the oldest kept record when it has none (earliest)."""
+        committed = self._groups[group_name].committed.get(tp)
+        start = self._partition(tp).start
+        return start if committed is None else max(committed, start)
+
+    def _readers(self, topic: str) -> list[_Group]:
+        """The groups that read ``topic``: any with a member subscribed to it or an offset committed in it."""
+        return [g for g in self._groups.values()
+                if any(topic in m.topics for m in g.members) or any(tp.topic == topic for tp in g.committed)]
+
+    def _trim(self, tp: TopicPartition) -> None:
+        """Drop the records of ``tp`` that every group reading its topic has committed."""
+        readers = self._readers(tp.topic)
+        if not readers:
+            return
+        self._partition(tp).drop_before(min(g.committed.get(tp, 0) for g in readers))
+
+    def uncommitted(self, group: str, topics: Sequence[str]) -> int:
+        """How many records of ``topics`` the consumer group ``group`` has not committed yet (all of the
+        kept ones when the group does not exist yet). The embedded mode waits for this to reach zero."""
+        total = 0
+        for name in topics:
+            topic = self._topics.get(name)
+            if topic is None:
+                continue
+            for p, part in enumerate(topic.partitions):
+                tp = TopicPartition(name, p)
+                committed = self._groups[group].committed.get(tp) if group in self._groups else None
+                total += part.end - max(committed if committed is not None else part.start, part.start)
+        return total
 
 
 class MemoryConsumer(Consumer):
@@ -237,10 +302,11 @@ class MemoryConsumer(Consumer):
         """The partitions this member owns now."""
         return set(self._positions)
 
-    def _assign(self, partitions: set[TopicPartition], committed: Mapping[TopicPartition, int]) -> None:
-        # Partitions kept keep their position; gained ones start at the group's committed offset.
-        self._positions = {tp: self._positions.get(tp, committed.get(tp, 0)) for tp in partitions}
-        self._returned &= partitions
+    def _assign(self, partitions: Mapping[TopicPartition, int]) -> None:
+        """Own ``partitions`` (each with the group's committed offset). Partitions kept keep their position;
+        gained ones start at the committed offset."""
+        self._positions = {tp: self._positions.get(tp, committed) for tp, committed in partitions.items()}
+        self._returned &= set(partitions)
         self._wakeup.set()
 
     async def getmany(self, *, timeout_ms: int = 1000, max_records: int = 500) -> list[Record]:

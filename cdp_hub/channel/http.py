@@ -7,7 +7,15 @@
     2xx                                   ─▶ sent
 
 Callback signatures: :func:`hmac_sha256_hex` and :func:`verify_hmac` (constant-time) for providers that sign
-their delivery reports with a shared secret.
+their delivery reports with a shared secret; :class:`SignedCallbacks` is the config block (secret, scheme,
+tolerance) and :func:`verify_callback` the check a channel's ``parse_callback`` starts with:
+
+    callback_signing = "timestamped"  X-Timestamp: <unix seconds>, X-Signature: hex HMAC-SHA256 of
+                                      "<timestamp>.<body>"; refused outside callback_tolerance_seconds (replays)
+    callback_signing = "body"         X-Signature: hex HMAC-SHA256 of the body (providers that cannot send a
+                                      timestamp; a replay is harmless: receipts have deterministic ids)
+    callback_signing = "none"         the provider cannot sign at all: accepted unsigned, by explicit choice
+    no callback_secret (and not "none") ─▶ every callback is refused
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ import hmac
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import httpx
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 
 from cdp_hub.channel.base import Channel, ChannelConfig, ChannelLimits
 from cdp_hub.errors import ConfigurationError, RetriableError
@@ -30,11 +38,14 @@ __all__ = [
     "HttpChannel",
     "HttpChannelConfig",
     "RetryAfterReader",
+    "SignedCallbacks",
     "header",
     "hmac_sha256_hex",
     "raise_for_transient",
     "request",
     "retry_after_seconds",
+    "sign_callback",
+    "verify_callback",
     "verify_hmac",
 ]
 
@@ -150,7 +161,51 @@ def verify_hmac(secret: str | bytes, payload: bytes, signature: str | None) -> b
     sig = signature.strip()
     if sig.startswith("sha256="):
         sig = sig[len("sha256="):]
-    return hmac.compare_digest(hmac_sha256_hex(secret, payload), sig.lower())
+    # As bytes: compare_digest refuses str with non-ASCII characters, and a header may carry any.
+    return hmac.compare_digest(hmac_sha256_hex(secret, payload).encode(), sig.lower().encode("utf-8", "replace"))
+
+
+class SignedCallbacks(BaseModel):
+    """Config fields of a channel whose provider posts signed callbacks (mix into the channel's config)."""
+
+    callback_secret: SecretStr | None = Field(None, description="HMAC key the provider signs callbacks with; "
+                                              "without it callbacks are refused (unless callback_signing='none')")
+    callback_signing: Literal["timestamped", "body", "none"] = Field(
+        "timestamped", description="timestamped: X-Timestamp + X-Signature over '<timestamp>.<body>'; body: "
+        "X-Signature over the body only; none: the provider cannot sign (callbacks accepted unsigned)")
+    callback_tolerance_seconds: float = Field(300.0, gt=0, description="timestamped: the largest accepted "
+                                              "difference between X-Timestamp and the hub's clock")
+
+
+def sign_callback(secret: str, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
+    """The headers of a timestamped callback signature (for tests and provider simulators)."""
+    ts = str(int(datetime.now(UTC).timestamp()) if timestamp is None else timestamp)
+    return {"X-Timestamp": ts, "X-Signature": hmac_sha256_hex(secret, ts.encode() + b"." + body)}
+
+
+def verify_callback(cfg: SignedCallbacks, headers: Mapping[str, str], body: bytes, *,
+                    now: datetime | None = None) -> None:
+    """Raise ``PermissionError`` (HTTP 401) unless the callback is signed as ``cfg`` says."""
+    if cfg.callback_signing == "none":
+        return
+    if cfg.callback_secret is None:
+        raise PermissionError("callbacks are refused: no callback_secret is configured (set it, or "
+                              "callback_signing = 'none' for a provider that cannot sign)")
+    secret = cfg.callback_secret.get_secret_value()
+    signature = header(headers, "X-Signature")
+    if cfg.callback_signing == "body":
+        if not verify_hmac(secret, body, signature):
+            raise PermissionError("bad or missing X-Signature")
+        return
+    stamp = (header(headers, "X-Timestamp") or "").strip()
+    if not stamp.isdigit() or len(stamp) > 12:
+        raise PermissionError("missing or unreadable X-Timestamp (unix seconds)")
+    skew = abs((now or datetime.now(UTC)).timestamp() - int(stamp))
+    if skew > cfg.callback_tolerance_seconds:
+        raise PermissionError(f"X-Timestamp outside the {cfg.callback_tolerance_seconds:.0f}s tolerance (a replay, "
+                              "or a clock off by that much)")
+    if not verify_hmac(secret, stamp.encode() + b"." + body, signature):
+        raise PermissionError("bad or missing X-Signature")
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

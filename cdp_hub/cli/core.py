@@ -43,11 +43,13 @@ def register(sub: SubParsers) -> None:
                    help="resolver, triggers, delivery, dlq (repeatable; default: all)")
     p.add_argument("--no-http", action="store_true", help="do not serve HTTP (ingestion, /metrics)")
     p.add_argument("--http-port", type=int, help="override http_port")
+    p.add_argument("--no-scheduler", action="store_true",
+                   help="do not run the [jobs] schedule in this process (default: run it when jobs are configured)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("serve", help="serve HTTP only (ingestion, admin, /metrics), no stages")
     p.add_argument("--http-port", type=int, help="override http_port")
-    p.set_defaults(handler=cmd_run, stages=[], no_http=False)
+    p.set_defaults(handler=cmd_run, stages=[], no_http=False, no_scheduler=True)
 
     s = command_group(sub, "dlq", "browse and replay the dead-letter queue")
     ls = s.add_parser("list", help="dead letters, newest first")
@@ -168,9 +170,13 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp_hub.daemon import http_server
+    from cdp_hub.daemon import check_listen_address, http_server
     from cdp_hub.hub import Hub
+    from cdp_hub.jobs.scheduler import scheduler_for
     from cdp_hub.pipeline.build import STAGE_NAMES, Pipeline
+
+    if not args.no_http:  # before connecting to anything: beyond loopback only with an admin token
+        check_listen_address(settings, settings.http_host)
 
     stages = list(STAGE_NAMES) if args.stages is None else args.stages
     for name in stages:
@@ -181,6 +187,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         pipeline = Pipeline(hub, stages) if stages else None
         server = None if args.no_http else http_server(hub, settings.http_host, port, pipeline=pipeline)
+        scheduler = None if args.no_scheduler else scheduler_for(hub, pipeline)
 
         def shutdown() -> None:
             log.warning("shutting down: finishing the current batches")
@@ -188,6 +195,8 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 pipeline.stop()
             if server is not None:
                 server.stop()
+            if scheduler is not None:
+                scheduler.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown)
@@ -196,8 +205,11 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             tasks.append(asyncio.create_task(server.serve(), name="http"))
         if not tasks:
             raise ConfigurationError("nothing to run: no stages and no HTTP")
+        if scheduler is not None:
+            tasks.append(asyncio.create_task(scheduler.serve(), name="scheduler"))
         print(f"cdp-hub running stages {', '.join(stages) or '(none)'}"
-              + ("" if server is None else f"; http://{settings.http_host}:{port}"), flush=True)
+              + ("" if server is None else f"; http://{settings.http_host}:{port}")
+              + ("" if scheduler is None else f"; scheduler: {', '.join(sorted(scheduler.jobs))}"), flush=True)
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         shutdown()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -230,6 +242,7 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.dlq.replay import replay_dead_letters
     from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.embedded import downstream
 
     fixes: dict[str, Any] = {}
     if args.fixes:
@@ -242,9 +255,9 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
             except (ValueError, KeyError) as exc:
                 raise ConfigurationError(f"{args.fixes}:{n}: expected {{\"dlq_id\", \"payload\"}}: {exc}") from None
     ids = args.ids or list(fixes)  # with a fixes file, the records it fixes (not every pending one)
-    async with Hub(settings) as hub:
+    async with Hub(settings) as hub, downstream(hub) as settle:
         res = await replay_dead_letters(hub, ids=ids, failure_type=args.failure_type, source=args.source,
-                                        fixes=fixes, again=args.again, dry_run=args.dry_run)
+                                        fixes=fixes, again=args.again, dry_run=args.dry_run, settle=settle)
     for line in res.details:
         print(line)
     print(f"replayed {res.replayed}, failed again {res.failed_again}, skipped {res.skipped}")

@@ -7,6 +7,10 @@
     cdp-hub sync NAME [--stream S] [--full-refresh] pull sync into cdp.events, checkpointed
     cdp-hub ingest-file NAME FILE... [--stream S]   CSV / JSON Lines (gzip too) through a connector
 
+On the in-process bus (``bus = "memory"``) ``sync`` and ``ingest-file`` run the stages in this process
+(:func:`cdp_hub.pipeline.embedded.downstream`) until what they published is stored, and a sync checkpoint
+moves only after that: nothing lives only in the memory of a process about to exit.
+
 (``cdp-hub new connector NAME`` is in :mod:`cdp_hub.scaffold.cli`.)
 
 ``NAME`` is a configured instance (``[connectors.shop]``) or a connector type (its defaults).
@@ -135,11 +139,13 @@ async def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.connector.sync import sync
     from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.embedded import downstream
 
-    async with Hub(settings) as hub:
+    async with Hub(settings) as hub, downstream(hub) as settle:
         connector = hub.connector(args.name)
         try:
-            results = await sync(hub, connector, stream=args.stream, full_refresh=args.full_refresh)
+            results = await sync(hub, connector, stream=args.stream, full_refresh=args.full_refresh,
+                                 settle=settle)
         finally:
             await connector.aclose()
     print_json([r.summary() for r in results])
@@ -149,11 +155,13 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_ingest_file(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.connector.files import import_file
     from cdp_hub.hub import Hub
+    from cdp_hub.pipeline.embedded import downstream
 
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise ConfigurationError(f"no such file: {', '.join(missing)}")
-    async with Hub(settings) as hub:
+    # No checkpoint here; on the in-process bus the stages run until the rows are stored, before it exits.
+    async with Hub(settings) as hub, downstream(hub):
         connector = hub.connector(args.name)
         result = await import_file(hub, connector, args.files, stream=args.stream, format=args.format,
                                    encoding=args.encoding, delimiter=args.delimiter)

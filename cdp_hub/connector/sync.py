@@ -4,18 +4,24 @@
     start = state.cursor - lookback        (or start_date; everything on --full-refresh)
     for page in stream.pages(start):
         Ingestor.ingest(page)      ─▶ [cdp.events] / [cdp.dlq]       durable (acks=all) when it returns
+        settle()                   (in-process bus: the stages of this process have stored the page)
         save checkpoint(max cursor published so far)                  only now
 
 A sync killed at any point resumes from its last checkpoint: nothing published after it is lost (it is read
 again), and what is read again maps to the same deterministic event ids, so downstream stages treat the
 repeats as no-ops. Streams whose source does not sort by the cursor (``is_sorted = False``) checkpoint only
 once the whole stream has been read.
+
+On the in-process bus a published record is not durable: it lives in this process until a stage stores it.
+The caller passes ``settle`` (:func:`cdp_hub.pipeline.embedded.downstream`), which waits until the stages
+running in this process have stored everything published, and the checkpoint moves only after it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["StreamSyncResult", "sync", "sync_stream"]
 
 log = logging.getLogger(__name__)
+
+Settle = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -59,8 +67,10 @@ def _plain(value: Any) -> Any:
 
 
 async def sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_refresh: bool = False,
-                      state_store: StateStore | None = None, ingestor: Ingestor | None = None) -> StreamSyncResult:
-    """Sync one stream; see the module docstring for the guarantees."""
+                      state_store: StateStore | None = None, ingestor: Ingestor | None = None,
+                      settle: Settle | None = None) -> StreamSyncResult:
+    """Sync one stream; see the module docstring for the guarantees. ``settle`` is awaited before every
+    checkpoint (the in-process bus: until the stages have stored what was published)."""
     states: StateStore = state_store or PgStateStore(hub.store)
     ingestor = ingestor or Ingestor(hub)
     started = time.perf_counter()
@@ -90,10 +100,14 @@ async def sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_re
             if best_key is None or key > best_key:
                 best_key, best_raw = key, raw
         if stream.is_sorted and best_raw is not None:
+            if settle is not None:
+                await settle()
             await states.put(connector.instance, stream.name, _state(stream, best_raw))
             result.checkpoints += 1
 
     if best_raw is not None:
+        if settle is not None:
+            await settle()
         await states.put(connector.instance, stream.name, _state(stream, best_raw))
         result.checkpoints += 1
     result.cursor = best_raw
@@ -107,8 +121,9 @@ def _state(stream: Stream, raw: Any) -> dict[str, Any]:
 
 
 async def sync(hub: Hub, connector: Connector, *, stream: str | None = None, full_refresh: bool = False,
-               state_store: StateStore | None = None) -> list[StreamSyncResult]:
-    """Sync ``stream`` (or every stream) of ``connector`` into the hub's bus; return one result per stream."""
+               state_store: StateStore | None = None, settle: Settle | None = None) -> list[StreamSyncResult]:
+    """Sync ``stream`` (or every stream) of ``connector`` into the hub's bus; return one result per stream.
+    ``settle``: see :func:`sync_stream`."""
     names = [stream] if stream else connector.stream_names()
     if not names:
         raise ConfigurationError(f"connector {connector.instance} ({connector.name}) has no pull streams: it "
@@ -117,5 +132,5 @@ async def sync(hub: Hub, connector: Connector, *, stream: str | None = None, ful
     results = []
     for name in names:
         results.append(await sync_stream(hub, connector, connector.stream(name), full_refresh=full_refresh,
-                                         state_store=state_store, ingestor=ingestor))
+                                         state_store=state_store, ingestor=ingestor, settle=settle))
     return results

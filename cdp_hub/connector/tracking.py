@@ -12,6 +12,7 @@ offending value); :class:`TrackingConnector` maps a message to canonical events:
 
 ============  =======================================================================================
 identify      ``customer.updated``: userId, anonymousId, traits.email/phone as identities; other traits
+              (from ``traits`` and from ``context.traits``, where some SDKs put them; ``traits`` wins)
 track         by ``event`` name: the e-commerce spec's "Order Completed" -> ``order.placed``, "Order
               Refunded" -> ``order.returned``, "Order Cancelled" -> ``order.cancelled``, "Product Viewed"
               -> ``product.viewed``, "Product Added"/"Cart Viewed"/"Checkout Started" -> ``cart.updated``,
@@ -21,9 +22,12 @@ track         by ``event`` name: the e-commerce spec's "Order Completed" -> ``or
 page          ``screen.viewed`` with ``kind: page`` (the page name or path as the screen)
 screen        ``screen.viewed``
 alias         ``customer.updated`` naming both previousId and userId, which links them
+group         ``customer.updated`` with the trait ``group_id`` (and ``group_name`` from the group's traits)
 ============  =======================================================================================
 
-``messageId`` becomes the source record id, so a retried request is the same event.
+``messageId`` becomes the source record id, so a retried request is the same event (the HTTP edge,
+:mod:`cdp_hub.edge.tracking`, also drops a messageId it has seen within its dedupe window, and corrects the
+message time for the client's clock before this connector maps it).
 """
 
 from __future__ import annotations
@@ -58,10 +62,10 @@ _NEEDS_ID = {"anyOf": [{"required": ["userId"], "properties": {"userId": _ID}},
 
 
 def _kind(name: str, props: dict[str, Any], required: list[str], extra: list[Any] | None = None) -> dict[str, Any]:
-    return {
-        "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-        "then": {"properties": props, "required": required, "allOf": extra or []},
-    }
+    then: dict[str, Any] = {"properties": props, "required": required}
+    if extra:  # an empty allOf is not valid JSON Schema (OpenAPI tools refuse it)
+        then["allOf"] = extra
+    return {"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then}
 
 
 MESSAGE_SCHEMA: dict[str, Any] = {
@@ -78,6 +82,7 @@ MESSAGE_SCHEMA: dict[str, Any] = {
         _kind("screen", {"name": {"type": "string", "minLength": 1}, "properties": {"type": "object"}}, ["name"],
               [_NEEDS_ID]),
         _kind("alias", {"previousId": _ID, "userId": _ID}, ["previousId", "userId"]),
+        _kind("group", {"groupId": _ID, "traits": {"type": "object"}}, ["groupId"], [_NEEDS_ID]),
     ],
 }
 """JSON Schema of one message (a ``/v1/batch`` body holds ``{"batch": [message, ...]}``)."""
@@ -108,7 +113,12 @@ class TrackingConfig(ConnectorConfig):
     """Options of a tracking-API source (``[connectors.web] type = "tracking"``)."""
 
     write_keys: list[SecretStr] = Field(default_factory=list, description="keys SDKs send as the basic-auth "
-                                        "user name; requests with another key are refused")
+                                        "user name or as writeKey; requests with another key are refused")
+    trust: Literal["public", "trusted"] = Field(
+        "public", description="public: the key ships in web pages or apps (may opt people out, never in); "
+        "trusted: a server-side system that keeps the key secret")
+    allowed_events: list[str] | None = Field(
+        None, description="canonical event types this source may send (default: all but internal ones)")
     user_id_kind: str = Field("ecom_customer_id", description="identity kind of userId (your site's login id)")
     unknown_events: Literal["dlq", "skip"] = Field("dlq", description="a track event with no mapping: "
                                                    "dead-letter it, or skip it")
@@ -135,6 +145,8 @@ class TrackingConnector(Connector):
         kind = record.get("type")
         ctx: Mapping[str, Any] = record.get("context") or {}
         ids = self._identities(record, ctx)
+        # The HTTP edge has already put the clock-corrected time into ``timestamp``; other callers (a replay
+        # from the DLQ, a file of messages) get the message's own time.
         when = record.get("timestamp") or record.get("originalTimestamp") or record.get("receivedAt")
         occurred = parse_datetime(when, field="timestamp") if when else datetime.now(UTC)
         context = self._context(ctx)
@@ -143,7 +155,11 @@ class TrackingConnector(Connector):
         if record.get("messageId") is not None:
             base["source_record_id"] = text(record["messageId"])
         if kind == "identify":
-            return [{**base, "type": "customer.updated", "traits": self._traits(record.get("traits") or {})}]
+            return [{**base, "type": "customer.updated", "traits": self._traits(_all_traits(record, ctx))}]
+        if kind == "group":
+            group: Mapping[str, Any] = record.get("traits") or {}
+            traits = {"group_id": text(record.get("groupId")), "group_name": text(group.get("name"))}
+            return [{**base, "type": "customer.updated", "traits": {k: v for k, v in traits.items() if v}}]
         if kind == "alias":
             return [{**base, "type": "customer.updated", "properties": {"alias_of": text(record.get("previousId"))}}]
         if kind in ("page", "screen"):
@@ -165,7 +181,7 @@ class TrackingConnector(Connector):
         kind = record.get("type")
         add_identity(ids, self.config.user_id_kind, record.get("userId"))
         add_identity(ids, "anonymous_id", record.get("previousId") if kind == "alias" else record.get("anonymousId"))
-        traits = record.get("traits") or (ctx.get("traits") or {})
+        traits = _all_traits(record, ctx) if kind != "group" else (ctx.get("traits") or {})
         if isinstance(traits, Mapping):
             add_identity(ids, "email", traits.get("email"))
             add_identity(ids, "phone", traits.get("phone"))
@@ -225,14 +241,14 @@ class TrackingConnector(Connector):
         p = dict(props)
         if canonical.startswith("order."):
             payload: dict[str, Any] = {
-                "order_id": text(p.pop("order_id", None) or p.pop("checkout_id", None)),
-                "total": parse_decimal(p.pop("total", None) or p.pop("revenue", None), field="properties.total"),
+                "order_id": text(_first(p, "order_id", "checkout_id")),
+                "total": parse_decimal(_first(p, "total", "revenue"), field="properties.total"),
                 "currency": text(p.pop("currency", None)), "items": _products(p.pop("products", None))}
             if payload["order_id"] is None:
                 raise SchemaViolation("properties.order_id: required for order events", field="properties.order_id")
         elif canonical == "cart.updated":
-            payload = {"cart_id": text(p.pop("cart_id", None) or p.pop("checkout_id", None)),
-                       "total": parse_decimal(p.pop("value", None) or p.pop("total", None), field="properties.total"),
+            payload = {"cart_id": text(_first(p, "cart_id", "checkout_id")),
+                       "total": parse_decimal(_first(p, "value", "total"), field="properties.total"),
                        "currency": text(p.pop("currency", None)), "items": _products(p.pop("products", None))}
             if payload["cart_id"] is None:
                 raise SchemaViolation("properties.cart_id: required for cart events", field="properties.cart_id")
@@ -240,16 +256,42 @@ class TrackingConnector(Connector):
                 payload["items"] = _products([p])
             payload["action"] = event.strip().lower().replace(" ", "_")
         elif canonical == "product.viewed":
-            payload = {"sku": text(p.pop("sku", None) or p.pop("product_id", None)), "name": text(p.pop("name", None)),
+            # The e-commerce spec names a product by product_id or sku; a page that sends neither still names
+            # it (by name): better a product keyed by its name than a lost view.
+            sku = text(_first(p, "sku", "product_id", "id"))
+            name = text(p.pop("name", None))
+            if sku is None and name is None:
+                raise SchemaViolation("properties.product_id: a product view needs product_id, sku or name",
+                                      field="properties.product_id")
+            payload = {"sku": sku or name, "name": name,
                        "price": parse_decimal(p.pop("price", None), field="properties.price"),
                        "category": text(p.pop("category", None)), "url": text(p.pop("url", None))}
         elif canonical == "search.performed":
             payload = {"query": text(p.pop("query", None))}
         else:  # app.installed / app.opened
-            payload = {"deep_link": text(p.pop("url", None) or p.pop("deep_link", None)),
+            payload = {"deep_link": text(_first(p, "url", "deep_link")),
                        "app_version": text(p.pop("version", None))}
         payload.update({k: v for k, v in p.items() if k not in payload})
         return [{**base, "type": canonical, "properties": payload}]
+
+
+def _first(props: dict[str, Any], *keys: str) -> Any:
+    """Pop ``keys`` from ``props``; the first value that is present (0 and "" are values, unlike with ``or``)."""
+    found: Any = None
+    for key in keys:
+        value = props.pop(key, None)
+        if found is None and value is not None:
+            found = value
+    return found
+
+
+def _all_traits(record: SourceRecord, ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """The message's traits: ``context.traits`` (where some SDKs put identify traits), overlaid by ``traits``."""
+    out: dict[str, Any] = {}
+    for traits in (ctx.get("traits"), record.get("traits")):
+        if isinstance(traits, Mapping):
+            out.update(traits)
+    return out
 
 
 def _products(products: Any) -> list[dict[str, Any]]:
@@ -262,7 +304,7 @@ def _products(products: Any) -> list[dict[str, Any]]:
             raise SchemaViolation(f"properties.products.{i}: no sku or product_id",
                                   field=f"properties.products.{i}.sku")
         item: dict[str, Any] = {"sku": sku, "name": text(prod.get("name")),
-                                "quantity": prod.get("quantity") or 1,
+                                "quantity": 1 if prod.get("quantity") is None else prod.get("quantity"),
                                 "price": parse_decimal(prod.get("price"), field=f"properties.products.{i}.price"),
                                 "category": text(prod.get("category"))}
         items.append({k: v for k, v in item.items() if v is not None})

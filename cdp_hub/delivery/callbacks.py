@@ -4,8 +4,9 @@
     POST /v1/callbacks/<instance> ─▶ channel.parse_callback(headers, body) ─▶ receipts
         ─▶ send log rows (by our message id or the provider's) ─▶ status moves forward (sent → delivered →
            opened → clicked; a late bounce → failed), a permanent failure suppresses the address
-        ─▶ message.delivered / opened / clicked / failed events on cdp.events (deterministic ids: a provider
-           that calls twice produces one event)
+        ─▶ message.delivered / opened / clicked / failed events on cdp.events (deterministic ids from the
+           message and status; an id seen within the edge's dedupe window is not published again, so a
+           provider that calls twice, or replays a callback, produces one event)
 
 HTTP answers: 200 done (receipts for unknown messages are counted and ignored, so the provider does not
 retry them forever), 400 a malformed callback (also a DLQ entry), 401 a bad signature, 404 no such channel.
@@ -33,6 +34,7 @@ __all__ = ["CallbackResult", "apply_receipts", "handle_callback", "unsubscribe"]
 
 log = logging.getLogger(__name__)
 STAGE = "delivery.callback"
+DEDUPE_SCOPE = "delivery"
 
 
 class CallbackResult:
@@ -55,7 +57,7 @@ async def apply_receipts(hub: Hub, instance: str, provider: str, receipts: list[
     )
     by_id = {row.message_id: row for row in rows}
     by_provider_id = {row.provider_message_id: row for row in rows if row.provider_message_id}
-    messages = []
+    events: list[Event] = []
     suppress: list[tuple[str, str, str, str, str]] = []
     dead_tokens: list[tuple[str, str]] = []
     for receipt in receipts:
@@ -79,14 +81,33 @@ async def apply_receipts(hub: Hub, instance: str, provider: str, receipts: list[
                 dead_tokens.append((row.address_kind, row.address))
         event = receipt_event(receipt, channel=row.channel, identity=(row.address_kind, row.address),
                               profile_id=row.profile_id, scenario=row.scenario, template=row.template)
-        messages.append(receipt_message(hub.topics.events, event))
+        events.append(event)
         hub.metrics.messages.labels(row.channel, receipt.status).inc()
         result.applied += 1
     await sendlog.suppress(suppress)
     await sendlog.remove_identities(dead_tokens)
-    if messages:
-        await hub.bus.publish_many(messages)
+    await publish_once(hub, events)
     return result
+
+
+async def publish_once(hub: Hub, events: list[Event]) -> None:
+    """Publish events the hub derived from a callback or a click, each at most once per dedupe window.
+
+    Their ids are deterministic from the cause, but their time is when the call came: without this a repeated
+    call would be a second row of the same event (and a second consent change) downstream."""
+    ttl = hub.settings.edge.dedupe_window_seconds
+    claimed: list[str] = []
+    if ttl and events:
+        ids = [str(e.event_id) for e in events]
+        firsts = await hub.hotstate.first_sightings(DEDUPE_SCOPE, ids, ttl)
+        claimed = [i for i, first in zip(ids, firsts, strict=True) if first]
+        events = [e for e, first in zip(events, firsts, strict=True) if first]
+    try:
+        if events:
+            await hub.bus.publish_many([receipt_message(hub.topics.events, e) for e in events])
+    except Exception:
+        await hub.hotstate.forget_sightings(DEDUPE_SCOPE, claimed)  # the provider's retry must get through
+        raise
 
 
 async def handle_callback(hub: Hub, channel_instance: str, headers: Mapping[str, str], body: bytes) -> int:
@@ -117,7 +138,8 @@ async def unsubscribe(hub: Hub, message_id: str) -> int:
     message's channel kind, marketing) for the address it went to. Return 200, or 404 for an unknown message.
 
     The resolver turns the event into ``golden.consent``; the next marketing message skips that channel. The
-    event id is derived from the message id, so clicking twice is one event.
+    event id is derived from the message id and published once per dedupe window, so clicking three times
+    is one consent change.
     """
     rows = await SendLog(hub.store).rows([message_id])
     row = rows.get(message_id)
@@ -137,5 +159,5 @@ async def unsubscribe(hub: Hub, message_id: str) -> int:
         "context": {"channel": row.channel, "campaign": row.scenario},
         "profile_id": row.profile_id,
     })
-    await hub.bus.publish_many([receipt_message(hub.topics.events, event)])
+    await publish_once(hub, [event])
     return 200

@@ -23,7 +23,9 @@ __all__ = ["DeadLetter", "FailureType", "Origin", "dead_letter_from_error"]
 FailureType = Literal[
     "schema_violation",
     "normalization_error",
+    "policy_violation",
     "resolution_error",
+    "identity_rejected",
     "delivery_error",
     "template_error",
     "record_error",

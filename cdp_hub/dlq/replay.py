@@ -3,11 +3,15 @@
     dead_letters table ─▶ list_dead_letters ─▶ `cdp-hub dlq list` / GET /v1/dlq
                        └▶ replay_dead_letters ─▶ the original topic, or the connector again for raw source
                           records (a record that fails again becomes a new dead letter)
+                          ─▶ settle() ─▶ mark the letters replayed (only once what was published is safe)
+
+On the in-process bus ``settle`` (:func:`cdp_hub.pipeline.embedded.downstream`) waits until the stages of this
+process have stored the replayed records; a letter marked replayed is never one whose record vanished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,11 +57,13 @@ async def replay_dead_letters(
     fixes: Mapping[str, Any] | None = None,
     again: bool = False,
     dry_run: bool = False,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> ReplayResult:
     """Put dead letters back: raw source records through their connector, others onto their topic.
 
     ``fixes`` maps a ``dlq_id`` to a corrected payload (a JSON object or string) that replaces the original.
-    A record that fails again becomes a new dead letter; the old one is marked replayed either way.
+    A record that fails again becomes a new dead letter; the old one is marked replayed either way, after
+    ``settle`` returned (the in-process bus: once the stages have stored what was published).
     """
     from cdp_hub.connector.ingest import Ingestor
 
@@ -66,6 +72,7 @@ async def replay_dead_letters(
     result = ReplayResult()
     fixes = fixes or {}
     ingestor = Ingestor(hub)
+    outcomes: list[tuple[str, str]] = []  # (dlq_id, result), marked once what was published is safe
     for _, envelope in rows:
         d = DeadLetter.model_validate(envelope)
         fixed = fixes.get(d.dlq_id)
@@ -95,7 +102,11 @@ async def replay_dead_letters(
             result.replayed += 1
         else:
             result.failed_again += 1
-        await letters.mark_replayed(d.dlq_id, "replayed" if ok else "failed again")
+        outcomes.append((d.dlq_id, "replayed" if ok else "failed again"))
+    if outcomes and settle is not None:
+        await settle()
+    for dlq_id, outcome in outcomes:
+        await letters.mark_replayed(dlq_id, outcome)
     return result
 
 

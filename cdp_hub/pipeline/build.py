@@ -14,7 +14,7 @@ wired here, so its reach is visible in its constructor.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cdp_hub.bus.base import OutgoingMessage
@@ -48,29 +48,34 @@ __all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "segm
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
 
-def stage_context(hub: Hub) -> StageContext:
-    """What every stage gets from ``hub``. The clock and the bus are looked up on the hub at each call, so a
-    clock pinned (or a bus replaced) after the stage was built still holds."""
+Publish = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
 
-    async def publish(messages: Sequence[OutgoingMessage]) -> None:
+
+def stage_context(hub: Hub, *, publish: Publish | None = None) -> StageContext:
+    """What every stage gets from ``hub``. The clock and the bus are read through the hub, so a pinned clock
+    (or a bus a test replaces) holds. ``publish`` replaces the bus's ``publish_many`` for work outside a
+    batch (the embedded mode waits there until the stages have stored it)."""
+
+    async def publish_on_hub_bus(messages: Sequence[OutgoingMessage]) -> None:
         await hub.bus.publish_many(messages)
 
-    return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(), publish=publish,
-                        group_prefix=hub.settings.topic_prefix)
+    return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
+                        publish=publish or publish_on_hub_bus, group_prefix=hub.settings.topic_prefix)
 
 
-def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None) -> SegmentEngine:
+def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None, *,
+                   publish: Publish | None = None) -> SegmentEngine:
     """The segment engine on ``hub``'s clients: the deployment's segments (built-ins and ``segments_dir``)
-    unless ``segments`` are given."""
+    unless ``segments`` are given (``publish``: see :func:`stage_context`)."""
     if segments is None:
         segments = load_segments([hub.settings.segments_dir] if hub.settings.segments_dir else [])
-    return SegmentEngine(stage_context(hub), repository=SegmentRepository(hub.store),
+    return SegmentEngine(stage_context(hub, publish=publish), repository=SegmentRepository(hub.store),
                          profiles=ProfileRepository(hub.store), hotstate=hub.hotstate, segments=segments)
 
 
-def birthday_scheduler(hub: Hub) -> BirthdayScheduler:
-    """The daily birthday scan on ``hub``'s clients."""
-    return BirthdayScheduler(stage_context(hub), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
+def birthday_scheduler(hub: Hub, *, publish: Publish | None = None) -> BirthdayScheduler:
+    """The daily birthday scan on ``hub``'s clients (``publish``: see :func:`stage_context`)."""
+    return BirthdayScheduler(stage_context(hub, publish=publish), jobs=JobRepository(hub.store), profiles=ProfileRepository(hub.store))
 
 
 def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:

@@ -87,6 +87,8 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto")
     p.add_argument("--rules", type=Path, help="identity rules file (default: $CDP_HUB_IDENTITY_RULES)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--report", type=Path, metavar="FILE",
+                   help="write the reconciliation report (JSON) to FILE and print its readable summary")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--temp-buffers-mb", type=int, default=3072,
                    help="PostgreSQL session memory for the staging tables (default 3072; ~1 GB per million records)")
@@ -185,13 +187,14 @@ def _hub(settings: Settings) -> Hub:
 
 
 async def cmd_merge(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.pipeline.embedded import downstream
     from cdp_hub.resolver.merge import merge_profiles, publish_profile_event
 
     try:
         ids = [uuid.UUID(p) for p in args.profile_ids]
     except ValueError as exc:
         raise ConfigurationError(f"not a profile id: {exc}") from None
-    async with _hub(settings) as hub:
+    async with _hub(settings) as hub, downstream(hub):  # the profile event reaches the triggers
         outcome = await merge_profiles(hub.store, ids, reason=args.reason, rules=_rules(args.rules),
                                        force=args.force)
         if outcome is None:
@@ -203,13 +206,14 @@ async def cmd_merge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_unmerge(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.pipeline.embedded import downstream
     from cdp_hub.resolver.merge import publish_profile_event, unmerge_profile
 
     try:
         pid = uuid.UUID(args.profile_id)
     except ValueError:
         raise ConfigurationError(f"{args.profile_id!r} is not a profile id (a UUID)") from None
-    async with _hub(settings) as hub:
+    async with _hub(settings) as hub, downstream(hub):  # the profile event reaches the triggers
         outcome = await unmerge_profile(hub.store, pid, rules=_rules(args.rules), reason=args.reason)
         if outcome.event is not None:
             await publish_profile_event(hub, outcome.event)
@@ -258,14 +262,22 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     for f in args.files:
         if not f.exists():
             raise ConfigurationError(f"file not found: {f}")
-    async with _hub(settings) as hub:
+    from cdp_hub.pipeline.embedded import downstream
+
+    # The import writes PostgreSQL directly; its dead letters go through the bus, and on the in-process bus
+    # the DLQ stage of this process archives them before the command returns.
+    async with _hub(settings) as hub, downstream(hub):
         importer = BulkImporter(hub, source=args.source, event_type=args.type, rules=_rules(args.rules),
                                 progress=None if args.quiet or args.json else sys.stderr,
                                 temp_buffers_mb=args.temp_buffers_mb, work_mem_mb=args.work_mem_mb,
                                 workers=args.workers)
         summary = await importer.run(args.files, fmt=args.format)
+    if args.report is not None:
+        args.report.write_bytes(orjson.dumps(summary.reconciliation(), option=orjson.OPT_INDENT_2))
     if args.json:
         _dump(summary.as_dict())
     else:
         print(summary.render())
+        if args.report is not None:
+            print(summary.render_reconciliation())
     return 0 if summary.records else 1

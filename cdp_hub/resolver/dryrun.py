@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cdp_hub.resolver.graph import BatchItem, GraphFragment
-from cdp_hub.resolver.rules import IdentityRules
+from cdp_hub.resolver.rules import BlockList, IdentityRules
 from cdp_hub.schema.events import Event, Identity
 from cdp_hub.store import EventRepository, ProfileRepository, Store
 from cdp_hub.store.profiles import Key
@@ -75,8 +75,9 @@ async def dry_run(store: Store, rules: IdentityRules, *, examples: int = 10) -> 
     """Replay every stored event under ``rules`` and report the merges and splits against today's graph."""
     report = DryRunReport()
     profiles = ProfileRepository(store)
-    blocked = set(rules.blocked_set())
-    blocked.update(await profiles.blocked_identities())
+    configured = rules.blocked_set()
+    blocked = BlockList(configured.values | frozenset(await profiles.blocked_identities()),
+                        patterns=configured.patterns)
     frag = GraphFragment(rules, datetime.now(UTC))
     async with aclosing(EventRepository(store).replay(prefetch=_FETCH)) as stored:
         async for row in stored:

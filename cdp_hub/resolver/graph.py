@@ -27,7 +27,8 @@ import asyncpg
 import orjson
 
 from cdp_hub.errors import RecordError, RetriableError
-from cdp_hub.resolver.rules import IdentityRules
+from cdp_hub.resolver.fuzzy.text import given_name_key, same_given_name
+from cdp_hub.resolver.rules import BlockList, IdentityRules
 from cdp_hub.resolver.survivorship import event_observations
 from cdp_hub.schema.events import Event, uuid7
 from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
@@ -40,6 +41,7 @@ __all__ = [
     "Conflict",
     "GraphFragment",
     "IdentityGraph",
+    "IdentityRejected",
     "Merge",
     "ResolutionError",
     "add_observations",
@@ -61,6 +63,13 @@ class ResolutionError(RecordError):
     """The event cannot be attached to any profile (every identity blocked or unusable)."""
 
     failure_type = "resolution_error"
+
+
+class IdentityRejected(RecordError):
+    """One identity of a record could not be normalized (a phone ``00000``): that identity is dropped, the
+    record goes on with the others, and this names the dropped field and value in the dead-letter queue."""
+
+    failure_type = "identity_rejected"
 
 
 class _ConcurrentChange(Exception):
@@ -123,6 +132,7 @@ class BatchResult:
     conflicts: list[Conflict] = field(default_factory=list)
     new_events: set[uuid.UUID] = field(default_factory=set)
     event_json: dict[uuid.UUID, bytes] = field(default_factory=dict)  # each event with its profile_id
+    identities_attached: int = 0
     attempts: int = 1
 
 
@@ -137,7 +147,15 @@ class _Profile:
 
 class GraphFragment:
     """The part of the graph a batch touches, replayed event by event in memory (also used on its own, from
-    an empty graph, by the dry run)."""
+    an empty graph, by the dry run).
+
+    Refusal is a decision about the whole record: when a rule refuses to let a record join a profile (a second
+    account id of one system, first names or birth dates that disagree across a phone or e-mail, an operator's
+    split), the record joins none of that profile; it goes to the profiles it may join, or to a new one, and
+    the value that led to the refused profile becomes *shared*: a ``shared_identity`` conflict names both
+    profiles, the value stays a contact point of both and links no record from then on (a household value
+    still links a record to the one holder whose first name agrees).
+    """
 
     def __init__(self, rules: IdentityRules, now: datetime) -> None:
         self.rules = rules
@@ -150,6 +168,12 @@ class GraphFragment:
         self.absorbed: dict[uuid.UUID, set[uuid.UUID]] = {}  # live profile -> profiles merged into it
         self.new_identities: list[tuple[Key, str, datetime]] = []  # key, source, first seen
         self.seen_keys: dict[Key, datetime] = {}
+        # Shared values -> the profiles holding them; new rows (key, profile, event, first seen) to store.
+        self.shared: dict[Key, set[uuid.UUID]] = {}
+        self.new_shared: list[tuple[Key, uuid.UUID, uuid.UUID, datetime]] = []
+        # What the household rule compares: given-name keys and birth dates each profile was seen with.
+        self.names: dict[uuid.UUID, set[str]] = {}
+        self.births: dict[uuid.UUID, set[str]] = {}
         self.result = BatchResult()
 
     def canon(self, pid: uuid.UUID) -> uuid.UUID:
@@ -157,6 +181,15 @@ class GraphFragment:
         while prof.merged_into is not None:
             prof = self.profiles[prof.merged_into]
         return prof.profile_id
+
+    def observe_person(self, pid: uuid.UUID, first_name: str | None, birth_date: str | None) -> None:
+        """Remember that ``pid`` was seen with this first name and birth date (for the household rule)."""
+        if first_name:
+            name = given_name_key(first_name)
+            if name:
+                self.names.setdefault(pid, set()).add(name)
+        if birth_date:
+            self.births.setdefault(pid, set()).add(birth_date)
 
     def _new_profile(self, event: Event) -> uuid.UUID:
         pid = uuid7()
@@ -166,8 +199,10 @@ class GraphFragment:
         self.result.created.append((pid, event.event_id))
         return pid
 
-    def _fits(self, group: list[uuid.UUID], extra: uuid.UUID) -> str | None:
-        """None when ``extra`` may join ``group`` under the rules, else the rule's name for the refusal."""
+    def _fits(self, group: list[uuid.UUID], extra: uuid.UUID,
+              own: dict[str, set[str]] | None = None) -> str | None:
+        """None when ``extra`` may join ``group`` (and a record holding ``own`` limited values) under the
+        rules, else the rule's name for the refusal (a limited kind, or the operator's split)."""
         if self.splits:
             members = set(group).union(*(self.absorbed.get(g, set()) for g in group))
             joining = {extra} | self.absorbed.get(extra, set())
@@ -175,12 +210,37 @@ class GraphFragment:
                     any(self.splits.get(p, set()) & members for p in joining):
                 return _SPLIT
         for kind, limit in self.limits.items():
-            values: set[str] = set()
+            values: set[str] = set(own.get(kind, ())) if own else set()
             for pid in [*group, extra]:
                 values |= self.limited[pid].get(kind, set())
             if len(values) > limit:
                 return kind
         return None
+
+    def _person(self, event: Event) -> tuple[str | None, str | None]:
+        """The record's given-name key and birth date (ISO), when it states them."""
+        traits = event.traits
+        first = traits.first_name
+        birth = traits.birth_date
+        return (given_name_key(first) if first else None), (birth.isoformat() if birth else None)
+
+    def _disagrees(self, person: tuple[str | None, str | None], pid: uuid.UUID) -> str | None:
+        """Why the record's person is not ``pid``'s (another first name, another birth date), or None."""
+        name, birth = person
+        if birth is not None and (births := self.births.get(pid)) and birth not in births:
+            return "birth dates differ"
+        if name is not None and (names := self.names.get(pid)) and not any(same_given_name(name, n) for n in names):
+            return "first names differ"
+        return None
+
+    def _household_holder(self, key: Key, person: tuple[str | None, str | None]) -> uuid.UUID | None:
+        """The one profile holding shared value ``key`` that is the record's person by first name (and birth
+        date, when both have one); None when there is not exactly one, or the value is held too widely."""
+        holders = {self.canon(p) for p in self.shared.get(key, ()) if p in self.profiles}
+        if person[0] is None or len(holders) > self.rules.household_max_profiles:
+            return None
+        agree = [p for p in holders if person[0] in self.names.get(p, ()) and self._disagrees(person, p) is None]
+        return agree[0] if len(agree) == 1 else None
 
     def apply(self, item: BatchItem) -> uuid.UUID:
         event = item.event
@@ -191,9 +251,13 @@ class GraphFragment:
             candidates.append(pid)
             via[pid] = None
         forced: set[uuid.UUID] = set()
+        person = self._person(event) if self.rules.household_rule else (None, None)
         for key in [*item.keys, *item.forced]:
             self.seen_keys[key] = max(self.seen_keys.get(key, event.occurred_at), event.occurred_at)
-            owner = self.owner.get(key)
+            if key in self.shared and key not in item.forced:
+                owner = self._household_holder(key, person)
+            else:
+                owner = self.owner.get(key)
             if owner is None:
                 continue
             pid = self.canon(owner)
@@ -204,17 +268,17 @@ class GraphFragment:
                     forced.add(pid)
         if not candidates:
             target = self._new_profile(event)
-        elif len(candidates) == 1:
-            target = candidates[0]
         else:
-            target = self._merge(item, candidates, via, forced)
-        self._attach(item, target)
+            target = self._join(item, candidates, via, forced, person)
+        self._attach(item, target, person)
         final = self.canon(target)
         self.result.profile_of[event.event_id] = final
         return final
 
-    def _merge(self, item: BatchItem, candidates: list[uuid.UUID], via: dict[uuid.UUID, Key | None],
-               forced: set[uuid.UUID]) -> uuid.UUID:
+    def _join(self, item: BatchItem, candidates: list[uuid.UUID], via: dict[uuid.UUID, Key | None],
+              forced: set[uuid.UUID], person: tuple[str | None, str | None]) -> uuid.UUID:
+        """The profile the record goes to: the candidates it may join (merged, oldest surviving), or a new
+        one when it may join none; every refused candidate makes the value that led to it shared."""
         event = item.event
         cap = self.rules.max_merge_size
         if len([c for c in candidates if c not in forced]) > cap:
@@ -223,24 +287,81 @@ class GraphFragment:
                 f"event would merge {len(candidates)} profiles; the cap is {cap}",
             ))
             return candidates[0]
-        group = [candidates[0]]
-        for pid in candidates[1:]:
-            kind = None if pid in forced else self._fits(group, pid)
-            if kind is None:
+        own: dict[str, set[str]] = {}
+        for kind, value in item.keys:
+            if kind in self.limits:
+                own.setdefault(kind, set()).add(value)
+        group: list[uuid.UUID] = []
+        refused: list[tuple[uuid.UUID, str]] = []
+        for pid in candidates:
+            key = via[pid]
+            if pid in forced or key is None:  # the source's own merge, or the profile the event names
                 group.append(pid)
                 continue
-            key = via[pid]
-            if kind == _SPLIT:
-                rule, detail = "unmerged", "an operator split these profiles; they are not merged automatically"
+            why = self._refusal(group, pid, key, own, person)
+            if why is None:
+                group.append(pid)
             else:
-                rule = "max_per_profile"
-                detail = f"merging would give one profile more than {self.limits[kind]} {kind} value(s)"
-            self.result.conflicts.append(Conflict(
-                rule, sorted([group[0], pid]), event.event_id, detail,
-                kind=key[0] if key else None, value=key[1] if key else None,
-            ))
-        if len(group) == 1:
-            return group[0]
+                refused.append((pid, why))
+        if not group:
+            target = self._new_profile(event)
+        elif len(group) == 1:
+            target = group[0]
+        else:
+            target = self._merge(item, group, via, forced)
+        for pid, why in refused:
+            self._refused(item, pid, via[pid], target, why)
+        return target
+
+    def _refusal(self, group: list[uuid.UUID], pid: uuid.UUID, key: Key, own: dict[str, set[str]],
+                 person: tuple[str | None, str | None]) -> str | None:
+        """Why the record (with ``group`` accepted so far) may not join ``pid``, reached through ``key``."""
+        kind = self._fits(group, pid, own)
+        if kind == _SPLIT:
+            return "an operator split these profiles; they are not merged automatically"
+        if kind is not None:
+            return f"the profiles would hold more than {self.limits[kind]} {kind} value(s)"
+        if key[0] not in self.limits and self.rules.household_rule:
+            why = self._disagrees(person, pid)
+            for member in group:  # the record would merge pid into them: two people by name or birth date?
+                if why is not None:
+                    break
+                why = self._profiles_disagree(member, pid)
+            if why is not None:
+                return f"{why}: a household's or a shared {key[0]}"
+        return None
+
+    def _profiles_disagree(self, a: uuid.UUID, b: uuid.UUID) -> str | None:
+        """Why profiles ``a`` and ``b`` are two people by what they were seen with, or None."""
+        births_a, births_b = self.births.get(a), self.births.get(b)
+        if births_a and births_b and not births_a & births_b:
+            return "birth dates differ"
+        names_a, names_b = self.names.get(a), self.names.get(b)
+        if names_a and names_b and not any(same_given_name(x, y) for x in names_a for y in names_b):
+            return "first names differ"
+        return None
+
+    def _refused(self, item: BatchItem, pid: uuid.UUID, key: Key | None, target: uuid.UUID, why: str) -> None:
+        """Record a refusal; the value that led to ``pid`` is shared by it and ``target`` from now on (an
+        account id is not: it stays its profile's key)."""
+        event = item.event
+        target = self.canon(target)
+        rule = "unmerged" if why.startswith("an operator split") else "shared_identity"
+        self.result.conflicts.append(Conflict(
+            rule, sorted([pid, target]), event.event_id, why,
+            kind=key[0] if key else None, value=key[1] if key else None,
+        ))
+        if key is None or key[0] in self.limits or rule == "unmerged":
+            return
+        holders = self.shared.setdefault(key, set())
+        for holder in (pid, target):
+            if holder not in holders:
+                holders.add(holder)
+                self.new_shared.append((key, holder, event.event_id, event.occurred_at))
+
+    def _merge(self, item: BatchItem, group: list[uuid.UUID], via: dict[uuid.UUID, Key | None],
+               forced: set[uuid.UUID]) -> uuid.UUID:
+        event = item.event
         survivor = min(group, key=lambda p: (self.profiles[p].created_at, str(p)))
         losers = [p for p in group if p != survivor]
         for loser in losers:
@@ -248,6 +369,10 @@ class GraphFragment:
             self.absorbed.setdefault(survivor, set()).update({loser}, self.absorbed.pop(loser, set()))
             for kind, values in self.limited.get(loser, {}).items():
                 self.limited[survivor][kind] |= values
+            if loser in self.names:
+                self.names.setdefault(survivor, set()).update(self.names[loser])
+            if loser in self.births:
+                self.births.setdefault(survivor, set()).update(self.births[loser])
         linking = [k for p in group if (k := via[p]) is not None]
         reason = "shared identities: " + ", ".join(f"{k}:{v}" for k, v in linking)
         if item.explicit is not None:
@@ -257,9 +382,17 @@ class GraphFragment:
         self.result.merges.append(Merge(survivor, losers, event.event_id, linking, reason))
         return survivor
 
-    def _attach(self, item: BatchItem, target: uuid.UUID) -> None:
+    def _attach(self, item: BatchItem, target: uuid.UUID, person: tuple[str | None, str | None]) -> None:
         pid = self.canon(target)
+        event = item.event
         for key in [*item.keys, *item.forced]:
+            holders = self.shared.get(key)
+            if holders is not None and key not in item.forced:
+                # A shared value: a contact point of this profile too, never a link.
+                if not any(self.canon(h) == pid for h in holders if h in self.profiles):
+                    holders.add(pid)
+                    self.new_shared.append((key, pid, event.event_id, event.occurred_at))
+                continue
             if key in self.owner:
                 continue
             kind, value = key
@@ -270,14 +403,19 @@ class GraphFragment:
                 held = self.limited[pid][kind]
                 if value not in held and len(held) >= limit:
                     self.result.conflicts.append(Conflict(
-                        "max_per_profile", [pid], item.event.event_id,
+                        "max_per_profile", [pid], event.event_id,
                         f"profile already holds {limit} {kind} value(s): {', '.join(sorted(held))}",
                         kind=kind, value=value,
                     ))
                     continue
                 held.add(value)
             self.owner[key] = pid
-            self.new_identities.append((key, item.event.source, item.event.occurred_at))
+            self.new_identities.append((key, event.source, event.occurred_at))
+        name, birth = person
+        if name is not None:
+            self.names.setdefault(pid, set()).add(name)
+        if birth is not None:
+            self.births.setdefault(pid, set()).add(birth)
 
 
 def event_json_with_profile(event: Event, profile_id: uuid.UUID) -> bytes:
@@ -289,7 +427,7 @@ def event_json_with_profile(event: Event, profile_id: uuid.UUID) -> bytes:
     return event.model_copy(update={"profile_id": profile_id}).to_json()
 
 
-def usable_keys(event: Event, rules: IdentityRules, blocked: frozenset[Key]) -> list[Key]:
+def usable_keys(event: Event, rules: IdentityRules, blocked: BlockList) -> list[Key]:
     """``event``'s identities that may link profiles under ``rules`` (not blocked, linking kinds), strongest
     kind first."""
     keys = []
@@ -377,7 +515,8 @@ class IdentityGraph:
         explicit = sorted({it.explicit for it in items if it.explicit is not None}, key=str)
         found = await ProfileRepository.lookup(conn, all_keys, explicit)
         owner, last_seen, blocked, explicit_to = found.owner, found.last_seen, found.blocked, found.explicit_to
-        pids = sorted(set(owner.values()) | set(explicit_to.values()), key=lambda p: p.bytes)
+        holders = {p for ps in found.shared.values() for p in ps}
+        pids = sorted(set(owner.values()) | set(explicit_to.values()) | holders, key=lambda p: p.bytes)
 
         now = datetime.now(UTC)
         frag = GraphFragment(self.rules, now)
@@ -387,6 +526,7 @@ class IdentityGraph:
                 if row.merged_into is not None:
                     raise _ConcurrentChange(str(row.profile_id))
                 frag.profiles[row.profile_id] = _Profile(row.profile_id, row.created_at, row.created_by_event)
+                frag.observe_person(row.profile_id, row.first_name, row.birth_date)
             if len(locked) != len(pids):
                 raise _ConcurrentChange("a profile disappeared")
             constraints = await ProfileRepository.constraints(conn, pids, list(self.rules.limited_kinds()))
@@ -395,6 +535,7 @@ class IdentityGraph:
             for pid, kind, value in constraints.values:
                 frag.limited[pid][kind].add(value)
         frag.owner = {k: p for k, p in owner.items() if k not in blocked}
+        frag.shared = {k: ps for k, ps in found.shared.items() if k not in blocked}
 
         for it in items:
             if blocked:
@@ -405,16 +546,24 @@ class IdentityGraph:
                 continue
             frag.apply(it)
         await self._write(conn, frag, items, last_seen)
+        frag.result.identities_attached = len(frag.new_identities)
         return frag.result
 
-    async def _block_spread_values(self, conn: asyncpg.Connection, conflicts: list[Conflict]) -> None:
-        """Block values the rules refused on more than ``max_profiles_per_value`` profiles (a store's shared
-        phone at the till, a placeholder e-mail): they are unlinked and never link again."""
+    async def _block_spread_values(self, conn: asyncpg.Connection, frag: GraphFragment) -> None:
+        """Block values seen on more than ``max_profiles_per_value`` profiles (a store's shared phone at the
+        till, a placeholder e-mail): refused on that many in open conflicts, or shared by that many. They are
+        unlinked and never link again."""
         limit = self.rules.max_profiles_per_value
+        conflicts = frag.result.conflicts
         keys = sorted({(c.kind, c.value) for c in conflicts if c.kind is not None and c.value is not None})
-        if limit is None or not keys:
+        if limit is None:
             return
-        spread = [s for s in await ProfileRepository.conflict_spread(conn, keys) if s[2] > limit]
+        spread = [s for s in await ProfileRepository.conflict_spread(conn, keys) if s[2] > limit] if keys else []
+        found = {(k, v) for k, v, _ in spread}
+        for key in sorted({k for k, _, _, _ in frag.new_shared} - found):
+            holders = {frag.canon(p) for p in frag.shared.get(key, ()) if p in frag.profiles}
+            if len(holders) > limit:
+                spread.append((key[0], key[1], len(holders)))
         if not spread:
             return
         await ProfileRepository.block_and_unlink(
@@ -459,6 +608,10 @@ class IdentityGraph:
                 [canon(frag.owner[key]) for key, _, _ in frag.new_identities],
                 [s for _, s, _ in frag.new_identities], [t for _, _, t in frag.new_identities],
             )
+        if frag.new_shared:
+            await ProfileRepository.insert_shared(
+                conn, [k for k, _, _, _ in frag.new_shared], [canon(p) for _, p, _, _ in frag.new_shared],
+                [e for _, _, e, _ in frag.new_shared], [t for _, _, _, t in frag.new_shared])
         # last_seen is refreshed at most hourly per identity: cheap for streaming, good enough for audits.
         touched = [(k, t) for k, t in frag.seen_keys.items()
                    if k in last_seen and t - last_seen[k] > timedelta(hours=1)]
@@ -499,7 +652,8 @@ class IdentityGraph:
                 [canonical_json([str(p) for p in c.profile_ids]) for c in cs], [c.event_id for c in cs],
                 [c.detail for c in cs],
             )
-            await self._block_spread_values(conn, cs)
+        if result.conflicts or frag.new_shared:
+            await self._block_spread_values(conn, frag)
 
 
 # (profile, trait, source, value as canonical JSON) -> [last observed, first seen, count]

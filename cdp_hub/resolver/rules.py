@@ -5,12 +5,15 @@ check the effect first with ``cdp-hub identity dry-run RULES``::
 
     max_merge_size = 10                 # a merge pulling more profiles together is held as a conflict
     max_profiles_per_value = 5          # a value that would link more profiles than this gets blocked
+    own_phones = ["8 (495) 111-22-33"]  # the retailer's own numbers (stores, call centre): never a customer's
 
     [kinds.crm_id]                      # kinds not listed keep their defaults
     priority = 100
-    max_per_profile = 1                 # two different crm_ids never merge automatically
+    max_per_profile = 1                 # two different crm_ids never merge automatically (the default
+                                        # for every system's own customer key: crm_id, ecom_customer_id,
+                                        # erp_customer_id, loyalty_card)
 
-    [blocked]
+    [blocked]                           # added to the built-in junk list (replace_builtin = true replaces it)
     email = ["test@test.ru"]
     phone = ["+70000000000"]
 
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
+from collections.abc import Container
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +38,10 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
 
 __all__ = [
+    "ACCOUNT_KINDS",
+    "BUILTIN_BLOCKED",
     "DEFAULT_KIND_PRIORITY",
+    "BlockList",
     "IdentityRules",
     "KindRule",
     "Strategy",
@@ -79,9 +87,77 @@ class TraitRule(BaseModel):
     sources: list[str] = Field(default_factory=list, description="source priority, best first")
 
 
+# Every system's own customer key: a person has one account per system, so a profile holds one value of
+# each (two values mean two people, or one person with two accounts, which only the source system can say:
+# `properties.merged_identities`). Phones and e-mails link many.
+ACCOUNT_KINDS: tuple[str, ...] = ("crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card")
+
+# The usual placeholders typed when a form insists (values as typed; normalized on load). A rules file's
+# `[blocked]` adds to this list; `replace_builtin = true` replaces it. Patterns beyond single values are in
+# BlockList (repeated and sequential digits, placeholder local parts).
+BUILTIN_BLOCKED: dict[str, list[str]] = {
+    "email": ["test@test.ru", "test@test.com", "noemail@noemail.com", "email@email.ru", "email@email.com",
+              "no@no.ru", "none@none.ru", "noreply@noreply.ru", "a@a.ru", "1@1.ru", "net@net.ru",
+              "nomail@nomail.ru", "123@123.ru", "x@x.ru"],
+    "phone": ["+70000000000", "+79999999999", "+71111111111", "+79000000000", "+79111111111", "+71234567890",
+              "+79012345678", "+79876543210"],
+}
+
+# Local parts people type instead of an address ("noemail@mail.ru"): never a person's own mailbox.
+_PLACEHOLDER_LOCAL = frozenset({
+    "test", "tests", "testtest", "noemail", "nomail", "no-email", "no_email", "no.email", "no", "none", "net",
+    "nety", "null", "nil", "empty", "email", "e-mail", "noreply", "no-reply", "no_reply", "donotreply",
+    "do-not-reply", "unknown", "nobody", "xxx", "asdf", "qwerty", "123", "1234", "12345", "123456",
+})
+# Domains that are not mail providers (a real provider such as mail.ru is never matched).
+_PLACEHOLDER_DOMAIN = re.compile(r"^(?:test|email|noemail|nomail|none|123)\.(?:ru|com|net|org)$|\.invalid$")
+# A national number typed as a run: 123-456-78-90, 987-654-32-10, 012-345-67-89.
+_SEQUENTIAL = frozenset({"1234567890", "0123456789", "9876543210"})
+
+
+def _junk_phone(value: str) -> bool:
+    """A number nobody owns: the subscriber part (last seven digits) one repeated digit (900 000-00-00), or
+    the whole national number a run up or down."""
+    if len(value) < 8:
+        return False
+    subscriber = value[-7:]
+    return subscriber.isdigit() and (len(set(subscriber)) == 1 or value[-10:] in _SEQUENTIAL)
+
+
+class BlockList(Container[tuple[str, str]]):
+    """The values that never link: explicit ``(kind, value)`` pairs (normalized) and, unless replaced,
+    the built-in patterns: a phone whose last seven digits (the subscriber number) are one repeated digit
+    or a sequence, an e-mail with a placeholder local part (``test@``, ``noemail@``, ``no@``, ``none@``,
+    ``noreply@``) or a placeholder domain (``email.ru``, ``test.com``). ``key in block_list`` is the test."""
+
+    __slots__ = ("patterns", "values")
+
+    def __init__(self, values: frozenset[tuple[str, str]], *, patterns: bool = True) -> None:
+        self.values = values
+        self.patterns = patterns
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.values:
+            return True
+        if not self.patterns or not isinstance(key, tuple):
+            return False
+        kind, value = key
+        if kind == "phone":
+            return _junk_phone(value)
+        if kind == "email":
+            local, _, domain = value.partition("@")
+            return local in _PLACEHOLDER_LOCAL or _PLACEHOLDER_DOMAIN.search(domain) is not None
+        return False
+
+    def reason(self, key: tuple[str, str]) -> str:
+        """Why ``key`` is blocked, for operators (a value given in the rules, or a built-in pattern)."""
+        return "listed in the identity rules" if key in self.values else "a placeholder (built-in junk pattern)"
+
+
 def _default_kinds() -> dict[str, KindRule]:
     kinds = {kind: KindRule(priority=prio) for kind, prio in DEFAULT_KIND_PRIORITY.items()}
-    kinds["crm_id"] = KindRule(priority=100, max_per_profile=1)
+    for kind in ACCOUNT_KINDS:
+        kinds[kind] = KindRule(priority=DEFAULT_KIND_PRIORITY[kind], max_per_profile=1)
     return kinds
 
 
@@ -92,13 +168,27 @@ class IdentityRules(BaseModel):
 
     kinds: dict[str, KindRule] = Field(default_factory=_default_kinds)
     blocked: dict[str, list[str]] = Field(
-        default_factory=lambda: {"email": ["test@test.ru", "test@test.com", "noemail@noemail.com"],
-                                 "phone": ["+70000000000", "+79999999999"]},
-        description="values (normalized on load) that never link profiles, by kind",
+        default_factory=dict,
+        description="values (normalized on load) that never link profiles, by kind; added to the built-in list",
+    )
+    replace_builtin: bool = Field(
+        False, description="true: `blocked` replaces the built-in junk values and patterns instead of adding to them"
+    )
+    own_phones: list[str] = Field(
+        default_factory=list,
+        description="the retailer's own numbers (stores, head office, call centre): typed at the till, never "
+                    "a customer's; blocked like the junk list",
     )
     max_merge_size: int = Field(20, ge=2, description="most profiles one merge may pull together")
     max_profiles_per_value: int | None = Field(
         10, ge=2, description="a value seen on more profiles than this is blocked from then on"
+    )
+    household_max_profiles: int = Field(
+        4, ge=2, description="a shared value held by at most this many profiles (a family's phone) still links a "
+                             "record to the one holder whose first name agrees; held by more, it links nothing"
+    )
+    household_rule: bool = Field(
+        True, description="false: a phone or e-mail links whatever the first names and birth dates say"
     )
     default_strategy: Strategy = "most_recent"
     traits: dict[str, TraitRule] = Field(default_factory=dict)
@@ -122,16 +212,21 @@ class IdentityRules(BaseModel):
     def limited_kinds(self) -> dict[str, int]:
         return {k: r.max_per_profile for k, r in self.kinds.items() if r.max_per_profile is not None}
 
-    def blocked_set(self, options: NormalizationOptions = DEFAULT_OPTIONS) -> frozenset[tuple[str, str]]:
-        """The configured blocked values, normalized the way events' identities are."""
+    def blocked_set(self, options: NormalizationOptions = DEFAULT_OPTIONS) -> BlockList:
+        """The values that never link: the built-in junk list and patterns (unless ``replace_builtin``), the
+        configured ``blocked`` values and ``own_phones``, normalized the way events' identities are."""
         out: set[tuple[str, str]] = set()
-        for kind, values in self.blocked.items():
-            for value in values:
-                try:
-                    out.add(normalize_identity(kind, value, options))
-                except ValueError:
-                    out.add((kind, value))
-        return frozenset(out)
+        lists = [self.blocked, {"phone": self.own_phones}]
+        if not self.replace_builtin:
+            lists.insert(0, BUILTIN_BLOCKED)
+        for blocked in lists:
+            for kind, values in blocked.items():
+                for value in values:
+                    try:
+                        out.add(normalize_identity(kind, value, options))
+                    except ValueError:
+                        out.add((kind, value))
+        return BlockList(frozenset(out), patterns=not self.replace_builtin)
 
 
 def load_rules(path: str | os.PathLike[str] | None = None) -> IdentityRules:

@@ -17,13 +17,22 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
-from cdp_hub.errors import SchemaViolation
+from cdp_hub.errors import RecordError, SchemaViolation
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.resolver.catalogue import CatalogueStep, is_catalogue_event
-from cdp_hub.resolver.graph import RESOLVER_NAMESPACE, BatchResult, IdentityGraph, ResolutionError
+from cdp_hub.resolver.graph import (
+    RESOLVER_NAMESPACE,
+    BatchResult,
+    IdentityGraph,
+    IdentityRejected,
+    ResolutionError,
+)
 from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.schema.events import Context, Event, parse_event
 from cdp_hub.schema.identities import NormalizationOptions, normalize_identity
@@ -72,7 +81,48 @@ def _message(topic: str, event: Event, profile_id: uuid.UUID, value: bytes | Non
                            (("cdp.type", event.type.encode()),))
 
 
-class ResolverStage(Stage[tuple[Event, list[Key]]]):
+def parse_keeping_good_identities(raw: bytes, options: NormalizationOptions) -> tuple[Event, list[IdentityRejected]]:
+    """Parse a record; an identity that does not normalize (a phone ``00000``) is dropped, not the record.
+
+    The usual record parses on the first try. One rejected for an identity is parsed again without the
+    identities that do not normalize, each named by an :class:`IdentityRejected`; a record none of whose
+    identities normalizes, or that is bad elsewhere, raises as before.
+    """
+    try:
+        return parse_event(raw, options=options), []
+    except RecordError as exc:
+        if not (exc.field or "").startswith("identities."):
+            raise
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise exc from None
+        idents = data.get("identities") if isinstance(data, dict) else None
+        if not isinstance(idents, list):
+            raise
+        kept: list[Any] = []
+        rejected: list[IdentityRejected] = []
+        for i, ident in enumerate(idents):
+            try:
+                if not isinstance(ident, dict):
+                    raise ValueError("an identity is an object with kind and value")
+                normalize_identity(str(ident.get("kind")), str(ident.get("value", "")), options)
+            except ValueError as bad:
+                value = ident.get("value") if isinstance(ident, dict) else ident
+                kind = ident.get("kind") if isinstance(ident, dict) else None
+                rejected.append(IdentityRejected(
+                    f"identity {kind}:{value!r} dropped, the record went on without it: {bad}",
+                    field=f"identities.{i}.value", value=value, record_id=data.get("source_record_id"),
+                    source=data.get("source")))
+                continue
+            kept.append(ident)
+        if not rejected or not kept:
+            raise
+        data["identities"] = kept
+        return parse_event(data, options=options), rejected
+
+
+class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
     """Resolves each event to a profile, keeps the Golden Record, and publishes profile events."""
 
     name = "resolver"
@@ -110,13 +160,13 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
             self._graph = IdentityGraph(self.profiles.store.pool, self.rules, self.normalization)
         return self._graph
 
-    def decode(self, record: Record) -> tuple[Event, list[Key]]:
-        event = parse_event(record.value, options=self.normalization)
+    def decode(self, record: Record) -> tuple[Event, list[Key], list[IdentityRejected]]:
+        event, rejected = parse_keeping_good_identities(record.value, self.normalization)
         if is_catalogue_event(event):
             if self.catalogue is None:
                 raise SchemaViolation(f"{event.type}: this resolver keeps no catalogue", field="type",
                                       value=event.type, record_id=event.source_record_id, source=event.source)
-            return event, []
+            return event, [], rejected
         usable = self.graph.usable_keys(event)
         if not usable and event.profile_id is None:
             raise ResolutionError(
@@ -125,10 +175,14 @@ class ResolverStage(Stage[tuple[Event, list[Key]]]):
                 + "; add a usable identity or change the identity rules",
                 field="identities", record_id=event.source_record_id, source=event.source,
             )
-        return event, usable
+        return event, usable, rejected
 
-    async def process(self, batch: Sequence[Decoded[tuple[Event, list[Key]]]]) -> StageOutput:
+    async def process(self, batch: Sequence[Decoded[tuple[Event, list[Key], list[IdentityRejected]]]]) -> StageOutput:
         out = StageOutput()
+        for item in batch:  # identities dropped from records that went on: recorded, so nothing is lost silently
+            for exc in item.value[2]:
+                out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=item.record.value,
+                                                       record=item.record))
         people = [item for item in batch if not is_catalogue_event(item.value[0])]
         if people:
             parsed = [(item.record, item.value[0]) for item in people]

@@ -202,10 +202,13 @@ def validate_at_edge(data: Any, *, record: str | None = None) -> None:
     # The deepest error (under an `if/then`, an `anyOf`) is the informative one.
     best = max((deepest_error(e) for e in errors), key=lambda e: len(list(e.absolute_path)))
     value = copy.copy(best.instance)
+    rid = record or (data.get("source_record_id") if isinstance(data, dict) else None)
+    source = data.get("source") if isinstance(data, dict) else None
     raise SchemaViolation(
-        f"{best.json_path}: {best.message}",
+        # jsonschema's message quotes the whole offending value: an error never carries more than an excerpt.
+        f"{best.json_path}: {best.message[:300]}",
         field=best.json_path,
         value=value,
-        record_id=record or (data.get("source_record_id") if isinstance(data, dict) else None),
-        source=data.get("source") if isinstance(data, dict) else None,
+        record_id=None if rid is None else str(rid)[:256],
+        source=source if isinstance(source, str) else None,
     )

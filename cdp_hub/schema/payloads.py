@@ -45,7 +45,7 @@ class EmptyPayload(Payload):
 class LineItem(Payload):
     sku: str
     name: str | None = None
-    quantity: Decimal = Field(default=Decimal(1), gt=0)
+    quantity: Decimal = Field(default=Decimal(1), ge=0)
     price: Money | None = None
     category: str | None = None
 

@@ -63,12 +63,6 @@ def _segments(settings: Settings, paths: list[Path] | None = None) -> list[Any]:
     return load_segments([settings.segments_dir] if settings.segments_dir else [])
 
 
-def _warn_memory_bus(settings: Settings) -> None:
-    if settings.bus == "memory":
-        print("note: bus = 'memory': the events go to this process's in-process bus only; set bus = 'kafka' "
-              "for the running stages to see them", file=sys.stderr)
-
-
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     for seg in _segments(settings):
         how = "real time + batch" if seg.trait_only else "batch"
@@ -146,10 +140,12 @@ async def cmd_members(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_run_daily(args: argparse.Namespace, settings: Settings) -> int:
     from cdp_hub.hub import Hub
     from cdp_hub.pipeline.build import birthday_scheduler
+    from cdp_hub.pipeline.embedded import downstream, settled_publish
 
-    _warn_memory_bus(settings)
-    async with Hub(settings) as hub:
-        scheduler = birthday_scheduler(hub)
+    # On the in-process bus the stages run here, and the scan records a birthday as emitted only once its
+    # event is stored (else the record of it would outlive the event).
+    async with Hub(settings) as hub, downstream(hub) as settle:
+        scheduler = birthday_scheduler(hub, publish=settled_publish(hub, settle))
         result = await (scheduler.run_if_due() if args.if_due else scheduler.run())
         if result is None:
             print("birthday scan: not due (ran less than the interval ago)")

@@ -6,7 +6,7 @@ repositories that own the SQL of each table group (one class per group, construc
     messages.py        MessageRepository     messages (the send log), suppressions
     timers.py          TimerRepository       scheduled_triggers
     segments/          SegmentRepository     segments, members, runs, changes (and the segment compiler)
-    jobs.py            JobRepository         scheduler_runs, scheduler_emitted
+    jobs.py            JobRepository         scheduler_runs, scheduler_emitted, job_runs
     deadletters.py     DeadLetterRepository  dead_letters
     connector_state.py ConnectorStateRepository  connector_state
     products.py        ProductRepository     products, product_changes (the catalogue)

@@ -23,11 +23,17 @@ from cdp_hub.store.db import Store
 
 __all__ = ["EventRepository", "ReplayEvent"]
 
+# An event is stored once per event id, whatever its time: `event_ids` is the unique key (`events` is
+# partitioned by time and can only hold (event_id, occurred_at) unique), written first in the same statement.
 _INSERT_RESOLVED = """
+WITH x AS (
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::text[]) AS x(id, o, p, t, s, r, rc, b)
+), fresh AS (
+    INSERT INTO event_ids (event_id, occurred_at) SELECT id, o FROM x ON CONFLICT DO NOTHING RETURNING event_id
+)
 INSERT INTO events (event_id, occurred_at, profile_id, type, source, source_record_id, received_at, body)
-SELECT id, o, p, t, s, r, rc, b::jsonb
-  FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-              $7::timestamptz[], $8::text[]) AS x(id, o, p, t, s, r, rc, b)
+SELECT id, o, p, t, s, r, rc, b::jsonb FROM x JOIN fresh ON fresh.event_id = x.id
 ON CONFLICT DO NOTHING
 RETURNING event_id
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import multiprocessing
 import os
@@ -41,8 +42,10 @@ from pydantic import ValidationError
 from cdp_hub.connector.files import FileRecordError, iter_records
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, NormalizationError, RecordError, SchemaViolation
+from cdp_hub.resolver.fuzzy.text import given_name_key, same_given_name
 from cdp_hub.resolver.graph import (
     IdentityGraph,
+    IdentityRejected,
     ResolutionError,
     insert_merges,
     refresh_golden,
@@ -87,6 +90,13 @@ class ImportSummary:
     peak_rss_mb: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list, repr=False)
+    # Reconciliation: what happened to every record read (see ``reconciliation``).
+    source: str = ""
+    input_sha256: str = ""
+    events_stored: int = 0
+    identities_attached: int = 0
+    identities_rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    refused: list[dict[str, Any]] = field(default_factory=list)  # refused links, with the profiles involved
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -96,7 +106,35 @@ class ImportSummary:
             "resolved_event_by_event": self.streamed, "label_rounds": self.rounds,
             "seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss_mb, 1),
             "phases": {k: round(v, 2) for k, v in self.phases.items()},
+            "reconciliation": self.reconciliation(),
         }
+
+    def reconciliation(self) -> dict[str, Any]:
+        """Per source: where every record read went. ``records_read = events_stored + duplicates_skipped +
+        records_to_dlq`` (``balanced``); rejected identities are dropped from records that went on."""
+        return {"sources": {self.source: {
+            "records_read": self.records, "events_stored": self.events_stored,
+            "duplicates_skipped": self.duplicates, "records_to_dlq": self.dead - sum(self.identities_rejected.values()),
+            "identities_attached": self.identities_attached, "identities_rejected": dict(self.identities_rejected),
+            "merged_into_existing_profiles": self.profiles_matched, "new_profiles": self.profiles_created,
+            "merges": self.merges, "refused_links": self.refused,
+            "balanced": self.records == self.events_stored + self.duplicates
+            + self.dead - sum(self.identities_rejected.values()),
+        }}, "input_sha256": self.input_sha256}
+
+    def render_reconciliation(self) -> str:
+        rec = self.reconciliation()["sources"][self.source]
+        rejected = ", ".join(f"{n} ({why})" for why, n in rec["identities_rejected"].items()) or "none"
+        return "\n".join([
+            f"Reconciliation of {self.source} (input sha256 {self.input_sha256[:16]}...):",
+            f"  records read {rec['records_read']} = events stored {rec['events_stored']} + duplicates skipped "
+            f"{rec['duplicates_skipped']} + records to the DLQ {rec['records_to_dlq']}"
+            + ("" if rec["balanced"] else "  (DOES NOT ADD UP)"),
+            f"  identities attached {rec['identities_attached']}; rejected (dropped, record kept): {rejected}",
+            f"  profiles: {rec['new_profiles']} new, {rec['merged_into_existing_profiles']} existing matched, "
+            f"{rec['merges']} merged; refused links {len(rec['refused_links'])}",
+        ] + [f"    {r['rule']} {r['kind']}:{r['value']} between {', '.join(r['profiles'])}"
+             for r in rec["refused_links"][:20]])
 
     def render(self) -> str:
         rate = self.records / self.seconds if self.seconds else 0.0
@@ -165,8 +203,12 @@ class RecordBuilder:
         self._blocked = self.rules.blocked_set(self.options)
         self._kinds = set(CORE_IDENTITY_KINDS) | set(self.rules.kinds)
 
-    def record(self, rec_no: int, row: dict[str, Any], where: str) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
-        """Staging rows of one record; raises a RecordError for a record that cannot be imported."""
+    def record(self, rec_no: int, row: dict[str, Any], where: str,
+               rejected: list[RecordError] | None = None) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+        """Staging rows of one record; raises a RecordError for a record that cannot be imported. An identity
+        column that does not normalize (a phone ``00000``) is dropped and named in ``rejected`` when the
+        record has another identity; the record goes on without it."""
+        bad: list[NormalizationError] = []
         if isinstance(row.get("identities"), list):
             body = dict(row)
             body.setdefault("type", self.event_type)
@@ -188,14 +230,23 @@ class RecordBuilder:
                         try:
                             idents.append(self._normalize(name, str(part)))
                         except NormalizationError as exc:
-                            raise NormalizationError(f"{name}: {exc.reason}", field=name, value=part,
-                                                     record_id=rid or where, source=self.source) from None
+                            bad.append(NormalizationError(f"{name}: {exc.reason}", field=name, value=part,
+                                                          source=self.source))
                 elif name in _ID_COLUMNS and rid is None:
                     rid = str(raw)
                 elif name in _TIME_COLUMNS:
                     when = when or _parse_time(raw)
                 else:
                     traits_in[name] = raw
+            if bad and (not idents or rejected is None):
+                first = bad[0]
+                first.record_id = rid or where
+                raise first
+            for dropped in bad:
+                assert rejected is not None
+                rejected.append(IdentityRejected(
+                    f"identity {dropped.field} dropped, the record went on without it: {dropped.reason}",
+                    field=dropped.field, value=dropped.value, record_id=rid or where, source=self.source))
             if not idents:
                 raise ResolutionError("the record has no identity column with a value "
                                       f"(one of: {', '.join(sorted(self._kinds))})", field="identities",
@@ -248,7 +299,13 @@ class RecordBuilder:
                 if row is None:
                     raise SchemaViolation(error or f"{where}: not a record", field="<record>",
                                           record_id=where, source=self.source)
-                rec, keys = self.record(rec_no, row, where)
+                rejected: list[RecordError] = []
+                rec, keys = self.record(rec_no, row, where, rejected)
+                for exc in rejected:
+                    out.dead.append(dead_letter_from_error(
+                        exc, stage="import", payload=raw or orjson.dumps(row, default=str),
+                        source=self.source, replay_topic=self.dlq_topic))
+                    out.rejected.append(str(exc.field))
             except RecordError as exc:
                 out.dead.append(dead_letter_from_error(
                     exc, stage="import", payload=raw or orjson.dumps(row, default=str),
@@ -270,6 +327,7 @@ class _Chunk:
     records: bytes = b""
     identities: bytes = b""
     dead: list[DeadLetter] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # fields of identities dropped from records that went on
 
 
 def _build_chunk(builder: RecordBuilder, items: list[Item]) -> _Chunk:
@@ -312,7 +370,7 @@ class BulkImporter:
     # -- the run -------------------------------------------------------------------------------------
 
     async def run(self, files: Sequence[Path], *, fmt: str = "auto") -> ImportSummary:
-        summary = ImportSummary()
+        summary = ImportSummary(source=self.source, input_sha256=input_checksum(files))
         started = time.perf_counter()
         mark = started
         store = self.hub.store
@@ -350,6 +408,9 @@ class BulkImporter:
 
             limits = self.rules.limited_kinds()
             flagged = await profiles.bulk_flagged(conn, list(limits), list(limits.values()), self.rules.max_merge_size)
+            if self.rules.household_rule:
+                flagged = sorted({*flagged, *await profiles.bulk_shared_components(conn),
+                                  *households(await profiles.bulk_person_evidence(conn))})
             if flagged:
                 streamed_bodies = await profiles.bulk_take_flagged(conn, flagged)
             summary.loaded = loaded - len(streamed_bodies)
@@ -369,9 +430,9 @@ class BulkImporter:
                                            for lo, s in zip(lose, surv, strict=True)])
                 summary.merges += len(lose)
             phase("profiles")
-            await profiles.bulk_insert_identities(conn, self.source)
+            summary.identities_attached += await profiles.bulk_insert_identities(conn, self.source)
             phase("identities")
-            await profiles.bulk_insert_events(conn, self.event_type, self.source)
+            summary.events_stored += await profiles.bulk_insert_events(conn, self.event_type, self.source)
             phase("events")
             await profiles.bulk_insert_traits(conn, self.source)
             phase("traits")
@@ -405,6 +466,9 @@ class BulkImporter:
 
         async def copy(chunk: _Chunk) -> None:
             summary.dead += len(chunk.dead)
+            for name in chunk.rejected:
+                reason = f"{name} does not normalize"
+                summary.identities_rejected[reason] = summary.identities_rejected.get(reason, 0) + 1
             summary.dead_letters.extend(chunk.dead)
             if chunk.count:
                 await profiles.bulk_copy(conn, chunk.records, chunk.identities)
@@ -453,6 +517,39 @@ class BulkImporter:
             summary.profiles_created += len(result.created)
             summary.merges += sum(len(m.losers) for m in result.merges)
             summary.conflicts += len(result.conflicts)
+            summary.events_stored += len(result.new_events)
+            summary.identities_attached += result.identities_attached
+            summary.refused.extend({"rule": c.rule, "kind": c.kind, "value": c.value,
+                                    "profiles": [str(p) for p in c.profile_ids], "detail": c.detail}
+                                   for c in result.conflicts)
+
+
+def input_checksum(files: Sequence[Path]) -> str:
+    """SHA-256 over the input files' bytes, in the order given: the reconciliation names what it counted."""
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def households(evidence: Sequence[tuple[int, str | None, str | None]]) -> set[int]:
+    """Components whose records may be more than one person by the household rule: two birth dates, or
+    two first names that are not one person's; the streaming resolver judges them event by event."""
+    names: dict[int, set[str]] = {}
+    births: dict[int, set[str]] = {}
+    for label, first_name, birth_date in evidence:
+        if first_name and (key := given_name_key(first_name)) is not None:
+            names.setdefault(label, set()).add(key)
+        if birth_date:
+            births.setdefault(label, set()).add(birth_date)
+    out = {label for label, values in births.items() if len(values) > 1}
+    for label, keys in names.items():
+        ordered = sorted(keys)
+        if any(not same_given_name(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]):
+            out.add(label)
+    return out
 
 
 def _peak_rss_mb() -> float:

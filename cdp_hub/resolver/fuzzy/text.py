@@ -21,7 +21,9 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["fold", "name_skeleton", "soundex", "transliterate"]
+from rapidfuzz.distance import JaroWinkler
+
+__all__ = ["fold", "given_name_key", "name_skeleton", "same_given_name", "soundex", "transliterate"]
 
 # ICAO Doc 9303 (2013+ Russian passports). Ukrainian/Belarusian extras follow the same style.
 _CYRILLIC = {
@@ -120,3 +122,136 @@ def soundex(token: str) -> str:
         if ch not in "hw":  # h and w do not separate two letters with one code
             last = digit
     return "".join(code).ljust(4, "0")
+
+
+# Russian given names and the short forms people give instead (a shop form, a loyalty card): the short form
+# and both genders' full forms share one key (Саша: Александр or Александра; a family telling them apart
+# has birth dates for that). Patronymics and surnames are not given names and are not keyed here.
+_GIVEN_NAME_FORMS: tuple[tuple[str, ...], ...] = (
+    ("Александр", "Александра", "Саша", "Шура", "Саня", "Алекс", "Сашенька", "Alexander"),
+    ("Алексей", "Лёша", "Алёша", "Лёха"),
+    ("Анатолий", "Толя"),
+    ("Андрей", "Андрюша"),
+    ("Антон", "Антоша"),
+    ("Аркадий", "Аркаша"),
+    ("Артём", "Тёма", "Артемий"),
+    ("Борис", "Боря"),
+    ("Вадим", "Вадик"),
+    ("Валентин", "Валентина", "Валя"),
+    ("Валерий", "Валерия", "Валера", "Лера"),
+    ("Василий", "Василиса", "Вася"),
+    ("Виктор", "Виктория", "Витя", "Вика"),
+    ("Владимир", "Вова", "Володя"),
+    ("Владислав", "Владислава", "Влад", "Слава"),
+    ("Вячеслав", "Слава"),
+    ("Геннадий", "Гена"),
+    ("Георгий", "Жора", "Гоша"),
+    ("Григорий", "Гриша"),
+    ("Даниил", "Данила", "Даня"),
+    ("Денис", "Дениска"),
+    ("Дмитрий", "Дима", "Митя"),
+    ("Евгений", "Евгения", "Женя"),
+    ("Егор", "Егорка"),
+    ("Иван", "Ваня"),
+    ("Игорь", "Игорёк"),
+    ("Илья", "Илюша"),
+    ("Кирилл", "Киря"),
+    ("Константин", "Костя"),
+    ("Леонид", "Лёня"),
+    ("Максим", "Макс"),
+    ("Михаил", "Миша"),
+    ("Никита", "Никитка"),
+    ("Николай", "Коля"),
+    ("Олег", "Олежка"),
+    ("Павел", "Паша"),
+    ("Пётр", "Петя"),
+    ("Роман", "Рома"),
+    ("Семён", "Сёма"),
+    ("Сергей", "Серёжа", "Серёга"),
+    ("Станислав", "Стас"),
+    ("Степан", "Стёпа"),
+    ("Тимофей", "Тима"),
+    ("Фёдор", "Федя"),
+    ("Юрий", "Юра"),
+    ("Ярослав", "Ярослава", "Ярик"),
+    ("Алёна", "Алёнка"),
+    ("Алла", "Аллочка"),
+    ("Анастасия", "Настя"),
+    ("Анна", "Аня", "Анюта"),
+    ("Антонина", "Тоня"),
+    ("Вера", "Верочка"),
+    ("Галина", "Галя"),
+    ("Дарья", "Даша"),
+    ("Екатерина", "Катя"),
+    ("Елена", "Лена"),
+    ("Елизавета", "Лиза"),
+    ("Зинаида", "Зина"),
+    ("Ирина", "Ира"),
+    ("Кристина", "Кристи"),
+    ("Ксения", "Ксюша"),
+    ("Лариса", "Лара"),
+    ("Любовь", "Люба"),
+    ("Людмила", "Люда", "Мила"),
+    ("Маргарита", "Рита"),
+    ("Марина", "Мариша"),
+    ("Мария", "Маша"),
+    ("Надежда", "Надя"),
+    ("Наталья", "Наталия", "Наташа"),
+    ("Нина", "Ниночка"),
+    ("Ольга", "Оля"),
+    ("Полина", "Поля"),
+    ("Светлана", "Света"),
+    ("София", "Софья", "Соня"),
+    ("Тамара", "Тома"),
+    ("Татьяна", "Таня"),
+    ("Юлия", "Юля"),
+)
+
+
+# Ё written "yo" after a consonant (Pyotr, Artyom, Alyona) where ICAO and Е-for-Ё spellings have "e".
+_YO = re.compile(r"(?<=[bcdfghklmnprstvz])yo")
+
+
+def _skeleton_of(name: str) -> str:
+    return name_skeleton(_YO.sub("e", fold(name)))
+
+
+# skeleton of any form -> skeleton of the group's first (full) form; a short form of two groups (Слава:
+# Владислав or Вячеслав) keeps its own key, which equals neither full form's, so it never contradicts them.
+_GIVEN_NAME_KEYS: dict[str, str] = {}
+_AMBIGUOUS: set[str] = set()
+for _forms in _GIVEN_NAME_FORMS:
+    _full = _skeleton_of(_forms[0])
+    for _form in _forms:
+        _sk = _skeleton_of(_form)
+        if _GIVEN_NAME_KEYS.get(_sk, _full) != _full:
+            _AMBIGUOUS.add(_sk)
+        _GIVEN_NAME_KEYS[_sk] = _full
+for _sk in _AMBIGUOUS:
+    del _GIVEN_NAME_KEYS[_sk]
+
+
+@lru_cache(maxsize=65536)
+def given_name_key(name: str) -> str | None:
+    """One key per given name, whatever the form a system holds: Ё or Е, Cyrillic or Latin (any common
+    transliteration), full or short (``Александр``, ``Саша``, ``Sasha``, ``Aleksandr`` and ``Alexander``
+    meet). The first token only (``Анна-Мария`` keys as ``Анна``); None for an empty name and for a short
+    form two full names share (``Слава``): those are no evidence either way."""
+    tokens = _skeleton_of(name).split()
+    if not tokens:
+        return None
+    token = tokens[0]
+    if token in _AMBIGUOUS:
+        return None
+    return _GIVEN_NAME_KEYS.get(token, token)
+
+
+def same_given_name(a: str, b: str) -> bool:
+    """Two :func:`given_name_key` keys that may be one person's: equal, one the start of the other (Al, Alex,
+    Aleksandr), or one typo apart (Jaro-Winkler 0.88 or more: Natalya / Natalja, Sergey / Segrey)."""
+    if a == b:
+        return True
+    short, long = (a, b) if len(a) <= len(b) else (b, a)
+    if len(short) >= 2 and long.startswith(short):
+        return True
+    return bool(JaroWinkler.similarity(a, b) >= 0.88)

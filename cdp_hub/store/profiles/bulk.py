@@ -40,7 +40,7 @@ WITH dup AS (
     SELECT rec FROM (SELECT rec, row_number() OVER (PARTITION BY event_id ORDER BY rec) AS n FROM bulk_rec) s
      WHERE n > 1
     UNION
-    SELECT b.rec FROM bulk_rec b JOIN events e ON e.event_id = b.event_id AND e.occurred_at = b.occurred_at
+    SELECT b.rec FROM bulk_rec b JOIN event_ids e ON e.event_id = b.event_id
 )
 DELETE FROM bulk_rec b USING dup WHERE b.rec = dup.rec
 """
@@ -142,6 +142,26 @@ SELECT lbl FROM bulk_rl GROUP BY lbl HAVING count(*) > $3
 UNION
 SELECT lbl FROM bulk_cexist GROUP BY lbl HAVING count(*) > $3
 """
+# The household rule's evidence in components with more than one first name or birth date (counting the
+# golden records of the existing profiles they join): the importer decides in Python whether the names are
+# one person's (Саша / Aleksandr) and flags the component when not, or when the birth dates differ.
+_PERSON_EVIDENCE = """
+WITH per AS (
+    SELECT l.lbl, r.traits::jsonb ->> 'first_name' AS first_name, r.traits::jsonb ->> 'birth_date' AS birth_date
+      FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec
+    UNION ALL
+    SELECT c.lbl, p.golden ->> 'first_name', p.golden ->> 'birth_date'
+      FROM bulk_cexist c JOIN profiles p ON p.profile_id = c.profile_id
+), several AS (
+    SELECT lbl FROM per GROUP BY lbl HAVING count(DISTINCT lower(first_name)) > 1 OR count(DISTINCT birth_date) > 1
+)
+SELECT DISTINCT per.lbl, per.first_name, per.birth_date FROM per JOIN several ON several.lbl = per.lbl
+"""
+# Components holding a value already shared between profiles: the streaming resolver decides (household rule).
+_SHARED_COMPONENTS = """
+SELECT DISTINCT l.lbl FROM bulk_keys k JOIN shared_identities s ON s.kind = k.kind AND s.value = k.value
+  JOIN bulk_kl l ON l.kid = k.kid
+"""
 _FLAGGED_RECORDS = """
 SELECT r.body FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec WHERE l.lbl = ANY($1::bigint[])
  ORDER BY r.occurred_at, r.rec
@@ -211,6 +231,11 @@ SELECT k.kind, k.value, t.profile_id, $1, f.first_seen, f.last_seen
  ORDER BY k.kind, k.value
 ON CONFLICT (kind, value) DO NOTHING
 """
+_INSERT_EVENT_IDS = """
+INSERT INTO event_ids (event_id, occurred_at)
+SELECT r.event_id, r.occurred_at FROM bulk_rec r JOIN bulk_rl l ON l.rec = r.rec
+ON CONFLICT DO NOTHING
+"""
 _INSERT_EVENTS = """
 INSERT INTO events (event_id, occurred_at, profile_id, type, source, source_record_id, received_at, body)
 SELECT r.event_id, r.occurred_at, t.profile_id, $1, $2, r.source_record_id, now(), r.body::jsonb
@@ -236,6 +261,12 @@ _ANALYZE_STAGING = ["ANALYZE bulk_rec", "ANALYZE bulk_ident"]
 _COUNT_RECORDS = "SELECT count(*) FROM bulk_rec"
 _COUNT_TARGETS = "SELECT count(*) FROM bulk_cprof"
 _COUNT_NEW_TARGETS = "SELECT count(*) FROM bulk_cprof WHERE is_new"
+
+
+def _row_count(status: str) -> int:
+    """Rows a statement wrote, from its status tag (``INSERT 0 42``)."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 class BulkStatements:
@@ -314,6 +345,16 @@ class BulkStatements:
         rows = await conn.fetch(_FLAGGED_COMPONENTS, list(kinds), list(limits), max_merge_size)
         return [r["lbl"] for r in rows]
 
+    async def bulk_person_evidence(self, conn: asyncpg.Connection) -> list[tuple[int, str | None, str | None]]:
+        """``(component, first name, birth date)`` of components with several first names or birth dates
+        (records and the existing profiles they join), for the household rule."""
+        rows = await conn.fetch(_PERSON_EVIDENCE)
+        return [(r["lbl"], r["first_name"], r["birth_date"]) for r in rows]
+
+    async def bulk_shared_components(self, conn: asyncpg.Connection) -> list[int]:
+        """Components holding a value that is shared between profiles already."""
+        return [r["lbl"] for r in await conn.fetch(_SHARED_COMPONENTS)]
+
     async def bulk_take_flagged(self, conn: asyncpg.Connection, labels: Sequence[int]) -> list[str]:
         """The records of components ``labels`` (event bodies, JSON text, in time order), taken out of the
         set-wise import."""
@@ -340,13 +381,14 @@ class BulkStatements:
         """``(loser, survivor)``: existing profiles a component merges into its target."""
         return [(r["loser"], r["survivor"]) for r in await conn.fetch(_COMPONENT_LOSERS)]
 
-    async def bulk_insert_identities(self, conn: asyncpg.Connection, source: str) -> None:
-        """Attach the staged identities to their components' profiles, ``source`` as provenance."""
-        await conn.execute(_INSERT_IDENTITIES, source)
+    async def bulk_insert_identities(self, conn: asyncpg.Connection, source: str) -> int:
+        """Attach the staged identities to their components' profiles, ``source`` as provenance; how many."""
+        return _row_count(await conn.execute(_INSERT_IDENTITIES, source))
 
-    async def bulk_insert_events(self, conn: asyncpg.Connection, event_type: str, source: str) -> None:
-        """Store the staged records as events of ``event_type`` from ``source``."""
-        await conn.execute(_INSERT_EVENTS, event_type, source)
+    async def bulk_insert_events(self, conn: asyncpg.Connection, event_type: str, source: str) -> int:
+        """Store the staged records as events of ``event_type`` from ``source``; how many."""
+        await conn.execute(_INSERT_EVENT_IDS)  # staged ids are new: duplicates were dropped before
+        return _row_count(await conn.execute(_INSERT_EVENTS, event_type, source))
 
     async def bulk_insert_traits(self, conn: asyncpg.Connection, source: str) -> None:
         """Store the components' trait observations as provenance of ``source``."""

@@ -31,6 +31,7 @@ class IdentityLookup:
     owner: dict[Key, uuid.UUID] = field(default_factory=dict)  # identity -> the profile holding it
     last_seen: dict[Key, datetime] = field(default_factory=dict)
     blocked: set[Key] = field(default_factory=set)  # identities in blocked_identities
+    shared: dict[Key, set[uuid.UUID]] = field(default_factory=dict)  # shared values -> the profiles holding them
     explicit_to: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # profile id -> where it leads now
 
 
@@ -42,6 +43,8 @@ class LockedProfile:
     merged_into: uuid.UUID | None
     created_at: datetime
     created_by_event: uuid.UUID | None
+    first_name: str | None = None  # the golden record's, for the household rule
+    birth_date: str | None = None
 
 
 @dataclass

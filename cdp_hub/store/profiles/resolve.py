@@ -43,6 +43,10 @@ SELECT 'b', b.kind, b.value, NULL, NULL
   FROM unnest($1::text[], $2::text[]) AS k(kind, value)
   JOIN blocked_identities b ON b.kind = k.kind AND b.value = k.value
 UNION ALL
+SELECT 's', s.kind, s.value, s.profile_id, NULL
+  FROM unnest($1::text[], $2::text[]) AS k(kind, value)
+  JOIN shared_identities s ON s.kind = k.kind AND s.value = k.value
+UNION ALL
 SELECT 'p', p.profile_id::text, NULL, coalesce(p.merged_into, p.profile_id), NULL
   FROM profiles p WHERE p.profile_id = ANY($3::uuid[])
 """
@@ -50,7 +54,8 @@ SELECT 'p', p.profile_id::text, NULL, coalesce(p.merged_into, p.profile_id), NUL
 # Row locks on the profiles the batch touches, in id order. FOR UPDATE re-reads the latest committed row
 # after waiting, so a profile merged away meanwhile shows up with merged_into set (and the batch retries).
 _LOCK_PROFILES = """
-SELECT profile_id, merged_into, created_at, created_by_event
+SELECT profile_id, merged_into, created_at, created_by_event,
+       golden ->> 'first_name' AS first_name, golden ->> 'birth_date' AS birth_date
   FROM profiles WHERE profile_id = ANY($1::uuid[])
  ORDER BY profile_id
    FOR UPDATE
@@ -95,6 +100,23 @@ ON CONFLICT (profile_id, trait, source, value) DO UPDATE
    SET observed_at = greatest(profile_traits.observed_at, excluded.observed_at),
        first_seen = least(profile_traits.first_seen, excluded.first_seen),
        seen_count = profile_traits.seen_count + excluded.seen_count
+"""
+# Shared values a loser held as a contact point go with it (the survivor may hold the value already).
+_MERGE_SHARED = """
+WITH moved AS (
+    DELETE FROM shared_identities s USING unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor)
+     WHERE s.profile_id = m.loser
+ RETURNING s.kind, s.value, m.survivor, s.event_id, s.first_seen
+)
+INSERT INTO shared_identities (kind, value, profile_id, event_id, first_seen)
+SELECT DISTINCT ON (kind, value, survivor) kind, value, survivor, event_id, first_seen FROM moved
+ ORDER BY kind, value, survivor, first_seen
+ON CONFLICT DO NOTHING
+"""
+_INSERT_SHARED = """
+INSERT INTO shared_identities (kind, value, profile_id, event_id, first_seen)
+SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[])
+ON CONFLICT DO NOTHING
 """
 _DELETE_LOSER_TRAITS = """
 DELETE FROM profile_traits t USING unnest($1::uuid[]) AS m(loser) WHERE t.profile_id = m.loser
@@ -257,6 +279,8 @@ class ResolveStatements:
                 found.last_seen[(row["kind"], row["value"])] = row["last_seen"]
             elif row["src"] == "b":
                 found.blocked.add((row["kind"], row["value"]))
+            elif row["src"] == "s":
+                found.shared.setdefault((row["kind"], row["value"]), set()).add(row["profile_id"])
             else:
                 found.explicit_to[uuid.UUID(row["kind"])] = row["profile_id"]
         return found
@@ -265,8 +289,8 @@ class ResolveStatements:
     async def lock_profiles(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID]) -> list[LockedProfile]:
         """Lock the rows of ``profile_ids`` (FOR UPDATE, in id order); a missing profile is not returned."""
         rows = await conn.fetch(_LOCK_PROFILES, profile_ids)
-        return [LockedProfile(r["profile_id"], r["merged_into"], r["created_at"], r["created_by_event"])
-                for r in rows]
+        return [LockedProfile(r["profile_id"], r["merged_into"], r["created_at"], r["created_by_event"],
+                              r["first_name"], r["birth_date"]) for r in rows]
 
     @staticmethod
     async def constraints(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UUID],
@@ -318,6 +342,7 @@ class ResolveStatements:
         await EventRepository.move_to_survivors(conn, losers, survivors)
         await conn.execute(_MERGE_TRAITS, losers, survivors)
         await conn.execute(_DELETE_LOSER_TRAITS, losers)
+        await conn.execute(_MERGE_SHARED, losers, survivors)
         return held
 
     @staticmethod
@@ -334,6 +359,14 @@ class ResolveStatements:
                                 sources: Sequence[str], first_seen: Sequence[datetime]) -> None:
         """Attach ``keys[i]`` to ``profile_ids[i]``, first seen from ``sources[i]`` at ``first_seen[i]``."""
         await conn.execute(_INSERT_IDENTITIES, [k for k, _ in keys], [v for _, v in keys], profile_ids, sources,
+                           first_seen)
+
+    @staticmethod
+    async def insert_shared(conn: asyncpg.Connection, keys: Sequence[Key], profile_ids: Sequence[uuid.UUID],
+                            event_ids: Sequence[uuid.UUID | None], first_seen: Sequence[datetime]) -> None:
+        """Record ``keys[i]`` as a value ``profile_ids[i]`` shares with other profiles (a household's phone):
+        it links nothing from then on and stays a contact point of every holder."""
+        await conn.execute(_INSERT_SHARED, [k for k, _ in keys], [v for _, v in keys], profile_ids, event_ids,
                            first_seen)
 
     @staticmethod

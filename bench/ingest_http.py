@@ -1,0 +1,256 @@
+"""The HTTP edge's throughput: accepted events/s and p50/p99 latency of ``POST /v1/batch`` (100 tracking messages
+per request), on the embedded default (in-process bus, fakeredis) and on Kafka, against a raw uvicorn endpoint
+that reads the body and drops it, in the same run.
+
+    python bench/ingest_http.py [--requests 400] [--concurrency 8] [--bus memory --bus kafka] [--gzip]
+
+Each server runs in a process of its own (uvicorn, one worker), the load generator (httpx) in this one, so the
+server's figure is one process's. Messages are all distinct (no dedupe hits): identify, track (Order Completed
+with products, Product Viewed), page and screen for ~1/4 as many users, as a web shop's SDKs send them.
+PostgreSQL (``$CDP_HUB_POSTGRES_DSN``, default: the test server) is not on the tracking path; the hub needs it to
+start. Kafka is ``$CDP_HUB_KAFKA_BOOTSTRAP`` (default: the test broker) with a fresh topic prefix, Redis
+``$CDP_HUB_REDIS_URL`` for the Kafka run. The first 20 requests of each run warm up and are not timed.
+
+The edge must not be the pipeline's bottleneck: one edge process should accept at least three times what one
+resolver process resolves. Both are measured here, in the same run on the same machine: the resolver (with
+bench/resolver_stream.py's harness, batches of 250, a fresh database) on the very events the edge accepted.
+On a shared machine wall-clock rates move with the load, so the CPU time per event of the edge's server process
+and of the resolver (its process plus its PostgreSQL backends) is printed too, and the ratio of those is the
+load-independent answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gzip
+import multiprocessing
+import os
+import random
+import socket
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+KEY = "wk-bench"
+WARMUP = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bodies(requests: int, per_request: int, seed: int) -> list[list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    users = max(1, requests * per_request // 4)
+    out = []
+    for r in range(requests):
+        batch = []
+        for m in range(per_request):
+            u = rng.randrange(users)
+            base: dict[str, Any] = {"userId": f"u{u}", "anonymousId": f"a-{u}", "messageId": f"{seed}-{r}-{m}",
+                                    "timestamp": "2026-11-20T10:00:00.000Z", "sentAt": "2026-11-20T10:00:01.000Z",
+                                    "context": {"ip": "10.1.2.3", "userAgent": "Mozilla/5.0", "locale": "ru-RU",
+                                                "page": {"url": "https://shop.example.ru/c/milk"}}}
+            kind = rng.random()
+            if kind < 0.2:
+                base.update(type="identify", traits={"email": f"user{u}@example.ru", "phone": f"+7916{u:07d}",
+                                                     "firstName": "Анна"})
+            elif kind < 0.35:
+                base.update(type="track", event="Order Completed", properties={
+                    "order_id": f"o-{r}-{m}", "total": 1299.8, "currency": "RUB",
+                    "products": [{"product_id": f"SKU{rng.randrange(500)}", "price": 89.9, "quantity": 2}]})
+            elif kind < 0.7:
+                base.update(type="track", event="Product Viewed",
+                            properties={"product_id": f"SKU{rng.randrange(500)}", "name": "Молоко", "price": 89.9})
+            elif kind < 0.9:
+                base.update(type="page", name="Catalog", properties={"url": "https://shop.example.ru/c/milk"})
+            else:
+                base.update(type="screen", name="Cart", context={"app": {"version": "5.2.1"},
+                                                                 "device": {"id": f"dev-{u}"}})
+            batch.append(base)
+        out.append(batch)
+    return out
+
+
+# -- the servers (each in a process of its own) ------------------------------------------------------------
+
+
+def _serve_hub(bus: str, port: int) -> None:
+    import uvicorn
+
+    from cdp_hub.config import ConnectorInstance, Settings
+    from cdp_hub.daemon import create_app
+    from cdp_hub.hub import Hub
+
+    values: dict[str, Any] = {
+        "bus": bus, "postgres_dsn": os.environ.get("CDP_HUB_POSTGRES_DSN",
+                                                   "postgresql://postgres@127.0.0.1:15432/cdp_hub"),
+        "redis_url": "fakeredis://" if bus == "memory" else os.environ.get("CDP_HUB_REDIS_URL",
+                                                                          "redis://127.0.0.1:16379/0"),
+        "kafka_bootstrap": os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
+        "topic_prefix": f"bench{uuid.uuid4().hex[:8]}." if bus == "kafka" else "",
+        "connectors": {"web": ConnectorInstance(type="tracking", config={"write_keys": [KEY]})},
+    }
+
+    async def main() -> None:
+        async with Hub(Settings(**values)) as hub:
+            server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=port,
+                                                   log_level="warning", lifespan="off", access_log=False))
+            await server.serve()
+
+    asyncio.run(main())
+
+
+async def _drop(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A raw ASGI app: read the body, answer 200, keep nothing (the floor any edge stands on)."""
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"success":true}'})
+
+
+def _serve_raw(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(_drop, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False)
+
+
+# -- the load -------------------------------------------------------------------------------------------
+
+
+async def _wait(url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            try:
+                await client.options(url + "/v1/batch")
+                return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise SystemExit(f"no server at {url}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(url: str, payloads: list[bytes], per_request: int, concurrency: int,
+               gzipped: bool, server_pid: int) -> dict[str, float]:
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode(),
+               "Content-Type": "application/json"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    latencies: list[float] = []
+    accepted = 0
+    queue = list(enumerate(payloads))
+    queue.reverse()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal accepted
+        while queue:
+            i, body = queue.pop()
+            started = time.perf_counter()
+            response = await client.post(url + "/v1/batch", content=body, headers=headers)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise SystemExit(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+            if i >= WARMUP:
+                latencies.append(elapsed)
+                accepted += int(response.json().get("accepted", per_request))
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        warm = [queue.pop() for _ in range(min(WARMUP, len(queue)))]
+        for _, body in warm:
+            await client.post(url + "/v1/batch", content=body, headers=headers)
+        cpu0 = _cpu_seconds(server_pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        cpu = _cpu_seconds(server_pid) - cpu0
+    latencies.sort()
+    return {"events_per_s": accepted / wall, "requests_per_s": len(latencies) / wall,
+            "cpu_us_per_event": cpu / max(1, accepted) * 1e6,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+
+
+def run(target: str, args: argparse.Namespace, payloads: list[bytes]) -> dict[str, float]:
+    port = _free_port()
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=_serve_raw if target == "raw" else _serve_hub,
+                       args=(port,) if target == "raw" else (target, port), daemon=True)
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(_wait(url))
+        assert proc.pid is not None
+        return asyncio.run(load(url, payloads, args.per_request, args.concurrency, args.gzip, proc.pid))
+    finally:
+        proc.terminate()
+        proc.join(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--per-request", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--bus", action="append", choices=["memory", "kafka"])
+    parser.add_argument("--gzip", action="store_true", help="gzip the bodies (as RudderStack's SDK does)")
+    args = parser.parse_args()
+    buses = args.bus or ["memory", "kafka"]
+    print(f"POST /v1/batch, {args.per_request} messages per request, {args.requests} requests "
+          f"({WARMUP} warm-up), {args.concurrency} in flight{', gzip' if args.gzip else ''}")
+    results: dict[str, dict[str, float]] = {}
+    messages: list[list[dict[str, Any]]] = []
+    for seed, target in enumerate(["raw", *buses]):
+        batches = bodies(args.requests + WARMUP, args.per_request, seed + int(time.time()))
+        messages = messages or batches
+        raw = [orjson.dumps({"batch": b, "sentAt": "2026-11-20T10:00:01.000Z"}) for b in batches]
+        payloads = [gzip.compress(p) for p in raw] if args.gzip else raw
+        results[target] = run(target, args, payloads)
+        r = results[target]
+        name = {"raw": "raw uvicorn, accept and drop", "memory": "hub, embedded default (memory bus)",
+                "kafka": "hub, Kafka"}[target]
+        print(f"{name:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
+              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event")
+    resolver = asyncio.run(_resolver(messages))
+    print(f"{'resolver, batches of 250 (same events)':38s} {resolver['rate']:9,.0f} events/s  "
+          f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  CPU "
+          f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
+          f"{resolver['db_us']:.0f} PostgreSQL)")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    for target in buses:
+        r = results[target]
+        print(f"{target}: {r['events_per_s'] / resolver['rate']:.1f}x the resolver's events/s in this run; "
+              f"{(resolver['py_us'] + resolver['db_us']) / r['cpu_us_per_event']:.1f}x by CPU per event; "
+              f"{r['events_per_s'] / results['raw']['events_per_s']:.0%} of the raw endpoint's rate")
+
+
+async def _resolver(batches: list[list[dict[str, Any]]]) -> dict[str, float]:
+    """The resolver on the canonical events of these messages (bench/resolver_stream.py's harness)."""
+    from resolver_stream import run as run_resolver  # bench/ is the script's directory
+
+    from cdp_hub.connector.tracking import TrackingConnector
+
+    connector = TrackingConnector({}, instance="web")
+    values = [event.to_json() for batch in batches for m in batch for event in connector.to_events(m)]
+    return await run_resolver(values, 250, "edge")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""What a sender from outside may send: trust levels, internal event types, consent, event times.
+
+    event dict from a request ─▶ strip_profile_id (dropped and logged: only the resolver assigns profiles)
+    Event ─▶ SourcePolicy.admit:
+              internal type (profile.*, message.*, segment.*, journey.*)   ─▶ PolicyViolation (DLQ)
+              type outside the source's allow-list                         ─▶ PolicyViolation (DLQ)
+              consent.changed granting consent from a ``public`` source    ─▶ PolicyViolation (DLQ)
+    message times ─▶ event_time: timestamp + (receivedAt - sentAt), then a sanity window around the receive
+                     time; outside it, the receive time is used and the event says so
+
+A ``public`` source's key ships inside web pages and apps, so anyone can send with it: such a source may
+record an opt-out (withdrawing consent must always be possible) but never grant marketing consent; that takes
+the double opt-in confirmation. A ``trusted`` source is a server-side system that keeps its key secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from cdp_hub.connector.mapping import parse_datetime
+from cdp_hub.errors import PolicyViolation, RecordError
+from cdp_hub.schema.events import Event
+
+from .limits import excerpt
+
+__all__ = ["INTERNAL_PREFIXES", "ClockWindow", "SourcePolicy", "Trust", "event_time", "strip_profile_id"]
+
+log = logging.getLogger(__name__)
+
+Trust = Literal["public", "trusted"]
+INTERNAL_PREFIXES = ("profile.", "message.", "segment.", "journey.")
+"""Event types the hub makes itself; never accepted from outside."""
+
+
+def strip_profile_id(item: MutableMapping[str, Any], *, source: str) -> None:
+    """Drop a ``profile_id`` a sender put on an event: profiles are assigned by the resolver from identities,
+    and trusting a sender's id would let it write into anyone's profile."""
+    if item.pop("profile_id", None) is not None:
+        log.warning("dropped a profile_id sent by source %s (only the resolver assigns profiles)", source)
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """The rules for one source: its trust level and, when given, the event types it may send."""
+
+    source: str
+    trust: Trust
+    allowed_types: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, source: str, trust: Trust, allowed: Iterable[str] | None) -> SourcePolicy:
+        return cls(source, trust, frozenset(allowed) if allowed is not None else None)
+
+    def admit(self, event: Event, *, record_id: str | None = None) -> Event:
+        """``event`` when this source may send it; else raise :class:`PolicyViolation`."""
+        rid = record_id or event.source_record_id
+        if event.type.startswith(INTERNAL_PREFIXES):
+            raise PolicyViolation(f"type: {event.type!r} is an internal event type; the hub creates it, no "
+                                  "sender may", field="type", value=event.type, record_id=rid, source=self.source)
+        if self.allowed_types is not None and event.type not in self.allowed_types:
+            raise PolicyViolation(f"type: source {self.source} may not send {event.type!r} (its allowed_types: "
+                                  f"{', '.join(sorted(self.allowed_types)) or 'none'})", field="type",
+                                  value=event.type, record_id=rid, source=self.source)
+        if (self.trust == "public" and event.type == "consent.changed"
+                and event.properties.get("status") != "opted_out"):
+            raise PolicyViolation("properties.status: a public source may record an opt-out but cannot grant "
+                                  "consent; consent is recorded by the double opt-in confirmation",
+                                  field="properties.status", value=event.properties.get("status"),
+                                  record_id=rid, source=self.source)
+        if event.profile_id is not None:  # never set by the parsers here; a belt to strip_profile_id's braces
+            event = event.model_copy(update={"profile_id": None})
+        return event
+
+
+@dataclass(frozen=True)
+class ClockWindow:
+    """How far from the receive time an event time may be before it is not believed."""
+
+    max_past: timedelta
+    max_future: timedelta
+
+
+def _time(value: Any, field: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_datetime(value, field=field)
+    except RecordError:
+        raise
+    except (ValueError, OverflowError, TypeError):
+        raise RecordError(f"{field}: not a time: {excerpt(value, 60)}", field=field) from None
+
+
+def event_time(message: Mapping[str, Any], received_at: datetime, window: ClockWindow, *,
+               batch_sent_at: Any = None) -> tuple[datetime, str | None]:
+    """The time a tracking message happened, and a flag when the client's time was not believed.
+
+    ``timestamp`` (else ``originalTimestamp``) is moved by the client's clock error, ``receivedAt - sentAt``
+    (``sentAt`` of the message, else of the batch), as the tracking protocol defines. A result more than
+    ``window.max_past`` before or ``window.max_future`` after the receive time is replaced by the receive time
+    (flag ``"outside_window"``); no time at all is the receive time (no flag).
+    """
+    raw = message.get("timestamp") or message.get("originalTimestamp")
+    stamped = _time(raw, "timestamp")
+    if stamped is None:
+        return received_at, None
+    sent = _time(message.get("sentAt") or batch_sent_at, "sentAt")
+    try:
+        corrected = stamped + (received_at - sent) if sent is not None else stamped
+    except OverflowError:
+        return received_at, "outside_window"
+    if not (received_at - window.max_past <= corrected <= received_at + window.max_future):
+        return received_at, "outside_window"
+    return corrected.astimezone(UTC), None

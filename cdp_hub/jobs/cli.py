@@ -1,0 +1,112 @@
+"""``cdp-hub jobs``: the configured ``[jobs]``, running one by hand, and the record of runs.
+
+    jobs list [--json]                       each job: kind, cron and zone, next slot, last run
+    jobs run NAME [--json]                   run now (skipped when a run of it is live in any process)
+    jobs history [NAME] [--limit N] [--json] runs, newest first: status, duration, error
+
+On the in-process bus ``jobs run`` runs the stages in this process until what the job published is stored
+(:func:`cdp_hub.pipeline.embedded.downstream`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
+from cdp_hub.config import Settings
+
+__all__ = ["register"]
+
+# Exit status of `jobs run` when another run holds the job (not a failure of this one, not a success).
+EXIT_SKIPPED = 75
+
+
+def register(sub: SubParsers) -> None:
+    s = command_group(sub, "jobs", "scheduled jobs ([jobs.NAME]): list, run now, history")
+    p = s.add_parser("list", help="configured jobs: kind, schedule, next slot, last run")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_list)
+    p = s.add_parser("run", help="run a job now (recorded in the history; skipped if a run of it is live)")
+    p.add_argument("name", help="a [jobs.NAME] of the config")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(handler=cmd_run)
+    p = s.add_parser("history", help="runs of the jobs, newest first")
+    p.add_argument("name", nargs="?", help="one job (default: every job)")
+    p.add_argument("--limit", type=int, default=20, help="most runs to show (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_history)
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.jobs.kinds import check_options
+    from cdp_hub.jobs.scheduler import next_slot
+    from cdp_hub.store import JobRepository
+
+    for name, job in settings.jobs.items():
+        check_options(name, job.kind, job.options, connectors=settings.connectors)
+    now = datetime.now(UTC)
+    async with store_for(settings, pool_size=2) as store:
+        if settings.auto_migrate:
+            await store.migrate()
+        last = await JobRepository(store).last_job_runs()
+    rows: list[dict[str, Any]] = []
+    for name, job in sorted(settings.jobs.items()):
+        run = last.get(name)
+        rows.append({"job": name, "kind": job.kind, "cron": job.cron, "timezone": job.timezone,
+                     "enabled": job.enabled, "options": job.options,
+                     "next_run": next_slot(job, now).isoformat() if job.enabled else None,
+                     "last_run": run.as_dict() if run else None})
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no jobs configured ([jobs.NAME] tables in the config)")
+    for r in rows:
+        last_run = r["last_run"]
+        when = "never run" if last_run is None else (
+            f"last {last_run['status']} at {last_run['started_at'][:19]}"
+            + (f" in {last_run['seconds']:.1f}s" if last_run["seconds"] is not None else ""))
+        nxt = f"next {r['next_run'][:19]}" if r["enabled"] else "disabled"
+        print(f"{r['job']:<22} {r['kind']:<18} {r['cron']:<16} {r['timezone']:<16} {nxt:<26} {when}")
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.hub import Hub
+    from cdp_hub.jobs.scheduler import JobRunner
+    from cdp_hub.pipeline.embedded import downstream
+
+    async with Hub(settings) as hub, downstream(hub) as settle:
+        runner = JobRunner(hub, settle=settle)
+        outcome = await runner.run(args.name, trigger="manual")
+    if args.json:
+        print_json(outcome.__dict__)
+    elif outcome.status == "skipped":
+        print(f"{outcome.job}: skipped: a run of it is in progress (cdp-hub jobs history {outcome.job})")
+    elif outcome.status == "failed":
+        print(f"{outcome.job}: failed after {outcome.seconds:.1f}s: {outcome.error}")
+    else:
+        print(f"{outcome.job}: succeeded in {outcome.seconds:.1f}s: {outcome.result}")
+    return {"succeeded": 0, "failed": 1}.get(outcome.status, EXIT_SKIPPED)
+
+
+async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.store import JobRepository
+
+    async with store_for(settings, pool_size=2) as store:
+        if settings.auto_migrate:
+            await store.migrate()
+        runs = await JobRepository(store).job_history(args.name, limit=args.limit)
+    if args.json:
+        print_json([r.as_dict() for r in runs])
+        return 0
+    for r in runs:
+        took = f"{r.seconds:8.1f}s" if r.seconds is not None else "        -"
+        slot = f" slot {r.scheduled_for:%Y-%m-%d %H:%M:%S}" if r.scheduled_for else ""
+        print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.job:<22} {r.status:<10} {took}  {r.trigger}{slot}  {r.host}"
+              + (f"\n    {r.error}" if r.error else ""))
+    if not runs:
+        print("no runs recorded")
+    return 0
