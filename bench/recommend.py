@@ -1,7 +1,7 @@
 """Recommendations offline: quality on a real purchase log, and the time to compute them for 1,000,000 orders.
 
-    python bench/recommend.py [--split 2017-11-01] [--min-support 3] [--eval 20000] [--orders 1000000]
-                              [--skip-quality] [--skip-scale]
+    python bench/recommend.py [--split 2017-11-01] [--min-support 3] [--damping 0.15] [--sweep 0,0.5]
+                              [--eval 20000] [--orders 1000000] [--skip-quality] [--skip-scale]
 
 Builds a scratch database next to ``$CDP_HUB_POSTGRES_DSN`` (default: the test server), dropped at the end.
 
@@ -21,7 +21,8 @@ hit) and NDCG@10 (binary relevance). The recommenders: ``most_popular`` (most or
 ``bought_together`` (the SQL's pairs of the cart product, nothing else), ``bought_together+popular`` (the same,
 filled up with the most popular), ``similar`` (same category, price within ±30%, most bought first) and
 ``popular_region_category`` (most bought at the basket's store in the cart product's category). ``viewed`` and
-``cart`` need views and carts, which the log does not have.
+``cart`` need views and carts, which the log does not have. ``--sweep`` adds ``bought_together`` at other
+values of the popularity correction (``recommend_damping``; a rebuild each).
 
 Scale: ``--orders`` generated orders (1-6 lines, 20,000 SKUs in 400 categories, Zipf popularity, each category
 with two complementary ones) are copied into ``order_lines``; the time of ``rebuild`` (pairs and popularity,
@@ -269,7 +270,7 @@ async def main() -> None:
     parser.add_argument("--split", type=lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC),
                         default=datetime(2017, 11, 1, tzinfo=UTC))
     parser.add_argument("--min-support", type=int, default=3)
-    parser.add_argument("--damping", type=float, default=0.3, help="the popularity correction the hub uses")
+    parser.add_argument("--damping", type=float, default=0.15, help="the popularity correction the hub uses")
     parser.add_argument("--sweep", type=lambda v: [float(x) for x in v.split(",") if x], default=[],
                         help="other damping values to evaluate bought_together with, e.g. 0,0.5,1")
     parser.add_argument("--eval", type=int, default=20_000, help="test baskets evaluated (a seeded sample)")

@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     recommend_min_support: int = Field(
         3, ge=1, description="orders two products must share to count as bought together")
     recommend_damping: float = Field(
-        0.3, ge=0, le=1, description="popularity correction of 'bought together': 0 ranks partners by how often "
+        0.15, ge=0, le=1, description="popularity correction of 'bought together': 0 ranks partners by how often "
         "they were bought with the product, 0.5 is the cosine, 1 ranks them by lift")
 
     @classmethod

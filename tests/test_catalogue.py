@@ -181,3 +181,19 @@ def test_the_erp_product_export_assembles_stock_per_store() -> None:
     assert bed.properties["category_path"] == ["Мебель", "Кровати"]
     [matt] = erp.to_events(records[1])
     assert matt.properties["durable"] is False and "old_price" not in matt.properties
+
+
+def test_the_edge_refuses_catalogue_events_from_public_sources_and_derived_events_from_anyone() -> None:
+    from cdp_hub.edge.policy import SourcePolicy
+    from cdp_hub.errors import PolicyViolation
+
+    update = parse_event(product("SOFA-1", T0, price="1"))
+    assert SourcePolicy.of("erp", "trusted", None).admit(update) is update
+    with pytest.raises(PolicyViolation, match="cannot change the catalogue"):
+        SourcePolicy.of("web", "public", None).admit(update)
+    derived = parse_event({"type": "product.price_dropped", "source": "web", "occurred_at": T0.isoformat(),
+                           "identities": [{"kind": "email", "value": "a@example.com"}],
+                           "properties": {"sku": "SOFA-1", "change_id": "x"}})
+    for policy in (SourcePolicy.of("web", "public", None), SourcePolicy.of("erp", "trusted", None)):
+        with pytest.raises(PolicyViolation, match="internal event type"):
+            policy.admit(derived)

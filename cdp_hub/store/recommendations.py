@@ -104,7 +104,7 @@ class RecommendationRepository:
         return int(status.split()[-1])
 
     async def rebuild(self, *, since: datetime, min_support: int, top_k: int = 20, max_basket: int = 50,
-                      damping: float = 0.5, work_mem: str = "256MB") -> tuple[int, int]:
+                      damping: float = 0.15, work_mem: str = "256MB") -> tuple[int, int]:
         """Recompute ``product_pairs`` and ``product_popularity`` from the order lines since ``since``.
 
         Orders of more than ``max_basket`` distinct SKUs (a wholesale basket) are left out of the pairs: they
