@@ -176,10 +176,12 @@ def test_templates_render_product_blocks_and_short_lists(tmp_path: Path) -> None
     products = {"bought_together": [
         {"sku": "CUSH-1", "name": "Подушка <льняная>", "price": "990", "old_price": "1290", "currency": "RUB",
          "image_url": "https://shop.example/i/c1.jpg", "product_url": "https://shop.example/p/c1"},
-        {"sku": "THROW-1", "name": "Плед", "price": "2490", "currency": "RUB"}]}
+        {"sku": "THROW-1", "name": "Плед", "price": "2490", "currency": "RUB",
+         "product_url": "javascript:alert(1)", "image_url": "data:text/html,x"}]}
     email = renderer.render("cross_sell", "email", {"_recommendations": products}, locale="ru")
     assert email.html is not None and email.html.count('class="product"') == 2
     assert "Подушка &lt;льняная&gt;" in email.html and "<s" in email.html  # escaped; the old price crossed out
+    assert "javascript:" not in email.html and "data:" not in email.html  # only http(s) links and pictures
     assert email.text == "Подушка <льняная> — 990,00\xa0₽; Плед — 2\xa0490,00\xa0₽"
     sms = renderer.render("cross_sell", "sms", {"_recommendations": products}, locale="en")
     assert sms.text.startswith("You may like: Подушка <льняная> — RUB") and sms.text.endswith("990.00")

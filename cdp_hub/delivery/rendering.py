@@ -194,16 +194,23 @@ def _product_list(ctx: jinja2.runtime.Context, products: Any, separator: str = "
     return separator.join(parts)
 
 
+def _web_url(value: Any) -> str:
+    """``value`` if it is an http(s) URL, else "": a catalogue value never becomes a ``javascript:`` link."""
+    text = str(value or "").strip()
+    return text if text.lower().startswith(("https://", "http://")) else ""
+
+
 @jinja2.pass_context
 def _product_blocks(ctx: jinja2.runtime.Context, products: Any) -> Markup:
     """``{{ recommend("bought_together") | product_blocks }}``: product cards for an HTML e-mail (a table, as
     mail clients need): picture, name, price (and the old price crossed out), each linked to its page."""
     cells = []
     for p in products or []:
-        url = escape(p.get("product_url") or "")
+        url = escape(_web_url(p.get("product_url")))
         name = escape(p.get("name") or p.get("sku"))
-        image = (f'<img src="{escape(p["image_url"])}" alt="{name}" width="140" style="display:block;border:0">'
-                 if p.get("image_url") else "")
+        picture = _web_url(p.get("image_url"))
+        image = (f'<img src="{escape(picture)}" alt="{name}" width="140" style="display:block;border:0">'
+                 if picture else "")
         price = escape(_money(ctx, p["price"], p.get("currency"))) if p.get("price") is not None else ""
         old = (f' <s style="color:#888">{escape(_money(ctx, p["old_price"], p.get("currency")))}</s>'
                if p.get("old_price") is not None and p.get("price") is not None
