@@ -72,7 +72,8 @@ def test_render_errors_say_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_templates_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["templates", "list"]) == 0
-    assert "welcome: email, email.ru, push, push.ru, sms, sms.ru" in capsys.readouterr().out.splitlines()
+    assert ("welcome: email, email.ru, messenger, messenger.ru, push, push.ru, sms, sms.ru"
+            in capsys.readouterr().out.splitlines())
 
 
 def test_new_channel_scaffold_passes_its_own_tests(tmp_path: Path) -> None:
