@@ -221,6 +221,20 @@ class Settings(BaseSettings):
     delivery_retry_backoff: float = Field(0.5, description="first backoff in seconds; doubles, with jitter")
     delivery_retry_max_wait: float = Field(30.0, description="longest wait between tries, Retry-After included")
 
+    # Catalogue and recommendations (cdp_hub.resolver.catalogue, cdp_hub.store.recommendations).
+    catalogue_interest_days: int = Field(
+        30, ge=1, description="a price drop or return to stock is told to customers who viewed the product this "
+        "many days before it (and have not bought it since)")
+    catalogue_audience_limit: int = Field(
+        100_000, ge=0, description="most customers told of one catalogue change (the latest viewers first)")
+    recommend_window_days: int = Field(
+        365, ge=1, description="orders this recent feed 'bought together' and 'popular' (cdp-hub recommend refresh)")
+    recommend_min_support: int = Field(
+        3, ge=1, description="orders two products must share to count as bought together")
+    recommend_damping: float = Field(
+        0.15, ge=0, le=1, description="popularity correction of 'bought together': 0 ranks partners by how often "
+        "they were bought with the product, 0.5 is the cosine, 1 ranks them by lift")
+
     @classmethod
     def settings_customise_sources(
         cls,

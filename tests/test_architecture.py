@@ -162,6 +162,8 @@ OWNERS = {
     "cdp_hub/store/deadletters.py": {"dead_letters"},
     "cdp_hub/store/connector_state.py": {"connector_state"},
     "cdp_hub/store/consents.py": {"consents"},
+    "cdp_hub/store/products.py": {"products", "product_changes"},
+    "cdp_hub/store/recommendations.py": {"order_lines", "product_pairs", "product_popularity"},
 }
 """Table group owners, as in docs/architecture.md."""
 
@@ -171,6 +173,10 @@ SHARED = {
     ("events", "cdp_hub/store/segments/compiler.py"): "segment conditions aggregate events",
     ("profiles", "cdp_hub/store/segments/compiler.py"): "segment conditions read golden records",
     ("scheduler_emitted", "cdp_hub/store/profiles/repository.py"): "birthday candidates skip those greeted",
+    ("events", "cdp_hub/store/products.py"): "a catalogue change is told to recent viewers of the product",
+    ("events", "cdp_hub/store/recommendations.py"): "order lines and a customer's activity come from events",
+    ("profiles", "cdp_hub/store/recommendations.py"): "the customer's region is a golden-record trait",
+    ("products", "cdp_hub/store/recommendations.py"): "recommendations join the current catalogue",
 }
 """The only statements on a table outside its owner, each with its reason."""
 

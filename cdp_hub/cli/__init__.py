@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "cdp_hub.resolver.fuzzy.cli",  # identity suggest, identity suggestions
     "cdp_hub.segments.cli",      # segments, triggers run-daily
     "cdp_hub.delivery.cli",      # templates
+    "cdp_hub.delivery.recommend_cli",  # recommend refresh/show
     "cdp_hub.jobs.cli",          # jobs list/run/history
 )
 

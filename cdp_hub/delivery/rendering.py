@@ -14,6 +14,12 @@ Templates get ``profile`` (Golden Record traits and ``profile_id``), ``event`` (
 ``locale`` and ``timezone``; filters ``money``, ``number``, ``date``, ``datetime`` and ``time`` format in the
 customer's locale and time zone (Babel: CLDR data, so "1 234,50 ₽" for ru and "RUB 1,234.50" for en).
 
+Product recommendations: ``recommend(kind, limit=4, max_price=None, min_price=None)`` returns a list of
+products (``sku``, ``name``, ``price``, ``old_price``, ``currency``, ``image_url``, ``product_url``, ...; kinds
+in :mod:`cdp_hub.store.recommendations`), empty when there is nothing to offer, so ``{% if not recommend(...) %}``
+can leave a block out. ``| product_blocks`` renders them as an HTML block of cards (e-mail), ``| product_list``
+as one short line (SMS, push, messenger). The delivery stage loads them for the whole batch before rendering.
+
 They run in Jinja's immutable sandbox: a template cannot reach Python internals or mutate its context.
 Any failure to find, compile or render a template is a :class:`TemplateError` (the message goes to the
 dead-letter queue with the reason; delivery goes on).
@@ -35,7 +41,9 @@ from babel import Locale, UnknownLocaleError
 from babel import dates as babel_dates
 from babel import numbers as babel_numbers
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
 
+from cdp_hub.delivery.recommend import pick
 from cdp_hub.errors import RecordError
 
 __all__ = ["RenderedMessage", "TemplateError", "TemplateRenderer", "parse_locale", "template_candidates"]
@@ -165,6 +173,55 @@ def _time(ctx: jinja2.runtime.Context, value: Any, format: str = "short") -> str
     return babel_dates.format_time(local, format=format, tzinfo=_tz(ctx), locale=_locale(ctx))
 
 
+@jinja2.pass_context
+def _recommend(ctx: jinja2.runtime.Context, kind: str, limit: int = 4, max_price: Any = None,
+               min_price: Any = None) -> list[dict[str, Any]]:
+    """``recommend("bought_together", limit=4)``: the customer's products of that kind (see module doc)."""
+    loaded = ctx.get("_recommendations")
+    if not isinstance(loaded, Mapping):
+        return []
+    return pick(loaded.get(kind) or [], limit=limit, max_price=max_price, min_price=min_price)
+
+
+@jinja2.pass_context
+def _product_list(ctx: jinja2.runtime.Context, products: Any, separator: str = "; ") -> str:
+    """``{{ recommend("similar", limit=3) | product_list }}``: "Name — 1 990 ₽; Name — 590 ₽" for short texts."""
+    parts = []
+    for p in products or []:
+        name = p.get("name") or p.get("sku")
+        price = p.get("price")
+        parts.append(f"{name} — {_money(ctx, price, p.get('currency'))}" if price is not None else str(name))
+    return separator.join(parts)
+
+
+def _web_url(value: Any) -> str:
+    """``value`` if it is an http(s) URL, else "": a catalogue value never becomes a ``javascript:`` link."""
+    text = str(value or "").strip()
+    return text if text.lower().startswith(("https://", "http://")) else ""
+
+
+@jinja2.pass_context
+def _product_blocks(ctx: jinja2.runtime.Context, products: Any) -> Markup:
+    """``{{ recommend("bought_together") | product_blocks }}``: product cards for an HTML e-mail (a table, as
+    mail clients need): picture, name, price (and the old price crossed out), each linked to its page."""
+    cells = []
+    for p in products or []:
+        url = escape(_web_url(p.get("product_url")))
+        name = escape(p.get("name") or p.get("sku"))
+        picture = _web_url(p.get("image_url"))
+        image = (f'<img src="{escape(picture)}" alt="{name}" width="140" style="display:block;border:0">'
+                 if picture else "")
+        price = escape(_money(ctx, p["price"], p.get("currency"))) if p.get("price") is not None else ""
+        old = (f' <s style="color:#888">{escape(_money(ctx, p["old_price"], p.get("currency")))}</s>'
+               if p.get("old_price") is not None and p.get("price") is not None
+               and _decimal(p["old_price"]) > _decimal(p["price"]) else "")
+        cells.append(f'<td class="product" style="padding:8px;vertical-align:top;width:150px">'
+                     f'<a href="{url}">{image}{name}</a><br><b>{price}</b>{old}</td>')
+    if not cells:
+        return Markup("")
+    return Markup('<table class="products" role="presentation"><tr>' + "".join(cells) + "</tr></table>")
+
+
 def _environment(loader: jinja2.BaseLoader, *, autoescape: bool) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         loader=loader,
@@ -176,7 +233,9 @@ def _environment(loader: jinja2.BaseLoader, *, autoescape: bool) -> ImmutableSan
         auto_reload=False,
         cache_size=1000,
     )
-    env.filters.update(money=_money, number=_number, date=_date, datetime=_datetime, time=_time)
+    env.filters.update(money=_money, number=_number, date=_date, datetime=_datetime, time=_time,
+                       product_list=_product_list, product_blocks=_product_blocks)
+    env.globals["recommend"] = _recommend
     return env
 
 
@@ -197,6 +256,8 @@ class TemplateRenderer:
         self.default_locale = default_locale
         self.default_currency = default_currency
         self._resolved: dict[tuple[str, str, str], str] = {}
+        self._calls_recommend: dict[str, bool] = {}
+        self._loader = loader
         self._text_env = _environment(loader, autoescape=False)
         self._html_env = _environment(loader, autoescape=True)
 
@@ -216,6 +277,21 @@ class TemplateRenderer:
         except TemplateError:
             return False
         return True
+
+    def calls_recommend(self, name: str) -> bool:
+        """Whether any file of template ``name`` (any kind, any locale) calls ``recommend(``: only then does
+        the delivery stage load recommendations for its messages (cached per name)."""
+        found = self._calls_recommend.get(name)
+        if found is None:
+            found = False
+            for path in self._text_env.list_templates(extensions=["j2"]):
+                if path.startswith(name + "/"):
+                    source, _, _ = self._loader.get_source(self._text_env, path)
+                    if "recommend(" in source:
+                        found = True
+                        break
+            self._calls_recommend[name] = found
+        return found
 
     def _select(self, env: jinja2.Environment, name: str, kind: str,
                 locale: Locale) -> jinja2.Template:

@@ -10,6 +10,7 @@
               consent (schema/consent.py: opt-in marketing by default, a withdrawn purpose never)?
               address (most recent, not suppressed)? ── no ──▶ next channel
               render template (sandbox) ── error ──▶ DLQ template_error
+                (templates that call recommend(): the batch's recommendations loaded first, one query)
               pace (token bucket, slots) ─▶ channel.send ─ retry 429/5xx with backoff ─ still down ─▶ next channel
                                    │
                                    ▼
@@ -26,7 +27,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,12 +43,13 @@ from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, Sche
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.consent import CONSENT_CHANNELS, ConsentPolicy, ConsentStates, consent_refusal
 from cdp_hub.schema.messages import MessageIntent
-from cdp_hub.store import ConsentRepository, ProfileRepository
+from cdp_hub.store import ConsentRepository, ProfileRepository, RecommendationRepository
 
 from .batching import SendBatcher
 from .profiles import ProfileSnapshot, load_profiles
 from .ratelimit import ChannelPacer
 from .receipts import receipt_event, receipt_message
+from .recommend import template_recommendations
 from .rendering import TemplateError, TemplateRenderer
 from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
 
@@ -118,11 +120,13 @@ class DeliveryStage(Stage[MessageIntent]):
 
     def __init__(self, ctx: StageContext, *, sendlog: SendLog, profiles: ProfileRepository,
                  channels: ChannelProvider, options: DeliveryOptions,
-                 consents: ConsentRepository | None = None) -> None:
+                 consents: ConsentRepository | None = None,
+                 recommendations: RecommendationRepository | None = None) -> None:
         super().__init__(ctx)
         self.sendlog = sendlog
         self.profiles = profiles
         self.consents = consents
+        self.recommendations = recommendations
         self.channel = channels
         self.options = options
         self.renderer = TemplateRenderer(options.templates_dir, default_locale=options.default_locale,
@@ -212,12 +216,14 @@ class DeliveryStage(Stage[MessageIntent]):
         if self.consents is not None:
             survivors = {uuid.UUID(p.profile_id) for p in profiles.values()}
             consents = {str(pid): states for pid, states in (await self.consents.current(list(survivors))).items()}
+        recommended = await self._recommendations_for(work, profiles)
 
         async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter:
             try:
                 snap = profiles.get(intent.profile_id)
                 states = consents.get(snap.profile_id, {}) if snap is not None else {}
-                return await self.deliver(intent, snap, channels, suppressed, states)
+                return await self.deliver(intent, snap, channels, suppressed, states,
+                                          recommended.get(intent.profile_id))
             except TemplateError as exc:
                 return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
                                               source=intent.scenario)
@@ -262,11 +268,28 @@ class DeliveryStage(Stage[MessageIntent]):
         await self.sendlog.suppress(batch.suppress)
         await self.sendlog.remove_identities(batch.remove_identities)
 
+    async def _recommendations_for(self, work: list[tuple[MessageIntent, Record]],
+                                   profiles: dict[str, ProfileSnapshot]) -> dict[str, dict[str, list[Any]]]:
+        """Recommendations of the profiles whose templates call ``recommend()``: one query for the batch."""
+        if self.recommendations is None:
+            return {}
+        wanted = {profiles[i.profile_id].profile_id for i, _ in work
+                  if i.profile_id in profiles and self.renderer.calls_recommend(i.template)}
+        if not wanted:
+            return {}
+        by_id = {uuid.UUID(pid): pid for pid in wanted}
+        loaded = await self.recommendations.for_profiles(list(by_id), now=self.ctx.clock())
+        recs = {by_id[pid]: template_recommendations(kinds) for pid, kinds in loaded.items()}
+        # An intent may name a merged profile: its snapshot is the survivor's, so are its recommendations.
+        return {i.profile_id: recs[profiles[i.profile_id].profile_id] for i, _ in work
+                if i.profile_id in profiles and profiles[i.profile_id].profile_id in recs}
+
     # -- one message ----------------------------------------------------------------------------------
 
     async def deliver(self, intent: MessageIntent, profile: ProfileSnapshot | None,
                       channels: dict[str, Channel | ConfigurationError],
-                      suppressed: set[tuple[str, str]], consent: ConsentStates | None = None) -> Delivered:
+                      suppressed: set[tuple[str, str]], consent: ConsentStates | None = None,
+                      recommendations: Mapping[str, list[Any]] | None = None) -> Delivered:
         """Try the intent's channels in order; return what happened. Raises :class:`TemplateError` and
         ``_Unreachable`` (both DLQ). ``consent`` is the profile's current consent (the consents table);
         the Golden Record's consent map stands in for channels it does not cover."""
@@ -302,7 +325,7 @@ class DeliveryStage(Stage[MessageIntent]):
             if address is None:
                 notes.append(f"{name}: no usable {channel.address_kind}")
                 continue
-            message = self.build_message(intent, profile, channel, name, address)
+            message = self.build_message(intent, profile, channel, name, address, recommendations)
             try:
                 receipt = await self.send_with_retry(channel, message)
             except RetriableError as exc:
@@ -319,7 +342,8 @@ class DeliveryStage(Stage[MessageIntent]):
         return _not_sent(intent, profile, "not sent: " + "; ".join(notes), "skipped")
 
     def build_message(self, intent: MessageIntent, profile: ProfileSnapshot, channel: Channel,
-                      instance: str, address: str) -> OutboundMessage:
+                      instance: str, address: str,
+                      recommendations: Mapping[str, list[Any]] | None = None) -> OutboundMessage:
         """Render the intent's template for ``channel`` into an :class:`OutboundMessage`."""
         settings = self.options
         unsubscribe = None
@@ -327,6 +351,8 @@ class DeliveryStage(Stage[MessageIntent]):
             unsubscribe = settings.unsubscribe_url.format(message_id=intent.message_id,
                                                           profile_id=profile.profile_id, channel=instance)
         context = template_context(intent, profile, instance, unsubscribe)
+        if recommendations is not None:
+            context["_recommendations"] = recommendations
         locale = message_locale(intent, profile, settings.default_locale)
         rendered = self.renderer.render(intent.template, channel.kind, context, locale=locale,
                                         timezone=_str(profile.traits.get("timezone")))

@@ -2,7 +2,9 @@
 
     event dict from a request ─▶ strip_profile_id (dropped and logged: only the resolver assigns profiles)
     Event ─▶ SourcePolicy.admit:
-              internal type (profile.*, message.*, segment.*, journey.*)   ─▶ PolicyViolation (DLQ)
+              internal type (profile.*, message.*, segment.*, journey.*,
+                             product.price_dropped, product.back_in_stock)  ─▶ PolicyViolation (DLQ)
+              catalogue event (product.updated) from a ``public`` source    ─▶ PolicyViolation (DLQ)
               type outside the source's allow-list                         ─▶ PolicyViolation (DLQ)
               consent.changed granting consent from a ``public`` source    ─▶ PolicyViolation (DLQ)
     message times ─▶ event_time: timestamp + (receivedAt - sentAt), then a sanity window around the receive
@@ -10,7 +12,8 @@
 
 A ``public`` source's key ships inside web pages and apps, so anyone can send with it: such a source may
 record an opt-out (withdrawing consent must always be possible) but never grant marketing consent; that takes
-the double opt-in confirmation. A ``trusted`` source is a server-side system that keeps its key secret.
+the double opt-in confirmation. Nor may it change the catalogue: a product.updated with a price of 1 would
+tell every recent viewer of the product that its price dropped. A ``trusted`` source is a server-side system that keeps its key secret.
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ from typing import Any, Literal
 from cdp_hub.connector.mapping import parse_datetime
 from cdp_hub.errors import PolicyViolation, RecordError
 from cdp_hub.schema.events import Event
+from cdp_hub.schema.payloads import CATALOGUE_EVENT_TYPES
 
 from .limits import excerpt
 
-__all__ = ["INTERNAL_PREFIXES", "ClockWindow", "SourcePolicy", "Trust", "event_time", "strip_profile_id"]
+__all__ = ["INTERNAL_PREFIXES", "INTERNAL_TYPES", "ClockWindow", "SourcePolicy", "Trust", "event_time", "strip_profile_id"]
 
 log = logging.getLogger(__name__)
 
 Trust = Literal["public", "trusted"]
 INTERNAL_PREFIXES = ("profile.", "message.", "segment.", "journey.")
 """Event types the hub makes itself; never accepted from outside."""
+INTERNAL_TYPES = frozenset({"product.price_dropped", "product.back_in_stock"})
+"""Single event types the hub derives itself (from catalogue changes); never accepted from outside either."""
 
 
 def strip_profile_id(item: MutableMapping[str, Any], *, source: str) -> None:
@@ -58,7 +64,7 @@ class SourcePolicy:
     def admit(self, event: Event, *, record_id: str | None = None) -> Event:
         """``event`` when this source may send it; else raise :class:`PolicyViolation`."""
         rid = record_id or event.source_record_id
-        if event.type.startswith(INTERNAL_PREFIXES):
+        if event.type.startswith(INTERNAL_PREFIXES) or event.type in INTERNAL_TYPES:
             raise PolicyViolation(f"type: {event.type!r} is an internal event type; the hub creates it, no "
                                   "sender may", field="type", value=event.type, record_id=rid, source=self.source)
         if self.allowed_types is not None and event.type not in self.allowed_types:
@@ -70,6 +76,10 @@ class SourcePolicy:
             raise PolicyViolation("properties.status: a public source may record an opt-out but cannot grant "
                                   "consent; consent is recorded by the double opt-in confirmation",
                                   field="properties.status", value=event.properties.get("status"),
+                                  record_id=rid, source=self.source)
+        if self.trust == "public" and event.type in CATALOGUE_EVENT_TYPES:
+            raise PolicyViolation(f"type: a public source cannot change the catalogue ({event.type}); send it "
+                                  "from a trusted source or a connector", field="type", value=event.type,
                                   record_id=rid, source=self.source)
         if event.profile_id is not None:  # never set by the parsers here; a belt to strip_profile_id's braces
             event = event.model_copy(update={"profile_id": None})

@@ -27,6 +27,7 @@ from cdp_hub.hub import Hub
 from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Stage, StageContext
 from cdp_hub.plugins import PluginRegistry
+from cdp_hub.resolver.catalogue import CatalogueStep
 from cdp_hub.resolver.stage import ResolverStage
 from cdp_hub.schema.consent import CONSENT_CHANNELS, ConsentLinks
 from cdp_hub.segments.daily import BirthdayScheduler
@@ -38,7 +39,9 @@ from cdp_hub.store import (
     EventRepository,
     JobRepository,
     MessageRepository,
+    ProductRepository,
     ProfileRepository,
+    RecommendationRepository,
     SegmentRepository,
     TimerRepository,
 )
@@ -129,8 +132,11 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
     ctx = stage_context(hub)
     settings = hub.settings
     if name == "resolver":
+        catalogue = CatalogueStep(ProductRepository(hub.store), interest_days=settings.catalogue_interest_days,
+                                  audience_limit=settings.catalogue_audience_limit)
         return ResolverStage(ctx, profiles=ProfileRepository(hub.store), normalization=settings.normalization,
-                             rules=options.get("rules"), consents=ConsentRepository(hub.store))
+                             rules=options.get("rules"), consents=ConsentRepository(hub.store),
+                             catalogue=catalogue)
     if name == "triggers":
         scenarios = options.get("scenarios")
         if scenarios is None:
@@ -145,7 +151,8 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
                             options=options.get("trigger_options") or trigger_options(hub))
     if name == "delivery":
         return DeliveryStage(ctx, sendlog=SendLog(hub.store), profiles=ProfileRepository(hub.store), channels=hub.channel,
-                             options=DeliveryOptions.from_settings(settings), consents=ConsentRepository(hub.store))
+                             options=DeliveryOptions.from_settings(settings), consents=ConsentRepository(hub.store),
+                             recommendations=RecommendationRepository(hub.store))
     if name == "dlq":
         return DeadLetterStage(ctx, letters=DeadLetterRepository(hub.store))
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")

@@ -3,6 +3,8 @@
     batch of records ─▶ parse (bad ─▶ DLQ) ─▶ IdentityGraph.resolve (one transaction, set-wise)
         ─▶ consent statements of consent.changed events ─▶ consents (merges: they follow the survivor)
         ─▶ per event, in order:  [profile.created]  event with profile_id  [profile.merged]
+    catalogue events (product.updated: no person in them) ─▶ CatalogueStep (resolver/catalogue.py)
+        ─▶ products table ─▶ product.price_dropped / product.back_in_stock per interested profile
 
 Every output is keyed by its profile id, so one profile's events stay in order downstream. Replays are
 safe: a stored event is not stored or observed again, and the profile.created / profile.merged events it
@@ -22,8 +24,9 @@ import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.dlq import dead_letter_from_error
-from cdp_hub.errors import RecordError
+from cdp_hub.errors import RecordError, SchemaViolation
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
+from cdp_hub.resolver.catalogue import CatalogueStep, is_catalogue_event
 from cdp_hub.resolver.graph import (
     RESOLVER_NAMESPACE,
     BatchResult,
@@ -147,10 +150,12 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
     name = "resolver"
 
     def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, normalization: NormalizationOptions,
-                 rules: IdentityRules | None = None, consents: ConsentRepository | None = None) -> None:
+                 rules: IdentityRules | None = None, consents: ConsentRepository | None = None,
+                 catalogue: CatalogueStep | None = None) -> None:
         super().__init__(ctx)
         self.profiles = profiles
         self.consents = consents
+        self.catalogue = catalogue
         self.normalization = normalization
         self.rules = rules or load_rules()
         self._graph: IdentityGraph | None = None
@@ -181,6 +186,11 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
 
     def decode(self, record: Record) -> tuple[Event, list[Key], list[IdentityRejected]]:
         event, rejected = parse_keeping_good_identities(record.value, self.normalization)
+        if is_catalogue_event(event):
+            if self.catalogue is None:
+                raise SchemaViolation(f"{event.type}: this resolver keeps no catalogue", field="type",
+                                      value=event.type, record_id=event.source_record_id, source=event.source)
+            return event, [], rejected
         usable = self.graph.usable_keys(event)
         if not usable and event.profile_id is None:
             raise ResolutionError(
@@ -197,12 +207,23 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
             for exc in item.value[2]:
                 out.dead.append(dead_letter_from_error(exc, stage=self.name, payload=item.record.value,
                                                        record=item.record))
-        parsed = [(item.record, item.value[0]) for item in batch]
-        result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in batch])
-        if self.consents is not None:
-            await self._record_consents([e for _, e in parsed], result)
-        await self._emit(out, parsed, result)
+        people = [item for item in batch if not is_catalogue_event(item.value[0])]
+        if people:
+            parsed = [(item.record, item.value[0]) for item in people]
+            result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in people])
+            if self.consents is not None:
+                await self._record_consents([e for _, e in parsed], result)
+            await self._emit(out, parsed, result)
+        if len(people) < len(batch):  # after the people: a view in this batch counts for a price drop in it
+            await self._catalogue(out, [item.value[0] for item in batch if is_catalogue_event(item.value[0])])
         return out
+
+    async def _catalogue(self, out: StageOutput, events: list[Event]) -> None:
+        assert self.catalogue is not None  # decode dead-letters catalogue events without it
+        topic = self.ctx.topics.profile_events
+        for derived in await self.catalogue.apply(events):
+            assert derived.profile_id is not None
+            out.messages.append(_message(topic, derived, derived.profile_id))
 
     async def _record_consents(self, events: list[Event], result: BatchResult) -> None:
         """Consent statements of the batch's ``consent.changed`` events, with source, time and evidence

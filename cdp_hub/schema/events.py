@@ -30,7 +30,7 @@ from pydantic_core import SchemaValidator, core_schema
 
 from cdp_hub.errors import NormalizationError, SchemaViolation
 from cdp_hub.schema.identities import DEFAULT_OPTIONS, NormalizationOptions, normalize_identity
-from cdp_hub.schema.payloads import EVENT_TYPES
+from cdp_hub.schema.payloads import CATALOGUE_EVENT_TYPES, EVENT_TYPES
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -217,7 +217,9 @@ class Event(BaseModel):
     source_record_id: str | None = Field(default=None, max_length=256)
     occurred_at: datetime
     received_at: datetime = Field(default_factory=partial(datetime.now, UTC))
-    identities: list[Identity] = Field(min_length=1)
+    identities: list[Identity] = Field(
+        default_factory=list, validate_default=True,
+        description="at least one for an event about a person; none for a catalogue event (product.updated)")
     traits: Traits = Field(default_factory=Traits)
     properties: dict[str, Any] = Field(default_factory=dict)
     context: Context = Field(default_factory=Context)
@@ -243,6 +245,11 @@ class Event(BaseModel):
         if identities is not None:
             return identities
         identities = handler(value)
+        if not identities:
+            # `type` is declared before `identities`, so it is validated (or missing if it failed) here.
+            if info.data.get("type") in CATALOGUE_EVENT_TYPES:
+                return []
+            raise ValueError("an event about a person needs at least one identity")
         # An identity listed twice adds nothing; keep the first.
         if len(identities) > 1:
             seen: set[tuple[str, str]] = set()

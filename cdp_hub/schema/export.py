@@ -50,6 +50,13 @@ def event_json_schema() -> dict[str, Any]:
             "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
             "then": {"properties": {"properties": {"$ref": f"#/$defs/{model.__name__}"}}},
         })
+    # Only catalogue events (about a product, not a person) may come without an identity.
+    from cdp_hub.schema.payloads import CATALOGUE_EVENT_TYPES
+
+    rules.append({
+        "if": {"properties": {"type": {"enum": sorted(CATALOGUE_EVENT_TYPES)}}, "required": ["type"]},
+        "else": {"required": ["identities"], "properties": {"identities": {"minItems": 1}}},
+    })
     schema["allOf"] = rules
     # event_id is filled in from the source record when missing; at the edge it is optional.
     schema["required"] = [r for r in schema.get("required", []) if r != "event_id"]
@@ -150,8 +157,9 @@ def compare_schemas(old: dict[str, Any], new: dict[str, Any]) -> SchemaDiff:
     def payloads(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out = {}
         for rule in schema.get("allOf", []):
-            name = rule["if"]["properties"]["type"]["const"]
-            out[name] = rule["then"]["properties"]["properties"]
+            name = rule["if"]["properties"]["type"].get("const")
+            if name is not None:  # the other rules are not per type (identities of non-catalogue events)
+                out[name] = rule["then"]["properties"]["properties"]
         return out
     op, np_ = payloads(old), payloads(new)
     for name in sorted(set(op) & set(np_)):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CATALOGUE_EVENT_TYPES",
     "EVENT_TYPES",
     "CartPayload",
     "ConsentPayload",
@@ -21,6 +22,8 @@ __all__ = [
     "MessagePayload",
     "OrderPayload",
     "Payload",
+    "ProductChangePayload",
+    "ProductPayload",
     "event_type_names",
     "payload_model",
     "register_event_type",
@@ -72,6 +75,44 @@ class ProductViewedPayload(Payload):
     price: Money | None = None
     category: str | None = None
     url: str | None = None
+
+
+class ProductPayload(Payload):
+    """``product.updated``: one product of the catalogue as a source (shop, ERP export) knows it now.
+
+    ``availability`` maps a region or store code to the quantity on hand there; a customer's region (the
+    ``region`` trait, else ``city``) picks the entry that applies to them, the sum applies to everyone else.
+    ``durable`` marks goods bought once in years (a sofa, a bed): recommendations leave out the category of a
+    durable the customer has just bought.
+    """
+
+    sku: str = Field(min_length=1, max_length=128)
+    name: str | None = Field(default=None, max_length=500)
+    category_path: list[str] = Field(default_factory=list, max_length=10,
+                                     description="from the root down: ['Furniture', 'Sofas']")
+    brand: str | None = Field(default=None, max_length=200)
+    price: Money | None = Field(default=None, ge=0)
+    old_price: Money | None = Field(default=None, ge=0, description="the crossed-out price of a sale")
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    availability: dict[str, Decimal] = Field(default_factory=dict, description="region or store -> quantity")
+    image_url: str | None = Field(default=None, max_length=2000)
+    product_url: str | None = Field(default=None, max_length=2000)
+    durable: bool | None = None
+    active: bool | None = Field(default=None, description="false: withdrawn from sale, never recommended")
+
+
+class ProductChangePayload(Payload):
+    """``product.price_dropped`` / ``product.back_in_stock``: derived by the hub when the catalogue changes,
+    one event per interested customer (who viewed the product recently and has not bought it since)."""
+
+    sku: str
+    name: str | None = None
+    price: Money | None = None
+    previous_price: Money | None = None
+    currency: str | None = None
+    image_url: str | None = None
+    product_url: str | None = None
+    change_id: str = Field(description="the catalogue change (one per product.updated event and kind)")
 
 
 class SearchPayload(Payload):
@@ -203,6 +244,9 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "order.returned": OrderPayload,
     "cart.updated": CartPayload,
     "product.viewed": ProductViewedPayload,
+    "product.updated": ProductPayload,
+    "product.price_dropped": ProductChangePayload,
+    "product.back_in_stock": ProductChangePayload,
     "search.performed": SearchPayload,
     "loyalty.points_earned": LoyaltyPointsPayload,
     "loyalty.points_redeemed": LoyaltyPointsPayload,
@@ -226,6 +270,10 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "profile.birthday": BirthdayPayload,
 }
 CORE_EVENT_TYPES = frozenset(EVENT_TYPES)
+
+CATALOGUE_EVENT_TYPES = frozenset({"product.updated"})
+"""Events about the catalogue, not about a person: they carry no identity, never create or touch a profile,
+and the resolver hands them to the catalogue step (:mod:`cdp_hub.resolver.catalogue`)."""
 
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 

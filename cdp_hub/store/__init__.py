@@ -10,6 +10,8 @@ repositories that own the SQL of each table group (one class per group, construc
     deadletters.py     DeadLetterRepository  dead_letters
     connector_state.py ConnectorStateRepository  connector_state
     consents.py        ConsentRepository     consents (every consent statement, with its evidence)
+    products.py        ProductRepository     products, product_changes (the catalogue)
+    recommendations.py RecommendationRepository  order_lines, product_pairs, product_popularity
 """
 
 from cdp_hub.store.connector_state import ConnectorStateRepository
@@ -20,7 +22,9 @@ from cdp_hub.store.events import EventRepository
 from cdp_hub.store.jobs import JobRepository
 from cdp_hub.store.messages import MessageRepository
 from cdp_hub.store.migrations import Migration, apply_migrations, load_migrations, render_sql
+from cdp_hub.store.products import ProductRepository
 from cdp_hub.store.profiles import ProfileRepository
+from cdp_hub.store.recommendations import RecommendationRepository
 from cdp_hub.store.segments import SegmentRepository
 from cdp_hub.store.timers import TimerRepository
 
@@ -33,7 +37,9 @@ __all__ = [
     "JobRepository",
     "MessageRepository",
     "Migration",
+    "ProductRepository",
     "ProfileRepository",
+    "RecommendationRepository",
     "SegmentRepository",
     "Store",
     "TimerRepository",

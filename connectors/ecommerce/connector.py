@@ -18,9 +18,13 @@ checkouts      ``{id, token, email, phone, customer, line_items, ``cart.updated`
 product_views  storefront pixel event ``{id, name:               ``product.viewed``
                "product_viewed", timestamp, clientId,
                customerId?, data{productVariant{...}}}``
+products       ``{id, title, product_type: "Мебель > Диваны",  ``product.updated`` per variant (its SKU): price,
+               vendor, handle, status, updated_at, image{src},  ``compare_at_price`` as the old price, stock as
+               variants[{sku, title, price, compare_at_price,   availability ``{"online": n}``; no person in it,
+               inventory_quantity}], tags}``                    so no identity (the catalogue, not a customer)
 =============  ==============================================  =================================================
 
-Pull: ``customers``, ``orders`` and ``checkouts`` by ``updated_at`` (``updated_at_min``), ``Link`` header
+Pull: ``customers``, ``orders``, ``checkouts`` and ``products`` by ``updated_at`` (``updated_at_min``), ``Link`` header
 pagination, API key in ``X-Shop-Access-Token``. Push: webhooks signed with HMAC-SHA256 (base64) over
 ``"{timestamp}.{body}"`` in ``X-Shop-Hmac-Sha256``, the timestamp in ``X-Shop-Triggered-At`` and the topic
 (``orders/create``, ``checkouts/update``, ...) in ``X-Shop-Topic``.
@@ -44,7 +48,7 @@ from cdp_hub.connector.rest import HttpConnector, HttpConnectorConfig, RestStrea
 from cdp_hub.connector.webhooks import WebhookSpec
 from cdp_hub.errors import SchemaViolation
 
-__all__ = ["Checkouts", "Customers", "EcommerceConfig", "EcommerceConnector", "Orders"]
+__all__ = ["Checkouts", "Customers", "EcommerceConfig", "EcommerceConnector", "Orders", "Products"]
 
 _PAID_STATUSES = frozenset({"paid", "partially_refunded", "refunded"})
 _ORDER_KNOWN = frozenset({
@@ -69,6 +73,11 @@ class EcommerceConfig(HttpConnectorConfig):
     base_url: str = Field("http://localhost:8081", description="base URL of the shop's Admin API")
     api_version: str = Field("2024-10", description="Admin API version in the URL path")
     currency: str = Field("RUB", pattern=r"^[A-Z]{3}$", description="currency when an order names none")
+    storefront_url: str | None = Field(None, description="the shop's public URL; product links are "
+                                       "{storefront_url}/products/{handle}")
+    durable_categories: list[str] = Field(
+        default_factory=list, description="product types (any level of 'A > B') of goods bought once in years "
+        "(a sofa): recommendations leave their category out after a purchase")
 
 
 class _ShopStream(RestStream):
@@ -97,6 +106,12 @@ class Checkouts(_ShopStream):
     records_path = "checkouts"
 
 
+class Products(_ShopStream):
+    name = "products"
+    path = "/admin/api/{api_version}/products.json"
+    records_path = "products"
+
+
 class EcommerceConnector(HttpConnector):
     """Online shop (Shopify/WooCommerce-like): customers, orders, abandoned checkouts, product views."""
 
@@ -104,14 +119,15 @@ class EcommerceConnector(HttpConnector):
     title: ClassVar[str] = "E-commerce shop"
     config_model: ClassVar[type[ConnectorConfig]] = EcommerceConfig
     record_id_field: ClassVar[str | None] = "id"
-    streams = (Orders, Customers, Checkouts)
+    streams = (Orders, Customers, Checkouts, Products)
     webhook = WebhookSpec(
         signature_header="X-Shop-Hmac-Sha256", timestamp_header="X-Shop-Triggered-At", encoding="base64",
         prefix="", topic_header="X-Shop-Topic",
         topics={"orders/create": "orders", "orders/updated": "orders", "orders/paid": "orders",
                 "orders/cancelled": "orders", "orders/fulfilled": "orders", "customers/create": "customers",
                 "customers/update": "customers", "checkouts/create": "checkouts", "checkouts/update": "checkouts",
-                "pixel/product_viewed": "product_views"},
+                "pixel/product_viewed": "product_views", "products/create": "products",
+                "products/update": "products"},
     )
     config: EcommerceConfig
 
@@ -123,6 +139,8 @@ class EcommerceConnector(HttpConnector):
             return "checkouts"
         if record.get("name") == "product_viewed" or "clientId" in record:
             return "product_views"
+        if "variants" in record:
+            return "products"
         return "customers"
 
     def normalize(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
@@ -135,6 +153,8 @@ class EcommerceConnector(HttpConnector):
             return self._checkout(record)
         if stream == "product_views":
             return self._product_view(record)
+        if stream == "products":
+            return self._products(record)
         raise SchemaViolation(f"unknown e-commerce stream {stream!r}", field="<stream>", value=stream)
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -313,6 +333,38 @@ class EcommerceConnector(HttpConnector):
             "identities": self._identities(checkout), "traits": self._traits(customer, None),
             "properties": props, "context": {"channel": "ecommerce"},
         }]
+
+    def _products(self, product: SourceRecord) -> list[dict[str, Any]]:
+        """One ``product.updated`` per variant with a SKU (the unit a customer buys and a shop stocks)."""
+        at = parse_datetime(require(product, "updated_at"), field="updated_at")
+        path = [part.strip() for part in str(product.get("product_type") or "").split(">") if part.strip()]
+        durable = bool(set(path) & set(self.config.durable_categories)) if self.config.durable_categories else None
+        image = text((product.get("image") or {}).get("src"))
+        url = (f"{self.config.storefront_url.rstrip('/')}/products/{product['handle']}"
+               if self.config.storefront_url and text(product.get("handle")) else None)
+        status = text(product.get("status"))
+        out = []
+        for n, variant in enumerate(product.get("variants") or []):
+            sku = text(variant.get("sku"))
+            if sku is None:
+                continue  # a variant the shop does not stock by SKU cannot be matched to orders
+            title, vtitle = text(product.get("title")), text(variant.get("title"))
+            props: dict[str, Any] = {
+                "sku": sku,
+                "name": f"{title} ({vtitle})" if title and vtitle and vtitle != "Default Title" else title or vtitle,
+                "category_path": path, "brand": text(product.get("vendor")),
+                "price": parse_decimal(variant.get("price"), field=f"variants.{n}.price"),
+                "old_price": parse_decimal(variant.get("compare_at_price"), field=f"variants.{n}.compare_at_price"),
+                "currency": self.config.currency, "image_url": image, "product_url": url,
+                "durable": durable, "active": status == "active" if status else None,
+            }
+            if variant.get("inventory_quantity") is not None:
+                qty = parse_decimal(variant["inventory_quantity"], field=f"variants.{n}.inventory_quantity")
+                props["availability"] = {"online": max(qty or Decimal(0), Decimal(0))}
+            out.append({"type": "product.updated", "occurred_at": at,
+                        "source_record_id": f"{sku}@{at.isoformat()}",
+                        "properties": {k: v for k, v in props.items() if v is not None and v != []}})
+        return out
 
     def _product_view(self, view: SourceRecord) -> list[dict[str, Any]]:
         variant = (view.get("data") or {}).get("productVariant") or {}

@@ -18,12 +18,16 @@ receipts    a CSV receipt export, one row per line:               as ``documents
 customers   customer master data CSV: ``Код;Наименование;          ``customer.updated`` (erp_customer_id, phone,
             Фамилия;Имя;Отчество;Телефон;ЭлПочта;ДатаРождения;    email, loyalty card; names, birth date, gender,
             Пол;Город;НомерКарты;ДатаИзменения``                   city)
+products    a CSV product export, one row per article and store:  ``product.updated`` per article (rows of one
+            ``Артикул;Наименование;Группа;Бренд;Цена;СтараяЦена;    article assembled first): the group path
+            КодМагазина;Остаток;ДатаИзменения`` (``Группа`` as     ``Мебель/Диваны``, stock per store as
+            ``Мебель/Диваны``; ``Остаток`` per store)              availability; no person, so no identity
 ==========  ===================================================  ===============================================
 
 Pull: ``receipts`` and ``returns`` from the 1C OData service (``$filter=Date ge datetime'...'``,
 ``$orderby=Date``, ``$skip``/``$top`` pages, basic auth); the OData entity names the document type, which
 :meth:`_OData.post_process` writes into ``ВидДокумента``. Files: ``cdp-hub ingest-file erp export.csv``
-(cp1251, ``;``), receipt lines assembled by :meth:`ErpConnector.assemble`.
+(cp1251, ``;``), receipt lines and product rows assembled by :meth:`ErpConnector.assemble`.
 
 A receipt with no customer (no code, phone or card) is an anonymous sale, not a customer event: it maps to no
 event. Times are local to ``config.timezone`` (Moscow by default) and converted to UTC.
@@ -66,6 +70,9 @@ class ErpConfig(HttpConnectorConfig):
 
     base_url: str = Field("http://localhost:8083/retail", description="base URL of the 1C infobase's web "
                           "publication (the OData service is under /odata/standard.odata)")
+    durable_groups: list[str] = Field(
+        default_factory=list, description="product groups (any level of 'A/B') of goods bought once in years: "
+        "recommendations leave their category out after a purchase")
     timezone: str = Field("Europe/Moscow", description="zone of the ERP's local timestamps")
     currency: str = Field("RUB", pattern=r"^[A-Z]{3}$")
     encoding: str = Field("cp1251", description="encoding of CSV exports")
@@ -129,6 +136,15 @@ class ErpConnector(HttpConnector):
         """
         current: dict[str, Any] | None = None
         for row in records:
+            if stream == "products" or _is_product_row(row):
+                # a product export: consecutive rows of one article (one per store) make one record
+                if current is not None and current.get("Артикул") == row.get("Артикул") and "НомерДокумента" not in current:
+                    current["Строки"].append(row)
+                    continue
+                if current is not None:
+                    yield current
+                current = {**row, "Строки": [row]}
+                continue
             number = row.get("НомерДокумента")
             if number is None or stream == "customers" or ("Код" in row and "Наименование" in row):
                 if current is not None:
@@ -151,6 +167,8 @@ class ErpConnector(HttpConnector):
             return "documents"
         if "НомерДокумента" in record:
             return "receipts"
+        if _is_product_row(record):
+            return "products"
         return "customers"
 
     def normalize(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
@@ -161,9 +179,33 @@ class ErpConnector(HttpConnector):
             return self._csv_document(record)  # CSV export rows
         if stream == "customers":
             return self._customer(record)
+        if stream == "products":
+            return self._product(record)
         raise SchemaViolation(f"unknown ERP stream {stream!r}", field="<stream>", value=stream)
 
     # -- documents -----------------------------------------------------------------------------------
+
+    def _product(self, record: SourceRecord) -> list[dict[str, Any]]:
+        """One ``product.updated`` for an article; each row adds its store's stock to the availability."""
+        sku = text(require(record, "Артикул"))
+        at = self._when(require(record, "ДатаИзменения"), "ДатаИзменения")
+        path = [part.strip() for part in str(record.get("Группа") or "").split("/") if part.strip()]
+        availability: dict[str, Decimal] = {}
+        for n, row in enumerate(record.get("Строки") or [record]):
+            store = text(row.get("КодМагазина"))
+            stock = parse_decimal(row.get("Остаток"), field=f"Строки.{n}.Остаток")
+            if store and stock is not None:
+                availability[store] = availability.get(store, Decimal(0)) + max(stock, Decimal(0))
+            at = max(at, self._when(row.get("ДатаИзменения") or record["ДатаИзменения"], "ДатаИзменения"))
+        props: dict[str, Any] = {
+            "sku": sku, "name": text(record.get("Наименование")), "category_path": path,
+            "brand": text(record.get("Бренд")), "price": parse_decimal(record.get("Цена"), field="Цена"),
+            "old_price": parse_decimal(record.get("СтараяЦена"), field="СтараяЦена"),
+            "currency": self.config.currency, "availability": availability or None,
+            "durable": bool(set(path) & set(self.config.durable_groups)) if self.config.durable_groups else None,
+        }
+        return [{"type": "product.updated", "occurred_at": at, "source_record_id": f"{sku}@{at.isoformat()}",
+                 "properties": {k: v for k, v in props.items() if v is not None and v != []}}]
 
     def _when(self, value: Any, field: str) -> datetime:
         return parse_datetime(value, field=field, tz=self.config.timezone)
@@ -283,3 +325,8 @@ class ErpConnector(HttpConnector):
             "occurred_at": self._when(changed, "ДатаИзменения"), "identities": ids, "traits": traits,
             "context": {"channel": "offline"},
         }]
+
+
+def _is_product_row(row: SourceRecord) -> bool:
+    """A row of a product export: an article with a stock or a price, not a document line."""
+    return "Артикул" in row and "НомерДокумента" not in row and ("Остаток" in row or "Цена" in row)
