@@ -8,6 +8,10 @@
     GET  /v1/dlq                   dead letters;  POST /v1/dlq/replay
     GET  /metrics  /healthz  /readyz
 
+Ingestion answers 503 with ``Retry-After`` while the bus cannot make the events durable (never 2xx for an
+event that is not durable: :mod:`cdp_hub.connector.edge`); ``/readyz`` fails while a dependency is down or a
+stage waits for one.
+
 Admin routes (/v1/profiles, /v1/dlq) require ``Authorization: Bearer <admin_token>`` when
 ``admin_token`` is configured.
 """
@@ -30,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cdp_hub.connector.edge import EDGE_REPORTER, EdgeUnavailable, durable, unavailable_response
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.dlq.replay import list_dead_letters, replay_dead_letters
 from cdp_hub.errors import RecordError
@@ -131,9 +136,12 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
             results.append({"index": i, "status": "accepted", "event_id": str(event.event_id)})
         from cdp_hub.connector.ingest import Ingestor
 
-        await Ingestor(hub).publish_events(good)
-        if dead:
-            await hub.bus.publish_many(dead)
+        async def publish() -> None:
+            await Ingestor(hub).publish_events(good)
+            if dead:
+                await hub.bus.publish_many(dead)
+
+        await durable(hub, publish(), route="/v1/events")
         status = 200 if not dead else (207 if good else 400)
         return json_response({"accepted": len(good), "rejected": len(dead), "results": results}, status)
 
@@ -162,7 +170,14 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
+        # A stage waiting for a dependency is not ready even when the probes above pass again: it has not
+        # caught up yet (and a probe may pass while the stage's own connections still fail).
+        paused = {who.removeprefix("stage:"): dep for who, dep in hub.outages.paused("stage:").items()}
+        if paused:
+            checks["stages"] = "paused: " + ", ".join(f"{s} waits for {d}" for s, d in sorted(paused.items()))
         ok = all(v == "ok" for v in checks.values())
+        if ok:
+            hub.outages.up(EDGE_REPORTER)  # the edge saw an outage the probes now show is over
         return json_response({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
@@ -200,7 +215,8 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
         routes.extend(module.routes(hub))
 
     token = hub.settings.admin_token.get_secret_value() if hub.settings.admin_token else None
-    return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), Middleware(AdminAuth, token=token)])
+    return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), Middleware(AdminAuth, token=token)],
+                     exception_handlers={EdgeUnavailable: unavailable_response})
 
 
 class _Server:

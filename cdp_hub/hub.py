@@ -26,6 +26,7 @@ from cdp_hub.config import Settings
 from cdp_hub.hotstate import HotState
 from cdp_hub.httpclient import shared_client
 from cdp_hub.metrics import METRICS, Metrics
+from cdp_hub.outages import Outages
 from cdp_hub.plugins import PluginRegistry, get_registry
 from cdp_hub.store import Store
 
@@ -70,6 +71,8 @@ class Hub:
         self.http = http or shared_client(max_connections=self.settings.http_max_connections)
         self.registry = registry or get_registry()
         self.metrics = metrics or METRICS
+        self.outages = Outages(self.metrics)
+        """Dependency outages seen by this process (stages, HTTP edge); ``/readyz`` and the logs read it."""
         self._channels: dict[str, Channel] = {}
         self._started = False
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)

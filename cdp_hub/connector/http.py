@@ -6,6 +6,7 @@
 
     request ─▶ verify (HMAC / write key) ─▶ JSON ─▶ jsonschema at the edge (tracking) ─▶ Ingestor
                   401/403                     400 names the JSON path and value      ─▶ [cdp.events] / [cdp.dlq]
+                                                                     bus down: 503 + Retry-After (connector.edge)
 
 A record that passes the edge but cannot be mapped (an unknown event name, an impossible phone) is not an
 HTTP error: it goes to the dead-letter queue and the response counts it, as the rest of the batch goes on.
@@ -31,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cdp_hub.connector.base import Connector
+from cdp_hub.connector.edge import durable
 from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.connector.tracking import BATCH_SCHEMA, MESSAGE_SCHEMA, TrackingConnector
 from cdp_hub.connector.webhooks import WebhookRejected
@@ -122,7 +124,7 @@ class HttpIngestion:
             return _json({"success": False, "error": str(exc)}, exc.status)
         except _Edge as exc:
             return _json(exc.body, exc.status)
-        result = await self.ingestor.ingest(connector, records, stream=stream)
+        result = await durable(self.hub, self.ingestor.ingest(connector, records, stream=stream), route="webhook")
         return _json(_result(result))
 
     # -- tracking API --------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ class HttpIngestion:
         except _Edge as exc:
             return _json(exc.body, exc.status)
         body.pop("writeKey", None)
-        return _json(_result(await self.ingestor.ingest(connector, [body])))
+        return _json(_result(await durable(self.hub, self.ingestor.ingest(connector, [body]), route="tracking")))
 
     async def batch(self, request: Request) -> Response:
         try:
@@ -194,7 +196,7 @@ class HttpIngestion:
         except _Edge as exc:
             return _json(exc.body, exc.status)
         body.pop("writeKey", None)
-        return _json(_result(await self.ingestor.ingest(connector, [body])))
+        return _json(_result(await durable(self.hub, self.ingestor.ingest(connector, [body]), route="tracking")))
 
 
 def routes(hub: Hub) -> list[Route]:

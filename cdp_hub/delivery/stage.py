@@ -9,14 +9,21 @@
           for channel in [intent.channel, *intent.fallbacks]:
               consent? address (most recent, not suppressed)? ── no ──▶ next channel
               render template (sandbox) ── error ──▶ DLQ template_error
-              pace (token bucket, slots) ─▶ channel.send ─ retry 429/5xx with backoff ─ still down ─▶ next channel
+              circuit of the instance open? ─▶ next channel                  (delivery/circuit.py)
+              pace (token bucket, slots) ─▶ channel.send (send_timeout) ─ retry 429/5xx/timeouts with backoff
+                                                                  ─ still down ─▶ next channel
                                    │
                                    ▼
           send log outcomes, suppressions, dead push tokens  (one statement each)  ─▶ message.* events
 
 A redelivered intent is never sent twice: its row is final and only its receipt is re-emitted. A template
-error, an unexpected exception, or every channel down goes to the DLQ (the row stays non-final, so a replay
-sends it); a permanent failure (bad address) is a ``message.failed`` receipt, never a DLQ entry.
+error, an unexpected exception or every channel misconfigured goes to the DLQ (the row stays non-final, so a
+replay sends it); a permanent failure (bad address) is a ``message.failed`` receipt, never a DLQ entry.
+
+A provider that is down (timeouts, 5xx, refused connections, an open circuit) never dead-letters a message:
+when no channel of a message could take it for such a reason, the batch records what it did send (those rows
+are final), marks the rest ``deferred`` and fails with :class:`ChannelsUnavailable`; the runner retries the
+batch with backoff, without committing it, and the retry sends only the deferred messages.
 """
 
 from __future__ import annotations
@@ -31,7 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+)
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
@@ -43,13 +56,14 @@ from cdp_hub.schema.messages import MessageIntent
 from cdp_hub.store import ProfileRepository
 
 from .batching import SendBatcher
+from .circuit import CircuitBreaker, CircuitOpen
 from .profiles import ProfileSnapshot, load_profiles
 from .ratelimit import ChannelPacer
 from .receipts import receipt_event, receipt_message
 from .rendering import TemplateError, TemplateRenderer
 from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
 
-__all__ = ["ChannelProvider", "Delivered", "DeliveryOptions", "DeliveryStage", "message_locale", "template_context"]
+__all__ = ["ChannelProvider", "ChannelsUnavailable", "Delivered", "DeliveryOptions", "DeliveryStage", "message_locale", "template_context"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +72,24 @@ _REEMIT_STATUS = {"skipped": "failed", "delivered": "sent", "opened": "sent", "c
 
 
 class _Unreachable(CdpHubError):
-    """Every channel of a message was down or misconfigured: the message waits in the DLQ for a replay."""
+    """No channel of a message could take it. ``transient`` names the channels that were down for a reason
+    that passes (the message waits and is retried); with none, they were misconfigured (the DLQ)."""
+
+    def __init__(self, message: str, *, transient: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.transient = list(transient)
+
+
+class ChannelsUnavailable(RetriableError):
+    """Messages of the batch found every one of their channels down; the batch is retried, not committed."""
+
+
+@dataclass
+class _Deferred:
+    """A message that waits for its channels to come back."""
+
+    channels: list[str]
+    reason: str
 
 
 @dataclass
@@ -98,13 +129,18 @@ class DeliveryOptions:
     retry_backoff: float = 0.5
     retry_max_wait: float = 30.0
     unsubscribe_url: str | None = None
+    send_timeout: float = 30.0
+    circuit_failures: int = 5
+    circuit_reset: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:
         return cls(templates_dir=settings.templates_dir, default_locale=settings.default_locale,
                    default_currency=settings.default_currency, concurrency=settings.delivery_concurrency,
                    retry_attempts=settings.delivery_retry_attempts, retry_backoff=settings.delivery_retry_backoff,
-                   retry_max_wait=settings.delivery_retry_max_wait, unsubscribe_url=settings.unsubscribe_url)
+                   retry_max_wait=settings.delivery_retry_max_wait, unsubscribe_url=settings.unsubscribe_url,
+                   send_timeout=settings.delivery_send_timeout, circuit_failures=settings.delivery_circuit_failures,
+                   circuit_reset=settings.delivery_circuit_reset)
 
 
 class DeliveryStage(Stage[MessageIntent]):
@@ -127,6 +163,7 @@ class DeliveryStage(Stage[MessageIntent]):
         self.retry_max_wait = options.retry_max_wait
         self._pacers: dict[str, ChannelPacer] = {}
         self._batchers: dict[str, SendBatcher] = {}
+        self._circuits: dict[str, CircuitBreaker] = {}
 
     @property
     def topics(self) -> Sequence[str]:
@@ -203,13 +240,15 @@ class DeliveryStage(Stage[MessageIntent]):
                     candidates.update((ch.address_kind, a) for a in snap.addresses(ch.address_kind))
         suppressed = await self.sendlog.suppressed(candidates)
 
-        async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter:
+        async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter | _Deferred:
             try:
                 return await self.deliver(intent, profiles.get(intent.profile_id), channels, suppressed)
             except TemplateError as exc:
                 return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
                                               source=intent.scenario)
             except _Unreachable as exc:
+                if exc.transient:  # the provider is down, not the message bad: it waits
+                    return _Deferred(exc.transient, str(exc))
                 return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
                                               failure_type="delivery_error", source=intent.scenario)
             except Exception as exc:  # one message's bug never fails the batch
@@ -219,7 +258,7 @@ class DeliveryStage(Stage[MessageIntent]):
 
         # A fixed set of workers pulling from one queue: bounded concurrency at O(1) per message (a semaphore
         # with thousands of waiters costs O(waiters) per release).
-        results: list[Delivered | DeadLetter | None] = [None] * len(work)
+        results: list[Delivered | DeadLetter | _Deferred | None] = [None] * len(work)
         queue = iter(enumerate(work))
 
         async def worker() -> None:
@@ -228,8 +267,14 @@ class DeliveryStage(Stage[MessageIntent]):
 
         await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(work)))))
         deferred: list[Outcome] = []
+        waiting: dict[str, int] = {}
         for (intent, _), result in zip(work, results, strict=True):
             assert result is not None
+            if isinstance(result, _Deferred):
+                deferred.append(Outcome(intent.message_id, "deferred", intent.channel, error=result.reason[:1000]))
+                for name in result.channels:
+                    waiting[name] = waiting.get(name, 0) + 1
+                continue
             if isinstance(result, DeadLetter):
                 batch.dead.append(result)
                 status = "dead" if result.failure_type == "template_error" else "deferred"
@@ -249,6 +294,13 @@ class DeliveryStage(Stage[MessageIntent]):
         await self.sendlog.record(batch.outcomes + deferred)
         await self.sendlog.suppress(batch.suppress)
         await self.sendlog.remove_identities(batch.remove_identities)
+        if waiting:
+            # What was sent is final in the send log now, so the retry re-emits its receipts and sends only
+            # the messages that waited.
+            names = ",".join(sorted(waiting))
+            raise ChannelsUnavailable(
+                f"{sum(1 for r in results if isinstance(r, _Deferred))} message(s) wait for channel(s) "
+                + ", ".join(f"{n} ({c})" for n, c in sorted(waiting.items())), dependency=f"channel:{names}")
 
     # -- one message ----------------------------------------------------------------------------------
 
@@ -263,6 +315,7 @@ class DeliveryStage(Stage[MessageIntent]):
             return _not_sent(intent, profile, f"expired at {intent.expires_at.isoformat()}", "skipped")
         notes: list[str] = []
         down: list[str] = []
+        transient: list[str] = []
         for name in (intent.channel, *intent.fallbacks):
             channel = channels.get(name)
             if channel is None:
@@ -288,6 +341,7 @@ class DeliveryStage(Stage[MessageIntent]):
             except RetriableError as exc:
                 notes.append(f"{name}: unreachable ({exc})")
                 down.append(name)
+                transient.append(name)
                 continue
             except ConfigurationError as exc:  # the provider refused our credentials or configuration
                 notes.append(f"{name}: {exc}")
@@ -295,7 +349,7 @@ class DeliveryStage(Stage[MessageIntent]):
                 continue
             return self._delivered(intent, channel, name, address, receipt)
         if down:
-            raise _Unreachable("no channel could take the message: " + "; ".join(notes))
+            raise _Unreachable("no channel could take the message: " + "; ".join(notes), transient=transient)
         return _not_sent(intent, profile, "not sent: " + "; ".join(notes), "skipped")
 
     def build_message(self, intent: MessageIntent, profile: ProfileSnapshot, channel: Channel,
@@ -337,6 +391,16 @@ class DeliveryStage(Stage[MessageIntent]):
         for batcher in self._batchers.values():
             await batcher.close()
 
+    def circuit(self, instance: str) -> CircuitBreaker:
+        """The circuit breaker of a channel instance."""
+        breaker = self._circuits.get(instance)
+        if breaker is None:
+            gauge = self.ctx.metrics.channel_circuit.labels(instance)
+            breaker = self._circuits[instance] = CircuitBreaker(
+                instance, failures=self.options.circuit_failures, reset=self.options.circuit_reset,
+                on_change=lambda is_open: gauge.set(1 if is_open else 0))
+        return breaker
+
     def _pacer(self, instance: str, channel: Channel) -> ChannelPacer:
         pacer = self._pacers.get(instance)
         if pacer is None:
@@ -369,25 +433,42 @@ class DeliveryStage(Stage[MessageIntent]):
                                reason=f"message is {size} bytes; {channel.instance} takes at most {limit}")
         pacer = self._pacer(message.channel, channel)
         batcher = self._batcher(message.channel, channel, pacer)
+        breaker = self.circuit(message.channel)
+        timeout = self.options.send_timeout
+
+        async def send() -> Receipt:
+            if batcher is not None:  # the batch request is paced inside: its wait counts, it is short
+                return await asyncio.wait_for(batcher.send(message), timeout)
+            async with pacer:  # waiting for a pacing slot is not the provider being slow
+                return await asyncio.wait_for(channel.send(message), timeout)
 
         async def attempt() -> Receipt:
-            if batcher is not None:
-                receipt = await batcher.send(message)
-            else:
-                async with pacer:
-                    receipt = await channel.send(message)
+            breaker.before_send()  # CircuitOpen: not tried, and not retried here either
+            try:
+                receipt = await send()
+            except TimeoutError as exc:
+                error = RetriableError(f"{message.channel}: no answer within {timeout:g}s")
+                breaker.failed(error)
+                raise error from exc
+            except RetriableError as exc:
+                breaker.failed(exc)
+                raise
+            breaker.succeeded()
             if not receipt.message_id:
                 receipt = receipt.model_copy(update={"message_id": message.message_id})
             return receipt
 
         try:  # the first try outside tenacity: most sends succeed, and the retry machinery is not free
             return await attempt()
+        except CircuitOpen:
+            raise
         except RetriableError as exc:
             if self.retry_attempts <= 1:
                 raise
             first = exc
         await asyncio.sleep(self._first_wait(first))
-        retrying = AsyncRetrying(retry=retry_if_exception_type(RetriableError),
+        retrying = AsyncRetrying(retry=retry_if_exception_type(RetriableError)
+                                 & retry_if_not_exception_type(CircuitOpen),
                                  stop=stop_after_attempt(self.retry_attempts - 1), wait=self._wait, reraise=True)
         async for retry in retrying:
             with retry:

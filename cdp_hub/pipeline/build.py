@@ -47,7 +47,8 @@ STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 def stage_context(hub: Hub) -> StageContext:
     """What every stage gets from ``hub``. The clock is read through the hub, so a pinned clock holds."""
     return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
-                        publish=hub.bus.publish_many, group_prefix=hub.settings.topic_prefix)
+                        publish=hub.bus.publish_many, group_prefix=hub.settings.topic_prefix,
+                        outages=hub.outages)
 
 
 def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None) -> SegmentEngine:
@@ -117,6 +118,11 @@ class Pipeline:
                 if not task.cancelled() and task.exception() is not None:
                     self.stop()
             await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            # Cancelled (a shutdown past its grace period): the runners stop mid-batch, uncommitted.
+            for task in tasks:
+                task.cancel()
+            raise
         finally:
             self.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
