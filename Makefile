@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services-up services-down lint typecheck schema bench clean
+.PHONY: install demo test test-faults services-up services-down lint typecheck schema bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,17 @@ install: $(STAMP)
 demo: install
 	$(BIN)/cdp-hub demo
 
-## Every test, against a real Kafka broker, PostgreSQL and Redis started on loopback.
+## Every test, against a real Kafka broker, PostgreSQL and Redis started on loopback. The fault tests
+## (tests/test_faults.py) restart their own private services and run after the rest.
 test: install
 	@mkdir -p .services
 	bash scripts/services.sh up > .services/env
-	. ./.services/env && $(BIN)/python -m pytest $(PYTEST_ARGS)
+	. ./.services/env && $(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+
+## The fault tests alone: Kafka, PostgreSQL and Redis restarted mid-stream (private instances, other ports).
+test-faults: install
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 services-up:
 	bash scripts/services.sh up
