@@ -31,7 +31,7 @@ from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.plugins import PluginInfo
 from tests.conftest import hub_settings
-from tests.test_delivery_stage import intent, make_profile, record, row
+from tests.test_delivery_stage import RecordingChannel, intent, make_profile, record, row
 
 # -- which dependency -------------------------------------------------------------------------------------
 
@@ -318,4 +318,37 @@ async def test_a_hanging_provider_times_out_opens_the_circuit_and_the_batch_wait
         assert HangingChannel.calls == calls
     finally:
         hub.registry.channels.pop(HangingChannel.name, None)
+        await hub.stop()
+
+
+async def test_sent_before_postgres_went_away_is_recorded_on_the_retry_not_sent_again(
+        tmp_path: Path, pg_dsn: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = hub_settings(tmp_path, pg_dsn=pg_dsn, redis_url=redis_url)
+    hub = Hub(settings, bus=MemoryBus(), metrics=Metrics())
+    hub.registry.channels[RecordingChannel.name] = PluginInfo(RecordingChannel.name, RecordingChannel, "tests",
+                                                               None, None)
+    RecordingChannel.sent = []
+    await hub.start()
+    try:
+        stage = build_stage(hub, "delivery")
+        pid = await make_profile(hub, identities=[("phone", "+79161234567")])
+        it = intent(pid, channel="rec_sms")
+        real_record = stage.sendlog.record  # type: ignore[attr-defined]
+        failures = [_raised_in("asyncpg.connect_utils", ConnectionRefusedError(111, "refused"))]
+
+        async def record_once_down(outcomes: Any) -> None:
+            if failures:
+                raise failures.pop()
+            await real_record(outcomes)
+
+        monkeypatch.setattr(stage.sendlog, "record", record_once_down)  # type: ignore[attr-defined]
+        with pytest.raises(ConnectionRefusedError):
+            await stage.handle([record(hub, it)])
+        assert len(RecordingChannel.sent) == 1 and (await row(hub, it.message_id))["status"] == "sending"
+        out = await stage.handle([record(hub, it)])  # the runner's retry, PostgreSQL back
+        assert len(RecordingChannel.sent) == 1  # recorded, not sent again
+        assert (await row(hub, it.message_id))["status"] == "sent"
+        assert [m.key for m in out.messages]  # its receipt
+    finally:
+        hub.registry.channels.pop(RecordingChannel.name, None)
         await hub.stop()

@@ -76,8 +76,10 @@ class CircuitBreaker:
         trial, self._trial = self._trial, False
         if trial or (self.opened_at is None and self.failures >= self.threshold):
             if self.opened_at is None:
-                log.error("channel %s: circuit open after %d failures in a row (%s); sends wait %.0fs, then one "
-                          "trial", self.instance, self.failures, self._last_error, self.reset)
+                # WARNING: the outage's one ERROR line comes from the stage when messages must wait for it
+                # (a fallback channel may take them meanwhile).
+                log.warning("channel %s: circuit open after %d failures in a row (%s); sends wait %.0fs, then "
+                            "one trial", self.instance, self.failures, self._last_error, self.reset)
                 if self.on_change is not None:
                     self.on_change(True)
             self.opened_at = self.clock()

@@ -16,7 +16,11 @@
                                    ▼
           send log outcomes, suppressions, dead push tokens  (one statement each)  ─▶ message.* events
 
-A redelivered intent is never sent twice: its row is final and only its receipt is re-emitted. A template
+A redelivered intent is never sent twice: its row is final and only its receipt is re-emitted. When the send
+log cannot take the outcomes (PostgreSQL went away after the sends), the batch fails and the runner retries
+it; the stage remembers what it sent until the send log has it, so the retry records those messages instead
+of sending them again (only a crash in that window can send one twice; the channels pass the message id as
+the provider's idempotency key). A template
 error, an unexpected exception or every channel misconfigured goes to the DLQ (the row stays non-final, so a
 replay sends it); a permanent failure (bad address) is a ``message.failed`` receipt, never a DLQ entry.
 
@@ -164,6 +168,9 @@ class DeliveryStage(Stage[MessageIntent]):
         self._pacers: dict[str, ChannelPacer] = {}
         self._batchers: dict[str, SendBatcher] = {}
         self._circuits: dict[str, CircuitBreaker] = {}
+        self._sent_unrecorded: dict[str, Delivered] = {}
+        """Messages sent whose outcome the send log has not taken yet (PostgreSQL went away after the send):
+        the runner's retry of the batch records these instead of sending them again."""
 
     @property
     def topics(self) -> Sequence[str]:
@@ -241,6 +248,9 @@ class DeliveryStage(Stage[MessageIntent]):
         suppressed = await self.sendlog.suppressed(candidates)
 
         async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter | _Deferred:
+            remembered = self._sent_unrecorded.get(intent.message_id)
+            if remembered is not None:  # sent by an earlier try of this batch: record it, do not send again
+                return remembered
             try:
                 return await self.deliver(intent, profiles.get(intent.profile_id), channels, suppressed)
             except TemplateError as exc:
@@ -291,9 +301,16 @@ class DeliveryStage(Stage[MessageIntent]):
                                       profile_id=intent.profile_id, scenario=intent.scenario,
                                       template=intent.template, status_detail=result.status_detail)
                 batch.messages.append(receipt_message(self.ctx.topics.events, event))
+        sent_now = {intent.message_id: result for (intent, _), result in zip(work, results, strict=True)
+                    if isinstance(result, Delivered)}
+        if len(self._sent_unrecorded) > 100_000:  # batches this process will never retry (rebalanced away)
+            self._sent_unrecorded.clear()
+        self._sent_unrecorded.update(sent_now)
         await self.sendlog.record(batch.outcomes + deferred)
         await self.sendlog.suppress(batch.suppress)
         await self.sendlog.remove_identities(batch.remove_identities)
+        for message_id in sent_now:
+            self._sent_unrecorded.pop(message_id, None)
         if waiting:
             # What was sent is final in the send log now, so the retry re-emits its receipts and sends only
             # the messages that waited.
