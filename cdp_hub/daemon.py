@@ -38,6 +38,7 @@ from cdp_hub.connector.edge import EDGE_REPORTER, EdgeUnavailable, durable, unav
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.dlq.replay import list_dead_letters, replay_dead_letters
 from cdp_hub.errors import RecordError
+from cdp_hub.outages import DEPENDENCIES
 from cdp_hub.schema.events import Event, parse_event
 from cdp_hub.schema.export import validate_at_edge
 
@@ -172,7 +173,10 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
             checks["redis"] = f"error: {type(exc).__name__}"
         # A stage waiting for a dependency is not ready even when the probes above pass again: it has not
         # caught up yet (and a probe may pass while the stage's own connections still fail).
-        paused = {who.removeprefix("stage:"): dep for who, dep in hub.outages.paused("stage:").items()}
+        # A stage waiting for a channel provider is no reason to stop ingestion: only the hub's own
+        # dependencies count here (the provider shows in cdp_outage and cdp_channel_circuit_open).
+        paused = {who.removeprefix("stage:"): dep for who, dep in hub.outages.paused("stage:").items()
+                  if dep in DEPENDENCIES}
         if paused:
             checks["stages"] = "paused: " + ", ".join(f"{s} waits for {d}" for s, d in sorted(paused.items()))
         ok = all(v == "ok" for v in checks.values())

@@ -37,11 +37,13 @@ _MODULE_DEPENDENCY = (
     ("asyncpg", "postgres"), ("cdp_hub.store", "postgres"),
     ("redis", "redis"), ("fakeredis", "redis"), ("cdp_hub.hotstate", "redis"),
 )
-# asyncpg errors that mean the server or the connection is gone (not a bad statement).
+# asyncpg errors that mean the server or the connection is gone (not a bad statement). A server that rejects
+# connections by its access rules (SQLSTATE 28000, pg_hba.conf "reject", as during a maintenance window)
+# cannot be worked with either: the work waits for it like for a stopped server.
 _PG_UNAVAILABLE = frozenset({
     "PostgresConnectionError", "CannotConnectNowError", "AdminShutdownError", "CrashShutdownError",
     "InterfaceError", "ConnectionDoesNotExistError", "TooManyConnectionsError", "ConnectionFailureError",
-    "InternalClientError",
+    "InternalClientError", "InvalidAuthorizationSpecificationError",
 })
 # redis-py errors that mean the server is gone or not serving yet.
 _REDIS_UNAVAILABLE = frozenset({"ConnectionError", "TimeoutError", "BusyLoadingError"})

@@ -614,6 +614,8 @@ def run_case(world: World, name: str, fault: Callable[[World], None], *, readine
     figures.error_lines = len(errors)
     if readiness_fails:
         assert figures.not_ready_seconds > 0, f"{name}: /readyz never failed during the outage"
+    elif dependency is not None and dependency.startswith("channel:"):
+        assert figures.not_ready_seconds == 0, f"{name}: a provider outage made the hub unready"
     if dependency is not None:
         named = [e for e in errors if e["logger"] == "cdp_hub.outages" and e["message"].startswith(dependency)]
         assert len(named) == 1, [e["message"] for e in errors]

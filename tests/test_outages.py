@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
@@ -52,6 +53,9 @@ def test_unavailable_dependency_names_the_service() -> None:
     assert unavailable_dependency(_raised_in("asyncpg.connect_utils", ConnectionRefusedError(111, "refused"))) \
         == "postgres"
     assert unavailable_dependency(_raised_in("redis.asyncio.connection", ConnectionResetError())) == "redis"
+    assert unavailable_dependency(asyncpg.InvalidAuthorizationSpecificationError("pg_hba.conf rejects")) \
+        == "postgres"
+    assert unavailable_dependency(asyncpg.UniqueViolationError("duplicate key")) is None
     try:
         try:
             raise ConnectionRefusedError(111, "refused")
@@ -241,6 +245,9 @@ async def test_readyz_fails_while_a_stage_is_paused(edge: tuple[Hub, httpx.Async
     assert r.json()["checks"]["stages"] == "paused: resolver waits for postgres"
     hub.outages.up("stage:resolver")
     assert (await client.get("/readyz")).status_code == 200
+    hub.outages.down("stage:delivery", "channel:sms", RetriableError("provider down"))
+    assert (await client.get("/readyz")).status_code == 200  # a provider outage does not stop ingestion
+    hub.outages.up("stage:delivery")
 
 
 # -- delivery: the circuit breaker and the send timeout ---------------------------------------------------
