@@ -6,7 +6,8 @@
      ├─ hotstate   Redis | fakeredis
      ├─ http       one shared httpx.AsyncClient for connectors and channels
      ├─ registry   connector and channel plugins, and their configured instances
-     └─ metrics    the Prometheus registry
+     ├─ metrics    the Prometheus registry
+     └─ outages    the dependency outages this process sees (one ERROR line each, /readyz)
 
 The stages are built and run by :mod:`cdp_hub.pipeline.build`, which hands each stage only what it uses.
 """

@@ -30,6 +30,9 @@ __all__ = ["DEPENDENCIES", "Outages", "unavailable_dependency"]
 log = logging.getLogger(__name__)
 
 DEPENDENCIES = ("kafka", "postgres", "redis")
+FLAP_SECONDS = 30.0
+"""An outage that comes back this soon after it ended is the same outage (no second ERROR line): a stage
+that does not use the dependency for every operation can look recovered between two failures."""
 
 # Client libraries by the module their code lives in, and the cdp_hub modules that front them.
 _MODULE_DEPENDENCY = (
@@ -116,6 +119,7 @@ class Outages:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self._open: dict[str, _Outage] = {}
+        self._closed: dict[str, tuple[float, _Outage]] = {}  # dependency -> when it ended, the outage
         self._paused: dict[str, str] = {}  # reporter -> dependency it waits for
 
     def down(self, who: str, dependency: str, exc: BaseException) -> bool:
@@ -130,6 +134,14 @@ class Outages:
             outage.reporters.add(who)
             return False
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        ended = self._closed.pop(dependency, None)
+        if ended is not None and time.monotonic() - ended[0] < FLAP_SECONDS:
+            outage = self._open[dependency] = ended[1]
+            outage.reporters.add(who)
+            if self.metrics is not None:
+                self.metrics.outage.labels(dependency).set(1)
+            log.info("%s unavailable again (%s; %s): the same outage", dependency, error, who)
+            return False
         self._open[dependency] = _Outage(dependency, time.monotonic(), error, {who})
         if self.metrics is not None:
             self.metrics.outages.labels(dependency).inc()
@@ -152,6 +164,7 @@ class Outages:
         if outage.reporters:
             return
         del self._open[dependency]
+        self._closed[dependency] = (time.monotonic(), outage)
         if self.metrics is not None:
             self.metrics.outage.labels(dependency).set(0)
         log.warning("%s is back after %.1fs; work resumed", dependency, time.monotonic() - outage.started)

@@ -88,6 +88,12 @@ def test_one_error_line_per_outage_whoever_reports_it(caplog: pytest.LogCaptureF
     assert metrics.outages.labels("kafka")._value.get() == 1
     assert metrics.outage.labels("kafka")._value.get() == 0
 
+    # Down again right after: the same outage (a stage looked recovered between two failures), no new line.
+    with caplog.at_level(logging.INFO, logger="cdp_hub.outages"):
+        assert board.down("stage:triggers", "kafka", RetriableError("x")) is False
+    assert len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+    assert metrics.outages.labels("kafka")._value.get() == 1 and board.open()
+
 
 # -- a stage paused by an outage --------------------------------------------------------------------------
 
