@@ -10,7 +10,7 @@ AIRFLOW_VERSION ?= 3.3.2
 AIRFLOW_ENV     ?= $(HOME)/.cache/cdp-hub/airflow-$(AIRFLOW_VERSION)
 AIRFLOW_STAMP   := $(AIRFLOW_ENV)/.installed
 
-.PHONY: install airflow-env demo test services-up services-down lint typecheck schema bench clean
+.PHONY: install airflow-env demo test test-faults services-up services-down lint typecheck schema bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,11 +33,17 @@ airflow-env: $(AIRFLOW_STAMP)
 demo: install
 	$(BIN)/cdp-hub demo
 
-## Every test, against a real Kafka broker, PostgreSQL and Redis started on loopback.
+## Every test, against a real Kafka broker, PostgreSQL and Redis started on loopback. The fault tests
+## (tests/test_faults.py) restart their own private services and run after the rest.
 test: install airflow-env
 	@mkdir -p .services
 	bash scripts/services.sh up > .services/env
-	. ./.services/env && CDP_HUB_AIRFLOW_PYTHON=$(AIRFLOW_ENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
+	. ./.services/env && CDP_HUB_AIRFLOW_PYTHON=$(AIRFLOW_ENV)/bin/python $(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+
+## The fault tests alone: Kafka, PostgreSQL and Redis restarted mid-stream (private instances, other ports).
+test-faults: install
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 services-up:
 	bash scripts/services.sh up

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(True, description="apply pending migrations at start (else: `cdp-hub migrate`)")
     auto_create_topics: bool = Field(True, description="create missing topics at start")
     stage_stuck_seconds: float = Field(300.0, description="/healthz fails when a stage made no progress this long")
+    edge_publish_timeout: float = Field(
+        10.0, gt=0, description="seconds the HTTP edge waits for the bus to take a request's events; then 503")
+    edge_retry_after: float = Field(5.0, gt=0, description="Retry-After (seconds) of the edge's 503 answers")
+    shutdown_grace_seconds: float = Field(
+        30.0, gt=0, description="on SIGTERM, seconds the stages get to finish their batches; work still running "
+        "then is left uncommitted (replayed after the restart) and the process exits 0")
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR (the --log-level flag wins)")
     log_format: Literal["text", "json"] = "text"
 
@@ -220,6 +226,12 @@ class Settings(BaseSettings):
     delivery_retry_attempts: int = Field(4, description="tries per channel on transient errors (429, 5xx)")
     delivery_retry_backoff: float = Field(0.5, description="first backoff in seconds; doubles, with jitter")
     delivery_retry_max_wait: float = Field(30.0, description="longest wait between tries, Retry-After included")
+    delivery_send_timeout: float = Field(
+        30.0, gt=0, description="seconds one send may take before it counts as a transient failure")
+    delivery_circuit_failures: int = Field(
+        5, ge=1, description="transient failures in a row that open a channel instance's circuit breaker")
+    delivery_circuit_reset: float = Field(
+        30.0, gt=0, description="seconds an open circuit waits before one trial send (half-open)")
 
     # Catalogue and recommendations (cdp_hub.resolver.catalogue, cdp_hub.store.recommendations).
     catalogue_interest_days: int = Field(

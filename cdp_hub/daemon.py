@@ -6,6 +6,10 @@
     GET  /v1/dlq;  POST /v1/dlq/replay                         dead letters                    (admin token)
     GET  /metrics  /healthz  /readyz  /openapi.json
 
+Ingestion answers 503 with ``Retry-After`` while the bus cannot make the events durable (never 2xx for an
+event that is not durable: :mod:`cdp_hub.edge.durable`); ``/readyz`` fails while a dependency is down or a
+stage waits for one.
+
 Admin routes need ``Authorization: Bearer <admin_token>``; with no ``admin_token`` configured they are closed.
 Every route answers client mistakes with a 4xx naming the problem (docs/http-api.md), never a 500.
 """
@@ -31,9 +35,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cdp_hub.dlq.replay import list_dead_letters, replay_dead_letters
 from cdp_hub.edge import middleware as edge_middleware
+from cdp_hub.edge.durable import EDGE_REPORTER, EdgeUnavailable, unavailable_response
 from cdp_hub.edge.limits import EdgeError, error_response, read_json
 from cdp_hub.edge.openapi import openapi_document
 from cdp_hub.errors import ConfigurationError
+from cdp_hub.outages import DEPENDENCIES
 
 if TYPE_CHECKING:
     from cdp_hub.config import Settings
@@ -119,7 +125,17 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
+        # A stage waiting for a dependency is not ready even when the probes above pass again: it has not
+        # caught up yet (and a probe may pass while the stage's own connections still fail).
+        # A stage waiting for a channel provider is no reason to stop ingestion: only the hub's own
+        # dependencies count here (the provider shows in cdp_outage and cdp_channel_circuit_open).
+        paused = {who.removeprefix("stage:"): dep for who, dep in hub.outages.paused("stage:").items()
+                  if dep in DEPENDENCIES}
+        if paused:
+            checks["stages"] = "paused: " + ", ".join(f"{s} waits for {d}" for s, d in sorted(paused.items()))
         ok = all(v == "ok" for v in checks.values())
+        if ok:
+            hub.outages.up(EDGE_REPORTER)  # the edge saw an outage the probes now show is over
         return json_response({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
@@ -176,7 +192,8 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
         routes.extend(module.routes(hub))
 
     document = openapi_document()
-    return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), *edge_middleware(hub)])
+    return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), *edge_middleware(hub)],
+                     exception_handlers={EdgeUnavailable: unavailable_response})
 
 
 class _Server:

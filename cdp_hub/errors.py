@@ -42,13 +42,15 @@ class FatalError(CdpHubError):
 
 
 class RetriableError(CdpHubError):
-    """A transient failure. ``retry_after`` (seconds) is the server's hint, when it gave one."""
+    """A transient failure. ``retry_after`` (seconds) is the server's hint, when it gave one; ``dependency``
+    names the service that is down when it is one of the hub's own (``kafka``, ``postgres``, ``redis``)."""
 
     retriable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, dependency: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.dependency = dependency
 
 
 class RecordError(CdpHubError):

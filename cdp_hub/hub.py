@@ -6,7 +6,8 @@
      ├─ hotstate   Redis | fakeredis
      ├─ http       one shared httpx.AsyncClient for connectors and channels
      ├─ registry   connector and channel plugins, and their configured instances
-     └─ metrics    the Prometheus registry
+     ├─ metrics    the Prometheus registry
+     └─ outages    the dependency outages this process sees (one ERROR line each, /readyz)
 
 The stages are built and run by :mod:`cdp_hub.pipeline.build`, which hands each stage only what it uses.
 """
@@ -26,6 +27,7 @@ from cdp_hub.config import Settings
 from cdp_hub.hotstate import HotState
 from cdp_hub.httpclient import shared_client
 from cdp_hub.metrics import METRICS, Metrics
+from cdp_hub.outages import Outages
 from cdp_hub.plugins import PluginRegistry, get_registry
 from cdp_hub.store import Store
 
@@ -70,6 +72,8 @@ class Hub:
         self.http = http or shared_client(max_connections=self.settings.http_max_connections)
         self.registry = registry or get_registry()
         self.metrics = metrics or METRICS
+        self.outages = Outages(self.metrics)
+        """Dependency outages seen by this process (stages, HTTP edge); ``/readyz`` and the logs read it."""
         self._channels: dict[str, Channel] = {}
         self._started = False
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)

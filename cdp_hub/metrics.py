@@ -47,6 +47,19 @@ class Metrics:
             "no_consent, suppressed, duplicate, lost_priority, too_late, muted)", ["scenario", "decision"], registry=r)
         self.profiles_created = Counter("cdp_profiles_created", "Profiles created by the resolver", registry=r)
         self.profiles_merged = Counter("cdp_profiles_merged", "Profiles merged into another", registry=r)
+        self.outages = Counter("cdp_outages", "Dependency outages seen (kafka, postgres, redis)", ["dependency"],
+                               registry=r)
+        self.outage = Gauge("cdp_outage", "1 while a dependency is down (kafka, postgres, redis)", ["dependency"],
+                            registry=r)
+        self.stage_paused = Gauge(
+            "cdp_stage_paused", "1 while a stage waits for a dependency (its batch retried, not committed)",
+            ["stage", "dependency"], registry=r)
+        self.channel_circuit = Gauge(
+            "cdp_channel_circuit_open", "1 while a channel instance's circuit breaker is open (sends wait)",
+            ["channel"], registry=r)
+        self.http_unavailable = Counter(
+            "cdp_http_unavailable", "Requests answered 503 because the events could not be made durable",
+            ["route", "dependency"], registry=r)
         self.http_requests = Counter("cdp_http_requests", "HTTP requests served", ["route", "status"], registry=r)
 
 

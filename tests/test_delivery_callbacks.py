@@ -20,12 +20,12 @@ from cdp_hub.channel.http import sign_callback
 from cdp_hub.config import ChannelInstance
 from cdp_hub.delivery.callbacks import handle_callback
 from cdp_hub.delivery.http import routes
+from cdp_hub.delivery.stage import ChannelsUnavailable
 from cdp_hub.dlq import DeadLetter
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import build_stage
 from cdp_hub.schema.events import Event
-from cdp_hub.schema.messages import MessageIntent
 from tests.conftest import _drop_keys, _test_hotstate, hub_settings
 from tests.test_channel_email import API as EMAIL_URL
 from tests.test_channel_push import FCM_CONFIG, SEND_URL, TOKEN_URI, fcm_error, token_endpoint
@@ -99,17 +99,19 @@ async def test_429_with_retry_after_then_sent_then_delivery_report(hub: Hub, pro
     assert log["status"] == "delivered" and log["delivered_at"] is not None
 
 
-async def test_5xx_every_time_is_a_dlq_entry_and_a_replay_sends(hub: Hub, provider: Any) -> None:
+async def test_5xx_every_time_makes_the_batch_wait_and_its_retry_sends(hub: Hub, provider: Any) -> None:
     route = provider.post(SMS_URL).respond(503)
     pid = await make_profile(hub, identities=[("phone", "+79161234567")])
     it = intent(pid, channel="sms")
-    out = await build_stage(hub, "delivery").handle([record(hub, it)])
+    stage = build_stage(hub, "delivery")
+    with pytest.raises(ChannelsUnavailable, match="sms"):
+        await stage.handle([record(hub, it)])
     assert route.call_count == 3  # delivery_retry_attempts
-    [letter] = out.dead
-    assert letter.failure_type == "delivery_error" and "HTTP 503" in letter.error
+    waiting = await row(hub, it.message_id)
+    assert waiting["status"] == "deferred" and "HTTP 503" in waiting["error"]  # waiting, not dead-lettered
     route.respond(201, json={"id": "g-2"})
-    replayed = MessageIntent.model_validate_json(letter.payload_bytes())
-    out = await build_stage(hub, "delivery").handle([record(hub, replayed)])
+    out = await stage.handle([record(hub, it)])  # the runner's retry of the same batch
+    assert out.dead == []
     assert [Event.from_json(m.value).type for m in out.messages] == ["message.sent"]
 
 

@@ -16,6 +16,7 @@ import pytest
 from cdp_hub.bus.base import Record
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
+from cdp_hub.delivery.stage import ChannelsUnavailable
 from cdp_hub.errors import RetriableError
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
@@ -319,19 +320,46 @@ async def test_transient_errors_are_retried(dhub: Hub) -> None:
     assert len(RecordingChannel.sent) == 1
 
 
-async def test_unreachable_channel_falls_back_then_dlq_when_all_are_down(dhub: Hub) -> None:
+async def test_unreachable_channel_falls_back_then_the_batch_waits_when_all_are_down(dhub: Hub) -> None:
     pid = await make_profile(dhub, identities=[("email", "a@example.com"), ("phone", "+79161234567")])
     it = intent(pid, channel="rec_down", fallbacks=["rec_sms"])
     out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     assert events_of(out)[0].properties["channel"] == "rec_sms"
 
+    # Every channel down (one transiently, one not configured): a provider outage is no reason to dead-letter
+    # the message. What the batch did send is final; the batch fails as a whole so the runner retries it.
     it2 = intent(pid, channel="rec_down", fallbacks=["no_such_channel"])
-    out2 = await build_stage(dhub, "delivery").handle([record(dhub, it2)])
-    [dead] = out2.dead
+    p2 = await make_profile(dhub, identities=[("phone", "+79161234568")])
+    sent_alongside = intent(p2, channel="rec_sms")
+    stage = build_stage(dhub, "delivery")
+    with pytest.raises(ChannelsUnavailable, match="rec_down") as caught:
+        await stage.handle([record(dhub, it2), record(dhub, sent_alongside)])
+    assert caught.value.dependency == "channel:rec_down"
+    waiting = await row(dhub, it2.message_id)
+    assert waiting["status"] == "deferred"
+    assert "rec_down: unreachable (connection refused)" in waiting["error"]
+    assert "no_such_channel" in waiting["error"]
+    assert (await row(dhub, sent_alongside.message_id))["status"] == "sent"
+    assert [m.to for m in RecordingChannel.sent] == ["+79161234567", "+79161234568"]
+
+    # The retry of the same batch, the provider back: the waiting message goes out, the other is not sent
+    # again (its receipt is re-emitted).
+    it3 = it2.model_copy(update={"channel": "rec_sms", "fallbacks": []})
+    out3 = await stage.handle([record(dhub, it3), record(dhub, sent_alongside)])
+    assert out3.dead == []
+    assert sorted(e.properties["message_id"] for e in events_of(out3)) == sorted(
+        [it2.message_id, sent_alongside.message_id])
+    assert [m.to for m in RecordingChannel.sent] == ["+79161234567", "+79161234568", "+79161234567"]
+
+
+async def test_only_misconfigured_channels_is_a_dead_letter(dhub: Hub) -> None:
+    pid = await make_profile(dhub, identities=[("email", "a@example.com")])
+    it = intent(pid, channel="no_such_channel")
+    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
+    [dead] = out.dead
     assert dead.failure_type == "delivery_error"
-    assert "rec_down: unreachable (connection refused)" in dead.error
     assert "no_such_channel" in dead.error
-    assert (await row(dhub, it2.message_id))["status"] == "deferred"
+    assert (await row(dhub, it.message_id))["status"] == "deferred"
 
 
 async def test_bad_intent_and_unknown_profile(dhub: Hub) -> None:

@@ -54,7 +54,7 @@ def kafka_error(exc: KafkaError, action: str) -> CdpHubError:
     """The :mod:`cdp_hub.errors` counterpart of an aiokafka error: retry it or not."""
     message = f"Kafka: {action} failed: {exc}"
     if getattr(exc, "retriable", False) or isinstance(exc, KafkaTimeoutError):
-        return RetriableError(message)
+        return RetriableError(message, dependency="kafka")
     return FatalError(message)
 
 

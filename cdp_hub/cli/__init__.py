@@ -17,6 +17,7 @@ import inspect
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,8 +69,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ClientLibraryNoise(logging.Filter):
+    """The Kafka client logs every failed connection attempt and fetch at ERROR: thousands of lines while a
+    broker restarts. The hub reports the outage itself (one ERROR line, :mod:`cdp_hub.outages`), so the
+    client's lines become WARNING and each distinct one passes at most once per ``window`` seconds."""
+
+    LOGGERS = ("aiokafka",)
+
+    def __init__(self, window: float = 60.0) -> None:
+        super().__init__()
+        self.window = window
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.LOGGERS) or record.levelno < logging.WARNING:
+            return True
+        if record.levelno == logging.ERROR:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, -self.window) < self.window:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(ClientLibraryNoise())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

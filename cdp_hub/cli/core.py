@@ -192,18 +192,37 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         server = None if args.no_http else http_server(hub, settings.http_host, port, pipeline=pipeline)
         scheduler = None if args.no_scheduler else scheduler_for(hub, pipeline)
 
+        grace = settings.shutdown_grace_seconds
+        tasks: list[asyncio.Task[None]] = []
+        stopping = False
+
+        def overdue() -> None:
+            # Past the grace period: what still runs is cancelled. Its batch was not committed, so the
+            # next owner of the partitions replays it (stages are idempotent).
+            for task in tasks:
+                if not task.done():
+                    log.warning("shutdown: %s still busy after %.0fs; cancelled, its uncommitted batch is "
+                                "replayed after the restart", task.get_name(), grace)
+                    task.cancel()
+
         def shutdown() -> None:
-            log.warning("shutting down: finishing the current batches")
+            nonlocal stopping
+            if stopping:
+                return
+            stopping = True
+            log.warning("shutting down: intake stops, the current batches finish (grace %.0fs)", grace)
             if pipeline is not None:
                 pipeline.stop()
             if server is not None:
                 server.stop()
             if scheduler is not None:
                 scheduler.stop()
+            loop.call_later(grace, overdue)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown)
-        tasks = [asyncio.create_task(pipeline.run(), name="stages")] if pipeline is not None else []
+        if pipeline is not None:
+            tasks.append(asyncio.create_task(pipeline.run(), name="stages"))
         if server is not None:
             tasks.append(asyncio.create_task(server.serve(), name="http"))
         if not tasks:
@@ -217,7 +236,9 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         shutdown()
         await asyncio.gather(*pending, return_exceptions=True)
         for task in done:
-            task.result()
+            if not task.cancelled():  # cancelled: cut short by the grace period, nothing lost
+                task.result()
+        # Leaving the hub flushes the producer and closes the pool and Redis.
     return 0
 
 

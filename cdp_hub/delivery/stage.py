@@ -11,14 +11,25 @@
               address (most recent, not suppressed)? ── no ──▶ next channel
               render template (sandbox) ── error ──▶ DLQ template_error
                 (templates that call recommend(): the batch's recommendations loaded first, one query)
-              pace (token bucket, slots) ─▶ channel.send ─ retry 429/5xx with backoff ─ still down ─▶ next channel
+              circuit of the instance open? ─▶ next channel                  (delivery/circuit.py)
+              pace (token bucket, slots) ─▶ channel.send (send_timeout) ─ retry 429/5xx/timeouts with backoff
+                                                                  ─ still down ─▶ next channel
                                    │
                                    ▼
           send log outcomes, suppressions, dead push tokens  (one statement each)  ─▶ message.* events
 
-A redelivered intent is never sent twice: its row is final and only its receipt is re-emitted. A template
-error, an unexpected exception, or every channel down goes to the DLQ (the row stays non-final, so a replay
-sends it); a permanent failure (bad address) is a ``message.failed`` receipt, never a DLQ entry.
+A redelivered intent is never sent twice: its row is final and only its receipt is re-emitted. When the send
+log cannot take the outcomes (PostgreSQL went away after the sends), the batch fails and the runner retries
+it; the stage remembers what it sent until the send log has it, so the retry records those messages instead
+of sending them again (only a crash in that window can send one twice; the channels pass the message id as
+the provider's idempotency key). A template
+error, an unexpected exception or every channel misconfigured goes to the DLQ (the row stays non-final, so a
+replay sends it); a permanent failure (bad address) is a ``message.failed`` receipt, never a DLQ entry.
+
+A provider that is down (timeouts, 5xx, refused connections, an open circuit) never dead-letters a message:
+when no channel of a message could take it for such a reason, the batch records what it did send (those rows
+are final), marks the rest ``deferred`` and fails with :class:`ChannelsUnavailable`; the runner retries the
+batch with backoff, without committing it, and the retry sends only the deferred messages.
 """
 
 from __future__ import annotations
@@ -33,7 +44,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+)
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
@@ -46,6 +63,7 @@ from cdp_hub.schema.messages import MessageIntent
 from cdp_hub.store import ConsentRepository, ProfileRepository, RecommendationRepository
 
 from .batching import SendBatcher
+from .circuit import CircuitBreaker, CircuitOpen
 from .profiles import ProfileSnapshot, load_profiles
 from .ratelimit import ChannelPacer
 from .receipts import receipt_event, receipt_message
@@ -53,7 +71,7 @@ from .recommend import template_recommendations
 from .rendering import TemplateError, TemplateRenderer
 from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
 
-__all__ = ["ChannelProvider", "Delivered", "DeliveryOptions", "DeliveryStage", "message_locale", "template_context"]
+__all__ = ["ChannelProvider", "ChannelsUnavailable", "Delivered", "DeliveryOptions", "DeliveryStage", "message_locale", "template_context"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +80,24 @@ _REEMIT_STATUS = {"skipped": "failed", "delivered": "sent", "opened": "sent", "c
 
 
 class _Unreachable(CdpHubError):
-    """Every channel of a message was down or misconfigured: the message waits in the DLQ for a replay."""
+    """No channel of a message could take it. ``transient`` names the channels that were down for a reason
+    that passes (the message waits and is retried); with none, they were misconfigured (the DLQ)."""
+
+    def __init__(self, message: str, *, transient: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.transient = list(transient)
+
+
+class ChannelsUnavailable(RetriableError):
+    """Messages of the batch found every one of their channels down; the batch is retried, not committed."""
+
+
+@dataclass
+class _Deferred:
+    """A message that waits for its channels to come back."""
+
+    channels: list[str]
+    reason: str
 
 
 @dataclass
@@ -103,6 +138,9 @@ class DeliveryOptions:
     retry_max_wait: float = 30.0
     unsubscribe_url: str | None = None
     consent_policy: ConsentPolicy = "opt_in"
+    send_timeout: float = 30.0
+    circuit_failures: int = 5
+    circuit_reset: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryOptions:
@@ -110,7 +148,9 @@ class DeliveryOptions:
                    default_currency=settings.default_currency, concurrency=settings.delivery_concurrency,
                    retry_attempts=settings.delivery_retry_attempts, retry_backoff=settings.delivery_retry_backoff,
                    retry_max_wait=settings.delivery_retry_max_wait, unsubscribe_url=settings.unsubscribe_url,
-                   consent_policy=settings.consent_policy)
+                   consent_policy=settings.consent_policy,
+                   send_timeout=settings.delivery_send_timeout, circuit_failures=settings.delivery_circuit_failures,
+                   circuit_reset=settings.delivery_circuit_reset)
 
 
 class DeliveryStage(Stage[MessageIntent]):
@@ -137,6 +177,10 @@ class DeliveryStage(Stage[MessageIntent]):
         self.retry_max_wait = options.retry_max_wait
         self._pacers: dict[str, ChannelPacer] = {}
         self._batchers: dict[str, SendBatcher] = {}
+        self._circuits: dict[str, CircuitBreaker] = {}
+        self._sent_unrecorded: dict[str, Delivered] = {}
+        """Messages sent whose outcome the send log has not taken yet (PostgreSQL went away after the send):
+        the runner's retry of the batch records these instead of sending them again."""
 
     @property
     def topics(self) -> Sequence[str]:
@@ -218,7 +262,10 @@ class DeliveryStage(Stage[MessageIntent]):
             consents = {str(pid): states for pid, states in (await self.consents.current(list(survivors))).items()}
         recommended = await self._recommendations_for(work, profiles)
 
-        async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter:
+        async def one(intent: MessageIntent, record: Record) -> Delivered | DeadLetter | _Deferred:
+            remembered = self._sent_unrecorded.get(intent.message_id)
+            if remembered is not None:  # sent by an earlier try of this batch: record it, do not send again
+                return remembered
             try:
                 snap = profiles.get(intent.profile_id)
                 states = consents.get(snap.profile_id, {}) if snap is not None else {}
@@ -228,6 +275,8 @@ class DeliveryStage(Stage[MessageIntent]):
                 return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
                                               source=intent.scenario)
             except _Unreachable as exc:
+                if exc.transient:  # the provider is down, not the message bad: it waits
+                    return _Deferred(exc.transient, str(exc))
                 return dead_letter_from_error(exc, stage=self.name, payload=record.value, record=record,
                                               failure_type="delivery_error", source=intent.scenario)
             except Exception as exc:  # one message's bug never fails the batch
@@ -237,7 +286,7 @@ class DeliveryStage(Stage[MessageIntent]):
 
         # A fixed set of workers pulling from one queue: bounded concurrency at O(1) per message (a semaphore
         # with thousands of waiters costs O(waiters) per release).
-        results: list[Delivered | DeadLetter | None] = [None] * len(work)
+        results: list[Delivered | DeadLetter | _Deferred | None] = [None] * len(work)
         queue = iter(enumerate(work))
 
         async def worker() -> None:
@@ -246,8 +295,14 @@ class DeliveryStage(Stage[MessageIntent]):
 
         await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(work)))))
         deferred: list[Outcome] = []
+        waiting: dict[str, int] = {}
         for (intent, _), result in zip(work, results, strict=True):
             assert result is not None
+            if isinstance(result, _Deferred):
+                deferred.append(Outcome(intent.message_id, "deferred", intent.channel, error=result.reason[:1000]))
+                for name in result.channels:
+                    waiting[name] = waiting.get(name, 0) + 1
+                continue
             if isinstance(result, DeadLetter):
                 batch.dead.append(result)
                 status = "dead" if result.failure_type == "template_error" else "deferred"
@@ -264,9 +319,23 @@ class DeliveryStage(Stage[MessageIntent]):
                                       profile_id=intent.profile_id, scenario=intent.scenario,
                                       template=intent.template, status_detail=result.status_detail)
                 batch.messages.append(receipt_message(self.ctx.topics.events, event))
+        sent_now = {intent.message_id: result for (intent, _), result in zip(work, results, strict=True)
+                    if isinstance(result, Delivered)}
+        if len(self._sent_unrecorded) > 100_000:  # batches this process will never retry (rebalanced away)
+            self._sent_unrecorded.clear()
+        self._sent_unrecorded.update(sent_now)
         await self.sendlog.record(batch.outcomes + deferred)
         await self.sendlog.suppress(batch.suppress)
         await self.sendlog.remove_identities(batch.remove_identities)
+        for message_id in sent_now:
+            self._sent_unrecorded.pop(message_id, None)
+        if waiting:
+            # What was sent is final in the send log now, so the retry re-emits its receipts and sends only
+            # the messages that waited.
+            names = ",".join(sorted(waiting))
+            raise ChannelsUnavailable(
+                f"{sum(1 for r in results if isinstance(r, _Deferred))} message(s) wait for channel(s) "
+                + ", ".join(f"{n} ({c})" for n, c in sorted(waiting.items())), dependency=f"channel:{names}")
 
     async def _recommendations_for(self, work: list[tuple[MessageIntent, Record]],
                                    profiles: dict[str, ProfileSnapshot]) -> dict[str, dict[str, list[Any]]]:
@@ -305,6 +374,7 @@ class DeliveryStage(Stage[MessageIntent]):
             if golden is not None:
                 states[(kind, "marketing")] = golden
         states.update(consent or {})
+        transient: list[str] = []
         for name in (intent.channel, *intent.fallbacks):
             channel = channels.get(name)
             if channel is None:
@@ -331,6 +401,7 @@ class DeliveryStage(Stage[MessageIntent]):
             except RetriableError as exc:
                 notes.append(f"{name}: unreachable ({exc})")
                 down.append(name)
+                transient.append(name)
                 continue
             except ConfigurationError as exc:  # the provider refused our credentials or configuration
                 notes.append(f"{name}: {exc}")
@@ -338,7 +409,7 @@ class DeliveryStage(Stage[MessageIntent]):
                 continue
             return self._delivered(intent, channel, name, address, receipt)
         if down:
-            raise _Unreachable("no channel could take the message: " + "; ".join(notes))
+            raise _Unreachable("no channel could take the message: " + "; ".join(notes), transient=transient)
         return _not_sent(intent, profile, "not sent: " + "; ".join(notes), "skipped")
 
     def build_message(self, intent: MessageIntent, profile: ProfileSnapshot, channel: Channel,
@@ -383,6 +454,16 @@ class DeliveryStage(Stage[MessageIntent]):
         for batcher in self._batchers.values():
             await batcher.close()
 
+    def circuit(self, instance: str) -> CircuitBreaker:
+        """The circuit breaker of a channel instance."""
+        breaker = self._circuits.get(instance)
+        if breaker is None:
+            gauge = self.ctx.metrics.channel_circuit.labels(instance)
+            breaker = self._circuits[instance] = CircuitBreaker(
+                instance, failures=self.options.circuit_failures, reset=self.options.circuit_reset,
+                on_change=lambda is_open: gauge.set(1 if is_open else 0))
+        return breaker
+
     def _pacer(self, instance: str, channel: Channel) -> ChannelPacer:
         pacer = self._pacers.get(instance)
         if pacer is None:
@@ -415,25 +496,42 @@ class DeliveryStage(Stage[MessageIntent]):
                                reason=f"message is {size} bytes; {channel.instance} takes at most {limit}")
         pacer = self._pacer(message.channel, channel)
         batcher = self._batcher(message.channel, channel, pacer)
+        breaker = self.circuit(message.channel)
+        timeout = self.options.send_timeout
+
+        async def send() -> Receipt:
+            if batcher is not None:  # the batch request is paced inside: its wait counts, it is short
+                return await asyncio.wait_for(batcher.send(message), timeout)
+            async with pacer:  # waiting for a pacing slot is not the provider being slow
+                return await asyncio.wait_for(channel.send(message), timeout)
 
         async def attempt() -> Receipt:
-            if batcher is not None:
-                receipt = await batcher.send(message)
-            else:
-                async with pacer:
-                    receipt = await channel.send(message)
+            breaker.before_send()  # CircuitOpen: not tried, and not retried here either
+            try:
+                receipt = await send()
+            except TimeoutError as exc:
+                error = RetriableError(f"{message.channel}: no answer within {timeout:g}s")
+                breaker.failed(error)
+                raise error from exc
+            except RetriableError as exc:
+                breaker.failed(exc)
+                raise
+            breaker.succeeded()
             if not receipt.message_id:
                 receipt = receipt.model_copy(update={"message_id": message.message_id})
             return receipt
 
         try:  # the first try outside tenacity: most sends succeed, and the retry machinery is not free
             return await attempt()
+        except CircuitOpen:
+            raise
         except RetriableError as exc:
             if self.retry_attempts <= 1:
                 raise
             first = exc
         await asyncio.sleep(self._first_wait(first))
-        retrying = AsyncRetrying(retry=retry_if_exception_type(RetriableError),
+        retrying = AsyncRetrying(retry=retry_if_exception_type(RetriableError)
+                                 & retry_if_not_exception_type(CircuitOpen),
                                  stop=stop_after_attempt(self.retry_attempts - 1), wait=self._wait, reraise=True)
         async for retry in retrying:
             with retry:

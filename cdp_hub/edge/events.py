@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from cdp_hub.bus.events import event_message
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
+from cdp_hub.edge.durable import durable
 from cdp_hub.errors import PolicyViolation, RecordError, SchemaViolation
 from cdp_hub.schema.events import Event, parse_event
 from cdp_hub.schema.export import validate_at_edge
@@ -107,7 +108,7 @@ class EventsEdge:
         messages += [d.to_message(hub.topics.dlq) for d in dead]
         try:
             if messages:
-                await hub.bus.publish_many(messages)
+                await durable(hub, hub.bus.publish_many(messages), route="/v1/events")
         except Exception as exc:
             raise EdgeError(503, "unavailable", "events could not be stored; retry later",
                             headers={"Retry-After": "5"}) from exc

@@ -36,6 +36,7 @@ from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.connector.tracking import MESSAGE_SCHEMA, TrackingConnector
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
+from cdp_hub.edge.durable import durable
 from cdp_hub.errors import RecordError, SchemaViolation
 from cdp_hub.schema.events import Event
 
@@ -239,7 +240,7 @@ class TrackingEdge:
                 out.extend(event_message(hub.topics.events, e) for e in outcome.events)
         try:
             if out:
-                await hub.bus.publish_many(out)
+                await durable(hub, hub.bus.publish_many(out), route="tracking")
         except Exception as exc:
             await hub.hotstate.forget_sightings(source, claimed)
             log.warning("tracking batch of %s not published: %s", source, type(exc).__name__)

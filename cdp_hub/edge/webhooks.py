@@ -18,6 +18,7 @@ from starlette.routing import Route
 from cdp_hub.connector.base import Connector
 from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.connector.webhooks import WebhookRejected
+from cdp_hub.edge.durable import durable
 
 from .limits import EdgeError, error_response, excerpt, json_response
 
@@ -63,7 +64,8 @@ class WebhookEdge:
         except WebhookRejected as exc:
             log.warning("webhook for %s rejected: %s", instance, exc)
             return error_response(EdgeError(exc.status, "rejected", excerpt(str(exc), 300)))
-        return json_response(_result(await self.ingestor.ingest(connector, records, stream=stream)))
+        result = await durable(self.hub, self.ingestor.ingest(connector, records, stream=stream), route="webhook")
+        return json_response(_result(result))
 
 
 def routes(hub: Hub) -> list[Route]:

@@ -66,7 +66,8 @@ def stage_context(hub: Hub, *, publish: Publish | None = None) -> StageContext:
         await hub.bus.publish_many(messages)
 
     return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
-                        publish=publish or publish_on_hub_bus, group_prefix=hub.settings.topic_prefix)
+                        publish=publish or publish_on_hub_bus, group_prefix=hub.settings.topic_prefix,
+                        outages=hub.outages)
 
 
 def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None, *,
@@ -185,6 +186,11 @@ class Pipeline:
                 if not task.cancelled() and task.exception() is not None:
                     self.stop()
             await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            # Cancelled (a shutdown past its grace period): the runners stop mid-batch, uncommitted.
+            for task in tasks:
+                task.cancel()
+            raise
         finally:
             self.stop()
             await asyncio.gather(*tasks, return_exceptions=True)

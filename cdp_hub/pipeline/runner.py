@@ -4,8 +4,18 @@
                  (durable writes)        (acks=all: durable when it returns)    (only now)
 
 A crash anywhere before the commit replays the batch; stages are idempotent, so a replay changes nothing.
-A batch that fails as a whole (database down, broker unreachable) is retried with backoff, in order, until
-it succeeds or the stage is stopped; one bad record never fails the batch: it becomes a dead letter.
+A batch that fails as a whole (database down, broker unreachable) is retried with backoff (tenacity,
+exponential with jitter, at most ``MAX_BACKOFF`` seconds apart), in order, until it succeeds or the stage is
+stopped; one bad record never fails the batch: it becomes a dead letter, and a dependency being down never
+makes a record a dead letter: the batch waits. While it waits the stage is *paused*:
+
+    failure ─▶ unavailable_dependency(exc) ── kafka/postgres/redis ─▶ Outages.down: one ERROR line per outage
+                                                                     (not per stage or batch), /readyz fails,
+                                                                     cdp_stage_paused{stage,dependency} = 1
+                                           └─ anything else (a bug) ─▶ one ERROR line with the traceback
+             ─▶ backoff ─▶ the same batch again ... ─▶ success ─▶ commit, Outages.up (one WARNING line)
+
+A stop (SIGTERM) during the wait ends it at once: the batch is left uncommitted, the next owner replays it.
 
 A stage that dead-letters every record of several batches in a row (a broken deployment, a producer writing
 the wrong format) stops with :class:`StageHalted` before committing the last of them, instead of silently
@@ -15,14 +25,17 @@ draining its topic into the DLQ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_not_exception_type, wait_exponential, wait_random
 
 from cdp_hub.bus.base import Bus, Consumer, Record, TopicPartition
 from cdp_hub.errors import FatalError
+from cdp_hub.outages import unavailable_dependency
 from cdp_hub.pipeline.stage import Stage
 
 __all__ = ["StageHalted", "StageRunner"]
@@ -30,6 +43,17 @@ __all__ = ["StageHalted", "StageRunner"]
 log = logging.getLogger(__name__)
 
 LAG_REPORT_SECONDS = 5.0
+FIRST_BACKOFF = 0.2
+MAX_BACKOFF = 30.0
+
+T = TypeVar("T")
+
+
+class _Stopped:
+    """What a retry loop returns when the stage was stopped while it waited."""
+
+
+_STOPPED = _Stopped()
 
 
 class StageHalted(FatalError):
@@ -69,18 +93,30 @@ class StageRunner:
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def reporter(self) -> str:
+        """This stage's name on the outage board (``/readyz`` lists paused stages by it)."""
+        return f"stage:{self.stage.name}"
+
     async def run(self) -> None:
         await self.stage.setup()
         consumer = self.bus.consumer(self.stage.topics, group=self.stage.group,
                                      client_id=f"{self.client_id}.{self.stage.name}")
         await consumer.start()
         next_lag_report = 0.0
+
+        async def poll() -> list[Record]:  # a coroutine function: tenacity awaits what it returns
+            return await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+
         try:
             while not self._stopping.is_set():
                 if time.monotonic() >= next_lag_report:
                     next_lag_report = time.monotonic() + LAG_REPORT_SECONDS
                     await self._report_lag(consumer)
-                records = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
+                fetched = await self._with_retry(poll)
+                if isinstance(fetched, _Stopped):
+                    break
+                records = fetched
                 if not records:
                     self.idle_polls += 1
                     await self._with_retry(self.stage.idle)
@@ -89,6 +125,7 @@ class StageRunner:
                     await self._process(consumer, records)
                 self._progress()
         finally:
+            self._resumed()
             await consumer.stop()
             await self.stage.teardown()
 
@@ -154,7 +191,10 @@ class StageRunner:
                 log.info("dead letter from %s: %s", stage.name, d.error)
             await consumer.commit(_next_offsets(records))
 
-        await self._with_retry(attempt)
+        if isinstance(await self._with_retry(attempt), _Stopped):
+            log.warning("stage %s stopped while its batch of %d records waited; left uncommitted (replayed by "
+                        "the next owner of the partitions)", stage.name, len(records))
+            return
         now_ms = time.time() * 1000
         latency = metrics.stage_event_latency.labels(stage.name)
         for rec in records:
@@ -164,18 +204,64 @@ class StageRunner:
         metrics.stage_records.labels(stage.name).inc(len(records))
         metrics.stage_batch_seconds.labels(stage.name).observe(time.perf_counter() - started)
 
-    async def _with_retry(self, fn: Callable[[], Awaitable[None]]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await fn()
-                return
-            except (asyncio.CancelledError, StageHalted):
-                raise
-            except Exception:
-                if self._stopping.is_set():
-                    raise
-                self.stage.ctx.metrics.stage_errors.labels(self.stage.name).inc()
-                log.exception("stage %s: batch failed; retrying in %.1fs", self.stage.name, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 30.0)
+    async def _with_retry(self, fn: Callable[[], Awaitable[T]]) -> T | _Stopped:
+        """``fn()``, tried again with backoff until it succeeds or the stage is stopped (then ``_STOPPED``).
+        ``StageHalted`` and cancellation are never retried. ``fn`` must be a coroutine function (tenacity
+        does not await a coroutine returned by a plain function)."""
+        retrying = AsyncRetrying(
+            retry=retry_if_not_exception_type((asyncio.CancelledError, StageHalted)),
+            wait=wait_exponential(multiplier=FIRST_BACKOFF, max=MAX_BACKOFF) + wait_random(0, FIRST_BACKOFF),
+            stop=lambda _state: self._stopping.is_set(),
+            sleep=self._sleep,
+            before_sleep=self._failed,
+            retry_error_callback=lambda _state: _STOPPED,
+            reraise=True,
+        )
+        result: T | _Stopped = await retrying(fn)
+        if not isinstance(result, _Stopped):
+            self._resumed()
+        return result
+
+    async def _sleep(self, seconds: float) -> None:
+        """The backoff wait; a stop ends it at once."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _failed(self, state: RetryCallState) -> None:
+        """A try failed and another follows: count it, and log the first failure of a streak (one ERROR line
+        per dependency outage for the whole process; a bug with its traceback)."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if exc is None:  # pragma: no cover - tenacity only sleeps after a failed try here
+            return
+        stage, metrics = self.stage, self.stage.ctx.metrics
+        metrics.stage_errors.labels(stage.name).inc()
+        wait = state.upcoming_sleep
+        dependency = unavailable_dependency(exc)
+        outages = stage.ctx.outages
+        if dependency is not None:
+            waiting = outages.waiting(self.reporter)
+            if waiting != dependency:
+                if waiting is not None:
+                    metrics.stage_paused.labels(stage.name, waiting).set(0)
+                metrics.stage_paused.labels(stage.name, dependency).set(1)
+                if not outages.down(self.reporter, dependency, exc):
+                    log.info("stage %s paused: %s unavailable; retrying with backoff", stage.name, dependency)
+            else:
+                log.debug("stage %s: %s still unavailable (%s); next try in %.1fs", stage.name, dependency,
+                          type(exc).__name__, wait)
+            return
+        if state.attempt_number == 1:
+            log.error("stage %s: batch failed (%s: %s); retrying it with backoff, nothing is committed until it "
+                      "succeeds", stage.name, type(exc).__name__, exc, exc_info=exc)
+        else:
+            log.warning("stage %s: batch failed again (try %d, %s: %s); next try in %.1fs", stage.name,
+                        state.attempt_number, type(exc).__name__, str(exc)[:200], wait)
+
+    def _resumed(self) -> None:
+        """The stage works again: clear its paused state (the outage's WARNING line comes from the board)."""
+        outages = self.stage.ctx.outages
+        waiting = outages.waiting(self.reporter)
+        if waiting is not None:
+            self.stage.ctx.metrics.stage_paused.labels(self.stage.name, waiting).set(0)
+            log.info("stage %s resumed: %s is back", self.stage.name, waiting)
+            outages.up(self.reporter)

@@ -33,6 +33,7 @@ from cdp_hub.bus.base import OutgoingMessage, Record, Topics
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import RecordError, SchemaViolation
 from cdp_hub.metrics import Metrics
+from cdp_hub.outages import Outages
 
 __all__ = ["Decoded", "Stage", "StageContext", "StageOutput", "decode_failure"]
 
@@ -64,6 +65,8 @@ class StageContext:
     clock: Callable[[], datetime]
     publish: Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
     group_prefix: str = ""
+    outages: Outages = field(default_factory=Outages)
+    """The process's dependency outages: the runner reports a stage paused on one here (``/readyz``)."""
 
 
 @dataclass(frozen=True, slots=True)
