@@ -66,7 +66,9 @@ async def dead_letters(store: Store, source: str) -> list[Any]:
 
 
 async def stored_events(store: Store) -> dict[str, int]:
-    return {f"{r['source']}/{r['type']}": r["n"] for r in await EventRepository(store).count_by_source_and_type()}
+    """Stored events by ``source/type``, of the source systems only (not the hub's own, such as decisions)."""
+    return {f"{r['source']}/{r['type']}": r["n"] for r in await EventRepository(store).count_by_source_and_type()
+            if not r["source"].startswith("cdp-hub")}
 
 
 def cli(config: Path, *argv: str) -> int:
