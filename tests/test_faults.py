@@ -53,6 +53,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "scripts" / "services.sh"
+TRACKING_KEY = "faults-write-key"
 WAVE = int(os.environ.get("CDP_HUB_FAULTS_WAVE", "40"))  # new customers per case
 OUTAGE = float(os.environ.get("CDP_HUB_FAULTS_OUTAGE", "20"))  # seconds a service is down or refusing
 PROVIDER_OUTAGE = float(os.environ.get("CDP_HUB_FAULTS_PROVIDER_OUTAGE", "60"))  # hang / HTTP 500 seconds
@@ -310,8 +311,14 @@ delivery_retry_max_wait = 2.0
 delivery_circuit_failures = 3
 delivery_circuit_reset = 5.0
 
+consent_policy = "opt_out"   # the cases test faults, not consent: every customer may be written to
+
 [connectors.shop]
 type = "ecommerce"
+
+[connectors.tracking]
+type = "tracking"
+config = {{ write_keys = ["{TRACKING_KEY}"], trust = "trusted" }}
 
 [channels.email]
 type = "smtp"
@@ -385,7 +392,8 @@ config = {{ base_url = "http://127.0.0.1:{self.sms.port}", api_key = "test-key",
                 while True:
                     assert time.monotonic() - started < deadline, f"tracking never accepted\n{self.tail()}"
                     try:
-                        r = self.client.post(f"{self.base}/v1/{message['type']}", json=message)
+                        r = self.client.post(f"{self.base}/v1/{message['type']}", json=message,
+                                             auth=(TRACKING_KEY, ""))
                     except httpx.HTTPError:
                         time.sleep(1)
                         continue

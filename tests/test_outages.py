@@ -5,6 +5,7 @@ send timeout. (tests/test_faults.py restarts the real services.)"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -15,11 +16,13 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from pydantic import SecretStr
 
 from cdp_hub.bus.base import OutgoingMessage, Record, Topics
 from cdp_hub.bus.kafka import kafka_error
 from cdp_hub.bus.memory import MemoryBus
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
+from cdp_hub.config import ConnectorInstance, EventSource
 from cdp_hub.daemon import create_app
 from cdp_hub.delivery.circuit import CircuitBreaker, CircuitOpen
 from cdp_hub.delivery.stage import ChannelsUnavailable
@@ -203,13 +206,27 @@ class BrokenBus(MemoryBus):
 @pytest.fixture
 async def edge(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[tuple[Hub, httpx.AsyncClient]]:
     settings = hub_settings(tmp_path, pg_dsn=pg_dsn, redis_url=redis_url, edge_publish_timeout=0.3,
-                            edge_retry_after=7)
+                            edge_retry_after=7,
+                            event_sources={"shop": EventSource(keys=[SecretStr(SHOP_KEY)])},
+                            connectors={"web": ConnectorInstance(type="tracking",
+                                                                 config={"write_keys": [WEB_KEY]})})
     hub = Hub(settings, bus=BrokenBus(), metrics=Metrics())
     await hub.start()
     transport = httpx.ASGITransport(app=create_app(hub))
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
         yield hub, client
     await hub.stop()
+
+
+SHOP_KEY = "shop-events-key"
+WEB_KEY = "web-write-key"
+
+
+def _credentials(path: str) -> dict[str, str]:
+    """The shop's event-source key for /v1/events, the web write key (HTTP Basic) for the tracking API."""
+    if path == "/v1/events":
+        return {"Authorization": f"Bearer {SHOP_KEY}"}
+    return {"Authorization": "Basic " + base64.b64encode(f"{WEB_KEY}:".encode()).decode()}
 
 
 EVENT = {"type": "product.viewed", "source": "shop", "source_record_id": "e-1",
@@ -228,7 +245,7 @@ async def test_the_edge_answers_503_with_retry_after_until_the_bus_takes_events(
     bus.mode = mode
     with caplog.at_level(logging.ERROR):
         for path, body in (("/v1/events", EVENT), ("/v1/track", TRACK), ("/v1/events", EVENT)):
-            r = await client.post(path, json=body)
+            r = await client.post(path, json=body, headers=_credentials(path))
             assert r.status_code == 503, r.text
             assert r.headers["Retry-After"] == "7"
             assert r.json()["retry_after"] == 7
@@ -237,7 +254,7 @@ async def test_the_edge_answers_503_with_retry_after_until_the_bus_takes_events(
     assert await bus.end_offsets(hub.topics.events) in ({}, {0: 0, 1: 0, 2: 0, 3: 0})
 
     bus.mode = "ok"
-    r = await client.post("/v1/events", json=EVENT)
+    r = await client.post("/v1/events", json=EVENT, headers=_credentials("/v1/events"))
     assert r.status_code == 200 and r.json()["accepted"] == 1
     assert hub.outages.open() == {}
 

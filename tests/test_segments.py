@@ -365,6 +365,7 @@ async def test_batch_and_real_time_name_the_same_trait_change_with_the_same_even
 
 async def test_scenarios_see_segment_membership(hub: Hub) -> None:
     hub.clock = lambda: NOW
+    hub.settings.consent_policy = "opt_out"  # segment membership is under test here, not consent
     vip_offer = Scenario.model_validate({
         "id": "vip_offer", "trigger": {"event": "product.viewed"}, "channel": "email", "template": "t",
         "conditions": [{"field": "profile.segments", "op": "contains", "value": "vip"}]})
@@ -380,6 +381,7 @@ async def test_scenarios_see_segment_membership(hub: Hub) -> None:
 
 async def test_win_back_starts_when_a_customer_enters_lapsed_customers(hub: Hub) -> None:
     hub.clock = lambda: NOW
+    hub.settings.consent_policy = "opt_out"  # segment membership is under test here, not consent
     stage = build_stage(hub, "triggers")
     pid = await add_profile(hub)
     lapsed = _record("segment.entered", pid, NOW, "s1", segment="lapsed_customers")
@@ -393,6 +395,7 @@ async def test_win_back_starts_when_a_customer_enters_lapsed_customers(hub: Hub)
 async def test_lapsed_customers_recompute_drives_the_win_back_scenario(hub: Hub) -> None:
     """From the warehouse to a message intent: recompute ─▶ segment.entered ─▶ triggers ─▶ win_back."""
     hub.clock = lambda: NOW
+    hub.settings.consent_policy = "opt_out"  # segment membership is under test here, not consent
     engine = segment_engine(hub)
     stage = build_stage(hub, "triggers", segments=engine)
     gone, active = await add_profile(hub), await add_profile(hub)

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from cdp_hub.bus.events import event_message
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
-from cdp_hub.edge.durable import durable
+from cdp_hub.edge.durable import EdgeUnavailable, durable
 from cdp_hub.errors import PolicyViolation, RecordError, SchemaViolation
 from cdp_hub.schema.events import Event, parse_event
 from cdp_hub.schema.export import validate_at_edge
@@ -109,6 +109,8 @@ class EventsEdge:
         try:
             if messages:
                 await durable(hub, hub.bus.publish_many(messages), route="/v1/events")
+        except EdgeUnavailable:  # 503 with the configured Retry-After (the app's handler answers it)
+            raise
         except Exception as exc:
             raise EdgeError(503, "unavailable", "events could not be stored; retry later",
                             headers={"Retry-After": "5"}) from exc

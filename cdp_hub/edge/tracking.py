@@ -36,7 +36,7 @@ from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.connector.tracking import MESSAGE_SCHEMA, TrackingConnector
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
-from cdp_hub.edge.durable import durable
+from cdp_hub.edge.durable import EdgeUnavailable, durable
 from cdp_hub.errors import RecordError, SchemaViolation
 from cdp_hub.schema.events import Event
 
@@ -241,6 +241,9 @@ class TrackingEdge:
         try:
             if out:
                 await durable(hub, hub.bus.publish_many(out), route="tracking")
+        except EdgeUnavailable:  # 503 with the configured Retry-After (the app's handler answers it)
+            await hub.hotstate.forget_sightings(source, claimed)
+            raise
         except Exception as exc:
             await hub.hotstate.forget_sightings(source, claimed)
             log.warning("tracking batch of %s not published: %s", source, type(exc).__name__)
