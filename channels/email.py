@@ -47,7 +47,14 @@ from cdp_hub.channel.base import (
     Receipt,
     ReceiptStatus,
 )
-from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, SignedCallbacks, request, verify_callback
+from cdp_hub.channel.http import (
+    HttpChannel,
+    HttpChannelConfig,
+    SignedCallbacks,
+    json_object,
+    request,
+    verify_callback,
+)
 from cdp_hub.errors import ConfigurationError, RecordError, RetriableError
 
 __all__ = ["EmailApiChannel", "EmailApiConfig", "SmtpChannel", "SmtpConfig", "build_email"]
@@ -280,7 +287,7 @@ class EmailApiChannel(HttpChannel[EmailApiConfig]):
             headers={"Authorization": f"Bearer {cfg.api_key.get_secret_value()}",
                      "Idempotency-Key": message.message_id, "Content-Type": "application/json"},
         )
-        data = _json(response.content)
+        data = json_object(response.content)
         if response.is_success:
             pmid = data.get("id")
             return Receipt(message_id=message.message_id, status="sent", provider=self.name,
@@ -319,13 +326,6 @@ class EmailApiChannel(HttpChannel[EmailApiConfig]):
             ))
         return out
 
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @cdp_hub.hookimpl

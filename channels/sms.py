@@ -33,7 +33,14 @@ from cdp_hub.channel.base import (
     Receipt,
     ReceiptStatus,
 )
-from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, SignedCallbacks, request, verify_callback
+from cdp_hub.channel.http import (
+    HttpChannel,
+    HttpChannelConfig,
+    SignedCallbacks,
+    json_object,
+    request,
+    verify_callback,
+)
 from cdp_hub.errors import RecordError, RetriableError
 
 __all__ = ["GSM7_BASIC", "GSM7_EXTENSION", "HttpSmsChannel", "HttpSmsConfig", "SmsSegments", "count_segments"]
@@ -169,7 +176,7 @@ class HttpSmsChannel(HttpChannel[HttpSmsConfig]):
             self.http, "POST", self.cfg.base_url.rstrip("/") + self.cfg.path, provider=self.instance,
             content=orjson.dumps(self._body(message, seg)), headers=self._headers(message.message_id),
         )
-        result = self._result(message, _json(response.content), response.status_code)
+        result = self._result(message, json_object(response.content), response.status_code)
         if isinstance(result, RetriableError):
             raise result
         return result
@@ -195,7 +202,7 @@ class HttpSmsChannel(HttpChannel[HttpSmsConfig]):
                 self.http, "POST", self.cfg.base_url.rstrip("/") + self.cfg.batch_path, provider=self.instance,
                 content=orjson.dumps({"messages": bodies}), headers=self._headers(key),
             )
-            data = _json(response.content)
+            data = json_object(response.content)
             items = data.get("results")
             by_ref = {str(item.get("client_ref")): item for item in items or [] if isinstance(item, dict)}
             for message in send:
@@ -232,13 +239,6 @@ class HttpSmsChannel(HttpChannel[HttpSmsConfig]):
 def _str(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _parse(body: bytes) -> Any:

@@ -29,7 +29,7 @@ from pydantic import Field, SecretStr
 
 import cdp_hub
 from cdp_hub.channel.base import OutboundMessage, Receipt
-from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, request, retry_after_seconds
+from cdp_hub.channel.http import HttpChannel, HttpChannelConfig, json_object, request, retry_after_seconds
 from cdp_hub.errors import ConfigurationError, NormalizationError
 from cdp_hub.schema.identities import NormalizationOptions
 
@@ -57,14 +57,9 @@ class TelegramConfig(HttpChannelConfig):
 
 def retry_after_from_body(response: httpx.Response) -> float | None:
     """The wait the Bot API asks for: ``parameters.retry_after`` in the JSON body, else ``Retry-After``."""
-    try:
-        data = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, dict):
-        params = data.get("parameters")
-        if isinstance(params, dict) and isinstance(params.get("retry_after"), int | float):
-            return max(0.0, float(params["retry_after"]))
+    params = json_object(response.content).get("parameters")
+    if isinstance(params, dict) and isinstance(params.get("retry_after"), int | float):
+        return max(0.0, float(params["retry_after"]))
     return retry_after_seconds(response)
 
 
@@ -114,7 +109,7 @@ class TelegramChannel(HttpChannel[TelegramConfig]):
         response = await request(self.http, "POST", self._url(method), provider=self.instance,
                                  auth_errors=False, retry_after=retry_after_from_body,
                                  content=orjson.dumps(body), headers={"Content-Type": "application/json"})
-        data = _json(response)
+        data = json_object(response.content)
         if response.is_success and data.get("ok") is True:
             result = data.get("result")
             mid = result.get("message_id") if isinstance(result, dict) else None
@@ -126,13 +121,6 @@ class TelegramChannel(HttpChannel[TelegramConfig]):
         gone = any(marker in description.lower() for marker in _GONE)
         return self._failed(message, description[:300], permanent=gone)
 
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = orjson.loads(response.content) if response.content else {}
-    except orjson.JSONDecodeError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def normalize_chat_id(value: str, options: NormalizationOptions | None = None) -> str:

@@ -28,6 +28,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import httpx
+import orjson
 from pydantic import BaseModel, Field, SecretStr
 
 from cdp_hub.channel.base import Channel, ChannelConfig, ChannelLimits
@@ -41,6 +42,7 @@ __all__ = [
     "SignedCallbacks",
     "header",
     "hmac_sha256_hex",
+    "json_object",
     "raise_for_transient",
     "request",
     "retry_after_seconds",
@@ -89,6 +91,16 @@ class HttpChannel(Channel, Generic[C]):
     async def start(self) -> None:
         if self.http is None:
             raise ConfigurationError(f"channel {self.instance}: needs an HTTP client (the hub passes one)")
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A provider's JSON answer as an object; ``{}`` for an empty body, bad JSON or a JSON that is not an
+    object (the caller then falls back on the HTTP status)."""
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
