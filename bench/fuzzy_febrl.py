@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="febrl3", choices=["febrl1", "febrl2", "febrl3"])
     parser.add_argument("--no-national-id", action="store_true",
                         help="drop the soc_sec_id field (names, birth date and address only)")
-    parser.add_argument("--term-frequency", action="store_true",
-                        help="weigh exact given-name and surname agreement by the name's frequency")
+    parser.add_argument("--no-term-frequency", action="store_true",
+                        help="weigh every exact agreement alike, however common the value")
     parser.add_argument("--threshold", type=float, default=None, help="default: the config's suggest_threshold")
     args = parser.parse_args(argv)
 
@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             comparisons=[c.model_dump() for c in config.comparisons if c.field != "national_id"],
             blocking=[b.model_dump() for b in config.blocking if b.keys != ["national_id"]],
         )
-    if args.term_frequency:
+    if args.no_term_frequency:
         config = config.model_copy(update={"comparisons": [
-            c.model_copy(update={"term_frequency": c.field in ("given_name", "surname")}) for c in config.comparisons
+            c.model_copy(update={"term_frequency": False}) for c in config.comparisons
         ]})
     threshold = config.suggest_threshold if args.threshold is None else args.threshold
     print(f"{args.dataset}: {len(records)} records, {len(truth)} true duplicate pairs"
@@ -120,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     ids = [r.id for r in records]
     print(f"candidate pairs: {run.candidate_pairs} (per pass {run.pairs_per_pass}); "
           f"parameters: u from {run.parameters.u_source}, m from {run.parameters.m_source} "
-          f"({run.parameters.em_iterations} iterations), prior {run.parameters.prior:.4f}")
+          f"({run.parameters.em_iterations} iterations), prior {run.parameters.prior:.4f} of candidate pairs, {run.parameters.pair_prior:.2e} of record pairs")
     print("stage seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in run.seconds.items()))
     print(line("baseline exact(given,surname,dob)", base, t_base))
     print(line(f"fuzzy pairs (score>={threshold:g})", fuzzy, t_fuzzy))
     print(line("fuzzy clusters (transitive)", closed, t_fuzzy))
-    for cut in sorted({0.5, 0.9, 0.99, config.auto_merge_threshold}):
+    for cut in sorted({0.5, 0.9, 0.99, 0.9999, config.auto_merge_threshold or 0.9999}):
         at = scores(((p.a, p.b) for p in run.pairs if p.score >= cut), truth)
         print(line(f"  pairs at score>={cut:g}", at, t_fuzzy))
     print(f"F1 fuzzy/baseline: {fuzzy['f1'] / base['f1']:.3f}x; clusters: {len(clusters)}; "

@@ -220,11 +220,31 @@ async def fuzzy_section(store: Store, ds: IdentityDataset, partition: Mapping[st
         return {"pairs": n, "right": why.pop("right", 0), "wrong": dict(why)} | \
             {"precision": (n - sum(why.values())) / n if n else 1.0}
 
+    # What an operator would get: the default suggestions, and auto-merge at a strict threshold (which the
+    # matcher allows only with a validated estimate); the scores' own expectation next to the truth.
+    auto_threshold = 0.9999
     suggested = [p for p in run.pairs if p.score >= config.suggest_threshold]
-    auto = [p for p in run.pairs if p.score >= config.auto_merge_threshold]
+    auto = [p for p in run.pairs if p.score >= auto_threshold]
+    # Accepting every suggestion: the streaming partition with the suggested profile pairs joined.
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for p in suggested:
+        ra, rb = root(p.a), root(p.b)
+        if ra != rb:
+            parent[ra] = rb
+    accepted = {eid: root(pid) for eid, pid in partition.items()}
     return {"profiles": len(records), "candidates": run.candidate_pairs, "seconds": seconds,
-            "m_source": run.parameters.m_source, "suggest": judge(suggested), "auto": judge(auto),
-            "suggest_threshold": config.suggest_threshold, "auto_threshold": config.auto_merge_threshold}
+            "m_source": run.parameters.m_source, "validated": run.parameters.validated,
+            "suggest": judge(suggested) | {"expected": sum(p.score for p in suggested) / len(suggested)
+                                          if suggested else 1.0},
+            "auto": judge(auto) | {"expected": sum(p.score for p in auto) / len(auto) if auto else 1.0},
+            "suggest_threshold": config.suggest_threshold, "auto_threshold": auto_threshold,
+            "accepted": pairwise_scores(accepted, ds.person_of)}
 
 
 def fmt_scores(s: Scores) -> str:
@@ -338,13 +358,15 @@ async def main() -> None:
     if "fuzzy" in stream:
         f = stream["fuzzy"]
         print(f"fuzzy matcher on the streaming result's {f['profiles']:,} profiles: {f['candidates']:,} candidate "
-              f"pairs, m from {f['m_source']}, {f['seconds']:.1f} s")
+              f"pairs, m from {f['m_source']} ({'validated' if f['validated'] else 'not validated: no auto-merge'}), "
+              f"{f['seconds']:.1f} s")
         for label, key, thr in (("suggestions", "suggest", f["suggest_threshold"]),
-                                ("auto-merge", "auto", f["auto_threshold"])):
+                                ("auto-merge if enabled", "auto", f["auto_threshold"])):
             j = f[key]
             wrong = ", ".join(f"{k} {v:,}" for k, v in sorted(j["wrong"].items(), key=lambda kv: -kv[1])) or "none"
-            print(f"    {label} (score >= {thr:g}): {j['pairs']:,} pairs, precision {j['precision']:.4f} "
-                  f"({j['right']:,} right; wrong: {wrong})")
+            print(f"    {label} (score >= {thr:g}): {j['pairs']:,} pairs, precision {j['precision']:.4f}, "
+                  f"expected by the scores {j['expected']:.4f} ({j['right']:,} right; wrong: {wrong})")
+        print(f"    streaming result with every suggestion accepted:\n        {fmt_scores(f['accepted'])}")
     print(f"  (load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 

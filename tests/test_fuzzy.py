@@ -15,6 +15,8 @@ from cdp_hub.resolver.fuzzy import (
     MatcherConfig,
     PersonRecord,
     ScoredPair,
+    calibration,
+    calibration_report,
     cluster,
     default_config,
     find_matches,
@@ -86,8 +88,7 @@ def test_cyrillic_and_latin_spellings_of_one_person_match() -> None:
     ]
     found = pairs_of(records)
     assert set(found) == {("a1", "a2"), ("b1", "b2")}
-    config = default_config()
-    assert found["a1", "a2"].score >= config.auto_merge_threshold
+    assert found["a1", "a2"].score >= 0.9999  # what an operator would set for auto-merge
     assert found["a1", "a2"].evidence["surname"].level == "exact"
     assert found["b1", "b2"].evidence["given_name"].level == "exact"
 
@@ -134,11 +135,13 @@ def test_same_name_but_different_birth_dates_do_not_match() -> None:
     assert find_matches(records, default_config()) == []
 
 
-def test_name_alone_is_a_suggestion_but_never_an_auto_merge() -> None:
+def test_name_alone_is_not_a_suggestion() -> None:
+    # Two customers named Pavel Smirnov and nothing else in common are as likely namesakes as one person.
     records = [PersonRecord("a", "Pavel", "Smirnov"), PersonRecord("b", "Pavel", "Smirnov"), *BACKGROUND]
-    (pair,) = find_matches(records, default_config())
-    config = default_config()
-    assert config.suggest_threshold <= pair.score < config.auto_merge_threshold
+    run = match(records, default_config(), threshold=0.0)
+    pair = next(p for p in run.pairs if (p.a, p.b) == ("a", "b"))
+    assert 0.1 < pair.score < default_config().suggest_threshold
+    assert find_matches(records, default_config()) == []
 
 
 def test_different_people_with_one_shared_trait_do_not_match() -> None:
@@ -214,7 +217,9 @@ def test_em_estimate_is_rejected_when_there_are_no_duplicates() -> None:
     records = [r for r in _people(300, seed=8) if not r.id.endswith("-dup")]
     run = match(records, default_config(min_records_for_estimation=200))
     assert run.parameters.m_source.startswith("config (EM rejected")
-    assert run.parameters.prior == default_config().prior
+    # The prior falls back to duplicate_rate: 10% of records duplicate another among (at least) 200 records.
+    assert run.parameters.pair_prior == pytest.approx(2 * 0.1 / (max(len(records), 200) - 1))
+    assert not run.parameters.validated
 
 
 def test_record_ids_must_be_unique() -> None:
@@ -281,10 +286,10 @@ def test_term_frequency_makes_a_rare_name_stronger_evidence_than_a_common_one() 
     records += [PersonRecord("z1", "Anna", "Зайцева", birth_date="1980-05-05"),
                 PersonRecord("z2", "Anna", "Zaitseva", birth_date="1980-05-05"),
                 PersonRecord("i-twin", "Given1", "Ivanov", birth_date="1961-01-01")]
-    plain = default_config(min_records_for_estimation=10, estimate_m=False)
-    tf = default_config(
+    tf = default_config(min_records_for_estimation=10, estimate_m=False)  # names weighed by frequency by default
+    plain = default_config(
         min_records_for_estimation=10, estimate_m=False,
-        comparisons=[{**c.model_dump(), "term_frequency": c.field == "surname"} for c in plain.comparisons],
+        comparisons=[{**c.model_dump(), "term_frequency": False} for c in tf.comparisons],
     )
 
     def surname_weight(config: MatcherConfig, a: str, b: str) -> float:
@@ -326,3 +331,79 @@ def test_name_method_on_a_field_without_skeletons() -> None:
     records = [PersonRecord("a", surname="Orlova", city="Tver"), PersonRecord("b", surname="Orlova", city="Omsk")]
     (pair,) = match(records, config, threshold=0.0).pairs
     assert pair.evidence["city"].level == "different"
+
+
+# -- negative evidence, Russian given names, the prior, calibration ----------------------------------------
+
+
+def _pair(records: list[PersonRecord], a: str, b: str, config: MatcherConfig | None = None) -> ScoredPair:
+    run = match(records, config or default_config(), threshold=0.0)
+    return next(p for p in run.pairs if (p.a, p.b) == (a, b))
+
+
+def test_namesakes_whose_emails_differ_only_in_digits_are_not_a_suggestion() -> None:
+    # Two Petrova Annas of one city; their e-mails are their names plus their birth years.
+    records = [PersonRecord("a", "Анна", "Петрова", city="Москва", email="petrova.a1971@gmail.com"),
+               PersonRecord("b", "Anna", "Petrova", city="Moskva", email="petrova.a1970@gmail.com"), *BACKGROUND]
+    pair = _pair(records, "a", "b")
+    assert pair.evidence["email"].level == "other_digits"
+    assert pair.evidence["email"].weight == default_config().negative_evidence.email_other_digits
+    assert find_matches(records, default_config()) == []
+    # A real typo keeps the digits: still evidence for one person.
+    typo = [PersonRecord("a", "Анна", "Петрова", city="Москва", email="petrova.a1971@gmail.com"),
+            PersonRecord("b", "Anna", "Petrova", city="Moskva", email="petorva.a1971@gmail.com"), *BACKGROUND]
+    assert _pair(typo, "a", "b").evidence["email"].level == "edits<=1"
+    assert _pair(typo, "a", "b").score > pair.score
+    # Without the rule the digits' difference is only "different".
+    off = default_config(negative_evidence={"email_other_digits": 0.0})
+    assert _pair(records, "a", "b", off).evidence["email"].level == "different"
+
+
+def test_a_household_phone_is_no_evidence_when_given_names_disagree() -> None:
+    # Mother and son: one surname, one address, one phone; their given names differ.
+    records = [PersonRecord("mum", "Ольга", "Смирнова", birth_date="1970-04-02", phone="+79161112233", city="Тверь"),
+               PersonRecord("son", "Иван", "Смирнов", birth_date="1998-11-20", phone="+79161112233", city="Тверь"),
+               *BACKGROUND]
+    pair = _pair(records, "mum", "son")
+    assert pair.evidence["phone"].level == "shared_contact" and pair.evidence["phone"].weight == 0.0
+    assert pair.score < 0.01
+    without = _pair(records, "mum", "son", default_config(negative_evidence={"shared_contact": False}))
+    assert without.evidence["phone"].level == "exact" and without.score > pair.score
+
+
+def test_short_and_full_russian_given_names_agree() -> None:
+    records = [PersonRecord("a", "Александр", "Воронин", birth_date="1988-02-17"),
+               PersonRecord("b", "Саша", "Воронин", birth_date="1988-02-17"),
+               PersonRecord("c", "Sasha", "Voronin", birth_date="1988-02-17"), *BACKGROUND]
+    found = pairs_of(records)
+    assert {("a", "b"), ("a", "c"), ("b", "c")} <= set(found)
+    assert {found[k].evidence["given_name"].level for k in found} == {"exact"}
+
+
+def test_the_old_prior_setting_is_refused_with_its_replacement_named() -> None:
+    with pytest.raises(ValidationError, match="duplicate_rate"):
+        default_config(prior=0.01)
+
+
+def test_calibration_report_expects_what_the_scores_say() -> None:
+    records = _people(150, seed=7)
+    config = default_config(min_records_for_estimation=200)
+    run = match(records, config, threshold=calibration.REPORT_FLOOR)
+    report = calibration_report(run, config)
+    assert report.validated and report.m_source == "em"
+    assert sum(n for _, _, n in report.histogram) == len(run.pairs)
+    by_threshold = {row.threshold: row for row in report.thresholds}
+    at = [p.score for p in run.pairs if p.score >= config.suggest_threshold]
+    row = by_threshold[config.suggest_threshold]
+    assert row.pairs == len(at) and row.expected_true == pytest.approx(sum(at))
+    assert row.expected_precision == pytest.approx(sum(at) / len(at))
+    counts = [r.pairs for r in report.thresholds]
+    assert counts == sorted(counts, reverse=True)  # a higher threshold never suggests more
+    assert report.auto_merge.startswith("off")
+    assert default_config(auto_merge_threshold=0.9999).auto_merge_threshold == 0.9999
+    refused = calibration_report(match(records[:40], default_config(auto_merge_threshold=0.9999)),
+                                 default_config(auto_merge_threshold=0.9999))
+    assert refused.auto_merge.startswith("refused")
+    text = "\n".join(report.lines())
+    assert "expected precision" in text and "<- suggest" in text
+    assert report.as_json()["thresholds"][0]["expected_false"] >= 0

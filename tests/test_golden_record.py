@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdp_hub.cli import main
+from cdp_hub.delivery.profiles import load_profiles
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import build_stage
 from cdp_hub.resolver import IdentityRules, find_profile
@@ -27,6 +28,7 @@ from cdp_hub.resolver.bulk import BulkImporter
 from cdp_hub.resolver.graph import BatchItem, GraphFragment
 from cdp_hub.resolver.rules import ACCOUNT_KINDS, load_rules
 from cdp_hub.schema.events import parse_event
+from cdp_hub.store import ProfileRepository
 
 from .test_resolver import decoded, event, hub, profile_count, records
 
@@ -60,6 +62,10 @@ async def test_a_relative_sharing_a_phone_gets_a_profile_of_their_own(hub: Hub) 
     assert set(rows[0]["profile_ids"]) == {mother.profile_id, daughter.profile_id}
     shared = await hub.store.fetch("SELECT profile_id FROM shared_identities WHERE value = $1", FAMILY_PHONE)
     assert {r["profile_id"] for r in shared} == {mother.profile_id, daughter.profile_id}  # a contact of both
+    # Delivery may still use it: the daughter's SMS goes to the family phone (after her own numbers, if any).
+    contacts = await load_profiles(ProfileRepository(hub.store), [str(daughter.profile_id), str(mother.profile_id)])
+    assert contacts[str(daughter.profile_id)].addresses("phone") == [FAMILY_PHONE]
+    assert contacts[str(mother.profile_id)].addresses("phone") == [FAMILY_PHONE]
 
     # From now on the household phone links a record only to the holder whose first name agrees.
     out = await stage.handle(records(event(("phone", FAMILY_PHONE), source="loyalty", at=4,

@@ -204,6 +204,16 @@ class GraphFragment:
               own: dict[str, set[str]] | None = None) -> str | None:
         """None when ``extra`` may join ``group`` (and a record holding ``own`` limited values) under the
         rules, else the rule's name for the refusal (a limited kind, or the operator's split)."""
+        if not group:
+            # The usual case, a known customer seen again: one profile alone is never split from itself and
+            # already holds its limited values within the limits; only the record's own values can exceed.
+            if own:
+                held = self.limited[extra]
+                for kind, values in own.items():
+                    limit = self.limits[kind]
+                    if len(values) > limit or len(values | held.get(kind, set())) > limit:
+                        return kind
+            return None
         if self.splits:
             members = set(group).union(*(self.absorbed.get(g, set()) for g in group))
             joining = {extra} | self.absorbed.get(extra, set())
@@ -211,10 +221,10 @@ class GraphFragment:
                     any(self.splits.get(p, set()) & members for p in joining):
                 return _SPLIT
         for kind, limit in self.limits.items():
-            values: set[str] = set(own.get(kind, ())) if own else set()
+            found: set[str] = set(own.get(kind, ())) if own else set()
             for pid in [*group, extra]:
-                values |= self.limited[pid].get(kind, set())
-            if len(values) > limit:
+                found |= self.limited[pid].get(kind, set())
+            if len(found) > limit:
                 return kind
         return None
 

@@ -26,6 +26,7 @@ See docs/fuzzy-matching.md for the method, a configuration example and the CLI.
 
 from __future__ import annotations
 
+from cdp_hub.resolver.fuzzy.calibration import Calibration, calibration_report
 from cdp_hub.resolver.fuzzy.match import MatchRun, ModelParameters, cluster, find_matches, match
 from cdp_hub.resolver.fuzzy.model import (
     BlockingPass,
@@ -52,6 +53,7 @@ from cdp_hub.resolver.fuzzy.text import fold, name_skeleton, soundex, transliter
 __all__ = [
     "AutoMergeResult",
     "BlockingPass",
+    "Calibration",
     "Comparison",
     "FieldEvidence",
     "MatchRun",
@@ -61,6 +63,7 @@ __all__ = [
     "ScoredPair",
     "SuggestResult",
     "Suggestion",
+    "calibration_report",
     "cluster",
     "default_config",
     "find_matches",

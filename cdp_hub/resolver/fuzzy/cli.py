@@ -47,7 +47,10 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="minimum match probability to store (default: the matcher's suggest_threshold)")
     p.add_argument("--auto-merge", action="store_true",
-                   help="merge the pairs at or above auto_merge_threshold now")
+                   help="merge the pairs at or above auto_merge_threshold now (needs the threshold set in the "
+                   "matcher configuration and parameters estimated on this data)")
+    p.add_argument("--report", action="store_true",
+                   help="print the calibration report: score histogram and expected precision per threshold")
     p.add_argument("--matcher", default=None, help="matcher configuration (TOML or JSON); default: built-in")
     p.add_argument("--rules", type=Path, default=None,
                    help="identity rules for --auto-merge (default: $CDP_HUB_IDENTITY_RULES or built-in)")
@@ -100,7 +103,7 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
 
         rules = load_rules(args.rules)
         async with Hub(settings) as hub:
-            result = await suggest_merges(hub.store, config, threshold=args.threshold)
+            result = await suggest_merges(hub.store, config, threshold=args.threshold, report=args.report)
 
             async def publish(event: Event) -> None:
                 await publish_profile_event(hub, event)
@@ -109,19 +112,25 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         async with _store(settings) as store:
             await store.migrate()
-            result = await suggest_merges(store, config, threshold=args.threshold)
+            result = await suggest_merges(store, config, threshold=args.threshold, report=args.report)
     summary = _summary(result, merged)
+    if result.calibration is not None:
+        summary["calibration"] = result.calibration.as_json()
     if args.json:
         print(json.dumps(summary))
         return 0
+    auto_note = ("auto-merge off" if config.auto_merge_threshold is None
+                 else f"{len(result.auto)} at or above auto_merge_threshold {config.auto_merge_threshold:g}")
     print(f"{result.profiles} profiles, {result.candidate_pairs} candidate pairs -> {result.suggestions} "
           f"suggestions ({result.inserted} new, {result.updated} updated, {result.stale} stale), "
-          f"{len(result.auto)} at or above auto_merge_threshold {config.auto_merge_threshold:g}"
-          f" in {result.seconds:.2f}s")
+          f"{auto_note} in {result.seconds:.2f}s")
+    if result.calibration is not None:
+        print("\n".join(result.calibration.lines()))
     if result.run is not None and result.run.unreadable:
         print("values that could not be read (compared as missing): "
               + ", ".join(f"{k}={v}" for k, v in sorted(result.run.unreadable.items())), file=sys.stderr)
-    for pair in (result.run.pairs[:10] if result.run else []):
+    for pair in ([p for p in result.run.pairs if p.score >= (args.threshold or config.suggest_threshold)][:10]
+                 if result.run and not args.report else []):
         print(f"  {pair.score:.6f}  {pair.a}  {pair.b}")
     if merged is not None:
         print(f"auto-merged {merged.merged} pairs ({merged.already_one} already one profile)")

@@ -27,6 +27,7 @@ from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
 
 from cdp_hub.resolver.fuzzy.model import (
+    BlockingPass,
     Comparison,
     FieldEvidence,
     MatcherConfig,
@@ -34,7 +35,7 @@ from cdp_hub.resolver.fuzzy.model import (
     ScoredPair,
     parse_blocking_key,
 )
-from cdp_hub.resolver.fuzzy.text import fold, name_skeleton, soundex
+from cdp_hub.resolver.fuzzy.text import fold, given_name_key, name_skeleton, soundex
 
 __all__ = ["MatchRun", "ModelParameters", "cluster", "find_matches", "match"]
 
@@ -53,7 +54,9 @@ _DMY = re.compile(r"^(\d{1,2})[./-](\d{1,2})[./-](\d{4})$")
 
 @dataclass(slots=True)
 class ModelParameters:
-    """The probabilities a run scored with: ``m[field][level]``, ``u[field][level]`` and the prior."""
+    """The probabilities a run scored with: ``m[field][level]``, ``u[field][level]``, the share of candidate
+    pairs that are matches (``prior``, what EM estimates) and the probability that two records drawn at random
+    are one person (``pair_prior``, what the score starts from)."""
 
     m: dict[str, list[float]]
     u: dict[str, list[float]]
@@ -61,6 +64,13 @@ class ModelParameters:
     m_source: str  # "em", "config", or "config (EM rejected: why)"
     u_source: str  # "config" or "random pairs"
     em_iterations: int = 0
+    pair_prior: float = 0.0
+    m_configured: tuple[str, ...] = ()  # fields whose m no blocking pass could teach (configured m kept)
+
+    @property
+    def validated(self) -> bool:
+        """m was estimated on this data and passed the plausibility checks: what auto-merge requires."""
+        return self.m_source == "em"
 
 
 @dataclass(slots=True)
@@ -140,7 +150,11 @@ def _prepare(records: Sequence[PersonRecord], config: MatcherConfig) -> _Prepare
         bad = sum(1 for v, c in zip(raw, col, strict=True) if c is None and v is not None and str(v).strip())
         if bad:
             unreadable[name] = bad
-        if name in _NAME_FIELDS:
+        if name == "given_name":
+            # Full and short forms meet (Александр / Саша / Sasha): one key per given name; a short form
+            # two full names share (Слава) keeps its plain skeleton.
+            skeletons[name] = [(given_name_key(v) or name_skeleton(v)) if v else None for v in col]
+        elif name in _NAME_FIELDS:
             skeletons[name] = [name_skeleton(v) if v else None for v in col]
     return _Prepared([r.id for r in records], values, skeletons, unreadable)
 
@@ -180,11 +194,14 @@ def _key_column(prep: _Prepared, key: str) -> list[str | None]:
     return out
 
 
-def _block(prep: _Prepared, config: MatcherConfig) -> tuple[set[int], list[int]]:
-    """Candidate pairs as ``i * n + j`` (``i < j``), and how many each pass added."""
+def _block(prep: _Prepared, config: MatcherConfig) -> tuple[set[int], list[int], list[set[int]]]:
+    """Candidate pairs as ``i * n + j`` (``i < j``), how many each pass added, and each pass's own pairs
+    (what the estimation of m learns from, pass by pass)."""
     n = len(prep.ids)
     pairs: set[int] = set()
     per_pass: list[int] = []
+    pass_pairs: list[set[int]] = []
+    current: set[int] = set()
     name_order = [
         f"{prep.skeletons['surname'][i] or ''}|{prep.skeletons['given_name'][i] or ''}" for i in range(n)
     ]
@@ -192,10 +209,11 @@ def _block(prep: _Prepared, config: MatcherConfig) -> tuple[set[int], list[int]]
     def add_window(members: list[int], window: int) -> None:
         for pos, i in enumerate(members):
             for j in members[pos + 1 : pos + window]:
-                pairs.add(i * n + j if i < j else j * n + i)
+                current.add(i * n + j if i < j else j * n + i)
 
     for bp in config.blocking:
         before = len(pairs)
+        current = set()
         columns = [_key_column(prep, k) for k in bp.keys]
         keyed = [
             (i, "\x1f".join(parts))
@@ -217,9 +235,11 @@ def _block(prep: _Prepared, config: MatcherConfig) -> tuple[set[int], list[int]]
                     continue
                 for x, i in enumerate(members):
                     for j in members[x + 1 :]:
-                        pairs.add(i * n + j)
+                        current.add(i * n + j)
+        pairs |= current
+        pass_pairs.append(current)
         per_pass.append(len(pairs) - before)
-    return pairs, per_pass
+    return pairs, per_pass, pass_pairs
 
 
 # -- comparison --------------------------------------------------------------------------------------
@@ -292,11 +312,34 @@ def _comparator(comp: Comparison) -> Comparator:
             return by_distance(dist), None
         return dates
 
+    if comp.method == "email":
+        def emails(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
+            if a == b:
+                return 0, None
+            if email_digits_conflict(a, b, both=False):
+                return different, None  # ivanova.s1970@ / ivanova.s1960@ / ivanova.s@: no typo
+            return by_distance(OSA.distance(a, b)), None
+        return emails
+
     def edit(a: str, b: str, sa: str | None, sb: str | None) -> tuple[int, float | None]:
         if a == b:
             return 0, None
         return by_distance(OSA.distance(a, b)), None
     return edit
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def email_digits_conflict(a: str, b: str, *, both: bool = True) -> bool:
+    """Both local parts are the same letters and their digits differ: what two people of the same name look
+    like (``petrova.a1971@`` / ``petrova.a1970@``; the digits are usually a birth year). With ``both`` each
+    must have digits (``petrova.a@`` / ``petrova.a2@`` is then no conflict, only no typo)."""
+    local_a, local_b = a.partition("@")[0], b.partition("@")[0]
+    digits_a, digits_b = "".join(_DIGITS.findall(local_a)), "".join(_DIGITS.findall(local_b))
+    if digits_a == digits_b or (both and not (digits_a and digits_b)):
+        return False
+    return _DIGITS.sub("", local_a) == _DIGITS.sub("", local_b)
 
 
 class _Comparer:
@@ -428,6 +471,7 @@ def _em(
 
 # A match agrees on these more often than not, whatever the data; EM estimates that deny it are wrong.
 _CORE_FIELDS = ("given_name", "surname", "birth_date")
+_MIN_PASS_PAIRS = 50  # fewer pairs than this in a pass teach nothing reliable
 
 
 def _em_problem(m: dict[str, list[float]], prior: float, config: MatcherConfig) -> str | None:
@@ -435,15 +479,98 @@ def _em_problem(m: dict[str, list[float]], prior: float, config: MatcherConfig) 
     if prior > config.em_max_prior:
         return f"{prior:.0%} of candidate pairs in the match class, more than em_max_prior {config.em_max_prior:g}"
     for c in config.comparisons:
-        if c.field in _CORE_FIELDS and m[c.field][0] <= m[c.field][-1]:
+        if c.field in _CORE_FIELDS and c.field in m and m[c.field][0] <= m[c.field][-1]:
             return f"matches would disagree on {c.field} more often than agree"
     return None
 
 
+def _pass_fields(bp: BlockingPass, config: MatcherConfig) -> set[int]:
+    """Indexes of the comparisons whose fields a blocking pass selects on."""
+    fields: set[str] = set()
+    for key in bp.keys:
+        arg = parse_blocking_key(key)[1]
+        fields |= {"given_name", "surname"} if arg == "names" else {arg}
+    return {f for f, c in enumerate(config.comparisons) if c.field in fields}
+
+
+def _em_by_pass(
+    pass_patterns: Sequence[Counter[tuple[int, ...]]],
+    config: MatcherConfig,
+    m: dict[str, list[float]],
+    u: dict[str, list[float]],
+    pair_prior: float,
+    all_pairs: int,
+) -> tuple[dict[str, list[float]], int, str | None]:
+    """m of each field by EM, pass by pass, the way Splink trains: the pairs of one blocking pass agree on
+    the pass's own fields by construction, so those fields are masked and the pass teaches the m of the
+    others. Each field's m is the average over the passes that taught it, weighted by their expected
+    matches. A pass whose estimate fails the plausibility checks is left out; the whole estimate is rejected
+    (``problem``) when no pass passes or a core field (given name, surname, birth date) is learnt by none."""
+    learnt: dict[str, list[tuple[float, list[float]]]] = {}
+    iterations = 0
+    problems: list[str] = []
+    for patterns in pass_patterns:
+        total = sum(patterns.values())
+        if total < _MIN_PASS_PAIRS:
+            continue
+        start = min(max(pair_prior * all_pairs / total, 1e-4), 0.5)
+        em_m, em_prior, its = _em(patterns, config, m, u, start)
+        iterations = max(iterations, its)
+        seen = {f for vec in patterns for f, lvl in enumerate(vec) if lvl != MISSING}
+        # One pass may legitimately be nearly all matches (same birth date in a set where birth dates are
+        # rare), so only the shape of m is checked here; the share of matches is checked on the whole.
+        problem = _em_problem({c.field: em_m[c.field] for f, c in enumerate(config.comparisons) if f in seen},
+                              0.0, config)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        matches = em_prior * total
+        for f, c in enumerate(config.comparisons):
+            if f in seen:
+                learnt.setdefault(c.field, []).append((matches, em_m[c.field]))
+    if not learnt:
+        return {}, iterations, problems[0] if problems else "no blocking pass had enough pairs to learn from"
+    estimated: dict[str, list[float]] = {}
+    for name, found in learnt.items():
+        weight = sum(w for w, _ in found) or 1.0
+        estimated[name] = _normalized([sum(w * probs[k] for w, probs in found) / weight + 1e-6
+                                       for k in range(len(found[0][1]))])
+    lacking = [f for f in _CORE_FIELDS if f in m and f not in estimated]
+    if lacking:
+        return {}, iterations, f"no blocking pass could estimate m for {', '.join(lacking)}"
+    return estimated, iterations, None
+
+
+def _pair_prior(patterns: Counter[tuple[int, ...]], config: MatcherConfig, m: dict[str, list[float]],
+                u: dict[str, list[float]], start: float, all_pairs: int) -> float:
+    """P(two random records are one person), by the fixed point ``prior = E[matches] / all pairs`` with the
+    expected matches summed over the candidate pairs (pairs blocking never proposed count as non-matches)."""
+    fields = [c.field for c in config.comparisons]
+    weights = {vec: sum(math.log2(m[fields[f]][lvl] / u[fields[f]][lvl]) for f, lvl in enumerate(vec)
+                        if lvl != MISSING) for vec in patterns}
+    prior = start
+    for _ in range(50):
+        logit = math.log2(prior / (1 - prior))
+        expected = sum(count / (1.0 + 2.0 ** -(weights[vec] + logit)) if weights[vec] + logit > -1000 else 0.0
+                       for vec, count in patterns.items())
+        new = min(max(expected / all_pairs, 1e-12), 0.5)
+        if abs(new - prior) <= 1e-3 * prior:
+            return new
+        prior = new
+    return prior
+
+
 def _parameters(
-    comparer: _Comparer, patterns: Counter[tuple[int, ...]], n: int, config: MatcherConfig
+    comparer: _Comparer, patterns: Counter[tuple[int, ...]], n: int, config: MatcherConfig,
+    pass_patterns: Sequence[Counter[tuple[int, ...]]] = (),
 ) -> ModelParameters:
-    """m, u and the prior: configured, or estimated when there are enough records (or nothing configured)."""
+    """m, u and the priors: configured, or estimated when there are enough records (or nothing configured).
+
+    The score starts from the probability that two random records are one person. Without an estimate it is
+    ``duplicate_rate`` spread over the pairs (``duplicate_rate * n`` matching pairs among ``n(n-1)/2``); EM
+    estimates the share of matches among the candidates, which blocking concentrates, and that share times
+    candidates over all pairs gives it back for a random pair.
+    """
     comps = config.comparisons
     enough = n >= config.min_records_for_estimation
     estimate_u = [config.estimate_u and (enough or c.u is None) for c in comps]
@@ -459,18 +586,36 @@ def _parameters(
         c.field: list(c.m) if c.m is not None else _normalized([2.0 ** -(3 * k) for k in range(len(c.levels) + 2)])
         for c in comps
     }
-    prior, m_source, iterations = config.prior, "config", 0
+    all_pairs = max(n * (n - 1) // 2, 1)
+    candidates = max(sum(patterns.values()), 1)
+    # A small batch is still drawn from a large customer base: two of its records are no likelier to be one
+    # person than two of min_records_for_estimation's, so the prior never rises above that population's.
+    population = max(n, config.min_records_for_estimation)
+    pair_prior = min(2 * config.duplicate_rate / (population - 1), 0.5)
+    m_source, iterations = "config", 0
+    m_configured: tuple[str, ...] = tuple(c.field for c in comps)
     if config.estimate_m and (enough or any(c.m is None for c in comps)) and patterns:
-        em_m, em_prior, iterations = _em(patterns, config, m, u, prior)
-        problem = _em_problem(em_m, em_prior, config)
+        estimated, iterations, problem = _em_by_pass(pass_patterns or [patterns], config, m, u, pair_prior,
+                                                     all_pairs)
         if problem is None:
-            m, prior, m_source = em_m, em_prior, "em"
-        else:
+            fitted = {**m, **estimated}
+            fitted_prior = _pair_prior(patterns, config, fitted, u, pair_prior, all_pairs)
+            share = fitted_prior * all_pairs / candidates
+            if share > config.em_max_prior:
+                problem = (f"{share:.0%} of candidate pairs in the match class, more than em_max_prior "
+                           f"{config.em_max_prior:g}")
+            else:
+                m, pair_prior = fitted, fitted_prior
+                m_source, m_configured = "em", tuple(c.field for c in comps if c.field not in estimated)
+        if problem is not None:
             # Typical when the candidates hold (almost) no duplicates: EM then splits them along some
-            # other structure. The configured m and prior are the safe answer.
-            log.warning("fuzzy matching: EM estimate rejected (%s); using the configured m and prior", problem)
+            # other structure. The configured m and prior are the safe answer, and nothing is auto-merged.
+            log.warning("fuzzy matching: EM estimate rejected (%s); using the configured m and prior, "
+                        "suggestions only", problem)
             m_source = f"config (EM rejected: {problem})"
-    return ModelParameters(m=m, u=u, prior=prior, m_source=m_source, u_source=u_source, em_iterations=iterations)
+    prior = min(pair_prior * all_pairs / candidates, 1.0)  # the share of candidate pairs that are matches
+    return ModelParameters(m=m, u=u, prior=prior, m_source=m_source, u_source=u_source, em_iterations=iterations,
+                           pair_prior=pair_prior, m_configured=m_configured)
 
 
 def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: float | None = None) -> MatchRun:
@@ -485,26 +630,38 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     prep = _prepare(records, config)
     n = len(ids)
     t_prep = time.perf_counter()
-    candidates, per_pass = _block(prep, config)
+    candidates, per_pass, pass_pairs = _block(prep, config)
     t_block = time.perf_counter()
 
     comparer = _Comparer(prep, config)
     vectors: list[tuple[int, int, tuple[int, ...], list[float | None], bool]] = []
     patterns: Counter[tuple[int, ...]] = Counter()
+    vector_of: dict[int, tuple[int, ...]] = {}
     for key in candidates:
         i, j = divmod(key, n)
         vec, sims, swapped = comparer.vector(i, j)
         vectors.append((i, j, vec, sims, swapped))
         patterns[vec] += 1
+        vector_of[key] = vec
+    # Per pass: its pairs' patterns with the fields its keys select on masked (they agree by construction).
+    pass_patterns: list[Counter[tuple[int, ...]]] = []
+    for bp, members in zip(config.blocking, pass_pairs, strict=True):
+        masked = _pass_fields(bp, config)
+        counted: Counter[tuple[int, ...]] = Counter()
+        for key in members:
+            vec = vector_of[key]
+            counted[tuple(MISSING if f in masked else lvl for f, lvl in enumerate(vec))] += 1
+        pass_patterns.append(counted)
+    del vector_of
     t_compare = time.perf_counter()
 
-    params = _parameters(comparer, patterns, n, config)
+    params = _parameters(comparer, patterns, n, config, pass_patterns)
     t_estimate = time.perf_counter()
 
     # Term frequencies only make sense next to a u estimated from the same data (u = average of tf).
     estimated = n >= config.min_records_for_estimation and config.estimate_u
     tf = _term_frequencies(prep, config) if estimated else []
-    pairs = _score(vectors, ids, config, params, cut, tf)
+    pairs = _score(vectors, ids, config, params, cut, tf, _NegativeRules(prep, config))
     t_score = time.perf_counter()
     return MatchRun(
         pairs=pairs, records=n, candidate_pairs=len(candidates), pairs_per_pass=per_pass, parameters=params,
@@ -538,6 +695,7 @@ def _score(
     params: ModelParameters,
     cut: float,
     term_frequencies: Sequence[_TermFrequency] = (),
+    negative: _NegativeRules | None = None,
 ) -> list[ScoredPair]:
     comps = config.comparisons
     weights = [[math.log2(mp / up) for mp, up in zip(params.m[c.field], params.u[c.field], strict=True)]
@@ -546,7 +704,8 @@ def _score(
     # shared rare surname counts for more than a shared "Ivanov" (u is the average of tf over values).
     tf_adjust = [(f, col, table, params.u[comps[f].field][0]) for f, col, table in term_frequencies]
     level_names = [c.level_names() for c in comps]
-    prior_logit = math.log2(params.prior / (1 - params.prior))
+    pair_prior = params.pair_prior or params.prior
+    prior_logit = math.log2(pair_prior / (1 - pair_prior))
     # The weight a pair needs for score >= cut; compare weights, not probabilities, in the loop.
     if cut <= 0.0:
         min_weight = -math.inf
@@ -567,10 +726,18 @@ def _score(
             if vec[f] == 0 and value:
                 adjusted[f] = math.log2(u_exact / table.get(value, u_exact))
                 w += adjusted[f]
+        relabelled: dict[int, str] = {}
+        if negative is not None:
+            for f, label, new_weight in negative.apply(i, j, vec, swapped):
+                delta = new_weight - (weights[f][vec[f]] + adjusted.get(f, 0.0))
+                adjusted[f] = adjusted.get(f, 0.0) + delta
+                relabelled[f] = label
+                w += delta
         if w < min_weight:
             continue
         evidence: dict[str, FieldEvidence] = {
-            comps[f].field: FieldEvidence(level_names[f][lvl], weights[f][lvl] + adjusted.get(f, 0.0), sims[f])
+            comps[f].field: FieldEvidence(relabelled.get(f, level_names[f][lvl]),
+                                          weights[f][lvl] + adjusted.get(f, 0.0), sims[f])
             for f, lvl in enumerate(vec) if lvl != MISSING
         }
         score = 1.0 / (1.0 + 2.0 ** -(w + prior_logit)) if w + prior_logit > -1000 else 0.0
@@ -580,6 +747,33 @@ def _score(
         out.append(ScoredPair(a, b, score, w, evidence, swapped))
     out.sort(key=lambda p: (-p.weight, p.a, p.b))
     return out
+
+
+class _NegativeRules:
+    """:class:`NegativeEvidence` for one run: which field of a pair gets which label and weight instead."""
+
+    def __init__(self, prep: _Prepared, config: MatcherConfig) -> None:
+        rules = config.negative_evidence
+        index = {c.field: f for f, c in enumerate(config.comparisons)}
+        different = {f: len(c.levels) + 1 for f, c in enumerate(config.comparisons)}
+        self.email = index.get("email")
+        self.emails = prep.values.get("email", [])
+        self.email_weight = rules.email_other_digits
+        self.contacts = [index[k] for k in ("phone", "email") if k in index] if rules.shared_contact else []
+        # Fields whose disagreement marks two people: given name (not swapped: a swap already agrees), birth date.
+        self.people_fields = [(index[k], different[index[k]]) for k in ("given_name", "birth_date") if k in index]
+        self.email_different = different[self.email] if self.email is not None else -2
+
+    def apply(self, i: int, j: int, vec: tuple[int, ...], swapped: bool) -> list[tuple[int, str, float]]:
+        out: list[tuple[int, str, float]] = []
+        e = self.email
+        if e is not None and vec[e] == self.email_different and self.email_weight < 0:
+            a, b = self.emails[i], self.emails[j]
+            if a and b and email_digits_conflict(a, b):
+                out.append((e, "other_digits", self.email_weight))
+        if self.contacts and any(vec[f] == lvl for f, lvl in self.people_fields) and not swapped:
+            out.extend((f, "shared_contact", 0.0) for f in self.contacts if vec[f] == 0)
+        return out
 
 
 def find_matches(records: Sequence[PersonRecord], config: MatcherConfig) -> list[ScoredPair]:

@@ -26,6 +26,7 @@ __all__ = [
     "Comparison",
     "FieldEvidence",
     "MatcherConfig",
+    "NegativeEvidence",
     "PersonRecord",
     "ScoredPair",
     "default_config",
@@ -153,8 +154,9 @@ class Comparison(BaseModel):
 
     Levels: ``exact`` first, then one level per entry of ``levels``, then ``different``. For ``name``,
     ``jaro_winkler`` and ``token`` methods ``levels`` are minimum similarities (0..1, descending); for
-    ``edit`` and ``date`` they are maximum edit distances (ascending; a date with day and month swapped
-    counts as one edit). ``m``/``u`` give P(level | match) / P(level | non-match), one per level
+    ``edit``, ``email`` and ``date`` they are maximum edit distances (ascending; a date with day and month
+    swapped counts as one edit; two e-mails whose only difference is in their digits are ``different``, not a
+    typo, see :class:`NegativeEvidence`). ``m``/``u`` give P(level | match) / P(level | non-match), one per level
     (``len(levels) + 2`` values). ``u`` left empty is estimated from random record pairs, ``m`` left empty
     by EM; both are needed when the data set is too small to estimate from.
     """
@@ -162,7 +164,7 @@ class Comparison(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     field: FieldName
-    method: Literal["name", "jaro_winkler", "token", "edit", "date", "exact"]
+    method: Literal["name", "jaro_winkler", "token", "edit", "email", "date", "exact"]
     levels: list[float] = Field(default_factory=list)
     m: list[float] | None = None
     u: list[float] | None = None
@@ -186,35 +188,65 @@ class Comparison(BaseModel):
         if self.method in ("name", "jaro_winkler", "token"):
             if any(not 0.0 < t <= 1.0 for t in self.levels) or self.levels != sorted(self.levels, reverse=True):
                 raise ValueError(f"comparison {self.field}: similarity levels must be in (0, 1], descending")
-        elif self.method in ("edit", "date") and (
+        elif self.method in ("edit", "email", "date") and (
             any(t < 1 for t in self.levels) or self.levels != sorted(self.levels)
         ):
             raise ValueError(f"comparison {self.field}: edit-distance levels must be >= 1, ascending")
         return self
 
     def level_names(self) -> list[str]:
-        if self.method in ("edit", "date"):
+        if self.method in ("edit", "email", "date"):
             middle = [f"edits<={int(t)}" for t in self.levels]
         else:
             middle = [f"similarity>={t:g}" for t in self.levels]
         return ["exact", *middle, "different"]
 
 
-class MatcherConfig(BaseModel):
-    """The whole matcher: blocking passes, comparisons, parameter estimation, thresholds.
+class NegativeEvidence(BaseModel):
+    """Evidence against a match that the field-by-field comparison cannot see, because the fields are not
+    independent: an e-mail is usually made of its owner's name, and a family shares a phone.
 
-    ``score`` is the posterior match probability of a candidate pair, with ``prior`` the share of
-    candidate pairs that are matches (estimated by EM when ``estimate_m`` is on and there is enough
-    data). Pairs at or above ``suggest_threshold`` become suggestions; at or above
-    ``auto_merge_threshold`` they may be merged automatically.
+    * ``email_other_digits``: both e-mails are the same letters with different digits
+      (``ivanova.s1970@`` / ``ivanova.s1960@``). Between two people of the same name that is what
+      namesakes look like, not a typo; the pair gets this weight (log2 Bayes factor) for its e-mail.
+    * ``shared_contact``: a phone or e-mail both records hold is no evidence when their given names or
+      birth dates disagree (a household's phone, a couple's mailbox): its agreement weighs 0.
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    email_other_digits: float = Field(-10.0, le=0.0)
+    shared_contact: bool = True
+
+
+class MatcherConfig(BaseModel):
+    """The whole matcher: blocking passes, comparisons, parameter estimation, thresholds.
+
+    ``score`` is the posterior match probability of a pair: the prior is the probability that two
+    records drawn at random are one person (from EM when the estimate passes its checks, else from
+    ``duplicate_rate``), updated by every field's evidence. Pairs at or above ``suggest_threshold``
+    become suggestions; at or above ``auto_merge_threshold`` (off by default) they may be merged
+    automatically, and only when m was estimated on the data and validated.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prior" in data:
+            raise ValueError("'prior' (P(match) of a candidate pair) was replaced by 'duplicate_rate': the "
+                             "expected share of records that duplicate another one (default 0.1)")
+        return data
+
     blocking: list[BlockingPass] = Field(min_length=1)
     comparisons: list[Comparison] = Field(min_length=1)
     swap_names: bool = Field(True, description="also try given name <-> surname swapped")
-    prior: float = Field(0.01, gt=0.0, lt=1.0, description="P(match) of a candidate pair, before evidence")
+    duplicate_rate: float = Field(
+        0.1, gt=0.0, lt=1.0,
+        description="expected share of records that duplicate another one; sets the prior when EM does not",
+    )
+    negative_evidence: NegativeEvidence = Field(default_factory=NegativeEvidence)
     estimate_u: bool = Field(True, description="estimate u from random pairs when there are enough records")
     estimate_m: bool = Field(True, description="estimate m and prior by EM when there are enough records")
     min_records_for_estimation: int = Field(1000, ge=10)
@@ -225,15 +257,18 @@ class MatcherConfig(BaseModel):
         description="an EM estimate calling more candidate pairs matches than this is rejected (configured m used)",
     )
     seed: int = 20261126
-    suggest_threshold: float = Field(0.9, ge=0.0, le=1.0)
-    auto_merge_threshold: float = Field(0.9999, ge=0.0, le=1.0)
+    suggest_threshold: float = Field(0.99, ge=0.0, le=1.0)
+    auto_merge_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="pairs at or above may be merged without an operator (off until set; needs validated EM)",
+    )
     auto_merge_max_cluster: int = Field(
         5, ge=2, description="auto-merge pulls together at most this many profiles; a bigger cluster waits for a human"
     )
 
     @model_validator(mode="after")
     def _check(self) -> MatcherConfig:
-        if self.auto_merge_threshold < self.suggest_threshold:
+        if self.auto_merge_threshold is not None and self.auto_merge_threshold < self.suggest_threshold:
             raise ValueError("auto_merge_threshold must be >= suggest_threshold")
         fields = [c.field for c in self.comparisons]
         if len(fields) != len(set(fields)):
@@ -268,13 +303,15 @@ def default_config(**overrides: Any) -> MatcherConfig:
             {"keys": ["postcode", "soundex(given_name)"]},
         ],
         "comparisons": [
-            {"field": "given_name", "method": "name", "levels": [0.92, 0.8],
+            # Names and birth dates: an agreement on a common value (Ivanov, Sergey, 1 January) says less
+            # than one on a rare value; weighed by term frequency when u is estimated on the data.
+            {"field": "given_name", "method": "name", "levels": [0.92, 0.8], "term_frequency": True,
              "m": [0.85, 0.08, 0.03, 0.04], "u": [0.01, 0.005, 0.05, 0.935]},
-            {"field": "surname", "method": "name", "levels": [0.92, 0.8],
+            {"field": "surname", "method": "name", "levels": [0.92, 0.8], "term_frequency": True,
              "m": [0.85, 0.08, 0.03, 0.04], "u": [0.002, 0.002, 0.02, 0.976]},
-            {"field": "middle_name", "method": "name", "levels": [0.9],
+            {"field": "middle_name", "method": "name", "levels": [0.9], "term_frequency": True,
              "m": [0.85, 0.07, 0.08], "u": [0.02, 0.03, 0.95]},
-            {"field": "birth_date", "method": "date", "levels": [1, 2],
+            {"field": "birth_date", "method": "date", "levels": [1, 2], "term_frequency": True,
              "m": [0.88, 0.08, 0.03, 0.01], "u": [0.0002, 0.002, 0.01, 0.9878]},
             {"field": "street_number", "method": "edit", "levels": [1],
              "m": [0.85, 0.05, 0.1], "u": [0.03, 0.1, 0.87]},
@@ -289,7 +326,7 @@ def default_config(**overrides: Any) -> MatcherConfig:
             {"field": "region", "method": "exact", "m": [0.9, 0.1], "u": [0.25, 0.75]},
             {"field": "phone", "method": "edit", "levels": [1],
              "m": [0.7, 0.1, 0.2], "u": [0.0001, 0.0005, 0.9994]},
-            {"field": "email", "method": "edit", "levels": [1],
+            {"field": "email", "method": "email", "levels": [1],
              "m": [0.7, 0.1, 0.2], "u": [0.0001, 0.0005, 0.9994]},
             {"field": "national_id", "method": "edit", "levels": [1],
              "m": [0.85, 0.05, 0.1], "u": [0.0001, 0.001, 0.9989]},

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from cdp_hub.resolver.fuzzy.calibration import REPORT_FLOOR, Calibration, calibration_report
 from cdp_hub.resolver.fuzzy.match import MatchRun, cluster, match
 from cdp_hub.resolver.fuzzy.model import MatcherConfig, PersonRecord, ScoredPair
 from cdp_hub.store import ProfileRepository, Store
@@ -79,7 +80,8 @@ class SuggestResult:
     """What :func:`suggest_merges` did.
 
     ``auto`` holds the pairs at or above ``auto_merge_threshold`` whose suggestion is (still) in status
-    ``auto``: the ones to merge automatically. Pairs an operator rejected are never in it.
+    ``auto``: the ones to merge automatically. Pairs an operator rejected are never in it, and it is empty
+    unless a threshold is set and the run's parameters were estimated on the data and validated.
     """
 
     profiles: int
@@ -92,6 +94,7 @@ class SuggestResult:
     matcher: str = ""
     seconds: float = 0.0
     run: MatchRun | None = None
+    calibration: Calibration | None = None  # with ``report=True``
 
 
 def _split_full_name(full: str) -> tuple[str | None, str | None, str | None]:
@@ -141,7 +144,8 @@ async def load_records(store: Store) -> list[PersonRecord]:
     return out
 
 
-async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: float | None = None) -> SuggestResult:
+async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: float | None = None,
+                         report: bool = False) -> SuggestResult:
     """Score every pair of live profiles that blocking proposes; store those at or above ``threshold``
     (default ``config.suggest_threshold``) in ``merge_suggestions``; return the ones to auto-merge.
 
@@ -150,10 +154,19 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     """
     t0 = time.perf_counter()
     records = await load_records(store)
-    run = match(records, config, threshold=threshold)
+    cut = config.suggest_threshold if threshold is None else threshold
+    # A calibration report needs the scores below the threshold too; only those at or above it are stored.
+    run = match(records, config, threshold=min(cut, REPORT_FLOOR) if report else cut)
+    calibration = calibration_report(run, config) if report else None
     fingerprint = matcher_fingerprint(config)
-    pairs = run.pairs
-    statuses = ["auto" if p.score >= config.auto_merge_threshold else "open" for p in pairs]
+    pairs = [p for p in run.pairs if p.score >= cut]
+    # Auto-merge needs an operator's threshold and parameters estimated on this data that passed their checks;
+    # with the configured defaults the scores are a guess, good enough to suggest, not to merge.
+    auto_cut = config.auto_merge_threshold if run.parameters.validated else None
+    if config.auto_merge_threshold is not None and auto_cut is None:
+        log.warning("fuzzy matching: auto_merge_threshold is set but m was not estimated on this data (%s); "
+                    "storing suggestions only", run.parameters.m_source)
+    statuses = ["auto" if auto_cut is not None and p.score >= auto_cut else "open" for p in pairs]
     inserted = updated = stale = 0
     auto: list[ScoredPair] = []
     async with store.pool.acquire() as conn, conn.transaction():
@@ -178,6 +191,7 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     result = SuggestResult(
         profiles=len(records), candidate_pairs=run.candidate_pairs, suggestions=len(pairs), inserted=inserted,
         updated=updated, stale=stale, auto=auto, matcher=fingerprint, seconds=time.perf_counter() - t0, run=run,
+        calibration=calibration,
     )
     log.info("fuzzy matching: %d profiles, %d candidate pairs, %d suggestions (%d new), %d auto",
              result.profiles, result.candidate_pairs, result.suggestions, inserted, len(auto))

@@ -74,9 +74,23 @@ _COUNT_IDENTITIES = "SELECT count(*) FROM identities"
 
 # What other stages read of a batch of profiles.
 _LINKS = "SELECT profile_id, merged_into, golden FROM profiles WHERE profile_id = ANY($1::uuid[])"
-_IDENTITIES_BY_RECENCY = """
-SELECT kind, value, profile_id, last_seen FROM identities WHERE profile_id = ANY($1::uuid[])
- ORDER BY last_seen DESC, value
+# A profile's own identities first (most recently seen first), then the household values it shares with
+# another profile (a family's phone: kept on both as a contact point, see shared_identities); a value
+# shared by more than _HOUSEHOLD_MAX profiles (the identity rules' default household_max_profiles) is no
+# household's and is not offered to its other holders.
+_HOUSEHOLD_MAX = 4
+_IDENTITIES_BY_RECENCY = f"""
+SELECT kind, value, profile_id, last_seen FROM (
+    SELECT kind, value, profile_id, last_seen, 0 AS shared FROM identities WHERE profile_id = ANY($1::uuid[])
+    UNION ALL
+    SELECT s.kind, s.value, s.profile_id, s.first_seen, 1 FROM shared_identities s
+     WHERE s.profile_id = ANY($1::uuid[])
+       AND NOT EXISTS (SELECT 1 FROM identities i
+                        WHERE i.kind = s.kind AND i.value = s.value AND i.profile_id = s.profile_id)
+       AND (SELECT count(*) FROM shared_identities o WHERE o.kind = s.kind AND o.value = s.value)
+           <= {_HOUSEHOLD_MAX}
+) x
+ ORDER BY shared, last_seen DESC, value
 """
 _REMOVE_IDENTITIES = """
 DELETE FROM identities i USING unnest($1::text[], $2::text[]) AS d(kind, value)
@@ -205,7 +219,7 @@ class ProfileRepository(ResolveStatements, BulkStatements, SuggestionStatements)
 
     async def identities_by_recency(self, profile_ids: Sequence[uuid.UUID]) -> list[tuple[str, str, uuid.UUID, datetime]]:
         """``(kind, value, profile id, last seen)`` of every identity of ``profile_ids``, most recently seen
-        first."""
+        first, then the household values each shares with another profile (a family's phone)."""
         rows = await self.store.fetch(_IDENTITIES_BY_RECENCY, list(profile_ids))
         return [(r["kind"], r["value"], r["profile_id"], r["last_seen"]) for r in rows]
 
