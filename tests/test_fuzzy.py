@@ -407,3 +407,15 @@ def test_calibration_report_expects_what_the_scores_say() -> None:
     text = "\n".join(report.lines())
     assert "expected precision" in text and "<- suggest" in text
     assert report.as_json()["thresholds"][0]["expected_false"] >= 0
+
+
+def test_an_incremental_run_finds_the_full_runs_pairs_that_touch_a_changed_record() -> None:
+    records = _people(300, seed=9)
+    config = default_config(min_records_for_estimation=200)
+    full = match(records, config, threshold=0.5)
+    changed = {r.id for r in records[::37]}
+    inc = match(records, config, threshold=0.5, changed=changed, parameters=full.parameters)
+    touching = {(p.a, p.b): p.score for p in full.pairs if p.a in changed or p.b in changed}
+    assert touching and {(p.a, p.b): p.score for p in inc.pairs} == pytest.approx(touching)
+    assert inc.candidate_pairs < full.candidate_pairs / 5
+    assert inc.parameters is full.parameters  # not estimated again from the few pairs

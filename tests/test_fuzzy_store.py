@@ -336,3 +336,20 @@ async def test_records_take_the_latest_identity_and_skip_blocked_values(store: S
     await store.execute("INSERT INTO blocked_identities (kind, value, reason) VALUES ('phone', '+74950000000', 'shared')")
     (record,) = await load_records(store)
     assert (record.id, record.given_name, record.email, record.phone) == (str(pid), "Inna", "inna@example.ru", None)
+
+
+async def test_an_incremental_run_compares_only_what_changed_since_the_last(store: Store) -> None:
+    ru = await add_profile(store, {"first_name": "Сергей", "last_name": "Иванов", "birth_date": "1985-03-14"})
+    await add_profile(store, {"first_name": "Pavel", "last_name": "Orlov", "birth_date": "1990-01-02"})
+    config = default_config()
+    first = await suggest_merges(store, config, incremental=True)  # no previous run: a full one
+    assert first.compared is None and first.suggestions == 0
+    en = await add_profile(store, {"first_name": "Sergey", "last_name": "Ivanov", "birth_date": "1985-03-14"})
+    second = await suggest_merges(store, config, incremental=True)
+    assert second.compared == 1 and second.profiles == 3  # the new profile, against all three
+    assert {(p.a, p.b) for p in second.run.pairs} == {key(ru, en)} if second.run else False
+    third = await suggest_merges(store, config, incremental=True)  # nothing changed since
+    assert third.compared == 0 and third.candidate_pairs == 0 and third.inserted == 0
+    assert await statuses(store) == {key(ru, en): "open"}
+    runs = await store.fetch("SELECT incremental, compared FROM matcher_runs ORDER BY started_at")
+    assert [(r["incremental"], r["compared"]) for r in runs] == [(False, 2), (True, 1), (True, 0)]

@@ -49,6 +49,9 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--auto-merge", action="store_true",
                    help="merge the pairs at or above auto_merge_threshold now (needs the threshold set in the "
                    "matcher configuration and parameters estimated on this data)")
+    p.add_argument("--incremental", action="store_true",
+                   help="compare only the profiles changed since the last run (of the same matcher configuration) "
+                   "against the rest, with that run's parameters; a full run when there is none")
     p.add_argument("--report", action="store_true",
                    help="print the calibration report: score histogram and expected precision per threshold")
     p.add_argument("--matcher", default=None, help="matcher configuration (TOML or JSON); default: built-in")
@@ -79,6 +82,8 @@ def _summary(result: SuggestResult, merged: AutoMergeResult | None) -> dict[str,
         "auto": len(result.auto),
         "matcher": result.matcher,
         "seconds": round(result.seconds, 3),
+        "compared": result.compared if result.compared is not None else result.profiles,
+        "incremental": result.compared is not None,
     }
     if result.run is not None and result.run.unreadable:
         out["unreadable"] = result.run.unreadable  # e.g. birth dates in no known notation: compared as missing
@@ -103,7 +108,8 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
 
         rules = load_rules(args.rules)
         async with Hub(settings) as hub:
-            result = await suggest_merges(hub.store, config, threshold=args.threshold, report=args.report)
+            result = await suggest_merges(hub.store, config, threshold=args.threshold, report=args.report,
+                                    incremental=args.incremental)
 
             async def publish(event: Event) -> None:
                 await publish_profile_event(hub, event)
@@ -112,7 +118,8 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     else:
         async with _store(settings) as store:
             await store.migrate()
-            result = await suggest_merges(store, config, threshold=args.threshold, report=args.report)
+            result = await suggest_merges(store, config, threshold=args.threshold, report=args.report,
+                                    incremental=args.incremental)
     summary = _summary(result, merged)
     if result.calibration is not None:
         summary["calibration"] = result.calibration.as_json()
@@ -121,7 +128,8 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     auto_note = ("auto-merge off" if config.auto_merge_threshold is None
                  else f"{len(result.auto)} at or above auto_merge_threshold {config.auto_merge_threshold:g}")
-    print(f"{result.profiles} profiles, {result.candidate_pairs} candidate pairs -> {result.suggestions} "
+    scope = "" if result.compared is None else f" ({result.compared} changed since the last run compared)"
+    print(f"{result.profiles} profiles{scope}, {result.candidate_pairs} candidate pairs -> {result.suggestions} "
           f"suggestions ({result.inserted} new, {result.updated} updated, {result.stale} stale), "
           f"{auto_note} in {result.seconds:.2f}s")
     if result.calibration is not None:

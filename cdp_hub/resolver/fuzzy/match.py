@@ -12,6 +12,7 @@ Pure Python plus rapidfuzz (C++ string metrics); no pandas, no numpy.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from rapidfuzz.distance import OSA, JaroWinkler
 from rapidfuzz.fuzz import token_sort_ratio
@@ -89,6 +91,7 @@ class MatchRun:
 # -- preparation -------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65536)  # birth dates repeat: about 20,000 distinct ones in a customer base
 def normalize_birth_date(value: date | str | None) -> str | None:
     """``YYYYMMDD`` for a date or a date string in a common notation; ``None`` when unreadable."""
     if value is None:
@@ -113,7 +116,7 @@ def _prepare_value(name: str, raw: object) -> str | None:
     if raw is None:
         return None
     if name == "birth_date":
-        return normalize_birth_date(raw)  # type: ignore[arg-type]
+        return normalize_birth_date(raw)
     text = str(raw)
     if name == "phone":
         digits = "".join(ch for ch in text if ch.isdigit())
@@ -163,75 +166,110 @@ def _prepare(records: Sequence[PersonRecord], config: MatcherConfig) -> _Prepare
 
 
 def _key_column(prep: _Prepared, key: str) -> list[str | None]:
+    """A blocking key's value for every record; each distinct input is derived once (names repeat a lot)."""
     fn, arg = parse_blocking_key(key)
-    if arg == "names":
-        given, sur = prep.skeletons["given_name"], prep.skeletons["surname"]
-        tokens_col: list[list[str]] = [
-            sorted(t for part in (g, s) if part for t in part.split()) for g, s in zip(given, sur, strict=True)
-        ]
-    else:
-        col = prep.skeletons.get(arg) if fn.startswith("prefix") or fn == "soundex" else None
-        source = col if col is not None else prep.values[arg]
-        tokens_col = [[v] if v else [] for v in source]
-    out: list[str | None] = []
-    for tokens in tokens_col:
+
+    def derive(tokens: list[str]) -> str | None:
         if not tokens:
-            out.append(None)
-            continue
+            return None
         if fn == "soundex":
-            out.append(" ".join(sorted(soundex(t) for tok in tokens for t in tok.split())))
-        elif fn.startswith("prefix"):
+            return " ".join(sorted(soundex(t) for tok in tokens for t in tok.split()))
+        if fn.startswith("prefix"):
             n = int(fn[-1])
-            out.append(" ".join(t[:n] for t in tokens))
-        elif fn == "reverse":
-            out.append(" ".join(t[::-1] for t in tokens))
-        elif fn == "year":
-            out.append(tokens[0][:4])
-        elif fn == "month_day":
-            out.append(tokens[0][4:8])
-        else:
-            out.append(" ".join(tokens))
-    return out
+            return " ".join(t[:n] for t in tokens)
+        if fn == "reverse":
+            return " ".join(t[::-1] for t in tokens)
+        if fn == "year":
+            return tokens[0][:4]
+        if fn == "month_day":
+            return tokens[0][4:8]
+        return " ".join(tokens)
+
+    if arg == "names":
+        memo: dict[tuple[str | None, str | None], str | None] = {}
+        out: list[str | None] = []
+        for pair in zip(prep.skeletons["given_name"], prep.skeletons["surname"], strict=True):
+            found = memo.get(pair, _UNSEEN)
+            if found is _UNSEEN:
+                found = memo[pair] = derive(sorted(t for part in pair if part for t in part.split()))
+            out.append(found)
+        return out
+    col = prep.skeletons.get(arg) if fn.startswith("prefix") or fn == "soundex" else None
+    source = col if col is not None else prep.values[arg]
+    if fn == "exact":
+        return list(source)  # the prepared value itself ("" never occurs: empty values are None)
+    by_value: dict[str | None, str | None] = {None: None}
+    result: list[str | None] = []
+    for v in source:
+        found = by_value.get(v, _UNSEEN)
+        if found is _UNSEEN:
+            found = by_value[v] = derive([v] if v else [])
+        result.append(found)
+    return result
 
 
-def _block(prep: _Prepared, config: MatcherConfig) -> tuple[set[int], list[int], list[set[int]]]:
+_UNSEEN: Any = object()
+
+
+def _block(prep: _Prepared, config: MatcherConfig,
+           changed: set[int] | None = None) -> tuple[set[int], list[int], list[set[int]]]:
     """Candidate pairs as ``i * n + j`` (``i < j``), how many each pass added, and each pass's own pairs
-    (what the estimation of m learns from, pass by pass)."""
+    (what the estimation of m learns from, pass by pass). With ``changed`` (record indexes), only pairs with
+    at least one changed record: an incremental run compares what changed against everything."""
     n = len(prep.ids)
     pairs: set[int] = set()
     per_pass: list[int] = []
     pass_pairs: list[set[int]] = []
     current: set[int] = set()
-    name_order = [
-        f"{prep.skeletons['surname'][i] or ''}|{prep.skeletons['given_name'][i] or ''}" for i in range(n)
-    ]
+    surnames, given_names = prep.skeletons["surname"], prep.skeletons["given_name"]
+
+    def name_order(i: int) -> tuple[str, str]:  # for the few blocks too big to pair all-to-all
+        return surnames[i] or "", given_names[i] or ""
 
     def add_window(members: list[int], window: int) -> None:
+        if changed is not None:
+            for pos, i in enumerate(members):
+                if i in changed:  # its neighbours on both sides
+                    for j in members[max(pos - window + 1, 0) : pos + window]:
+                        if j != i:
+                            current.add(i * n + j if i < j else j * n + i)
+            return
         for pos, i in enumerate(members):
             for j in members[pos + 1 : pos + window]:
                 current.add(i * n + j if i < j else j * n + i)
 
+    columns_of: dict[str, list[str | None]] = {}  # a key several passes use is derived once
     for bp in config.blocking:
         before = len(pairs)
         current = set()
-        columns = [_key_column(prep, k) for k in bp.keys]
-        keyed = [
-            (i, "\x1f".join(parts))
-            for i, parts in enumerate(zip(*columns, strict=True))
-            if all(parts)
-        ]
+        columns = [columns_of[k] if k in columns_of else columns_of.setdefault(k, _key_column(prep, k))
+                   for k in bp.keys]
+        # One key column is its own key; several are a tuple (sortable, hashable, no string building).
+        keys: list[Any] = columns[0] if len(columns) == 1 else [
+            parts if all(parts) else None for parts in zip(*columns, strict=True)]
         if bp.method == "sorted_neighbourhood":
-            keyed.sort(key=lambda item: item[1])
-            add_window([i for i, _ in keyed], bp.window)
+            keyed = sorted((k, i) for i, k in enumerate(keys) if k is not None)
+            add_window([i for _, i in keyed], bp.window)
         else:
-            blocks: dict[str, list[int]] = {}
-            for i, k in keyed:
-                blocks.setdefault(k, []).append(i)
+            if changed is not None:
+                # Incremental: only the blocks a changed record is in.
+                wanted = {keys[i] for i in changed} - {None}
+                members_of = (i for i, k in enumerate(keys) if k in wanted)
+            else:
+                members_of = (i for i, k in enumerate(keys) if k is not None)
+            blocks: dict[Any, list[int]] = {}
+            for i in members_of:
+                blocks.setdefault(keys[i], []).append(i)
             for members in blocks.values():
                 if len(members) < 2:
                     continue
                 if len(members) > bp.max_block_size:
-                    add_window(sorted(members, key=name_order.__getitem__), bp.window)
+                    add_window(sorted(members, key=name_order), bp.window)
+                    continue
+                if changed is not None:
+                    for i in members:
+                        if i in changed:
+                            current.update(i * n + j if i < j else j * n + i for j in members if j != i)
                     continue
                 for x, i in enumerate(members):
                     for j in members[x + 1 :]:
@@ -618,9 +656,14 @@ def _parameters(
                            pair_prior=pair_prior, m_configured=m_configured)
 
 
-def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: float | None = None) -> MatchRun:
+def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: float | None = None,
+          changed: Iterable[str] | None = None, parameters: ModelParameters | None = None) -> MatchRun:
     """Block, compare, estimate, score: every candidate pair with ``score >= threshold`` (default: the
-    config's ``suggest_threshold``), best first, with per-field evidence."""
+    config's ``suggest_threshold``), best first, with per-field evidence.
+
+    Incremental: with ``changed`` (ids of records created or changed since the last run) only pairs with at
+    least one changed record are compared; pass the last full run's ``parameters`` so the few pairs need not
+    estimate them again (without, they are estimated from the changed records' pairs alone)."""
     t0 = time.perf_counter()
     cut = config.suggest_threshold if threshold is None else threshold
     ids = [r.id for r in records]
@@ -630,7 +673,11 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     prep = _prepare(records, config)
     n = len(ids)
     t_prep = time.perf_counter()
-    candidates, per_pass, pass_pairs = _block(prep, config)
+    changed_idx: set[int] | None = None
+    if changed is not None:
+        index = {rid: k for k, rid in enumerate(ids)}
+        changed_idx = {index[rid] for rid in changed if rid in index}
+    candidates, per_pass, pass_pairs = _block(prep, config, changed_idx)
     t_block = time.perf_counter()
 
     comparer = _Comparer(prep, config)
@@ -645,7 +692,7 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
         vector_of[key] = vec
     # Per pass: its pairs' patterns with the fields its keys select on masked (they agree by construction).
     pass_patterns: list[Counter[tuple[int, ...]]] = []
-    for bp, members in zip(config.blocking, pass_pairs, strict=True):
+    for bp, members in zip(config.blocking, pass_pairs if parameters is None else [], strict=False):
         masked = _pass_fields(bp, config)
         counted: Counter[tuple[int, ...]] = Counter()
         for key in members:
@@ -655,7 +702,7 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     del vector_of
     t_compare = time.perf_counter()
 
-    params = _parameters(comparer, patterns, n, config, pass_patterns)
+    params = parameters if parameters is not None else _parameters(comparer, patterns, n, config, pass_patterns)
     t_estimate = time.perf_counter()
 
     # Term frequencies only make sense next to a u estimated from the same data (u = average of tf).

@@ -289,8 +289,13 @@ def default_config(**overrides: Any) -> MatcherConfig:
     """
     base: dict[str, Any] = {
         "blocking": [
-            {"keys": ["soundex(names)"]},
-            {"keys": ["birth_date"]},
+            # Common names make big blocks: beyond 30 records a block is scanned with a sorted window, so
+            # candidates grow linearly with the customer base.
+            {"keys": ["soundex(names)"], "max_block_size": 30},
+            # A birth date alone makes blocks that grow with the customer base (quadratic pairs); with either
+            # name's Soundex code they stay small, and one damaged name is still caught by the other pass.
+            {"keys": ["birth_date", "soundex(given_name)"]},
+            {"keys": ["birth_date", "soundex(surname)"]},
             {"keys": ["postcode", "prefix1(names)"]},
             {"keys": ["national_id"]},
             {"keys": ["phone"]},

@@ -21,12 +21,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cdp_hub.resolver.fuzzy.calibration import REPORT_FLOOR, Calibration, calibration_report
-from cdp_hub.resolver.fuzzy.match import MatchRun, cluster, match
+from cdp_hub.resolver.fuzzy.match import MatchRun, ModelParameters, cluster, match
 from cdp_hub.resolver.fuzzy.model import MatcherConfig, PersonRecord, ScoredPair
 from cdp_hub.store import ProfileRepository, Store
 from cdp_hub.store.profiles import Suggestion
@@ -95,6 +96,7 @@ class SuggestResult:
     seconds: float = 0.0
     run: MatchRun | None = None
     calibration: Calibration | None = None  # with ``report=True``
+    compared: int | None = None  # incremental: the changed profiles compared against the rest (None: a full run)
 
 
 def _split_full_name(full: str) -> tuple[str | None, str | None, str | None]:
@@ -144,8 +146,20 @@ async def load_records(store: Store) -> list[PersonRecord]:
     return out
 
 
+def _parameters_json(params: ModelParameters) -> dict[str, Any]:
+    return {"m": params.m, "u": params.u, "prior": params.prior, "m_source": params.m_source,
+            "u_source": params.u_source, "em_iterations": params.em_iterations, "pair_prior": params.pair_prior,
+            "m_configured": list(params.m_configured)}
+
+
+def _parameters_from_json(data: Mapping[str, Any]) -> ModelParameters:
+    return ModelParameters(m=data["m"], u=data["u"], prior=data["prior"], m_source=data["m_source"],
+                           u_source=data["u_source"], em_iterations=data.get("em_iterations", 0),
+                           pair_prior=data["pair_prior"], m_configured=tuple(data.get("m_configured", ())))
+
+
 async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: float | None = None,
-                         report: bool = False) -> SuggestResult:
+                         report: bool = False, incremental: bool = False) -> SuggestResult:
     """Score every pair of live profiles that blocking proposes; store those at or above ``threshold``
     (default ``config.suggest_threshold``) in ``merge_suggestions``; return the ones to auto-merge.
 
@@ -153,12 +167,24 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     merges is the caller's decision (``cdp-hub identity suggest --auto-merge``).
     """
     t0 = time.perf_counter()
+    started_at = datetime.now(UTC)
+    repo = ProfileRepository(store)
+    fingerprint = matcher_fingerprint(config)
+    # Incremental: only the profiles changed since the last run of this configuration are compared (against
+    # every profile), with that run's parameters; the first run, or one without a previous, is a full run.
+    previous = await repo.last_matcher_run(fingerprint) if incremental else None
+    changed_ids: set[str] | None = None
+    parameters: ModelParameters | None = None
+    if previous is not None:
+        since, stored = previous
+        changed_ids = {str(p) for p in await repo.changed_since(since, list(IDENTITY_FIELDS))}
+        parameters = _parameters_from_json(stored)
     records = await load_records(store)
     cut = config.suggest_threshold if threshold is None else threshold
     # A calibration report needs the scores below the threshold too; only those at or above it are stored.
-    run = match(records, config, threshold=min(cut, REPORT_FLOOR) if report else cut)
+    run = match(records, config, threshold=min(cut, REPORT_FLOOR) if report else cut, changed=changed_ids,
+                parameters=parameters)
     calibration = calibration_report(run, config) if report else None
-    fingerprint = matcher_fingerprint(config)
     pairs = [p for p in run.pairs if p.score >= cut]
     # Auto-merge needs an operator's threshold and parameters estimated on this data that passed their checks;
     # with the configured defaults the scores are a guess, good enough to suggest, not to merge.
@@ -188,10 +214,14 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
                                                             [uuid.UUID(p.b) for p in wanted])
             still_auto = {(str(a), str(b)) for a, b in rows}
             auto = [p for p in wanted if (p.a, p.b) in still_auto]
+    await repo.record_matcher_run(fingerprint, started_at, incremental=changed_ids is not None,
+                                  profiles=len(records),
+                                  compared=len(records) if changed_ids is None else len(changed_ids),
+                                  parameters=_parameters_json(run.parameters))
     result = SuggestResult(
         profiles=len(records), candidate_pairs=run.candidate_pairs, suggestions=len(pairs), inserted=inserted,
         updated=updated, stale=stale, auto=auto, matcher=fingerprint, seconds=time.perf_counter() - t0, run=run,
-        calibration=calibration,
+        calibration=calibration, compared=None if changed_ids is None else len(changed_ids),
     )
     log.info("fuzzy matching: %d profiles, %d candidate pairs, %d suggestions (%d new), %d auto",
              result.profiles, result.candidate_pairs, result.suggestions, inserted, len(auto))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,21 @@ __all__ = ["SuggestionStatements"]
 
 _LIVE_GOLDEN = """
 SELECT profile_id, golden FROM profiles WHERE merged_into IS NULL ORDER BY profile_id
+"""
+# Live profiles created or changed since a time: their golden record (updated_at) or an identity of the kinds the
+# matcher reads (seen since: the latest value may have changed).
+_CHANGED_SINCE = """
+SELECT profile_id FROM profiles WHERE merged_into IS NULL AND updated_at > $1
+UNION
+SELECT i.profile_id FROM identities i JOIN profiles p ON p.profile_id = i.profile_id
+ WHERE p.merged_into IS NULL AND i.kind = ANY($2::text[]) AND i.last_seen > $1
+"""
+_LAST_MATCHER_RUN = """
+SELECT started_at, parameters FROM matcher_runs WHERE matcher = $1 ORDER BY started_at DESC LIMIT 1
+"""
+_INSERT_MATCHER_RUN = """
+INSERT INTO matcher_runs (run_id, matcher, started_at, incremental, profiles, compared, parameters)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 # Blocked values (shared store phones, placeholder e-mails) are no evidence of anything.
 _LATEST_IDENTITIES = """
@@ -76,6 +92,22 @@ class SuggestionStatements:
         """``(profile id, golden record)`` of every live profile (``merged_into IS NULL``), by id."""
         rows = await self.store.fetch(_LIVE_GOLDEN)
         return [(r["profile_id"], r["golden"] if isinstance(r["golden"], dict) else {}) for r in rows]
+
+    async def changed_since(self, since: datetime, kinds: Sequence[str]) -> set[uuid.UUID]:
+        """Live profiles whose golden record changed after ``since``, or that were seen with an identity of
+        ``kinds`` after it (new profiles included)."""
+        return {r["profile_id"] for r in await self.store.fetch(_CHANGED_SINCE, since, list(kinds))}
+
+    async def last_matcher_run(self, matcher: str) -> tuple[datetime, dict[str, Any]] | None:
+        """``(started_at, parameters)`` of the latest matching run of configuration ``matcher``, or None."""
+        row = await self.store.fetchrow(_LAST_MATCHER_RUN, matcher)
+        return None if row is None else (row["started_at"], row["parameters"])
+
+    async def record_matcher_run(self, matcher: str, started_at: datetime, *, incremental: bool, profiles: int,
+                                 compared: int, parameters: dict[str, Any]) -> None:
+        """Remember a matching run: an incremental run starts from the latest one's time and parameters."""
+        await self.store.execute(_INSERT_MATCHER_RUN, uuid.uuid4(), matcher, started_at, incremental, profiles,
+                                 compared, parameters)
 
     async def latest_identities(self, kinds: Sequence[str]) -> list[tuple[uuid.UUID, str, str]]:
         """``(profile id, kind, value)``: the most recently seen value of each of ``kinds`` per live profile;
