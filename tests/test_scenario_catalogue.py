@@ -185,7 +185,7 @@ def test_a_condition_path_through_a_list_collects_every_element() -> None:
     assert Condition(field="event.properties.sku", op="in", value=["a"]).matches({"event": {"properties": {"sku": "a"}}})
 
 
-async def test_low_stock_is_a_change_for_carts_not_for_viewers(store: Any) -> None:
+async def test_low_stock_is_a_change_when_the_stock_falls_to_the_threshold(store: Any) -> None:
     from cdp_hub.store.products import ProductRepository, ProductUpdate
 
     repo = ProductRepository(store)
@@ -200,3 +200,15 @@ async def test_low_stock_is_a_change_for_carts_not_for_viewers(store: Any) -> No
     assert [c.kind for c in await repo.apply([update(1, 3)], low_stock=3)] == []  # already low
     assert [c.kind for c in await repo.apply([update(10, 4)], low_stock=0)] == []
     assert [c.kind for c in await repo.apply([update(3, 5)], low_stock=0)] == []  # switched off
+
+
+def test_a_deployment_pointing_only_its_scenarios_at_the_catalogue_fails_to_start(catalogue: Path) -> None:
+    from cdp_hub.config import Settings
+    from cdp_hub.triggers.cli import check_scenarios
+
+    # templates_dir and segments_dir not set: `cdp-hub run` would not find them, so the check must not either
+    with pytest.raises(ConfigurationError, match="no template 'welcome_day3'"):
+        check_scenarios(Settings(scenarios_dir=catalogue / "scenarios"))
+    configured = Settings(scenarios_dir=catalogue / "scenarios", templates_dir=catalogue / "templates",
+                          segments_dir=catalogue / "segments")
+    assert len(check_scenarios(configured)) == 33  # the catalogue's 32 and the built-in consent_confirmation

@@ -200,6 +200,7 @@ def live_day() -> list[Event]:
         event("wishlist.added", "wisher", D - 20 * M, "wish-1", sku="LAMP-1"),
         event("product.viewed", "stockwaiter", D - 20 * M, "view-sw", sku="CHAIR-1"),
         event("cart.updated", "lowcart", D - 20 * M, "cart-low", cart_id="cart-low", items=[MATTRESS], total="19990"),
+        event("product.viewed", "tierdown", D - 20 * M, "view-td", sku="MATT-1"),  # viewed, not in a cart
     ]
 
 
@@ -430,7 +431,7 @@ def test_back_in_stock(story: Story) -> None:
 def test_low_stock_cart(story: Story) -> None:
     message = story.one("lowcart", "low_stock_cart")
     assert message["kind"] == "push" and "Матрас Комфорт" in message["text"]
-    assert story.sent("browser", "low_stock_cart") == [] and story.sent("carter", "low_stock_cart") == []
+    assert story.sent("tierdown", "low_stock_cart") == [] and story.sent("carter", "low_stock_cart") == []
 
 
 def test_order_confirmation(story: Story) -> None:

@@ -127,9 +127,11 @@ def check_scenarios(settings: Settings, paths: list[Path] | None = None) -> list
 
 def _check(settings: Settings, paths: list[Path] | None = None) -> tuple[list[Scenario], list[Problem]]:
     builtin = not paths
+    # Only folders named on the command line bring their own templates and segments: the deployment's own
+    # scenarios are checked against what it is configured with, as `cdp-hub run` will use them.
+    catalogue = _catalogue_root(paths) if paths else None
     if not paths:
         paths = [settings.scenarios_dir] if settings.scenarios_dir else []
-    catalogue = _catalogue_root(paths)
     # A catalogue's root stands for its scenarios/ folder.
     paths = [p / "scenarios" if catalogue is not None and p == catalogue else p for p in paths]
     return check_scenario_files(paths, installed(settings, catalogue), builtin=builtin)
@@ -171,6 +173,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         extra = []
         if s.delay:
             extra.append(f"after {s.delay}")
+        if s.send_at is not None:
+            offset = (f"{s.send_at.before} before " if s.send_at.before else
+                      f"{s.send_at.after} after " if s.send_at.after else "at ")
+            extra.append(offset + s.send_at.field.removeprefix("event.properties."))
         if s.hold_until:
             extra.append(f"one per {s.hold_until.key}")
         if s.cancel_on:
