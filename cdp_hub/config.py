@@ -239,6 +239,9 @@ class Settings(BaseSettings):
         "many days before it (and have not bought it since)")
     catalogue_audience_limit: int = Field(
         100_000, ge=0, description="most customers told of one catalogue change (the latest viewers first)")
+    catalogue_low_stock: int = Field(
+        3, ge=0, description="a product whose stock falls to this many (and not 0) is a product.low_stock event for "
+        "the customers with it in a cart (0: never)")
     recommend_window_days: int = Field(
         365, ge=1, description="orders this recent feed 'bought together' and 'popular' (cdp-hub recommend refresh)")
     recommend_min_support: int = Field(

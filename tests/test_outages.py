@@ -34,7 +34,7 @@ from cdp_hub.pipeline.build import build_stage
 from cdp_hub.pipeline.runner import StageRunner
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.plugins import PluginInfo
-from tests.conftest import hub_settings
+from tests.conftest import _drop_keys, _test_hotstate, hub_settings
 from tests.test_delivery_stage import RecordingChannel, intent, make_profile, record, row
 
 # -- which dependency -------------------------------------------------------------------------------------
@@ -210,11 +210,14 @@ async def edge(tmp_path: Path, pg_dsn: str, redis_url: str) -> AsyncIterator[tup
                             event_sources={"shop": EventSource(keys=[SecretStr(SHOP_KEY)])},
                             connectors={"web": ConnectorInstance(type="tracking",
                                                                  config={"write_keys": [WEB_KEY]})})
-    hub = Hub(settings, bus=BrokenBus(), metrics=Metrics())
+    # A Redis prefix of the test's own: the edge remembers message ids for days, and under the shared default
+    # prefix a previous run's (or another session's) "m-1" made this run's request a duplicate.
+    hub = Hub(settings, bus=BrokenBus(), metrics=Metrics(), hotstate=_test_hotstate(redis_url))
     await hub.start()
     transport = httpx.ASGITransport(app=create_app(hub))
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
         yield hub, client
+    await _drop_keys(hub.hotstate)
     await hub.stop()
 
 

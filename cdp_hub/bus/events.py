@@ -1,7 +1,8 @@
 """Canonical events as bus records: the partition key and the headers every producer of events uses.
 
 One person's events should mostly share a partition (their order matters to the resolver), so the key is
-the event's strongest identity, by a fixed priority of kinds.
+the event's strongest identity, by a fixed priority of kinds; a catalogue event, which names no person, is
+keyed by its product's SKU.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ def event_key(event: Event) -> bytes:
     for kind in _KEY_PRIORITY:
         if kind in by_kind:
             return f"{kind}:{by_kind[kind]}".encode()
+    if not event.identities:
+        # A catalogue event (product.updated) is about a product: one product's versions share a partition.
+        sku = event.properties.get("sku")
+        return f"sku:{sku}".encode() if isinstance(sku, str) else f"event:{event.event_id}".encode()
     first = event.identities[0]
     return f"{first.kind}:{first.value}".encode()
 

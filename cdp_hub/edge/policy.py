@@ -3,7 +3,7 @@
     event dict from a request ─▶ strip_profile_id (dropped and logged: only the resolver assigns profiles)
     Event ─▶ SourcePolicy.admit:
               internal type (profile.*, message.*, segment.*, journey.*,
-                             product.price_dropped, product.back_in_stock)  ─▶ PolicyViolation (DLQ)
+                             product.price_dropped, product.back_in_stock, product.low_stock)  ─▶ PolicyViolation (DLQ)
               catalogue event (product.updated) from a ``public`` source    ─▶ PolicyViolation (DLQ)
               type outside the source's allow-list                         ─▶ PolicyViolation (DLQ)
               consent.changed granting consent from a ``public`` source    ─▶ PolicyViolation (DLQ)
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 Trust = Literal["public", "trusted"]
 INTERNAL_PREFIXES = ("profile.", "message.", "segment.", "journey.")
 """Event types the hub makes itself; never accepted from outside."""
-INTERNAL_TYPES = frozenset({"product.price_dropped", "product.back_in_stock"})
+INTERNAL_TYPES = frozenset({"product.price_dropped", "product.back_in_stock", "product.low_stock"})
 """Single event types the hub derives itself (from catalogue changes); never accepted from outside either."""
 
 

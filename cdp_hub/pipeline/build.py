@@ -134,7 +134,8 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
     settings = hub.settings
     if name == "resolver":
         catalogue = CatalogueStep(ProductRepository(hub.store), interest_days=settings.catalogue_interest_days,
-                                  audience_limit=settings.catalogue_audience_limit)
+                                  audience_limit=settings.catalogue_audience_limit,
+                                  low_stock=settings.catalogue_low_stock)
         return ResolverStage(ctx, profiles=ProfileRepository(hub.store), normalization=settings.normalization,
                              rules=options.get("rules"), consents=ConsentRepository(hub.store),
                              catalogue=catalogue)

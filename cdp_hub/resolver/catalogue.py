@@ -1,8 +1,9 @@
 """The catalogue step of the resolver: product events update the catalogue and never touch a profile.
 
     product.updated (no person identity) ─▶ ProductRepository.apply (products, product_changes)
-        ─▶ price_dropped / back_in_stock changes ─▶ ProductRepository.interested (recent viewers, not buyers)
-        ─▶ one product.price_dropped / product.back_in_stock event per interested profile ─▶ [cdp.profile-events]
+        ─▶ price_dropped / back_in_stock / low_stock changes ─▶ ProductRepository.interested (recent viewers and
+           wishers, not buyers; low_stock: who has it in a cart)
+        ─▶ one product.price_dropped / back_in_stock / low_stock event per interested profile ─▶ [cdp.profile-events]
 
 Catalogue events arrive on ``cdp.events`` like every other event (connectors need no second path), but they
 are about a product, not a person: they carry no identity, so the identity graph never sees them and no
@@ -42,16 +43,17 @@ class CatalogueStep:
     """Applies a batch's catalogue events and derives the per-customer events of what changed."""
 
     def __init__(self, products: ProductRepository, *, interest_days: int = 30,
-                 audience_limit: int = 100_000) -> None:
+                 audience_limit: int = 100_000, low_stock: int = 0) -> None:
         self.products = products
         self.interest_days = interest_days
         self.audience_limit = audience_limit
+        self.low_stock = low_stock
 
     async def apply(self, events: Sequence[Event]) -> list[Event]:
         """Update the catalogue from ``events``; return the derived profile events (in change order)."""
         updates = [ProductUpdate.from_payload(e.event_id, e.occurred_at, e.source, e.properties)
                    for e in events if e.type == "product.updated"]
-        changes = await self.products.apply(updates)
+        changes = await self.products.apply(updates, low_stock=self.low_stock)
         if not changes or self.audience_limit == 0:
             return []
         by_event = {e.event_id: e for e in events}

@@ -59,6 +59,13 @@ class OrderPayload(Payload):
     channel: str | None = None
     status: str | None = None
     reason: str | None = None
+    payment_url: str | None = Field(default=None, description="where an unpaid order can be paid")
+    tracking_url: str | None = Field(default=None, description="order.shipped: the carrier's tracking page")
+    carrier: str | None = None
+    delivery_slot_start: datetime | None = Field(
+        default=None, description="order.delivery_scheduled: when the agreed delivery window opens")
+    delivery_slot_end: datetime | None = None
+    warranty_until: datetime | None = Field(default=None, description="when the warranty of the order's goods ends")
 
 
 class CartPayload(Payload):
@@ -115,6 +122,15 @@ class ProductChangePayload(Payload):
     change_id: str = Field(description="the catalogue change (one per product.updated event and kind)")
 
 
+class WishlistPayload(Payload):
+    """``wishlist.added``: a customer saved a product for later (the price-drop and back-in-stock audience)."""
+
+    sku: str
+    name: str | None = None
+    price: Money | None = None
+    url: str | None = None
+
+
 class SearchPayload(Payload):
     query: str
     results_count: int | None = None
@@ -160,6 +176,8 @@ class LoyaltyTierPayload(Payload):
     card: str | None = None
     from_tier: str | None = None
     to_tier: str
+    direction: Literal["up", "down"] | None = Field(
+        default=None, description="whether the new tier is higher or lower (the loyalty system knows its order)")
 
 
 class AppPayload(Payload):
@@ -242,11 +260,16 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "order.paid": OrderPayload,
     "order.cancelled": OrderPayload,
     "order.returned": OrderPayload,
+    "order.shipped": OrderPayload,
+    "order.delivery_scheduled": OrderPayload,
+    "order.delivered": OrderPayload,
     "cart.updated": CartPayload,
     "product.viewed": ProductViewedPayload,
     "product.updated": ProductPayload,
     "product.price_dropped": ProductChangePayload,
     "product.back_in_stock": ProductChangePayload,
+    "product.low_stock": ProductChangePayload,
+    "wishlist.added": WishlistPayload,
     "search.performed": SearchPayload,
     "loyalty.points_earned": LoyaltyPointsPayload,
     "loyalty.points_redeemed": LoyaltyPointsPayload,

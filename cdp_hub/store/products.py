@@ -4,9 +4,10 @@
         ─ last version per SKU; older than the stored one ─▶ ignored (a late or replayed update)
         ─ price lower than before          ─▶ product_changes: price_dropped
         ─ stock was 0, now above 0          ─▶ product_changes: back_in_stock
+        ─ stock fell to the low-stock level ─▶ product_changes: low_stock (``low_stock`` > 0: the threshold)
         ─ upsert products; return the changes of the batch's events (also those a replay made before)
-    changes ─▶ ProductRepository.interested ─▶ (change, profile) for each customer who viewed the SKU
-        in the window before the change and has not ordered it since
+    changes ─▶ ProductRepository.interested ─▶ (change, profile) for each customer who viewed or wished for
+        the SKU (low_stock: who has it in a cart) in the window before the change and has not ordered it since
 
 A change id is deterministic (the update's event id and the kind), so applying a batch twice records each
 change once, and a replayed batch still returns the changes it made the first time. A partial update (an ERP
@@ -82,7 +83,7 @@ class ProductChange:
     change_id: uuid.UUID
     event_id: uuid.UUID
     sku: str
-    kind: str  # "price_dropped" | "back_in_stock"
+    kind: str  # "price_dropped" | "back_in_stock" | "low_stock"
     price: Decimal | None
     previous_price: Decimal | None
     occurred_at: datetime
@@ -94,8 +95,10 @@ class ProductRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def apply(self, updates: Sequence[ProductUpdate]) -> list[ProductChange]:
-        """Apply a batch of updates in one transaction; return the changes of their events (see module doc)."""
+    async def apply(self, updates: Sequence[ProductUpdate], *, low_stock: int = 0) -> list[ProductChange]:
+        """Apply a batch of updates in one transaction; return the changes of their events (see module doc).
+        ``low_stock``: a total stock falling from above this to between 1 and this is a ``low_stock`` change
+        (0: none)."""
         if not updates:
             return []
         latest: dict[str, ProductUpdate] = {}
@@ -122,6 +125,11 @@ class ProductRepository:
                 if u.availability is not None and old["stock_total"] <= 0 < sum(u.availability.values()):
                     changes.append(ProductChange(change_id_for(u.event_id, "back_in_stock"), u.event_id, u.sku,
                                                  "back_in_stock", u.price if u.price is not None else old["price"],
+                                                 None, u.occurred_at))
+                if (low_stock > 0 and u.availability is not None
+                        and 0 < sum(u.availability.values()) <= low_stock < old["stock_total"]):
+                    changes.append(ProductChange(change_id_for(u.event_id, "low_stock"), u.event_id, u.sku,
+                                                 "low_stock", u.price if u.price is not None else old["price"],
                                                  None, u.occurred_at))
             if newer:
                 await self._upsert(conn, newer)
@@ -185,18 +193,23 @@ class ProductRepository:
 
     async def interested(self, changes: Sequence[ProductChange], *, days: int,
                          limit_per_change: int) -> list[tuple[ProductChange, uuid.UUID, list[dict[str, str]]]]:
-        """For each change, the customers who viewed its SKU in the ``days`` before it and have not ordered it
-        since their last view (at most ``limit_per_change``, the latest viewers first), each with the
-        identities of that last view (what the derived event carries)."""
+        """For each change, the customers who viewed or wished for its SKU (a ``low_stock`` change: who put it in
+        a cart) in the ``days`` before it and have not ordered it since (at most ``limit_per_change``, the
+        latest first), each with the identities of that last event (what the derived event carries)."""
         if not changes:
             return []
         by_id = {c.change_id: c for c in changes}
         rows = await self.store.fetch(
-            """WITH c AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS c(change_id, sku, at)),
+            """WITH c AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $6::text[])
+                          AS c(change_id, sku, at, kind)),
                viewers AS (
                    SELECT c.change_id, c.sku, e.profile_id, max(e.occurred_at) AS viewed_at,
                           (array_agg(e.body->'identities' ORDER BY e.occurred_at DESC))[1] AS identities
-                   FROM c JOIN events e ON e.type = 'product.viewed' AND (e.body->'properties'->>'sku') = c.sku
+                   FROM c JOIN events e
+                        ON ((c.kind <> 'low_stock' AND e.type IN ('product.viewed', 'wishlist.added')
+                             AND (e.body->'properties'->>'sku') = c.sku)
+                            OR (c.kind = 'low_stock' AND e.type = 'cart.updated'
+                                AND e.body->'properties'->'items' @> jsonb_build_array(jsonb_build_object('sku', c.sku))))
                         AND e.occurred_at >= c.at - make_interval(days => $4) AND e.occurred_at <= c.at
                    WHERE e.profile_id IS NOT NULL
                    GROUP BY c.change_id, c.sku, e.profile_id),
@@ -210,7 +223,7 @@ class ProductRepository:
                SELECT change_id, profile_id, identities FROM ranked WHERE n <= $5
                ORDER BY change_id, viewed_at DESC""",
             [c.change_id for c in changes], [c.sku for c in changes], [c.occurred_at for c in changes],
-            days, limit_per_change)
+            days, limit_per_change, [c.kind for c in changes])
         out = []
         for r in rows:
             ids = r["identities"]

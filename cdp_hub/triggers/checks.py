@@ -2,7 +2,7 @@
 
     scenario files (built-ins, scenarios_dir) ─▶ parse (JSON Schema, pydantic) ─▶ for each scenario:
         trigger and cancel_on       registered event types (built-in and plugin-registered)
-        conditions, hold_until key  event properties of the trigger's payload, event fields, profile traits
+        conditions, hold_until key, send_at  event properties of the trigger's payload, event fields, profile traits
         segments                    segment.entered/exited on a known segment, profile.segments contains one
         channel, fallbacks          a configured channel instance, or a channel type of that name
         template                    a template for every channel kind used, in the deployment's locale
@@ -159,6 +159,11 @@ def check_scenario(scenario: Scenario, doc: _Document, installed: Installed) -> 
         message = _field_problem(scenario.hold_until.key, scenario.trigger.event, installed)
         if message:
             problem(("hold_until", "key"), message)
+
+    if scenario.send_at is not None:
+        message = _field_problem(scenario.send_at.field, scenario.trigger.event, installed)
+        if message:
+            problem(("send_at", "field"), message)
 
     kinds: list[str] = []
     for path, name in [(("channel",), scenario.channel),

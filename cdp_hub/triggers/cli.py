@@ -1,6 +1,7 @@
 """Scenario commands of the ``cdp-hub`` CLI.
 
     cdp-hub scenarios validate [PATH...]                 shape, and every reference against what is installed
+    cdp-hub scenarios init --catalogue retail DIR        write a ready catalogue (scenarios, templates, segments)
     cdp-hub scenarios list                               the scenarios the triggers stage would run
     cdp-hub scenarios simulate ID (--profile P | --events FILE) [--now] [--json]
         a profile's stored events (or a JSON Lines file of events) through the real triggers stage and its
@@ -39,6 +40,11 @@ def register(sub: SubParsers) -> None:
                                       "segments")
     v.add_argument("paths", nargs="*", type=Path, help="files or folders (default: built-ins and scenarios_dir)")
     v.set_defaults(handler=cmd_validate)
+    init = s.add_parser("init", help="write a ready scenario catalogue to DIR: scenarios/, templates/, segments/")
+    init.add_argument("--catalogue", required=True, help="which catalogue (retail)")
+    init.add_argument("dir", type=Path, help="where to write it")
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.set_defaults(handler=cmd_init)
     ls = s.add_parser("list", help="the scenarios the triggers stage would run")
     ls.set_defaults(handler=cmd_list)
     sim = s.add_parser("simulate", help="what a scenario would decide for a profile's events, sends disabled")
@@ -54,8 +60,10 @@ def register(sub: SubParsers) -> None:
     sim.set_defaults(handler=cmd_simulate)
 
 
-def installed(settings: Settings) -> Installed:
-    """What the deployment has installed and configured, for the scenario checks."""
+def installed(settings: Settings, beside: Path | None = None) -> Installed:
+    """What the deployment has installed and configured, for the scenario checks. ``beside``: a catalogue
+    folder (``scenarios init``) whose ``templates/`` and ``segments/`` count as installed too, before the
+    deployment's, so a catalogue checks before the config points at it."""
     from cdp_hub.delivery.rendering import TemplateRenderer
     from cdp_hub.pipeline.build import channel_kind
     from cdp_hub.plugins import get_registry
@@ -71,12 +79,38 @@ def installed(settings: Settings) -> Installed:
     else:
         def kind(name: str) -> str | None:
             return kind_of(name) if name in settings.channels else None
-    renderer = TemplateRenderer(settings.templates_dir, default_locale=settings.default_locale,
-                                default_currency=settings.default_currency)
-    segments = load_segments([settings.segments_dir] if settings.segments_dir else [])
-    return Installed(channel_kind=kind, template_exists=renderer.exists,
+    renderers = [TemplateRenderer(directory, default_locale=settings.default_locale,
+                                  default_currency=settings.default_currency)
+                 for directory in (_part(beside, "templates"), settings.templates_dir) if directory is not None]
+    renderers = renderers or [TemplateRenderer(None, default_locale=settings.default_locale)]
+    segment_dirs = [d for d in (settings.segments_dir, _part(beside, "segments")) if d is not None]
+    segments = load_segments(segment_dirs)
+
+    def template_exists(name: str, kind: str, locale: str) -> bool:
+        return any(r.exists(name, kind, locale) for r in renderers)
+
+    return Installed(channel_kind=kind, template_exists=template_exists,
                      segments=frozenset(s.id for s in segments), locales=(settings.default_locale,),
                      traits=frozenset(load_rules().traits))
+
+
+def _part(catalogue: Path | None, name: str) -> Path | None:
+    """``catalogue/name`` when it is a folder (a catalogue's templates or segments)."""
+    if catalogue is None:
+        return None
+    return catalogue / name if (catalogue / name).is_dir() else None
+
+
+def _catalogue_root(paths: list[Path]) -> Path | None:
+    """The catalogue a validated path belongs to: a folder with a scenarios/ folder, or the scenarios/ folder
+    (or a file in it) of one."""
+    for path in paths:
+        folder = path if path.is_dir() else path.parent
+        for candidate in (folder, folder.parent):
+            if (candidate / "scenarios").is_dir() and ((candidate / "templates").is_dir()
+                                                       or (candidate / "segments").is_dir()):
+                return candidate
+    return None
 
 
 def check_scenarios(settings: Settings, paths: list[Path] | None = None) -> list[Scenario]:
@@ -93,9 +127,29 @@ def check_scenarios(settings: Settings, paths: list[Path] | None = None) -> list
 
 def _check(settings: Settings, paths: list[Path] | None = None) -> tuple[list[Scenario], list[Problem]]:
     builtin = not paths
+    # Only folders named on the command line bring their own templates and segments: the deployment's own
+    # scenarios are checked against what it is configured with, as `cdp-hub run` will use them.
+    catalogue = _catalogue_root(paths) if paths else None
     if not paths:
         paths = [settings.scenarios_dir] if settings.scenarios_dir else []
-    return check_scenario_files(paths, installed(settings), builtin=builtin)
+    # A catalogue's root stands for its scenarios/ folder.
+    paths = [p / "scenarios" if catalogue is not None and p == catalogue else p for p in paths]
+    return check_scenario_files(paths, installed(settings, catalogue), builtin=builtin)
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.triggers.catalogues import write_catalogue
+
+    written = write_catalogue(args.catalogue, args.dir, overwrite=args.force)
+    scenarios = sum(1 for p in written if p.parent.name == "scenarios")
+    print(f"wrote {len(written)} files to {args.dir}: {scenarios} scenario files, their templates and segments")
+    print("point the deployment at them (cdp-hub.toml):")
+    root = args.dir.resolve()
+    print(f'  scenarios_dir = "{root / "scenarios"}"')
+    print(f'  templates_dir = "{root / "templates"}"')
+    print(f'  segments_dir = "{root / "segments"}"')
+    print(f"then check them: cdp-hub scenarios validate {args.dir}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,6 +173,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         extra = []
         if s.delay:
             extra.append(f"after {s.delay}")
+        if s.send_at is not None:
+            offset = (f"{s.send_at.before} before " if s.send_at.before else
+                      f"{s.send_at.after} after " if s.send_at.after else "at ")
+            extra.append(offset + s.send_at.field.removeprefix("event.properties."))
         if s.hold_until:
             extra.append(f"one per {s.hold_until.key}")
         if s.cancel_on:
@@ -229,7 +287,11 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
                 await fire()
             await stage.handle([Record(hub.topics.profile_events, 0, offset, None, event.to_json())])
         # Let every wait run out: the longest delay, the lateness, a day for quiet hours.
-        clock[0] = clock[0] + (scenario.delay_td or timedelta(0)) + options.allowed_lateness + timedelta(days=1)
+        wait = scenario.delay_td or timedelta(0)
+        if scenario.send_at is not None:  # until the latest send time the events name
+            times = [scenario.fire_time(e.occurred_at, e.model_dump(mode="json")) for e in events]
+            wait = max([t - clock[0] for t in times if t is not None] + [timedelta(0)])
+        clock[0] = clock[0] + wait + options.allowed_lateness + timedelta(days=1)
         stage.watermarks.caught_up()
         await fire()
         decisions: list[Decision] = stage.decisions

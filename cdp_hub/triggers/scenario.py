@@ -6,6 +6,7 @@
     delay: 1h
     hold_until: {key: event.properties.cart_id, window: 1d}
     cancel_on: [order.placed]
+    # or, instead of delay: send_at: {field: event.properties.delivery_slot_start, before: 1d}
     channel: email
     fallbacks: [sms]
     template: abandoned_cart
@@ -20,16 +21,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
 
-__all__ = ["Condition", "HoldUntil", "Scenario", "load_scenarios", "parse_duration", "scenario_json_schema"]
+__all__ = ["Condition", "HoldUntil", "Scenario", "SendAt", "load_scenarios", "parse_duration", "scenario_json_schema"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -49,7 +50,9 @@ Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "no
 
 
 class Condition(BaseModel):
-    """``field`` is a dotted path into ``{"event": ..., "profile": ...}``."""
+    """``field`` is a dotted path into ``{"event": ..., "profile": ...}``; a path through a list collects
+    the field of every element (``event.properties.items.category``: the categories of an order's lines), and
+    then ``contains`` means one of them is the value, ``in`` any of them is in the list, ``not_in`` none is."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,12 +70,22 @@ class Condition(BaseModel):
 
     def matches(self, scope: Mapping[str, Any]) -> bool:
         current: Any = scope
+        spread = False
         for part in self._parts:
             if (type(current) is dict or isinstance(current, Mapping)) and part in current:
                 current = current[part]
+            elif type(current) is list:
+                # A path through a list collects the field of every element: event.properties.items.category
+                # is the categories of the order's lines.
+                current = [x[part] for x in current if isinstance(x, Mapping) and x.get(part) is not None]
+                spread = True
             else:
                 current = _MISSING
                 break
+        if spread and self.op in ("in", "not_in"):
+            # Collected values: ``in`` holds when any of them is in the list, ``not_in`` when none is.
+            hit = any(x in (self.value or []) for x in current)
+            return hit if self.op == "in" else not hit
         if self.op == "exists":
             return current is not _MISSING and current is not None
         if self.op == "not_exists":
@@ -182,6 +195,47 @@ class HoldUntil(BaseModel):
         return None if current is None or isinstance(current, dict | list) else str(current)
 
 
+class SendAt(BaseModel):
+    """Send relative to a time the trigger event carries (a delivery slot, points expiring) instead of after
+    it: ``{field: event.properties.delivery_slot_start, before: 1d}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(pattern=r"^event(\.[A-Za-z0-9_]+)+$",
+                       description="a date-time of the trigger event, e.g. event.properties.expires_at")
+    before: str | None = Field(None, description="this long before it, e.g. 7d")
+    after: str | None = Field(None, description="this long after it, e.g. 1h")
+
+    @field_validator("before", "after")
+    @classmethod
+    def _check_offset(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def time_of(self, event: Mapping[str, Any]) -> datetime | None:
+        """The send time for a trigger event (its JSON form); None when the event lacks the field or it is no
+        date-time."""
+        current: Any = event
+        for part in self.field.split(".")[1:]:
+            if not isinstance(current, Mapping) or part not in current:
+                return None
+            current = current[part]
+        if isinstance(current, str):
+            try:
+                current = datetime.fromisoformat(current.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+        if not isinstance(current, datetime):
+            return None
+        at = current if current.tzinfo else current.replace(tzinfo=UTC)
+        if self.before:
+            at -= parse_duration(self.before)
+        if self.after:
+            at += parse_duration(self.after)
+        return at
+
+
 class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -196,6 +250,8 @@ class Scenario(BaseModel):
     lateness: str | None = Field(default=None, description="drop a trigger that arrives this long after its "
                                  "send time (default: the deployment's allowed_lateness)")
     hold_until: HoldUntil | None = Field(default=None, description="one message per key; repeats reset the wait")
+    send_at: SendAt | None = Field(default=None, description="send relative to a date-time on the trigger event "
+                                   "(e.g. a day before the delivery slot) instead of after a delay")
     priority: int = Field(0, description="when marketing scenarios fire for one profile within the priority "
                           "window, the highest priority wins; the others are decided lost_priority")
     cancel_on: list[str] = Field(default_factory=list, description="event types that cancel a pending send")
@@ -214,6 +270,24 @@ class Scenario(BaseModel):
         if value is not None:
             parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> Scenario:
+        if self.send_at is not None and self.delay is not None:
+            raise ValueError("a scenario waits either a delay after its trigger or until send_at, not both")
+        return self
+
+    @property
+    def delayed(self) -> bool:
+        """Whether the scenario waits (a durable timer) rather than deciding at once."""
+        return bool(self.delay_td) or self.send_at is not None
+
+    def fire_time(self, event_time: datetime, event: Mapping[str, Any]) -> datetime | None:
+        """When a message for a trigger at ``event_time`` (``event``: its JSON form) is due; None when the
+        scenario sends relative to a field the event lacks."""
+        if self.send_at is not None:
+            return self.send_at.time_of(event)
+        return event_time + (self.delay_td or timedelta(0))
 
     @property
     def delay_td(self) -> timedelta | None:

@@ -3,7 +3,7 @@
     [cdp.profile-events] ─▶ watermark per partition (latest event time) ─▶ match scenarios (trigger, conditions)
         muted (setting, or an event marked by a replay/backfill) ──────────────────────────▶ decided muted
         older than max_age / max_trigger_age, or later than its send time + lateness ───────▶ decided too_late
-        delay?   ─▶ scheduled_triggers (durable timer at occurred_at + delay, hold-until key)
+        delay?   ─▶ scheduled_triggers (durable timer at occurred_at + delay, or at send_at, hold-until key)
         cancel_on ─▶ pending timers whose wait the event falls in, in event time ──────────▶ decided suppressed
         otherwise ─▶ the contact policy (below)
     due timers (fire_at + allowed lateness passed by the watermark; checked every second, busy or idle)
@@ -360,14 +360,22 @@ class TriggerStage(Stage[Event]):
                                               f"the event is older than {_human(max_age)}", event))
                     continue
                 lateness = scenario.lateness_td or self.options.allowed_lateness
-                fire_at = event.occurred_at + (scenario.delay_td or timedelta(0))
-                if (scenario.delay_td or scenario.lateness_td) and is_too_late(fire_at, arrived, lateness):
+                if scenario.send_at is None:
+                    fire_at = event.occurred_at + (scenario.delay_td or timedelta(0))
+                else:  # relative to a time on the event (a delivery slot, points expiring)
+                    anchored = scenario.fire_time(event.occurred_at, trigger)
+                    if anchored is None:
+                        decisions.append(Decision(scenario, pid, "suppressed",
+                                                  f"the event has no date-time {scenario.send_at.field}", event))
+                        continue
+                    fire_at = anchored
+                if (scenario.delayed or scenario.lateness_td) and is_too_late(fire_at, arrived, lateness):
                     decisions.append(Decision(
                         scenario, pid, "too_late",
                         f"arrived after its send time {fire_at.isoformat()} plus the lateness of {_human(lateness)}",
                         event))
                     continue
-                if scenario.delay_td:
+                if scenario.delayed:
                     key = scenario.hold_until.key_of(trigger) if scenario.hold_until else None
                     trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
                     timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
