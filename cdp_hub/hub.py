@@ -29,6 +29,7 @@ from cdp_hub.httpclient import shared_client
 from cdp_hub.metrics import METRICS, Metrics
 from cdp_hub.outages import Outages
 from cdp_hub.plugins import PluginRegistry, get_registry
+from cdp_hub.redact import collect_secrets, register_secrets
 from cdp_hub.store import Store
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Hub:
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        register_secrets(collect_secrets(self.settings))  # log lines and errors never show them
         self.bus = bus or create_bus(self.settings)
         self.store = store or Store(self.settings.postgres_dsn, dialect=self.settings.dialect,
                                     pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)

@@ -22,12 +22,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cdp_hub.config import Settings, load_settings
-from cdp_hub.errors import CdpHubError
+from cdp_hub.errors import CdpHubError, ConfigurationError
+from cdp_hub.redact import collect_secrets, install_redaction, redact, register_secrets
 
 __all__ = ["COMMAND_MODULES", "main"]
 
 COMMAND_MODULES = (
     "cdp_hub.cli.core",          # schema, plugins, migrate, run, serve, dlq, demo
+    "cdp_hub.cli.config",        # config show, config check
     "cdp_hub.triggers.cli",      # scenarios validate, list, simulate
     "cdp_hub.connector.cli",     # connectors list/spec/check/state, sync, ingest-file
     "cdp_hub.scaffold.cli",      # new connector, new channel
@@ -64,7 +66,9 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
                  "message": record.getMessage()}
-        if record.exc_info:
+        if record.exc_text:  # the traceback as the redaction filter left it
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
@@ -96,7 +100,14 @@ class ClientLibraryNoise(logging.Filter):
         return True
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def configure_logging(level: str, fmt: str) -> None:
+    """One handler on the root logger for every library (httpx, aiokafka, uvicorn, the hub), with the
+    client-noise filter and the one redaction filter (:mod:`cdp_hub.redact`): no line carries a secret."""
+    if level.upper() not in LOG_LEVELS:
+        raise ConfigurationError(f"log level {level!r} is not one of {', '.join(LOG_LEVELS)}")
     handler = logging.StreamHandler()
     handler.addFilter(ClientLibraryNoise())
     if fmt == "json":
@@ -105,6 +116,7 @@ def configure_logging(level: str, fmt: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    install_redaction(root)
     root.setLevel(level.upper())
 
 
@@ -117,16 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(args.config)
+        register_secrets(collect_secrets(settings))  # before anything can log or fail with one in its text
         configure_logging(args.log_level or settings.log_level, settings.log_format)
         result = handler(args, settings)
         if inspect.isawaitable(result):
             result = asyncio.run(result)  # type: ignore[arg-type]
         return int(result or 0)
     except CdpHubError as exc:
-        print(f"cdp-hub: error: {exc}", file=sys.stderr)
+        print(f"cdp-hub: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # a missing file, a refused connection: say which, no traceback
-        print(f"cdp-hub: error: {exc}", file=sys.stderr)
+        print(f"cdp-hub: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
