@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,7 @@ class Metered:
             await self.app(scope, receive, send)
             return
         status = {"code": 500}
+        started = time.perf_counter()
 
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -94,6 +96,7 @@ class Metered:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.hub.metrics.http_requests.labels(path, str(status["code"])).inc()
+            self.hub.metrics.http_request_seconds.labels(path).observe(time.perf_counter() - started)
 
 
 def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
@@ -192,6 +195,7 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
         routes.extend(module.routes(hub))
 
     document = openapi_document()
+    hub.metrics.known(routes=[path for r in routes if (path := getattr(r, "path", None))])
     return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), *edge_middleware(hub)],
                      exception_handlers={EdgeUnavailable: unavailable_response})
 
@@ -202,8 +206,10 @@ class _Server:
     def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         import uvicorn
 
+        # log_config=None: uvicorn's lines go to the root handler like every other library's (one format,
+        # redacted), instead of handlers of its own.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                access_log=False)
+                                access_log=False, log_config=None)
         self.server = uvicorn.Server(config)
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
 
