@@ -8,7 +8,8 @@
 
 Ingestion answers 503 with ``Retry-After`` while the bus cannot make the events durable (never 2xx for an
 event that is not durable: :mod:`cdp_hub.edge.durable`); ``/readyz`` fails while a dependency is down or a
-stage waits for one.
+stage waits for one, and while a configured channel or connector instance is invalid (:mod:`cdp_hub.checks`:
+its name and the reason are in the answer).
 
 Admin routes need ``Authorization: Bearer <admin_token>``; with no ``admin_token`` configured they are closed.
 Every route answers client mistakes with a 4xx naming the problem (docs/http-api.md), never a 500.
@@ -34,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cdp_hub.checks import instance_problems
 from cdp_hub.dlq.replay import list_dead_letters, replay_dead_letters
 from cdp_hub.edge import middleware as edge_middleware
 from cdp_hub.edge.durable import EDGE_REPORTER, EdgeUnavailable, unavailable_response
@@ -111,6 +113,9 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
             return json_response({"status": "stuck", "stages": stuck}, 503)
         return json_response({"status": "ok"})
 
+    # Worked out once: the configuration does not change while the process runs.
+    problems = instance_problems(hub.settings, hub.registry)
+
     async def readyz(request: Request) -> Response:
         checks: dict[str, str] = {}
         try:
@@ -136,10 +141,17 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
                   if dep in DEPENDENCIES}
         if paused:
             checks["stages"] = "paused: " + ", ".join(f"{s} waits for {d}" for s, d in sorted(paused.items()))
-        ok = all(v == "ok" for v in checks.values())
-        if ok:
+        if all(v == "ok" for v in checks.values()):
             hub.outages.up(EDGE_REPORTER)  # the edge saw an outage the probes now show is over
-        return json_response({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
+        for kind in ("channel", "connector"):
+            bad = [p for p in problems if p.kind == kind]
+            if bad:
+                checks[f"{kind}s"] = "misconfigured: " + "; ".join(f"{p.name}: {p.reason}" for p in bad)
+        ok = all(v == "ok" for v in checks.values())
+        body: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+        if problems:
+            body["problems"] = [{"kind": p.kind, "name": p.name, "reason": p.reason} for p in problems]
+        return json_response(body, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -40,6 +40,7 @@ from cdp_hub.connector.mapping import dig
 from cdp_hub.connector.pagination import PageRequest, Paginator, SinglePage
 from cdp_hub.connector.resilience import Action, RateLimiter, RetryPolicy, action_for, raise_for_status_action
 from cdp_hub.connector.streams import Stream
+from cdp_hub.durations import Duration
 from cdp_hub.errors import FatalError, RetriableError
 
 __all__ = ["HttpConnector", "HttpConnectorConfig", "RestStream", "WebhookOptions"]
@@ -62,8 +63,8 @@ class HttpConnectorConfig(WebhookOptions):
         None, discriminator="type", description="how to authenticate (api_key, bearer, basic, "
         "oauth2_client_credentials)")
     start_date: datetime | None = Field(None, description="the first sync reads records from this time on")
-    lookback: timedelta = Field(timedelta(minutes=10), description="re-read this far before the checkpoint, "
-                                "for updates the source wrote late (seconds or ISO 8601 duration)")
+    lookback: Duration = Field(timedelta(minutes=10), description="re-read this far before the checkpoint, "
+                               "for updates the source wrote late ('10m', '1h30m', ISO 8601 'PT10M', or seconds)")
     page_size: int = Field(100, ge=1, le=10_000)
     rate_limit_per_second: float | None = Field(None, gt=0, description="at most this many requests per "
                                                 "second to this API (all streams together)")
