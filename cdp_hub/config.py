@@ -121,6 +121,11 @@ class EdgeSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the "
                                     "tracking routes (`https://shop.example.ru`, or `*`)")
     cors_max_age: int = Field(600, ge=0, description="seconds a browser may cache a preflight answer")
+    max_in_flight: int = Field(256, ge=1, description="intake requests (events, tracking, webhooks) handled at "
+                               "once by one process; more are answered 503 with Retry-After at once")
+    max_backlog: int = Field(50_000, ge=0, description="in-process bus only: accepted events not yet processed "
+                             "by every stage; beyond it intake answers 503 with Retry-After (0: no limit)")
+    overload_retry_after: Seconds = Field(1.0, gt=0, description="Retry-After of those 503 answers")
 
 
 class Settings(BaseSettings):

@@ -91,7 +91,8 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r)
         self.http_in_flight = Gauge("cdp_http_in_flight", "HTTP intake requests being handled now", registry=r)
         self.http_shed = Counter(
-            "cdp_http_shed", "Intake requests answered 503 because too many were in flight", ["route"], registry=r)
+            "cdp_http_shed", "Intake requests answered 503 at once: too many in flight (overloaded) or too many "
+            "accepted events not yet processed on the in-process bus (backlogged)", ["route", "reason"], registry=r)
         self.channel_send_seconds = Histogram(
             "cdp_channel_send_seconds", "Time of one send to a channel's provider (each try), by channel instance",
             ["channel"], buckets=_LATENCY_BUCKETS, registry=r)
