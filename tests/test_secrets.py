@@ -21,8 +21,11 @@ import pytest
 import respx
 
 from cdp_hub.cli import main
+from cdp_hub.config import ChannelInstance
+from cdp_hub.daemon import create_app
 from cdp_hub.dlq.envelope import dead_letter_from_error
 from cdp_hub.errors import ConfigurationError, RetriableError
+from cdp_hub.hub import Hub
 from cdp_hub.redact import MASK, collect_secrets, public_view, redact, register_secrets
 from cdp_hub.testing import MockApi
 from channels.telegram import TelegramChannel
@@ -214,3 +217,13 @@ base_url = "https://api.telegram.test"
     assert "Traceback" in everything and "provider refused" in everything
     leaked = [secret for secret in SECRETS if secret in everything]
     assert leaked == [], f"secrets in the output: {leaked}"
+
+
+async def test_readyz_names_a_bad_instance_without_its_secrets(hub: Hub) -> None:
+    hub.settings.channels["tg"] = ChannelInstance(type="telegram", config={
+        "bot_token": BOT_TOKEN, "base_url": f"https://user:{PG_PASSWORD}@api.telegram.test", "chat": "typo"})
+    register_secrets(collect_secrets(hub.settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hub") as c:
+        answer = await c.get("/readyz")
+    assert answer.status_code == 503 and "tg: chat: Extra inputs are not permitted" in answer.text
+    assert [s for s in SECRETS if s in answer.text] == []
