@@ -49,7 +49,11 @@ def test_json_lines_carry_an_iso_time_and_the_id_fields(root_logging: io.StringI
     with log_context(stage="resolver"):
         logging.getLogger("cdp_hub.pipeline.runner").info(
             "dead letter from %s", "resolver", extra={"event_id": "e-1", "profile_id": "p-1", "dlq_id": "d-1"})
-    logging.getLogger("uvicorn.error").warning("uvicorn says %s", "hi")  # a library: same format
+    library = logging.getLogger("uvicorn.error")
+    # An earlier test in the same process may have run a dictConfig that disables existing loggers; this test
+    # is about the format of a library's line on the root handler, so the logger is switched back on.
+    library.disabled = False
+    library.warning("uvicorn says %s", "hi")  # a library: same format
     try:
         raise ValueError("boom")
     except ValueError:
