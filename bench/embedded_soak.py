@@ -143,6 +143,9 @@ config = {{ directory = "{workdir / 'outbox' / 'push'}", kind = "push", address_
                 if sent < args.events and sent - resolved < args.in_flight:
                     n = min(args.batch, args.events - sent)
                     resp = await client.post("/v1/events", json={"batch": events(sent, n, args.customers)})
+                    if resp.status_code == 503:  # the edge sheds load (edge.max_backlog): as a client should
+                        await asyncio.sleep(float(resp.headers.get("Retry-After", "1")))
+                        continue
                     resp.raise_for_status()
                     sent += n
                 else:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cdp_hub.bus.base import TOPICS, Topics
+from cdp_hub.durations import DurationText, Seconds, parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.identities import NormalizationOptions
 
@@ -112,7 +113,7 @@ class EdgeSettings(BaseModel):
     max_depth: int = Field(32, ge=4, description="deepest JSON nesting accepted (400 beyond)")
     timestamp_max_past_days: float = Field(
         5 * 365, gt=0, description="an event time further back is replaced by the receive time (and flagged)")
-    timestamp_max_future_seconds: float = Field(
+    timestamp_max_future_seconds: Seconds = Field(
         600, ge=0, description="an event time further ahead, after clock-skew correction, is replaced by the "
         "receive time (and flagged)")
     dedupe_window_seconds: int = Field(7 * 24 * 3600, ge=0, description="a tracking messageId seen again "
@@ -120,6 +121,11 @@ class EdgeSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the "
                                     "tracking routes (`https://shop.example.ru`, or `*`)")
     cors_max_age: int = Field(600, ge=0, description="seconds a browser may cache a preflight answer")
+    max_in_flight: int = Field(256, ge=1, description="intake requests (events, tracking, webhooks) handled at "
+                               "once by one process; more are answered 503 with Retry-After at once")
+    max_backlog: int = Field(50_000, ge=0, description="in-process bus only: accepted events not yet processed "
+                             "by every stage; beyond it intake answers 503 with Retry-After (0: no limit)")
+    overload_retry_after: Seconds = Field(1.0, gt=0, description="Retry-After of those 503 answers")
 
 
 class Settings(BaseSettings):
@@ -156,11 +162,11 @@ class Settings(BaseSettings):
 
     auto_migrate: bool = Field(True, description="apply pending migrations at start (else: `cdp-hub migrate`)")
     auto_create_topics: bool = Field(True, description="create missing topics at start")
-    stage_stuck_seconds: float = Field(300.0, description="/healthz fails when a stage made no progress this long")
-    edge_publish_timeout: float = Field(
+    stage_stuck_seconds: Seconds = Field(300.0, description="/healthz fails when a stage made no progress this long")
+    edge_publish_timeout: Seconds = Field(
         10.0, gt=0, description="seconds the HTTP edge waits for the bus to take a request's events; then 503")
-    edge_retry_after: float = Field(5.0, gt=0, description="Retry-After (seconds) of the edge's 503 answers")
-    shutdown_grace_seconds: float = Field(
+    edge_retry_after: Seconds = Field(5.0, gt=0, description="Retry-After (seconds) of the edge's 503 answers")
+    shutdown_grace_seconds: Seconds = Field(
         30.0, gt=0, description="on SIGTERM, seconds the stages get to finish their batches; work still running "
         "then is left uncommitted (replayed after the restart) and the process exits 0")
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR (the --log-level flag wins)")
@@ -193,15 +199,15 @@ class Settings(BaseSettings):
     consent_policy: Literal["opt_in", "opt_out"] = Field(
         "opt_in", description="opt_in: marketing goes only to a channel with recorded consent (38-FZ art. 18); "
         "opt_out: to every channel not opted out, where the law allows it")
-    max_trigger_age: str = Field(
+    max_trigger_age: DurationText = Field(
         "24h", description="no marketing scenario fires for an event older than this (event time); a scenario's "
         "max_age overrides it")
-    allowed_lateness: str = Field(
+    allowed_lateness: DurationText = Field(
         "1m", description="timers wait this long past their fire time for late events (an order that cancels "
         "a cart reminder); a trigger arriving later than this after its send time is dropped as too_late")
     mute_triggers: bool = Field(
         False, description="profiles and segments update, no scenario fires (replays, backfills); decided muted")
-    priority_window: str = Field(
+    priority_window: DurationText = Field(
         "1h", description="marketing scenarios firing for one profile within this window compete on priority")
     marketing_caps: dict[str, int] = Field(
         default_factory=dict, description="messages per profile across every marketing scenario, by window "
@@ -211,7 +217,7 @@ class Settings(BaseSettings):
         "(e.g. {sms = {\"7d\" = 2}})")
     consent_link_secret: SecretStr | None = Field(
         None, description="HMAC key signing double opt-in confirmation links (required to send them)")
-    consent_link_ttl: str = Field("72h", description="how long a double opt-in confirmation link is valid")
+    consent_link_ttl: DurationText = Field("72h", description="how long a double opt-in confirmation link is valid")
     public_url: str | None = Field(
         None, description="the hub's public base URL, for links in messages (double opt-in confirmation)")
 
@@ -224,13 +230,13 @@ class Settings(BaseSettings):
     )
     delivery_concurrency: int = Field(512, description="messages sent at once by one delivery process")
     delivery_retry_attempts: int = Field(4, description="tries per channel on transient errors (429, 5xx)")
-    delivery_retry_backoff: float = Field(0.5, description="first backoff in seconds; doubles, with jitter")
-    delivery_retry_max_wait: float = Field(30.0, description="longest wait between tries, Retry-After included")
-    delivery_send_timeout: float = Field(
+    delivery_retry_backoff: Seconds = Field(0.5, description="first backoff in seconds; doubles, with jitter")
+    delivery_retry_max_wait: Seconds = Field(30.0, description="longest wait between tries, Retry-After included")
+    delivery_send_timeout: Seconds = Field(
         30.0, gt=0, description="seconds one send may take before it counts as a transient failure")
     delivery_circuit_failures: int = Field(
         5, ge=1, description="transient failures in a row that open a channel instance's circuit breaker")
-    delivery_circuit_reset: float = Field(
+    delivery_circuit_reset: Seconds = Field(
         30.0, gt=0, description="seconds an open circuit waits before one trial send (half-open)")
 
     # Catalogue and recommendations (cdp_hub.resolver.catalogue, cdp_hub.store.recommendations).
@@ -249,6 +255,29 @@ class Settings(BaseSettings):
     recommend_damping: float = Field(
         0.15, ge=0, le=1, description="popularity correction of 'bought together': 0 ranks partners by how often "
         "they were bought with the product, 0.5 is the cosine, 1 ranks them by lift")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level_is_known(cls, value: str) -> str:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if value.upper() not in levels:
+            raise ValueError(f"{value!r} is not one of {', '.join(levels)}")
+        return value.upper()
+
+    @field_validator("marketing_caps")
+    @classmethod
+    def _cap_windows_are_durations(cls, value: dict[str, int]) -> dict[str, int]:
+        for window in value:
+            parse_duration(window, field=f"window {window!r}")
+        return value
+
+    @field_validator("channel_caps")
+    @classmethod
+    def _channel_cap_windows_are_durations(cls, value: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for channel, caps in value.items():
+            for window in caps:
+                parse_duration(window, field=f"{channel}: window {window!r}")
+        return value
 
     @classmethod
     def settings_customise_sources(

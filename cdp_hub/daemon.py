@@ -8,7 +8,8 @@
 
 Ingestion answers 503 with ``Retry-After`` while the bus cannot make the events durable (never 2xx for an
 event that is not durable: :mod:`cdp_hub.edge.durable`); ``/readyz`` fails while a dependency is down or a
-stage waits for one.
+stage waits for one, and while a configured channel or connector instance is invalid (:mod:`cdp_hub.checks`:
+its name and the reason are in the answer).
 
 Admin routes need ``Authorization: Bearer <admin_token>``; with no ``admin_token`` configured they are closed.
 Every route answers client mistakes with a 4xx naming the problem (docs/http-api.md), never a 500.
@@ -21,6 +22,7 @@ import contextlib
 import importlib
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cdp_hub.checks import instance_problems
 from cdp_hub.dlq.replay import list_dead_letters, replay_dead_letters
 from cdp_hub.edge import middleware as edge_middleware
 from cdp_hub.edge.durable import EDGE_REPORTER, EdgeUnavailable, unavailable_response
@@ -82,6 +85,7 @@ class Metered:
             await self.app(scope, receive, send)
             return
         status = {"code": 500}
+        started = time.perf_counter()
 
         async def send_wrapper(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -94,6 +98,7 @@ class Metered:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.hub.metrics.http_requests.labels(path, str(status["code"])).inc()
+            self.hub.metrics.http_request_seconds.labels(path).observe(time.perf_counter() - started)
 
 
 def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
@@ -107,6 +112,9 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
         if stuck:
             return json_response({"status": "stuck", "stages": stuck}, 503)
         return json_response({"status": "ok"})
+
+    # Worked out once: the configuration does not change while the process runs.
+    problems = instance_problems(hub.settings, hub.registry)
 
     async def readyz(request: Request) -> Response:
         checks: dict[str, str] = {}
@@ -133,10 +141,17 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
                   if dep in DEPENDENCIES}
         if paused:
             checks["stages"] = "paused: " + ", ".join(f"{s} waits for {d}" for s, d in sorted(paused.items()))
-        ok = all(v == "ok" for v in checks.values())
-        if ok:
+        if all(v == "ok" for v in checks.values()):
             hub.outages.up(EDGE_REPORTER)  # the edge saw an outage the probes now show is over
-        return json_response({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
+        for kind in ("channel", "connector"):
+            bad = [p for p in problems if p.kind == kind]
+            if bad:
+                checks[f"{kind}s"] = "misconfigured: " + "; ".join(f"{p.name}: {p.reason}" for p in bad)
+        ok = all(v == "ok" for v in checks.values())
+        body: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+        if problems:
+            body["problems"] = [{"kind": p.kind, "name": p.name, "reason": p.reason} for p in problems]
+        return json_response(body, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -192,6 +207,7 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
         routes.extend(module.routes(hub))
 
     document = openapi_document()
+    hub.metrics.known(routes=[path for r in routes if (path := getattr(r, "path", None))])
     return Starlette(routes=routes, middleware=[Middleware(Metered, hub=hub), *edge_middleware(hub)],
                      exception_handlers={EdgeUnavailable: unavailable_response})
 
@@ -202,8 +218,10 @@ class _Server:
     def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         import uvicorn
 
+        # log_config=None: uvicorn's lines go to the root handler like every other library's (one format,
+        # redacted), instead of handlers of its own.
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                access_log=False)
+                                access_log=False, log_config=None)
         self.server = uvicorn.Server(config)
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
 

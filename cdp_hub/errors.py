@@ -11,11 +11,16 @@
                                    from a public key, a type outside the source's allow-list)
 
 Only :class:`RetriableError` is retried (tenacity); every other error is final for the call that raised it.
+
+Every message passes through :func:`cdp_hub.redact.redact` when the error is made: an error that quotes a URL,
+a DSN or a provider's answer never carries the credential in it to a log line, the DLQ or the CLI.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from cdp_hub.redact import redact
 
 __all__ = [
     "CdpHubError",
@@ -30,7 +35,10 @@ __all__ = [
 
 
 class CdpHubError(Exception):
-    """Root of every error cdp-hub raises on purpose."""
+    """Root of every error cdp-hub raises on purpose; its message is redacted (no credentials)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigurationError(CdpHubError):
@@ -72,7 +80,7 @@ class RecordError(CdpHubError):
         source: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.reason = message
+        self.reason = redact(message)
         self.field = field
         self.value = value
         self.record_id = record_id

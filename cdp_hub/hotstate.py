@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.lifecycle import AsyncLifecycle
+from cdp_hub.redact import redact_url
 
 __all__ = ["HotState"]
 
@@ -65,7 +66,8 @@ class HotState(AsyncLifecycle):
         except (OSError, aioredis.RedisError) as exc:
             await self.stop()
             raise ConfigurationError(
-                f"cannot reach Redis at {self.url} ({exc}); for tests: scripts/services.sh up"
+                f"cannot reach Redis at {redact_url(self.url)} ({type(exc).__name__}: {exc}); is it running, "
+                "and are redis_url's host, port and password right?"
             ) from exc
 
     async def stop(self) -> None:

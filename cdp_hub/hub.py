@@ -27,8 +27,9 @@ from cdp_hub.config import Settings
 from cdp_hub.hotstate import HotState
 from cdp_hub.httpclient import shared_client
 from cdp_hub.metrics import METRICS, Metrics
-from cdp_hub.outages import Outages
+from cdp_hub.outages import DEPENDENCIES, Outages
 from cdp_hub.plugins import PluginRegistry, get_registry
+from cdp_hub.redact import collect_secrets, register_secrets
 from cdp_hub.store import Store
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Hub:
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        register_secrets(collect_secrets(self.settings))  # log lines and errors never show them
         self.bus = bus or create_bus(self.settings)
         self.store = store or Store(self.settings.postgres_dsn, dialect=self.settings.dialect,
                                     pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)
@@ -73,11 +75,22 @@ class Hub:
         self.registry = registry or get_registry()
         self.metrics = metrics or METRICS
         self.outages = Outages(self.metrics)
+        self.metrics.known(dependencies=DEPENDENCIES, channels=self.settings.channels,
+                           streams=self._configured_streams())
         """Dependency outages seen by this process (stages, HTTP edge); ``/readyz`` and the logs read it."""
         self._channels: dict[str, Channel] = {}
         self._started = False
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         """The hub's notion of now (scenarios, quiet hours, timers); the demo and tests may pin it."""
+
+    def _configured_streams(self) -> list[tuple[str, str]]:
+        """(instance, stream) of every enabled connector instance whose plugin is installed."""
+        found: list[tuple[str, str]] = []
+        for name, inst in self.settings.connectors.items():
+            info = self.registry.connectors.get(inst.type) if inst.enabled else None
+            stream_names = getattr(info.cls, "stream_names", None) if info is not None else None
+            found.extend((name, stream) for stream in (stream_names() if callable(stream_names) else ()))
+        return found
 
     @property
     def topics(self) -> Topics:

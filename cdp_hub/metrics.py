@@ -1,10 +1,31 @@
-"""Prometheus metrics of the hub (served on ``/metrics`` by the daemon)."""
+"""Prometheus metrics of the hub (served on ``/metrics`` by the daemon).
+
+Every registry carries the process, platform and garbage-collector collectors (RSS, CPU, open file
+descriptors, GC runs), and no ``_created`` series (they doubled every counter and histogram). Series for the
+label values the hub knows in advance (its stages, failure types, dependencies, configured channels and
+connectors, HTTP routes) exist from the start at zero (:meth:`Metrics.known`), so a dashboard shows 0 rather
+than "no data" and ``rate()`` sees the first error.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 __all__ = ["METRICS", "Metrics"]
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -15,6 +36,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if r is not REGISTRY:  # the default registry has these already; a registry of our own gets its own
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         self.events_ingested = Counter(
             "cdp_events_ingested", "Canonical events published to cdp.events", ["source", "type"], registry=r
         )
@@ -61,6 +86,52 @@ class Metrics:
             "cdp_http_unavailable", "Requests answered 503 because the events could not be made durable",
             ["route", "dependency"], registry=r)
         self.http_requests = Counter("cdp_http_requests", "HTTP requests served", ["route", "status"], registry=r)
+        self.http_request_seconds = Histogram(
+            "cdp_http_request_seconds", "Time to answer an HTTP request, by route", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.http_in_flight = Gauge("cdp_http_in_flight", "HTTP intake requests being handled now", registry=r)
+        self.http_shed = Counter(
+            "cdp_http_shed", "Intake requests answered 503 at once: too many in flight (overloaded) or too many "
+            "accepted events not yet processed on the in-process bus (backlogged)", ["route", "reason"], registry=r)
+        self.channel_send_seconds = Histogram(
+            "cdp_channel_send_seconds", "Time of one send to a channel's provider (each try), by channel instance",
+            ["channel"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.sync_records = Counter("cdp_sync_records", "Records read from a source by a sync",
+                                    ["connector", "stream"], registry=r)
+        self.sync_pages = Counter("cdp_sync_pages", "Pages read from a source by a sync", ["connector", "stream"],
+                                  registry=r)
+        self.sync_errors = Counter("cdp_sync_errors", "Syncs that failed", ["connector", "stream"], registry=r)
+        self.sync_last_success = Gauge(
+            "cdp_sync_last_success_timestamp_seconds", "When a stream's last sync succeeded (alert on staleness)",
+            ["connector", "stream"], registry=r)
+        self.sync_lag = Gauge(
+            "cdp_sync_lag_seconds", "How far the stream's checkpoint is behind now, at the end of its last sync",
+            ["connector", "stream"], registry=r)
+
+    def known(self, *, stages: Iterable[str] = (), failure_types: Iterable[str] = (),
+              dependencies: Iterable[str] = (), channels: Iterable[str] = (), routes: Iterable[str] = (),
+              streams: Iterable[tuple[str, str]] = ()) -> None:
+        """Create the series of label values known in advance, at zero (idempotent)."""
+        failure_types = tuple(failure_types)
+        for stage in stages:
+            for family in (self.stage_records, self.stage_errors, self.stage_record_bugs, self.stage_batch_seconds,
+                           self.stage_event_latency):
+                family.labels(stage)
+            for failure_type in failure_types:
+                self.dlq.labels(stage, failure_type)
+        for dependency in dependencies:
+            self.outages.labels(dependency)
+            self.outage.labels(dependency)
+        for channel in channels:
+            self.channel_send_seconds.labels(channel)
+            self.channel_circuit.labels(channel)
+            for status in ("sent", "failed", "deferred"):
+                self.messages.labels(channel, status)
+        for route in routes:
+            self.http_request_seconds.labels(route)
+        for connector, stream in streams:  # "connector", not "instance": Prometheus's target label is that
+            for family in (self.sync_records, self.sync_pages, self.sync_errors):
+                family.labels(connector, stream)
 
 
 METRICS = Metrics()

@@ -56,9 +56,13 @@ async def test_stop_is_idempotent(state: HotState) -> None:
 
 
 async def test_unreachable_redis_is_a_configuration_error() -> None:
-    hs = HotState("redis://127.0.0.1:1/0")
-    with pytest.raises(ConfigurationError, match=r"scripts/services\.sh up"):
+    # The message names the setting to check and the address without its password; no developer hint.
+    hs = HotState("redis://:S3cretPass@127.0.0.1:1/0")
+    with pytest.raises(ConfigurationError, match=r"redis_url") as caught:
         await hs.start()
+    assert "S3cretPass" not in str(caught.value)
+    assert "redis://:***@127.0.0.1:1/0" in str(caught.value)
+    assert "services.sh" not in str(caught.value)
 
 
 async def test_claim_once_lets_the_same_intent_through(state: HotState) -> None:

@@ -133,6 +133,12 @@ class Bus(AsyncLifecycle, abc.ABC):
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish a batch (pipelined) and wait until every record is durable. Order per key is kept."""
 
+    def backlog(self, topic: str) -> int | None:
+        """Records of ``topic`` this process holds in memory that some consumer group has not committed yet,
+        or ``None`` when the bus keeps them elsewhere (Kafka: on the brokers' disks). The HTTP edge stops
+        accepting events beyond a limit of it (``edge.max_backlog``)."""
+        return None
+
     @abc.abstractmethod
     def consumer(self, topics: Sequence[str], *, group: str, client_id: str | None = None) -> Consumer:
         """A new consumer-group member (call ``start()``, or use ``async with``). New groups start at the

@@ -178,6 +178,11 @@ class MemoryBus(Bus):
 
     # -- consuming ---------------------------------------------------------------------------------------
 
+    def backlog(self, topic: str) -> int | None:
+        """Records of ``topic`` still kept: not yet committed by every group that reads it (O(partitions))."""
+        found = self._topics.get(topic)
+        return sum(len(p.records) for p in found.partitions) if found is not None else 0
+
     def consumer(self, topics: Sequence[str], *, group: str, client_id: str | None = None) -> MemoryConsumer:
         if not topics:
             raise ValueError("a consumer needs at least one topic")

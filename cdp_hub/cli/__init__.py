@@ -1,6 +1,6 @@
 """The ``cdp-hub`` command line.
 
-    cdp_hub/cli/__init__.py   main(): the parser, logging, running a handler, errors to exit codes
+    cdp_hub/cli/__init__.py   main(): the parser, logging (cdp_hub/logs.py), running a handler, errors to exit codes
     cdp_hub/cli/helpers.py    what the command modules share: command_group(), print_json(), store_for()
     cdp_hub/cli/core.py       schema, plugins, migrate, run, serve, dlq, demo
 
@@ -14,20 +14,20 @@ import argparse
 import asyncio
 import importlib
 import inspect
-import json
-import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from cdp_hub.config import Settings, load_settings
 from cdp_hub.errors import CdpHubError
+from cdp_hub.logs import LOG_FORMATS, configure_logging
+from cdp_hub.redact import collect_secrets, redact, register_secrets
 
 __all__ = ["COMMAND_MODULES", "main"]
 
 COMMAND_MODULES = (
     "cdp_hub.cli.core",          # schema, plugins, migrate, run, serve, dlq, demo
+    "cdp_hub.cli.config",        # config show, config check
     "cdp_hub.triggers.cli",      # scenarios validate, list, simulate
     "cdp_hub.connector.cli",     # connectors list/spec/check/state, sync, ingest-file
     "cdp_hub.scaffold.cli",      # new connector, new channel
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cdp-hub", description="Customer Data Platform integration hub")
     parser.add_argument("--config", "-c", help="TOML config file (default: $CDP_HUB_CONFIG or ./cdp-hub.toml)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default; or log_level in the config), ERROR")
+    parser.add_argument("--log-format", choices=LOG_FORMATS,
+                        help="text (default; or log_format in the config) or json: one JSON object per line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -58,56 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-class ClientLibraryNoise(logging.Filter):
-    """The Kafka client logs every failed connection attempt and fetch at ERROR: thousands of lines while a
-    broker restarts. The hub reports the outage itself (one ERROR line, :mod:`cdp_hub.outages`), so the
-    client's lines become WARNING and each distinct one passes at most once per ``window`` seconds."""
-
-    LOGGERS = ("aiokafka",)
-
-    def __init__(self, window: float = 60.0) -> None:
-        super().__init__()
-        self.window = window
-        self._last: dict[tuple[str, object], float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(self.LOGGERS) or record.levelno < logging.WARNING:
-            return True
-        if record.levelno == logging.ERROR:
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        key = (record.name, record.msg)
-        now = time.monotonic()
-        if now - self._last.get(key, -self.window) < self.window:
-            return False
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[key] = now
-        return True
-
-
-def configure_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler()
-    handler.addFilter(ClientLibraryNoise())
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -117,16 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(args.config)
-        configure_logging(args.log_level or settings.log_level, settings.log_format)
+        register_secrets(collect_secrets(settings))  # before anything can log or fail with one in its text
+        configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
         result = handler(args, settings)
         if inspect.isawaitable(result):
             result = asyncio.run(result)  # type: ignore[arg-type]
         return int(result or 0)
     except CdpHubError as exc:
-        print(f"cdp-hub: error: {exc}", file=sys.stderr)
+        print(f"cdp-hub: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # a missing file, a refused connection: say which, no traceback
-        print(f"cdp-hub: error: {exc}", file=sys.stderr)
+        print(f"cdp-hub: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

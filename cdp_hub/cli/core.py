@@ -73,7 +73,7 @@ def register(sub: SubParsers) -> None:
                     help="let scenarios fire for the replayed events (default: muted, profiles update only)")
     rp.set_defaults(handler=cmd_dlq_replay)
     pg = s.add_parser("purge", help="delete archived dead letters older than a given age")
-    pg.add_argument("--older-than", required=True, help="e.g. 30d, 12h")
+    pg.add_argument("--older-than", required=True, help="a duration: e.g. 30d, 12h, 1d12h, P30D")
     pg.add_argument("--replayed-only", action="store_true", help="only ones already replayed")
     pg.set_defaults(handler=cmd_dlq_purge)
 
@@ -187,6 +187,10 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
         check_scenarios(settings)  # an invalid scenario stops the daemon before it starts
     async with Hub(settings) as hub:
+        from cdp_hub.checks import instance_problems
+
+        for problem in instance_problems(settings, hub.registry):  # /readyz fails on them too
+            log.error("configuration: %s", problem)
         loop = asyncio.get_running_loop()
         pipeline = Pipeline(hub, stages) if stages else None
         server = None if args.no_http else http_server(hub, settings.http_host, port, pipeline=pipeline)
@@ -290,11 +294,11 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.durations import parse_duration
     from cdp_hub.store import DeadLetterRepository
-    from cdp_hub.triggers.scenario import parse_duration
 
     try:
-        age = parse_duration(args.older_than)
+        age = parse_duration(args.older_than, field="--older-than")
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
     async with store_for(settings) as store:

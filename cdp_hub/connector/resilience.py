@@ -105,21 +105,44 @@ def retry_after_seconds(response: httpx.Response, *, now: datetime | None = None
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
-def raise_for_status_action(response: httpx.Response, action: Action, *, what: str) -> None:
-    """Raise the error that ``action`` calls for (nothing for OK/SKIP). ``what`` names the request."""
+def upstream_text(response: httpx.Response, limit: int = 200) -> str:
+    """What the source said about its refusal: the start of its body on one line (redacted by the error)."""
+    if not response.content:
+        return ""
+    text = " ".join(response.text[:limit].split())
+    return f"; the source said: {text!r}" if text else ""
+
+
+def raise_for_status_action(response: httpx.Response, action: Action, *, what: str,
+                            config: str = "the connector's config") -> None:
+    """Raise the error that ``action`` calls for (nothing for OK/SKIP).
+
+    ``what`` names the request (connector, stream, page, endpoint), ``config`` where its options are written
+    (``[connectors.shop.config]``). Each message says what the source answered and what to do about it; a
+    retriable one does not promise a retry (the last try's error is the final error).
+    """
     status = response.status_code
-    detail = response.text[:200].replace("\n", " ") if response.content else ""
+    said = upstream_text(response)
     if action is Action.RETRY:
-        raise RetriableError(f"{what}: HTTP {status} (will retry) {detail}".rstrip(),
-                             retry_after=retry_after_seconds(response))
+        if status == 429:
+            todo = ("the source is rate-limiting this connector: lower rate_limit_per_second in "
+                    f"{config} or run the sync less often")
+        elif status >= 500:
+            todo = "the source API is failing: check its status page; the next sync resumes from the checkpoint"
+        else:
+            todo = "a transient answer from the source; if it persists, check the source API"
+        raise RetriableError(f"{what}: HTTP {status}{said}; {todo}", retry_after=retry_after_seconds(response))
     if action in (Action.CONFIG_ERROR, Action.REFRESH_AUTH):
-        hint = {401: "the credentials were rejected: check the token/key in the connector config",
-                403: "the credentials lack permission for this resource: check the API scopes",
-                404: "not found: check base_url and the API version in the connector config"}.get(
-                    status, "check the connector config")
-        raise ConfigurationError(f"{what}: HTTP {status}: {hint}")
+        todo = {401: f"the credentials were rejected: check auth (key, token, client secret) in {config}",
+                403: "the credentials lack permission for this endpoint: grant the API scope or role to this "
+                     f"account, or use a token that has it (auth in {config})",
+                404: f"not found: check base_url and the API version in {config}"}.get(
+                    status, f"check {config}")
+        raise ConfigurationError(f"{what}: HTTP {status}{said}; {todo}")
     if action is Action.FATAL:
-        raise FatalError(f"{what}: HTTP {status}: the request was refused; stopping this sync. {detail}".rstrip())
+        raise FatalError(f"{what}: HTTP {status}{said}; the source refused the request, so this sync stops: check "
+                         f"the options in {config} (start_date, filters); if they are right, report it as a "
+                         "connector bug with this line")
 
 
 @dataclass
@@ -150,7 +173,8 @@ class RetryPolicy:
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
-            log.warning("%s: %s; attempt %d of %d, retrying in %.2fs", what, exc, state.attempt_number,
+            text = str(exc) if what in str(exc) else f"{what}: {exc}"
+            log.warning("%s; attempt %d of %d, retrying in %.2fs", text, state.attempt_number,
                         self.max_attempts, wait)
 
         retrying = tenacity.AsyncRetrying(
@@ -161,7 +185,14 @@ class RetryPolicy:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return await retrying(fn)
+        try:
+            return await retrying(fn)
+        except RetriableError as exc:
+            if self.max_attempts <= 1:
+                raise
+            # The final error: says that the tries are over, keeps the retry hint for the caller.
+            raise RetriableError(f"{exc} (gave up after {self.max_attempts} attempts)",
+                                 retry_after=exc.retry_after, dependency=exc.dependency) from exc
 
 
 class RateLimiter:

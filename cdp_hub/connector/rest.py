@@ -20,7 +20,8 @@ Every request goes through :meth:`HttpConnector.send`:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -40,7 +41,9 @@ from cdp_hub.connector.mapping import dig
 from cdp_hub.connector.pagination import PageRequest, Paginator, SinglePage
 from cdp_hub.connector.resilience import Action, RateLimiter, RetryPolicy, action_for, raise_for_status_action
 from cdp_hub.connector.streams import Stream
+from cdp_hub.durations import Duration
 from cdp_hub.errors import FatalError, RetriableError
+from cdp_hub.redact import redact_url
 
 __all__ = ["HttpConnector", "HttpConnectorConfig", "RestStream", "WebhookOptions"]
 
@@ -62,8 +65,8 @@ class HttpConnectorConfig(WebhookOptions):
         None, discriminator="type", description="how to authenticate (api_key, bearer, basic, "
         "oauth2_client_credentials)")
     start_date: datetime | None = Field(None, description="the first sync reads records from this time on")
-    lookback: timedelta = Field(timedelta(minutes=10), description="re-read this far before the checkpoint, "
-                                "for updates the source wrote late (seconds or ISO 8601 duration)")
+    lookback: Duration = Field(timedelta(minutes=10), description="re-read this far before the checkpoint, "
+                               "for updates the source wrote late ('10m', '1h30m', ISO 8601 'PT10M', or seconds)")
     page_size: int = Field(100, ge=1, le=10_000)
     rate_limit_per_second: float | None = Field(None, gt=0, description="at most this many requests per "
                                                 "second to this API (all streams together)")
@@ -112,20 +115,33 @@ class RestStream(Stream):
         """JSON body of the request (POST search endpoints); ``None`` for GET."""
         return None
 
-    def parse_records(self, response: httpx.Response) -> list[SourceRecord]:
-        """The records of one response."""
+    def parse_records(self, response: httpx.Response, *, what: str | None = None) -> list[SourceRecord]:
+        """The records of one response. A body that is not JSON is retriable (a proxy's error page, a body
+        cut short): the request is sent again. ``what`` names the page in errors."""
+        what = what or f"connector {self.connector.instance}, stream {self.name}"
         try:
             body = response.json()
         except ValueError:
-            raise RetriableError(f"{self.name}: response is not JSON (HTTP {response.status_code}, "
-                                 f"{response.headers.get('content-type')})") from None
+            excerpt = " ".join(response.text[:80].split())
+            raise RetriableError(
+                f"{what}: the answer is not JSON (HTTP {response.status_code}, "
+                f"{response.headers.get('content-type') or 'no content type'}, starts {excerpt!r}); a proxy or "
+                "the API failing: if it persists, check base_url and the source API") from None
         records = dig(body, self.records_path) if self.records_path else body
         if records is None:
             return []
         if not isinstance(records, list):
-            raise FatalError(f"{self.name}: expected a list at {self.records_path or 'the top level'} of the "
-                             f"response, got {type(records).__name__}; check records_path")
+            raise FatalError(f"{what}: expected a list at {self.records_path or 'the top level'} of the "
+                             f"answer, got {type(records).__name__}; the API version in "
+                             f"[connectors.{self.connector.instance}.config] may not be the one this connector "
+                             "reads, or the connector's records_path is wrong")
         return records
+
+    def describe(self, request: PageRequest, method: str = "GET") -> str:
+        """Names a request in errors and logs: connector, stream, page and endpoint (credentials redacted)."""
+        url = httpx.URL(request.url, params=request.params or None)
+        return (f"connector {self.connector.instance}, stream {self.name}, page {request.number} "
+                f"({method} {redact_url(url)})")
 
     def post_process(self, record: SourceRecord) -> SourceRecord | None:
         """Adjust one record before normalization, or drop it by returning ``None``."""
@@ -136,11 +152,18 @@ class RestStream(Stream):
         request: PageRequest | None = self.paginator.first(
             PageRequest(self.url(), self.request_params(start), self.request_body(start)), size)
         while request is not None:
+            what = self.describe(request, self.method)
+            parsed: list[list[SourceRecord]] = []
+
+            def parse(response: httpx.Response, what: str = what, parsed: list[list[SourceRecord]] = parsed
+                      ) -> None:
+                parsed[:] = [self.parse_records(response, what=what)]
+
             response = await self.connector.send(request, method=self.method, actions=self.status_actions,
-                                                 what=f"{self.connector.instance}/{self.name} page {request.number}")
+                                                 what=what, on_response=parse)
             if response is None:  # SKIP: nothing to read here
                 return
-            records = self.parse_records(response)
+            records = parsed[0]
             page = [r for r in (self.post_process(rec) for rec in records) if r is not None]
             yield page
             request = self.paginator.next(request, response, records, size)
@@ -185,9 +208,15 @@ class HttpConnector(Connector):
             self.http = None
 
     async def send(self, request: PageRequest, *, method: str = "GET",
-                   actions: Mapping[int, Action] | None = None, what: str = "request") -> httpx.Response | None:
-        """Send one request through rate limit, auth and retries; ``None`` when the table says SKIP."""
+                   actions: Mapping[int, Action] | None = None, what: str = "request",
+                   on_response: Callable[[httpx.Response], None] | None = None) -> httpx.Response | None:
+        """Send one request through rate limit, auth and retries; ``None`` when the table says SKIP.
+
+        ``on_response`` runs inside the retries on a 2xx answer: a :class:`RetriableError` it raises (a page
+        that is not JSON) sends the request again, like a 5xx.
+        """
         client = self.client
+        config = f"[connectors.{self.instance}.config]"
 
         async def attempt() -> httpx.Response | None:
             refreshed = False
@@ -199,24 +228,34 @@ class HttpConnector(Connector):
                 try:
                     response = await client.send(req)
                 except httpx.TransportError as exc:
-                    raise RetriableError(f"{what}: {type(exc).__name__}: {str(exc) or 'network error'}") from exc
+                    raise RetriableError(f"{what}: {type(exc).__name__}: {str(exc) or 'network error'}; check "
+                                         f"base_url in {config} and that the source is reachable from here"
+                                         ) from exc
                 action = action_for(response.status_code, actions)
                 if action is Action.REFRESH_AUTH and not refreshed and await self.authenticator.refresh():
                     refreshed = True  # a token that expired mid-sync: renew it and resend once
                     continue
                 if action is Action.OK:
+                    if on_response is not None:
+                        on_response(response)
                     return response
                 if action is Action.SKIP:
                     return None
-                raise_for_status_action(response, action, what=what)
+                raise_for_status_action(response, action, what=what, config=config)
 
         return await self.retry_policy.call(attempt, what=what)
 
     async def check(self) -> None:
-        """Read the first page of the check stream: proves the URL, the credentials and the records path."""
+        """Read the first page of the check stream: proves the URL, the credentials and the records path.
+
+        One try, no backoff: an operator waiting on ``connectors check`` wants the answer now."""
         names = self.stream_names()
         if not names:
             return
         stream = self.stream(self.check_stream or names[0])
-        async for _page in stream.pages(None):
-            return
+        policy, self.retry_policy = self.retry_policy, replace(self.retry_policy, max_attempts=1)
+        try:
+            async for _page in stream.pages(None):
+                return
+        finally:
+            self.retry_policy = policy

@@ -30,6 +30,7 @@ from cdp_hub.connector.base import Connector
 from cdp_hub.connector.ingest import Ingestor, IngestResult
 from cdp_hub.connector.state import PgStateStore, StateStore
 from cdp_hub.errors import ConfigurationError, RecordError
+from cdp_hub.logs import log_context
 
 if TYPE_CHECKING:
     from cdp_hub.connector.streams import Stream
@@ -71,6 +72,26 @@ async def sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_re
                       settle: Settle | None = None) -> StreamSyncResult:
     """Sync one stream; see the module docstring for the guarantees. ``settle`` is awaited before every
     checkpoint (the in-process bus: until the stages have stored what was published)."""
+    labels = (connector.instance, stream.name)
+    with log_context(instance=connector.instance, stream=stream.name):
+        try:
+            result = await _sync_stream(hub, connector, stream, full_refresh=full_refresh,
+                                        state_store=state_store, ingestor=ingestor, settle=settle)
+        except Exception:
+            hub.metrics.sync_errors.labels(*labels).inc()
+            raise
+    hub.metrics.sync_records.labels(*labels).inc(result.ingest.records)
+    hub.metrics.sync_pages.labels(*labels).inc(result.pages)
+    hub.metrics.sync_last_success.labels(*labels).set_to_current_time()
+    cursor = stream.cursor_key(result.cursor) if result.cursor is not None else None
+    if isinstance(cursor, datetime) and cursor.tzinfo is not None:
+        hub.metrics.sync_lag.labels(*labels).set(max(0.0, (datetime.now(UTC) - cursor).total_seconds()))
+    return result
+
+
+async def _sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_refresh: bool,
+                       state_store: StateStore | None, ingestor: Ingestor | None,
+                       settle: Settle | None) -> StreamSyncResult:
     states: StateStore = state_store or PgStateStore(hub.store)
     ingestor = ingestor or Ingestor(hub)
     started = time.perf_counter()

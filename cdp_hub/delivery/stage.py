@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -505,17 +506,23 @@ class DeliveryStage(Stage[MessageIntent]):
             async with pacer:  # waiting for a pacing slot is not the provider being slow
                 return await asyncio.wait_for(channel.send(message), timeout)
 
+        send_seconds = self.ctx.metrics.channel_send_seconds.labels(message.channel)
+
         async def attempt() -> Receipt:
             breaker.before_send()  # CircuitOpen: not tried, and not retried here either
+            started = time.perf_counter()
             try:
                 receipt = await send()
             except TimeoutError as exc:
+                send_seconds.observe(time.perf_counter() - started)
                 error = RetriableError(f"{message.channel}: no answer within {timeout:g}s")
                 breaker.failed(error)
                 raise error from exc
             except RetriableError as exc:
+                send_seconds.observe(time.perf_counter() - started)
                 breaker.failed(exc)
                 raise
+            send_seconds.observe(time.perf_counter() - started)
             breaker.succeeded()
             if not receipt.message_id:
                 receipt = receipt.model_copy(update={"message_id": message.message_id})

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.errors import RecordError
+from cdp_hub.redact import redact
 
 __all__ = ["DeadLetter", "FailureType", "Origin", "dead_letter_from_error"]
 
@@ -111,7 +112,7 @@ def dead_letter_from_error(
         stage=stage,
         source=source,
         record_id=record_id,
-        error=str(exc) if isinstance(exc, RecordError) else f"{type(exc).__name__}: {exc}",
+        error=str(exc) if isinstance(exc, RecordError) else redact(f"{type(exc).__name__}: {exc}"),
         field=field,
         value=value,
         payload=text,

@@ -6,7 +6,8 @@
     (provider callbacks: cdp_hub.delivery.http, signed per channel; admin API: the admin token, auth.py)
 
 Around every route (:func:`middleware`): CORS for the tracking routes (``edge.cors_origins``),
-``RequestLimits`` (size cap: 413; NUL characters: 400), ``AdminAuth`` (admin routes). ``openapi.py`` documents all of it (``GET /openapi.json``).
+``IntakeLimit`` (in-flight and backlog bounds: 503 + Retry-After, ``intake.py``), ``RequestLimits`` (size
+cap: 413; NUL characters: 400), ``AdminAuth`` (admin routes). ``openapi.py`` documents all of it (``GET /openapi.json``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import events, tracking, webhooks
 from .auth import AdminAuth
+from .intake import IntakeLimit
 from .limits import RequestLimits
 
 if TYPE_CHECKING:
@@ -51,9 +53,10 @@ class TrackingCors:
 
 
 def middleware(hub: Hub) -> list[Middleware]:
-    """Outermost first: CORS (so that a browser can read even a refusal), the size cap before anything reads
-    a body, then the admin token."""
+    """Outermost first: CORS (so that a browser can read even a refusal), the intake bounds and the size cap
+    before anything reads a body, then the admin token."""
     edge = hub.settings.edge
     return [Middleware(TrackingCors, origins=edge.cors_origins, max_age=edge.cors_max_age),
+            Middleware(IntakeLimit, hub=hub),
             Middleware(RequestLimits, max_bytes=edge.max_body_bytes),
             Middleware(AdminAuth, token=hub.settings.admin_token)]

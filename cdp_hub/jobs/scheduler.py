@@ -36,6 +36,7 @@ from croniter import croniter
 from cdp_hub.config import JobConfig
 from cdp_hub.hub import Hub
 from cdp_hub.jobs.kinds import check_options, run_job_kind
+from cdp_hub.logs import log_context
 from cdp_hub.pipeline.build import Pipeline
 from cdp_hub.pipeline.embedded import Settle, pipeline_settle, settle_nothing
 from cdp_hub.store.jobs import JobRepository
@@ -102,6 +103,10 @@ class JobRunner:
 
     async def run(self, name: str, *, trigger: str = "manual", slot: datetime | None = None) -> JobOutcome:
         """Run ``name`` now unless another run of it is live (or ``slot`` was claimed): record the run."""
+        with log_context(job=name):
+            return await self._run(name, trigger=trigger, slot=slot)
+
+    async def _run(self, name: str, *, trigger: str, slot: datetime | None) -> JobOutcome:
         job = self.job(name)
         now = self.hub.clock()
         run_id = await self.repository.start_job_run(name, job.kind, trigger=trigger, now=now, lease=self.lease,

@@ -14,6 +14,7 @@ wired here, so its reach is visible in its constructor.
 from __future__ import annotations
 
 import asyncio
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.config import Settings
 from cdp_hub.delivery.sendlog import SendLog
 from cdp_hub.delivery.stage import DeliveryOptions, DeliveryStage
+from cdp_hub.dlq.envelope import FailureType
 from cdp_hub.dlq.stage import DeadLetterStage
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
@@ -177,6 +179,8 @@ class Pipeline:
                         client_id=settings.kafka_client_id, halt_dead_batches=settings.stage_halt_dead_batches,
                         halt_dead_records=settings.stage_halt_dead_records)
             for s in self.stages]
+        # Every stage's counters and histograms exist at zero from the start (dashboards show 0, not "no data").
+        hub.metrics.known(stages=[s.name for s in self.stages], failure_types=typing.get_args(FailureType))
 
     async def run(self) -> None:
         """Run every stage until :meth:`stop` (or until one fails: the others are stopped, the error raised)."""

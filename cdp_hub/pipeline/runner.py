@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_not_exception_type,
 
 from cdp_hub.bus.base import Bus, Consumer, Record, TopicPartition
 from cdp_hub.errors import FatalError
+from cdp_hub.logs import log_context
 from cdp_hub.outages import unavailable_dependency
 from cdp_hub.pipeline.stage import Stage
 
@@ -99,6 +100,10 @@ class StageRunner:
         return f"stage:{self.stage.name}"
 
     async def run(self) -> None:
+        with log_context(stage=self.stage.name):  # every line this stage's task logs names the stage
+            await self._run()
+
+    async def _run(self) -> None:
         await self.stage.setup()
         consumer = self.bus.consumer(self.stage.topics, group=self.stage.group,
                                      client_id=f"{self.client_id}.{self.stage.name}")
@@ -188,7 +193,10 @@ class StageRunner:
                 await callback()
             for d in out.dead:
                 metrics.dlq.labels(stage.name, d.failure_type).inc()
-                log.info("dead letter from %s: %s", stage.name, d.error)
+                log.info("dead letter from %s: %s", stage.name, d.error,
+                         extra={"dlq_id": d.dlq_id, "record_id": d.record_id,
+                                **({"topic": d.origin.topic, "partition": d.origin.partition,
+                                    "offset": d.origin.offset} if d.origin else {})})
             await consumer.commit(_next_offsets(records))
 
         if isinstance(await self._with_retry(attempt), _Stopped):

@@ -29,11 +29,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
+from cdp_hub.durations import DURATION_PATTERN, parse_duration
 from cdp_hub.store.segments.compiler import NUMERIC_SQL_PATTERN, json_text
-from cdp_hub.triggers.scenario import parse_duration
 
 __all__ = [
     "AggregateRule",
@@ -52,7 +52,6 @@ TRAIT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,
 PROPERTY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,64}){0,3}$"
 EVENT_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 SEGMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
-DURATION_PATTERN = r"^\s*\d+\s*(s|m|h|d|w)\s*$"
 # What SQL's regular expression accepts as a number: the Python evaluator matches what the compiled SQL does.
 _NUMERIC = re.compile(NUMERIC_SQL_PATTERN)
 
@@ -131,8 +130,16 @@ class AggregateRule(BaseModel):
     event: str = Field(pattern=EVENT_PATTERN, description="event type, e.g. order.paid")
     property: str | None = Field(None, pattern=PROPERTY_PATTERN,
                                  description="for sum: the numeric property, e.g. total")
-    within: str | None = Field(None, pattern=DURATION_PATTERN, description="window before now, e.g. 365d")
+    within: str | None = Field(None, pattern=DURATION_PATTERN,
+                                        description="window before now, e.g. 365d or P30D")
     older_than: str | None = Field(None, pattern=DURATION_PATTERN, description="for last: e.g. 90d")
+
+    @field_validator("within", "older_than")
+    @classmethod
+    def _is_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)  # the pattern above is for editors; this is the authority
+        return value
     op: CompareOp | None = None
     value: int | float | None = None
 

@@ -13,6 +13,7 @@ import asyncpg
 
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.lifecycle import AsyncLifecycle
+from cdp_hub.redact import redact_url
 from cdp_hub.store.migrations import Dialect, Migration, apply_migrations
 
 __all__ = ["RollbackStore", "Store", "embedded_dsn", "open_store"]
@@ -70,8 +71,8 @@ class Store(AsyncLifecycle):
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ConfigurationError(
-                f"cannot connect to PostgreSQL ({type(exc).__name__}: {exc}); is it running? "
-                "For tests: scripts/services.sh up"
+                f"cannot connect to PostgreSQL at {redact_url(self._dsn)} ({type(exc).__name__}: {exc}); is it "
+                "running, and are postgres_dsn's host, port, database, user and password right?"
             ) from exc
 
     async def stop(self) -> None:

@@ -19,7 +19,6 @@ docs/scenarios.md explains each field; consent, lateness, hold-until, priorities
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -29,21 +28,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
+from cdp_hub.durations import parse_duration
 
 __all__ = ["Condition", "HoldUntil", "Scenario", "SendAt", "load_scenarios", "parse_duration", "scenario_json_schema"]
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: str | int | float) -> timedelta:
-    """``"90s"``, ``"15m"``, ``"1h"``, ``"7d"``, ``"2w"`` or a number of seconds."""
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    m = _DURATION.match(value)
-    if not m:
-        raise ValueError(f"bad duration {value!r}: use a number and one of s, m, h, d, w (e.g. '1h')")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists", "contains"]

@@ -1,0 +1,115 @@
+"""``cdp-hub config``: what the hub would run with, and whether it can.
+
+    cdp-hub config show [--json]     the effective settings (file, environment, defaults): secrets as ``***``,
+                                     DSNs without passwords
+    cdp-hub config check [--json] [--offline]
+                                     the settings (already loaded, or the command fails with exit 1 naming the
+                                     field), then every channel and connector instance's options (their
+                                     plugins' models), the scenarios and their references, the jobs, and (unless
+                                     --offline) a connection to the bus, PostgreSQL and Redis
+
+Exit codes of ``config check``: 0 everything is fine; 3 a channel, connector, scenario or job is misconfigured;
+4 a backend is unreachable (3 wins when both); 1 the settings themselves are invalid (reported before any
+check runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cdp_hub.cli.helpers import SubParsers, command_group, print_json
+from cdp_hub.config import ChannelInstance, ConnectorInstance, Settings
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.redact import public_view, redact_url
+
+__all__ = ["EXIT_MISCONFIGURED", "EXIT_UNREACHABLE", "register"]
+
+EXIT_MISCONFIGURED = 3
+EXIT_UNREACHABLE = 4
+
+
+def register(sub: SubParsers) -> None:
+    group = command_group(sub, "config", "show and check the configuration")
+    show = group.add_parser("show", help="the effective settings, secrets as *** and DSNs without passwords")
+    show.add_argument("--json", action="store_true", help="print the settings as JSON")
+    show.set_defaults(handler=cmd_config_show)
+    check = group.add_parser(
+        "check", help="validate every channel, connector, scenario and job, and reach the bus, PostgreSQL and "
+        "Redis (exit 0 ok, 3 misconfigured, 4 unreachable)")
+    check.add_argument("--json", action="store_true", help="print the results as JSON")
+    check.add_argument("--offline", action="store_true", help="do not connect to the bus, PostgreSQL or Redis")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each backend (default 5)")
+    check.set_defaults(handler=cmd_config_check)
+
+
+def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
+    view = public_view(settings)
+    if args.json:
+        print_json(view)
+        return 0
+    for key, value in view.items():
+        print(f"{key} = {json.dumps(value, ensure_ascii=False, default=str)}")
+    return 0
+
+
+async def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp_hub.checks import instance_problems, reachability
+    from cdp_hub.jobs.kinds import check_options
+    from cdp_hub.plugins import get_registry
+    from cdp_hub.triggers.cli import check_scenarios
+
+    rows: list[dict[str, Any]] = []
+
+    def row(kind: str, name: str, status: str, detail: str = "") -> None:
+        rows.append({"kind": kind, "name": name, "status": status, "detail": detail})
+
+    registry = get_registry()
+    for failure in registry.failures:
+        row("plugin", failure.name, "invalid", f"failed to load: {failure.error}")
+    problems = {(p.kind, p.name): p.reason for p in instance_problems(settings, registry)}
+    configured: tuple[tuple[str, Mapping[str, ChannelInstance | ConnectorInstance]], ...] = (
+        ("channel", settings.channels), ("connector", settings.connectors))
+    for kind, instances in configured:
+        for name, instance in sorted(instances.items()):
+            if not instance.enabled:
+                row(kind, name, "disabled", instance.type)
+            elif (kind, name) in problems:
+                row(kind, name, "invalid", problems[kind, name])
+            else:
+                row(kind, name, "ok", instance.type)
+    try:
+        scenarios = check_scenarios(settings)
+        row("scenarios", "", "ok", f"{len(scenarios)} scenario(s)")
+    except ConfigurationError as exc:
+        row("scenarios", "", "invalid", str(exc))
+    for name, job in sorted(settings.jobs.items()):
+        try:
+            check_options(name, job.kind, job.options, connectors=settings.connectors)
+            row("job", name, "ok" if job.enabled else "disabled", f"{job.kind} at {job.cron!r} {job.timezone}")
+        except ConfigurationError as exc:
+            row("job", name, "invalid", str(exc))
+    if not args.offline:
+        where = {"bus": settings.bus if settings.bus == "memory" else f"kafka {settings.kafka_bootstrap}",
+                 "postgres": redact_url(settings.postgres_dsn), "redis": redact_url(settings.redis_url)}
+        for backend, result in (await reachability(settings, timeout=args.timeout)).items():
+            row("backend", f"{backend} ({where[backend]})", "ok" if result == "ok" else "unreachable",
+                "" if result == "ok" else result)
+
+    code = 0
+    if any(r["status"] == "unreachable" for r in rows):
+        code = EXIT_UNREACHABLE
+    if any(r["status"] == "invalid" for r in rows):
+        code = EXIT_MISCONFIGURED
+    if args.json:
+        print_json({"ok": code == 0, "exit_code": code, "checks": rows})
+        return code
+    for r in rows:
+        label = f"{r['kind']} {r['name']}".strip()
+        print(f"{label}: {r['status']}" + (f" ({r['detail']})" if r["detail"] and r["status"] in ("ok", "disabled")
+                                           else f": {r['detail']}" if r["detail"] else ""))
+    print("configuration ok" if code == 0 else
+          "configuration has problems" if code == EXIT_MISCONFIGURED else "a backend is unreachable")
+    return code
