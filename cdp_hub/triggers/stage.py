@@ -25,6 +25,7 @@ profile as it is at send time.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import heapq
 import logging
@@ -199,6 +200,21 @@ class _EventView(Mapping[str, Any]):
         return len(self.full())
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A scenario as the stage matches it: its conditions one closure, its durations parsed."""
+
+    scenario: Scenario
+    matches: Callable[[Mapping[str, Any]], bool]
+    delay: timedelta | None
+    max_age: timedelta | None
+    lateness: timedelta | None
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> _Compiled:
+        return cls(scenario, scenario.compile(), scenario.delay_td, scenario.max_age_td, scenario.lateness_td)
+
+
 @dataclass
 class _Gate:
     """A scenario that fired for an event, on its way through the contact policy. The intent is built only
@@ -244,10 +260,12 @@ class TriggerStage(Stage[Event]):
         self._last_daily_check = -DAILY_CHECK_SECONDS
         self.scenarios = list(scenarios)
         self._by_id = {s.id: s for s in self.scenarios}
-        self._by_trigger: dict[str, list[Scenario]] = {}
+        self._by_trigger: dict[str, list[_Compiled]] = {}
+        """The scenarios each event type triggers, conditions compiled and durations parsed once: an event is
+        matched only against its own type's scenarios, so loading more scenarios of other types costs nothing."""
         self._cancellers: dict[str, list[str]] = {}
         for s in self.scenarios:
-            self._by_trigger.setdefault(s.trigger.event, []).append(s)
+            self._by_trigger.setdefault(s.trigger.event, []).append(_Compiled.of(s))
             for etype in s.cancel_on:
                 self._cancellers.setdefault(etype, []).append(s.id)
         self._last_timer_check = 0.0
@@ -288,9 +306,7 @@ class TriggerStage(Stage[Event]):
         partitions = {item.value.event_id: item.record.partition for item in batch}
         for item in batch:
             self.watermarks.observe(item.record.partition, item.value.occurred_at)
-        memberships = await self.segments.on_profiles(
-            [e.profile_id for e in events if e.profile_id is not None], out)
-        await self._decide(events, out, memberships, partitions)
+        await self._decide(events, out, partitions)
         return out
 
     async def handle(self, records: Sequence[Record]) -> StageOutput:
@@ -311,16 +327,20 @@ class TriggerStage(Stage[Event]):
             await callback()
 
     async def _decide(self, events: list[Event], out: StageOutput,
-                      memberships: dict[uuid.UUID, set[str]] | None = None,
                       partitions: Mapping[uuid.UUID, int] | None = None) -> None:
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
         relevant = [e for e in events if e.type in self._by_trigger or e.type in self._cancellers]
+        profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
+        # Three independent reads at once (each is a round trip; a batch's latency is mostly round trips):
+        # segment memberships, Golden Records and consent of the profiles that may get a message.
+        memberships, golden, consent_states = await asyncio.gather(
+            self.segments.on_profiles([e.profile_id for e in events if e.profile_id is not None], out),
+            self.profiles.golden_of(profile_ids) if profile_ids else _nothing(),
+            self.consents.current(profile_ids) if profile_ids else _nothing())
         if not relevant:
             return
-        profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
-        golden = await self.profiles.golden_of(profile_ids)
 
         cancels: list[tuple[uuid.UUID, str, datetime]] = []
         timers: list[Timer] = []
@@ -345,29 +365,30 @@ class TriggerStage(Stage[Event]):
             # worked off after an outage is not.
             arrived = max(self.watermarks.of((partitions or {}).get(event.event_id, 0)),
                           min(event.received_at, now))
-            for scenario in scenarios:
-                if not scenario.matches(scope):
+            for compiled in scenarios:
+                if not compiled.matches(scope):
                     continue
+                scenario = compiled.scenario
                 if muted:
                     decisions.append(Decision(scenario, pid, "muted", "triggers are muted (a replay or backfill)",
                                               event))
                     continue
-                max_age = scenario.max_age_td
+                max_age = compiled.max_age
                 if max_age is None and scenario.category == "marketing":
                     max_age = self.options.max_trigger_age
                 if max_age is not None and event.occurred_at < now - max_age:
                     decisions.append(Decision(scenario, pid, "too_late",
                                               f"the event is older than {_human(max_age)}", event))
                     continue
-                lateness = scenario.lateness_td or self.options.allowed_lateness
-                fire_at = event.occurred_at + (scenario.delay_td or timedelta(0))
-                if (scenario.delay_td or scenario.lateness_td) and is_too_late(fire_at, arrived, lateness):
+                lateness = compiled.lateness or self.options.allowed_lateness
+                fire_at = event.occurred_at + (compiled.delay or timedelta(0))
+                if (compiled.delay or compiled.lateness) and is_too_late(fire_at, arrived, lateness):
                     decisions.append(Decision(
                         scenario, pid, "too_late",
                         f"arrived after its send time {fire_at.isoformat()} plus the lateness of {_human(lateness)}",
                         event))
                     continue
-                if scenario.delay_td:
+                if compiled.delay:
                     key = scenario.hold_until.key_of(trigger) if scenario.hold_until else None
                     trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
                     timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
@@ -394,7 +415,7 @@ class TriggerStage(Stage[Event]):
                 causes = sorted({e.type for e in relevant if e.type in stopped.cancel_on})
                 decisions.append(Decision(stopped, str(cancelled["profile_id"]), "suppressed",
                                           "cancelled by " + ", ".join(causes), Event.model_validate(payload)))
-        decisions.extend(await self._gate_all(gates, out))
+        decisions.extend(await self._gate_all(gates, out, consent_states))
         self._emit(decisions, out)
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any],
@@ -428,7 +449,9 @@ class TriggerStage(Stage[Event]):
 
     # -- the contact policy -----------------------------------------------------------------------
 
-    async def _gate_all(self, gates: list[_Gate], out: StageOutput) -> list[Decision]:
+    async def _gate_all(self, gates: list[_Gate], out: StageOutput,
+                        consent_states: Mapping[uuid.UUID, Mapping[tuple[str, str], str]] | None = None,
+                        ) -> list[Decision]:
         """The contact policy for a batch of intents, in order: consent, once per profile and hold-until
         windows, priority, caps, quiet hours. Once-per-profile is checked against the send log in PostgreSQL as
         well as in Redis: Redis closes the window before delivery has logged a message, PostgreSQL keeps the
@@ -442,8 +465,10 @@ class TriggerStage(Stage[Event]):
             decisions.append(Decision(gate.scenario, gate.profile_id, decision, reason, gate.event,
                                       gate.intent if goes else None, until, gate.message_id))
 
-        # Consent: the consents table, with the Golden Record's consent map for profiles recorded before it.
-        states = await self.consents.current(list({uuid.UUID(g.profile_id) for g in gates}))
+        # Consent: the consents table, with the Golden Record's consent map for profiles recorded before it
+        # (read with the batch's other lookups when the caller has it).
+        states = consent_states if consent_states is not None else await self.consents.current(
+            list({uuid.UUID(g.profile_id) for g in gates}))
         passed: list[_Gate] = []
         for gate in gates:
             refusal = self._consent_refusal(gate, states.get(uuid.UUID(gate.profile_id), {}))
@@ -725,6 +750,10 @@ class TriggerStage(Stage[Event]):
 
         out.on_durable.append(mark_fired)
         return len(fired)
+
+
+async def _nothing() -> dict[uuid.UUID, Any]:
+    return {}
 
 
 def _marketing_scope(window: timedelta) -> str:
