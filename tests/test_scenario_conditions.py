@@ -1,5 +1,6 @@
 """Compiled scenario conditions answer exactly as the reading of a condition says (the oracle below is that
-reading, written plainly: walk the path, coerce numbers, compare), over generated scopes and conditions."""
+reading, written plainly: walk the path, coerce numbers, compare), over generated scopes and conditions; and the
+scenario index (by trigger type, then equality lookups) finds what checking every scenario would."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdp_hub.triggers.index import ScenarioIndex
 from cdp_hub.triggers.scenario import Condition, Scenario, compile_conditions
 
 _MISSING = object()
@@ -110,3 +112,27 @@ def test_conditions_together_and_none() -> None:
     scenario = Scenario.model_validate({"id": "s", "trigger": {"event": "cart.updated"}, "channel": "email",
                                         "template": "welcome", "conditions": [c.model_dump() for c in both]})
     assert scenario.compile()(scope) is scenario.matches(scope) is True
+
+
+_indexed_conditions = st.one_of(
+    st.fixed_dictionaries({"field": _fields, "op": st.just("eq"), "value": st.sampled_from(["a", "b", "gold", "1"])}),
+    st.fixed_dictionaries({"field": _fields, "op": st.just("in"),
+                           "value": st.lists(st.sampled_from(["a", "b", "gold", "2.5"]), min_size=1, max_size=3)}),
+    st.fixed_dictionaries({"field": _fields, "op": _ops, "value": _values}))
+
+
+@settings(max_examples=400, deadline=None)
+@given(conditions=st.lists(st.lists(_indexed_conditions, max_size=2), min_size=1, max_size=12),
+       types=st.lists(st.sampled_from(["cart.updated", "order.placed"]), min_size=12, max_size=12),
+       scope=scopes())
+def test_the_index_matches_what_every_scenario_would(conditions: list[list[dict[str, Any]]], types: list[str],
+                                                     scope: dict[str, Any]) -> None:
+    scenarios = [Scenario.model_validate({"id": f"s{i}", "trigger": {"event": types[i]}, "channel": "email",
+                                          "template": "welcome", "conditions": c}) for i, c in enumerate(conditions)]
+    index = ScenarioIndex(scenarios)
+    for event_type in ("cart.updated", "order.placed", "app.opened"):
+        expected = [s.id for s in scenarios if s.trigger.event == event_type and _safe(lambda s=s: s.matches(scope))
+                    is True]
+        got = _safe(lambda t=event_type: [c.scenario.id for c in index.matching(t, scope)])
+        assert got == expected or (got is TypeError and any(
+            _safe(lambda s=s: s.matches(scope)) is TypeError for s in scenarios))

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from cdp_hub.datafiles import DataFiles
 
 __all__ = ["Condition", "HoldUntil", "Predicate", "Scenario", "compile_conditions", "load_scenarios", "parse_duration",
-           "scenario_json_schema"]
+           "path_reader", "scenario_json_schema"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -78,7 +78,7 @@ class Condition(BaseModel):
 
 
 def _compile(parts: tuple[str, ...], op: str, value: Any) -> Predicate:
-    get = _path_reader(parts)
+    get = path_reader(parts)
     if op == "exists":
         def exists(scope: Mapping[str, Any]) -> bool:
             current = get(scope)
@@ -150,7 +150,7 @@ def _compile(parts: tuple[str, ...], op: str, value: Any) -> Predicate:
     return ordered
 
 
-def _path_reader(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
+def path_reader(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
     """A function that follows ``parts`` from a scope; ``_MISSING`` where a step is absent or not a mapping."""
 
     def get(scope: Mapping[str, Any]) -> Any:

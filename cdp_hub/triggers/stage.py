@@ -58,6 +58,7 @@ from cdp_hub.store import (
     TimerRepository,
 )
 from cdp_hub.store.timers import Timer
+from cdp_hub.triggers.index import ScenarioIndex
 from cdp_hub.triggers.scenario import QuietHours, Scenario, parse_duration
 from cdp_hub.triggers.timeline import Watermarks, is_too_late
 
@@ -200,21 +201,6 @@ class _EventView(Mapping[str, Any]):
         return len(self.full())
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A scenario as the stage matches it: its conditions one closure, its durations parsed."""
-
-    scenario: Scenario
-    matches: Callable[[Mapping[str, Any]], bool]
-    delay: timedelta | None
-    max_age: timedelta | None
-    lateness: timedelta | None
-
-    @classmethod
-    def of(cls, scenario: Scenario) -> _Compiled:
-        return cls(scenario, scenario.compile(), scenario.delay_td, scenario.max_age_td, scenario.lateness_td)
-
-
 @dataclass
 class _Gate:
     """A scenario that fired for an event, on its way through the contact policy. The intent is built only
@@ -260,12 +246,10 @@ class TriggerStage(Stage[Event]):
         self._last_daily_check = -DAILY_CHECK_SECONDS
         self.scenarios = list(scenarios)
         self._by_id = {s.id: s for s in self.scenarios}
-        self._by_trigger: dict[str, list[_Compiled]] = {}
-        """The scenarios each event type triggers, conditions compiled and durations parsed once: an event is
-        matched only against its own type's scenarios, so loading more scenarios of other types costs nothing."""
+        self._index = ScenarioIndex(self.scenarios)
+        """By trigger type and equality condition, conditions compiled once (triggers/index.py)."""
         self._cancellers: dict[str, list[str]] = {}
         for s in self.scenarios:
-            self._by_trigger.setdefault(s.trigger.event, []).append(_Compiled.of(s))
             for etype in s.cancel_on:
                 self._cancellers.setdefault(etype, []).append(s.id)
         self._last_timer_check = 0.0
@@ -331,7 +315,7 @@ class TriggerStage(Stage[Event]):
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
-        relevant = [e for e in events if e.type in self._by_trigger or e.type in self._cancellers]
+        relevant = [e for e in events if self._index.triggered_by(e.type) or e.type in self._cancellers]
         profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
         # Three independent reads at once (each is a round trip; a batch's latency is mostly round trips):
         # segment memberships, Golden Records and consent of the profiles that may get a message.
@@ -352,22 +336,22 @@ class TriggerStage(Stage[Event]):
             pid = str(event.profile_id)
             for sid in self._cancellers.get(event.type, ()):
                 cancels.append((event.profile_id, sid, event.occurred_at))
-            scenarios = self._by_trigger.get(event.type, ())
-            if not scenarios:
+            if not self._index.triggered_by(event.type):
                 continue
             profile = {**golden.get(event.profile_id, {}),
                        "segments": sorted((memberships or {}).get(event.profile_id, ()))}
             trigger = _EventView(event)
             scope = {"event": trigger, "profile": profile}
+            matched = self._index.matching(event.type, scope)
+            if not matched:
+                continue
             muted = self.options.mute or is_muted(event)
             # How late the event is: the later of its partition's watermark and when the hub received it
             # (never after now), so a lone late event on a quiet partition is late too, while a backlog being
             # worked off after an outage is not.
             arrived = max(self.watermarks.of((partitions or {}).get(event.event_id, 0)),
                           min(event.received_at, now))
-            for compiled in scenarios:
-                if not compiled.matches(scope):
-                    continue
+            for compiled in matched:
                 scenario = compiled.scenario
                 if muted:
                     decisions.append(Decision(scenario, pid, "muted", "triggers are muted (a replay or backfill)",
