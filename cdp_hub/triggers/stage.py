@@ -1,6 +1,7 @@
 """The triggers stage: profile events -> scenario decisions -> message intents on ``cdp.messages``.
 
     [cdp.profile-events] ─▶ watermark per partition (latest event time) ─▶ match scenarios (trigger, conditions)
+        (triggers/index.py: by event type, then equality lookups; other conditions compiled once)
         muted (setting, or an event marked by a replay/backfill) ──────────────────────────▶ decided muted
         older than max_age / max_trigger_age, or later than its send time + lateness ───────▶ decided too_late
         delay?   ─▶ scheduled_triggers (durable timer at occurred_at + delay, hold-until key)
