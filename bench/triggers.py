@@ -1,16 +1,27 @@
-"""Event → intent latency of the triggers stage through real Kafka, with many scenarios loaded.
+"""Event → intent latency of the triggers stage through real Kafka, with 5 and with 120 scenarios loaded.
 
-    python bench/triggers.py [--rate 2000] [--seconds 30] [--scenarios 120 --scenarios 5] [--delay 5s]
+    python bench/triggers.py [--rate 2000] [--seconds 30] [--scenarios 120 --scenarios 5] [--delay 5s] [--busy]
 
 For each scenario count: a fresh database at ``$CDP_HUB_POSTGRES_DSN`` with 20,000 profiles (half of them gave
 e-mail marketing consent), fresh topics on ``$CDP_HUB_KAFKA_BOOTSTRAP``, Redis at ``$CDP_HUB_REDIS_URL`` under a
-fresh prefix, and generated scenarios over eight event types (each matching about a tenth of its type's
-events by a property or a profile trait; caps, priorities; a fifth of them delayed by ``--delay``, holding
-until the delay after the last cart change where they trigger on carts). A producer publishes profile events at ``--rate`` events/s onto
+fresh prefix. A producer publishes profile events over eight event types at ``--rate`` events/s onto
 ``cdp.profile-events`` (occurred_at = the publish time); the triggers stage runs under its runner; a consumer
 reads ``cdp.messages``. Latency per intent: its arrival minus its trigger's occurred_at, and for delayed
-scenarios minus occurred_at + delay + allowed_lateness (the earliest the event-time rules allow). Prints
-p50/p99 for immediate and delayed intents, the decisions by kind and the stage's CPU per event.
+scenarios minus occurred_at + delay + allowed_lateness (the earliest the event-time rules allow).
+
+The catalogues (the scale check: loading scenarios must not slow the stage):
+
+- default: five *live* scenarios (each firing for about a tenth of its type's events; one delayed by
+  ``--delay``), and with more than five the rest are *variants* of them (another product set, query, cart
+  size or loyalty tier, caps and priorities): their conditions are evaluated against every event of their
+  type, as a retailer's catalogue is, but they select customers the generated traffic does not have. So the
+  runs with 5 and with 120 do the same contact-policy work, and the difference is the cost of 115 more
+  loaded scenarios. The bench prints the ratio of the two figures.
+- ``--busy``: every scenario fires for about a tenth of its type's events (an event fires one or two of 120
+  scenarios, ~0.5 intents and ~1.5 decisions per event): a stress test of the contact policy, not of loading.
+
+Prints, per run, p50/p99 for immediate and delayed intents, the decisions by kind, the stage's CPU per event
+(less sensitive to the other work on the machine than latency) and the load average before and after.
 
 The producer runs in a process of its own; the stage and the intent reader share one process (and the
 machine's cores with Kafka, PostgreSQL and Redis): the figures include that contention.
@@ -55,25 +66,28 @@ TYPES = ["product.viewed", "search.performed", "cart.updated", "app.opened", "sc
 CITIES = ["Москва", "Казань", "Омск", "Томск", "Самара", "Пермь"]
 
 
-def scenarios(n: int, delay: str, seed: int = 11) -> list[Scenario]:
-    """``n`` generated scenarios over eight event types, each matching about a tenth of its type's events
-    (a product set, a query, a cart size, a loyalty tier), so an event fires one or two of 120 scenarios; a
-    fifth are delayed (hold-until on carts, cancelled by orders), some capped, some with priorities."""
+def scenarios(n: int, delay: str, seed: int = 11, *, busy: bool = False) -> list[Scenario]:
+    """``n`` generated scenarios over eight event types (see the module doc): the first five live, the rest
+    variants that never select the generated traffic, unless ``busy`` (then all of them live)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         etype = TYPES[i % len(TYPES)]
+        live = busy or i < 5
         doc: dict[str, Any] = {"id": f"s{i:03d}", "trigger": {"event": etype}, "channel": "email",
                                "template": "welcome", "priority": rng.choice([0, 0, 0, 5, 10])}
+        # A variant's values come from ranges the producer does not draw from (SKU100+, q10+, tier10+, carts
+        # of 2,000 and more): the condition is evaluated in full and fails.
+        base = 0 if live else 100 + 10 * i
         if etype == "product.viewed":
             condition = {"field": "event.properties.sku", "op": "in",
-                         "value": [f"SKU{j}" for j in rng.sample(range(100), 10)]}
+                         "value": [f"SKU{base + j}" for j in rng.sample(range(100), 10)]}
         elif etype == "cart.updated":
-            condition = {"field": "event.properties.total", "op": "gte", "value": 1800}
+            condition = {"field": "event.properties.total", "op": "gte", "value": 1800 if live else 2000 + i}
         elif etype == "search.performed":
-            condition = {"field": "event.properties.query", "op": "eq", "value": f"q{rng.randrange(10)}"}
+            condition = {"field": "event.properties.query", "op": "eq", "value": f"q{base + rng.randrange(10)}"}
         else:
-            condition = {"field": "profile.loyalty_tier", "op": "eq", "value": f"tier{rng.randrange(10)}"}
+            condition = {"field": "profile.loyalty_tier", "op": "eq", "value": f"tier{base + rng.randrange(10)}"}
         doc["conditions"] = [condition]
         if i % 5 == 4:
             doc["delay"] = delay
@@ -144,7 +158,7 @@ def _with_db(dsn: str, db: str) -> str:
     return urlunsplit(urlsplit(dsn)._replace(path="/" + db))
 
 
-async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str) -> dict[str, Any]:
+async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: bool = False) -> dict[str, Any]:
     name = f"bench_triggers_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -155,7 +169,7 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str) -> dic
                         allowed_lateness=LATENESS)  # type: ignore[arg-type]
     hub = Hub(settings, metrics=Metrics(), hotstate=HotState(REDIS, prefix=prefix))
     delay_td, lateness = parse_duration(delay), parse_duration(LATENESS)
-    loaded = scenarios(n_scenarios, delay)
+    loaded = scenarios(n_scenarios, delay, busy=busy)
     delayed = {s.id for s in loaded if s.delay}
     try:
         await hub.start()
@@ -191,6 +205,7 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str) -> dic
         # The stage has joined its group (a new group waits out the broker's initial rebalance delay) when it
         # starts polling empty.
         await pipeline.drain(idle_polls=5, timeout=60)
+        load_before = os.getloadavg()[0]
         cpu0 = resource.getrusage(resource.RUSAGE_SELF).ru_utime + resource.getrusage(resource.RUSAGE_SELF).ru_stime
         # The producer is a process of its own, as the resolver would be: it does not share the stage's loop.
         ctx = multiprocessing.get_context("spawn")
@@ -212,7 +227,7 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str) -> dic
                       if s.name.endswith("_count"))
         return {"scenarios": n_scenarios, "events": sent, "rate": achieved, "latencies": latencies,
                 "decisions": decisions, "cpu_per_event_ms": cpu / max(sent, 1) * 1000,
-                "batch": sent / max(batches, 1)}
+                "batch": sent / max(batches, 1), "load": (load_before, os.getloadavg()[0])}
     finally:
         keys = [k async for k in hub.hotstate.redis.scan_iter(match=prefix + "*")] if hub.hotstate._client else []
         if keys:
@@ -249,12 +264,15 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--scenarios", type=int, action="append")
     parser.add_argument("--delay", default="5s")
+    parser.add_argument("--busy", action="store_true", help="every scenario fires (see the module doc)")
     args = parser.parse_args()
+    results = {}
     for n in args.scenarios or [120, 5]:
-        r = await run(n, rate=args.rate, seconds=args.seconds, delay=args.delay)
+        r = results[n] = await run(n, rate=args.rate, seconds=args.seconds, delay=args.delay, busy=args.busy)
         lat = r["latencies"]
-        print(f"{n} scenarios: {r['events']} events at {r['rate']:.0f}/s; stage (and intent reader) CPU "
-              f"{r['cpu_per_event_ms']:.2f} ms/event; {r['batch']:.0f} events per batch")
+        print(f"{n} scenarios{' (busy)' if args.busy else ''}: {r['events']} events at {r['rate']:.0f}/s; "
+              f"stage (and intent reader) CPU {r['cpu_per_event_ms']:.3f} ms/event; {r['batch']:.0f} events per "
+              f"batch; load average {r['load'][0]:.1f} before, {r['load'][1]:.1f} after")
         for kind in ("immediate", "delayed"):
             values = lat[kind]
             what = "event → intent" if kind == "immediate" else f"beyond delay {args.delay} + lateness {LATENESS}"
@@ -262,6 +280,14 @@ async def main() -> None:
                   f"{pct(values, 0.99):7.1f} ms  ({what})"
                   + (f"  mean {statistics.fmean(values) * 1000:.1f} ms" if values else ""))
         print("  decisions: " + ", ".join(f"{d} {v}" for d, v in sorted(r["decisions"].items())))
+    if len(results) >= 2:
+        most, fewest = max(results), min(results)
+        a, b = results[most], results[fewest]
+        print(f"{most} vs {fewest} scenarios (1.00 = no slower; the goal is within 1.10):")
+        for kind in ("immediate", "delayed"):
+            for q in (0.5, 0.99):
+                print(f"  {kind:<9} p{int(q * 100):<2} {pct(a['latencies'][kind], q) / pct(b['latencies'][kind], q):5.2f}")
+        print(f"  CPU per event {a['cpu_per_event_ms'] / b['cpu_per_event_ms']:5.2f}")
 
 
 if __name__ == "__main__":

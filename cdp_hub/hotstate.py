@@ -28,6 +28,37 @@ return seen
 """
 """KEYS: the seen-keys; ARGV[1]: their TTL. Returns 1 for each key set now, 0 for each that existed."""
 
+_CLAIM_PRIORITY = """
+local held = {}
+for i, key in ipairs(KEYS) do held[i] = redis.call('GET', key) end
+local lost, best, order = {}, {}, {}
+for i, key in ipairs(KEYS) do
+  local message, priority = ARGV[2 * i], ARGV[2 * i + 1]
+  local beaten = false
+  if held[i] then
+    local bar = string.find(held[i], '|', 1, true)
+    if string.sub(held[i], bar + 1) ~= message and tonumber(string.sub(held[i], 1, bar - 1)) > tonumber(priority) then
+      beaten = true
+    end
+  end
+  if beaten then
+    lost[#lost + 1] = message
+  elseif best[key] == nil then
+    best[key] = {priority, message}
+    order[#order + 1] = key
+  elseif tonumber(priority) > tonumber(best[key][1]) then
+    best[key] = {priority, message}
+  end
+end
+for _, key in ipairs(order) do
+  redis.call('SET', key, best[key][1] .. '|' .. best[key][2], 'EX', ARGV[1])
+end
+return lost
+"""
+"""KEYS: a priority key per claim; ARGV[1]: the window in seconds, then message id and priority per claim.
+Judges every claim against the keys as they were before the batch, then the best claim per key takes it.
+Returns the message ids that lost."""
+
 
 class HotState(AsyncLifecycle):
     """The hub's Redis state behind named operations. ``url`` is ``redis://...`` or ``fakeredis://``; every key
@@ -38,6 +69,7 @@ class HotState(AsyncLifecycle):
         self.prefix = prefix
         self._client: Any = None
         self._first_sightings: Any = None
+        self._claim_priority: Any = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -72,6 +104,7 @@ class HotState(AsyncLifecycle):
 
     async def stop(self) -> None:
         self._first_sightings = None
+        self._claim_priority = None
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -259,26 +292,15 @@ class HotState(AsyncLifecycle):
         window); the same message again (a replay) passes; equal priorities both pass."""
         if not claims:
             return set()
-        pipe = self.redis.pipeline(transaction=False)
-        for profile_id, _, _ in claims:
-            pipe.get(self.priority_key(profile_id))
-        held = await pipe.execute()
-        lost: set[str] = set()
-        best: dict[str, tuple[int, str]] = {}
-        for (profile_id, message_id, priority), value in zip(claims, held, strict=True):
-            if isinstance(value, bytes):
-                held_priority, _, held_message = value.decode().partition("|")
-                if held_message != message_id and int(held_priority) > priority:
-                    lost.add(message_id)
-                    continue
-            current = best.get(profile_id)
-            if current is None or priority > current[0]:
-                best[profile_id] = (priority, message_id)
-        pipe = self.redis.pipeline(transaction=False)
-        for profile_id, (priority, message_id) in best.items():
-            pipe.set(self.priority_key(profile_id), f"{priority}|{message_id}".encode(), ex=max(1, window_seconds))
-        await pipe.execute()
-        return lost
+        # One Lua script: one round trip and a fraction of the client CPU of two pipelines (the triggers
+        # stage claims for every marketing message it gates).
+        if self._claim_priority is None:
+            self._claim_priority = self.redis.register_script(_CLAIM_PRIORITY)
+        args: list[str | int] = [max(1, window_seconds)]
+        for _, message_id, priority in claims:
+            args += [message_id, int(priority)]
+        lost = await self._claim_priority(keys=[self.priority_key(p) for p, _, _ in claims], args=args)
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in lost}
 
     # -- hold-until windows: <prefix>dedupe:<scenario>:<profile_id>:<key> = the message id that took it ------
 

@@ -70,6 +70,10 @@ class Metrics:
         self.trigger_decisions = Counter(
             "cdp_trigger_decisions", "Contact-policy decisions by scenario and decision (sent, deferred, capped, "
             "no_consent, suppressed, duplicate, lost_priority, too_late, muted)", ["scenario", "decision"], registry=r)
+        self.delivery_decisions = Counter(
+            "cdp_delivery_decisions", "Messages refused at send time by scenario and decision (no_consent: consent "
+            "withdrawn or a purpose blocked since the intent; suppressed: every address hard-bounced)",
+            ["scenario", "decision"], registry=r)
         self.profiles_created = Counter("cdp_profiles_created", "Profiles created by the resolver", registry=r)
         self.profiles_merged = Counter("cdp_profiles_merged", "Profiles merged into another", registry=r)
         self.outages = Counter("cdp_outages", "Dependency outages seen (kafka, postgres, redis)", ["dependency"],

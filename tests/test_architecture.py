@@ -177,6 +177,7 @@ SHARED = {
     ("events", "cdp_hub/store/recommendations.py"): "order lines and a customer's activity come from events",
     ("profiles", "cdp_hub/store/recommendations.py"): "the customer's region is a golden-record trait",
     ("products", "cdp_hub/store/recommendations.py"): "recommendations join the current catalogue",
+    ("events", "cdp_hub/store/consents.py"): "an imported consent statement goes to the profile of its record's event",
 }
 """The only statements on a table outside its owner, each with its reason."""
 

@@ -162,4 +162,6 @@ async def test_a_welcome_reaches_the_customers_chat_and_a_blocked_bot_suppresses
     assert [m.headers[0][1] for m in second.messages] == [b"message.failed"]
     assert suppressed == {("telegram_chat_id", "555")}
     assert route.call_count == 2  # the third message never reached Telegram: the chat is suppressed
-    assert [m.headers[0][1] for m in third.messages] == [b"message.failed"]
+    # A refusal at send time (the chat blocked the bot: suppressed) is a decision, not a receipt.
+    assert [m.headers[0][1] for m in third.messages] == [b"message.decided"]
+    assert orjson.loads(third.messages[0].value)["properties"]["decision"] == "suppressed"

@@ -117,3 +117,17 @@ async def test_first_sightings_within_a_window_and_forgetting_them(state: HotSta
     await state.forget_sightings("web", ["m3"])  # its publication failed: the retry must get through
     assert await state.first_sightings("web", ["m3"], 60) == [True]
     assert await state.first_sightings("web", [], 60) == []
+
+
+async def test_claim_priority_the_best_of_a_window_wins(state: HotState) -> None:
+    # One batch is judged against the window as it was before it (the stage settles a batch among itself);
+    # the best claim of each profile takes the window.
+    lost = await state.claim_priority([("p1", "m-low", 5), ("p1", "m-high", 10), ("p2", "a", 3), ("p2", "b", 3)],
+                                      window_seconds=60)
+    assert lost == set()
+    # A later batch: a lower priority loses to the held one, the held message itself passes (a replay),
+    # a higher one wins and takes the key.
+    assert await state.claim_priority([("p1", "m-later", 7), ("p1", "m-high", 10)], window_seconds=60) == {"m-later"}
+    assert await state.claim_priority([("p1", "m-top", 20)], window_seconds=60) == set()
+    assert await state.claim_priority([("p1", "m-high", 10)], window_seconds=60) == {"m-high"}
+    assert await state.claim_priority([], window_seconds=60) == set()

@@ -9,6 +9,8 @@
           for channel in [intent.channel, *intent.fallbacks]:
               consent (schema/consent.py: opt-in marketing by default, a withdrawn purpose never)?
               address (most recent, not suppressed)? ── no ──▶ next channel
+              (every channel refused by consent or hard bounces ─▶ send log ``refused``, and a
+               ``message.decided`` event no_consent / suppressed + cdp_delivery_decisions, not a receipt)
               render template (sandbox) ── error ──▶ DLQ template_error
                 (templates that call recommend(): the batch's recommendations loaded first, one query)
               circuit of the instance open? ─▶ next channel                  (delivery/circuit.py)
@@ -67,7 +69,7 @@ from .batching import SendBatcher
 from .circuit import CircuitBreaker, CircuitOpen
 from .profiles import ProfileSnapshot, load_profiles
 from .ratelimit import ChannelPacer
-from .receipts import receipt_event, receipt_message
+from .receipts import decision_event, receipt_event, receipt_message
 from .recommend import template_recommendations
 from .rendering import TemplateError, TemplateRenderer
 from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
@@ -111,6 +113,10 @@ class Delivered:
     status_detail: str | None = None
     suppress: tuple[str, str, str, str, str] | None = None
     remove_identity: tuple[str, str] | None = None
+    decision: str | None = None
+    """``no_consent`` or ``suppressed`` when consent or the suppression list refused every channel: the
+    message's record is a ``message.decided`` event, not a receipt."""
+    decision_reason: str = ""
 
 
 @dataclass
@@ -213,17 +219,27 @@ class DeliveryStage(Stage[MessageIntent]):
         claimed = await self.sendlog.claim(list(intents))
         done = [mid for mid in intents if mid not in claimed]
         if done:
-            await self._reemit(await self.sendlog.rows(done), batch)
+            await self._reemit(await self.sendlog.rows(done), batch, {mid: intents[mid][0] for mid in done})
 
         work = [intents[mid] for mid in intents if mid in claimed]
         if work:
             await self._deliver_all(work, batch)
         return StageOutput(batch.messages, batch.dead)
 
-    async def _reemit(self, rows: dict[str, LogRow], batch: _Batch) -> None:
-        """Receipts of messages already final: the crash may have come before they were published."""
+    async def _reemit(self, rows: dict[str, LogRow], batch: _Batch, intents: Mapping[str, MessageIntent]) -> None:
+        """Receipts (or decisions) of messages already final: the crash may have come before they were
+        published."""
         for row in rows.values():
             if row.status not in FINAL_STATUSES or not row.address or not row.address_kind:
+                continue
+            if row.status == "refused":
+                intent = intents.get(row.message_id)
+                if intent is not None:
+                    decision, _, reason = (row.error or "").partition(": ")
+                    event = decision_event(intent, decision=decision, reason=reason,
+                                           identity=(row.address_kind, row.address),
+                                           at=row.final_at or datetime.now(UTC))
+                    batch.messages.append(receipt_message(self.ctx.topics.events, event))
                 continue
             # The send's own receipt: "sent" even when callbacks have moved the row on (they emitted theirs).
             status = _REEMIT_STATUS.get(row.status, row.status)
@@ -315,6 +331,12 @@ class DeliveryStage(Stage[MessageIntent]):
                 batch.suppress.append(result.suppress)
             if result.remove_identity:
                 batch.remove_identities.append(result.remove_identity)
+            if result.decision is not None:
+                self.ctx.metrics.delivery_decisions.labels(intent.scenario, result.decision).inc()
+            if result.decision is not None and result.identity is not None:  # an event needs an identity
+                decided = decision_event(intent, decision=result.decision, reason=result.decision_reason,
+                                         identity=result.identity, at=result.outcome.at or datetime.now(UTC))
+                batch.messages.append(receipt_message(self.ctx.topics.events, decided))
             if result.receipt is not None and result.identity is not None:
                 event = receipt_event(result.receipt, channel=result.outcome.channel, identity=result.identity,
                                       profile_id=intent.profile_id, scenario=intent.scenario,
@@ -369,6 +391,7 @@ class DeliveryStage(Stage[MessageIntent]):
             return _not_sent(intent, profile, f"expired at {intent.expires_at.isoformat()}", "skipped")
         notes: list[str] = []
         down: list[str] = []
+        refusals: list[str] = []  # per channel refused by consent or hard bounces: the decision it makes
         states: dict[tuple[str, str], str] = {}
         for kind in CONSENT_CHANNELS:
             golden = profile.consent(kind)
@@ -390,11 +413,16 @@ class DeliveryStage(Stage[MessageIntent]):
             refusal = consent_refusal(states, channel.kind, intent.category, self.options.consent_policy)
             if refusal is not None:
                 notes.append(f"{name}: {refusal}")
+                refusals.append("no_consent")
                 continue
-            address = next((a for a in profile.addresses(channel.address_kind)
-                            if (channel.address_kind, a) not in suppressed), None)
+            addresses = profile.addresses(channel.address_kind)
+            address = next((a for a in addresses if (channel.address_kind, a) not in suppressed), None)
             if address is None:
-                notes.append(f"{name}: no usable {channel.address_kind}")
+                if addresses:  # every address it has hard-bounced (or was marked undeliverable)
+                    notes.append(f"{name}: every {channel.address_kind} is suppressed")
+                    refusals.append("suppressed")
+                else:
+                    notes.append(f"{name}: no usable {channel.address_kind}")
                 continue
             message = self.build_message(intent, profile, channel, name, address, recommendations)
             try:
@@ -411,6 +439,10 @@ class DeliveryStage(Stage[MessageIntent]):
             return self._delivered(intent, channel, name, address, receipt)
         if down:
             raise _Unreachable("no channel could take the message: " + "; ".join(notes), transient=transient)
+        if refusals and len(refusals) == len(notes):
+            # Consent or the suppression list stopped every channel: a decision, as in the triggers stage
+            # (the primary channel's reason names it when the channels were stopped for different reasons).
+            return _refused(intent, profile, refusals[0], "; ".join(notes))
         return _not_sent(intent, profile, "not sent: " + "; ".join(notes), "skipped")
 
     def build_message(self, intent: MessageIntent, profile: ProfileSnapshot, channel: Channel,
@@ -585,6 +617,16 @@ def _not_sent(intent: MessageIntent, profile: ProfileSnapshot | None, reason: st
     outcome = Outcome(intent.message_id, status, intent.channel, address=identity[1] if identity else None,
                       address_kind=identity[0] if identity else None, error=reason[:1000], at=receipt.occurred_at)
     return Delivered(outcome, receipt, identity, status_detail=status)
+
+
+def _refused(intent: MessageIntent, profile: ProfileSnapshot, decision: str, reason: str) -> Delivered:
+    """A message consent or the suppression list refused at send time: final in the send log as ``refused``
+    (the error starts with the decision, so a replay re-emits the same decision), recorded as a decision."""
+    identity = profile.best_identity()
+    outcome = Outcome(intent.message_id, "refused", intent.channel, address=identity[1] if identity else None,
+                      address_kind=identity[0] if identity else None, error=f"{decision}: {reason}"[:1000],
+                      at=datetime.now(UTC))
+    return Delivered(outcome, None, identity, decision=decision, decision_reason=reason)
 
 
 def _uuid_or_none(value: str | None) -> uuid.UUID | None:

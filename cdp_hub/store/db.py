@@ -100,30 +100,38 @@ class Store(AsyncLifecycle):
 
 
 class _OneConnection:
-    """The part of a pool the repositories use, on one connection."""
+    """The part of a pool the repositories use, on one connection. A connection runs one statement at a
+    time: statements a caller issues concurrently (``asyncio.gather`` of reads) take turns here."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self._turn = asyncio.Lock()
 
     def acquire(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         @contextlib.asynccontextmanager
         async def held() -> AsyncIterator[asyncpg.Connection]:
+            # Not a turn: a holder may issue statements through the store while it holds the connection
+            # (an advisory lock around a recompute); the turn is for single statements.
             yield self.conn
 
         return held()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
+        async with self._turn:
+            rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
         return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return await self.conn.fetchrow(sql, *args)
+        async with self._turn:
+            return await self.conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self.conn.fetchval(sql, *args)
+        async with self._turn:
+            return await self.conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        status: str = await self.conn.execute(sql, *args)
+        async with self._turn:
+            status: str = await self.conn.execute(sql, *args)
         return status
 
 

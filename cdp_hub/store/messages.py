@@ -3,8 +3,10 @@
 One row per message intent, keyed by its deterministic ``message_id``:
 
     queued ─claim─▶ sending ─▶ sent ─callback─▶ delivered ─▶ opened ─▶ clicked
-                      │  └───▶ failed | skipped                (final: never sent again)
+                      │  └───▶ failed | skipped | refused      (final: never sent again)
                       └──────▶ deferred | dead                 (not final: a DLQ replay sends it)
+
+``refused``: consent or the suppression list stopped it at send time (a ``message.decided`` event says why).
 
 A redelivered intent whose row is final is not sent again; its receipt is re-emitted from the row (the event
 id is deterministic, so downstream it is a no-op). A row left in ``sending`` by a crash is sent again, with
@@ -23,7 +25,7 @@ from cdp_hub.store.db import Store
 
 __all__ = ["FINAL_STATUSES", "LogRow", "MessageRepository", "Outcome"]
 
-FINAL_STATUSES = ("sent", "delivered", "opened", "clicked", "failed", "skipped")
+FINAL_STATUSES = ("sent", "delivered", "opened", "clicked", "failed", "skipped", "refused")
 # Order of receipts from callbacks: a status only moves forward (a late "delivered" never undoes "opened").
 _PROGRESS = ("queued", "sending", "deferred", "dead", "sent", "delivered", "opened", "clicked")
 

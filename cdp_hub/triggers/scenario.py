@@ -19,7 +19,8 @@ docs/scenarios.md explains each field; consent, lateness, hold-until, priorities
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -30,11 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from cdp_hub.datafiles import DataFiles
 from cdp_hub.durations import parse_duration
 
-__all__ = ["Condition", "HoldUntil", "Scenario", "SendAt", "load_scenarios", "parse_duration", "scenario_json_schema"]
-
+__all__ = ["Condition", "HoldUntil", "Predicate", "Scenario", "SendAt", "compile_conditions", "load_scenarios",
+           "parse_duration", "path_reader", "scenario_json_schema"]
 
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists", "contains"]
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+"""A compiled condition (or a scenario's conditions together): ``scope`` -> whether it holds."""
 
 
 class Condition(BaseModel):
@@ -47,63 +52,129 @@ class Condition(BaseModel):
     field: str = Field(pattern=r"^(event|profile)(\.[A-Za-z0-9_]+)+$")
     op: Op = "eq"
     value: Any = None
-    # Worked out once: a busy triggers stage matches every scenario of an event's type against it.
-    _parts: tuple[str, ...] = PrivateAttr(default=())
-    _text_value: bool = PrivateAttr(default=False)
-
-    def model_post_init(self, context: Any, /) -> None:
-        self._parts = tuple(self.field.split("."))
-        # A value that is text and no number equals only the same text (no number or other value can).
-        self._text_value = isinstance(_coerce(self.value), str)
+    _predicate: Predicate | None = PrivateAttr(default=None)
 
     def matches(self, scope: Mapping[str, Any]) -> bool:
-        current: Any = scope
-        spread = False
-        for part in self._parts:
-            if (type(current) is dict or isinstance(current, Mapping)) and part in current:
-                current = current[part]
-            elif type(current) is list:
-                # A path through a list collects the field of every element: event.properties.items.category
-                # is the categories of the order's lines.
-                current = [x[part] for x in current if isinstance(x, Mapping) and x.get(part) is not None]
-                spread = True
-            else:
-                current = _MISSING
-                break
-        if spread and self.op in ("in", "not_in"):
-            # Collected values: ``in`` holds when any of them is in the list, ``not_in`` when none is.
-            hit = any(x in (self.value or []) for x in current)
-            return hit if self.op == "in" else not hit
-        if self.op == "exists":
+        if self._predicate is None:
+            self._predicate = self.compile()
+        return self._predicate(scope)
+
+    def compile(self) -> Predicate:
+        """The condition as a closure: the path split, the value coerced and the operator chosen once.
+
+        A busy triggers stage evaluates every scenario of an event's type against the event; the closure
+        reads no model attribute (pydantic's private-attribute lookup costs more than the comparison)."""
+        return _compile(tuple(self.field.split(".")), self.op, self.value)
+
+
+def _compile(parts: tuple[str, ...], op: str, value: Any) -> Predicate:
+    get = path_reader(parts)
+    if op == "exists":
+        def exists(scope: Mapping[str, Any]) -> bool:
+            current = get(scope)
             return current is not _MISSING and current is not None
-        if self.op == "not_exists":
+        return exists
+    if op == "not_exists":
+        def not_exists(scope: Mapping[str, Any]) -> bool:
+            current = get(scope)
             return current is _MISSING or current is None
+        return not_exists
+    expected = _coerce(value)
+    if op in ("eq", "ne") and isinstance(expected, str):
+        # A value that is text and no number equals only the same text (no number or other value can).
+        want_equal = op == "eq"
+
+        def text_equals(scope: Mapping[str, Any]) -> bool:
+            current = get(scope)
+            if current is _MISSING:
+                return False
+            return (isinstance(current, str) and current == value) is want_equal
+        return text_equals
+    if op in ("eq", "ne"):
+        want_equal = op == "eq"
+
+        def equals(scope: Mapping[str, Any]) -> bool:
+            current = get(scope)
+            if current is _MISSING:
+                return False
+            return bool(_coerce(current) == expected) is want_equal
+        return equals
+    if op in ("in", "not_in"):
+        members: Any = value or []
+        hashed: frozenset[Any] | None = None
+        if isinstance(members, list | tuple):
+            try:  # a set when every member hashes: the same answers as the list (== after hash), in O(1)
+                hashed = frozenset(members)
+            except TypeError:
+                hashed = None
+        want_in = op == "in"
+
+        def member(scope: Mapping[str, Any]) -> bool:
+            current = get(scope)
+            if current is _MISSING:
+                return False
+            if type(current) is _Collected:  # values collected through a list: any of them (in), none (not_in)
+                return any(x in members for x in current) is want_in
+            if hashed is not None:
+                try:
+                    return (current in hashed) is want_in
+                except TypeError:  # an unhashable value (a list, an object) is compared one by one
+                    pass
+            return (current in members) is want_in
+        return member
+    if op == "contains":
+        def contains(scope: Mapping[str, Any]) -> bool:
+            current = get(scope)
+            if current is _MISSING or not isinstance(current, str | list | dict):
+                return False
+            return value in current
+        return contains
+    compare = {"gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le}[op]
+
+    def ordered(scope: Mapping[str, Any]) -> bool:
+        current = get(scope)
         if current is _MISSING:
             return False
-        if self.op in ("eq", "ne") and self._text_value:
-            same = isinstance(current, str) and current == self.value
-            return same if self.op == "eq" else not same
-        if self.op == "eq":
-            return bool(_coerce(current) == _coerce(self.value))
-        if self.op == "ne":
-            return bool(_coerce(current) != _coerce(self.value))
-        if self.op == "in":
-            return current in (self.value or [])
-        if self.op == "not_in":
-            return current not in (self.value or [])
-        if self.op == "contains":
-            return self.value in current if isinstance(current, str | list | dict) else False
-        a, b = _coerce(current), _coerce(self.value)
         try:
-            if self.op == "gt":
-                return bool(a > b)
-            if self.op == "gte":
-                return bool(a >= b)
-            if self.op == "lt":
-                return bool(a < b)
-            return bool(a <= b)
+            return bool(compare(_coerce(current), expected))
         except TypeError:
             return False
+    return ordered
+
+
+class _Collected(list[Any]):
+    """The values a path collected through a list (``event.properties.items.category``: every line's)."""
+
+
+def path_reader(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
+    """A function that follows ``parts`` from a scope; ``_MISSING`` where a step is absent or not a mapping.
+    A step into a list collects the field of every element that has it (a :class:`_Collected` list)."""
+
+    def get(scope: Mapping[str, Any]) -> Any:
+        current: Any = scope
+        for part in parts:
+            if type(current) is dict:  # the common case (JSON), without the ABC check
+                current = current.get(part, _MISSING)
+                if current is _MISSING:
+                    return _MISSING
+            elif isinstance(current, Mapping) and part in current:
+                current = current[part]
+            elif type(current) is list or type(current) is _Collected:
+                current = _Collected(x[part] for x in current if isinstance(x, Mapping) and x.get(part) is not None)
+            else:
+                return _MISSING
+        return current
+    return get
+
+
+def compile_conditions(conditions: Sequence[Condition]) -> Predicate:
+    """All of ``conditions`` as one predicate (no conditions: always true)."""
+    predicates = tuple(c.compile() for c in conditions)
+    if not predicates:
+        return lambda scope: True
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda scope: all(p(scope) for p in predicates)
 
 
 _MISSING: Any = object()
@@ -291,6 +362,10 @@ class Scenario(BaseModel):
 
     def matches(self, scope: Mapping[str, Any]) -> bool:
         return all(c.matches(scope) for c in self.conditions)
+
+    def compile(self) -> Predicate:
+        """The scenario's conditions as one predicate, for a caller that matches many events (the stage)."""
+        return compile_conditions(self.conditions)
 
 
 SCENARIO_FILES: DataFiles[Scenario] = DataFiles(Scenario, what="scenario", schema_name="scenario.schema.json",

@@ -1,6 +1,7 @@
 """The triggers stage: profile events -> scenario decisions -> message intents on ``cdp.messages``.
 
     [cdp.profile-events] ─▶ watermark per partition (latest event time) ─▶ match scenarios (trigger, conditions)
+        (triggers/index.py: by event type, then equality lookups; other conditions compiled once)
         muted (setting, or an event marked by a replay/backfill) ──────────────────────────▶ decided muted
         older than max_age / max_trigger_age, or later than its send time + lateness ───────▶ decided too_late
         delay?   ─▶ scheduled_triggers (durable timer at occurred_at + delay, or at send_at, hold-until key)
@@ -25,6 +26,7 @@ profile as it is at send time.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import heapq
 import logging
@@ -57,6 +59,7 @@ from cdp_hub.store import (
     TimerRepository,
 )
 from cdp_hub.store.timers import Timer
+from cdp_hub.triggers.index import ScenarioIndex
 from cdp_hub.triggers.scenario import QuietHours, Scenario, parse_duration
 from cdp_hub.triggers.timeline import Watermarks, is_too_late
 
@@ -244,10 +247,10 @@ class TriggerStage(Stage[Event]):
         self._last_daily_check = -DAILY_CHECK_SECONDS
         self.scenarios = list(scenarios)
         self._by_id = {s.id: s for s in self.scenarios}
-        self._by_trigger: dict[str, list[Scenario]] = {}
+        self._index = ScenarioIndex(self.scenarios)
+        """By trigger type and equality condition, conditions compiled once (triggers/index.py)."""
         self._cancellers: dict[str, list[str]] = {}
         for s in self.scenarios:
-            self._by_trigger.setdefault(s.trigger.event, []).append(s)
             for etype in s.cancel_on:
                 self._cancellers.setdefault(etype, []).append(s.id)
         self._last_timer_check = 0.0
@@ -288,9 +291,7 @@ class TriggerStage(Stage[Event]):
         partitions = {item.value.event_id: item.record.partition for item in batch}
         for item in batch:
             self.watermarks.observe(item.record.partition, item.value.occurred_at)
-        memberships = await self.segments.on_profiles(
-            [e.profile_id for e in events if e.profile_id is not None], out)
-        await self._decide(events, out, memberships, partitions)
+        await self._decide(events, out, partitions)
         return out
 
     async def handle(self, records: Sequence[Record]) -> StageOutput:
@@ -311,16 +312,20 @@ class TriggerStage(Stage[Event]):
             await callback()
 
     async def _decide(self, events: list[Event], out: StageOutput,
-                      memberships: dict[uuid.UUID, set[str]] | None = None,
                       partitions: Mapping[uuid.UUID, int] | None = None) -> None:
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
-        relevant = [e for e in events if e.type in self._by_trigger or e.type in self._cancellers]
+        relevant = [e for e in events if self._index.triggered_by(e.type) or e.type in self._cancellers]
+        profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
+        # Three independent reads at once (each is a round trip; a batch's latency is mostly round trips):
+        # segment memberships, Golden Records and consent of the profiles that may get a message.
+        memberships, golden, consent_states = await asyncio.gather(
+            self.segments.on_profiles([e.profile_id for e in events if e.profile_id is not None], out),
+            self.profiles.golden_of(profile_ids) if profile_ids else _nothing(),
+            self.consents.current(profile_ids) if profile_ids else _nothing())
         if not relevant:
             return
-        profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
-        golden = await self.profiles.golden_of(profile_ids)
 
         cancels: list[tuple[uuid.UUID, str, datetime]] = []
         timers: list[Timer] = []
@@ -332,36 +337,37 @@ class TriggerStage(Stage[Event]):
             pid = str(event.profile_id)
             for sid in self._cancellers.get(event.type, ()):
                 cancels.append((event.profile_id, sid, event.occurred_at))
-            scenarios = self._by_trigger.get(event.type, ())
-            if not scenarios:
+            if not self._index.triggered_by(event.type):
                 continue
             profile = {**golden.get(event.profile_id, {}),
                        "segments": sorted((memberships or {}).get(event.profile_id, ()))}
             trigger = _EventView(event)
             scope = {"event": trigger, "profile": profile}
+            matched = self._index.matching(event.type, scope)
+            if not matched:
+                continue
             muted = self.options.mute or is_muted(event)
             # How late the event is: the later of its partition's watermark and when the hub received it
             # (never after now), so a lone late event on a quiet partition is late too, while a backlog being
             # worked off after an outage is not.
             arrived = max(self.watermarks.of((partitions or {}).get(event.event_id, 0)),
                           min(event.received_at, now))
-            for scenario in scenarios:
-                if not scenario.matches(scope):
-                    continue
+            for compiled in matched:
+                scenario = compiled.scenario
                 if muted:
                     decisions.append(Decision(scenario, pid, "muted", "triggers are muted (a replay or backfill)",
                                               event))
                     continue
-                max_age = scenario.max_age_td
+                max_age = compiled.max_age
                 if max_age is None and scenario.category == "marketing":
                     max_age = self.options.max_trigger_age
                 if max_age is not None and event.occurred_at < now - max_age:
                     decisions.append(Decision(scenario, pid, "too_late",
                                               f"the event is older than {_human(max_age)}", event))
                     continue
-                lateness = scenario.lateness_td or self.options.allowed_lateness
+                lateness = compiled.lateness or self.options.allowed_lateness
                 if scenario.send_at is None:
-                    fire_at = event.occurred_at + (scenario.delay_td or timedelta(0))
+                    fire_at = event.occurred_at + (compiled.delay or timedelta(0))
                 else:  # relative to a time on the event (a delivery slot, points expiring)
                     anchored = scenario.fire_time(event.occurred_at, trigger)
                     if anchored is None:
@@ -369,7 +375,7 @@ class TriggerStage(Stage[Event]):
                                                   f"the event has no date-time {scenario.send_at.field}", event))
                         continue
                     fire_at = anchored
-                if (scenario.delayed or scenario.lateness_td) and is_too_late(fire_at, arrived, lateness):
+                if (scenario.delayed or compiled.lateness) and is_too_late(fire_at, arrived, lateness):
                     decisions.append(Decision(
                         scenario, pid, "too_late",
                         f"arrived after its send time {fire_at.isoformat()} plus the lateness of {_human(lateness)}",
@@ -402,7 +408,7 @@ class TriggerStage(Stage[Event]):
                 causes = sorted({e.type for e in relevant if e.type in stopped.cancel_on})
                 decisions.append(Decision(stopped, str(cancelled["profile_id"]), "suppressed",
                                           "cancelled by " + ", ".join(causes), Event.model_validate(payload)))
-        decisions.extend(await self._gate_all(gates, out))
+        decisions.extend(await self._gate_all(gates, out, consent_states))
         self._emit(decisions, out)
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any],
@@ -436,7 +442,9 @@ class TriggerStage(Stage[Event]):
 
     # -- the contact policy -----------------------------------------------------------------------
 
-    async def _gate_all(self, gates: list[_Gate], out: StageOutput) -> list[Decision]:
+    async def _gate_all(self, gates: list[_Gate], out: StageOutput,
+                        consent_states: Mapping[uuid.UUID, Mapping[tuple[str, str], str]] | None = None,
+                        ) -> list[Decision]:
         """The contact policy for a batch of intents, in order: consent, once per profile and hold-until
         windows, priority, caps, quiet hours. Once-per-profile is checked against the send log in PostgreSQL as
         well as in Redis: Redis closes the window before delivery has logged a message, PostgreSQL keeps the
@@ -450,8 +458,10 @@ class TriggerStage(Stage[Event]):
             decisions.append(Decision(gate.scenario, gate.profile_id, decision, reason, gate.event,
                                       gate.intent if goes else None, until, gate.message_id))
 
-        # Consent: the consents table, with the Golden Record's consent map for profiles recorded before it.
-        states = await self.consents.current(list({uuid.UUID(g.profile_id) for g in gates}))
+        # Consent: the consents table, with the Golden Record's consent map for profiles recorded before it
+        # (read with the batch's other lookups when the caller has it).
+        states = consent_states if consent_states is not None else await self.consents.current(
+            list({uuid.UUID(g.profile_id) for g in gates}))
         passed: list[_Gate] = []
         for gate in gates:
             refusal = self._consent_refusal(gate, states.get(uuid.UUID(gate.profile_id), {}))
@@ -733,6 +743,10 @@ class TriggerStage(Stage[Event]):
 
         out.on_durable.append(mark_fired)
         return len(fired)
+
+
+async def _nothing() -> dict[uuid.UUID, Any]:
+    return {}
 
 
 def _marketing_scope(window: timedelta) -> str:

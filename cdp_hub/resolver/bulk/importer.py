@@ -9,7 +9,15 @@
 
 A record is a flat row (CSV columns or a JSON object): identity columns by kind name (``email``, ``phone``,
 ``crm_id``, ...), ``id`` / ``source_record_id`` for the source's id, ``updated_at`` / ``occurred_at`` /
-``created_at`` for when it was true, anything else a trait. A JSON object that has ``identities`` is taken
+``created_at`` for when it was true, consent columns (below), anything else a trait.
+
+Consent travels with the record, with evidence, into the consents table as the streaming resolver records a
+``consent.changed`` event: ``consent_<channel>`` (marketing) or ``consent_<channel>_<purpose>`` (channel
+``email``, ``sms``, ``push``, ``messenger`` or ``all``; purpose ``marketing``, ``transactional``, ``service``)
+with ``opted_in`` / ``opted_out`` (or yes/no, true/false, 1/0, да/нет); ``consent_at`` when it was given
+(default: the record's time); ``consent_evidence`` what proves it (a form id, "paper form 2019"). The
+statement's source is the import's source, its evidence ``{"method": "import", "file", "record",
+"reference"}``. Any other value is a record the import cannot take (the DLQ, naming the column). A JSON object that has ``identities`` is taken
 as a canonical event instead. The whole import is one transaction: it lands completely or not at all.
 Run it with the resolver stage paused (a migration); it takes no per-identity locks.
 """
@@ -51,10 +59,12 @@ from cdp_hub.resolver.graph import (
     refresh_golden,
 )
 from cdp_hub.resolver.rules import IdentityRules
+from cdp_hub.schema.consent import CONSENT_CHANNELS, CONSENT_PURPOSES
 from cdp_hub.schema.events import Traits, deterministic_event_id, parse_event, schema_violation_from
 from cdp_hub.schema.identities import CORE_IDENTITY_KINDS, NormalizationOptions, normalize_identity
 from cdp_hub.schema.payloads import EVENT_TYPES
-from cdp_hub.store import ProfileRepository
+from cdp_hub.store import ConsentRepository, ProfileRepository
+from cdp_hub.store.consents import StagedConsent
 
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
@@ -69,6 +79,10 @@ _CHUNK = 20_000
 # differently), and only balanced or no parentheses.
 _RU_PHONE = re.compile(r"^\s*(?:\+7|8)[\s\-]*((?:\([34789]\d{2}\)|[34789]\d{2})(?:[\s\-]*\d){7})\s*$")
 _MAX_ROUNDS = 50
+_CONSENT_AT, _CONSENT_EVIDENCE = "consent_at", "consent_evidence"
+_CONSENT_VALUES = {"opted_in": "opted_in", "opted_out": "opted_out", "yes": "opted_in", "no": "opted_out",
+                   "y": "opted_in", "n": "opted_out", "true": "opted_in", "false": "opted_out", "1": "opted_in",
+                   "0": "opted_out", "да": "opted_in", "нет": "opted_out"}
 
 
 @dataclass
@@ -95,6 +109,7 @@ class ImportSummary:
     input_sha256: str = ""
     events_stored: int = 0
     identities_attached: int = 0
+    consents_recorded: int = 0
     identities_rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
     refused: list[dict[str, Any]] = field(default_factory=list)  # refused links, with the profiles involved
 
@@ -103,6 +118,7 @@ class ImportSummary:
             "records": self.records, "loaded": self.loaded, "duplicates": self.duplicates, "dlq": self.dead,
             "profiles_created": self.profiles_created, "profiles_matched": self.profiles_matched,
             "merges": self.merges, "conflicts": self.conflicts, "components": self.components,
+            "consents_recorded": self.consents_recorded,
             "resolved_event_by_event": self.streamed, "label_rounds": self.rounds,
             "seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss_mb, 1),
             "phases": {k: round(v, 2) for k, v in self.phases.items()},
@@ -143,7 +159,7 @@ class ImportSummary:
             f"peak RSS {self.peak_rss_mb:.0f} MB)",
             f"  loaded {self.loaded}, duplicates/already imported {self.duplicates}, DLQ {self.dead}",
             f"  profiles: {self.profiles_created} created, {self.profiles_matched} existing matched; "
-            f"merges {self.merges}; conflicts {self.conflicts}",
+            f"merges {self.merges}; conflicts {self.conflicts}; consent statements recorded {self.consents_recorded}",
             f"  {self.components} connected components in {self.rounds} label rounds; "
             f"{self.streamed} records resolved event by event (rules had to judge them)",
         ])
@@ -204,11 +220,14 @@ class RecordBuilder:
         self._kinds = set(CORE_IDENTITY_KINDS) | set(self.rules.kinds)
 
     def record(self, rec_no: int, row: dict[str, Any], where: str,
-               rejected: list[RecordError] | None = None) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+               rejected: list[RecordError] | None = None,
+               consents: list[tuple[Any, ...]] | None = None) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         """Staging rows of one record; raises a RecordError for a record that cannot be imported. An identity
         column that does not normalize (a phone ``00000``) is dropped and named in ``rejected`` when the
-        record has another identity; the record goes on without it."""
+        record has another identity; the record goes on without it. The record's consent statements are
+        appended to ``consents`` (staging rows of ``bulk_consent``)."""
         bad: list[NormalizationError] = []
+        consent_columns: dict[str, Any] = {}
         if isinstance(row.get("identities"), list):
             body = dict(row)
             body.setdefault("type", self.event_type)
@@ -236,6 +255,8 @@ class RecordBuilder:
                     rid = str(raw)
                 elif name in _TIME_COLUMNS:
                     when = when or _parse_time(raw)
+                elif name.startswith("consent_"):
+                    consent_columns[name] = raw
                 else:
                     traits_in[name] = raw
             if bad and (not idents or rejected is None):
@@ -260,6 +281,8 @@ class RecordBuilder:
             rid = rid or where
             occurred = when if when is not None else self.now
             event_id = deterministic_event_id(self.source, rid, self.event_type)
+            if consent_columns and consents is not None:
+                consents.extend(self._consents(consent_columns, rec_no, event_id, occurred, rid, where))
         seen: set[tuple[str, str]] = set()
         unique = [k for k in idents if not (k in seen or seen.add(k))]  # type: ignore[func-returns-value]
         linking = [k for k in unique if k not in self._blocked and self.rules.kind_rule(k[0]).links]
@@ -275,6 +298,32 @@ class RecordBuilder:
         rec_row = (rec_no, event_id, occurred, rid, orjson.dumps(traits).decode(), orjson.dumps(body).decode())
         return rec_row, [(rec_no, k, v, occurred) for k, v in linking]
 
+
+    def _consents(self, columns: dict[str, Any], rec_no: int, event_id: uuid.UUID, occurred: datetime, rid: str,
+                  where: str) -> list[tuple[Any, ...]]:
+        """Staging rows of the record's consent statements (see the module doc)."""
+        at = _parse_time(columns.pop(_CONSENT_AT, None)) or occurred
+        reference = columns.pop(_CONSENT_EVIDENCE, None)
+        evidence: dict[str, Any] = {"method": "import", "file": where.rsplit("#", 1)[0], "record": rid}
+        if reference not in (None, ""):
+            evidence["reference"] = str(reference)[:500]
+        rows: list[tuple[Any, ...]] = []
+        for name, raw in columns.items():
+            channel, _, purpose = name.removeprefix("consent_").partition("_")
+            purpose = purpose or "marketing"
+            if channel not in (*CONSENT_CHANNELS, "all") or purpose not in CONSENT_PURPOSES:
+                raise SchemaViolation(f"{name}: not a consent column (consent_<channel>[_<purpose>], channel one "
+                                      f"of {', '.join((*CONSENT_CHANNELS, 'all'))}; purpose one of "
+                                      f"{', '.join(CONSENT_PURPOSES)})", field=name, record_id=rid,
+                                      source=self.source)
+            status = _CONSENT_VALUES.get(str(raw).strip().lower())
+            if status is None:
+                raise SchemaViolation(f"{name}: {str(raw)[:40]!r} is not a consent value (opted_in or opted_out, "
+                                      "yes/no, true/false, 1/0)", field=name, record_id=rid, source=self.source)
+            for ch in (CONSENT_CHANNELS if channel == "all" else (channel,)):
+                rows.append((rec_no, event_id, ch, purpose, status, at.isoformat(),
+                             orjson.dumps(evidence).decode()))
+        return rows
 
     def _normalize(self, kind: str, value: str) -> tuple[str, str]:
         # Russian numbers in the two usual notations are most of a legacy file's phones; writing them in
@@ -292,15 +341,18 @@ class RecordBuilder:
         out = _Chunk()
         recs = io.StringIO()
         idents = io.StringIO()
+        consents = io.StringIO()
         rec_w = csv.writer(recs, lineterminator="\n")
         ident_w = csv.writer(idents, lineterminator="\n")
+        consent_w = csv.writer(consents, lineterminator="\n")
         for rec_no, where, row, raw, error in items:
             try:
                 if row is None:
                     raise SchemaViolation(error or f"{where}: not a record", field="<record>",
                                           record_id=where, source=self.source)
                 rejected: list[RecordError] = []
-                rec, keys = self.record(rec_no, row, where, rejected)
+                statements: list[tuple[Any, ...]] = []
+                rec, keys = self.record(rec_no, row, where, rejected, statements)
                 for exc in rejected:
                     out.dead.append(dead_letter_from_error(
                         exc, stage="import", payload=raw or orjson.dumps(row, default=str),
@@ -313,9 +365,11 @@ class RecordBuilder:
                 continue
             rec_w.writerow(rec)
             ident_w.writerows(keys)
+            consent_w.writerows(statements)
             out.count += 1
         out.records = recs.getvalue().encode()
         out.identities = idents.getvalue().encode()
+        out.consents = consents.getvalue().encode()
         return out
 
 
@@ -326,6 +380,7 @@ class _Chunk:
     count: int = 0
     records: bytes = b""
     identities: bytes = b""
+    consents: bytes = b""
     dead: list[DeadLetter] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # fields of identities dropped from records that went on
 
@@ -383,6 +438,7 @@ class BulkImporter:
             mark = now
 
         streamed_bodies: list[str] = []
+        streamed_consents: list[StagedConsent] = []
         async with store.pool.acquire() as conn, conn.transaction():
             await profiles.bulk_begin(conn, temp_buffers_mb=self.temp_buffers_mb, work_mem_mb=self.work_mem_mb)
             await self._load(conn, profiles, files, fmt, summary, started)
@@ -413,6 +469,9 @@ class BulkImporter:
                                   *households(await profiles.bulk_person_evidence(conn))})
             if flagged:
                 streamed_bodies = await profiles.bulk_take_flagged(conn, flagged)
+                # Their consent waits for their events: the streaming resolver stores them after the commit.
+                streamed_consents = await ConsentRepository.staged_of(
+                    conn, [uuid.UUID(orjson.loads(b)["event_id"]) for b in streamed_bodies])
             summary.loaded = loaded - len(streamed_bodies)
 
             summary.components, summary.profiles_created = await profiles.bulk_targets(conn, self.source)
@@ -436,6 +495,8 @@ class BulkImporter:
             phase("events")
             await profiles.bulk_insert_traits(conn, self.source)
             phase("traits")
+            summary.consents_recorded += await ConsentRepository.record_staged(conn, self.source)
+            phase("consents")
             targets = await profiles.bulk_existing_targets(conn)
             if targets:
                 await refresh_golden(conn, targets, self.rules)
@@ -444,6 +505,8 @@ class BulkImporter:
 
         if streamed_bodies:
             await self._stream(streamed_bodies, summary)
+            summary.consents_recorded += await ConsentRepository(store).record_for_events(self.source,
+                                                                                          streamed_consents)
             phase("event-by-event")
         if summary.dead_letters:
             await self.hub.bus.publish_many([d.to_message(self.hub.topics.dlq) for d in summary.dead_letters])
@@ -471,7 +534,7 @@ class BulkImporter:
                 summary.identities_rejected[reason] = summary.identities_rejected.get(reason, 0) + 1
             summary.dead_letters.extend(chunk.dead)
             if chunk.count:
-                await profiles.bulk_copy(conn, chunk.records, chunk.identities)
+                await profiles.bulk_copy(conn, chunk.records, chunk.identities, chunk.consents)
             rate = summary.records / (time.perf_counter() - started)
             self._say(f"read {summary.records:,} records ({rate:,.0f}/s), DLQ {summary.dead}")
 

@@ -1,6 +1,6 @@
 """The bulk import's set-wise statements: staging tables, connected components, profiles and golden records.
 
-    COPY ─▶ bulk_rec, bulk_ident (session temp tables) ─▶ dedupe ─▶ label propagation (rounds)
+    COPY ─▶ bulk_rec, bulk_ident, bulk_consent (session temp tables) ─▶ dedupe ─▶ label propagation (rounds)
       ─▶ components the rules must judge (handed back) ─▶ one profile per component ─▶ identities, events,
          trait observations ─▶ golden records
 
@@ -31,6 +31,11 @@ _CREATE_STAGING = [
     """CREATE TEMP TABLE bulk_ident (rec bigint NOT NULL, kind text NOT NULL, value text NOT NULL,
                                     seen_at timestamptz NOT NULL)
        ON COMMIT DROP /*gp: DISTRIBUTED BY (kind, value) */""",
+    # Consent statements of the records (consent_* columns); the consent repository moves them to consents.
+    """CREATE TEMP TABLE bulk_consent (rec bigint NOT NULL, event_id uuid NOT NULL, channel text NOT NULL,
+                                      purpose text NOT NULL, status text NOT NULL, occurred_at timestamptz NOT NULL,
+                                      evidence text NOT NULL)
+       ON COMMIT DROP /*gp: DISTRIBUTED BY (event_id) */""",
 ]
 
 # A record listed twice (the same event id: same source record) counts once; records stored by an earlier
@@ -300,10 +305,13 @@ class BulkStatements:
         for stmt in _CREATE_STAGING:
             await conn.execute(self._sql(stmt))
 
-    async def bulk_copy(self, conn: asyncpg.Connection, records: bytes, identities: bytes) -> None:
-        """COPY a chunk of staging rows (CSV: records, then their identities)."""
+    async def bulk_copy(self, conn: asyncpg.Connection, records: bytes, identities: bytes,
+                        consents: bytes = b"") -> None:
+        """COPY a chunk of staging rows (CSV: records, their identities, their consent statements)."""
         await conn.copy_to_table("bulk_rec", source=io.BytesIO(records), format="csv")
         await conn.copy_to_table("bulk_ident", source=io.BytesIO(identities), format="csv")
+        if consents:
+            await conn.copy_to_table("bulk_consent", source=io.BytesIO(consents), format="csv")
 
     async def bulk_dedupe(self, conn: asyncpg.Connection) -> tuple[int, int]:
         """Drop duplicate and already imported records and blocked identities; ``(staged, left)`` records."""
