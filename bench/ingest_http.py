@@ -2,7 +2,7 @@
 per request), on the embedded default (in-process bus, fakeredis) and on Kafka, against a raw uvicorn endpoint
 that reads the body and drops it, in the same run.
 
-    python bench/ingest_http.py [--requests 400] [--concurrency 8] [--bus memory --bus kafka] [--gzip]
+    python bench/ingest_http.py [--requests 400] [--concurrency 8] [--rounds 3] [--bus memory --bus kafka] [--gzip]
 
 Each server runs in a process of its own (uvicorn, one worker), the load generator (httpx) in this one, so the
 server's figure is one process's. Messages are all distinct (no dedupe hits): identify, track (Order Completed
@@ -16,7 +16,8 @@ resolver process resolves. Both are measured here, in the same run on the same m
 bench/resolver_stream.py's harness, batches of 250, a fresh database) on the very events the edge accepted.
 On a shared machine wall-clock rates move with the load, so the CPU time per event of the edge's server process
 and of the resolver (its process plus its PostgreSQL backends) is printed too, and the ratio of those is the
-load-independent answer.
+load-independent answer. Every round measures all of them again, one after the other, and prints the edge's
+events/s, the resolver's and their ratio with the load average; the summary gives the medians of the rounds.
 """
 
 from __future__ import annotations
@@ -204,41 +205,69 @@ def run(target: str, args: argparse.Namespace, payloads: list[bytes]) -> dict[st
         proc.join(20)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--per-request", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--bus", action="append", choices=["memory", "kafka"])
-    parser.add_argument("--gzip", action="store_true", help="gzip the bodies (as RudderStack's SDK does)")
-    args = parser.parse_args()
-    buses = args.bus or ["memory", "kafka"]
-    print(f"POST /v1/batch, {args.per_request} messages per request, {args.requests} requests "
-          f"({WARMUP} warm-up), {args.concurrency} in flight{', gzip' if args.gzip else ''}")
+def _round(args: argparse.Namespace, buses: list[str], number: int) -> dict[str, dict[str, float]]:
+    """One round: the raw endpoint, the hub on each bus, then the resolver on the events the edge took."""
     results: dict[str, dict[str, float]] = {}
     messages: list[list[dict[str, Any]]] = []
     for seed, target in enumerate(["raw", *buses]):
-        batches = bodies(args.requests + WARMUP, args.per_request, seed + int(time.time()))
+        batches = bodies(args.requests + WARMUP, args.per_request, 1000 * number + seed + int(time.time()))
         messages = messages or batches
         raw = [orjson.dumps({"batch": b, "sentAt": "2026-11-20T10:00:01.000Z"}) for b in batches]
         payloads = [gzip.compress(p) for p in raw] if args.gzip else raw
         results[target] = run(target, args, payloads)
         r = results[target]
-        name = {"raw": "raw uvicorn, accept and drop", "memory": "hub, embedded default (memory bus)",
-                "kafka": "hub, Kafka"}[target]
-        print(f"{name:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
+        print(f"  {NAMES[target]:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
               f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event")
     resolver = asyncio.run(_resolver(messages))
-    print(f"{'resolver, batches of 250 (same events)':38s} {resolver['rate']:9,.0f} events/s  "
+    results["resolver"] = {"events_per_s": resolver["rate"], "p50_ms": resolver["p50_ms"],
+                           "p99_ms": resolver["p99_ms"], "cpu_us_per_event": resolver["py_us"] + resolver["db_us"]}
+    print(f"  {NAMES['resolver']:38s} {resolver['rate']:9,.0f} events/s  "
           f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  CPU "
           f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
           f"{resolver['db_us']:.0f} PostgreSQL)")
-    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    for target in buses:
-        r = results[target]
-        print(f"{target}: {r['events_per_s'] / resolver['rate']:.1f}x the resolver's events/s in this run; "
-              f"{(resolver['py_us'] + resolver['db_us']) / r['cpu_us_per_event']:.1f}x by CPU per event; "
-              f"{r['events_per_s'] / results['raw']['events_per_s']:.0%} of the raw endpoint's rate")
+    load1 = os.getloadavg()[0]
+    results["load"] = {"load1": load1}
+    ratios = "; ".join(f"{bus} {results[bus]['events_per_s'] / resolver['rate']:.1f}x" for bus in buses)
+    print(f"  round {number}: edge / resolver events/s: {ratios}  (load average {load1:.1f} on {os.cpu_count()} cores)")
+    return results
+
+
+NAMES = {"raw": "raw uvicorn, accept and drop", "memory": "hub, embedded default (memory bus)",
+         "kafka": "hub, Kafka", "resolver": "resolver, batches of 250 (same events)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--per-request", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement; medians are reported")
+    parser.add_argument("--bus", action="append", choices=["memory", "kafka"])
+    parser.add_argument("--gzip", action="store_true", help="gzip the bodies (as RudderStack's SDK does)")
+    args = parser.parse_args()
+    buses = args.bus or ["memory", "kafka"]
+    print(f"POST /v1/batch, {args.per_request} messages per request, {args.requests} requests "
+          f"({WARMUP} warm-up), {args.concurrency} in flight{', gzip' if args.gzip else ''}; {args.rounds} rounds")
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number}")
+        rounds.append(_round(args, buses, number))
+
+    def median(target: str, key: str) -> float:
+        return statistics.median(r[target][key] for r in rounds)
+
+    print(f"medians of {len(rounds)} rounds (load average {statistics.median(r['load']['load1'] for r in rounds):.1f} "
+          f"on {os.cpu_count()} cores):")
+    for target in ["raw", *buses, "resolver"]:
+        print(f"  {NAMES[target]:38s} {median(target, 'events_per_s'):9,.0f} events/s  p50 {median(target, 'p50_ms'):7.1f} ms"
+              f"  p99 {median(target, 'p99_ms'):7.1f} ms  CPU {median(target, 'cpu_us_per_event'):5.0f} us/event")
+    for bus in buses:
+        ratio = statistics.median(r[bus]["events_per_s"] / r["resolver"]["events_per_s"] for r in rounds)
+        cpu = statistics.median(r["resolver"]["cpu_us_per_event"] / r[bus]["cpu_us_per_event"] for r in rounds)
+        raw = statistics.median(r[bus]["events_per_s"] / r["raw"]["events_per_s"] for r in rounds)
+        print(f"  {bus}: edge {median(bus, 'events_per_s'):,.0f} events/s, resolver {median('resolver', 'events_per_s'):,.0f}"
+              f" events/s: {ratio:.1f}x the resolver's events/s (median of the rounds' ratios; goal 3x); "
+              f"{cpu:.1f}x by CPU per event; {raw:.0%} of the raw endpoint's rate")
 
 
 async def _resolver(batches: list[list[dict[str, Any]]]) -> dict[str, float]:
