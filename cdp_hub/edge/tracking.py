@@ -250,7 +250,7 @@ class TrackingEdge:
         candidates = [o for o in outcomes if o.events and o.message_id is not None]
         claimed: list[str] = []
         if ttl and candidates:
-            firsts = await hub.hotstate.first_sightings(source, [o.message_id or "" for o in candidates], ttl)
+            firsts = await hub.sightings.first_sightings(source, [o.message_id or "" for o in candidates], ttl)
             for outcome, first in zip(candidates, firsts, strict=True):
                 outcome.duplicate = not first
                 if first:
@@ -265,10 +265,10 @@ class TrackingEdge:
             if out:
                 await durable(hub, hub.bus.publish_many(out), route="tracking")
         except EdgeUnavailable:  # 503 with the configured Retry-After (the app's handler answers it)
-            await hub.hotstate.forget_sightings(source, claimed)
+            await hub.sightings.forget_sightings(source, claimed)
             raise
         except Exception as exc:
-            await hub.hotstate.forget_sightings(source, claimed)
+            await hub.sightings.forget_sightings(source, claimed)
             log.warning("tracking batch of %s not published: %s", source, type(exc).__name__)
             raise EdgeError(503, "unavailable", "events could not be stored; retry later",
                             headers={"Retry-After": "5"}) from exc
