@@ -7,9 +7,11 @@ that reads the body and drops it, in the same run.
 Each server runs in a process of its own (uvicorn, one worker), the load generator (httpx) in this one, so the
 server's figure is one process's. Messages are all distinct (no dedupe hits): identify, track (Order Completed
 with products, Product Viewed), page and screen for ~1/4 as many users, as a web shop's SDKs send them.
-PostgreSQL (``$CDP_HUB_POSTGRES_DSN``, default: the test server) is not on the tracking path; the hub needs it to
-start. Kafka is ``$CDP_HUB_KAFKA_BOOTSTRAP`` (default: the test broker) with a fresh topic prefix, Redis
-``$CDP_HUB_REDIS_URL`` for the Kafka run. The first 20 requests of each run warm up and are not timed.
+PostgreSQL (``$CDP_HUB_POSTGRES_DSN``, default: the test server; each hub gets a fresh database) holds the
+embedded default's dedupe window (``edge.dedupe_store = "auto"``: PostgreSQL when Redis is the in-process
+fakeredis), so the CPU of the hub's PostgreSQL connections is counted with the server's. Kafka is
+``$CDP_HUB_KAFKA_BOOTSTRAP`` (default: the test broker) with a fresh topic prefix, Redis ``$CDP_HUB_REDIS_URL``
+(the dedupe window there) for the Kafka run. The first 20 requests of each run warm up and are not timed.
 
 The edge must not be the pipeline's bottleneck: one edge process should accept at least three times what one
 resolver process resolves. Both are measured here, in the same run on the same machine: the resolver (with
@@ -36,8 +38,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
+from resolver_stream import _drop_db, _fresh_db, _proc_cpu  # bench/ is the script's directory
 
 KEY = "wk-bench"
 WARMUP = 20
@@ -85,7 +89,7 @@ def bodies(requests: int, per_request: int, seed: int) -> list[list[dict[str, An
 # -- the servers (each in a process of its own) ------------------------------------------------------------
 
 
-def _serve_hub(bus: str, port: int) -> None:
+def _serve_hub(bus: str, port: int, dsn: str) -> None:
     import uvicorn
 
     from cdp_hub.config import ConnectorInstance, Settings
@@ -93,8 +97,7 @@ def _serve_hub(bus: str, port: int) -> None:
     from cdp_hub.hub import Hub
 
     values: dict[str, Any] = {
-        "bus": bus, "postgres_dsn": os.environ.get("CDP_HUB_POSTGRES_DSN",
-                                                   "postgresql://postgres@127.0.0.1:15432/cdp_hub"),
+        "bus": bus, "postgres_dsn": dsn,
         "redis_url": "fakeredis://" if bus == "memory" else os.environ.get("CDP_HUB_REDIS_URL",
                                                                           "redis://127.0.0.1:16379/0"),
         "kafka_bootstrap": os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
@@ -148,8 +151,21 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def _backends(dsn: str | None) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend connected to the database of ``dsn`` (the hub's pool)."""
+    if dsn is None:
+        return {}
+    conn = await asyncpg.connect(dsn)
+    try:
+        pids = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    finally:
+        await conn.close()
+    return {pid: _proc_cpu([pid]) for pid in pids}
+
+
 async def load(url: str, payloads: list[bytes], per_request: int, concurrency: int,
-               gzipped: bool, server_pid: int) -> dict[str, float]:
+               gzipped: bool, server_pid: int, dsn: str | None) -> dict[str, float]:
     headers = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode(),
                "Content-Type": "application/json"}
     if gzipped:
@@ -177,32 +193,39 @@ async def load(url: str, payloads: list[bytes], per_request: int, concurrency: i
         warm = [queue.pop() for _ in range(min(WARMUP, len(queue)))]
         for _, body in warm:
             await client.post(url + "/v1/batch", content=body, headers=headers)
+        db0 = await _backends(dsn)
         cpu0 = _cpu_seconds(server_pid)
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - started
         cpu = _cpu_seconds(server_pid) - cpu0
+        db = sum(now - db0.get(pid, 0.0) for pid, now in (await _backends(dsn)).items())
     latencies.sort()
     return {"events_per_s": accepted / wall, "requests_per_s": len(latencies) / wall,
-            "cpu_us_per_event": cpu / max(1, accepted) * 1e6,
+            "cpu_us_per_event": (cpu + db) / max(1, accepted) * 1e6,
+            "db_us_per_event": db / max(1, accepted) * 1e6,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
 
 
 def run(target: str, args: argparse.Namespace, payloads: list[bytes]) -> dict[str, float]:
     port = _free_port()
+    database = f"bench_edge_{os.getpid()}_{target}"
+    dsn = None if target == "raw" else asyncio.run(_fresh_db(database))
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_serve_raw if target == "raw" else _serve_hub,
-                       args=(port,) if target == "raw" else (target, port), daemon=True)
+                       args=(port,) if target == "raw" else (target, port, dsn), daemon=True)
     proc.start()
     url = f"http://127.0.0.1:{port}"
     try:
         asyncio.run(_wait(url))
         assert proc.pid is not None
-        return asyncio.run(load(url, payloads, args.per_request, args.concurrency, args.gzip, proc.pid))
+        return asyncio.run(load(url, payloads, args.per_request, args.concurrency, args.gzip, proc.pid, dsn))
     finally:
         proc.terminate()
         proc.join(20)
+        if dsn is not None:
+            asyncio.run(_drop_db(database))
 
 
 def _round(args: argparse.Namespace, buses: list[str], number: int) -> dict[str, dict[str, float]]:
@@ -217,7 +240,8 @@ def _round(args: argparse.Namespace, buses: list[str], number: int) -> dict[str,
         results[target] = run(target, args, payloads)
         r = results[target]
         print(f"  {NAMES[target]:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
-              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event")
+              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event"
+              + (f" ({r['db_us_per_event']:.0f} of it PostgreSQL)" if target != "raw" else ""))
     resolver = asyncio.run(_resolver(messages))
     results["resolver"] = {"events_per_s": resolver["rate"], "p50_ms": resolver["p50_ms"],
                            "p99_ms": resolver["p99_ms"], "cpu_us_per_event": resolver["py_us"] + resolver["db_us"]}
@@ -272,7 +296,7 @@ def main() -> None:
 
 async def _resolver(batches: list[list[dict[str, Any]]]) -> dict[str, float]:
     """The resolver on the canonical events of these messages (bench/resolver_stream.py's harness)."""
-    from resolver_stream import run as run_resolver  # bench/ is the script's directory
+    from resolver_stream import run as run_resolver
 
     from cdp_hub.connector.tracking import TrackingConnector
 

@@ -87,6 +87,7 @@ class Hub:
         self.outages = Outages(self.metrics)
         """Dependency outages seen by this process (stages, HTTP edge); ``/readyz`` and the logs read it."""
         self._channels: dict[str, Channel] = {}
+        self._sightings: SightingRepository | None = None
         self._started = False
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         """The hub's notion of now (scenarios, quiet hours, timers); the demo and tests may pin it."""
@@ -98,9 +99,14 @@ class Hub:
     @property
     def sightings(self) -> SightingWindow:
         """The edge's dedupe window (tracking messageIds, ids of events derived from callbacks): in Redis, or in
-        PostgreSQL when ``edge.dedupe_store = "postgres"`` (Redis may then be a cache that is flushed)."""
-        if self.settings.edge.dedupe_store == "postgres":
-            return SightingRepository(self.store)
+        PostgreSQL with ``edge.dedupe_store = "postgres"`` (Redis may then be a cache that is flushed), and with
+        the default ``"auto"`` when the hot state is the in-process fakeredis, which a restart empties (and
+        whose one-command-per-id Lua costs more CPU than the whole rest of the edge: bench/ingest_http.py)."""
+        choice = self.settings.edge.dedupe_store
+        if choice == "postgres" or (choice == "auto" and self.hotstate.backend == "fakeredis"):
+            if self._sightings is None:
+                self._sightings = SightingRepository(self.store)
+            return self._sightings
         return self.hotstate
 
     async def start(self) -> None:

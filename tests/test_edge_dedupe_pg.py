@@ -51,6 +51,14 @@ async def test_an_expired_sighting_is_taken_over_and_purged(store: Store) -> Non
     assert await window.first_sightings("web", ["live", "old"], 60) == [False, False]
 
 
+async def test_claims_purge_a_chunk_now_and_then_without_the_job(store: Store) -> None:
+    window = SightingRepository(store, purge_every=0.5, purge_chunk=2)
+    assert await window.first_sightings("web", ["e1", "e2", "e3"], 1) == [True, True, True]
+    await asyncio.sleep(1.2)
+    await window.first_sightings("web", ["new"], 60)  # due: one chunk of two expired rows goes
+    assert await SightingRepository(store).purge_expired() == 1  # the third was left for the next time
+
+
 async def test_concurrent_claims_of_one_id_have_one_winner(store: Store) -> None:
     window = SightingRepository(store)
     ids = [f"c-{i}" for i in range(200)]

@@ -5,7 +5,9 @@ Redis flush cannot lose them.
     first_sightings(scope, ids, ttl) ─▶ one INSERT ... ON CONFLICT for the batch: a new id, or one whose row
                                         expired, is claimed (True); a live row is a duplicate (False)
     forget_sightings(scope, ids)     ─▶ DELETE (publishing failed: the sender's retry must get through)
-    purge_expired(limit)             ─▶ DELETE of expired rows, in chunks (the edge_sightings_purge job)
+    purge_expired(chunk)             ─▶ DELETE of expired rows, in chunks (the edge_sightings_purge job; and one
+                                        chunk at most every ``purge_every`` seconds after a claim, so a hub
+                                        without the job, the embedded default, stays bounded too)
 
 Two requests claiming the same id at once: the primary key serializes them, and only one INSERT returns the
 row. The statement is Greenplum-compatible (no MERGE; the conflict target is the distribution key).
@@ -13,6 +15,7 @@ row. The statement is Greenplum-compatible (no MERGE; the conflict target is the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from cdp_hub.store.db import Store
@@ -36,8 +39,11 @@ DELETE FROM edge_sightings WHERE (scope, item) IN (
 class SightingRepository:
     """Which ids were seen within a window, per scope (a tracking source, or ``delivery``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, purge_every: float = 3600.0, purge_chunk: int = 10_000) -> None:
         self.store = store
+        self.purge_every = purge_every
+        self.purge_chunk = purge_chunk
+        self._next_purge = time.monotonic() + purge_every
 
     async def first_sightings(self, scope: str, items: Sequence[str], ttl_seconds: int) -> list[bool]:
         """Mark ``items`` as seen in ``scope`` for ``ttl_seconds``; True for each one not seen before in that
@@ -51,6 +57,9 @@ class SightingRepository:
         for item in items:
             out.append(item in claimed)
             claimed.discard(item)
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + self.purge_every
+            await self.store.execute(_PURGE, self.purge_chunk)
         return out
 
     async def forget_sightings(self, scope: str, items: Sequence[str]) -> None:
