@@ -13,9 +13,16 @@ from typing import Any
 import orjson
 import pytest
 
+from cdp_hub.bus.events import event_dict_message
 from cdp_hub.connector.tracking import TrackingConnector
 from cdp_hub.errors import RecordError
-from cdp_hub.schema.events import DEFAULT_OPTIONS, Event, parse_event
+from cdp_hub.schema.events import (
+    DEFAULT_OPTIONS,
+    Event,
+    deterministic_event_id,
+    deterministic_event_id_text,
+    parse_event,
+)
 from cdp_hub.schema.fastpath import event_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -118,3 +125,36 @@ def test_a_random_corpus_agrees() -> None:
             fast = event_dict(copy.deepcopy(draft), DEFAULT_OPTIONS, RECEIVED)
             assert fast is not None
             _same(fast, parse_event(draft))
+
+
+def test_the_event_id_as_text_is_the_uuid5_as_text() -> None:
+    rng = random.Random(11)
+    for _ in range(500):
+        source = rng.choice(["web", "app", "shop-1"])
+        rid = "".join(rng.choice("abcЖ9-\x1f ") for _ in range(rng.randrange(1, 40)))
+        typ = rng.choice(["order.placed", "customer.updated", "screen.viewed"])
+        assert deterministic_event_id_text(source, rid, typ) == str(deterministic_event_id(source, rid, typ))
+
+
+def test_the_partition_key_is_the_strongest_identity_as_before() -> None:
+    """event_key's rule (the first kind of the priority list, the last value of that kind; else the first kind
+    seen, with its last value), against a plain restatement of it."""
+
+    def expected(identities: list[tuple[str, str]]) -> bytes:
+        by_kind = dict(identities)
+        for kind in ("crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card", "email", "phone",
+                     "device_id", "push_token", "anonymous_id"):
+            if kind in by_kind:
+                return f"{kind}:{by_kind[kind]}".encode()
+        kind, value = next(iter(by_kind.items()))
+        return f"{kind}:{value}".encode()
+
+    rng = random.Random(5)
+    kinds = ["email", "phone", "anonymous_id", "crm_id", "vk_id", "max_id", "device_id"]
+    for _ in range(2000):
+        identities = [(rng.choice(kinds), f"v{rng.randrange(5)}") for _ in range(rng.randrange(1, 6))]
+        event = {"identities": [{"kind": k, "value": v} for k, v in identities], "type": "customer.updated",
+                 "source": "web"}
+        assert event_dict_message("t", event).key == expected(identities), identities
+    with pytest.raises(IndexError):
+        event_dict_message("t", {"identities": [], "type": "customer.updated", "source": "web"})

@@ -25,15 +25,27 @@ def event_key(event: Event) -> bytes:
     return _strongest((i.kind, i.value) for i in event.identities)
 
 
+_RANK = {kind: rank for rank, kind in enumerate(_KEY_PRIORITY)}
+_UNRANKED = len(_KEY_PRIORITY)
+
+
 def _strongest(identities: Iterable[tuple[str, str]]) -> bytes:
-    by_kind = dict(identities)  # the last identity of a kind names it
-    for kind in _KEY_PRIORITY:
-        if kind in by_kind:
-            return f"{kind}:{by_kind[kind]}".encode()
-    if not by_kind:
+    # The kind first in _KEY_PRIORITY, the last identity of that kind; with no ranked kind, the first identity
+    # of the first kind, again its last value (what a {kind: value} dict of them gives).
+    best_rank, best_kind, best_value = _UNRANKED + 1, "", ""
+    first_kind = None
+    for kind, value in identities:
+        rank = _RANK.get(kind, _UNRANKED)
+        if rank == _UNRANKED:
+            if first_kind is None:
+                first_kind = kind
+            elif kind != first_kind:
+                continue
+        if rank <= best_rank:
+            best_rank, best_kind, best_value = rank, kind, value
+    if best_rank > _UNRANKED:
         raise IndexError("an event without identities has no partition key")
-    kind, value = next(iter(by_kind.items()))
-    return f"{kind}:{value}".encode()
+    return f"{best_kind}:{best_value}".encode()
 
 
 def event_message(topic: str, event: Event) -> OutgoingMessage:
