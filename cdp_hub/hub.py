@@ -46,6 +46,11 @@ class SightingWindow(Protocol):
     """Which ids were seen within a window: :class:`HotState` (Redis) or :class:`SightingRepository`
     (PostgreSQL) answer the same way (``edge.dedupe_store``)."""
 
+    @property
+    def dependency(self) -> str:
+        """The dependency the window lives in (``"redis"`` or ``"postgres"``), as the outage board names it."""
+        ...
+
     async def first_sightings(self, scope: str, items: Sequence[str], ttl_seconds: int) -> list[bool]: ...
 
     async def forget_sightings(self, scope: str, items: Sequence[str]) -> None: ...

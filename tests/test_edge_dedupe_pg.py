@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -107,3 +108,16 @@ async def test_the_purge_job_deletes_expired_sightings(pg_hub: Hub) -> None:
     await asyncio.sleep(1.2)
     assert await run_job_kind(pg_hub, "edge_sightings_purge", {}, settle_nothing) == {"deleted": 2}
     assert await window.first_sightings("web", ["kept", "gone-1"], 60) == [False, True]
+
+
+async def test_the_window_down_is_a_503_not_a_500(pg_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def down(scope: str, items: Any, ttl: int) -> list[bool]:
+        raise asyncpg.CannotConnectNowError("the database system is starting up")
+
+    monkeypatch.setattr(pg_hub.sightings, "first_sightings", down)
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode()}
+    transport = httpx.ASGITransport(app=create_app(pg_hub))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test", headers=headers) as client:
+        response = await client.post("/v1/batch", json=_batch("down-1"))
+    assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+    assert await pg_hub.bus.read_all(pg_hub.topics.events) == []  # nothing half-accepted

@@ -250,7 +250,10 @@ class TrackingEdge:
         candidates = [o for o in outcomes if o.events and o.message_id is not None]
         claimed: list[str] = []
         if ttl and candidates:
-            firsts = await hub.sightings.first_sightings(source, [o.message_id or "" for o in candidates], ttl)
+            # Redis or PostgreSQL down: a 503 with Retry-After (nothing was published yet), never a 500.
+            window = hub.sightings
+            firsts = await durable(hub, window.first_sightings(source, [o.message_id or "" for o in candidates], ttl),
+                                   route="tracking", awaits=window.dependency, final=False)
             for outcome, first in zip(candidates, firsts, strict=True):
                 outcome.duplicate = not first
                 if first:

@@ -39,6 +39,11 @@ DELETE FROM edge_sightings WHERE (scope, item) IN (
 class SightingRepository:
     """Which ids were seen within a window, per scope (a tracking source, or ``delivery``)."""
 
+    @property
+    def dependency(self) -> str:
+        """Where the window lives, as the outage board names it (HotState's is ``"redis"``)."""
+        return "postgres"
+
     def __init__(self, store: Store, *, purge_every: float = 3600.0, purge_chunk: int = 10_000) -> None:
         self.store = store
         self.purge_every = purge_every
