@@ -94,6 +94,7 @@ def _serve_hub(bus: str, port: int, dsn: str) -> None:
 
     from cdp_hub.config import ConnectorInstance, Settings
     from cdp_hub.daemon import create_app
+    from cdp_hub.hotstate import HotState
     from cdp_hub.hub import Hub
 
     values: dict[str, Any] = {
@@ -106,10 +107,18 @@ def _serve_hub(bus: str, port: int, dsn: str) -> None:
     }
 
     async def main() -> None:
-        async with Hub(Settings(**values)) as hub:
+        settings = Settings(**values)
+        # Keys of this run's own in a shared Redis (the dedupe window of the Kafka run), deleted at the end.
+        hotstate = HotState(settings.redis_url, prefix=f"bench{uuid.uuid4().hex[:8]}:")
+        async with Hub(settings, hotstate=hotstate) as hub:
             server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=port,
                                                    log_level="warning", lifespan="off", access_log=False))
-            await server.serve()
+            try:
+                await server.serve()
+            finally:
+                keys = [k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
+                for start in range(0, len(keys), 1000):
+                    await hotstate.redis.delete(*keys[start:start + 1000])
 
     asyncio.run(main())
 
