@@ -2,21 +2,24 @@
 per request), on the embedded default (in-process bus, fakeredis) and on Kafka, against a raw uvicorn endpoint
 that reads the body and drops it, in the same run.
 
-    python bench/ingest_http.py [--requests 400] [--concurrency 8] [--bus memory --bus kafka] [--gzip]
+    python bench/ingest_http.py [--requests 400] [--concurrency 8] [--rounds 3] [--bus memory --bus kafka] [--gzip]
 
 Each server runs in a process of its own (uvicorn, one worker), the load generator (httpx) in this one, so the
 server's figure is one process's. Messages are all distinct (no dedupe hits): identify, track (Order Completed
 with products, Product Viewed), page and screen for ~1/4 as many users, as a web shop's SDKs send them.
-PostgreSQL (``$CDP_HUB_POSTGRES_DSN``, default: the test server) is not on the tracking path; the hub needs it to
-start. Kafka is ``$CDP_HUB_KAFKA_BOOTSTRAP`` (default: the test broker) with a fresh topic prefix, Redis
-``$CDP_HUB_REDIS_URL`` for the Kafka run. The first 20 requests of each run warm up and are not timed.
+PostgreSQL (``$CDP_HUB_POSTGRES_DSN``, default: the test server; each hub gets a fresh database) holds the
+embedded default's dedupe window (``edge.dedupe_store = "auto"``: PostgreSQL when Redis is the in-process
+fakeredis), so the CPU of the hub's PostgreSQL connections is counted with the server's. Kafka is
+``$CDP_HUB_KAFKA_BOOTSTRAP`` (default: the test broker) with a fresh topic prefix, Redis ``$CDP_HUB_REDIS_URL``
+(the dedupe window there) for the Kafka run. The first 20 requests of each run warm up and are not timed.
 
 The edge must not be the pipeline's bottleneck: one edge process should accept at least three times what one
 resolver process resolves. Both are measured here, in the same run on the same machine: the resolver (with
 bench/resolver_stream.py's harness, batches of 250, a fresh database) on the very events the edge accepted.
 On a shared machine wall-clock rates move with the load, so the CPU time per event of the edge's server process
 and of the resolver (its process plus its PostgreSQL backends) is printed too, and the ratio of those is the
-load-independent answer.
+load-independent answer. Every round measures all of them again, one after the other, and prints the edge's
+events/s, the resolver's and their ratio with the load average; the summary gives the medians of the rounds.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
+from resolver_stream import _drop_db, _fresh_db, _proc_cpu  # bench/ is the script's directory
 
 KEY = "wk-bench"
 WARMUP = 20
@@ -84,16 +89,16 @@ def bodies(requests: int, per_request: int, seed: int) -> list[list[dict[str, An
 # -- the servers (each in a process of its own) ------------------------------------------------------------
 
 
-def _serve_hub(bus: str, port: int) -> None:
+def _serve_hub(bus: str, port: int, dsn: str) -> None:
     import uvicorn
 
     from cdp_hub.config import ConnectorInstance, Settings
     from cdp_hub.daemon import create_app
+    from cdp_hub.hotstate import HotState
     from cdp_hub.hub import Hub
 
     values: dict[str, Any] = {
-        "bus": bus, "postgres_dsn": os.environ.get("CDP_HUB_POSTGRES_DSN",
-                                                   "postgresql://postgres@127.0.0.1:15432/cdp_hub"),
+        "bus": bus, "postgres_dsn": dsn,
         "redis_url": "fakeredis://" if bus == "memory" else os.environ.get("CDP_HUB_REDIS_URL",
                                                                           "redis://127.0.0.1:16379/0"),
         "kafka_bootstrap": os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092"),
@@ -102,10 +107,18 @@ def _serve_hub(bus: str, port: int) -> None:
     }
 
     async def main() -> None:
-        async with Hub(Settings(**values)) as hub:
+        settings = Settings(**values)
+        # Keys of this run's own in a shared Redis (the dedupe window of the Kafka run), deleted at the end.
+        hotstate = HotState(settings.redis_url, prefix=f"bench{uuid.uuid4().hex[:8]}:")
+        async with Hub(settings, hotstate=hotstate) as hub:
             server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=port,
                                                    log_level="warning", lifespan="off", access_log=False))
-            await server.serve()
+            try:
+                await server.serve()
+            finally:
+                keys = [k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
+                for start in range(0, len(keys), 1000):
+                    await hotstate.redis.delete(*keys[start:start + 1000])
 
     asyncio.run(main())
 
@@ -147,8 +160,21 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def _backends(dsn: str | None) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend connected to the database of ``dsn`` (the hub's pool)."""
+    if dsn is None:
+        return {}
+    conn = await asyncpg.connect(dsn)
+    try:
+        pids = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    finally:
+        await conn.close()
+    return {pid: _proc_cpu([pid]) for pid in pids}
+
+
 async def load(url: str, payloads: list[bytes], per_request: int, concurrency: int,
-               gzipped: bool, server_pid: int) -> dict[str, float]:
+               gzipped: bool, server_pid: int, dsn: str | None) -> dict[str, float]:
     headers = {"Authorization": "Basic " + base64.b64encode(f"{KEY}:".encode()).decode(),
                "Content-Type": "application/json"}
     if gzipped:
@@ -176,32 +202,71 @@ async def load(url: str, payloads: list[bytes], per_request: int, concurrency: i
         warm = [queue.pop() for _ in range(min(WARMUP, len(queue)))]
         for _, body in warm:
             await client.post(url + "/v1/batch", content=body, headers=headers)
+        db0 = await _backends(dsn)
         cpu0 = _cpu_seconds(server_pid)
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - started
         cpu = _cpu_seconds(server_pid) - cpu0
+        db = sum(now - db0.get(pid, 0.0) for pid, now in (await _backends(dsn)).items())
     latencies.sort()
     return {"events_per_s": accepted / wall, "requests_per_s": len(latencies) / wall,
-            "cpu_us_per_event": cpu / max(1, accepted) * 1e6,
+            "cpu_us_per_event": (cpu + db) / max(1, accepted) * 1e6,
+            "db_us_per_event": db / max(1, accepted) * 1e6,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
 
 
 def run(target: str, args: argparse.Namespace, payloads: list[bytes]) -> dict[str, float]:
     port = _free_port()
+    database = f"bench_edge_{os.getpid()}_{target}"
+    dsn = None if target == "raw" else asyncio.run(_fresh_db(database))
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_serve_raw if target == "raw" else _serve_hub,
-                       args=(port,) if target == "raw" else (target, port), daemon=True)
+                       args=(port,) if target == "raw" else (target, port, dsn), daemon=True)
     proc.start()
     url = f"http://127.0.0.1:{port}"
     try:
         asyncio.run(_wait(url))
         assert proc.pid is not None
-        return asyncio.run(load(url, payloads, args.per_request, args.concurrency, args.gzip, proc.pid))
+        return asyncio.run(load(url, payloads, args.per_request, args.concurrency, args.gzip, proc.pid, dsn))
     finally:
         proc.terminate()
         proc.join(20)
+        if dsn is not None:
+            asyncio.run(_drop_db(database))
+
+
+def _round(args: argparse.Namespace, buses: list[str], number: int) -> dict[str, dict[str, float]]:
+    """One round: the raw endpoint, the hub on each bus, then the resolver on the events the edge took."""
+    results: dict[str, dict[str, float]] = {}
+    messages: list[list[dict[str, Any]]] = []
+    for seed, target in enumerate(["raw", *buses]):
+        batches = bodies(args.requests + WARMUP, args.per_request, 1000 * number + seed + int(time.time()))
+        messages = messages or batches
+        raw = [orjson.dumps({"batch": b, "sentAt": "2026-11-20T10:00:01.000Z"}) for b in batches]
+        payloads = [gzip.compress(p) for p in raw] if args.gzip else raw
+        results[target] = run(target, args, payloads)
+        r = results[target]
+        print(f"  {NAMES[target]:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
+              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event"
+              + (f" ({r['db_us_per_event']:.0f} of it PostgreSQL)" if target != "raw" else ""))
+    resolver = asyncio.run(_resolver(messages))
+    results["resolver"] = {"events_per_s": resolver["rate"], "p50_ms": resolver["p50_ms"],
+                           "p99_ms": resolver["p99_ms"], "cpu_us_per_event": resolver["py_us"] + resolver["db_us"]}
+    print(f"  {NAMES['resolver']:38s} {resolver['rate']:9,.0f} events/s  "
+          f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  CPU "
+          f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
+          f"{resolver['db_us']:.0f} PostgreSQL)")
+    load1 = os.getloadavg()[0]
+    results["load"] = {"load1": load1}
+    ratios = "; ".join(f"{bus} {results[bus]['events_per_s'] / resolver['rate']:.1f}x" for bus in buses)
+    print(f"  round {number}: edge / resolver events/s: {ratios}  (load average {load1:.1f} on {os.cpu_count()} cores)")
+    return results
+
+
+NAMES = {"raw": "raw uvicorn, accept and drop", "memory": "hub, embedded default (memory bus)",
+         "kafka": "hub, Kafka", "resolver": "resolver, batches of 250 (same events)"}
 
 
 def main() -> None:
@@ -209,41 +274,38 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--per-request", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement; medians are reported")
     parser.add_argument("--bus", action="append", choices=["memory", "kafka"])
     parser.add_argument("--gzip", action="store_true", help="gzip the bodies (as RudderStack's SDK does)")
     args = parser.parse_args()
     buses = args.bus or ["memory", "kafka"]
     print(f"POST /v1/batch, {args.per_request} messages per request, {args.requests} requests "
-          f"({WARMUP} warm-up), {args.concurrency} in flight{', gzip' if args.gzip else ''}")
-    results: dict[str, dict[str, float]] = {}
-    messages: list[list[dict[str, Any]]] = []
-    for seed, target in enumerate(["raw", *buses]):
-        batches = bodies(args.requests + WARMUP, args.per_request, seed + int(time.time()))
-        messages = messages or batches
-        raw = [orjson.dumps({"batch": b, "sentAt": "2026-11-20T10:00:01.000Z"}) for b in batches]
-        payloads = [gzip.compress(p) for p in raw] if args.gzip else raw
-        results[target] = run(target, args, payloads)
-        r = results[target]
-        name = {"raw": "raw uvicorn, accept and drop", "memory": "hub, embedded default (memory bus)",
-                "kafka": "hub, Kafka"}[target]
-        print(f"{name:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
-              f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event")
-    resolver = asyncio.run(_resolver(messages))
-    print(f"{'resolver, batches of 250 (same events)':38s} {resolver['rate']:9,.0f} events/s  "
-          f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  CPU "
-          f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
-          f"{resolver['db_us']:.0f} PostgreSQL)")
-    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    for target in buses:
-        r = results[target]
-        print(f"{target}: {r['events_per_s'] / resolver['rate']:.1f}x the resolver's events/s in this run; "
-              f"{(resolver['py_us'] + resolver['db_us']) / r['cpu_us_per_event']:.1f}x by CPU per event; "
-              f"{r['events_per_s'] / results['raw']['events_per_s']:.0%} of the raw endpoint's rate")
+          f"({WARMUP} warm-up), {args.concurrency} in flight{', gzip' if args.gzip else ''}; {args.rounds} rounds")
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        print(f"round {number}")
+        rounds.append(_round(args, buses, number))
+
+    def median(target: str, key: str) -> float:
+        return statistics.median(r[target][key] for r in rounds)
+
+    print(f"medians of {len(rounds)} rounds (load average {statistics.median(r['load']['load1'] for r in rounds):.1f} "
+          f"on {os.cpu_count()} cores):")
+    for target in ["raw", *buses, "resolver"]:
+        print(f"  {NAMES[target]:38s} {median(target, 'events_per_s'):9,.0f} events/s  p50 {median(target, 'p50_ms'):7.1f} ms"
+              f"  p99 {median(target, 'p99_ms'):7.1f} ms  CPU {median(target, 'cpu_us_per_event'):5.0f} us/event")
+    for bus in buses:
+        ratio = statistics.median(r[bus]["events_per_s"] / r["resolver"]["events_per_s"] for r in rounds)
+        cpu = statistics.median(r["resolver"]["cpu_us_per_event"] / r[bus]["cpu_us_per_event"] for r in rounds)
+        raw = statistics.median(r[bus]["events_per_s"] / r["raw"]["events_per_s"] for r in rounds)
+        print(f"  {bus}: edge {median(bus, 'events_per_s'):,.0f} events/s, resolver {median('resolver', 'events_per_s'):,.0f}"
+              f" events/s: {ratio:.1f}x the resolver's events/s (median of the rounds' ratios; goal 3x); "
+              f"{cpu:.1f}x by CPU per event; {raw:.0%} of the raw endpoint's rate")
 
 
 async def _resolver(batches: list[list[dict[str, Any]]]) -> dict[str, float]:
     """The resolver on the canonical events of these messages (bench/resolver_stream.py's harness)."""
-    from resolver_stream import run as run_resolver  # bench/ is the script's directory
+    from resolver_stream import run as run_resolver
 
     from cdp_hub.connector.tracking import TrackingConnector
 

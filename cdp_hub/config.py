@@ -60,7 +60,7 @@ class JobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["sync", "segment_recompute", "birthday_scan"]
+    kind: Literal["sync", "segment_recompute", "birthday_scan", "edge_sightings_purge"]
     cron: str
     timezone: str = "UTC"
     enabled: bool = True
@@ -118,6 +118,10 @@ class EdgeSettings(BaseModel):
         "receive time (and flagged)")
     dedupe_window_seconds: int = Field(7 * 24 * 3600, ge=0, description="a tracking messageId seen again "
                                        "within this window is acknowledged and dropped (0: off)")
+    dedupe_store: Literal["auto", "redis", "postgres"] = Field(
+        "auto", description="where the dedupe window lives: redis (lost if Redis is flushed), postgres (table "
+        "edge_sightings, survives a Redis flush; the edge_sightings_purge job deletes expired rows), or auto: "
+        "postgres when redis_url is fakeredis:// (the in-process Redis forgets everything at a restart), else redis")
     cors_origins: list[str] = Field(default_factory=list, description="browser origins allowed to call the "
                                     "tracking routes (`https://shop.example.ru`, or `*`)")
     cors_max_age: int = Field(600, ge=0, description="seconds a browser may cache a preflight answer")

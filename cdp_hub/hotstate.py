@@ -81,6 +81,11 @@ class HotState(AsyncLifecycle):
     def backend(self) -> str:
         return "fakeredis" if self.url.startswith("fakeredis") else "redis"
 
+    @property
+    def dependency(self) -> str:
+        """The dependency behind this state, as the outage board names it."""
+        return "redis"
+
     async def start(self) -> None:
         if self._client is not None:
             return

@@ -4,6 +4,7 @@
      ├─ bus        KafkaBus | MemoryBus
      ├─ store      asyncpg pool (PostgreSQL / Greenplum / embedded pgserver), migrated on start
      ├─ hotstate   Redis | fakeredis
+     ├─ sightings  the edge's dedupe window: hotstate, or PostgreSQL (edge.dedupe_store)
      ├─ http       one shared httpx.AsyncClient for connectors and channels
      ├─ registry   connector and channel plugins, and their configured instances
      ├─ metrics    the Prometheus registry
@@ -15,10 +16,10 @@ The stages are built and run by :mod:`cdp_hub.pipeline.build`, which hands each 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import httpx
 
@@ -31,14 +32,30 @@ from cdp_hub.outages import DEPENDENCIES, Outages
 from cdp_hub.plugins import PluginRegistry, get_registry
 from cdp_hub.redact import collect_secrets, register_secrets
 from cdp_hub.store import Store
+from cdp_hub.store.sightings import SightingRepository
 
 if TYPE_CHECKING:
     from cdp_hub.channel.base import Channel
     from cdp_hub.connector.base import Connector
 
-__all__ = ["Hub", "create_bus"]
+__all__ = ["Hub", "SightingWindow", "create_bus"]
 
 log = logging.getLogger(__name__)
+
+
+class SightingWindow(Protocol):
+    """Which ids were seen within a window: :class:`HotState` (Redis) or :class:`SightingRepository`
+    (PostgreSQL) answer the same way (``edge.dedupe_store``)."""
+
+    @property
+    def dependency(self) -> str:
+        """The dependency the window lives in (``"redis"`` or ``"postgres"``), as the outage board names it."""
+        ...
+
+    async def first_sightings(self, scope: str, items: Sequence[str], ttl_seconds: int) -> list[bool]: ...
+
+    async def forget_sightings(self, scope: str, items: Sequence[str]) -> None: ...
+
 
 def create_bus(settings: Settings) -> Bus:
     from cdp_hub.bus import create_bus as _create
@@ -79,6 +96,7 @@ class Hub:
                            streams=self._configured_streams())
         """Dependency outages seen by this process (stages, HTTP edge); ``/readyz`` and the logs read it."""
         self._channels: dict[str, Channel] = {}
+        self._sightings: SightingRepository | None = None
         self._started = False
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         """The hub's notion of now (scenarios, quiet hours, timers); the demo and tests may pin it."""
@@ -95,6 +113,19 @@ class Hub:
     @property
     def topics(self) -> Topics:
         return self.settings.topics
+
+    @property
+    def sightings(self) -> SightingWindow:
+        """The edge's dedupe window (tracking messageIds, ids of events derived from callbacks): in Redis, or in
+        PostgreSQL with ``edge.dedupe_store = "postgres"`` (Redis may then be a cache that is flushed), and with
+        the default ``"auto"`` when the hot state is the in-process fakeredis, which a restart empties (and
+        whose one-command-per-id Lua costs more CPU than the whole rest of the edge: bench/ingest_http.py)."""
+        choice = self.settings.edge.dedupe_store
+        if choice == "postgres" or (choice == "auto" and self.hotstate.backend == "fakeredis"):
+            if self._sightings is None:
+                self._sightings = SightingRepository(self.store)
+            return self._sightings
+        return self.hotstate
 
     async def start(self) -> None:
         if self._started:

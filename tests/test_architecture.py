@@ -164,6 +164,7 @@ OWNERS = {
     "cdp_hub/store/consents.py": {"consents"},
     "cdp_hub/store/products.py": {"products", "product_changes"},
     "cdp_hub/store/recommendations.py": {"order_lines", "product_pairs", "product_popularity"},
+    "cdp_hub/store/sightings.py": {"edge_sightings"},
 }
 """Table group owners, as in docs/architecture.md."""
 

@@ -1,9 +1,10 @@
 """The official Segment and RudderStack Python libraries, unchanged and with their default settings (RudderStack
-gzips its bodies), against the hub's HTTP edge served by uvicorn on a loopback port; then the resolver.
+gzips its bodies), against the hub's HTTP edge served by uvicorn on a loopback port; then the resolver, running
+as a pipeline stage on the same bus. Both on the embedded in-process bus and on the real Kafka broker.
 
-Every message arrives once, identify traits reach the profile whether the SDK puts them in ``traits`` or in
-``context.traits``, e-mails and phones are normalized, nothing is dead-lettered; and a batch sent twice, with
-and without timestamps, is stored once.
+Every message arrives once (once on the bus, one row in the store), identify traits reach the profile whether
+the SDK puts them in ``traits`` or in ``context.traits``, e-mails and phones are normalized, nothing is
+dead-lettered; and a batch sent twice, with and without timestamps, is stored once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from segment.analytics import Client as SegmentClient
 from cdp_hub.config import ConnectorInstance
 from cdp_hub.daemon import create_app
 from cdp_hub.hub import Hub
-from cdp_hub.pipeline.build import build_stage
+from cdp_hub.pipeline.build import Pipeline, build_stage
 from cdp_hub.resolver.profiles import find_profile
 
 USERS = 25
@@ -37,8 +38,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(params=["memory", "kafka"])
+def edge_hub(request: pytest.FixtureRequest) -> Hub:
+    """The hub on the in-process bus (conftest's ``hub``) or on the real Kafka broker (``kafka_hub``)."""
+    hub: Hub = request.getfixturevalue("hub" if request.param == "memory" else "kafka_hub")
+    return hub
+
+
 @pytest.fixture
-async def base_url(hub: Hub) -> AsyncIterator[str]:
+async def base_url(edge_hub: Hub) -> AsyncIterator[str]:
+    hub = edge_hub
     hub.settings.connectors["web"] = ConnectorInstance(type="tracking", config={"write_keys": [SEGMENT_KEY]})
     hub.settings.connectors["app"] = ConnectorInstance(type="tracking", config={"write_keys": [RUDDER_KEY]})
     port = _free_port()
@@ -80,6 +89,29 @@ def send_all(client: Any, prefix: str, errors: list[str]) -> None:
     errors.extend(getattr(client, "_cdp_errors", []))
 
 
+async def stored_by_the_resolver(hub: Hub, expected: int) -> dict[tuple[str, str], int]:
+    """Run the resolver stage on the bus (a consumer group, as in production) until ``expected`` events of the
+    tracking sources are in the store; their rows per (source, messageId)."""
+    pipeline = Pipeline(hub, stages=[build_stage(hub, "resolver")])
+    task = asyncio.create_task(pipeline.run())
+    query = ("SELECT source, source_record_id, count(*) AS n FROM events WHERE source IN ('web', 'app') "
+             "GROUP BY source, source_record_id")
+    try:
+        deadline = asyncio.get_running_loop().time() + 120
+        while True:
+            rows = await hub.store.fetch(query)
+            if sum(r["n"] for r in rows) >= expected or asyncio.get_running_loop().time() > deadline:
+                break
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # anything beyond the expected (a duplicate) would arrive now
+        rows = await hub.store.fetch(query)
+    finally:
+        pipeline.stop()
+        await asyncio.wait_for(task, 60)
+    return {(r["source"], r["source_record_id"]): r["n"] for r in rows}
+
+
 def make(factory: Callable[..., Any], key: str, url: str) -> Any:
     errors: list[str] = []
     client = factory(write_key=key, host=url, on_error=lambda exc, batch: errors.append(f"{exc}"))
@@ -87,8 +119,9 @@ def make(factory: Callable[..., Any], key: str, url: str) -> Any:
     return client
 
 
-async def test_segment_and_rudderstack_sdks_unchanged(hub: Hub, base_url: str,
+async def test_segment_and_rudderstack_sdks_unchanged(edge_hub: Hub, base_url: str,
                                                       caplog: pytest.LogCaptureFixture) -> None:
+    hub = edge_hub
     caplog.set_level(logging.WARNING)
     segment = make(SegmentClient, SEGMENT_KEY, base_url)
     rudder = make(RudderClient, RUDDER_KEY, base_url)
@@ -101,14 +134,13 @@ async def test_segment_and_rudderstack_sdks_unchanged(hub: Hub, base_url: str,
     records = await hub.bus.read_all(hub.topics.events)
     events = [orjson.loads(r.value) for r in records]
     assert await hub.bus.read_all(hub.topics.dlq) == []
-    assert len(events) == 2 * USERS * 6  # every message once
+    assert len(events) == 2 * USERS * 6  # every message once on the bus
     assert len({e["event_id"] for e in events}) == len(events)
     assert {e["source"] for e in events} == {"web", "app"}
 
-    stage = build_stage(hub, "resolver")
-    for start in range(0, len(records), 250):
-        out = await stage.handle(records[start:start + 250])
-        assert out.dead == []
+    rows = await stored_by_the_resolver(hub, len(events))
+    assert len(rows) == len(events) and set(rows.values()) == {1}  # and once in the store
+    assert await hub.bus.read_all(hub.topics.dlq) == []
     for prefix in ("seg", "rud"):
         for i in range(USERS):
             view = await find_profile(hub.store, "email", f"{prefix}.user{i}@example.ru", events_limit=100)
@@ -122,7 +154,9 @@ async def test_segment_and_rudderstack_sdks_unchanged(hub: Hub, base_url: str,
     assert zero["properties"]["total"] == "0" and zero["properties"]["items"][0]["quantity"] == "0"
 
 
-async def test_the_same_batch_twice_with_and_without_timestamps_is_stored_once(hub: Hub, base_url: str) -> None:
+async def test_the_same_batch_twice_with_and_without_timestamps_is_stored_once(edge_hub: Hub, base_url: str) -> None:
+    hub = edge_hub
+
     def batch(stamped: bool) -> dict[str, Any]:
         messages = [{"type": "identify", "userId": "twice-1", "messageId": "tw-1",
                      "traits": {"email": "twice@example.ru"}},
@@ -139,8 +173,7 @@ async def test_the_same_batch_twice_with_and_without_timestamps_is_stored_once(h
             assert response.status_code == 200, response.text
     records = await hub.bus.read_all(hub.topics.events)
     assert len(records) == 3
-    stage = build_stage(hub, "resolver")
-    await stage.handle(records)
-    await stage.handle(records)  # and the resolver given them again (a redelivered batch) adds nothing
+    assert await stored_by_the_resolver(hub, 3) == {("web", "tw-1"): 1, ("web", "tw-2"): 1, ("web", "tw-3"): 1}
+    await build_stage(hub, "resolver").handle(records)  # a redelivered batch adds nothing
     view = await find_profile(hub.store, "email", "twice@example.ru", events_limit=100)
     assert view is not None and len(view.recent_events) == 3

@@ -7,10 +7,15 @@ keyed by its product's SKU.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.schema.events import Event
 
-__all__ = ["event_key", "event_message"]
+__all__ = ["event_dict_message", "event_key", "event_message"]
 
 _KEY_PRIORITY = ("crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card", "email", "phone",
                  "device_id", "push_token", "anonymous_id")
@@ -18,19 +23,45 @@ _KEY_PRIORITY = ("crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card"
 
 def event_key(event: Event) -> bytes:
     """Partition key: the event's strongest identity, so one person's events mostly share a partition."""
-    by_kind = {i.kind: i.value for i in event.identities}
-    for kind in _KEY_PRIORITY:
-        if kind in by_kind:
-            return f"{kind}:{by_kind[kind]}".encode()
     if not event.identities:
         # A catalogue event (product.updated) is about a product: one product's versions share a partition.
         sku = event.properties.get("sku")
         return f"sku:{sku}".encode() if isinstance(sku, str) else f"event:{event.event_id}".encode()
-    first = event.identities[0]
-    return f"{first.kind}:{first.value}".encode()
+    return _strongest((i.kind, i.value) for i in event.identities)
+
+
+_RANK = {kind: rank for rank, kind in enumerate(_KEY_PRIORITY)}
+_UNRANKED = len(_KEY_PRIORITY)
+
+
+def _strongest(identities: Iterable[tuple[str, str]]) -> bytes:
+    # The kind first in _KEY_PRIORITY, the last identity of that kind; with no ranked kind, the first identity
+    # of the first kind, again its last value (what a {kind: value} dict of them gives).
+    best_rank, best_kind, best_value = _UNRANKED + 1, "", ""
+    first_kind = None
+    for kind, value in identities:
+        rank = _RANK.get(kind, _UNRANKED)
+        if rank == _UNRANKED:
+            if first_kind is None:
+                first_kind = kind
+            elif kind != first_kind:
+                continue
+        if rank <= best_rank:
+            best_rank, best_kind, best_value = rank, kind, value
+    if best_rank > _UNRANKED:
+        raise IndexError("an event without identities has no partition key")
+    return f"{best_kind}:{best_value}".encode()
 
 
 def event_message(topic: str, event: Event) -> OutgoingMessage:
     """``event`` as a record for ``topic``: keyed by :func:`event_key`, type and source in headers."""
     return OutgoingMessage(topic, event.to_json(), event_key(event),
                            (("cdp.type", event.type.encode()), ("cdp.source", event.source.encode())))
+
+
+def event_dict_message(topic: str, event: Mapping[str, Any]) -> OutgoingMessage:
+    """:func:`event_message` for an event already checked as a JSON-ready dict (the HTTP edge's fast path,
+    :mod:`cdp_hub.schema.fastpath`): the same key and headers."""
+    key = _strongest((i["kind"], i["value"]) for i in event["identities"])
+    return OutgoingMessage(topic, orjson.dumps(event), key,
+                           (("cdp.type", event["type"].encode()), ("cdp.source", event["source"].encode())))

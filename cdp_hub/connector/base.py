@@ -185,11 +185,21 @@ class Connector:
             return None if value is None else str(value)
         return None
 
-    def to_events(self, record: SourceRecord, *, stream: str | None = None) -> list[Event]:
-        """Normalize and validate one raw record; raises :class:`RecordError` naming the field and record."""
+    def drafts(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`normalize` with the source and record id filled in, not validated yet (the HTTP edge validates
+        them its own way, :mod:`cdp_hub.schema.fastpath`); raises :class:`RecordError` naming the field and
+        record."""
         rid = self.record_id(record)
+        drafts = self._normalized(record, rid, stream)
+        for draft in drafts:
+            draft.setdefault("source", self.instance)
+            if rid is not None:
+                draft.setdefault("source_record_id", rid)
+        return drafts
+
+    def _normalized(self, record: SourceRecord, rid: str | None, stream: str | None) -> list[dict[str, Any]]:
         try:
-            drafts = self.normalize(record, stream=stream)
+            return self.normalize(record, stream=stream)
         except RecordError as exc:
             exc.source = exc.source or self.instance
             exc.record_id = exc.record_id or rid
@@ -202,6 +212,11 @@ class Connector:
                 record_id=rid,
                 source=self.instance,
             ) from exc
+
+    def to_events(self, record: SourceRecord, *, stream: str | None = None) -> list[Event]:
+        """Normalize and validate one raw record; raises :class:`RecordError` naming the field and record."""
+        rid = self.record_id(record)
+        drafts = self._normalized(record, rid, stream)
         events: list[Event] = []
         validated: list[tuple[dict[str, Any], Event]] = []
         for draft in drafts:

@@ -99,14 +99,14 @@ async def publish_once(hub: Hub, events: list[Event]) -> None:
     claimed: list[str] = []
     if ttl and events:
         ids = [str(e.event_id) for e in events]
-        firsts = await hub.hotstate.first_sightings(DEDUPE_SCOPE, ids, ttl)
+        firsts = await hub.sightings.first_sightings(DEDUPE_SCOPE, ids, ttl)
         claimed = [i for i, first in zip(ids, firsts, strict=True) if first]
         events = [e for e, first in zip(events, firsts, strict=True) if first]
     try:
         if events:
             await hub.bus.publish_many([receipt_message(hub.topics.events, e) for e in events])
     except Exception:
-        await hub.hotstate.forget_sightings(DEDUPE_SCOPE, claimed)  # the provider's retry must get through
+        await hub.sightings.forget_sightings(DEDUPE_SCOPE, claimed)  # the provider's retry must get through
         raise
 
 

@@ -42,16 +42,19 @@ class EdgeUnavailable(RetriableError):
 T = TypeVar("T")
 
 
-async def durable(hub: Hub, publishing: Awaitable[T], *, route: str) -> T:
-    """Await ``publishing`` (the route's publish to the bus) within ``edge_publish_timeout``; raise
-    :class:`EdgeUnavailable` when the bus could not take it. Other errors pass unchanged."""
+async def durable(hub: Hub, publishing: Awaitable[T], *, route: str, awaits: str = "kafka",
+                  final: bool = True) -> T:
+    """Await ``publishing`` (the route's publish to the bus, or another step before the 2xx such as the dedupe
+    window's claim) within ``edge_publish_timeout``; raise :class:`EdgeUnavailable` when its dependency could
+    not answer (``awaits`` names the one a missed deadline is put down to). Other errors pass unchanged. Only a
+    ``final`` step (the publish) tells the outage board that the edge works again when it succeeds."""
     settings = hub.settings
     try:
         result = await asyncio.wait_for(publishing, settings.edge_publish_timeout)
     except Exception as exc:
         dependency = unavailable_dependency(exc)
         if dependency is None and isinstance(exc, TimeoutError):
-            dependency = "kafka"  # our own deadline: the publish (the only thing awaited) did not finish
+            dependency = awaits  # our own deadline: the one thing awaited did not finish
         if dependency is None:
             raise
         hub.outages.down(EDGE_REPORTER, dependency, exc)
@@ -59,7 +62,8 @@ async def durable(hub: Hub, publishing: Awaitable[T], *, route: str) -> T:
         raise EdgeUnavailable(f"{dependency} cannot take events now; nothing from this request was accepted "
                               "durably, send it again later", retry_after=settings.edge_retry_after,
                               dependency=dependency) from exc
-    hub.outages.up(EDGE_REPORTER)
+    if final:
+        hub.outages.up(EDGE_REPORTER)
     return result
 
 

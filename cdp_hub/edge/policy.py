@@ -61,26 +61,31 @@ class SourcePolicy:
     def of(cls, source: str, trust: Trust, allowed: Iterable[str] | None) -> SourcePolicy:
         return cls(source, trust, frozenset(allowed) if allowed is not None else None)
 
-    def admit(self, event: Event, *, record_id: str | None = None) -> Event:
-        """``event`` when this source may send it; else raise :class:`PolicyViolation`."""
-        rid = record_id or event.source_record_id
-        if event.type.startswith(INTERNAL_PREFIXES) or event.type in INTERNAL_TYPES:
-            raise PolicyViolation(f"type: {event.type!r} is an internal event type; the hub creates it, no "
-                                  "sender may", field="type", value=event.type, record_id=rid, source=self.source)
-        if self.allowed_types is not None and event.type not in self.allowed_types:
-            raise PolicyViolation(f"type: source {self.source} may not send {event.type!r} (its allowed_types: "
+    def check(self, event_type: str, properties: Mapping[str, Any], record_id: str | None) -> None:
+        """Raise :class:`PolicyViolation` unless this source may send an event of ``event_type`` with these
+        ``properties`` (the edge's fast path checks its event dicts with this, :meth:`admit` its models)."""
+        rid = record_id
+        if event_type.startswith(INTERNAL_PREFIXES) or event_type in INTERNAL_TYPES:
+            raise PolicyViolation(f"type: {event_type!r} is an internal event type; the hub creates it, no "
+                                  "sender may", field="type", value=event_type, record_id=rid, source=self.source)
+        if self.allowed_types is not None and event_type not in self.allowed_types:
+            raise PolicyViolation(f"type: source {self.source} may not send {event_type!r} (its allowed_types: "
                                   f"{', '.join(sorted(self.allowed_types)) or 'none'})", field="type",
-                                  value=event.type, record_id=rid, source=self.source)
-        if (self.trust == "public" and event.type == "consent.changed"
-                and event.properties.get("status") != "opted_out"):
+                                  value=event_type, record_id=rid, source=self.source)
+        if (self.trust == "public" and event_type == "consent.changed"
+                and properties.get("status") != "opted_out"):
             raise PolicyViolation("properties.status: a public source may record an opt-out but cannot grant "
                                   "consent; consent is recorded by the double opt-in confirmation",
-                                  field="properties.status", value=event.properties.get("status"),
+                                  field="properties.status", value=properties.get("status"),
                                   record_id=rid, source=self.source)
-        if self.trust == "public" and event.type in CATALOGUE_EVENT_TYPES:
-            raise PolicyViolation(f"type: a public source cannot change the catalogue ({event.type}); send it "
-                                  "from a trusted source or a connector", field="type", value=event.type,
+        if self.trust == "public" and event_type in CATALOGUE_EVENT_TYPES:
+            raise PolicyViolation(f"type: a public source cannot change the catalogue ({event_type}); send it "
+                                  "from a trusted source or a connector", field="type", value=event_type,
                                   record_id=rid, source=self.source)
+
+    def admit(self, event: Event, *, record_id: str | None = None) -> Event:
+        """``event`` when this source may send it; else raise :class:`PolicyViolation`."""
+        self.check(event.type, event.properties, record_id or event.source_record_id)
         if event.profile_id is not None:  # never set by the parsers here; a belt to strip_profile_id's braces
             event = event.model_copy(update={"profile_id": None})
         return event

@@ -21,6 +21,7 @@ Error bodies carry ``code`` and ``message`` (read by the SDKs: a 4xx is final, a
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,12 +34,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cdp_hub.bus.base import OutgoingMessage
-from cdp_hub.bus.events import event_message
+from cdp_hub.bus.events import event_dict_message, event_message
 from cdp_hub.connector.tracking import MESSAGE_SCHEMA, TrackingConnector
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.edge.durable import EdgeUnavailable, durable
 from cdp_hub.errors import RecordError, SchemaViolation
-from cdp_hub.schema.events import Event
+from cdp_hub.schema.events import Event, parse_event
+from cdp_hub.schema.fastpath import event_dict
 
 from .auth import key_matches, presented_key
 from .limits import EdgeError, error_response, excerpt, json_response, read_json
@@ -82,7 +84,9 @@ def schema_problem(data: Any, path: str) -> SchemaViolation | None:
 class _Outcome:
     index: int
     message_id: str | None
-    events: list[Event] = field(default_factory=list)
+    events: list[OutgoingMessage] = field(default_factory=list)
+    """The message's canonical events, ready for [cdp.events]."""
+    types: list[str] = field(default_factory=list)
     dead: DeadLetter | None = None
     duplicate: bool = False
 
@@ -107,6 +111,7 @@ class TrackingEdge:
         self.window = ClockWindow(timedelta(days=self.limits.timestamp_max_past_days),
                                   timedelta(seconds=self.limits.timestamp_max_future_seconds))
         self._sources: dict[str, tuple[TrackingConnector, SourcePolicy]] = {}
+        self.events_topic = hub.topics.events
 
     def source(self, instance: str) -> tuple[TrackingConnector, SourcePolicy]:
         found = self._sources.get(instance)
@@ -161,16 +166,34 @@ class TrackingEdge:
             original = message.get("timestamp") or message.get("originalTimestamp")
             for stale in ("originalTimestamp", "sentAt"):
                 message.pop(stale, None)
-            message["timestamp"] = when.isoformat()
-            message["receivedAt"] = received.isoformat()
+            # Times stay datetimes on the way to the mapping (parsed once); a dead letter gets them as text.
+            message["timestamp"] = when
+            message["receivedAt"] = received
             payload = message  # the dead letter keeps the corrected time: a replay maps to the same event
-            events = [policy.admit(event) for event in connector.to_events(message)]
-            if flag is not None:
-                events = [_flagged(event, flag, original) for event in events]
-            outcome.events = events
+            topic = self.events_topic
+            for draft in connector.drafts(message):
+                # The plain valid case as a dict (schema/fastpath.py); anything else through the Event model,
+                # which raises the error that names the field.
+                fast = event_dict(draft, connector.normalization, received)
+                if fast is not None:
+                    policy.check(fast["type"], fast["properties"], fast.get("source_record_id"))
+                    if flag is not None:
+                        fast["context"] = {**fast["context"], "timestamp_flag": flag,
+                                           "client_timestamp": excerpt(original, 64)}
+                    outcome.events.append(event_dict_message(topic, fast))
+                    outcome.types.append(fast["type"])
+                    continue
+                event = policy.admit(parse_event(draft, options=connector.normalization))
+                if flag is not None:
+                    event = _flagged(event, flag, original)
+                outcome.events.append(event_message(topic, event))
+                outcome.types.append(event.type)
         except RecordError as exc:
             exc.source = exc.source or connector.instance
             exc.record_id = exc.record_id or outcome.message_id
+            if payload is not raw:
+                payload = {**payload, "timestamp": payload["timestamp"].isoformat(),
+                           "receivedAt": received.isoformat()}
             outcome.dead = dead_letter_from_error(exc, stage=STAGE, payload=payload, source=connector.instance,
                                                   replay_topic="connector", connector=TrackingConnector.name)
         return outcome
@@ -227,7 +250,10 @@ class TrackingEdge:
         candidates = [o for o in outcomes if o.events and o.message_id is not None]
         claimed: list[str] = []
         if ttl and candidates:
-            firsts = await hub.hotstate.first_sightings(source, [o.message_id or "" for o in candidates], ttl)
+            # Redis or PostgreSQL down: a 503 with Retry-After (nothing was published yet), never a 500.
+            window = hub.sightings
+            firsts = await durable(hub, window.first_sightings(source, [o.message_id or "" for o in candidates], ttl),
+                                   route="tracking", awaits=window.dependency, final=False)
             for outcome, first in zip(candidates, firsts, strict=True):
                 outcome.duplicate = not first
                 if first:
@@ -237,24 +263,26 @@ class TrackingEdge:
             if outcome.dead is not None:
                 out.append(outcome.dead.to_message(hub.topics.dlq))
             elif not outcome.duplicate:
-                out.extend(event_message(hub.topics.events, e) for e in outcome.events)
+                out.extend(outcome.events)
         try:
             if out:
                 await durable(hub, hub.bus.publish_many(out), route="tracking")
         except EdgeUnavailable:  # 503 with the configured Retry-After (the app's handler answers it)
-            await hub.hotstate.forget_sightings(source, claimed)
+            await hub.sightings.forget_sightings(source, claimed)
             raise
         except Exception as exc:
-            await hub.hotstate.forget_sightings(source, claimed)
+            await hub.sightings.forget_sightings(source, claimed)
             log.warning("tracking batch of %s not published: %s", source, type(exc).__name__)
             raise EdgeError(503, "unavailable", "events could not be stored; retry later",
                             headers={"Retry-After": "5"}) from exc
+        ingested: Counter[str] = Counter()
         for outcome in outcomes:
             if outcome.dead is not None:
                 hub.metrics.dlq.labels(STAGE, outcome.dead.failure_type).inc()
             elif not outcome.duplicate:
-                for event in outcome.events:
-                    hub.metrics.events_ingested.labels(event.source, event.type).inc()
+                ingested.update(outcome.types)
+        for event_type, count in ingested.items():  # one metric update per type, not per event
+            hub.metrics.events_ingested.labels(source, event_type).inc(count)
 
 
 def _flagged(event: Event, flag: str, original: Any) -> Event:

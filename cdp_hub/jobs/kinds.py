@@ -4,6 +4,7 @@ Airflow operators call.
     sync               options: instance (required), stream, full_refresh   ─▶ connector/sync.py
     segment_recompute  options: segments (ids; default every segment)        ─▶ segments/engine.py
     birthday_scan      no options                                            ─▶ segments/daily.py
+    edge_sightings_purge  no options: expired rows of the PostgreSQL dedupe window ─▶ store/sightings.py
 
 Each takes the started hub, the job's options and ``settle`` (see :mod:`cdp_hub.pipeline.embedded`: on the
 in-process bus it waits until the stages of this process have stored what the job published; before a sync
@@ -20,6 +21,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import birthday_scheduler, segment_engine
 from cdp_hub.pipeline.embedded import Settle, settled_publish
+from cdp_hub.store.sightings import SightingRepository
 
 __all__ = ["JOB_KINDS", "JobFunction", "check_options", "run_job_kind"]
 
@@ -29,6 +31,7 @@ _OPTIONS: dict[str, set[str]] = {
     "sync": {"instance", "stream", "full_refresh"},
     "segment_recompute": {"segments"},
     "birthday_scan": set(),
+    "edge_sightings_purge": set(),
 }
 
 
@@ -86,10 +89,16 @@ async def run_birthday_scan(hub: Hub, options: Mapping[str, Any], settle: Settle
     return {"found": scan.found, "published": scan.published, "skipped": scan.skipped}
 
 
+async def run_edge_sightings_purge(hub: Hub, options: Mapping[str, Any], settle: Settle) -> dict[str, Any]:
+    """Delete the expired rows of the PostgreSQL dedupe window (``edge.dedupe_store = "postgres"``)."""
+    return {"deleted": await SightingRepository(hub.store).purge_expired()}
+
+
 JOB_KINDS: dict[str, JobFunction] = {
     "sync": run_sync,
     "segment_recompute": run_segment_recompute,
     "birthday_scan": run_birthday_scan,
+    "edge_sightings_purge": run_edge_sightings_purge,
 }
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Identity",
     "Traits",
     "deterministic_event_id",
+    "deterministic_event_id_text",
     "parse_event",
     "uuid7",
 ]
@@ -77,6 +78,17 @@ def deterministic_event_id(source: str, source_record_id: str, event_type: str) 
     _UUID_SET(out, "int", int.from_bytes(digest[:16], "big") & _V5_CLEAR | _V5_SET)
     _UUID_SET(out, "is_safe", _SAFE_UNKNOWN)
     return out
+
+
+def deterministic_event_id_text(source: str, source_record_id: str, event_type: str) -> str:
+    """``str(deterministic_event_id(...))`` without the UUID object: the HTTP edge writes the id as text only
+    (tests/test_edge_fastpath.py checks that both agree)."""
+    name = f"{source}\x1f{source_record_id}\x1f{event_type}".encode()
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7() -> uuid.UUID:
