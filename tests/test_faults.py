@@ -225,7 +225,9 @@ class Customer:
 
     @property
     def phone(self) -> str:
-        return f"+7916{self.n:07d}"
+        # Subscriber numbers from 100-00-00 up: customer 0 as +7916 000-00-00 would be a placeholder number
+        # the resolver refuses to link (the built-in junk list), and never get an SMS.
+        return f"+7916{1_000_000 + self.n:07d}"
 
     @property
     def user_id(self) -> str:
@@ -312,6 +314,8 @@ delivery_circuit_failures = 3
 delivery_circuit_reset = 5.0
 
 consent_policy = "opt_out"   # the cases test faults, not consent: every customer may be written to
+allowed_lateness = "2s"      # the follow-up timer fires 15 s after its order, not a minute later (the default
+                             # waits a minute for late cancelling events; these cases have none)
 
 [connectors.shop]
 type = "ecommerce"
