@@ -74,3 +74,21 @@ def test_usage_errors_are_clear(args: list[str], tmp_path: Path) -> None:
     res = cdp_hub(*args, env={"CDP_HUB_DATA_DIR": str(tmp_path)})
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
+
+
+def test_the_log_holds_no_request_urls_a_provider_credential_could_be_in() -> None:
+    """httpx logs each request's URL at INFO; Telegram's carries the bot token (/bot<token>/)."""
+    import logging
+
+    from cdp_hub.cli import configure_logging
+
+    root, httpx_logger = logging.getLogger(), logging.getLogger("httpx")
+    saved = root.handlers[:], root.level, httpx_logger.level
+    try:
+        configure_logging("DEBUG", "json")
+        assert not httpx_logger.isEnabledFor(logging.INFO)
+        assert httpx_logger.isEnabledFor(logging.WARNING)
+        assert logging.getLogger("cdp_hub.delivery").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        httpx_logger.setLevel(saved[2])

@@ -106,6 +106,9 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request's URL at INFO: one line per message sent, and some providers put their
+    # credential in the URL (Telegram's /bot<token>/). Its warnings still pass.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
