@@ -135,7 +135,9 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
             checks["stages"] = "paused: " + ", ".join(f"{s} waits for {d}" for s, d in sorted(paused.items()))
         ok = all(v == "ok" for v in checks.values())
         if ok:
-            hub.outages.up(EDGE_REPORTER)  # the edge saw an outage the probes now show is over
+            # The edge (its publishing, its dedupe window) saw an outage the probes now show is over.
+            for reporter in hub.outages.paused(EDGE_REPORTER):
+                hub.outages.up(reporter)
         return json_response({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
