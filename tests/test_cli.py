@@ -92,3 +92,23 @@ def test_the_log_holds_no_request_urls_a_provider_credential_could_be_in() -> No
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
         httpx_logger.setLevel(saved[2])
+
+
+def test_client_library_lines_pass_once_a_minute_and_never_at_error() -> None:
+    """A broker or database away for minutes: the outage's own ERROR line, not thousands of the clients'."""
+    import logging
+
+    from cdp_hub.cli import ClientLibraryNoise
+
+    noise = ClientLibraryNoise(window=60.0)
+
+    def line(logger: str, level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(logger, level, __file__, 1, msg, None, None)
+
+    for logger in ("aiokafka.conn", "asyncpg.pool"):
+        first = line(logger, logging.ERROR, "Failed to restore the pool connection floor; retrying")
+        assert noise.filter(first) and first.levelname == "WARNING"
+        assert not noise.filter(line(logger, logging.WARNING, "Failed to restore the pool connection floor; "
+                                                               "retrying"))
+    assert noise.filter(line("cdp_hub.outages", logging.ERROR, "postgres unavailable"))
+    assert noise.filter(line("cdp_hub.outages", logging.ERROR, "postgres unavailable"))  # the hub's own: all

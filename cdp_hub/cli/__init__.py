@@ -71,10 +71,11 @@ class JsonFormatter(logging.Formatter):
 
 class ClientLibraryNoise(logging.Filter):
     """The Kafka client logs every failed connection attempt and fetch at ERROR: thousands of lines while a
-    broker restarts. The hub reports the outage itself (one ERROR line, :mod:`cdp_hub.outages`), so the
-    client's lines become WARNING and each distinct one passes at most once per ``window`` seconds."""
+    broker restarts; asyncpg's pool logs a traceback every few seconds while PostgreSQL is away. The hub
+    reports the outage itself (one ERROR line, :mod:`cdp_hub.outages`), so the clients' lines become WARNING
+    and each distinct one passes at most once per ``window`` seconds."""
 
-    LOGGERS = ("aiokafka",)
+    LOGGERS = ("aiokafka", "asyncpg")
 
     def __init__(self, window: float = 60.0) -> None:
         super().__init__()
