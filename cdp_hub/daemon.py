@@ -142,7 +142,9 @@ def create_app(hub: Hub, *, pipeline: Pipeline | None = None) -> Starlette:
         if paused:
             checks["stages"] = "paused: " + ", ".join(f"{s} waits for {d}" for s, d in sorted(paused.items()))
         if all(v == "ok" for v in checks.values()):
-            hub.outages.up(EDGE_REPORTER)  # the edge saw an outage the probes now show is over
+            # The edge (its publishing, its dedupe window) saw an outage the probes now show is over.
+            for reporter in hub.outages.paused(EDGE_REPORTER):
+                hub.outages.up(reporter)
         for kind in ("channel", "connector"):
             bad = [p for p in problems if p.kind == kind]
             if bad:

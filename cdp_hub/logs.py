@@ -102,10 +102,11 @@ class TextFormatter(logging.Formatter):
 
 class ClientLibraryNoise(logging.Filter):
     """The Kafka client logs every failed connection attempt and fetch at ERROR: thousands of lines while a
-    broker restarts. The hub reports the outage itself (one ERROR line, :mod:`cdp_hub.outages`), so the
-    client's lines become WARNING and each distinct one passes at most once per ``window`` seconds."""
+    broker restarts; asyncpg's pool logs a traceback every few seconds while PostgreSQL is away. The hub
+    reports the outage itself (one ERROR line, :mod:`cdp_hub.outages`), so the clients' lines become WARNING
+    and each distinct one passes at most once per ``window`` seconds."""
 
-    LOGGERS = ("aiokafka",)
+    LOGGERS = ("aiokafka", "asyncpg")
 
     def __init__(self, window: float = 60.0) -> None:
         super().__init__()
@@ -142,3 +143,6 @@ def configure_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     install_redaction(root)
     root.setLevel(level.upper())
+    # httpx logs every request's URL at INFO: one line per message sent. Below DEBUG only its warnings pass;
+    # at DEBUG an operator gets the request lines, scrubbed by the redaction filter (Telegram's /bot<token>/).
+    logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)

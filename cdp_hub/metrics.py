@@ -89,6 +89,9 @@ class Metrics:
         self.http_unavailable = Counter(
             "cdp_http_unavailable", "Requests answered 503 because the events could not be made durable",
             ["route", "dependency"], registry=r)
+        self.http_dedupe_skipped = Counter(
+            "cdp_http_dedupe_skipped", "Tracking messages accepted without the edge's dedupe window (Redis down; "
+            "the events table drops a repeat by its event id)", ["dependency"], registry=r)
         self.http_requests = Counter("cdp_http_requests", "HTTP requests served", ["route", "status"], registry=r)
         self.http_request_seconds = Histogram(
             "cdp_http_request_seconds", "Time to answer an HTTP request, by route", ["route"],

@@ -74,3 +74,44 @@ def test_usage_errors_are_clear(args: list[str], tmp_path: Path) -> None:
     res = cdp_hub(*args, env={"CDP_HUB_DATA_DIR": str(tmp_path)})
     assert res.returncode != 0
     assert "Traceback" not in res.stderr
+
+
+def test_the_log_holds_no_request_urls_a_provider_credential_could_be_in() -> None:
+    """httpx logs each request's URL at INFO (one line per message); only at DEBUG do they pass, redacted."""
+    import logging
+
+    from cdp_hub.logs import configure_logging
+
+    root, httpx_logger = logging.getLogger(), logging.getLogger("httpx")
+    saved = root.handlers[:], root.level, httpx_logger.level
+    try:
+        configure_logging("INFO", "json")
+        assert not httpx_logger.isEnabledFor(logging.INFO)
+        assert httpx_logger.isEnabledFor(logging.WARNING)
+        # At DEBUG an operator asked for everything: the lines pass, scrubbed (tests/test_secrets.py).
+        configure_logging("DEBUG", "json")
+        assert httpx_logger.isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("cdp_hub.delivery").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        httpx_logger.setLevel(saved[2])
+
+
+def test_client_library_lines_pass_once_a_minute_and_never_at_error() -> None:
+    """A broker or database away for minutes: the outage's own ERROR line, not thousands of the clients'."""
+    import logging
+
+    from cdp_hub.logs import ClientLibraryNoise
+
+    noise = ClientLibraryNoise(window=60.0)
+
+    def line(logger: str, level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(logger, level, __file__, 1, msg, None, None)
+
+    for logger in ("aiokafka.conn", "asyncpg.pool"):
+        first = line(logger, logging.ERROR, "Failed to restore the pool connection floor; retrying")
+        assert noise.filter(first) and first.levelname == "WARNING"
+        assert not noise.filter(line(logger, logging.WARNING, "Failed to restore the pool connection floor; "
+                                                               "retrying"))
+    assert noise.filter(line("cdp_hub.outages", logging.ERROR, "postgres unavailable"))
+    assert noise.filter(line("cdp_hub.outages", logging.ERROR, "postgres unavailable"))  # the hub's own: all

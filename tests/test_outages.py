@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import asyncpg
 import httpx
 import pytest
+import redis.exceptions
 from aiokafka.errors import KafkaConnectionError
 from pydantic import SecretStr
 
@@ -260,6 +261,40 @@ async def test_the_edge_answers_503_with_retry_after_until_the_bus_takes_events(
     r = await client.post("/v1/events", json=EVENT, headers=_credentials("/v1/events"))
     assert r.status_code == 200 and r.json()["accepted"] == 1
     assert hub.outages.open() == {}
+
+
+async def test_tracking_goes_on_without_its_dedupe_window_while_redis_is_down(
+        edge: tuple[Hub, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The window only spares the pipeline a repeat the events table drops by event id: without Redis the
+    edge accepts (never a 5xx for a durable event), reports the outage once and counts what it let through."""
+    hub, client = edge
+    bus = hub.bus
+    assert isinstance(bus, BrokenBus)
+    bus.mode = "ok"
+    window = hub.hotstate.first_sightings
+
+    async def redis_gone(*args: object, **kwargs: object) -> list[bool]:
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(hub.hotstate, "first_sightings", redis_gone)
+    with caplog.at_level(logging.ERROR):
+        for _ in range(2):
+            r = await client.post("/v1/track", json=TRACK, headers=_credentials("/v1/track"))
+            assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+    assert [r.getMessage()[:17] for r in caplog.records] == ["redis unavailable"]
+    assert hub.outages.open().keys() == {"redis"}
+    assert hub.metrics.http_dedupe_skipped.labels("redis")._value.get() == 2
+    published = sum((await bus.end_offsets(hub.topics.events)).values())
+    assert published == 2  # the same event id twice: stored once downstream
+
+    monkeypatch.setattr(hub.hotstate, "first_sightings", window)
+    r = await client.post("/v1/track", json=TRACK, headers=_credentials("/v1/track"))
+    assert r.status_code == 200 and r.json()["accepted"] == 1  # the window starts again
+    assert hub.outages.open() == {}
+    r = await client.post("/v1/track", json=TRACK, headers=_credentials("/v1/track"))
+    assert r.json()["duplicates"] == 1
+    assert sum((await bus.end_offsets(hub.topics.events)).values()) == published + 1
 
 
 async def test_readyz_fails_while_a_stage_is_paused(edge: tuple[Hub, httpx.AsyncClient]) -> None:

@@ -39,6 +39,7 @@ from cdp_hub.connector.tracking import MESSAGE_SCHEMA, TrackingConnector
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.edge.durable import EdgeUnavailable, durable
 from cdp_hub.errors import RecordError, SchemaViolation
+from cdp_hub.outages import unavailable_dependency
 from cdp_hub.schema.events import Event, parse_event
 from cdp_hub.schema.fastpath import event_dict
 
@@ -49,11 +50,13 @@ from .policy import ClockWindow, SourcePolicy, event_time, strip_profile_id
 if TYPE_CHECKING:
     from cdp_hub.hub import Hub
 
-__all__ = ["BATCH_PATHS", "MESSAGE_PATHS", "TRACKING_PATHS", "TrackingEdge", "routes"]
+__all__ = ["BATCH_PATHS", "DEDUPE_REPORTER", "MESSAGE_PATHS", "TRACKING_PATHS", "TrackingEdge", "routes"]
 
 log = logging.getLogger(__name__)
 
 STAGE = "http.tracking"
+DEDUPE_REPORTER = "http:dedupe"
+"""The tracking edge's dedupe window on the outage board (it goes on without Redis, see ``_first_sightings``)."""
 MESSAGE_PATHS: dict[str, str] = {
     **{f"/v1/{kind}": kind for kind in ("identify", "track", "page", "screen", "group", "alias")},
     "/v1/i": "identify", "/v1/t": "track", "/v1/p": "page", "/v1/s": "screen", "/v1/g": "group", "/v1/a": "alias",
@@ -250,13 +253,11 @@ class TrackingEdge:
         candidates = [o for o in outcomes if o.events and o.message_id is not None]
         claimed: list[str] = []
         if ttl and candidates:
-            # Redis or PostgreSQL down: a 503 with Retry-After (nothing was published yet), never a 500.
-            window = hub.sightings
-            firsts = await durable(hub, window.first_sightings(source, [o.message_id or "" for o in candidates], ttl),
-                                   route="tracking", awaits=window.dependency, final=False)
+            firsts, in_window = await self._first_sightings(source, [o.message_id or "" for o in candidates],
+                                                            ttl)
             for outcome, first in zip(candidates, firsts, strict=True):
                 outcome.duplicate = not first
-                if first:
+                if first and in_window:
                     claimed.append(outcome.message_id or "")
         out: list[OutgoingMessage] = []
         for outcome in outcomes:
@@ -268,10 +269,10 @@ class TrackingEdge:
             if out:
                 await durable(hub, hub.bus.publish_many(out), route="tracking")
         except EdgeUnavailable:  # 503 with the configured Retry-After (the app's handler answers it)
-            await hub.sightings.forget_sightings(source, claimed)
+            await self._forget_sightings(source, claimed)
             raise
         except Exception as exc:
-            await hub.sightings.forget_sightings(source, claimed)
+            await self._forget_sightings(source, claimed)
             log.warning("tracking batch of %s not published: %s", source, type(exc).__name__)
             raise EdgeError(503, "unavailable", "events could not be stored; retry later",
                             headers={"Retry-After": "5"}) from exc
@@ -283,6 +284,39 @@ class TrackingEdge:
                 ingested.update(outcome.types)
         for event_type, count in ingested.items():  # one metric update per type, not per event
             hub.metrics.events_ingested.labels(source, event_type).inc(count)
+
+
+    async def _first_sightings(self, source: str, message_ids: list[str], ttl: int) -> tuple[list[bool], bool]:
+        """Which messageIds are new within the dedupe window, and whether they are now claimed in it.
+
+        While the window's store (Redis, or PostgreSQL for ``edge.dedupe_store = "postgres"``) is down every one
+        counts as new and none is claimed: the window only spares the pipeline a repeat that the events table
+        drops anyway (the event id is derived from the messageId), so ingestion goes on rather than answering
+        5xx. The outage goes on the board once (``DEDUPE_REPORTER``) and ends with the first window that works
+        again (or the first ready ``/readyz``)."""
+        hub = self.hub
+        try:
+            firsts = await hub.sightings.first_sightings(source, message_ids, ttl)
+        except Exception as exc:
+            dependency = unavailable_dependency(exc)
+            if dependency is None:
+                raise
+            hub.outages.down(DEDUPE_REPORTER, dependency, exc)
+            hub.metrics.http_dedupe_skipped.labels(dependency).inc(len(message_ids))
+            return [True] * len(message_ids), False
+        hub.outages.up(DEDUPE_REPORTER)
+        return firsts, True
+
+    async def _forget_sightings(self, source: str, message_ids: list[str]) -> None:
+        """Undo the claims of a request whose events were not published; with the window's store gone as well,
+        the claims expire with the window (the SDK's retry within it is then taken for a duplicate: logged)."""
+        try:
+            await self.hub.sightings.forget_sightings(source, message_ids)
+        except Exception as exc:
+            if unavailable_dependency(exc) is None:
+                raise
+            log.warning("tracking: %d messageIds of %s stay claimed for the dedupe window (%s); their retries "
+                        "within it are dropped as duplicates", len(message_ids), source, type(exc).__name__)
 
 
 def _flagged(event: Event, flag: str, original: Any) -> Event:

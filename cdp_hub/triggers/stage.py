@@ -668,10 +668,12 @@ class TriggerStage(Stage[Event]):
         due_here = bool(self._upcoming) and self._upcoming[0] <= cutoff
         if not due_here and mono - self._last_timer_check < TIMER_CHECK_SECONDS:
             return
+        await self.fire_due_timers(out)
+        # Only a check that worked counts: one that failed (PostgreSQL down) is tried again by the runner's
+        # retry at once, so the stage stays paused until the timers can be read, not "resumed" in between.
         self._last_timer_check = mono
         while self._upcoming and self._upcoming[0] <= cutoff:
             heapq.heappop(self._upcoming)
-        await self.fire_due_timers(out)
 
     async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
         """Turn due timers into intents (appended to ``out``); they are marked fired once published.
