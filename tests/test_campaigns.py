@@ -98,9 +98,9 @@ async def test_a_campaign_is_sent_at_its_rate_once_per_eligible_profile(outbox_h
     assert status is not None and status.delivery == {"sent": len(want)}
 
 
-async def test_decisions_are_events_with_reasons(kafka_hub: Hub) -> None:
-    await seed(kafka_hub.store, 30, tag="dec")
-    runner = campaign_runner(kafka_hub)
+async def test_decisions_are_events_with_reasons(hub: Hub) -> None:
+    await seed(hub.store, 30, tag="dec")
+    runner = campaign_runner(hub)
     spring = campaign(rate_limit=1000)
     launched = await runner.launch(spring)
     assert launched is not None
@@ -115,7 +115,7 @@ async def test_decisions_are_events_with_reasons(kafka_hub: Hub) -> None:
     await runner.execute(launched.run_id)
     import orjson
 
-    decided = [orjson.loads(m.value) for m in published if m.topic == kafka_hub.topics.events]
+    decided = [orjson.loads(m.value) for m in published if m.topic == hub.topics.events]
     by_decision: dict[str, int] = {}
     for event in decided:
         assert event["type"] == "message.decided"
@@ -128,14 +128,14 @@ async def test_decisions_are_events_with_reasons(kafka_hub: Hub) -> None:
     assert reasons == {"no email marketing consent recorded", "email consent opted out"}
 
 
-async def test_caps_and_quiet_hours_apply(kafka_hub: Hub) -> None:
-    await seed(kafka_hub.store, 40, tag="cap")
-    runner = campaign_runner(kafka_hub)
+async def test_caps_and_quiet_hours_apply(hub: Hub) -> None:
+    await seed(hub.store, 40, tag="cap")
+    runner = campaign_runner(hub)
     # Everyone is already at the cap: one marketing message a week, and an earlier one was counted.
     capped = campaign(id="capped", rate_limit=1000, frequency_cap={"max": 1, "per": "7d"})
-    await kafka_hub.hotstate.within_caps_batch(
+    await hub.hotstate.within_caps_batch(
         [([("*", 1, 7 * 86400.0)], str(profile_id("cap", g)), f"earlier-{g}") for g in range(1, 41)],
-        now=kafka_hub.clock().timestamp())
+        now=hub.clock().timestamp())
     launched = await runner.launch(capped)
     assert launched is not None
     await runner.execute(launched.run_id)
@@ -202,14 +202,14 @@ async def test_pause_resume_and_cancel_take_effect_within_seconds(kafka_hub: Hub
     assert (await runner.status(run_id)).sent == stopped  # type: ignore[union-attr]
 
 
-async def test_a_schedule_slot_launches_once(kafka_hub: Hub) -> None:
+async def test_a_schedule_slot_launches_once(hub: Hub) -> None:
     from datetime import timedelta
 
-    await seed(kafka_hub.store, 20, tag="slot")
+    await seed(hub.store, 20, tag="slot")
     weekly = campaign(id="weekly", schedule={"cron": "0 10 * * MON", "timezone": "Europe/Moscow"})
     once = campaign(id="once", schedule={"at": "2026-03-02T10:00:00+03:00"})
-    runner, other = campaign_runner(kafka_hub), campaign_runner(kafka_hub)
-    monday = kafka_hub.clock().fromisoformat("2026-03-02T07:05:00+00:00")  # 10:05 in Moscow
+    runner, other = campaign_runner(hub), campaign_runner(hub)
+    monday = hub.clock().fromisoformat("2026-03-02T07:05:00+00:00")  # 10:05 in Moscow
     first = await runner.launch_due([weekly, once], monday)
     assert len(first) == 2
     assert await other.launch_due([weekly, once], monday + timedelta(minutes=1)) == []
