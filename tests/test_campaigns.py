@@ -18,6 +18,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import Pipeline, campaign_runner
+from cdp_hub.schema.messages import MessageIntent, message_id_for
 from tests.campaign_data import EXCLUDED, SEGMENT, eligible, in_audience, profile_id, seed
 from tests.conftest import _drop_keys, _test_hotstate, hub_settings
 
@@ -115,6 +116,12 @@ async def test_decisions_are_events_with_reasons(hub: Hub) -> None:
     await runner.execute(launched.run_id)
     import orjson
 
+    intents = [MessageIntent.model_validate_json(m.value) for m in published if m.topic == hub.topics.messages]
+    assert len(intents) == sum(1 for g in range(1, 31) if eligible(g))
+    assert {i.message_id for i in intents} == {
+        message_id_for(spring.scenario, str(launched.run_id), i.profile_id) for i in intents}
+    assert all(i.scenario == "campaign:spring_sale" and i.category == "marketing" and i.template == "welcome"
+               and i.trigger_event_id == str(launched.run_id) for i in intents)
     decided = [orjson.loads(m.value) for m in published if m.topic == hub.topics.events]
     by_decision: dict[str, int] = {}
     for event in decided:
@@ -122,8 +129,8 @@ async def test_decisions_are_events_with_reasons(hub: Hub) -> None:
         assert event["properties"]["campaign_run"] == str(launched.run_id)
         assert event["identities"], "an event about a person carries an identity"
         by_decision[event["properties"]["decision"]] = by_decision.get(event["properties"]["decision"], 0) + 1
-    assert by_decision == {"sent": sum(1 for g in range(1, 31) if eligible(g)),
-                           "no_consent": sum(1 for g in range(1, 31) if in_audience(g) and not eligible(g))}
+    # Every skip is an event with its reason; a sent message is its intent (and the delivery's receipts).
+    assert by_decision == {"no_consent": sum(1 for g in range(1, 31) if in_audience(g) and not eligible(g))}
     reasons = {e["properties"]["reason"] for e in decided if e["properties"]["decision"] == "no_consent"}
     assert reasons == {"no email marketing consent recorded", "email consent opted out"}
 

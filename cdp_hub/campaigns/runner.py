@@ -10,8 +10,9 @@
             caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state) ─▶ skipped: capped
             quiet hours in the customer's zone ─▶ deferred: the row waits (not_before) and is sent after
             otherwise ─▶ a message intent on [cdp.messages]
-        every outcome ─▶ a message.decided event on [cdp.events] + cdp_trigger_decisions{scenario,decision}
-        publish (durable) ─▶ then the chunk's rows are decided ─▶ wait for the rate limit ─▶ next chunk
+        every skip and deferral ─▶ a message.decided event on [cdp.events] with its reason (a sent one is its
+        intent, and the delivery stage's receipts); every outcome ─▶ cdp_trigger_decisions{scenario,decision}
+        wait for the rate limit ─▶ publish (durable), then record the chunk's rows, while the next is planned
     no pending row left ─▶ done
 
 Exactly once: a message id is deterministic per (campaign run, profile[, variant]): ``message_id_for(
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.campaigns.model import Campaign
@@ -46,7 +49,7 @@ from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import StageContext
 from cdp_hub.schema.consent import consent_refusal
 from cdp_hub.schema.events import Context, Event, Identity, Traits, deterministic_event_id
-from cdp_hub.schema.messages import MessageIntent, message_id_for
+from cdp_hub.schema.messages import message_id_for
 from cdp_hub.segments.engine import IDENTITY_PRIORITY
 from cdp_hub.store import ConsentRepository, ProfileRepository
 from cdp_hub.store.campaigns import CampaignRepository, CampaignRun, Launched
@@ -229,70 +232,98 @@ class CampaignRunner:
 
     async def _send(self, campaign: Campaign, run: CampaignRun, decisions: Counter[str],
                     stop: asyncio.Event | None) -> str:
+        """The send loop. One chunk is in flight (published, then recorded) while the next is planned: the
+        database reads of one overlap the broker's acks of the other, and no chunk is recorded before it is
+        durable on the bus."""
         rate = campaign.rate_limit
         size = max(1, min(self.max_chunk, int(rate * CHUNK_SECONDS)))
         paced_from = time.monotonic()
         produced = 0
         after = FIRST
-        while True:
-            status = await self.campaigns.heartbeat(run.run_id, self.owner)
-            if status is None:
-                return "lost"  # another sender took the run over (this one stalled past its lease)
-            if status != "sending":
-                return status
-            if stop is not None and stop.is_set():
-                return "stopped"
-            now = self.ctx.clock()
-            chunk = await self.campaigns.pending_chunk(run.run_id, after, size, now)
-            if not chunk:
-                if await self.campaigns.finish_if_decided(run.run_id):
-                    return "done"
-                # What is left is deferred by quiet hours: come back when the first is due (checking in).
-                due = await self.campaigns.next_deferred(run.run_id)
-                wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.ctx.clock()).total_seconds()))
-                await asyncio.sleep(wait)
-                after = FIRST
-                continue
-            after = chunk[-1]
-            sent = await self._send_chunk(campaign, run.run_id, chunk, now, decisions)
-            produced += sent
-            # The rate limit: the n-th message goes no earlier than n / rate seconds after sending began.
-            ahead = paced_from + produced / rate - time.monotonic()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
+        inflight: asyncio.Task[None] | None = None
 
-    async def _send_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: list[uuid.UUID], now: datetime,
-                          decisions: Counter[str]) -> int:
+        async def settle() -> None:
+            nonlocal inflight
+            if inflight is not None:
+                task, inflight = inflight, None
+                await task
+
+        try:
+            while True:
+                status = await self.campaigns.heartbeat(run.run_id, self.owner)
+                if status is None:
+                    return "lost"  # another sender took the run over (this one stalled past its lease)
+                if status != "sending":
+                    return status
+                if stop is not None and stop.is_set():
+                    return "stopped"
+                now = self.ctx.clock()
+                chunk = await self.campaigns.pending_chunk(run.run_id, after, size, now)
+                if not chunk:
+                    await settle()
+                    if await self.campaigns.finish_if_decided(run.run_id):
+                        return "done"
+                    # What is left is deferred by quiet hours: come back when the first is due (checking in).
+                    due = await self.campaigns.next_deferred(run.run_id)
+                    wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.ctx.clock()).total_seconds()))
+                    await asyncio.sleep(wait)
+                    after = FIRST
+                    continue
+                after = chunk[-1]
+                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, now)
+                # The rate limit: the n-th message goes no earlier than n / rate seconds after sending began.
+                ahead = paced_from + produced / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                await settle()
+                inflight = asyncio.create_task(self._publish_chunk(run.run_id, messages, rows))
+                produced += counted["sent"]
+                for decision, n in counted.items():
+                    self.ctx.metrics.trigger_decisions.labels(campaign.scenario, decision).inc(n)
+                decisions.update(counted)
+        finally:
+            await settle()
+
+    async def _publish_chunk(self, run_id: uuid.UUID, messages: list[OutgoingMessage],
+                             rows: list[tuple[uuid.UUID, str, str | None, datetime | None]]) -> None:
+        # Durable on the bus first, then recorded: a crash between the two sends the same ids again.
+        await self.ctx.publish(messages)
+        await self.campaigns.decide(run_id, rows)
+
+    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: list[uuid.UUID], now: datetime
+                          ) -> tuple[list[OutgoingMessage], list[tuple[uuid.UUID, str, str | None, datetime | None]],
+                                     Counter[str]]:
+        """The contact policy for a chunk: its intents and decision events, its rows, and what was decided."""
         # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
         golden = {g.profile_id: g.golden for g in await self.profiles.golden_states(chunk) if g.merged_into is None}
-        identities = await self.profiles.best_identities(chunk, IDENTITY_PRIORITY)
         states = await self.consents.current(chunk)
         rows: list[tuple[uuid.UUID, str, str | None, datetime | None]] = []
-        outcomes: list[tuple[uuid.UUID, str, str, str, datetime | None]] = []  # pid, decision, reason, mid, until
+        skips: list[tuple[uuid.UUID, str, str, str, datetime | None]] = []  # pid, decision, reason, mid, until
         candidates: list[tuple[uuid.UUID, str]] = []
         for pid in chunk:
             mid = message_id_for(campaign.scenario, str(run_id), str(pid))
             profile = golden.get(pid)
             if profile is None:
                 rows.append((pid, "skipped", "suppressed", None))
-                outcomes.append((pid, "suppressed", "the profile was merged into another or deleted after launch",
-                                 mid, None))
+                skips.append((pid, "suppressed", "the profile was merged into another or deleted after launch",
+                              mid, None))
                 continue
             refusal = self.consent_refusal(campaign, profile, states.get(pid, {}))
             if refusal is not None:
                 rows.append((pid, "skipped", "no_consent", None))
-                outcomes.append((pid, "no_consent", refusal, mid, None))
+                skips.append((pid, "no_consent", refusal, mid, None))
                 continue
             candidates.append((pid, mid))
         caps, labels = self._caps(campaign)
         verdicts = await self.hotstate.within_caps_batch(
             [(caps, str(pid), mid) for pid, mid in candidates], now=now.timestamp()) if caps else []
         messages: list[OutgoingMessage] = []
+        sent = 0
         for i, (pid, mid) in enumerate(candidates):
             full = verdicts[i] if verdicts else None
             if full is not None:
                 rows.append((pid, "skipped", "capped", None))
-                outcomes.append((pid, "capped", f"cap reached: {labels[full]}", mid, None))
+                skips.append((pid, "capped", f"cap reached: {labels[full]}", mid, None))
                 continue
             profile = golden[pid]
             quiet = campaign.quiet_hours
@@ -302,21 +333,19 @@ class CampaignRunner:
                 ends = quiet_hours_end(now, quiet, zone if isinstance(zone, str) else None)
             if ends is not None and quiet is not None:
                 rows.append((pid, "pending", "deferred", ends))
-                outcomes.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
-                                                  "time zone", mid, ends))
+                skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
+                                               "time zone", mid, ends))
                 continue
             messages.append(self._intent(campaign, run_id, pid, mid, profile, now))
             rows.append((pid, "sent", None, None))
-            outcomes.append((pid, "sent", "all checks passed", mid, None))
-        messages.extend(self._decisions(campaign, run_id, outcomes, identities, now))
-        # Durable on the bus first, then recorded: a crash between the two sends the same ids again.
-        await self.ctx.publish(messages)
-        await self.campaigns.decide(run_id, rows)
-        counted = Counter(d for _, d, _, _, _ in outcomes)
-        for decision, n in counted.items():
-            self.ctx.metrics.trigger_decisions.labels(campaign.scenario, decision).inc(n)
-        decisions.update(counted)
-        return counted["sent"]
+            sent += 1
+        if skips:
+            identities = await self.profiles.best_identities([pid for pid, *_ in skips], IDENTITY_PRIORITY)
+            messages.extend(self._decisions(campaign, run_id, skips, identities, now))
+        counted = Counter(d for _, d, _, _, _ in skips)
+        if sent:
+            counted["sent"] = sent
+        return messages, rows, counted
 
     def consent_refusal(self, campaign: Campaign, profile: Mapping[str, Any],
                          states: Mapping[tuple[str, str], str]) -> str | None:
@@ -364,14 +393,17 @@ class CampaignRunner:
 
     def _intent(self, campaign: Campaign, run_id: uuid.UUID, pid: uuid.UUID, mid: str,
                 profile: Mapping[str, Any], now: datetime) -> OutgoingMessage:
+        """The message intent, serialized directly (a run makes millions; the delivery stage validates it
+        against :class:`~cdp_hub.schema.messages.MessageIntent`, which ``tests/test_campaigns.py`` checks this matches)."""
         locale = profile.get("locale")
-        intent = MessageIntent.model_construct(
-            schema_version="cdp.message/1", message_id=mid, profile_id=str(pid), scenario=campaign.scenario,
-            channel=campaign.channel, fallbacks=list(campaign.fallbacks), template=campaign.template,
-            locale=locale if isinstance(locale, str) else None, trigger_event_id=str(run_id), trigger_event=None,
-            vars={**campaign.vars, "campaign": campaign.id, "campaign_run": str(run_id)},
-            category=campaign.purpose, created_at=now, expires_at=None)
-        return OutgoingMessage(self.ctx.topics.messages, intent.model_dump_json().encode(), str(pid).encode(),
+        intent = {
+            "schema_version": "cdp.message/1", "message_id": mid, "profile_id": str(pid),
+            "scenario": campaign.scenario, "channel": campaign.channel, "fallbacks": campaign.fallbacks,
+            "template": campaign.template, "locale": locale if isinstance(locale, str) else None,
+            "trigger_event_id": str(run_id), "trigger_event": None,
+            "vars": {**campaign.vars, "campaign": campaign.id, "campaign_run": str(run_id)},
+            "category": campaign.purpose, "created_at": now, "expires_at": None}
+        return OutgoingMessage(self.ctx.topics.messages, orjson.dumps(intent), str(pid).encode(),
                                (("cdp.scenario", campaign.scenario.encode()),))
 
     def _decisions(self, campaign: Campaign, run_id: uuid.UUID,
