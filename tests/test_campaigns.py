@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -210,13 +211,11 @@ async def test_pause_resume_and_cancel_take_effect_within_seconds(kafka_hub: Hub
 
 
 async def test_a_schedule_slot_launches_once(hub: Hub) -> None:
-    from datetime import timedelta
-
     await seed(hub.store, 20, tag="slot")
     weekly = campaign(id="weekly", schedule={"cron": "0 10 * * MON", "timezone": "Europe/Moscow"})
     once = campaign(id="once", schedule={"at": "2026-03-02T10:00:00+03:00"})
     runner, other = campaign_runner(hub), campaign_runner(hub)
-    monday = hub.clock().fromisoformat("2026-03-02T07:05:00+00:00")  # 10:05 in Moscow
+    monday = datetime.fromisoformat("2026-03-02T07:05:00+00:00")  # 10:05 in Moscow
     first = await runner.launch_due([weekly, once], monday)
     assert len(first) == 2
     assert await other.launch_due([weekly, once], monday + timedelta(minutes=1)) == []
@@ -231,3 +230,33 @@ def test_campaign_files_are_checked_with_lines(tmp_path: Path) -> None:
     assert "$.id" in str(err.value) and "$.rate_limit" in str(err.value)
     with pytest.raises(ConfigurationError, match="either 'at'"):
         campaign(schedule={"timezone": "UTC"})
+
+
+async def test_the_campaigns_job_launches_due_campaigns_and_sends_them(hub: Hub, tmp_path: Path) -> None:
+    from cdp_hub.jobs.kinds import run_job_kind
+    from cdp_hub.pipeline.embedded import settle_nothing
+
+    await seed(hub.store, 50, tag="job")
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    due = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    (folder / "c.yaml").write_text(f"""
+- id: due_now
+  audience: {{segment: {SEGMENT}, exclude: [{EXCLUDED}]}}
+  schedule: {{at: "{due}"}}
+  channel: email
+  template: welcome
+  rate_limit: 1000
+- id: by_hand
+  audience: {{segment: {SEGMENT}}}
+  channel: email
+  template: welcome
+  rate_limit: 1000
+""")
+    hub.settings.campaigns_dir = folder
+    result = await run_job_kind(hub, "campaigns", {}, settle_nothing)
+    [run_id] = result["launched"]
+    assert result["runs"][run_id]["status"] == "done"
+    assert result["runs"][run_id]["sent"] == sum(1 for g in range(1, 51) if eligible(g))
+    again = await run_job_kind(hub, "campaigns", {}, settle_nothing)
+    assert again == {"launched": [], "runs": {}}, "a slot launches once; a done run is not sent again"
