@@ -271,7 +271,8 @@ class CampaignRunner:
                     continue
                 after = chunk[-1]
                 messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, now)
-                # The rate limit: the n-th message goes no earlier than n / rate seconds after sending began.
+                # The rate limit: a chunk goes once the messages before it have had their time at the rate, so
+                # t seconds after sending began at most rate * t messages and one chunk have gone.
                 ahead = paced_from + produced / rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
