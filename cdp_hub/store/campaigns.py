@@ -104,6 +104,8 @@ class CampaignRepository:
             await conn.execute(
                 "UPDATE campaign_runs SET planned = $3, snapshot_seconds = $4 WHERE campaign_id = $1 AND run_id = $2",
                 campaign_id, run_id, planned, seconds)
+        # A million new rows: the sender's keyset reads need the planner to know them before autovacuum does.
+        await self.store.execute("ANALYZE campaign_audience")
         return Launched(run_id, planned, seconds)
 
     async def audience_size(self, segment: str, exclude: Sequence[str]) -> int:
