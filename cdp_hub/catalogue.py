@@ -1,7 +1,7 @@
 """The catalogue of published schemas: everything ``cdp-hub schema export`` writes to ``schemas/``.
 
-It sits above the modules whose models it publishes (events, message intents, dead letters, scenarios), so
-none of them needs to import it.
+It sits above the modules whose models it publishes (events, message intents, dead letters, scenarios,
+campaigns), so none of them needs to import it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cdp_hub.campaigns.model import campaign_json_schema
 from cdp_hub.dlq import DeadLetter
 from cdp_hub.schema.export import SCHEMA_DIALECT, dumps, event_json_schema
 from cdp_hub.schema.messages import MessageIntent
@@ -32,6 +33,7 @@ def exported_schemas() -> dict[str, dict[str, Any]]:
         "cdp.message.v1.json": plain(MessageIntent, "cdp.message/1", "cdp.message.v1.json"),
         "cdp.dlq.v1.json": plain(DeadLetter, "cdp.dlq/1", "cdp.dlq.v1.json"),
         "scenario.schema.json": scenario_json_schema(),
+        "campaign.schema.json": campaign_json_schema(),
     }
 
 

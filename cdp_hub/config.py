@@ -54,13 +54,14 @@ class JobConfig(BaseModel):
     """One scheduled job (``[jobs.NAME]``): what it runs, when (cron in a time zone) and its options.
 
     ``kind`` is ``sync`` (options: ``instance``, ``stream``, ``full_refresh``), ``segment_recompute``
-    (options: ``segments``, a list of ids; default every segment) or ``birthday_scan`` (no options).
+    (options: ``segments``, a list of ids; default every segment), ``birthday_scan`` (no options) or
+    ``campaigns`` (no options: launch due scheduled campaigns, send the runs; docs/campaigns.md).
     ``cron`` has five fields (minute hour day month weekday), or six with seconds last.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["sync", "segment_recompute", "birthday_scan", "edge_sightings_purge"]
+    kind: Literal["sync", "segment_recompute", "birthday_scan", "edge_sightings_purge", "campaigns"]
     cron: str
     timezone: str = "UTC"
     enabled: bool = True
@@ -198,6 +199,11 @@ class Settings(BaseSettings):
     segments_dir: Path | None = Field(
         None, description="the deployment's segment YAML files; a file with a built-in's id replaces it"
     )
+    campaigns_dir: Path | None = Field(
+        None, description="the deployment's campaign YAML files (docs/campaigns.md)")
+    campaign_lease: str = Field(
+        "30s", description="a campaign run whose sender has not checked in for this long is taken over by "
+        "another process (a crashed sender resumes there)")
 
     # Triggers (cdp_hub.triggers): consent, replays, event time and the contact policy (docs/scenarios.md).
     consent_policy: Literal["opt_in", "opt_out"] = Field(

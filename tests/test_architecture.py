@@ -165,6 +165,7 @@ OWNERS = {
     "cdp_hub/store/products.py": {"products", "product_changes"},
     "cdp_hub/store/recommendations.py": {"order_lines", "product_pairs", "product_popularity"},
     "cdp_hub/store/sightings.py": {"edge_sightings"},
+    "cdp_hub/store/campaigns.py": {"campaign_runs", "campaign_audience"},
 }
 """Table group owners, as in docs/architecture.md."""
 
@@ -179,6 +180,8 @@ SHARED = {
     ("profiles", "cdp_hub/store/recommendations.py"): "the customer's region is a golden-record trait",
     ("products", "cdp_hub/store/recommendations.py"): "recommendations join the current catalogue",
     ("events", "cdp_hub/store/consents.py"): "an imported consent statement goes to the profile of its record's event",
+    ("segment_members", "cdp_hub/store/campaigns.py"): "a campaign's audience is snapshotted from segment members",
+    ("profiles", "cdp_hub/store/campaigns.py"): "the audience snapshot leaves out merged-away profiles",
 }
 """The only statements on a table outside its owner, each with its reason."""
 

@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "cdp_hub.delivery.cli",      # templates
     "cdp_hub.delivery.recommend_cli",  # recommend refresh/show
     "cdp_hub.jobs.cli",          # jobs list/run/history
+    "cdp_hub.campaigns.cli",     # campaigns validate/list/preview/launch/pause/resume/cancel/status
 )
 
 Handler = Callable[[argparse.Namespace, Settings], Any]

@@ -5,6 +5,8 @@ Airflow operators call.
     segment_recompute  options: segments (ids; default every segment)        ─▶ segments/engine.py
     birthday_scan      no options                                            ─▶ segments/daily.py
     edge_sightings_purge  no options: expired rows of the PostgreSQL dedupe window ─▶ store/sightings.py
+    campaigns          no options: launch the campaigns whose schedule slot   ─▶ campaigns/runner.py
+                       is due, then send every run without a live sender
 
 Each takes the started hub, the job's options and ``settle`` (see :mod:`cdp_hub.pipeline.embedded`: on the
 in-process bus it waits until the stages of this process have stored what the job published; before a sync
@@ -19,7 +21,7 @@ from typing import Any
 
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
-from cdp_hub.pipeline.build import birthday_scheduler, segment_engine
+from cdp_hub.pipeline.build import birthday_scheduler, campaign_runner, segment_engine
 from cdp_hub.pipeline.embedded import Settle, settled_publish
 from cdp_hub.store.sightings import SightingRepository
 
@@ -32,6 +34,7 @@ _OPTIONS: dict[str, set[str]] = {
     "segment_recompute": {"segments"},
     "birthday_scan": set(),
     "edge_sightings_purge": set(),
+    "campaigns": set(),
 }
 
 
@@ -94,11 +97,25 @@ async def run_edge_sightings_purge(hub: Hub, options: Mapping[str, Any], settle:
     return {"deleted": await SightingRepository(hub.store).purge_expired()}
 
 
+async def run_campaigns(hub: Hub, options: Mapping[str, Any], settle: Settle) -> dict[str, Any]:
+    """Launch the due scheduled campaigns (each slot once, whatever the number of processes), then send every
+    sending run no live sender holds: new ones, resumed ones, and those of a sender that died."""
+    from cdp_hub.campaigns.model import load_campaigns
+
+    runner = campaign_runner(hub, publish=settled_publish(hub, settle))
+    campaigns = load_campaigns([hub.settings.campaigns_dir] if hub.settings.campaigns_dir else [])
+    launched = await runner.launch_due(campaigns, hub.clock())
+    results = await runner.execute_runnable()
+    return {"launched": [str(run.run_id) for run in launched],
+            "runs": {str(r.run_id): {"status": r.status, **r.decisions} for r in results}}
+
+
 JOB_KINDS: dict[str, JobFunction] = {
     "sync": run_sync,
     "segment_recompute": run_segment_recompute,
     "birthday_scan": run_birthday_scan,
     "edge_sightings_purge": run_edge_sightings_purge,
+    "campaigns": run_campaigns,
 }
 
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.campaigns.runner import CampaignRunner
 from cdp_hub.config import Settings
 from cdp_hub.delivery.sendlog import SendLog
 from cdp_hub.delivery.stage import DeliveryOptions, DeliveryStage
@@ -36,6 +37,7 @@ from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
 from cdp_hub.segments.model import Segment, load_segments
 from cdp_hub.store import (
+    CampaignRepository,
     ConsentRepository,
     DeadLetterRepository,
     EventRepository,
@@ -50,7 +52,8 @@ from cdp_hub.store import (
 from cdp_hub.triggers.scenario import load_scenarios, parse_duration
 from cdp_hub.triggers.stage import TriggerOptions, TriggerStage
 
-__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "channel_kind", "consent_links",
+__all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "campaign_runner", "channel_kind",
+           "consent_links",
            "segment_engine", "stage_context", "trigger_options"]
 
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
@@ -127,6 +130,20 @@ def trigger_options(hub: Hub, **overrides: Any) -> TriggerOptions:
     overrides.setdefault("channel_kind", channel_kind(hub.settings, hub.registry))
     overrides.setdefault("consent_links", consent_links(hub.settings))
     return TriggerOptions.from_settings(hub.settings, **overrides)
+
+
+def campaign_runner(hub: Hub, *, publish: Publish | None = None, **overrides: Any) -> CampaignRunner:
+    """The campaign sender on ``hub``'s clients, with the triggers stage's contact policy (``publish``: see
+    :func:`stage_context`; ``overrides``: the runner's options, e.g. ``lease_seconds``, ``max_chunk``)."""
+    try:
+        lease = parse_duration(hub.settings.campaign_lease).total_seconds()
+    except ValueError as exc:
+        raise ConfigurationError(f"campaign_lease: {exc}") from None
+    overrides.setdefault("lease_seconds", lease)
+    return CampaignRunner(stage_context(hub, publish=publish), campaigns=CampaignRepository(hub.store),
+                          profiles=ProfileRepository(hub.store), consents=ConsentRepository(hub.store),
+                          sendlog=MessageRepository(hub.store), hotstate=hub.hotstate,
+                          policy=trigger_options(hub), **overrides)
 
 
 def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:

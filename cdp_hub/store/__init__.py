@@ -9,11 +9,13 @@ repositories that own the SQL of each table group (one class per group, construc
     jobs.py            JobRepository         scheduler_runs, scheduler_emitted, job_runs
     deadletters.py     DeadLetterRepository  dead_letters
     connector_state.py ConnectorStateRepository  connector_state
+    campaigns.py       CampaignRepository    campaign_runs, campaign_audience (runs and audience snapshots)
     consents.py        ConsentRepository     consents (every consent statement, with its evidence)
     products.py        ProductRepository     products, product_changes (the catalogue)
     recommendations.py RecommendationRepository  order_lines, product_pairs, product_popularity
 """
 
+from cdp_hub.store.campaigns import CampaignRepository
 from cdp_hub.store.connector_state import ConnectorStateRepository
 from cdp_hub.store.consents import ConsentRepository, ConsentStatement
 from cdp_hub.store.db import Store, open_store
@@ -29,6 +31,7 @@ from cdp_hub.store.segments import SegmentRepository
 from cdp_hub.store.timers import TimerRepository
 
 __all__ = [
+    "CampaignRepository",
     "ConnectorStateRepository",
     "ConsentRepository",
     "ConsentStatement",

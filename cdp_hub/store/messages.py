@@ -189,6 +189,14 @@ class MessageRepository:
             logged.setdefault((r["profile_id"], r["scenario"]), set()).add(r["message_id"])
         return logged
 
+    async def outcome_counts(self, scenario: str, trigger_event_id: uuid.UUID) -> dict[str, int]:
+        """Send-log rows of one scenario and trigger by status (a campaign run's messages: the run id is
+        their trigger)."""
+        rows = await self.store.fetch(
+            """SELECT status, count(*) AS n FROM messages WHERE scenario = $1 AND trigger_event_id = $2
+                GROUP BY status""", scenario, trigger_event_id)
+        return {r["status"]: r["n"] for r in rows}
+
     async def status_counts(self) -> list[dict[str, Any]]:
         """``{"channel", "status", "n"}`` for every channel and status in the log (the demo's summary)."""
         rows = await self.store.fetch(

@@ -1,0 +1,135 @@
+"""Planning and sending a campaign to 100,000 and 1,000,000 profiles through the real Kafka broker.
+
+    python bench/campaign.py [--profiles 100000,1000000] [--rate 100000] [--keep]
+
+For each size, in a process of its own (so its peak RSS is its own): a scratch database next to
+``$CDP_HUB_POSTGRES_DSN`` (default: the test server) is seeded set-wise (tests/campaign_data.py: one e-mail
+identity, a golden record and consent per profile; 10% excluded by a segment, about a third without consent),
+then
+
+  snapshot   ``CampaignRunner.launch``: the run row and INSERT ... SELECT of the audience (one transaction)
+  send       ``CampaignRunner.execute`` at ``--rate`` (default high enough that the sender is the limit): the
+             contact policy per chunk (golden records, consent, caps in Redis), message intents and
+             message.decided events through Kafka (``$CDP_HUB_KAFKA_BOOTSTRAP``, acks=all), each chunk recorded
+
+Prints seconds, intents/s (goal: >= 5,000/s), decisions/s, the sender's CPU seconds (and intents per CPU
+second: what one process does with a core of its own), the peak RSS of the process and the load average (the
+machine is shared: compare figures at similar load). The topics and the database are dropped after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cdp_hub.campaigns.model import CAMPAIGN_FILES  # noqa: E402
+from cdp_hub.config import Settings  # noqa: E402
+from cdp_hub.hotstate import HotState  # noqa: E402
+from cdp_hub.hub import Hub  # noqa: E402
+from cdp_hub.metrics import Metrics  # noqa: E402
+from cdp_hub.pipeline.build import campaign_runner  # noqa: E402
+from tests.campaign_data import EXCLUDED, SEGMENT, eligible, in_audience, seed  # noqa: E402
+
+DSN = os.environ.get("CDP_HUB_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:15432/cdp_hub")
+KAFKA = os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+REDIS = os.environ.get("CDP_HUB_REDIS_URL", "redis://127.0.0.1:16379/0")
+
+
+def _with_db(dsn: str, db: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + db))
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def one(profiles: int, rate: float, keep: bool) -> None:
+    name = f"bench_campaign_{uuid.uuid4().hex[:8]}"
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    await _admin(f'CREATE DATABASE "{name}"')
+    hotstate = HotState(REDIS, prefix=f"bench{uuid.uuid4().hex[:6]}:")
+    settings = Settings(postgres_dsn=_with_db(DSN, name), bus="kafka", kafka_bootstrap=KAFKA,  # type: ignore[call-arg]
+                        topic_prefix=prefix, redis_url=REDIS, topic_partitions=4)
+    try:
+        async with Hub(settings, metrics=Metrics(), hotstate=hotstate) as hub:
+            started = time.perf_counter()
+            await seed(hub.store, profiles, tag="bench")
+            await hub.store.execute("ANALYZE")
+            seeded = time.perf_counter() - started
+            rss_before = _rss_mb()
+            campaign = CAMPAIGN_FILES.parse({"id": "bench", "audience": {"segment": SEGMENT, "exclude": [EXCLUDED]},
+                                             "channel": "email", "template": "welcome", "rate_limit": rate},
+                                            origin="bench")
+            runner = campaign_runner(hub)
+            launched = await runner.launch(campaign)
+            assert launched is not None
+            started, cpu_started = time.perf_counter(), time.process_time()
+            result = await runner.execute(launched.run_id)
+            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            want = sum(1 for g in range(1, profiles + 1) if eligible(g))
+            planned = sum(1 for g in range(1, profiles + 1) if in_audience(g))
+            assert result.status == "done" and result.sent == want and launched.planned == planned, result
+            decided = sum(result.decisions.values())
+            load = os.getloadavg()
+            print(f"profiles {profiles:>9,}  audience {launched.planned:>9,}  seed {seeded:6.1f}s  "
+                  f"snapshot {launched.snapshot_seconds:6.2f}s  send {seconds:6.1f}s  "
+                  f"intents/s {result.sent / seconds:8,.0f}  decisions/s {decided / seconds:8,.0f}  "
+                  f"sender CPU {cpu:5.1f}s ({result.sent / cpu:,.0f} intents per CPU second)  "
+                  f"peak RSS {_rss_mb():6.0f} MB (before launch {rss_before:.0f})  "
+                  f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", flush=True)
+            await hotstate.redis.delete(*[k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
+                                        or ["-"])
+    finally:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+        await admin.start()
+        try:
+            existing = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if existing:
+                await admin.delete_topics(existing)
+        finally:
+            await admin.close()
+        if not keep:
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profiles", default="100000,1000000", help="comma-separated audience sizes")
+    parser.add_argument("--rate", type=float, default=100_000, help="the campaign's rate limit (messages/s)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        asyncio.run(one(args.one, args.rate, args.keep))
+        return
+    print(f"campaign bench: Kafka {KAFKA}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    for size in (int(s) for s in args.profiles.split(",")):
+        cmd = [sys.executable, __file__, "--one", str(size), "--rate", str(args.rate)]
+        subprocess.run(cmd + (["--keep"] if args.keep else []), check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""Campaign runs: launch (audience snapshot), send in chunks at the rate limit, pause/resume/cancel, status.
+
+    launch ─▶ CampaignRepository.launch: the run row + INSERT ... SELECT the audience (one transaction)
+    execute(run) ─▶ claim the run's lease ─▶ loop:
+        heartbeat (answers the run's status: paused or cancelled ─▶ stop here, within one chunk)
+        next chunk of pending profiles (profile-id order) ─▶ golden records, consent, one identity each
+        the contact policy, per chunk (the triggers stage's rules and counters):
+            profile gone (merged since launch) ─▶ skipped: suppressed
+            consent on one of the audience channels (consent_policy; schema/consent.py) ─▶ skipped: no_consent
+            caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state) ─▶ skipped: capped
+            quiet hours in the customer's zone ─▶ deferred: the row waits (not_before) and is sent after
+            otherwise ─▶ a message intent on [cdp.messages]
+        every skip and deferral ─▶ a message.decided event on [cdp.events] with its reason (a sent one is its
+        intent, and the delivery stage's receipts); every outcome ─▶ cdp_trigger_decisions{scenario,decision}
+        wait for the rate limit ─▶ publish (durable), then record the chunk's rows, while the next is planned
+    no pending row left ─▶ done
+
+Exactly once: a message id is deterministic per (campaign run, profile[, variant]): ``message_id_for(
+"campaign:<id>", run_id, profile_id, variant)``. A sender that dies after publishing a chunk and before
+deciding its rows publishes that chunk again when the run resumes; the intents are the same messages and the
+delivery stage's send log sends each once. Cap counters are sets of message ids, so a repeat counts once.
+
+Experiments later: ``campaign_audience.variant`` is the variant a profile was assigned (a deterministic hash of
+profile and campaign), its message id takes the variant as its step, and a control group's rows are decided
+``control`` without an intent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.events import event_message
+from cdp_hub.campaigns.model import Campaign
+from cdp_hub.errors import ConfigurationError
+from cdp_hub.hotstate import HotState
+from cdp_hub.pipeline.stage import StageContext
+from cdp_hub.schema.consent import consent_refusal
+from cdp_hub.schema.events import Context, Event, Identity, Traits, deterministic_event_id
+from cdp_hub.schema.messages import message_id_for
+from cdp_hub.segments.engine import IDENTITY_PRIORITY
+from cdp_hub.store import ConsentRepository, ProfileRepository
+from cdp_hub.store.campaigns import CampaignRepository, CampaignRun, Launched
+from cdp_hub.store.messages import MessageRepository
+from cdp_hub.triggers.stage import TriggerOptions, _channel_scope, _human, _marketing_scope, quiet_hours_end
+
+__all__ = ["SOURCE", "CampaignRunner", "RunResult", "RunStatus", "run_id_for_slot"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "cdp-hub.campaigns"
+DECIDED = "message.decided"
+RUN_NAMESPACE = uuid.UUID("3f1d2c4b-6a5e-5f70-8b9c-0d1e2f3a4b5c")
+CHUNK_SECONDS = 0.5
+"""A chunk holds about this much sending at the rate limit: pause and cancel take effect within it."""
+MAX_CHUNK = 2000
+FIRST = uuid.UUID(int=0)
+
+
+def run_id_for_slot(campaign_id: str, slot: datetime) -> uuid.UUID:
+    """The run of a schedule slot: the same in every process, so a slot is launched once."""
+    return uuid.uuid5(RUN_NAMESPACE, f"{campaign_id}\x1f{slot.astimezone(UTC).isoformat()}")
+
+
+@dataclass
+class RunResult:
+    """What one ``execute`` did: how the run stands when it returned, and what this process decided."""
+
+    run_id: uuid.UUID
+    status: str
+    decisions: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def sent(self) -> int:
+        return self.decisions["sent"]
+
+
+@dataclass
+class RunStatus:
+    """``campaigns status``: the run, its audience by outcome, the send log's view, and the ETA."""
+
+    run: CampaignRun
+    pending: int
+    deferred: int
+    sent: int
+    skipped: dict[str, int]
+    delivery: dict[str, int]
+
+    @property
+    def failed(self) -> int:
+        return sum(n for s, n in self.delivery.items() if s in ("failed", "dead"))
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """How long the pending profiles take at the rate limit (None unless the run is sending)."""
+        if self.run.status != "sending":
+            return None
+        return (self.pending + self.deferred) / self.run.rate_limit
+
+    def as_dict(self) -> dict[str, Any]:
+        eta = self.eta_seconds
+        return {"campaign": self.run.campaign_id, "run_id": str(self.run.run_id), "status": self.run.status,
+                "launched_at": self.run.launched_at, "finished_at": self.run.finished_at,
+                "planned": self.run.planned, "sent": self.sent, "pending": self.pending, "deferred": self.deferred,
+                "skipped": self.skipped, "failed": self.failed, "delivery": self.delivery,
+                "rate_limit": self.run.rate_limit, "snapshot_seconds": self.run.snapshot_seconds,
+                "eta_seconds": round(eta, 1) if eta is not None else None}
+
+
+class CampaignRunner:
+    """Launches campaign runs and sends them. Built by :func:`cdp_hub.pipeline.build.campaign_runner`."""
+
+    def __init__(self, ctx: StageContext, *, campaigns: CampaignRepository, profiles: ProfileRepository,
+                 consents: ConsentRepository, sendlog: MessageRepository, hotstate: HotState,
+                 policy: TriggerOptions, lease_seconds: float = 30.0, owner: str | None = None,
+                 max_chunk: int = MAX_CHUNK) -> None:
+        self.ctx = ctx
+        self.campaigns = campaigns
+        self.profiles = profiles
+        self.consents = consents
+        self.sendlog = sendlog
+        self.hotstate = hotstate
+        self.policy = policy
+        self.lease_seconds = lease_seconds
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.max_chunk = max_chunk
+
+    # -- launching -------------------------------------------------------------------------------
+
+    async def launch(self, campaign: Campaign, *, slot: datetime | None = None) -> Launched | None:
+        """Snapshot the audience and create a sending run (None: the slot's run exists already)."""
+        run_id = run_id_for_slot(campaign.id, slot) if slot is not None else uuid.uuid4()
+        launched = await self.campaigns.launch(
+            campaign.id, run_id, slot=slot, rate_limit=campaign.rate_limit,
+            definition=campaign.model_dump(mode="json"), segment=campaign.audience.segment,
+            exclude=campaign.audience.exclude)
+        if launched is not None:
+            log.info("campaign %s: run %s launched, %d profiles planned (snapshot %.2fs)", campaign.id,
+                     launched.run_id, launched.planned, launched.snapshot_seconds)
+        return launched
+
+    async def launch_due(self, campaigns: Sequence[Campaign], now: datetime, *,
+                         within: timedelta = timedelta(hours=1)) -> list[Launched]:
+        """Launch every scheduled campaign whose latest slot in ``(now - within, now]`` has no run yet."""
+        out = []
+        for campaign in campaigns:
+            if not campaign.enabled or campaign.schedule is None:
+                continue
+            slot = campaign.schedule.last_slot(now, within=within)
+            if slot is not None and (launched := await self.launch(campaign, slot=slot)) is not None:
+                out.append(launched)
+        return out
+
+    # -- operator actions ------------------------------------------------------------------------
+
+    async def pause(self, run_id: uuid.UUID) -> bool:
+        return await self.campaigns.set_status(run_id, "paused", allowed_from=("sending",))
+
+    async def resume(self, run_id: uuid.UUID) -> bool:
+        return await self.campaigns.set_status(run_id, "sending", allowed_from=("paused",))
+
+    async def cancel(self, run_id: uuid.UUID) -> bool:
+        return await self.campaigns.set_status(run_id, "cancelled", allowed_from=("sending", "paused"))
+
+    async def status(self, run_id: uuid.UUID) -> RunStatus | None:
+        run = await self.campaigns.run(run_id)
+        if run is None:
+            return None
+        pending = deferred = sent = 0
+        skipped: Counter[str] = Counter()
+        for status, reason, is_deferred, n in await self.campaigns.counts(run_id):
+            if status == "pending":
+                if is_deferred:
+                    deferred += n
+                else:
+                    pending += n
+            elif status == "sent":
+                sent += n
+            else:
+                skipped[reason or status] += n
+        delivery = await self.sendlog.outcome_counts("campaign:" + run.campaign_id, run_id)
+        return RunStatus(run, pending, deferred, sent, dict(skipped), delivery)
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def execute_runnable(self) -> list[RunResult]:
+        """Send every sending run that has no live sender (the scheduler's job), concurrently."""
+        runs = await self.campaigns.runnable(self.lease_seconds)
+        return list(await asyncio.gather(*(self.execute(r, wait_for_lease=False) for r in runs)))
+
+    async def execute(self, run_id: uuid.UUID, *, wait_for_lease: bool = True,
+                      stop: asyncio.Event | None = None) -> RunResult:
+        """Send the run until it is done, paused or cancelled (or ``stop`` is set, or another sender holds it).
+
+        ``wait_for_lease``: when a sender that is gone (killed) still holds the run, wait for its lease to
+        run out and take over, instead of returning at once."""
+        started = time.monotonic()
+        result = RunResult(run_id, "unknown")
+        run = await self.campaigns.claim(run_id, self.owner, self.lease_seconds)
+        while run is None:
+            current = await self.campaigns.run(run_id)
+            if current is None:
+                raise ConfigurationError(f"no campaign run {run_id}")
+            result.status = current.status
+            if current.status != "sending" or not wait_for_lease or (stop is not None and stop.is_set()):
+                return result
+            await asyncio.sleep(min(1.0, self.lease_seconds / 3))
+            run = await self.campaigns.claim(run_id, self.owner, self.lease_seconds)
+        campaign = Campaign.model_validate(run.definition)
+        try:
+            result.status = await self._send(campaign, run, result.decisions, stop)
+        finally:
+            if result.status != "done":
+                await self.campaigns.release(run_id, self.owner)
+            result.seconds = time.monotonic() - started
+        log.info("campaign %s run %s: %s after %.1fs (%s)", campaign.id, run_id, result.status, result.seconds,
+                 dict(result.decisions))
+        return result
+
+    async def _send(self, campaign: Campaign, run: CampaignRun, decisions: Counter[str],
+                    stop: asyncio.Event | None) -> str:
+        """The send loop. One chunk is in flight (published, then recorded) while the next is planned: the
+        database reads of one overlap the broker's acks of the other, and no chunk is recorded before it is
+        durable on the bus."""
+        rate = campaign.rate_limit
+        size = max(1, min(self.max_chunk, int(rate * CHUNK_SECONDS)))
+        paced_from = time.monotonic()
+        produced = 0
+        after = FIRST
+        inflight: asyncio.Task[None] | None = None
+
+        async def settle() -> None:
+            nonlocal inflight
+            if inflight is not None:
+                task, inflight = inflight, None
+                await task
+
+        try:
+            while True:
+                status = await self.campaigns.heartbeat(run.run_id, self.owner)
+                if status is None:
+                    return "lost"  # another sender took the run over (this one stalled past its lease)
+                if status != "sending":
+                    return status
+                if stop is not None and stop.is_set():
+                    return "stopped"
+                now = self.ctx.clock()
+                chunk = await self.campaigns.pending_chunk(run.run_id, after, size, now)
+                if not chunk:
+                    await settle()
+                    if await self.campaigns.finish_if_decided(run.run_id):
+                        return "done"
+                    # What is left is deferred by quiet hours: come back when the first is due (checking in).
+                    due = await self.campaigns.next_deferred(run.run_id)
+                    wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.ctx.clock()).total_seconds()))
+                    await asyncio.sleep(wait)
+                    after = FIRST
+                    continue
+                after = chunk[-1]
+                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, now)
+                # The rate limit: a chunk goes once the messages before it have had their time at the rate, so
+                # t seconds after sending began at most rate * t messages and one chunk have gone.
+                ahead = paced_from + produced / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                await settle()
+                inflight = asyncio.create_task(self._publish_chunk(run.run_id, messages, rows))
+                produced += counted["sent"]
+                for decision, n in counted.items():
+                    self.ctx.metrics.trigger_decisions.labels(campaign.scenario, decision).inc(n)
+                decisions.update(counted)
+        finally:
+            await settle()
+
+    async def _publish_chunk(self, run_id: uuid.UUID, messages: list[OutgoingMessage],
+                             rows: list[tuple[uuid.UUID, str, str | None, datetime | None]]) -> None:
+        # Durable on the bus first, then recorded: a crash between the two sends the same ids again.
+        await self.ctx.publish(messages)
+        await self.campaigns.decide(run_id, rows)
+
+    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: list[uuid.UUID], now: datetime
+                          ) -> tuple[list[OutgoingMessage], list[tuple[uuid.UUID, str, str | None, datetime | None]],
+                                     Counter[str]]:
+        """The contact policy for a chunk: its intents and decision events, its rows, and what was decided."""
+        # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
+        golden = {g.profile_id: g.golden for g in await self.profiles.golden_states(chunk) if g.merged_into is None}
+        states = await self.consents.current(chunk)
+        rows: list[tuple[uuid.UUID, str, str | None, datetime | None]] = []
+        skips: list[tuple[uuid.UUID, str, str, str, datetime | None]] = []  # pid, decision, reason, mid, until
+        candidates: list[tuple[uuid.UUID, str]] = []
+        for pid in chunk:
+            mid = message_id_for(campaign.scenario, str(run_id), str(pid))
+            profile = golden.get(pid)
+            if profile is None:
+                rows.append((pid, "skipped", "suppressed", None))
+                skips.append((pid, "suppressed", "the profile was merged into another or deleted after launch",
+                              mid, None))
+                continue
+            refusal = self.consent_refusal(campaign, profile, states.get(pid, {}))
+            if refusal is not None:
+                rows.append((pid, "skipped", "no_consent", None))
+                skips.append((pid, "no_consent", refusal, mid, None))
+                continue
+            candidates.append((pid, mid))
+        caps, labels = self._caps(campaign)
+        verdicts = await self.hotstate.within_caps_batch(
+            [(caps, str(pid), mid) for pid, mid in candidates], now=now.timestamp()) if caps else []
+        messages: list[OutgoingMessage] = []
+        sent = 0
+        for i, (pid, mid) in enumerate(candidates):
+            full = verdicts[i] if verdicts else None
+            if full is not None:
+                rows.append((pid, "skipped", "capped", None))
+                skips.append((pid, "capped", f"cap reached: {labels[full]}", mid, None))
+                continue
+            profile = golden[pid]
+            quiet = campaign.quiet_hours
+            ends = None
+            if quiet is not None and campaign.purpose == "marketing":
+                zone = profile.get("timezone")
+                ends = quiet_hours_end(now, quiet, zone if isinstance(zone, str) else None)
+            if ends is not None and quiet is not None:
+                rows.append((pid, "pending", "deferred", ends))
+                skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
+                                               "time zone", mid, ends))
+                continue
+            messages.append(self._intent(campaign, run_id, pid, mid, profile, now))
+            rows.append((pid, "sent", None, None))
+            sent += 1
+        if skips:
+            identities = await self.profiles.best_identities([pid for pid, *_ in skips], IDENTITY_PRIORITY)
+            messages.extend(self._decisions(campaign, run_id, skips, identities, now))
+        counted = Counter(d for _, d, _, _, _ in skips)
+        if sent:
+            counted["sent"] = sent
+        return messages, rows, counted
+
+    def consent_refusal(self, campaign: Campaign, profile: Mapping[str, Any],
+                         states: Mapping[tuple[str, str], str]) -> str | None:
+        """Why none of the audience channels may take the campaign's purpose; None when one may (or when a
+        channel's kind is unknown here: delivery decides for it), as the triggers stage judges scenarios."""
+        kind_of = self.policy.channel_kind
+        if kind_of is None:
+            return None
+        merged: dict[tuple[str, str], str] = {}
+        golden = profile.get("consent")
+        if isinstance(golden, dict):
+            merged.update({(str(ch), "marketing"): str(v) for ch, v in golden.items() if isinstance(v, str)})
+        merged.update(states)
+        reasons = []
+        for name in campaign.consent_channels:
+            kind = kind_of(name)
+            if kind is None:
+                return None
+            refusal = consent_refusal(merged, kind, campaign.purpose, self.policy.consent_policy)
+            if refusal is None:
+                return None
+            reasons.append(refusal)
+        return "; ".join(reasons)
+
+    def _caps(self, campaign: Campaign) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
+        """The caps of a marketing campaign's message, on the triggers stage's counters (scope names)."""
+        caps: list[tuple[str, int, float]] = []
+        labels: dict[str, str] = {}
+        if campaign.purpose != "marketing":
+            return caps, labels
+        if campaign.frequency_cap is not None:
+            cap = campaign.frequency_cap
+            scope = campaign.scenario if cap.scope == "scenario" else "*"
+            caps.append((scope, cap.max, cap.window.total_seconds()))
+            labels[scope] = f"{cap.max} per {cap.per} ({'this campaign' if cap.scope == 'scenario' else 'profile'})"
+        for window, limit in self.policy.marketing_caps:
+            scope = _marketing_scope(window)
+            caps.append((scope, limit, window.total_seconds()))
+            labels[scope] = f"{limit} marketing messages per {_human(window)}"
+        for window, limit in self.policy.channel_caps.get(campaign.channel, ()):
+            scope = _channel_scope(campaign.channel, window)
+            caps.append((scope, limit, window.total_seconds()))
+            labels[scope] = f"{limit} {campaign.channel} messages per {_human(window)}"
+        return caps, labels
+
+    def _intent(self, campaign: Campaign, run_id: uuid.UUID, pid: uuid.UUID, mid: str,
+                profile: Mapping[str, Any], now: datetime) -> OutgoingMessage:
+        """The message intent, serialized directly (a run makes millions; the delivery stage validates it
+        against :class:`~cdp_hub.schema.messages.MessageIntent`, which ``tests/test_campaigns.py`` checks this matches)."""
+        locale = profile.get("locale")
+        intent = {
+            "schema_version": "cdp.message/1", "message_id": mid, "profile_id": str(pid),
+            "scenario": campaign.scenario, "channel": campaign.channel, "fallbacks": campaign.fallbacks,
+            "template": campaign.template, "locale": locale if isinstance(locale, str) else None,
+            "trigger_event_id": str(run_id), "trigger_event": None,
+            "vars": {**campaign.vars, "campaign": campaign.id, "campaign_run": str(run_id)},
+            "category": campaign.purpose, "created_at": now, "expires_at": None}
+        return OutgoingMessage(self.ctx.topics.messages, orjson.dumps(intent), str(pid).encode(),
+                               (("cdp.scenario", campaign.scenario.encode()),))
+
+    def _decisions(self, campaign: Campaign, run_id: uuid.UUID,
+                   outcomes: Sequence[tuple[uuid.UUID, str, str, str, datetime | None]],
+                   identities: Mapping[uuid.UUID, Mapping[str, str]], now: datetime) -> list[OutgoingMessage]:
+        """Each outcome as a ``message.decided`` event (deterministic id: run, profile, decision). A profile
+        without any identity gets none (an event about a person needs one); its row still says what happened."""
+        topic = self.ctx.topics.events
+        out = []
+        for pid, decision, reason, mid, until in outcomes:
+            identity = identities.get(pid)
+            if identity is None:
+                continue
+            record_id = f"{campaign.scenario}:{run_id}:{pid}:{decision}"
+            properties: dict[str, Any] = {
+                "scenario": campaign.scenario, "decision": decision, "reason": reason[:500],
+                "channel": campaign.channel, "category": campaign.purpose, "message_id": mid,
+                "trigger_event_id": str(run_id), "trigger_type": "campaign.run",
+                "campaign": campaign.id, "campaign_run": str(run_id)}
+            if until is not None:
+                properties["until"] = until.isoformat()
+            event = Event.model_construct(
+                event_id=deterministic_event_id(SOURCE, record_id, DECIDED), type=DECIDED, source=SOURCE,
+                source_record_id=record_id, occurred_at=now, received_at=now,
+                identities=[Identity.model_construct(kind=identity["kind"], value=identity["value"])],
+                traits=Traits(), properties=properties, context=Context(), profile_id=pid)
+            out.append(event_message(topic, event))
+        return out
