@@ -132,3 +132,35 @@ async def test_refusals_at_send_time_are_decisions_through_the_pipeline(hub: Hub
     assert len(refused) == 3 and {str(e.event_id) for e in refused} <= before
     assert [e.type for e in again if e.type != "message.decided"] == ["message.sent"]
     assert metric.labels("promo", "no_consent")._value.get() == 1  # a replay is not a second decision
+
+
+async def test_a_template_skips_a_message_when_its_recommendation_is_empty(hub: Hub, tmp_path: Path) -> None:
+    # An offer that is only worth sending with products in it: no purchase history yet, so no "popular".
+    templates = tmp_path / "templates" / "offer"
+    templates.mkdir(parents=True)
+    (templates / "email.j2").write_text(
+        '{% block subject %}For you{% endblock %}{% block text %}{% set products = recommend("popular", limit=4) %}'
+        '{% if not products %}{{ skip("nothing to offer") }}{% endif %}{{ products | product_list }}{% endblock %}',
+        encoding="utf-8")
+    hub.settings = hub.settings.model_copy(update={
+        "templates_dir": tmp_path / "templates",
+        "channels": {"email": ChannelInstance(type="outbox", config={"directory": str(tmp_path / "outbox")})}})
+    now = datetime.now(UTC)
+    m = timedelta(minutes=1)
+    await Ingestor(hub).publish_events([consent("eve", now - 10 * m, "opted_in", "c-eve"),
+                                        event("product.viewed", "eve", now - 5 * m, "v-eve", sku="1")])
+    offer = [Scenario.model_validate({"id": "offer", "trigger": {"event": "product.viewed"}, "channel": "email",
+                                      "template": "offer"})]
+
+    async def decided() -> bool:
+        return any(b["properties"].get("stage") == "delivery" for b in await stored(hub, "message.decided"))
+
+    await run_until(hub, [build_stage(hub, "resolver"), build_stage(hub, "triggers", scenarios=offer),
+                          build_stage(hub, "delivery")], decided)
+    (skipped,) = [b["properties"] for b in await stored(hub, "message.decided")
+                  if b["properties"].get("stage") == "delivery"]
+    assert (skipped["scenario"], skipped["decision"]) == ("offer", "suppressed")
+    assert skipped["reason"] == "email: the template skipped it: nothing to offer"
+    assert not await stored(hub, "message.sent") and not await stored(hub, "message.failed")
+    assert not list((tmp_path / "outbox").glob("*")) if (tmp_path / "outbox").exists() else True
+    assert hub.metrics.delivery_decisions.labels("offer", "suppressed")._value.get() == 1

@@ -17,7 +17,7 @@ customer's locale and time zone (Babel: CLDR data, so "1 234,50 ₽" for ru and 
 Product recommendations: ``recommend(kind, limit=4, max_price=None, min_price=None)`` returns a list of
 products (``sku``, ``name``, ``price``, ``old_price``, ``currency``, ``image_url``, ``product_url``, ...; kinds
 in :mod:`cdp_hub.store.recommendations`), empty when there is nothing to offer, so ``{% if not recommend(...) %}``
-can leave a block out. ``| product_blocks`` renders them as an HTML block of cards (e-mail), ``| product_list``
+can leave a block out, or ``{{ skip("nothing to offer") }}`` drop the whole message (a ``suppressed`` decision). ``| product_blocks`` renders them as an HTML block of cards (e-mail), ``| product_list``
 as one short line (SMS, push, messenger). The delivery stage loads them for the whole batch before rendering.
 
 They run in Jinja's immutable sandbox: a template cannot reach Python internals or mutate its context.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
@@ -59,6 +59,19 @@ class TemplateError(RecordError):
     """A template is missing, does not compile, or failed while rendering this message."""
 
     failure_type = "template_error"
+
+
+class MessageSkipped(Exception):
+    """The template decided this message is not worth sending: ``{{ skip("nothing to offer") }}``, typically
+    when a recommendation came back empty. Delivery records it as a ``suppressed`` decision, not a failure."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _skip(reason: object = "the template skipped it") -> NoReturn:
+    raise MessageSkipped(str(reason)[:300])
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +249,7 @@ def _environment(loader: jinja2.BaseLoader, *, autoescape: bool) -> ImmutableSan
     env.filters.update(money=_money, number=_number, date=_date, datetime=_datetime, time=_time,
                        product_list=_product_list, product_blocks=_product_blocks)
     env.globals["recommend"] = _recommend
+    env.globals["skip"] = _skip
     return env
 
 
@@ -339,7 +353,7 @@ class TemplateRenderer:
                     html_template = self._select(self._html_env, name, kind, loc)
                     parts["html"] = jinja2.utils.concat(
                         html_template.blocks["html"](html_template.new_context(values))).strip()
-        except TemplateError:
+        except (TemplateError, MessageSkipped):
             raise
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template {filename}: {type(exc).__name__}: {exc}",

@@ -71,7 +71,7 @@ from .profiles import ProfileSnapshot, load_profiles
 from .ratelimit import ChannelPacer
 from .receipts import decision_event, receipt_event, receipt_message
 from .recommend import template_recommendations
-from .rendering import TemplateError, TemplateRenderer
+from .rendering import MessageSkipped, TemplateError, TemplateRenderer
 from .sendlog import FINAL_STATUSES, LogRow, Outcome, SendLog
 
 __all__ = ["ChannelProvider", "ChannelsUnavailable", "Delivered", "DeliveryOptions", "DeliveryStage", "message_locale", "template_context"]
@@ -424,7 +424,12 @@ class DeliveryStage(Stage[MessageIntent]):
                 else:
                     notes.append(f"{name}: no usable {channel.address_kind}")
                 continue
-            message = self.build_message(intent, profile, channel, name, address, recommendations)
+            try:
+                message = self.build_message(intent, profile, channel, name, address, recommendations)
+            except MessageSkipped as skipped:  # {{ skip(...) }}: e.g. an empty recommendation, nothing to send
+                notes.append(f"{name}: the template skipped it: {skipped.reason}")
+                refusals.append("suppressed")
+                continue
             try:
                 receipt = await self.send_with_retry(channel, message)
             except RetriableError as exc:
