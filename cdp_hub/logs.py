@@ -146,3 +146,10 @@ def configure_logging(level: str, fmt: str) -> None:
     # httpx logs every request's URL at INFO: one line per message sent. Below DEBUG only its warnings pass;
     # at DEBUG an operator gets the request lines, scrubbed by the redaction filter (Telegram's /bot<token>/).
     logging.getLogger("httpx").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+    # uvicorn's own logging config (applied by any uvicorn.Config with the default log_config) gives its loggers
+    # a handler of their own and stops them propagating: they go through the root handler again.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_log = logging.getLogger(name)
+        server_log.handlers.clear()
+        server_log.propagate = True
+        server_log.disabled = False

@@ -531,6 +531,26 @@ config = {{ base_url = "http://127.0.0.1:{self.sms.port}", api_key = "test-key",
                           "tracking_accepted": len(self.tracking_accepted), "mails": len(self.smtp.received),
                           "sms": len(accepted), "profiles": live}
 
+    def outage_open(self, dependency: str, since: int) -> bool:
+        """Whether the outage board's last word on ``dependency`` since ``since`` is that it is down."""
+        last = None
+        for entry in self.log_entries(since):
+            message = str(entry.get("message", ""))
+            if entry.get("logger") == "cdp_hub.outages" and message.startswith(f"{dependency} "):
+                last = message
+        return last is not None and " is back " not in last
+
+    def log_entries(self, since: int) -> list[dict[str, Any]]:
+        entries = []
+        with self.log.open("rb") as fh:
+            fh.seek(since)
+            for raw in fh:
+                try:
+                    entries.append(json.loads(raw))
+                except ValueError:
+                    continue
+        return entries
+
     def error_lines(self, since: int) -> list[dict[str, Any]]:
         lines = []
         with self.log.open("rb") as fh:
@@ -636,7 +656,12 @@ def run_case(world: World, name: str, fault: Callable[[World], None], *, readine
         world.import_orders(during)
         figures.recovery = world.wait_for(world.settled, RECOVERY_TIMEOUT, f"{name}: lag 0 and every message")
         if dependency is not None:
-            world.recovered[dependency] = time.monotonic()  # later than the board saw it back: on the safe side
+            # The outage is over when the hub says so ("<dependency> is back"), which may be after the work
+            # settled (a stage that touches the dependency only now and then); the next outage of it must start
+            # FLAP_SECONDS after that to be a new one.
+            world.wait_for(lambda: not world.outage_open(dependency, log_start), RECOVERY_TIMEOUT,
+                           f"{name}: the hub saying {dependency} is back")
+            world.recovered[dependency] = time.monotonic()
         time.sleep(2)  # anything still in flight would show up as a duplicate now
         assert world.ready() == 200, "ready again without a restart"
         figures.not_ready_seconds = probe.not_ready_between(fault_started, fault_ended + figures.recovery)
