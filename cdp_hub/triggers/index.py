@@ -20,7 +20,14 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from cdp_hub.triggers.scenario import Condition, Predicate, Scenario, compile_conditions, path_reader
+from cdp_hub.triggers.scenario import (
+    CollectedValues,
+    Condition,
+    Predicate,
+    Scenario,
+    compile_conditions,
+    path_reader,
+)
 
 __all__ = ["CompiledScenario", "ScenarioIndex"]
 
@@ -96,7 +103,7 @@ class ScenarioIndex:
                 found = lookup.by_value.get(value)
                 if found:
                     positions.extend(found)
-            elif isinstance(value, list) and lookup.by_any:
+            elif type(value) is CollectedValues and lookup.by_any:  # a path through a list; a list value is no key
                 hits = {p for v in value if isinstance(v, str) for p in lookup.by_value.get(v, ()) if p in lookup.by_any}
                 positions.extend(hits)
                 collected = True

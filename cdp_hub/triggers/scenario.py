@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from cdp_hub.datafiles import DataFiles
 from cdp_hub.durations import parse_duration
 
-__all__ = ["Condition", "HoldUntil", "Predicate", "Scenario", "SendAt", "compile_conditions", "load_scenarios",
+__all__ = ["CollectedValues", "Condition", "HoldUntil", "Predicate", "Scenario", "SendAt", "compile_conditions", "load_scenarios",
            "parse_duration", "path_reader", "scenario_json_schema"]
 
 
@@ -113,7 +113,7 @@ def _compile(parts: tuple[str, ...], op: str, value: Any) -> Predicate:
             current = get(scope)
             if current is _MISSING:
                 return False
-            if type(current) is _Collected:  # values collected through a list: any of them (in), none (not_in)
+            if type(current) is CollectedValues:  # values collected through a list: any of them (in), none (not_in)
                 return any(x in members for x in current) is want_in
             if hashed is not None:
                 try:
@@ -142,13 +142,13 @@ def _compile(parts: tuple[str, ...], op: str, value: Any) -> Predicate:
     return ordered
 
 
-class _Collected(list[Any]):
+class CollectedValues(list[Any]):
     """The values a path collected through a list (``event.properties.items.category``: every line's)."""
 
 
 def path_reader(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
     """A function that follows ``parts`` from a scope; ``_MISSING`` where a step is absent or not a mapping.
-    A step into a list collects the field of every element that has it (a :class:`_Collected` list)."""
+    A step into a list collects the field of every element that has it (a :class:`CollectedValues` list, told apart from a list value by its type)."""
 
     def get(scope: Mapping[str, Any]) -> Any:
         current: Any = scope
@@ -159,8 +159,8 @@ def path_reader(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
                     return _MISSING
             elif isinstance(current, Mapping) and part in current:
                 current = current[part]
-            elif type(current) is list or type(current) is _Collected:
-                current = _Collected(x[part] for x in current if isinstance(x, Mapping) and x.get(part) is not None)
+            elif type(current) is list or type(current) is CollectedValues:
+                current = CollectedValues(x[part] for x in current if isinstance(x, Mapping) and x.get(part) is not None)
             else:
                 return _MISSING
         return current
