@@ -7,7 +7,8 @@ built-in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.export import SCHEMA_DIALECT, deepest_error
 
-__all__ = ["DataFiles"]
+__all__ = ["DataFiles", "LocatedDocument", "located_documents"]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -83,3 +84,60 @@ class DataFiles(Generic[M]):
                 item = self.parse(doc, origin=f"{origin}[{i}]" if many else origin)
                 by_id[item.id] = item  # type: ignore[attr-defined]
         return list(by_id.values())
+
+
+@dataclass(frozen=True)
+class LocatedDocument:
+    """One document of a data file with the line of each JSON path (for checks that name file and line):
+    ``prefix`` is its index in a list file, empty for a file of one document."""
+
+    origin: str
+    data: Any
+    lines: Mapping[tuple[str | int, ...], int]
+    prefix: tuple[int, ...]
+
+    def line_of(self, path: tuple[str | int, ...]) -> int | None:
+        """The line of ``path`` inside this document, or of its nearest ancestor the file spells out."""
+        full = (*self.prefix, *path)
+        for cut in range(len(full), -1, -1):
+            line = self.lines.get(full[:cut])
+            if line is not None:
+                return line
+        return None
+
+
+def located_documents(paths: Iterable[Path], *, what: str,
+                      texts: Iterable[tuple[str, str]] = ()) -> list[LocatedDocument]:
+    """Every document of ``texts`` (``(origin, YAML text)``, e.g. the built-ins) and of the ``*.yaml`` files in
+    ``paths`` (files or folders), with the line of each JSON path; ``what`` names the kind in errors."""
+    sources = list(texts)
+    for path in paths:
+        if not path.exists():
+            raise ConfigurationError(f"{what}: {path} does not exist")
+        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
+        sources.extend((str(f), f.read_text(encoding="utf-8")) for f in files)
+    docs: list[LocatedDocument] = []
+    for origin, text in sources:
+        try:
+            data = yaml.safe_load(text)
+            node = yaml.compose(text)
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"{origin}: not valid YAML: {exc}") from None
+        lines = _lines(node) if node is not None else {}
+        if isinstance(data, list):
+            docs.extend(LocatedDocument(origin, d, lines, (i,)) for i, d in enumerate(data))
+        else:
+            docs.append(LocatedDocument(origin, data, lines, ()))
+    return docs
+
+
+def _lines(node: yaml.Node, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
+    out = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out.update(_lines(value, (*path, str(key.value))))
+            out[(*path, str(key.value))] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.update(_lines(item, (*path, i)))
+    return out

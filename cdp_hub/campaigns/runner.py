@@ -47,14 +47,13 @@ from cdp_hub.campaigns.model import Campaign
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import StageContext
-from cdp_hub.schema.consent import consent_refusal
 from cdp_hub.schema.events import Context, Event, Identity, Traits, deterministic_event_id
 from cdp_hub.schema.messages import message_id_for
 from cdp_hub.segments.engine import IDENTITY_PRIORITY
 from cdp_hub.store import ConsentRepository, ProfileRepository
 from cdp_hub.store.campaigns import CampaignRepository, CampaignRun, Launched
 from cdp_hub.store.messages import MessageRepository
-from cdp_hub.triggers.stage import TriggerOptions, _channel_scope, _human, _marketing_scope, quiet_hours_end
+from cdp_hub.triggers.stage import TriggerOptions, channels_refusal, message_caps, quiet_hours_end
 
 __all__ = ["SOURCE", "CampaignRunner", "RunResult", "RunStatus", "run_id_for_slot"]
 
@@ -352,45 +351,12 @@ class CampaignRunner:
                          states: Mapping[tuple[str, str], str]) -> str | None:
         """Why none of the audience channels may take the campaign's purpose; None when one may (or when a
         channel's kind is unknown here: delivery decides for it), as the triggers stage judges scenarios."""
-        kind_of = self.policy.channel_kind
-        if kind_of is None:
-            return None
-        merged: dict[tuple[str, str], str] = {}
-        golden = profile.get("consent")
-        if isinstance(golden, dict):
-            merged.update({(str(ch), "marketing"): str(v) for ch, v in golden.items() if isinstance(v, str)})
-        merged.update(states)
-        reasons = []
-        for name in campaign.consent_channels:
-            kind = kind_of(name)
-            if kind is None:
-                return None
-            refusal = consent_refusal(merged, kind, campaign.purpose, self.policy.consent_policy)
-            if refusal is None:
-                return None
-            reasons.append(refusal)
-        return "; ".join(reasons)
+        return channels_refusal(self.policy, profile, states, campaign.consent_channels, campaign.purpose)
 
     def _caps(self, campaign: Campaign) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
         """The caps of a marketing campaign's message, on the triggers stage's counters (scope names)."""
-        caps: list[tuple[str, int, float]] = []
-        labels: dict[str, str] = {}
-        if campaign.purpose != "marketing":
-            return caps, labels
-        if campaign.frequency_cap is not None:
-            cap = campaign.frequency_cap
-            scope = campaign.scenario if cap.scope == "scenario" else "*"
-            caps.append((scope, cap.max, cap.window.total_seconds()))
-            labels[scope] = f"{cap.max} per {cap.per} ({'this campaign' if cap.scope == 'scenario' else 'profile'})"
-        for window, limit in self.policy.marketing_caps:
-            scope = _marketing_scope(window)
-            caps.append((scope, limit, window.total_seconds()))
-            labels[scope] = f"{limit} marketing messages per {_human(window)}"
-        for window, limit in self.policy.channel_caps.get(campaign.channel, ()):
-            scope = _channel_scope(campaign.channel, window)
-            caps.append((scope, limit, window.total_seconds()))
-            labels[scope] = f"{limit} {campaign.channel} messages per {_human(window)}"
-        return caps, labels
+        return message_caps(self.policy, own=campaign.frequency_cap, own_scope=campaign.scenario,
+                            own_name="this campaign", category=campaign.purpose, channel=campaign.channel)
 
     def _intent(self, campaign: Campaign, run_id: uuid.UUID, pid: uuid.UUID, mid: str,
                 profile: Mapping[str, Any], now: datetime) -> OutgoingMessage:

@@ -16,19 +16,18 @@ hub nor the delivery package.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cdp_hub.datafiles import LocatedDocument, located_documents
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.events import Event, Traits
 from cdp_hub.schema.payloads import EVENT_TYPES
 from cdp_hub.triggers.scenario import SCENARIO_FILES, Scenario
 
-__all__ = ["Installed", "Problem", "check_scenario_files", "scenario_documents"]
+__all__ = ["Installed", "Problem", "check_scenario_files", "did_you_mean", "scenario_documents"]
 
 PROFILE_FIELDS = frozenset(Traits.model_fields) | {"segments", "consent", "profile_id"}
 EVENT_FIELDS = frozenset(Event.model_fields)
@@ -44,6 +43,13 @@ class Problem:
     message: str
     severity: str = "error"
     """``error`` (the scenario cannot work: validate fails, the daemon does not start) or ``warning``."""
+
+    @classmethod
+    def at(cls, doc: LocatedDocument, path: tuple[str | int, ...], message: str,
+           severity: str = "error") -> Problem:
+        """A problem at JSON ``path`` of ``doc``, with its line."""
+        where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+        return cls(doc.origin, doc.line_of(path), where, message, severity)
 
     def __str__(self) -> str:
         where = f"{self.origin}:{self.line}" if self.line else self.origin
@@ -63,47 +69,9 @@ class Installed:
     traits: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class _Document:
-    origin: str
-    data: Any
-    lines: Mapping[tuple[str | int, ...], int]
-    prefix: tuple[int, ...]
-
-
-def scenario_documents(paths: Iterable[Path], *, builtin: bool = True) -> list[_Document]:
+def scenario_documents(paths: Iterable[Path], *, builtin: bool = True) -> list[LocatedDocument]:
     """Every scenario document of the built-ins and ``paths``, with the line of each JSON path."""
-    texts = SCENARIO_FILES.builtin_files() if builtin else []
-    for path in paths:
-        if not path.exists():
-            raise ConfigurationError(f"scenarios: {path} does not exist")
-        files = sorted(path.glob("*.y*ml")) if path.is_dir() else [path]
-        texts.extend((str(f), f.read_text(encoding="utf-8")) for f in files)
-    docs: list[_Document] = []
-    for origin, text in texts:
-        try:
-            data = yaml.safe_load(text)
-            node = yaml.compose(text)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{origin}: not valid YAML: {exc}") from None
-        lines = _lines(node) if node is not None else {}
-        if isinstance(data, list):
-            docs.extend(_Document(origin, d, lines, (i,)) for i, d in enumerate(data))
-        else:
-            docs.append(_Document(origin, data, lines, ()))
-    return docs
-
-
-def _lines(node: yaml.Node, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
-    out = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out.update(_lines(value, (*path, str(key.value))))
-            out[(*path, str(key.value))] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out.update(_lines(item, (*path, i)))
-    return out
+    return located_documents(paths, what="scenarios", texts=SCENARIO_FILES.builtin_files() if builtin else ())
 
 
 def check_scenario_files(paths: Sequence[Path], installed: Installed, *,
@@ -111,7 +79,7 @@ def check_scenario_files(paths: Sequence[Path], installed: Installed, *,
     """Parse and check every scenario; a later id replaces an earlier one (only the ones that run are
     checked). Returns the enabled scenarios and the problems found."""
     problems: list[Problem] = []
-    by_id: dict[str, tuple[Scenario, _Document]] = {}
+    by_id: dict[str, tuple[Scenario, LocatedDocument]] = {}
     for doc in scenario_documents(paths, builtin=builtin):
         origin = f"{doc.origin}[{doc.prefix[0]}]" if doc.prefix else doc.origin
         try:
@@ -126,22 +94,15 @@ def check_scenario_files(paths: Sequence[Path], installed: Installed, *,
     return [s for s, _ in running], problems
 
 
-def check_scenario(scenario: Scenario, doc: _Document, installed: Installed) -> list[Problem]:
+def check_scenario(scenario: Scenario, doc: LocatedDocument, installed: Installed) -> list[Problem]:
     problems: list[Problem] = []
 
     def problem(path: tuple[str | int, ...], message: str, severity: str = "error") -> None:
-        full = (*doc.prefix, *path)
-        line = None
-        for cut in range(len(full), -1, -1):
-            line = doc.lines.get(full[:cut])
-            if line is not None:
-                break
-        problems.append(Problem(doc.origin, line, "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                                                                for p in path), message, severity))
+        problems.append(Problem.at(doc, path, message, severity))
 
     def event_type(path: tuple[str | int, ...], name: str) -> None:
         if name not in EVENT_TYPES:
-            problem(path, f"unknown event type {name!r}{_did_you_mean(name, EVENT_TYPES)}")
+            problem(path, f"unknown event type {name!r}{did_you_mean(name, EVENT_TYPES)}")
 
     event_type(("trigger", "event"), scenario.trigger.event)
     for i, name in enumerate(scenario.cancel_on):
@@ -154,7 +115,7 @@ def check_scenario(scenario: Scenario, doc: _Document, installed: Installed) -> 
         segment = _segment_named(cond.field, cond.op, cond.value, scenario.trigger.event)
         if segment is not None and segment not in installed.segments:
             problem(("conditions", i, "value"), f"unknown segment {segment!r}"
-                    f"{_did_you_mean(segment, installed.segments)}")
+                    f"{did_you_mean(segment, installed.segments)}")
     if scenario.hold_until is not None and scenario.hold_until.key != "profile":
         message = _field_problem(scenario.hold_until.key, scenario.trigger.event, installed)
         if message:
@@ -189,22 +150,22 @@ def _field_problem(field: str, trigger: str, installed: Installed) -> str | None
     if parts[0] == "profile":
         known = PROFILE_FIELDS | installed.traits
         if parts[1] not in known:
-            return f"unknown profile trait {parts[1]!r}{_did_you_mean(parts[1], known)}"
+            return f"unknown profile trait {parts[1]!r}{did_you_mean(parts[1], known)}"
         return None
     if parts[1] not in EVENT_FIELDS:
-        return f"events have no field {parts[1]!r}{_did_you_mean(parts[1], EVENT_FIELDS)}"
+        return f"events have no field {parts[1]!r}{did_you_mean(parts[1], EVENT_FIELDS)}"
     if parts[1] == "properties" and len(parts) > 2:
         model = EVENT_TYPES.get(trigger)
         if model is None:
             return None  # the unknown trigger is reported on its own
         names = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
         if parts[2] not in names:
-            return (f"{trigger} events have no property {parts[2]!r}{_did_you_mean(parts[2], names)}"
+            return (f"{trigger} events have no property {parts[2]!r}{did_you_mean(parts[2], names)}"
                     f" (its properties: {', '.join(sorted(names)) or 'none'})")
     if parts[1] == "traits" and len(parts) > 2:
         known = frozenset(Traits.model_fields) | installed.traits
         if parts[2] not in known:
-            return f"unknown trait {parts[2]!r}{_did_you_mean(parts[2], known)}"
+            return f"unknown trait {parts[2]!r}{did_you_mean(parts[2], known)}"
     return None
 
 
@@ -216,6 +177,6 @@ def _segment_named(field: str, op: str, value: Any, trigger: str) -> str | None:
     return None
 
 
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
+def did_you_mean(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -32,7 +32,7 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,7 +60,7 @@ from cdp_hub.store import (
 )
 from cdp_hub.store.timers import Timer
 from cdp_hub.triggers.index import ScenarioIndex
-from cdp_hub.triggers.scenario import QuietHours, Scenario, parse_duration
+from cdp_hub.triggers.scenario import FrequencyCap, QuietHours, Scenario, parse_duration
 from cdp_hub.triggers.timeline import Watermarks, is_too_late
 
 __all__ = ["DECISION_SOURCE", "Decision", "TriggerOptions", "TriggerStage", "is_muted", "quiet_hours_end"]
@@ -555,48 +555,15 @@ class TriggerStage(Stage[Event]):
         return decisions
 
     def _consent_refusal(self, gate: _Gate, states: Mapping[tuple[str, str], str]) -> str | None:
-        """Why none of the intent's channels may take it; None when one may (or when a channel's kind is
-        unknown here: delivery decides for it)."""
-        kind_of = self.options.channel_kind
-        if kind_of is None:
-            return None
-        golden = gate.profile.get("consent")
-        merged: dict[tuple[str, str], str] = {}
-        if isinstance(golden, dict):
-            merged.update({(str(ch), "marketing"): str(v) for ch, v in golden.items() if isinstance(v, str)})
-        merged.update(states)
-        reasons = []
-        for name in (gate.scenario.channel, *gate.scenario.fallbacks):
-            kind = kind_of(name)
-            if kind is None:
-                return None
-            refusal = consent_refusal(merged, kind, gate.scenario.category, self.options.consent_policy)
-            if refusal is None:
-                return None
-            reasons.append(refusal)
-        return "; ".join(reasons)
+        """Why none of the intent's channels may take it; None when one may."""
+        scenario = gate.scenario
+        return channels_refusal(self.options, gate.profile, states, (scenario.channel, *scenario.fallbacks),
+                                scenario.category)
 
     def _caps(self, scenario: Scenario) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
-        """The frequency caps of a scenario's message, ``(scope, limit, window seconds)``, and a label of each:
-        the scenario's own, the deployment's per channel and across all marketing (marketing only)."""
-        caps: list[tuple[str, int, float]] = []
-        labels: dict[str, str] = {}
-        if scenario.category != "marketing":
-            return caps, labels
-        if scenario.frequency_cap is not None:
-            cap = scenario.frequency_cap
-            scope = scenario.id if cap.scope == "scenario" else "*"
-            caps.append((scope, cap.max, cap.window.total_seconds()))
-            labels[scope] = f"{cap.max} per {cap.per} ({'this scenario' if cap.scope == 'scenario' else 'profile'})"
-        for window, limit in self.options.marketing_caps:
-            scope = _marketing_scope(window)
-            caps.append((scope, limit, window.total_seconds()))
-            labels[scope] = f"{limit} marketing messages per {_human(window)}"
-        for window, limit in self.options.channel_caps.get(scenario.channel, ()):
-            scope = _channel_scope(scenario.channel, window)
-            caps.append((scope, limit, window.total_seconds()))
-            labels[scope] = f"{limit} {scenario.channel} messages per {_human(window)}"
-        return caps, labels
+        """The frequency caps of a scenario's message (see :func:`message_caps`)."""
+        return message_caps(self.options, own=scenario.frequency_cap, own_scope=scenario.id,
+                            own_name="this scenario", category=scenario.category, channel=scenario.channel)
 
     def _emit(self, decisions: Sequence[Decision], out: StageOutput) -> None:
         """Each decision as a ``message.decided`` event (deterministic id) and a metric."""
@@ -749,6 +716,55 @@ class TriggerStage(Stage[Event]):
 
 async def _nothing() -> dict[uuid.UUID, Any]:
     return {}
+
+
+def channels_refusal(options: TriggerOptions, profile: Mapping[str, Any], states: Mapping[tuple[str, str], str],
+                     channels: Iterable[str], purpose: str) -> str | None:
+    """Why none of ``channels`` may take a message of ``purpose`` to the profile (its golden record's consent
+    map plus its recorded ``states``); None when one may, or when a channel's kind is unknown here (delivery
+    decides for it). The one judgement scenarios and campaigns share."""
+    kind_of = options.channel_kind
+    if kind_of is None:
+        return None
+    merged: dict[tuple[str, str], str] = {}
+    golden = profile.get("consent")
+    if isinstance(golden, dict):
+        merged.update({(str(ch), "marketing"): str(v) for ch, v in golden.items() if isinstance(v, str)})
+    merged.update(states)
+    reasons = []
+    for name in channels:
+        kind = kind_of(name)
+        if kind is None:
+            return None
+        refusal = consent_refusal(merged, kind, purpose, options.consent_policy)
+        if refusal is None:
+            return None
+        reasons.append(refusal)
+    return "; ".join(reasons)
+
+
+def message_caps(options: TriggerOptions, *, own: FrequencyCap | None, own_scope: str, own_name: str,
+                 category: str, channel: str) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
+    """The frequency caps of one message, ``(scope, limit, window seconds)``, and a label of each: its own cap
+    (``own_scope`` for a per-scenario or per-campaign cap, ``*`` for the profile), the deployment's per channel
+    and across all marketing. Marketing only; scenarios and campaigns count on the same counters."""
+    caps: list[tuple[str, int, float]] = []
+    labels: dict[str, str] = {}
+    if category != "marketing":
+        return caps, labels
+    if own is not None:
+        scope = own_scope if own.scope == "scenario" else "*"
+        caps.append((scope, own.max, own.window.total_seconds()))
+        labels[scope] = f"{own.max} per {own.per} ({own_name if own.scope == 'scenario' else 'profile'})"
+    for window, limit in options.marketing_caps:
+        scope = _marketing_scope(window)
+        caps.append((scope, limit, window.total_seconds()))
+        labels[scope] = f"{limit} marketing messages per {_human(window)}"
+    for window, limit in options.channel_caps.get(channel, ()):
+        scope = _channel_scope(channel, window)
+        caps.append((scope, limit, window.total_seconds()))
+        labels[scope] = f"{limit} {channel} messages per {_human(window)}"
+    return caps, labels
 
 
 def _marketing_scope(window: timedelta) -> str:
