@@ -12,7 +12,7 @@ AIRFLOW_VERSION ?= 3.3.2
 AIRFLOW_ENV     ?= $(HOME)/.cache/cdp-hub/airflow-$(AIRFLOW_VERSION)
 AIRFLOW_STAMP   := $(AIRFLOW_ENV)/.installed
 
-.PHONY: install airflow-env demo test test-all test-faults services-up services-down lint typecheck schema bench clean
+.PHONY: install airflow-env demo test test-suite test-faults services-up services-down lint typecheck schema bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,17 +35,10 @@ airflow-env: $(AIRFLOW_STAMP)
 demo: install
 	$(BIN)/cdp-hub demo
 
-## Every test, against a real Kafka broker, PostgreSQL and Redis started on loopback, except the fault drills
-## (tests/test_faults.py, marker `faults`): their "PostgreSQL refusing connections" case still fails (the hub
-## keeps working on its pooled connections and logs no outage line while /readyz fails; docs/operations.md).
-## `make test-all` runs them as a second pytest process next to the suite (they mostly wait for outages).
+## Every test, against a real Kafka broker, PostgreSQL and Redis started on loopback. The fault drills
+## (tests/test_faults.py, marker `faults`) run as a second pytest process next to the rest of the suite, on
+## private services of their own (most of their time is waiting for outages); make fails when either fails.
 test: install airflow-env
-	@mkdir -p .services
-	bash scripts/services.sh up > .services/env
-	. ./.services/env && CDP_HUB_AIRFLOW_PYTHON=$(AIRFLOW_ENV)/bin/python $(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS)
-
-## The suite and the fault drills side by side; make fails when either fails.
-test-all: install airflow-env
 	@mkdir -p .services
 	bash scripts/services.sh up > .services/env
 	@rm -f .services/faults.log .services/faults-report.txt; \
@@ -57,8 +50,14 @@ test-all: install airflow-env
 	wait $$drills; faults=$$?; \
 	echo "== the fault drills (tests/test_faults.py):"; cat .services/faults.log; \
 	if [ -f .services/faults-report.txt ]; then echo "== fault drill figures:"; cat .services/faults-report.txt; fi; \
-	echo "== make test-all: suite exit $$suite, fault drills exit $$faults"; \
+	echo "== make test: suite exit $$suite, fault drills exit $$faults"; \
 	[ $$suite -eq 0 ] && [ $$faults -eq 0 ]
+
+## Every test except the fault drills (a quicker loop while working).
+test-suite: install airflow-env
+	@mkdir -p .services
+	bash scripts/services.sh up > .services/env
+	. ./.services/env && CDP_HUB_AIRFLOW_PYTHON=$(AIRFLOW_ENV)/bin/python $(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS)
 
 ## The fault drills alone; a channel provider hangs or fails for FAULTS_PROVIDER_OUTAGE seconds (the full
 ## drill: make test-faults FAULTS_PROVIDER_OUTAGE=60).

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import fcntl
 import json
 import os
 import re
@@ -92,6 +93,22 @@ class Services:
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     state = Path(os.environ.get("CDP_HUB_FAULTS_SERVICES_DIR", "/tmp/cdp-hub-faults-services"))
+    # Two drill runs on one machine (two checkouts, two people) would stop and kill each other's services:
+    # the second waits for the first.
+    lock = (state.parent / f"{state.name}.lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another fault drill run holds {lock.name}; waiting for it", file=sys.stderr)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        yield from _services(state, tmp_path_factory)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _services(state: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     ports = {"CDP_HUB_KAFKA_PORT": "29092", "CDP_HUB_KAFKA_CONTROLLER_PORT": "29093",
              "CDP_HUB_POSTGRES_PORT": "25432", "CDP_HUB_REDIS_PORT": "26379"}
     env = {**os.environ, "CDP_HUB_SERVICES_DIR": str(state),
@@ -284,7 +301,6 @@ class World:
         self.customers: list[Customer] = []
         self.tracking_accepted: set[str] = set()
         self.orders_imported: set[int] = set()
-        self.recovered: dict[str, float] = {}  # dependency -> when its last case had recovered (monotonic)
         self.proc: subprocess.Popen[bytes] | None = None
         self.config = self._write_config()
         self.client = httpx.Client(timeout=30)
@@ -531,6 +547,23 @@ config = {{ base_url = "http://127.0.0.1:{self.sms.port}", api_key = "test-key",
                           "tracking_accepted": len(self.tracking_accepted), "mails": len(self.smtp.received),
                           "sms": len(accepted), "profiles": live}
 
+    def board_named(self, since: int) -> set[str]:
+        """The dependencies the outage board has spoken of since ``since`` (a log offset)."""
+        return {str(entry.get("message", "")).split(" ", 1)[0] for entry in self.log_entries(since)
+                if entry.get("logger") == "cdp_hub.outages"}
+
+    def board_quiet_for(self, dependency: str) -> float:
+        """Seconds since the outage board's last line about ``dependency`` (infinite when it never spoke)."""
+        last = None
+        for entry in self.log_entries(0):
+            if entry.get("logger") == "cdp_hub.outages" and str(entry.get("message", "")).startswith(
+                    f"{dependency} "):
+                last = entry["time"]
+        if last is None:
+            return float("inf")
+        said = datetime.fromisoformat(str(last).replace("Z", "+00:00"))
+        return (datetime.now(UTC) - said).total_seconds()
+
     def outage_open(self, dependency: str, since: int) -> bool:
         """Whether the outage board's last word on ``dependency`` since ``since`` is that it is down."""
         last = None
@@ -632,11 +665,12 @@ def run_case(world: World, name: str, fault: Callable[[World], None], *, readine
     world.alive()
     if dependency is not None:
         # The outage board takes a dependency failing again within FLAP_SECONDS of its recovery for the same
-        # outage (no second ERROR line for one that flaps): this case's outage must be a new one. The wait
-        # comes before the first half, whose follow-up timers must come due during the fault.
-        since = time.monotonic() - world.recovered.get(dependency, -FLAP_SECONDS)
-        if since < FLAP_SECONDS:
-            time.sleep(FLAP_SECONDS - since)
+        # outage (no second ERROR line for one that flaps): this case's outage must be a new one. The board's
+        # last word on the dependency (from any earlier case: a PostgreSQL restart, a stale connection found
+        # late) must be that many seconds old. The wait comes before the first half, whose follow-up timers
+        # must come due during the fault.
+        while (quiet := world.board_quiet_for(dependency)) < FLAP_SECONDS:
+            time.sleep(FLAP_SECONDS - quiet + 0.5)
     figures = Figures(name)
     log_start = world.log.stat().st_size
     before, during = world.new_customers(WAVE // 2), world.new_customers(WAVE - WAVE // 2)
@@ -655,13 +689,12 @@ def run_case(world: World, name: str, fault: Callable[[World], None], *, readine
         world.wait_resolved(during)
         world.import_orders(during)
         figures.recovery = world.wait_for(world.settled, RECOVERY_TIMEOUT, f"{name}: lag 0 and every message")
-        if dependency is not None:
-            # The outage is over when the hub says so ("<dependency> is back"), which may be after the work
-            # settled (a stage that touches the dependency only now and then); the next outage of it must start
-            # FLAP_SECONDS after that to be a new one.
-            world.wait_for(lambda: not world.outage_open(dependency, log_start), RECOVERY_TIMEOUT,
-                           f"{name}: the hub saying {dependency} is back")
-            world.recovered[dependency] = time.monotonic()
+        # An outage is over when the hub says so ("<dependency> is back"), which may be after the work
+        # settled (a stage that touches the dependency only now and then): every dependency the board named
+        # during this case must be back.
+        for named in world.board_named(log_start):
+            world.wait_for(lambda named=named: not world.outage_open(named, log_start),
+                           RECOVERY_TIMEOUT, f"{name}: the hub saying {named} is back")
         time.sleep(2)  # anything still in flight would show up as a duplicate now
         assert world.ready() == 200, "ready again without a restart"
         figures.not_ready_seconds = probe.not_ready_between(fault_started, fault_ended + figures.recovery)
