@@ -63,6 +63,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SOURCE_KEY = "soak-source-key"
+
+
 def events(start: int, count: int, customers: int) -> list[dict[str, object]]:
     """``product.viewed`` by returning customers (an e-mail each), so profiles stay bounded and the work
     per event is the resolver's common case: a known identity."""
@@ -92,6 +95,10 @@ data_dir = "{workdir / 'data'}"
 http_port = {port}
 log_level = "ERROR"
 
+# The events' source system and its key (`/v1/events` refuses requests without one).
+[event_sources.site]
+keys = ["{SOURCE_KEY}"]
+
 # The built-in scenarios message new customers: outbox channels write them to files, as in `cdp-hub demo`.
 [channels.email]
 type = "outbox"
@@ -111,7 +118,8 @@ config = {{ directory = "{workdir / 'outbox' / 'push'}", kind = "push", address_
     proc = psutil.Process(child.pid)
     samples: list[tuple[int, float]] = []
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                                     headers={"Authorization": f"Bearer {SOURCE_KEY}"}) as client:
             for _ in range(600):
                 try:
                     if (await client.get("/readyz")).status_code == 200:
