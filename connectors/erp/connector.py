@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -436,8 +436,9 @@ class ErpConnector(HttpConnector):
                  carrier=carrier, tracking_number=tracking_number,
                  tracking_url=self._tracking_url(doc, carrier, tracking_number))
         if slot_start := doc.get("ДоставкаС"):
-            start = self._when(slot_start, "ДоставкаС")
-            end = self._when(doc["ДоставкаПо"], "ДоставкаПо") if doc.get("ДоставкаПо") else None
+            # In UTC like every time of the event (the templates show them in the customer's zone).
+            start = self._when(slot_start, "ДоставкаС").astimezone(UTC)
+            end = self._when(doc["ДоставкаПо"], "ДоставкаПо").astimezone(UTC) if doc.get("ДоставкаПо") else None
             if end is not None and end < start:
                 raise SchemaViolation(f"ДоставкаПо: the delivery window ends ({end.isoformat()}) before it starts "
                                       f"({start.isoformat()})", field="ДоставкаПо", value=str(doc["ДоставкаПо"]))
@@ -460,7 +461,7 @@ class ErpConnector(HttpConnector):
                        delivered: datetime) -> list[dict[str, Any]]:
         """The order's lines, each with a warranty given its ``warranty_until`` (from the delivery day)."""
         months = {id(item): m for item, m in warranties if m}
-        return [{**item, "warranty_until": _add_months(delivered, months[id(item)])}
+        return [{**item, "warranty_until": _add_months(delivered, months[id(item)]).astimezone(UTC)}
                 if id(item) in months else item for item in items]
 
     def _tracking_url(self, doc: SourceRecord, carrier: str | None, tracking_number: str | None) -> str | None:
