@@ -187,3 +187,13 @@ async def test_a_bad_storefront_event_goes_to_the_dlq_and_the_rest_go_on(hub: Hu
     result = await Ingestor(hub).ingest(shop, [SEARCH, broken, WISH], stream="storefront")
     assert result.events == 2 and result.dead == 1
     assert (result.errors[0].field, result.errors[0].record_id) == ("data.cart.lines", "sh-999")
+
+
+def test_optional_parts_of_a_storefront_event_may_be_anything() -> None:
+    odd = {**SEARCH, "context": "https://evil.example/", "data": {"searchResult": {"query": "диван"}}}
+    [event] = EcommerceConnector(instance="shop").to_events(odd, stream="storefront")
+    assert event.properties["query"] == "диван" and event.properties.get("results_count") is None
+    assert event.context.page_url is None
+    view = pixel("sh-104", "product_viewed", {"productVariant": {**VARIANT, "price": "дёшево", "product": 7}})
+    [viewed] = EcommerceConnector(instance="shop").to_events(view, stream="storefront")
+    assert viewed.properties["sku"] == "SOFA-OSLO-3" and viewed.properties.get("price") is None

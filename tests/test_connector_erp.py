@@ -199,3 +199,18 @@ def test_an_order_the_erp_withdraws_is_cancelled_once() -> None:
     own = erp.to_events({**ORDERS_1[0], "DeletionMark": True}, stream="orders")
     assert [e.type for e in own] == ["order.cancelled"]
     assert erp.to_events({**ORDERS_1[1], "DeletionMark": True}, stream="orders") == []  # the shop cancels its own
+
+
+async def test_an_infobase_without_customer_orders_still_syncs_its_receipts(
+        hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/Document_ЗаказКлиента"):
+            return httpx.Response(404, json={"odata.error": {"message": {"value": "Not found"}}})
+        return httpx.Response(200, json={"value": [receipt(1)] if "ЧекККМ" in request.url.path else []})
+
+    erp = ErpConnector(LIFECYCLE_CONFIG, instance="erp", http=hub.http)
+    with respx.mock(assert_all_called=False) as router:
+        router.route(url__startswith=ERP_URL).mock(side_effect=answer)
+        results = await sync(hub, erp)
+    assert [(r.stream, r.ingest.events) for r in results] == [("receipts", 2), ("returns", 0), ("orders", 0)]
+    assert "has no Document_ЗаказКлиента" in caplog.text

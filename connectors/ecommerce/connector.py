@@ -411,10 +411,10 @@ class EcommerceConnector(HttpConnector):
         data = event.get("customData") if event.get("data") is None else event.get("data")
         if not isinstance(data, Mapping):
             raise SchemaViolation(f"{name} event has no data object", field="data", value=data)
-        where = ((event.get("context") or {}).get("document") or {}).get("location") or {}
-        href = text(where.get("href")) if isinstance(where, Mapping) else None
+        page = _object(event.get("context"))
+        href = text(_object(_object(page.get("document")).get("location")).get("href"))
         context: dict[str, Any] = {"channel": "web", "page_url": href}
-        if ua := text(((event.get("context") or {}).get("navigator") or {}).get("userAgent")):
+        if ua := text(_object(page.get("navigator")).get("userAgent")):
             context["user_agent"] = ua
         event_type, props = mapper(self, data, href)
         return [{
@@ -428,11 +428,11 @@ class EcommerceConnector(HttpConnector):
         """A pixel ``ProductVariant`` as a product line: sku (else the variant id), name, price, category."""
         if not isinstance(variant, Mapping):
             raise SchemaViolation(f"{field}: no product variant", field=field, value=variant)
-        product = variant.get("product") or {}
+        product = _object(variant.get("product"))
         sku = text(variant.get("sku")) or text(variant.get("id"))
         if sku is None:
             raise SchemaViolation(f"{field}: names no variant sku or id", field=f"{field}.sku")
-        price = variant.get("price") or {}
+        price = _object(variant.get("price"))
         return {"sku": sku, "name": text(product.get("title")) or text(variant.get("title")),
                 "price": parse_decimal(price.get("amount"), field=f"{field}.price.amount"),
                 "currency": text(price.get("currencyCode")), "category": text(product.get("type"))}
@@ -481,12 +481,18 @@ class EcommerceConnector(HttpConnector):
             quantity = parse_decimal(line.get("quantity"), field=f"data.cart.lines.{n}.quantity")
             item["quantity"] = Decimal(1) if quantity is None else quantity
             items.append({k: v for k, v in item.items() if v is not None})
-        total = (cart.get("cost") or {}).get("totalAmount") or {}
+        total = _object(_object(cart.get("cost")).get("totalAmount"))
         checkout = f"{self.config.storefront_url.rstrip('/')}/cart" if self.config.storefront_url else None
         return "cart.updated", {
             "cart_id": cart_id, "items": items,
             "total": parse_decimal(total.get("amount"), field="data.cart.cost.totalAmount.amount"),
             "currency": text(total.get("currencyCode")) or self.config.currency, "checkout_url": checkout}
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: optional nested parts of a pixel event (its page,
+    a price) that a broken or hostile sender may give as anything."""
+    return value if isinstance(value, Mapping) else {}
 
 
 _StorefrontMapper = Callable[[EcommerceConnector, Mapping[str, Any], str | None], tuple[str, dict[str, Any]]]

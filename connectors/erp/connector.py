@@ -46,7 +46,9 @@ event id is derived from the order and the step (``<Ref_Key>/shipped``, ``<Ref_K
 the same ids, which the store drops, so every step is sent once. A return of an order
 (``ВозвратТоваровОтПокупателя`` with the order in ``ДокументОснование``, expanded or as its number) is
 ``order.returned`` under the order's id. ``tracking_urls`` (carrier -> URL with ``{tracking_number}``) builds
-the tracking link where the ERP keeps only the track number.
+the tracking link where the ERP keeps only the track number. An infobase that does not publish
+``Document_ЗаказКлиента`` (HTTP 404) makes the ``orders`` stream read nothing, with a warning; the other
+streams sync as before.
 
 Pull: ``receipts`` and ``returns`` from the 1C OData service (``$filter=Date ge datetime'...'``,
 ``$orderby=Date``; ``orders`` by ``ДатаИзменения`` the same way), ``$skip``/``$top`` pages, basic auth); the OData entity names the document type, which
@@ -60,7 +62,8 @@ event. Times are local to ``config.timezone`` (Moscow by default) and converted 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Iterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -80,10 +83,13 @@ from cdp_hub.connector.mapping import (
     text,
 )
 from cdp_hub.connector.pagination import OffsetPaginator
+from cdp_hub.connector.resilience import Action
 from cdp_hub.connector.rest import HttpConnector, HttpConnectorConfig, RestStream
 from cdp_hub.errors import SchemaViolation
 
 __all__ = ["CustomerOrders", "ErpConfig", "ErpConnector", "Receipts", "Returns"]
+
+log = logging.getLogger(__name__)
 
 RECEIPT_TYPES = frozenset({"ЧекККМ", "Чек", "Продажа", "РеализацияТоваровУслуг"})
 PAID_AT_TILL = frozenset({"ЧекККМ", "Чек", "Продажа"})
@@ -164,6 +170,18 @@ class CustomerOrders(_OData):
     path = "/odata/standard.odata/Document_ЗаказКлиента"
     document_type = "ЗаказКлиента"
     cursor_field = "ДатаИзменения"
+    # A store-only infobase may not publish customer orders: that is no reason to fail the receipts' sync job.
+    status_actions = {404: Action.SKIP}
+
+    async def pages(self, start: Any | None) -> AsyncIterator[list[SourceRecord]]:
+        answered = False
+        async for page in super().pages(start):
+            answered = True
+            yield page
+        if not answered:  # skipped on the 404: say why no shipment or delivery ever arrives
+            log.warning("connector %s: the 1C OData publication has no Document_ЗаказКлиента (HTTP 404), so no "
+                        "order shipments, delivery slots or deliveries are read; publish the document to send them",
+                        self.connector.instance)
 
 
 class ErpConnector(HttpConnector):

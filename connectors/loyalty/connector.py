@@ -31,6 +31,7 @@ Push: webhooks signed with the default scheme, topic in ``X-Loyalty-Event``.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
@@ -201,13 +202,17 @@ class LoyaltyConnector(HttpConnector):
             "context": {"channel": "loyalty", "store_id": text(txn.get("store_id"))},
         }]
 
+    @cached_property
+    def _tier_ranks(self) -> dict[str, int]:
+        """Each configured tier's position, lowest first, by its name without regard to case."""
+        return {t.strip().casefold(): n for n, t in enumerate(self.config.tiers)}
+
     def _tier_rank(self, change: SourceRecord, field: str) -> int | None:
         """The position of the record's tier in the configured order (``None``: no tier, or no order known)."""
         tier = text(change.get(field))
         if tier is None or not self.config.tiers:
             return None
-        ranks = {t.strip().casefold(): n for n, t in enumerate(self.config.tiers)}
-        rank = ranks.get(tier.casefold())
+        rank = self._tier_ranks.get(tier.casefold())
         if rank is None:
             raise SchemaViolation(f"{field}: unknown tier {tier!r}; the programme's tiers (option tiers) are "
                                   f"{', '.join(self.config.tiers)}", field=field, value=tier)
