@@ -32,6 +32,10 @@ like HubSpot's v3 scheme (base64 HMAC-SHA256 of method + URL + body + timestamp 
 ``X-Crm-Signature-V3``, the timestamp in ms in ``X-Crm-Request-Timestamp``).
 
 Custom contact properties (anything not listed in ``_CONTACT_KNOWN``) are kept as traits under their own name.
+
+The CRM keeps people and their consents, not orders, carts, views or loyalty accounts: the events the retail
+scenario catalogue starts from (orders, shipments, carts, searches, wishes, points, tiers) come from the shop,
+the ERP, the loyalty platform and the app, never from here.
 """
 
 from __future__ import annotations

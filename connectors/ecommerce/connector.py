@@ -8,16 +8,21 @@ stream         record                                           events
 customers      ``{id, email, phone, first_name, ...,            ``customer.updated``; ``consent.changed`` from
                updated_at, default_address{city, zip,           ``email_marketing_consent`` /
                country_code}, email_marketing_consent{...}}``   ``sms_marketing_consent``
-orders         ``{id, name, email, phone, customer{...}|null,   ``order.placed``; ``order.paid`` (financial
-               created_at, financial_status, cancelled_at,      status paid/refunded); ``order.cancelled``;
-               currency, total_price, line_items[...],          ``order.returned`` per refund
-               refunds[...]}``
+orders         ``{id, name, email, phone, customer{...}|null,   ``order.placed`` (``payment_url`` while unpaid);
+               created_at, financial_status, cancelled_at,      ``order.paid`` (financial status paid/refunded,
+               currency, total_price, line_items[...],          at ``paid_at``/``date_paid``);
+               refunds[...], payment_url?, paid_at?}``          ``order.cancelled``; ``order.returned`` per refund
 checkouts      ``{id, token, email, phone, customer, line_items, ``cart.updated`` (abandoned-cart triggers);
                total_price, abandoned_checkout_url,             none once ``completed_at`` is set (the order
                updated_at, completed_at}``                      says it)
-product_views  storefront pixel event ``{id, name:               ``product.viewed``
-               "product_viewed", timestamp, clientId,
-               customerId?, data{productVariant{...}}}``
+storefront     storefront pixel events ``{id, name, timestamp,  by ``name``: ``product_viewed`` ->
+(webhooks)     clientId, customerId?, data{...}}``; custom       ``product.viewed``; ``search_submitted`` ->
+               events put their payload in ``customData``       ``search.performed`` (``searchResult.query``,
+                                                                the number of ``productVariants`` found);
+                                                                ``cart_viewed`` -> ``cart.updated`` (the whole
+                                                                ``cart``: lines, prices, total);
+                                                                ``product_added_to_wishlist`` (the wishlist
+                                                                app's custom event) -> ``wishlist.added``
 products       ``{id, title, product_type: "Мебель > Диваны",  ``product.updated`` per variant (its SKU): price,
                vendor, handle, status, updated_at, image{src},  ``compare_at_price`` as the old price, stock as
                variants[{sku, title, price, compare_at_price,   availability ``{"online": n}``; no person in it,
@@ -29,13 +34,23 @@ pagination, API key in ``X-Shop-Access-Token``. Push: webhooks signed with HMAC-
 ``"{timestamp}.{body}"`` in ``X-Shop-Hmac-Sha256``, the timestamp in ``X-Shop-Triggered-At`` and the topic
 (``orders/create``, ``checkouts/update``, ...) in ``X-Shop-Topic``.
 
+Storefront events arrive only as webhooks (``X-Shop-Topic: pixel/<name>``; the stream is ``storefront``, its
+old name ``product_views`` still works): the shop's web pixel forwards them. Their own ``id`` names the event, so
+a forwarded event sent twice is stored once. An event name the connector does not map is a record error (field
+``name``), so a pixel subscribed to more than it should shows in the dead-letter queue.
+
+An order's ``payment_url`` (WooCommerce's field; a Shopify shop puts its invoice link there) is sent on
+``order.placed`` only while the order is not paid (``financial_status`` pending, authorized, partially paid or
+unpaid): the catalogue's payment reminder starts from it. Each status an order reached is its own event with an
+id derived from the order and the type, so syncing an order again after it changed sends only the new steps.
+
 Guest checkouts have no ``customer``: the order's ``email`` or ``phone`` identifies the person. A record with
 no identity at all cannot be attributed and goes to the dead-letter queue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -58,7 +73,10 @@ _ORDER_KNOWN = frozenset({
     "line_items", "refunds", "source_name", "billing_address", "shipping_address", "location_id",
     "browser_ip", "client_details", "landing_site", "referring_site", "admin_graphql_api_id", "test",
     "token", "cart_token", "checkout_token", "number", "note_attributes", "discount_codes", "tags",
+    "payment_url", "date_paid", "needs_payment",
 })
+_UNPAID_STATUSES = frozenset({"pending", "authorized", "partially_paid", "unpaid"})
+_STOREFRONT_STREAMS = frozenset({"storefront", "product_views"})
 _CUSTOMER_KNOWN = frozenset({
     "id", "email", "phone", "first_name", "last_name", "created_at", "updated_at", "default_address",
     "addresses", "email_marketing_consent", "sms_marketing_consent", "admin_graphql_api_id", "state",
@@ -126,8 +144,9 @@ class EcommerceConnector(HttpConnector):
         topics={"orders/create": "orders", "orders/updated": "orders", "orders/paid": "orders",
                 "orders/cancelled": "orders", "orders/fulfilled": "orders", "customers/create": "customers",
                 "customers/update": "customers", "checkouts/create": "checkouts", "checkouts/update": "checkouts",
-                "pixel/product_viewed": "product_views", "products/create": "products",
-                "products/update": "products"},
+                "pixel/product_viewed": "storefront", "pixel/search_submitted": "storefront",
+                "pixel/cart_viewed": "storefront", "pixel/product_added_to_wishlist": "storefront",
+                "products/create": "products", "products/update": "products"},
     )
     config: EcommerceConfig
 
@@ -137,8 +156,8 @@ class EcommerceConnector(HttpConnector):
             if "financial_status" in record or "order_number" in record or "cancelled_at" in record:
                 return "orders"
             return "checkouts"
-        if record.get("name") == "product_viewed" or "clientId" in record:
-            return "product_views"
+        if "clientId" in record or record.get("name") in _STOREFRONT_EVENTS:
+            return "storefront"
         if "variants" in record:
             return "products"
         return "customers"
@@ -151,8 +170,8 @@ class EcommerceConnector(HttpConnector):
             return self._customer(record)
         if stream == "checkouts":
             return self._checkout(record)
-        if stream == "product_views":
-            return self._product_view(record)
+        if stream in _STOREFRONT_STREAMS:
+            return self._storefront(record)
         if stream == "products":
             return self._products(record)
         raise SchemaViolation(f"unknown e-commerce stream {stream!r}", field="<stream>", value=stream)
@@ -234,6 +253,13 @@ class EcommerceConnector(HttpConnector):
         }
         if number := text(order.get("name") or order.get("order_number")):
             props["order_number"] = number
+        unpaid = order.get("financial_status") in _UNPAID_STATUSES or order.get("needs_payment") is True
+        if unpaid and not order.get("cancelled_at") and (payment_url := text(order.get("payment_url"))):
+            if not payment_url.startswith(("https://", "http://")):
+                raise SchemaViolation("payment_url: not an http(s) URL", field="payment_url", value=payment_url)
+            placed_props: dict[str, Any] | None = {"payment_url": payment_url}
+        else:
+            placed_props = None
         discount = parse_decimal(order.get("total_discounts"), field="total_discounts")
         if discount:
             props["discount"] = discount
@@ -248,9 +274,11 @@ class EcommerceConnector(HttpConnector):
             context["user_agent"] = ua
 
         base = {"identities": identities, "traits": traits, "context": context}
-        events = [{**base, "type": "order.placed", "occurred_at": placed_at, "properties": props}]
+        events = [{**base, "type": "order.placed", "occurred_at": placed_at,
+                   "properties": {**props, **placed_props} if placed_props else props}]
         if order.get("financial_status") in _PAID_STATUSES:
-            paid_at = order.get("paid_at") or order.get("processed_at") or order["created_at"]
+            paid_at = (order.get("paid_at") or order.get("date_paid") or order.get("processed_at")
+                       or order["created_at"])
             events.append({**base, "type": "order.paid", "properties": props,
                            "occurred_at": parse_datetime(paid_at, field="paid_at")})
         if cancelled := order.get("cancelled_at"):
@@ -366,32 +394,112 @@ class EcommerceConnector(HttpConnector):
                         "properties": {k: v for k, v in props.items() if v is not None and v != []}})
         return out
 
-    def _product_view(self, view: SourceRecord) -> list[dict[str, Any]]:
-        variant = (view.get("data") or {}).get("productVariant") or {}
-        product = variant.get("product") or {}
+    # -- storefront (web pixel) events ----------------------------------------------------------------
+
+    def _storefront(self, event: SourceRecord) -> list[dict[str, Any]]:
+        """One pixel event: who (``customerId``, the browser's ``clientId``), when, and by ``name`` what."""
+        name = text(require(event, "name"))
+        mapper = _STOREFRONT_EVENTS.get(name or "")
+        if mapper is None:
+            raise SchemaViolation(f"name: unmapped storefront event {name!r} (mapped: "
+                                  f"{', '.join(sorted(_STOREFRONT_EVENTS))})", field="name", value=name)
         ids: list[dict[str, str]] = []
-        add_identity(ids, "ecom_customer_id", view.get("customerId"))
-        add_identity(ids, "anonymous_id", view.get("clientId"))
+        add_identity(ids, "ecom_customer_id", event.get("customerId"))
+        add_identity(ids, "anonymous_id", event.get("clientId"))
         if not ids:
-            raise SchemaViolation("product view has neither clientId nor customerId", field="clientId")
-        sku = text(variant.get("sku")) or text(variant.get("id"))
-        if sku is None:
-            raise SchemaViolation("product view names no variant sku or id", field="data.productVariant.sku")
-        price = variant.get("price") or {}
-        href = ((view.get("context") or {}).get("document") or {}).get("location", {}).get("href")
-        props = {
-            "sku": sku,
-            "name": text(product.get("title")) or text(variant.get("title")),
-            "price": parse_decimal(price.get("amount"), field="data.productVariant.price.amount"),
-            "currency": text(price.get("currencyCode")),
-            "category": text(product.get("type")),
-            "url": text(href),
-        }
-        context: dict[str, Any] = {"channel": "web", "page_url": text(href)}
-        if ua := text(((view.get("context") or {}).get("navigator") or {}).get("userAgent")):
+            raise SchemaViolation(f"{name} event has neither clientId nor customerId", field="clientId")
+        data = event.get("customData") if event.get("data") is None else event.get("data")
+        if not isinstance(data, Mapping):
+            raise SchemaViolation(f"{name} event has no data object", field="data", value=data)
+        page = _object(event.get("context"))
+        href = text(_object(_object(page.get("document")).get("location")).get("href"))
+        context: dict[str, Any] = {"channel": "web", "page_url": href}
+        if ua := text(_object(page.get("navigator")).get("userAgent")):
             context["user_agent"] = ua
+        event_type, props = mapper(self, data, href)
         return [{
-            "type": "product.viewed",
-            "occurred_at": parse_datetime(require(view, "timestamp"), field="timestamp"),
+            "type": event_type,
+            "occurred_at": parse_datetime(require(event, "timestamp"), field="timestamp"),
             "identities": ids, "properties": props, "context": context,
         }]
+
+    @staticmethod
+    def _variant(variant: Any, field: str) -> dict[str, Any]:
+        """A pixel ``ProductVariant`` as a product line: sku (else the variant id), name, price, category."""
+        if not isinstance(variant, Mapping):
+            raise SchemaViolation(f"{field}: no product variant", field=field, value=variant)
+        product = _object(variant.get("product"))
+        sku = text(variant.get("sku")) or text(variant.get("id"))
+        if sku is None:
+            raise SchemaViolation(f"{field}: names no variant sku or id", field=f"{field}.sku")
+        price = _object(variant.get("price"))
+        return {"sku": sku, "name": text(product.get("title")) or text(variant.get("title")),
+                "price": parse_decimal(price.get("amount"), field=f"{field}.price.amount"),
+                "currency": text(price.get("currencyCode")), "category": text(product.get("type"))}
+
+    def _product_viewed(self, data: Mapping[str, Any], href: str | None) -> tuple[str, dict[str, Any]]:
+        line = self._variant(data.get("productVariant"), "data.productVariant")
+        return "product.viewed", {**line, "url": href}
+
+    def _wishlist_added(self, data: Mapping[str, Any], href: str | None) -> tuple[str, dict[str, Any]]:
+        line = self._variant(data.get("productVariant"), "data.productVariant")
+        del line["category"]  # a wish names the product; its category comes from the catalogue
+        return "wishlist.added", {**line, "url": href}
+
+    def _search_submitted(self, data: Mapping[str, Any], href: str | None) -> tuple[str, dict[str, Any]]:
+        result = data.get("searchResult")
+        if not isinstance(result, Mapping):
+            raise SchemaViolation("data.searchResult: a search event has no result", field="data.searchResult")
+        query = text(result.get("query"))
+        if query is None:
+            raise SchemaViolation("data.searchResult.query: a search event has no query",
+                                  field="data.searchResult.query")
+        found = result.get("productVariants")
+        if found is not None and not isinstance(found, list):
+            raise SchemaViolation("data.searchResult.productVariants: not a list",
+                                  field="data.searchResult.productVariants")
+        # The pixel lists the variants the results page showed: their number is the results count it knows.
+        return "search.performed", {"query": query, "results_count": None if found is None else len(found),
+                                    "url": href}
+
+    def _cart_viewed(self, data: Mapping[str, Any], href: str | None) -> tuple[str, dict[str, Any]]:
+        cart = data.get("cart")
+        if not isinstance(cart, Mapping):
+            raise SchemaViolation("data.cart: a cart event has no cart", field="data.cart")
+        cart_id = text(cart.get("id"))
+        if cart_id is None:
+            raise SchemaViolation("data.cart.id: the cart has no id", field="data.cart.id")
+        lines = cart.get("lines") or []
+        if not isinstance(lines, list):
+            raise SchemaViolation("data.cart.lines: not a list", field="data.cart.lines")
+        items = []
+        for n, line in enumerate(lines):
+            if not isinstance(line, Mapping):
+                raise SchemaViolation(f"data.cart.lines.{n}: not a cart line", field=f"data.cart.lines.{n}")
+            item = self._variant(line.get("merchandise"), f"data.cart.lines.{n}.merchandise")
+            item.pop("currency")
+            quantity = parse_decimal(line.get("quantity"), field=f"data.cart.lines.{n}.quantity")
+            item["quantity"] = Decimal(1) if quantity is None else quantity
+            items.append({k: v for k, v in item.items() if v is not None})
+        total = _object(_object(cart.get("cost")).get("totalAmount"))
+        checkout = f"{self.config.storefront_url.rstrip('/')}/cart" if self.config.storefront_url else None
+        return "cart.updated", {
+            "cart_id": cart_id, "items": items,
+            "total": parse_decimal(total.get("amount"), field="data.cart.cost.totalAmount.amount"),
+            "currency": text(total.get("currencyCode")) or self.config.currency, "checkout_url": checkout}
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: optional nested parts of a pixel event (its page,
+    a price) that a broken or hostile sender may give as anything."""
+    return value if isinstance(value, Mapping) else {}
+
+
+_StorefrontMapper = Callable[[EcommerceConnector, Mapping[str, Any], str | None], tuple[str, dict[str, Any]]]
+_STOREFRONT_EVENTS: dict[str, _StorefrontMapper] = {
+    "product_viewed": EcommerceConnector._product_viewed,
+    "search_submitted": EcommerceConnector._search_submitted,
+    "cart_viewed": EcommerceConnector._cart_viewed,
+    "product_added_to_wishlist": EcommerceConnector._wishlist_added,
+}
+"""Pixel event name -> its mapper (an event name not here is a record error)."""

@@ -22,10 +22,36 @@ products    a CSV product export, one row per article and store:  ``product.upda
             ``Артикул;Наименование;Группа;Бренд;Цена;СтараяЦена;    article assembled first): the group path
             КодМагазина;Остаток;ДатаИзменения`` (``Группа`` as     ``Мебель/Диваны``, stock per store as
             ``Мебель/Диваны``; ``Остаток`` per store)              availability; no person, so no identity
+==========  =========================================orders      customer orders (``Document_ЗаказКлиента``), read by     the order's fulfilment, one event per step:
+            ``ДатаИзменения`` (any change: shipment, slot,         ``order.shipped`` (``ДатаОтгрузки``, carrier,
+            delivery): ``{Ref_Key, Number, Date, ДатаИзменения,    tracking URL), ``order.delivery_scheduled``
+            НомерНаСайте, Клиент{Код, Телефон, ЭлПочта,            (``ДоставкаС``/``ДоставкаПо``; a new slot is a
+            НомерКарты}, Магазин{Код}, СуммаДокумента, Валюта,     new event), ``order.delivered``
+            ДатаОплаты, ДатаОтгрузки, Перевозчик, ТрекНомер,       (``ДатаДоставки``; ``warranty_until`` from the
+            СсылкаОтслеживания, ДоставкаС, ДоставкаПо,             lines' ``ГарантияМесяцев``); an order the ERP
+            ДатаСогласованияДоставки, ДатаДоставки,                took itself (no ``НомерНаСайте``) also
+            Товары[{Артикул, Номенклатура, Количество, Цена,       ``order.placed`` and, once ``ДатаОплаты`` is
+            Сумма, ГарантияМесяцев}]}``                            set, ``order.paid``
 ==========  ===================================================  ===============================================
 
+**Receipts are paid at the till**: a posted ``ЧекККМ``/``Чек``/``Продажа`` is ``order.placed`` and
+``order.paid`` with the store's code in ``store_id`` (the store-visit follow-up starts from it); a
+``РеализацияТоваровУслуг`` (a sale on account) is only ``order.placed``.
+
+**Orders from the website** (``НомерНаСайте`` set) were placed and paid in the shop, which says so itself: the
+ERP sends only their fulfilment, under the shop's order id (``НомерНаСайте``), so that the shop's and the
+ERP's events of one order share ``order_id`` (the catalogue's scenarios hold and cancel by it). Each step's
+event id is derived from the order and the step (``<Ref_Key>/shipped``, ``<Ref_Key>/slot/<start>``,
+``<Ref_Key>/delivered``): the order is read again whenever it changes, and the steps it already had map to
+the same ids, which the store drops, so every step is sent once. A return of an order
+(``ВозвратТоваровОтПокупателя`` with the order in ``ДокументОснование``, expanded or as its number) is
+``order.returned`` under the order's id. ``tracking_urls`` (carrier -> URL with ``{tracking_number}``) builds
+the tracking link where the ERP keeps only the track number. An infobase that does not publish
+``Document_ЗаказКлиента`` (HTTP 404) makes the ``orders`` stream read nothing, with a warning; the other
+streams sync as before.
+
 Pull: ``receipts`` and ``returns`` from the 1C OData service (``$filter=Date ge datetime'...'``,
-``$orderby=Date``, ``$skip``/``$top`` pages, basic auth); the OData entity names the document type, which
+``$orderby=Date``; ``orders`` by ``ДатаИзменения`` the same way), ``$skip``/``$top`` pages, basic auth); the OData entity names the document type, which
 :meth:`_OData.post_process` writes into ``ВидДокумента``. Files: ``cdp-hub ingest-file erp export.csv``
 (cp1251, ``;``), receipt lines and product rows assembled by :meth:`ErpConnector.assemble`.
 
@@ -35,12 +61,15 @@ event. Times are local to ``config.timezone`` (Moscow by default) and converted 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
+import calendar
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cdp_hub.connector.base import ConnectorConfig, SourceRecord
 from cdp_hub.connector.mapping import (
@@ -54,12 +83,18 @@ from cdp_hub.connector.mapping import (
     text,
 )
 from cdp_hub.connector.pagination import OffsetPaginator
+from cdp_hub.connector.resilience import Action
 from cdp_hub.connector.rest import HttpConnector, HttpConnectorConfig, RestStream
 from cdp_hub.errors import SchemaViolation
 
-__all__ = ["ErpConfig", "ErpConnector", "Receipts", "Returns"]
+__all__ = ["CustomerOrders", "ErpConfig", "ErpConnector", "Receipts", "Returns"]
+
+log = logging.getLogger(__name__)
 
 RECEIPT_TYPES = frozenset({"ЧекККМ", "Чек", "Продажа", "РеализацияТоваровУслуг"})
+PAID_AT_TILL = frozenset({"ЧекККМ", "Чек", "Продажа"})
+"""Receipts of a cash register: the customer paid when the receipt was printed."""
+ORDER_TYPES = frozenset({"ЗаказКлиента"})
 RETURN_TYPES = frozenset({"ВозвратТоваровОтПокупателя", "Возврат", "ЧекККМВозврат"})
 _CUSTOMER_KNOWN = frozenset({"Код", "Наименование", "Фамилия", "Имя", "Отчество", "Телефон", "ЭлПочта",
                              "ДатаРождения", "Пол", "Город", "НомерКарты", "ДатаИзменения", "ПометкаУдаления"})
@@ -77,6 +112,18 @@ class ErpConfig(HttpConnectorConfig):
     currency: str = Field("RUB", pattern=r"^[A-Z]{3}$")
     encoding: str = Field("cp1251", description="encoding of CSV exports")
     delimiter: str = Field(";", min_length=1, max_length=1, description="CSV delimiter of exports")
+    tracking_urls: dict[str, str] = Field(
+        default_factory=dict, description="carrier name (as the ERP writes it) -> its tracking page with "
+        "{tracking_number}, for orders whose СсылкаОтслеживания is empty: "
+        "{\"СДЭК\" = \"https://www.cdek.ru/ru/tracking?order_id={tracking_number}\"}")
+
+    @field_validator("tracking_urls")
+    @classmethod
+    def _tracking_templates(cls, urls: dict[str, str]) -> dict[str, str]:
+        for carrier, template in urls.items():
+            if "{tracking_number}" not in template or not template.startswith(("https://", "http://")):
+                raise ValueError(f"tracking_urls[{carrier!r}] must be an http(s) URL containing {{tracking_number}}")
+        return urls
 
 
 class _OData(RestStream):
@@ -87,15 +134,17 @@ class _OData(RestStream):
     primary_key = "Ref_Key"
     paginator = OffsetPaginator(offset_param="$skip", limit_param="$top")
     document_type: ClassVar[str] = ""
+    expand: ClassVar[str] = "Клиент,Магазин"
 
     def format_cursor(self, start: Any) -> str:
         local = start.astimezone(self.cursor_key("2000-01-01T00:00:00").tzinfo)  # 1C filters in its local time
         return f"datetime'{local:%Y-%m-%dT%H:%M:%S}'"
 
     def request_params(self, start: Any | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"$format": "json", "$orderby": "Date asc", "$expand": "Клиент,Магазин"}
+        cursor = self.cursor_field or "Date"
+        params: dict[str, Any] = {"$format": "json", "$orderby": f"{cursor} asc", "$expand": self.expand}
         if start is not None:
-            params["$filter"] = f"Date ge {self.format_cursor(start)} and Posted eq true"
+            params["$filter"] = f"{cursor} ge {self.format_cursor(start)} and Posted eq true"
         return params
 
     def post_process(self, record: SourceRecord) -> SourceRecord | None:
@@ -114,6 +163,27 @@ class Returns(_OData):
     document_type = "ВозвратТоваровОтПокупателя"
 
 
+class CustomerOrders(_OData):
+    """Customer orders, read again on every change (``ДатаИзменения``): their fulfilment steps are events."""
+
+    name = "orders"
+    path = "/odata/standard.odata/Document_ЗаказКлиента"
+    document_type = "ЗаказКлиента"
+    cursor_field = "ДатаИзменения"
+    # A store-only infobase may not publish customer orders: that is no reason to fail the receipts' sync job.
+    status_actions = {404: Action.SKIP}
+
+    async def pages(self, start: Any | None) -> AsyncIterator[list[SourceRecord]]:
+        answered = False
+        async for page in super().pages(start):
+            answered = True
+            yield page
+        if not answered:  # skipped on the 404: say why no shipment or delivery ever arrives
+            log.warning("connector %s: the 1C OData publication has no Document_ЗаказКлиента (HTTP 404), so no "
+                        "order shipments, delivery slots or deliveries are read; publish the document to send them",
+                        self.connector.instance)
+
+
 class ErpConnector(HttpConnector):
     """ERP (1C-like): offline store receipts and returns, customer master data; CSV exports and a feed."""
 
@@ -121,7 +191,7 @@ class ErpConnector(HttpConnector):
     title: ClassVar[str] = "ERP (1C-like)"
     config_model: ClassVar[type[ConnectorConfig]] = ErpConfig
     record_id_field: ClassVar[str | None] = "Ref_Key"
-    streams = (Receipts, Returns)
+    streams = (Receipts, Returns, CustomerOrders)
     config: ErpConfig
 
     def record_id(self, record: SourceRecord) -> str | None:
@@ -163,6 +233,8 @@ class ErpConnector(HttpConnector):
 
     def stream_of(self, record: SourceRecord) -> str:
         """Which stream a record belongs to, from its shape."""
+        if record.get("ВидДокумента") in ORDER_TYPES:
+            return "orders"
         if "Ref_Key" in record or "Товары" in record:
             return "documents"
         if "НомерДокумента" in record:
@@ -173,6 +245,8 @@ class ErpConnector(HttpConnector):
 
     def normalize(self, record: SourceRecord, *, stream: str | None = None) -> list[dict[str, Any]]:
         stream = stream or self.stream_of(record)
+        if stream == "orders":
+            return self._order(record)
         if stream in ("documents", "returns") or (stream == "receipts" and "Number" in record):
             return self._feed_document(record)  # the OData feed's documents
         if stream == "receipts":
@@ -224,7 +298,7 @@ class ErpConnector(HttpConnector):
             client_code=client.get("Код"), phone=client.get("Телефон"), card=client.get("НомерКарты"),
             store_id=text(store.get("Код")) if isinstance(store, Mapping) else text(store),
             total=parse_decimal(doc.get("СуммаДокумента"), field="СуммаДокумента"),
-            currency=text(doc.get("Валюта")), basis=text(doc.get("ДокументОснование")),
+            currency=text(doc.get("Валюта")), basis=_order_reference(doc.get("ДокументОснование")),
             deleted=bool(doc.get("DeletionMark")), lines=lines,
         )
 
@@ -291,10 +365,134 @@ class ErpConnector(HttpConnector):
         }
         if event_type == "order.returned":
             props["return_id"] = number
-        return [{
-            "type": event_type, "source_record_id": doc_id, "occurred_at": when, "identities": ids,
-            "properties": props, "context": {"channel": "offline", "store_id": store_id},
-        }]
+        event = {"type": event_type, "source_record_id": doc_id, "occurred_at": when, "identities": ids,
+                 "properties": props, "context": {"channel": "offline", "store_id": store_id}}
+        if event_type == "order.placed" and kind in PAID_AT_TILL:
+            return [event, {**event, "type": "order.paid"}]  # paid at the till when the receipt was printed
+        return [event]
+
+    # -- customer orders -----------------------------------------------------------------------------
+
+    def _order(self, doc: SourceRecord) -> list[dict[str, Any]]:
+        """The fulfilment steps an order has reached, one event each (see the module docstring)."""
+        if doc.get("Posted") is False:
+            return []  # a draft, not an order yet
+        ref = text(require(doc, "Ref_Key"))
+        number = text(require(doc, "Number"))
+        site_number = text(doc.get("НомерНаСайте"))
+        changed = self._when(require(doc, "ДатаИзменения"), "ДатаИзменения")
+        client = doc.get("Клиент")
+        if not isinstance(client, Mapping):
+            raise SchemaViolation("Клиент: an order names no customer (expand Клиент in the OData request)",
+                                  field="Клиент", value=client)
+        ids: list[dict[str, str]] = []
+        add_identity(ids, "erp_customer_id", client.get("Код"))
+        add_identity(ids, "phone", client.get("Телефон"))
+        add_identity(ids, "email", client.get("ЭлПочта"))
+        add_identity(ids, "loyalty_card", client.get("НомерКарты"))
+        if not ids:
+            raise SchemaViolation("Клиент: the order's customer has no code, phone, e-mail or card",
+                                  field="Клиент.Код")
+        store = doc.get("Магазин")
+        store_id = text(store.get("Код")) if isinstance(store, Mapping) else text(store)
+        lines_in = doc.get("Товары") or []
+        if not isinstance(lines_in, list):
+            raise SchemaViolation("Товары: an order's lines are not a list", field="Товары")
+        items: list[dict[str, Any]] = []
+        warranties: list[tuple[dict[str, Any], int]] = []
+        for i, line in enumerate(lines_in):
+            p = f"Товары.{i}"
+            if not isinstance(line, Mapping):
+                raise SchemaViolation(f"{p}: an order line is not an object", field=p)
+            sku = text(line.get("Артикул")) or text(line.get("Номенклатура_Key"))
+            if sku is None:
+                raise SchemaViolation(f"{p}.Артикул: line has no article", field=f"{p}.Артикул")
+            item: dict[str, Any] = {"sku": sku}
+            if name := text(line.get("Номенклатура")):
+                item["name"] = name
+            qty = parse_decimal(line.get("Количество"), field=f"{p}.Количество")
+            if qty is not None:
+                item["quantity"] = abs(qty)
+            price = parse_decimal(line.get("Цена"), field=f"{p}.Цена")
+            if price is not None:
+                item["price"] = price
+            items.append(item)
+            months = parse_decimal(line.get("ГарантияМесяцев"), field=f"{p}.ГарантияМесяцев")
+            if months is not None:
+                if months < 0 or months != months.to_integral_value() or months > 1200:
+                    raise SchemaViolation(f"{p}.ГарантияМесяцев: not a number of months: {months}",
+                                          field=f"{p}.ГарантияМесяцев", value=str(months))
+                warranties.append((item, int(months)))
+        props: dict[str, Any] = {
+            "order_id": site_number or number, "document_number": number,
+            "total": parse_decimal(doc.get("СуммаДокумента"), field="СуммаДокумента"),
+            "currency": text(doc.get("Валюта")) or self.config.currency, "items": items,
+            "store_id": store_id, "channel": "online" if site_number else ("offline" if store_id else None),
+        }
+        props = {k: v for k, v in props.items() if v is not None}
+        context = {"channel": "erp", "store_id": store_id}
+        events: list[dict[str, Any]] = []
+
+        def step(kind: str, rid: str, at: datetime, **extra: Any) -> None:
+            extra_props = {k: v for k, v in extra.items() if v is not None}
+            events.append({"type": kind, "source_record_id": f"{ref}/{rid}", "occurred_at": at, "identities": ids,
+                           "properties": {**props, **extra_props} if extra_props else props, "context": context})
+
+        if doc.get("DeletionMark"):
+            # Withdrawn in the ERP: the shop cancels its own orders; one the ERP took itself is cancelled here.
+            if site_number is None:
+                step("order.cancelled", "cancelled", changed, status="cancelled")
+            return events
+        if site_number is None:  # the ERP took the order itself: nobody else says it was placed or paid
+            step("order.placed", "placed", self._when(require(doc, "Date"), "Date"), status="placed")
+            if paid := doc.get("ДатаОплаты"):
+                step("order.paid", "paid", self._when(paid, "ДатаОплаты"), status="paid")
+        if shipped := doc.get("ДатаОтгрузки"):
+            carrier = _name(doc.get("Перевозчик"))
+            tracking_number = text(doc.get("ТрекНомер"))
+            step("order.shipped", "shipped", self._when(shipped, "ДатаОтгрузки"), status="shipped",
+                 carrier=carrier, tracking_number=tracking_number,
+                 tracking_url=self._tracking_url(doc, carrier, tracking_number))
+        if slot_start := doc.get("ДоставкаС"):
+            # In UTC like every time of the event (the templates show them in the customer's zone).
+            start = self._when(slot_start, "ДоставкаС").astimezone(UTC)
+            end = self._when(doc["ДоставкаПо"], "ДоставкаПо").astimezone(UTC) if doc.get("ДоставкаПо") else None
+            if end is not None and end < start:
+                raise SchemaViolation(f"ДоставкаПо: the delivery window ends ({end.isoformat()}) before it starts "
+                                      f"({start.isoformat()})", field="ДоставкаПо", value=str(doc["ДоставкаПо"]))
+            agreed = doc.get("ДатаСогласованияДоставки")
+            # A rescheduled slot is another event: the slot's start is part of its id.
+            step("order.delivery_scheduled", f"slot/{start.isoformat()}",
+                 self._when(agreed, "ДатаСогласованияДоставки") if agreed else changed, status="delivery_scheduled",
+                 delivery_slot_start=start, delivery_slot_end=end)
+        if delivered := doc.get("ДатаДоставки"):
+            at = self._when(delivered, "ДатаДоставки")
+            # The warranty runs from delivery; the order's is the longest of its lines (what the reminder names).
+            lines = self._with_warranty(items, warranties, at)
+            ends = [line["warranty_until"] for line in lines if "warranty_until" in line]
+            step("order.delivered", "delivered", at, status="delivered",
+                 warranty_until=max(ends) if ends else None, items=lines if ends else None)
+        return events
+
+    @staticmethod
+    def _with_warranty(items: list[dict[str, Any]], warranties: list[tuple[dict[str, Any], int]],
+                       delivered: datetime) -> list[dict[str, Any]]:
+        """The order's lines, each with a warranty given its ``warranty_until`` (from the delivery day)."""
+        months = {id(item): m for item, m in warranties if m}
+        return [{**item, "warranty_until": _add_months(delivered, months[id(item)]).astimezone(UTC)}
+                if id(item) in months else item for item in items]
+
+    def _tracking_url(self, doc: SourceRecord, carrier: str | None, tracking_number: str | None) -> str | None:
+        url = text(doc.get("СсылкаОтслеживания"))
+        if url is not None:
+            if not url.startswith(("https://", "http://")):
+                raise SchemaViolation("СсылкаОтслеживания: not an http(s) URL", field="СсылкаОтслеживания",
+                                      value=url)
+            return url
+        template = self.config.tracking_urls.get(carrier or "")
+        if template and tracking_number:
+            return template.replace("{tracking_number}", quote(tracking_number, safe=""))
+        return None
 
     # -- customers -----------------------------------------------------------------------------------
 
@@ -325,6 +523,28 @@ class ErpConnector(HttpConnector):
             "occurred_at": self._when(changed, "ДатаИзменения"), "identities": ids, "traits": traits,
             "context": {"channel": "offline"},
         }]
+
+
+def _order_reference(basis: Any) -> str | None:
+    """The order a return names: the shop's number of an expanded order document, else its own number."""
+    if isinstance(basis, Mapping):
+        return text(basis.get("НомерНаСайте")) or text(basis.get("Number"))
+    return text(basis)
+
+
+def _name(value: Any) -> str | None:
+    """A catalogue reference's name (``{"Наименование": "СДЭК"}`` when expanded) or the plain text."""
+    if isinstance(value, Mapping):
+        return text(value.get("Наименование")) or text(value.get("Description"))
+    return text(value)
+
+
+def _add_months(at: datetime, months: int) -> datetime:
+    """``at`` plus calendar months; the 31st becomes the month's last day (a warranty of 1 month from Jan 31
+    ends on Feb 28 or 29)."""
+    month = at.month - 1 + months
+    year, month = at.year + month // 12, month % 12 + 1
+    return at.replace(year=year, month=month, day=min(at.day, calendar.monthrange(year, month)[1]))
 
 
 def _is_product_row(row: SourceRecord) -> bool:

@@ -12,9 +12,18 @@ transactions  ``{transaction_id, card_number, type: accrual|          ``loyalty.
               redemption|expiration|adjustment, points,              ``_expired``; an adjustment by its sign
               balance_after, created_at, receipt_id?, store_id?,
               expires_at?}``
-tier_changes  ``{id, card_number, old_level, new_level,              ``loyalty.tier_changed``
-              changed_at, reason?}``
+tier_changes  ``{id, card_number, old_level, new_level,              ``loyalty.tier_changed`` with ``direction``
+              changed_at, reason?}``                                 (``up``/``down``) from the configured
+                                                                     ``tiers`` order
 ============  ====================================================  ============================================
+
+Points earned with an expiry date (``expires_at``) carry it on ``loyalty.points_earned``: the catalogue's
+``points_expiring`` scenario reminds the customer a week before. The programme's tiers, lowest first, are the
+``tiers`` option (``["Базовый", "Серебряный", "Золотой"]``, compared without regard to case): a tier change gets
+``direction: up`` or ``down`` from it, and a tier the list does not name is a record error (field
+``new_level`` or ``old_level``, the change's id) that goes to the dead-letter queue while the rest of the page
+goes on. Without ``tiers`` the connector cannot tell an upgrade from a downgrade and sends no ``direction``; a
+first tier (no ``old_level``) or the same tier again has none either.
 
 Pull: page-number pagination (``page``/``per_page``, ``meta.total_pages``), API key in ``X-Api-Key``.
 Push: webhooks signed with the default scheme, topic in ``X-Loyalty-Event``.
@@ -22,9 +31,10 @@ Push: webhooks signed with the default scheme, topic in ``X-Loyalty-Event``.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cdp_hub.connector.base import ConnectorConfig, SourceRecord
 from cdp_hub.connector.mapping import (
@@ -52,6 +62,23 @@ class LoyaltyConfig(HttpConnectorConfig):
     """Options of the loyalty connector."""
 
     base_url: str = Field("http://localhost:8084", description="base URL of the loyalty platform's API")
+    tiers: list[str] = Field(
+        default_factory=list, description="the programme's tiers from the lowest to the highest "
+        "(['Базовый', 'Серебряный', 'Золотой']): loyalty.tier_changed gets direction up/down from this order "
+        "and a tier not listed is a record error; empty: no direction")
+
+    @field_validator("tiers")
+    @classmethod
+    def _distinct_tiers(cls, tiers: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for tier in tiers:
+            key = tier.strip().casefold()
+            if not key:
+                raise ValueError("a tier name is empty")
+            if key in seen:
+                raise ValueError(f"tier {tier!r} is listed twice")
+            seen.add(key)
+        return tiers
 
 
 class _LoyaltyStream(RestStream):
@@ -90,6 +117,7 @@ class LoyaltyConnector(HttpConnector):
     config_model: ClassVar[type[ConnectorConfig]] = LoyaltyConfig
     record_id_field: ClassVar[str | None] = "transaction_id"
     streams = (Cards, Transactions, TierChanges)
+    config: LoyaltyConfig
     webhook = WebhookSpec(topic_header="X-Loyalty-Event",
                           topics={"card.issued": "cards", "card.updated": "cards",
                                   "transaction.created": "transactions", "tier.changed": "tier_changes"})
@@ -174,10 +202,30 @@ class LoyaltyConnector(HttpConnector):
             "context": {"channel": "loyalty", "store_id": text(txn.get("store_id"))},
         }]
 
+    @cached_property
+    def _tier_ranks(self) -> dict[str, int]:
+        """Each configured tier's position, lowest first, by its name without regard to case."""
+        return {t.strip().casefold(): n for n, t in enumerate(self.config.tiers)}
+
+    def _tier_rank(self, change: SourceRecord, field: str) -> int | None:
+        """The position of the record's tier in the configured order (``None``: no tier, or no order known)."""
+        tier = text(change.get(field))
+        if tier is None or not self.config.tiers:
+            return None
+        rank = self._tier_ranks.get(tier.casefold())
+        if rank is None:
+            raise SchemaViolation(f"{field}: unknown tier {tier!r}; the programme's tiers (option tiers) are "
+                                  f"{', '.join(self.config.tiers)}", field=field, value=tier)
+        return rank
+
     def _tier(self, change: SourceRecord) -> list[dict[str, Any]]:
         card = text(require(change, "card_number"))
         to_tier = text(require(change, "new_level"))
         when = require(change, "changed_at")
+        new_rank, old_rank = self._tier_rank(change, "new_level"), self._tier_rank(change, "old_level")
+        direction = None
+        if new_rank is not None and old_rank is not None and new_rank != old_rank:
+            direction = "up" if new_rank > old_rank else "down"
         return [{
             "type": "loyalty.tier_changed",
             "source_record_id": text(change.get("id")) or f"{card}/tier/{to_tier}@{when}",
@@ -185,6 +233,6 @@ class LoyaltyConnector(HttpConnector):
             "identities": [{"kind": "loyalty_card", "value": card}],
             "traits": {"loyalty_tier": to_tier},
             "properties": {"card": card, "from_tier": text(change.get("old_level")), "to_tier": to_tier,
-                           "reason": text(change.get("reason"))},
+                           "direction": direction, "reason": text(change.get("reason"))},
             "context": {"channel": "loyalty"},
         }]

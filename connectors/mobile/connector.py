@@ -20,7 +20,11 @@ push_token       token, previous_token                    ``push.token_registere
                                                           previous token, so the old one can be retired)
 product_view     sku, name, price, category               ``product.viewed``
 search           query, results_count                     ``search.performed``
+add_to_wishlist  sku, name, price                         ``wishlist.added``
 ===============  ======================================  ==================================================
+
+The app has no cart or order of its own (the shop's API keeps them: the e-commerce connector sends those), so
+this connector sends no ``cart.updated`` or ``order.*``.
 
 Push only: the app (or its backend) POSTs batches to ``/v1/webhooks/{instance}``, signed with the default
 scheme (``X-Cdp-Signature: sha256=<hex HMAC of "{timestamp}.{body}">``, ``X-Cdp-Timestamp``).
@@ -140,6 +144,10 @@ class MobileConnector(Connector):
             props = {"sku": text(require(ev, "params.sku")), "name": text(params.get("name")),
                      "price": parse_decimal(params.get("price"), field="params.price"),
                      "category": text(params.get("category"))}
+        elif name == "add_to_wishlist":
+            event_type = "wishlist.added"
+            props = {"sku": text(require(ev, "params.sku")), "name": text(params.get("name")),
+                     "price": parse_decimal(params.get("price"), field="params.price")}
         elif name == "search":
             event_type = "search.performed"
             props = {"query": text(require(ev, "params.query")), "results_count": params.get("results_count")}
