@@ -231,6 +231,21 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="the hub's public base URL, for links in messages (double opt-in confirmation)")
 
+    # Experiments and attribution (docs/experiments.md, docs/reports.md).
+    holdout_share: float = Field(
+        0.0, ge=0.0, le=0.5, description="the global holdout: this share of profiles (e.g. 0.05) gets no marketing "
+        "message at all, decided holdout (reason global_holdout); transactional and service still go")
+    holdout_salt: str = Field(
+        "cdp-hub-holdout", min_length=1, description="chooses who is in the global holdout; a new salt is a new "
+        "holdout group (keep it for as long as the measurement runs)")
+    conversion_events: list[str] = Field(
+        default_factory=lambda: ["order.paid"], min_length=1,
+        description="event types that count as a conversion in reports (revenue: properties.total); an order "
+        "counts once by its order_id, so [\"order.paid\", \"order.placed\"] is fine")
+    attribution_window: DurationText = Field(
+        "7d", description="a conversion counts for a message delivered or opened, or a control assignment, "
+        "within this long before it")
+
     # Delivery (cdp_hub.delivery): templates, locale defaults, concurrency and retries.
     templates_dir: Path | None = Field(None, description="the deployment's templates; built-ins are the fallback")
     default_locale: str = Field("ru", description="locale of a customer whose profile has none")
