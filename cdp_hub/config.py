@@ -55,13 +55,15 @@ class JobConfig(BaseModel):
 
     ``kind`` is ``sync`` (options: ``instance``, ``stream``, ``full_refresh``), ``segment_recompute``
     (options: ``segments``, a list of ids; default every segment), ``birthday_scan`` (no options) or
-    ``campaigns`` (no options: launch due scheduled campaigns, send the runs; docs/campaigns.md).
+    ``campaigns`` (no options: launch due scheduled campaigns, send the runs; docs/campaigns.md) or
+    ``attribution`` (options: ``since``, default 30d: the marketers' gauges from the scenario report;
+    docs/reports.md).
     ``cron`` has five fields (minute hour day month weekday), or six with seconds last.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["sync", "segment_recompute", "birthday_scan", "edge_sightings_purge", "campaigns"]
+    kind: Literal["sync", "segment_recompute", "birthday_scan", "edge_sightings_purge", "campaigns", "attribution"]
     cron: str
     timezone: str = "UTC"
     enabled: bool = True

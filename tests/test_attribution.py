@@ -317,3 +317,35 @@ async def _main(argv: list[str]) -> int:
     import asyncio
 
     return await asyncio.to_thread(main, argv)
+
+
+async def test_the_attribution_job_sets_the_gauges_of_configured_scenarios(store: Store, pg_dsn: str,
+                                                                            redis_url: str, tmp_path: Path) -> None:
+    from cdp_hub.hub import Hub
+    from cdp_hub.jobs.kinds import check_options, run_job_kind
+    from cdp_hub.pipeline.embedded import settle_nothing
+    from tests.conftest import _drop_keys, _test_hotstate, hub_settings
+
+    await constructed_history().store_in(store)
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "cart.yaml").write_text(
+        "id: cart_reminder\ntrigger: {event: cart.updated}\nchannel: email\ntemplate: abandoned_cart\n"
+        "experiment: {id: exp1, control: 0.1, variants: [{name: a, weight: 1}]}\n")
+    hub = Hub(hub_settings(tmp_path, pg_dsn=pg_dsn, redis_url=redis_url, scenarios_dir=scenarios),
+              metrics=Metrics(), hotstate=_test_hotstate(redis_url))
+    await hub.start()
+    try:
+        check_options("attribution", "attribution", {"since": "2026-05-01"}, connectors={})
+        summary = await run_job_kind(hub, "attribution", {"since": "2026-05-01"}, settle_nothing)
+    finally:
+        await _drop_keys(hub.hotstate)
+        await hub.stop()
+    assert summary["rows"] == 2  # variant a over all channels, and the control group
+    value = hub.metrics.registry.get_sample_value
+    labels = {"scenario": "cart_reminder", "variant": "a", "channel": "all"}
+    assert value("cdp_attribution_recipients", labels) == 10
+    assert value("cdp_attribution_conversions", labels) == 5
+    assert value("cdp_attribution_revenue", labels) == 5000
+    assert value("cdp_attribution_uplift", {"scenario": "cart_reminder", "variant": "a", "bound": "estimate"}) == \
+        pytest.approx(40.0)
