@@ -349,3 +349,29 @@ async def test_the_attribution_job_sets_the_gauges_of_configured_scenarios(store
     assert value("cdp_attribution_revenue", labels) == 5000
     assert value("cdp_attribution_uplift", {"scenario": "cart_reminder", "variant": "a", "bound": "estimate"}) == \
         pytest.approx(40.0)
+
+
+def test_the_settings_and_jobs_of_the_reports_guide_are_accepted() -> None:
+    import re
+    import tomllib
+
+    from cdp_hub.config import Settings
+    from cdp_hub.jobs.kinds import check_options
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "reports.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    merged: dict[str, Any] = {}
+    for block in blocks:
+        merged.update(tomllib.loads(block))
+    settings = Settings(**merged)
+    assert settings.conversion_events == ["order.paid", "order.placed"]
+    job = settings.jobs["attribution"]
+    assert job.kind == "attribution"
+    check_options("attribution", job.kind, job.options, connectors={})
+    # The command lines of the guide parse.
+    from cdp_hub.cli import build_parser
+
+    for line in re.findall(r"^cdp-hub (report scenarios[^#>\n]*)", text, re.M):
+        args = build_parser().parse_args(line.split())
+        assert args.handler.__name__ == "cmd_scenarios", line

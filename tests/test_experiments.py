@@ -335,3 +335,31 @@ def test_assignment_is_deterministic_and_follows_the_weights() -> None:
     held = [p for p in ids if in_holdout("salt", 0.1, p)]
     assert len(held) / len(ids) == pytest.approx(0.1, abs=0.01)
     assert Counter(assign(experiment, p) for p in held)[CONTROL] / len(held) == pytest.approx(0.2, abs=0.04)
+
+
+def test_the_examples_of_the_experiments_guide_are_valid(tmp_path: Path) -> None:
+    """docs/experiments.md: its scenario and campaign examples pass the checks, its settings are accepted."""
+    import re
+    import tomllib
+
+    from cdp_hub.campaigns.checks import check_campaign_files
+    from cdp_hub.config import Settings
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "experiments.md").read_text(encoding="utf-8")
+    scenario_yaml, campaign_yaml = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    installed = Installed(channel_kind=lambda name: {"email": "email", "sms": "sms", "push": "push"}.get(name),
+                          template_exists=lambda *_: True, segments=frozenset({"active_buyers"}))
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "cart.yaml").write_text(scenario_yaml, encoding="utf-8")
+    scenarios, problems = check_scenario_files([tmp_path / "s"], installed, builtin=False)
+    assert problems == []
+    [cart] = scenarios
+    assert cart.experiment is not None and [v.name for v in cart.experiment.variants] == ["a", "b", "c"]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "spring.yaml").write_text(campaign_yaml, encoding="utf-8")
+    campaigns, problems = check_campaign_files([tmp_path / "c"], installed)
+    assert problems == []
+    assert campaigns[0].experiment is not None and campaigns[0].experiment.variants[1].channel == "push"
+    for block in re.findall(r"```toml\n(.*?)```", text, re.S):
+        settings = Settings(**tomllib.loads(block))
+        assert settings.holdout_share == 0.05

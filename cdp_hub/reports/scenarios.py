@@ -141,7 +141,8 @@ class Report:
                 up = arm.uplift
                 uplift = "-" if up is None else (f"{up.estimate * 100:+.2f} pp "
                                                   f"[{up.low * 100:+.2f}, {up.high * 100:+.2f}]")
-                lines.append((d["scenario"], d["variant"], d["channel"] or "-", str(d["sent"]),
+                channel = "all" if d["channel"] == ALL_CHANNELS else d["channel"] or "-"
+                lines.append((d["scenario"], d["variant"], channel, str(d["sent"]),
                               str(d["delivered"]), str(d["opened"]), str(d["clicked"]), str(d["recipients"]),
                               str(d["converted"]), rate, f"{d['revenue']:.2f}", uplift))
         if len(lines) == 1:
