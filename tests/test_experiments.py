@@ -248,7 +248,8 @@ async def test_the_global_holdout_blocks_marketing_but_not_transactional(outbox_
     assert {r["profile_id"] for r in sent if r["scenario"] == "receipt"} == everyone
 
 
-async def test_a_campaign_control_group_gets_nothing(outbox_hub: Hub, tmp_path: Path) -> None:
+@pytest.mark.holdout(0.2)
+async def test_a_campaign_control_group_and_the_holdout_get_nothing(outbox_hub: Hub, tmp_path: Path) -> None:
     hub = outbox_hub
     n = 120
     await seed(hub.store, n, tag="xc")
@@ -270,18 +271,22 @@ async def test_a_campaign_control_group_gets_nothing(outbox_hub: Hub, tmp_path: 
     finally:
         pipeline.stop()
         await task
-    eligible_ids = {profile_id("xc", g) for g in range(1, n + 1) if eligible(g)}
+    audience = {profile_id("xc", g) for g in range(1, n + 1) if g % 10 != 0}
+    held = {p for p in audience if in_holdout("test-salt", 0.2, str(p))}
+    eligible_ids = {profile_id("xc", g) for g in range(1, n + 1) if eligible(g)} - held
     arm = {p: assign(spring.experiment, str(p)) for p in eligible_ids}
     control = {p for p, a in arm.items() if a == CONTROL}
-    assert control and control != eligible_ids
+    assert control and control != eligible_ids and held
     rows = await hub.store.fetch("SELECT profile_id, status, reason FROM campaign_audience WHERE run_id = $1",
                                  launched.run_id)
     assert {r["profile_id"] for r in rows if r["reason"] == CONTROL} == control
+    assert {r["profile_id"] for r in rows if r["reason"] == "holdout"} == held
     sent = {r["profile_id"] for r in await hub.store.fetch(
         "SELECT profile_id FROM messages WHERE scenario = $1", spring.scenario)}
-    assert sent == eligible_ids - control, "the control group gets nothing, everybody else one message"
+    assert sent == eligible_ids - control, "the control group and the holdout get nothing, the others one message"
     status = await runner.status(launched.run_id)
     assert status is not None and status.skipped.get(CONTROL) == len(control)
+    assert status.skipped.get("holdout") == len(held)
     recorded = await assignments(hub, spring.scenario)
     assert {(r["profile_id"], r["variant"]) for r in recorded} == set(arm.items())
 
@@ -363,3 +368,60 @@ def test_the_examples_of_the_experiments_guide_are_valid(tmp_path: Path) -> None
     for block in re.findall(r"```toml\n(.*?)```", text, re.S):
         settings = Settings(**tomllib.loads(block))
         assert settings.holdout_share == 0.05
+
+
+async def test_variants_change_template_channel_and_send_time(hub: Hub) -> None:
+    """On the triggers stage (PostgreSQL, Redis): a variant's template, channel and variables reach the intent,
+    and a send-time variant waits its extra delay as a durable timer, keeping its arm when it fires."""
+    from cdp_hub.bus.base import Record
+    from cdp_hub.pipeline.stage import StageOutput
+    from cdp_hub.schema import MessageIntent
+    from cdp_hub.store import ConsentRepository, ConsentStatement
+
+    experiment = {"id": "send_time", "variants": [
+        {"name": "now", "weight": 1},
+        {"name": "later", "weight": 1, "delay": "2h", "template": "abandoned_cart", "channel": "sms",
+         "vars": {"tone": "warm"}}]}
+    scenario = Scenario.model_validate({"id": "nudge", "trigger": {"event": "order.placed"}, "channel": "email",
+                                        "fallbacks": ["sms"], "template": "welcome", "experiment": experiment})
+    t0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    pids = [uuid.uuid4() for _ in range(16)]
+    for pid in pids:
+        await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, '{}')", pid)
+    await ConsentRepository(hub.store).record([
+        ConsentStatement(pid, channel, "marketing", "opted_in", t0 - timedelta(days=1), "crm", uuid.uuid4(),
+                         {"method": "double_opt_in"}) for pid in pids for channel in ("email", "sms")])
+
+    def record(pid: uuid.UUID) -> Record:
+        ev = parse_event({"type": "order.placed", "source": "shop", "source_record_id": f"o-{pid}",
+                          "occurred_at": t0.isoformat(), "properties": {"order_id": str(pid)},
+                          "identities": [{"kind": "email", "value": f"{pid.hex[:8]}@example.ru"}],
+                          "profile_id": str(pid)})
+        return Record("cdp.profile-events", 0, 0, str(pid).encode(), ev.to_json())
+
+    def intents(out: StageOutput) -> dict[str, MessageIntent]:
+        found = [MessageIntent.model_validate_json(m.value) for m in out.messages if m.topic.endswith("cdp.messages")]
+        return {i.profile_id: i for i in found}
+
+    hub.clock = lambda: t0 + timedelta(seconds=5)
+    stage = build_stage(hub, "triggers", scenarios=[scenario])
+    out = await stage.handle([record(pid) for pid in pids])
+    arms = {str(pid): assign(Experiment.model_validate(experiment), str(pid)) for pid in pids}
+    assert set(arms.values()) == {"now", "later"}
+    first = intents(out)
+    assert set(first) == {p for p, a in arms.items() if a == "now"}
+    assert all(i.template == "welcome" and i.channel == "email" and i.vars["variant"] == "now"
+               for i in first.values())
+    assert await hub.store.fetchval("SELECT count(*) FROM scheduled_triggers WHERE status = 'pending'") == \
+        sum(1 for a in arms.values() if a == "later")
+
+    hub.clock = lambda: t0 + timedelta(hours=1)  # not yet
+    assert await build_stage(hub, "triggers", scenarios=[scenario]).fire_due_timers(StageOutput()) == 0
+    hub.clock = lambda: t0 + timedelta(hours=2, minutes=2)  # two hours and the allowed lateness later
+    fired = StageOutput()
+    await build_stage(hub, "triggers", scenarios=[scenario]).fire_due_timers(fired)
+    later = intents(fired)
+    assert set(later) == {p for p, a in arms.items() if a == "later"}
+    for intent in later.values():
+        assert (intent.template, intent.channel, intent.fallbacks) == ("abandoned_cart", "sms", [])
+        assert intent.vars == {"tone": "warm", "experiment": "send_time", "variant": "later"}
