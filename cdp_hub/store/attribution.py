@@ -1,6 +1,7 @@
 """Attribution over the warehouse: what each scenario, campaign, variant and channel sent and earned, set-wise.
 
-    events (one statement, read only; the resolver stores every receipt, decision and order there)
+    events (one statement, read only; the resolver stores every receipt, decision and order there), read in
+    one pass: receipts, assignments, control decisions and conversions, each event's fields extracted once
         message.sent/delivered/opened/clicked in [since, until)   ─▶ per message: its scenario, channel, profile,
                                                                       which stages it reached, when it reached
                                                                       the customer (first delivered or opened)
@@ -38,25 +39,28 @@ __all__ = ["ArmFigures", "AttributionRepository"]
 _RECEIPTS = ("message.sent", "message.delivered", "message.opened", "message.clicked")
 
 _ATTRIBUTION = """
-WITH receipts AS (
-    SELECT e.profile_id, e.type, e.occurred_at,
-           e.body -> 'properties' ->> 'scenario' AS scenario,
-           e.body -> 'properties' ->> 'message_id' AS message_id,
-           coalesce(e.body -> 'properties' ->> 'channel', '') AS channel
-      FROM events e
-     WHERE e.type = ANY($4::text[]) AND e.occurred_at >= $1 AND e.occurred_at < $2
-       AND e.profile_id IS NOT NULL AND e.body -> 'properties' ->> 'scenario' IS NOT NULL
-       AND e.body -> 'properties' ->> 'message_id' IS NOT NULL
+WITH base AS (
+    SELECT b.event_id, b.profile_id, b.type, b.occurred_at, b.p ->> 'scenario' AS scenario,
+           b.p ->> 'message_id' AS message_id, coalesce(b.p ->> 'channel', '') AS channel,
+           b.p ->> 'variant' AS variant, b.p ->> 'profile_key' AS profile_key, b.p ->> 'order_id' AS order_id,
+           b.p ->> 'total' AS total
+      FROM (SELECT e.event_id, e.profile_id, e.type, e.occurred_at, e.body -> 'properties' AS p
+              FROM events e
+             WHERE e.profile_id IS NOT NULL AND e.occurred_at < $2::timestamptz + $3::interval
+               AND (e.type = ANY($4::text[]) OR e.type = ANY($5::text[]) OR e.type = 'experiment.assigned'
+                    OR (e.type = 'message.decided' AND e.body -> 'properties' ->> 'decision' = 'control'))
+           ) b
+), receipts AS (
+    SELECT profile_id, type, occurred_at, scenario, message_id, channel FROM base
+     WHERE type = ANY($4::text[]) AND occurred_at >= $1 AND occurred_at < $2
+       AND scenario IS NOT NULL AND message_id IS NOT NULL
 ), assigned AS (
     SELECT scenario, profile_id, variant FROM (
-        SELECT e.body -> 'properties' ->> 'scenario' AS scenario, e.profile_id,
-               e.body -> 'properties' ->> 'variant' AS variant,
+        SELECT scenario, profile_id, variant,
                row_number() OVER (
-                   PARTITION BY e.body -> 'properties' ->> 'scenario', e.profile_id
-                   ORDER BY CASE WHEN e.body -> 'properties' ->> 'profile_key' = e.profile_id::text THEN 0 ELSE 1 END,
-                            e.occurred_at, e.event_id) AS rank
-          FROM events e
-         WHERE e.type = 'experiment.assigned' AND e.occurred_at < $2 AND e.profile_id IS NOT NULL
+                   PARTITION BY scenario, profile_id
+                   ORDER BY CASE WHEN profile_key = profile_id::text THEN 0 ELSE 1 END, occurred_at, event_id) AS rank
+          FROM base WHERE type = 'experiment.assigned' AND occurred_at < $2
     ) ranked WHERE rank = 1
 ), per_message AS (
     SELECT r.scenario, r.profile_id, r.message_id, max(r.channel) AS channel,
@@ -83,19 +87,13 @@ WITH receipts AS (
     UNION ALL
     SELECT scenario, variant, '*', profile_id, reached_at FROM arms WHERE reached_at IS NOT NULL
     UNION ALL
-    SELECT e.body -> 'properties' ->> 'scenario', 'control', '', e.profile_id, e.occurred_at
-      FROM events e
-     WHERE e.type = 'message.decided' AND e.occurred_at >= $1 AND e.occurred_at < $2 AND e.profile_id IS NOT NULL
-       AND e.body -> 'properties' ->> 'decision' = 'control'
+    SELECT scenario, 'control', '', profile_id, occurred_at FROM base
+     WHERE type = 'message.decided' AND occurred_at >= $1 AND occurred_at < $2 AND scenario IS NOT NULL
 ), orders AS (
     SELECT c.profile_id, c.order_key, min(c.occurred_at) AS at, max(c.amount) AS amount FROM (
-        SELECT e.profile_id, e.occurred_at,
-               coalesce(e.body -> 'properties' ->> 'order_id', e.event_id::text) AS order_key,
-               CASE WHEN e.body -> 'properties' ->> 'total' ~ '^-?[0-9]{1,15}([.][0-9]{1,6})?$'
-                    THEN (e.body -> 'properties' ->> 'total')::numeric ELSE 0 END AS amount
-          FROM events e
-         WHERE e.type = ANY($5::text[]) AND e.occurred_at > $1 AND e.occurred_at < $2 + $3::interval
-           AND e.profile_id IS NOT NULL
+        SELECT profile_id, occurred_at, coalesce(order_id, event_id::text) AS order_key,
+               CASE WHEN total ~ '^-?[0-9]{1,15}([.][0-9]{1,6})?$' THEN total::numeric ELSE 0 END AS amount
+          FROM base WHERE type = ANY($5::text[]) AND occurred_at > $1
     ) c GROUP BY c.profile_id, c.order_key
 ), attributed AS (
     SELECT DISTINCT x.scenario, x.variant, x.channel, x.profile_id, o.order_key, o.amount
