@@ -55,13 +55,15 @@ class JobConfig(BaseModel):
 
     ``kind`` is ``sync`` (options: ``instance``, ``stream``, ``full_refresh``), ``segment_recompute``
     (options: ``segments``, a list of ids; default every segment), ``birthday_scan`` (no options) or
-    ``campaigns`` (no options: launch due scheduled campaigns, send the runs; docs/campaigns.md).
+    ``campaigns`` (no options: launch due scheduled campaigns, send the runs; docs/campaigns.md) or
+    ``attribution`` (options: ``since``, default 30d: the marketers' gauges from the scenario report;
+    docs/reports.md).
     ``cron`` has five fields (minute hour day month weekday), or six with seconds last.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["sync", "segment_recompute", "birthday_scan", "edge_sightings_purge", "campaigns"]
+    kind: Literal["sync", "segment_recompute", "birthday_scan", "edge_sightings_purge", "campaigns", "attribution"]
     cron: str
     timezone: str = "UTC"
     enabled: bool = True
@@ -230,6 +232,21 @@ class Settings(BaseSettings):
     consent_link_ttl: DurationText = Field("72h", description="how long a double opt-in confirmation link is valid")
     public_url: str | None = Field(
         None, description="the hub's public base URL, for links in messages (double opt-in confirmation)")
+
+    # Experiments and attribution (docs/experiments.md, docs/reports.md).
+    holdout_share: float = Field(
+        0.0, ge=0.0, le=0.5, description="the global holdout: this share of profiles (e.g. 0.05) gets no marketing "
+        "message at all, decided holdout (reason global_holdout); transactional and service still go")
+    holdout_salt: str = Field(
+        "cdp-hub-holdout", min_length=1, description="chooses who is in the global holdout; a new salt is a new "
+        "holdout group (keep it for as long as the measurement runs)")
+    conversion_events: list[str] = Field(
+        default_factory=lambda: ["order.paid"], min_length=1,
+        description="event types that count as a conversion in reports (revenue: properties.total); an order "
+        "counts once by its order_id, so [\"order.paid\", \"order.placed\"] is fine")
+    attribution_window: DurationText = Field(
+        "7d", description="a conversion counts for a message delivered or opened, or a control assignment, "
+        "within this long before it")
 
     # Delivery (cdp_hub.delivery): templates, locale defaults, concurrency and retries.
     templates_dir: Path | None = Field(None, description="the deployment's templates; built-ins are the fallback")

@@ -74,6 +74,31 @@ class Metrics:
             "cdp_delivery_decisions", "Messages refused at send time by scenario and decision (no_consent: consent "
             "withdrawn or a purpose blocked since the intent; suppressed: every address hard-bounced)",
             ["scenario", "decision"], registry=r)
+        # Marketers' view (deploy/grafana/cdp-hub-marketing.json): labels are scenario and campaign ids, variant
+        # names and channel instances from the configuration, never a profile.
+        self.scenario_sends = Counter(
+            "cdp_scenario_sends", "Messages decided sent, by scenario (campaign:<id> for a campaign), experiment "
+            "variant (none outside an experiment) and channel", ["scenario", "variant", "channel"], registry=r)
+        self.experiment_controls = Counter(
+            "cdp_experiment_controls", "Messages not sent because the profile is in the experiment's control group",
+            ["scenario"], registry=r)
+        self.attributed_recipients = Gauge(
+            "cdp_attribution_recipients", "Profiles reached (delivered or opened; control: assigned) in the "
+            "attribution job's last period, by scenario, variant (control for the control group) and channel",
+            ["scenario", "variant", "channel"], registry=r)
+        self.attributed_conversions = Gauge(
+            "cdp_attribution_conversions", "Of those, profiles that converted within the attribution window",
+            ["scenario", "variant", "channel"], registry=r)
+        self.attributed_revenue = Gauge(
+            "cdp_attribution_revenue", "Revenue of the conversions attributed, in the orders' currency units",
+            ["scenario", "variant", "channel"], registry=r)
+        self.attributed_uplift = Gauge(
+            "cdp_attribution_uplift", "Conversion-rate uplift of a variant over the control group, in percentage "
+            "points, with its 95% interval (bound: estimate, low, high)", ["scenario", "variant", "bound"],
+            registry=r)
+        self.attribution_last_run = Gauge(
+            "cdp_attribution_last_run_timestamp_seconds", "When the attribution job last updated these gauges",
+            registry=r)
         self.profiles_created = Counter("cdp_profiles_created", "Profiles created by the resolver", registry=r)
         self.profiles_merged = Counter("cdp_profiles_merged", "Profiles merged into another", registry=r)
         self.outages = Counter("cdp_outages", "Dependency outages seen (kafka, postgres, redis)", ["dependency"],

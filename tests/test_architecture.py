@@ -182,6 +182,7 @@ SHARED = {
     ("events", "cdp_hub/store/consents.py"): "an imported consent statement goes to the profile of its record's event",
     ("segment_members", "cdp_hub/store/campaigns.py"): "a campaign's audience is snapshotted from segment members",
     ("profiles", "cdp_hub/store/campaigns.py"): "the audience snapshot leaves out merged-away profiles",
+    ("events", "cdp_hub/store/attribution.py"): "attribution reads receipts, decisions, assignments and orders",
 }
 """The only statements on a table outside its owner, each with its reason."""
 

@@ -43,6 +43,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
 DASHBOARD = DEPLOY / "grafana" / "cdp-hub-dashboard.json"
+MARKETING_DASHBOARD = DEPLOY / "grafana" / "cdp-hub-marketing.json"
+"""The marketers' dashboard: messages per week by channel, conversion and revenue per scenario, uplift."""
+DASHBOARDS = (DASHBOARD, MARKETING_DASHBOARD)
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 PROMETHEUS = DEPLOY / "prometheus" / "prometheus.yml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -56,7 +59,7 @@ PROMQL_WORDS = frozenset({
     "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "group",
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
     "rate", "irate", "increase", "delta", "deriv", "histogram_quantile", "hour", "vector", "absent",
-    "clamp_min", "clamp_max", "time",
+    "clamp_min", "clamp_max", "time", "sort_desc",
 })
 SEVERITIES = frozenset({"critical", "warning", "info"})
 
@@ -178,9 +181,12 @@ def test_the_promql_reader_catches_what_it_should() -> None:
 # -- Grafana ---------------------------------------------------------------------------------------------
 
 
-def _dashboard() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+def _dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+each_dashboard = pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -197,8 +203,9 @@ def _targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[s
             yield panel, target
 
 
-def test_dashboard_is_an_importable_grafana_dashboard() -> None:
-    dashboard = _dashboard()
+@each_dashboard
+def test_dashboard_is_an_importable_grafana_dashboard(path: Path) -> None:
+    dashboard = _dashboard(path)
     assert 36 <= dashboard["schemaVersion"] <= 41
     assert dashboard["uid"] and dashboard["title"]
     inputs = {i["name"]: i for i in dashboard["__inputs"]}
@@ -217,8 +224,9 @@ def test_dashboard_is_an_importable_grafana_dashboard() -> None:
             assert target["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
 
 
-def test_dashboard_panels_do_not_overlap() -> None:
-    boxes = [(p["title"], p["gridPos"]) for p in _panels(_dashboard())]
+@each_dashboard
+def test_dashboard_panels_do_not_overlap(path: Path) -> None:
+    boxes = [(p["title"], p["gridPos"]) for p in _panels(_dashboard(path))]
     for title, g in boxes:
         assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24, f"{title!r} leaves the 24-column grid"
     for i, (ta, a) in enumerate(boxes):
@@ -228,8 +236,9 @@ def test_dashboard_panels_do_not_overlap() -> None:
             assert not overlap, f"panels {ta!r} and {tb!r} overlap"
 
 
-def test_dashboard_queries_use_exported_metrics_and_labels() -> None:
-    for panel, target in _targets(_dashboard()):
+@each_dashboard
+def test_dashboard_queries_use_exported_metrics_and_labels(path: Path) -> None:
+    for panel, target in _targets(_dashboard(path)):
         q = PromQL(target["expr"])
         q.check(CATALOGUE)
         for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")):
@@ -237,26 +246,44 @@ def test_dashboard_queries_use_exported_metrics_and_labels() -> None:
                 f"legend of {panel['title']!r} shows {{{{{label}}}}}, which the query does not keep")
 
 
-def test_dashboard_queries_honour_the_job_and_instance_variables() -> None:
-    for panel, target in _targets(_dashboard()):
+@each_dashboard
+def test_dashboard_queries_honour_the_job_and_instance_variables(path: Path) -> None:
+    for panel, target in _targets(_dashboard(path)):
         for selector in _SELECTOR.finditer(target["expr"]):
             body = selector.group(2)
             assert 'job=~"$job"' in body and 'instance=~"$instance"' in body, (
                 f"{panel['title']!r}: {selector.group(0)} ignores the job/instance variables")
         bare = set(PromQL(target["expr"]).metrics) - {m.group(1) for m in _SELECTOR.finditer(target["expr"])}
         assert not bare, f"{panel['title']!r}: {sorted(bare)} without the job/instance filter"
-    for var in _dashboard()["templating"]["list"]:
+    for var in _dashboard(path)["templating"]["list"]:
         if var["type"] == "query":
             metric = re.search(r"label_values\((\w+)", var["query"]["query"])
             assert metric and metric.group(1) in CATALOGUE, var["name"]
 
 
 def test_dashboard_shows_every_metric_the_hub_exports() -> None:
+    # The marketers' metrics (sends by scenario and variant, attribution) are shown on their dashboard.
     used: set[str] = set()
-    for _, target in _targets(_dashboard()):
-        used |= PromQL(target["expr"]).metrics
+    for path in DASHBOARDS:
+        for _, target in _targets(_dashboard(path)):
+            used |= PromQL(target["expr"]).metrics
     missing = sorted(family for family, series in metric_families().items() if not series & used)
-    assert not missing, f"no panel in {DASHBOARD.name} shows {missing}: add one"
+    assert not missing, f"no panel in {DASHBOARD.name} or {MARKETING_DASHBOARD.name} shows {missing}: add one"
+
+
+def test_the_marketing_dashboard_shows_the_business_view() -> None:
+    """Messages per week by channel, conversion and revenue per scenario, and uplift over control; its
+    scenario variable filters every panel."""
+    targets = list(_targets(_dashboard(MARKETING_DASHBOARD)))
+    metrics = set().union(*(PromQL(t["expr"]).metrics for _, t in targets))
+    assert {"cdp_scenario_sends_total", "cdp_attribution_conversions", "cdp_attribution_recipients",
+            "cdp_attribution_revenue", "cdp_attribution_uplift", "cdp_experiment_controls_total"} <= metrics
+    by_title = {p["title"]: t["expr"] for p, t in targets}
+    assert "by (channel)" in by_title["Messages per week by channel"]
+    assert "[7d]" in by_title["Messages per week by channel"]
+    for title, expr in by_title.items():
+        if "cdp_attribution_last_run" not in expr:
+            assert 'scenario=~"$scenario"' in expr, title
 
 
 def test_dashboard_has_stage_latency_percentiles() -> None:

@@ -155,7 +155,8 @@ async def test_profile_id_from_outside_is_dropped(client: httpx.AsyncClient, hub
     assert "dropped a profile_id" in caplog.text and victim not in caplog.text
 
 
-@pytest.mark.parametrize("event", ["profile.birthday", "profile.merged", "message.sent", "segment.entered"])
+@pytest.mark.parametrize("event", ["profile.birthday", "profile.merged", "message.sent", "segment.entered",
+                                   "experiment.assigned"])
 async def test_internal_event_types_are_refused_from_any_key(client: httpx.AsyncClient, hub: Hub,
                                                             event: str) -> None:
     response = await client.post("/v1/track", json=track(event, properties={"message_id": "x"}),

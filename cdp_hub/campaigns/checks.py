@@ -1,6 +1,7 @@
 """Campaign checks beyond the shape, the same way scenarios are checked (:mod:`cdp_hub.triggers.checks`).
 
     campaign files (campaigns_dir or the paths given) ─▶ parse (JSON Schema, pydantic) ─▶ for each campaign:
+        experiment                            as scenarios' (triggers/checks.py: check_experiment)
         audience.segment, audience.exclude   known segments (built-in and segments_dir)
         channel, fallbacks, audience.channels  configured channel instances (a missing fallback: a warning)
         template                              a template for every channel kind used, in the deployment's locales
@@ -17,7 +18,7 @@ from pathlib import Path
 from cdp_hub.campaigns.model import CAMPAIGN_FILES, Campaign
 from cdp_hub.datafiles import LocatedDocument, located_documents
 from cdp_hub.errors import ConfigurationError
-from cdp_hub.triggers.checks import Installed, Problem, did_you_mean
+from cdp_hub.triggers.checks import Installed, Problem, check_experiment, did_you_mean, located_problems
 
 __all__ = ["check_campaign_files"]
 
@@ -28,6 +29,10 @@ def check_campaign_files(paths: Sequence[Path], installed: Installed) -> tuple[l
     problems: list[Problem] = []
     by_id: dict[str, tuple[Campaign, LocatedDocument]] = {}
     for doc in located_documents(paths, what="campaigns"):
+        early = located_problems(doc)
+        if early:
+            problems.extend(early)
+            continue
         try:
             campaign = CAMPAIGN_FILES.parse(doc.data, origin=f"{doc.origin}[{doc.prefix[0]}]" if doc.prefix
                                             else doc.origin)
@@ -71,4 +76,7 @@ def _check(campaign: Campaign, doc: LocatedDocument, installed: Installed) -> li
             if not installed.template_exists(campaign.template, kind, locale):
                 problem(("template",), f"no template {campaign.template!r} for {kind} in locale {locale!r} "
                                        f"(add {campaign.template}/{kind}.j2 to templates_dir)")
+    if campaign.experiment is not None:
+        problems.extend(check_experiment(campaign.experiment, doc, installed, channel=campaign.channel,
+                                         template=campaign.template))
     return problems

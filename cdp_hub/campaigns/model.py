@@ -29,6 +29,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
+from cdp_hub.triggers.experiments import Experiment
 from cdp_hub.triggers.scenario import FrequencyCap, QuietHours
 
 __all__ = ["CAMPAIGN_FILES", "Audience", "Campaign", "Schedule", "campaign_json_schema", "load_campaigns"]
@@ -104,6 +105,9 @@ class Campaign(BaseModel):
         "marketing", description="marketing needs consent; caps and quiet hours apply to it")
     frequency_cap: FrequencyCap | None = None
     quiet_hours: QuietHours | None = None
+    experiment: Experiment | None = Field(
+        default=None, description="variants with weights and a control group that receives nothing "
+        "(docs/experiments.md)")
 
     @field_validator("fallbacks")
     @classmethod

@@ -6,7 +6,10 @@
         next chunk of pending profiles (profile-id order) ─▶ golden records, consent, one identity each
         the contact policy, per chunk (the triggers stage's rules and counters):
             profile gone (merged since launch) ─▶ skipped: suppressed
+            the global holdout (marketing; holdout_share) ─▶ skipped: holdout (reason global_holdout)
             consent on one of the audience channels (consent_policy; schema/consent.py) ─▶ skipped: no_consent
+            the experiment: experiment.assigned recorded; control group ─▶ skipped: control
+            a send-time variant (delay) before launch + delay ─▶ deferred: the row waits (not_before)
             caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state) ─▶ skipped: capped
             quiet hours in the customer's zone ─▶ deferred: the row waits (not_before) and is sent after
             otherwise ─▶ a message intent on [cdp.messages]
@@ -20,9 +23,10 @@ Exactly once: a message id is deterministic per (campaign run, profile[, variant
 deciding its rows publishes that chunk again when the run resumes; the intents are the same messages and the
 delivery stage's send log sends each once. Cap counters are sets of message ids, so a repeat counts once.
 
-Experiments later: ``campaign_audience.variant`` is the variant a profile was assigned (a deterministic hash of
-profile and campaign), its message id takes the variant as its step, and a control group's rows are decided
-``control`` without an intent.
+Experiments: the variant is a pure function of the experiment id and the profile id (the triggers stage's
+:func:`~cdp_hub.triggers.stage.experiment_step`), so a resumed run assigns everybody the same and the message
+id needs no variant in it; the assignment itself is the ``experiment.assigned`` event (once per campaign,
+experiment and profile), and a control group's rows are decided ``control`` without an intent.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import orjson
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.campaigns.model import Campaign
+from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import StageContext
@@ -53,7 +58,14 @@ from cdp_hub.segments.engine import IDENTITY_PRIORITY
 from cdp_hub.store import ConsentRepository, ProfileRepository
 from cdp_hub.store.campaigns import CampaignRepository, CampaignRun, Launched
 from cdp_hub.store.messages import MessageRepository
-from cdp_hub.triggers.stage import TriggerOptions, channels_refusal, message_caps, quiet_hours_end
+from cdp_hub.triggers.experiments import CONTROL, GLOBAL_HOLDOUT, NO_VARIANT, Allocation, assignment_event
+from cdp_hub.triggers.stage import (
+    TriggerOptions,
+    channels_refusal,
+    experiment_step,
+    message_caps,
+    quiet_hours_end,
+)
 
 __all__ = ["SOURCE", "CampaignRunner", "RunResult", "RunStatus", "run_id_for_slot"]
 
@@ -269,7 +281,8 @@ class CampaignRunner:
                     after = FIRST
                     continue
                 after = chunk[-1]
-                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, now)
+                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, now,
+                                                                 launched_at=run.launched_at)
                 # The rate limit: a chunk goes once the messages before it have had their time at the rate, so
                 # t seconds after sending began at most rate * t messages and one chunk have gone.
                 ahead = paced_from + produced / rate - time.monotonic()
@@ -279,7 +292,14 @@ class CampaignRunner:
                 inflight = asyncio.create_task(self._publish_chunk(run.run_id, messages, rows))
                 produced += counted["sent"]
                 for decision, n in counted.items():
+                    if decision.startswith("sent:"):  # sent:<variant>:<channel>, for the marketers' metric
+                        _, variant, channel = decision.split(":", 2)
+                        self.ctx.metrics.scenario_sends.labels(campaign.scenario, variant, channel).inc(n)
+                        continue
                     self.ctx.metrics.trigger_decisions.labels(campaign.scenario, decision).inc(n)
+                    if decision == CONTROL:
+                        self.ctx.metrics.experiment_controls.labels(campaign.scenario).inc(n)
+                counted = Counter({d: n for d, n in counted.items() if not d.startswith("sent:")})
                 decisions.update(counted)
         finally:
             await settle()
@@ -290,16 +310,20 @@ class CampaignRunner:
         await self.ctx.publish(messages)
         await self.campaigns.decide(run_id, rows)
 
-    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: list[uuid.UUID], now: datetime
+    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: list[uuid.UUID], now: datetime,
+                          *, launched_at: datetime | None = None,
                           ) -> tuple[list[OutgoingMessage], list[tuple[uuid.UUID, str, str | None, datetime | None]],
                                      Counter[str]]:
-        """The contact policy for a chunk: its intents and decision events, its rows, and what was decided."""
+        """The contact policy for a chunk: its intents and decision events, its rows, and what was decided
+        (``sent:<variant>:<channel>`` counts the sent messages by variant and channel as well)."""
         # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
         golden = {g.profile_id: g.golden for g in await self.profiles.golden_states(chunk) if g.merged_into is None}
         states = await self.consents.current(chunk)
         rows: list[tuple[uuid.UUID, str, str | None, datetime | None]] = []
         skips: list[tuple[uuid.UUID, str, str, str, datetime | None]] = []  # pid, decision, reason, mid, until
         candidates: list[tuple[uuid.UUID, str]] = []
+        allocations: dict[uuid.UUID, Allocation] = {}
+        assigned: list[uuid.UUID] = []
         for pid in chunk:
             mid = message_id_for(campaign.scenario, str(run_id), str(pid))
             profile = golden.get(pid)
@@ -308,22 +332,45 @@ class CampaignRunner:
                 skips.append((pid, "suppressed", "the profile was merged into another or deleted after launch",
                               mid, None))
                 continue
-            refusal = self.consent_refusal(campaign, profile, states.get(pid, {}))
+            allocation = allocations[pid] = experiment_step(self.policy, campaign.experiment, str(pid),
+                                                            campaign.purpose)
+            if allocation.outcome == "holdout":
+                rows.append((pid, "skipped", "holdout", None))
+                skips.append((pid, "holdout", GLOBAL_HOLDOUT, mid, None))
+                continue
+            refusal = self.consent_refusal(campaign, profile, states.get(pid, {}), allocation)
             if refusal is not None:
                 rows.append((pid, "skipped", "no_consent", None))
                 skips.append((pid, "no_consent", refusal, mid, None))
                 continue
+            if allocation.experiment is not None:
+                assigned.append(pid)
+            if allocation.outcome == "control":
+                rows.append((pid, "skipped", CONTROL, None))
+                skips.append((pid, CONTROL, f"control group of experiment {allocation.experiment.id}"
+                              if allocation.experiment else CONTROL, mid, None))
+                continue
+            variant = allocation.variant
+            if variant is not None and variant.delay and launched_at is not None:
+                due = launched_at + parse_duration(variant.delay)
+                if now < due:  # a send-time variant: its row waits like a quiet-hours deferral
+                    rows.append((pid, "pending", "deferred", due))
+                    skips.append((pid, "deferred", f"variant {variant.name} sends {variant.delay} after launch",
+                                  mid, due))
+                    continue
             candidates.append((pid, mid))
-        caps, labels = self._caps(campaign)
+        caps = [self._caps(campaign, self._channel(campaign, allocations[pid])) for pid, _ in candidates]
         verdicts = await self.hotstate.within_caps_batch(
-            [(caps, str(pid), mid) for pid, mid in candidates], now=now.timestamp()) if caps else []
+            [(c, str(pid), mid) for (c, _), (pid, mid) in zip(caps, candidates, strict=True)],
+            now=now.timestamp()) if any(c for c, _ in caps) else []
         messages: list[OutgoingMessage] = []
         sent = 0
+        by_arm: Counter[str] = Counter()
         for i, (pid, mid) in enumerate(candidates):
             full = verdicts[i] if verdicts else None
             if full is not None:
                 rows.append((pid, "skipped", "capped", None))
-                skips.append((pid, "capped", f"cap reached: {labels[full]}", mid, None))
+                skips.append((pid, "capped", f"cap reached: {caps[i][1][full]}", mid, None))
                 continue
             profile = golden[pid]
             quiet = campaign.quiet_hours
@@ -336,46 +383,69 @@ class CampaignRunner:
                 skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
                                                "time zone", mid, ends))
                 continue
-            messages.append(self._intent(campaign, run_id, pid, mid, profile, now))
+            allocation = allocations[pid]
+            messages.append(self._intent(campaign, run_id, pid, mid, profile, now, allocation))
             rows.append((pid, "sent", None, None))
             sent += 1
-        if skips:
-            identities = await self.profiles.best_identities([pid for pid, *_ in skips], IDENTITY_PRIORITY)
-            messages.extend(self._decisions(campaign, run_id, skips, identities, now))
+            by_arm[f"sent:{allocation.variant_name or NO_VARIANT}:{self._channel(campaign, allocation)}"] += 1
+        if skips or assigned:
+            identities = await self.profiles.best_identities(list({pid for pid, *_ in skips} | set(assigned)),
+                                                             IDENTITY_PRIORITY)
+            messages.extend(self._decisions(campaign, run_id, skips, identities, now, allocations))
+            messages.extend(self._assignments(campaign, assigned, allocations, identities, now))
         counted = Counter(d for _, d, _, _, _ in skips)
         if sent:
             counted["sent"] = sent
+        counted.update(by_arm)
         return messages, rows, counted
 
     def consent_refusal(self, campaign: Campaign, profile: Mapping[str, Any],
-                         states: Mapping[tuple[str, str], str]) -> str | None:
+                        states: Mapping[tuple[str, str], str], allocation: Allocation | None = None) -> str | None:
         """Why none of the audience channels may take the campaign's purpose; None when one may (or when a
-        channel's kind is unknown here: delivery decides for it), as the triggers stage judges scenarios."""
-        return channels_refusal(self.policy, profile, states, campaign.consent_channels, campaign.purpose)
+        channel's kind is unknown here: delivery decides for it), as the triggers stage judges scenarios. A
+        channel variant needs consent on its own channel (or a fallback)."""
+        channels = campaign.consent_channels
+        variant = allocation.variant if allocation is not None else None
+        if variant is not None and variant.channel:
+            channels = list(dict.fromkeys([variant.channel, *campaign.fallbacks]))
+        return channels_refusal(self.policy, profile, states, channels, campaign.purpose)
 
-    def _caps(self, campaign: Campaign) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
-        """The caps of a marketing campaign's message, on the triggers stage's counters (scope names)."""
+    @staticmethod
+    def _channel(campaign: Campaign, allocation: Allocation) -> str:
+        """The channel a message goes to first: the variant's, else the campaign's."""
+        variant = allocation.variant
+        return variant.channel if variant is not None and variant.channel else campaign.channel
+
+    def _caps(self, campaign: Campaign, channel: str) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
+        """The caps of a marketing campaign's message on ``channel``, on the triggers stage's counters."""
         return message_caps(self.policy, own=campaign.frequency_cap, own_scope=campaign.scenario,
-                            own_name="this campaign", category=campaign.purpose, channel=campaign.channel)
+                            own_name="this campaign", category=campaign.purpose, channel=channel)
 
     def _intent(self, campaign: Campaign, run_id: uuid.UUID, pid: uuid.UUID, mid: str,
-                profile: Mapping[str, Any], now: datetime) -> OutgoingMessage:
+                profile: Mapping[str, Any], now: datetime, allocation: Allocation | None = None) -> OutgoingMessage:
         """The message intent, serialized directly (a run makes millions; the delivery stage validates it
         against :class:`~cdp_hub.schema.messages.MessageIntent`, which ``tests/test_campaigns.py`` checks this matches)."""
         locale = profile.get("locale")
+        variant = allocation.variant if allocation is not None else None
+        channel, template, variables = campaign.channel, campaign.template, campaign.vars
+        if variant is not None and allocation is not None and allocation.experiment is not None:
+            channel, template = variant.channel or channel, variant.template or template
+            variables = {**variables, **variant.vars, "experiment": allocation.experiment.id, "variant": variant.name}
         intent = {
             "schema_version": "cdp.message/1", "message_id": mid, "profile_id": str(pid),
-            "scenario": campaign.scenario, "channel": campaign.channel, "fallbacks": campaign.fallbacks,
-            "template": campaign.template, "locale": locale if isinstance(locale, str) else None,
+            "scenario": campaign.scenario, "channel": channel,
+            "fallbacks": [f for f in campaign.fallbacks if f != channel],
+            "template": template, "locale": locale if isinstance(locale, str) else None,
             "trigger_event_id": str(run_id), "trigger_event": None,
-            "vars": {**campaign.vars, "campaign": campaign.id, "campaign_run": str(run_id)},
+            "vars": {**variables, "campaign": campaign.id, "campaign_run": str(run_id)},
             "category": campaign.purpose, "created_at": now, "expires_at": None}
         return OutgoingMessage(self.ctx.topics.messages, orjson.dumps(intent), str(pid).encode(),
                                (("cdp.scenario", campaign.scenario.encode()),))
 
     def _decisions(self, campaign: Campaign, run_id: uuid.UUID,
                    outcomes: Sequence[tuple[uuid.UUID, str, str, str, datetime | None]],
-                   identities: Mapping[uuid.UUID, Mapping[str, str]], now: datetime) -> list[OutgoingMessage]:
+                   identities: Mapping[uuid.UUID, Mapping[str, str]], now: datetime,
+                   allocations: Mapping[uuid.UUID, Allocation] | None = None) -> list[OutgoingMessage]:
         """Each outcome as a ``message.decided`` event (deterministic id: run, profile, decision). A profile
         without any identity gets none (an event about a person needs one); its row still says what happened."""
         topic = self.ctx.topics.events
@@ -392,10 +462,31 @@ class CampaignRunner:
                 "campaign": campaign.id, "campaign_run": str(run_id)}
             if until is not None:
                 properties["until"] = until.isoformat()
+            allocation = (allocations or {}).get(pid)
+            if allocation is not None and allocation.experiment is not None and allocation.variant_name:
+                properties["experiment"] = allocation.experiment.id
+                properties["variant"] = allocation.variant_name
             event = Event.model_construct(
                 event_id=deterministic_event_id(SOURCE, record_id, DECIDED), type=DECIDED, source=SOURCE,
                 source_record_id=record_id, occurred_at=now, received_at=now,
                 identities=[Identity.model_construct(kind=identity["kind"], value=identity["value"])],
                 traits=Traits(), properties=properties, context=Context(), profile_id=pid)
             out.append(event_message(topic, event))
+        return out
+
+    def _assignments(self, campaign: Campaign, assigned: Sequence[uuid.UUID],
+                     allocations: Mapping[uuid.UUID, Allocation],
+                     identities: Mapping[uuid.UUID, Mapping[str, str]], now: datetime) -> list[OutgoingMessage]:
+        """The ``experiment.assigned`` event of each profile that reached the experiment step (deterministic
+        id per campaign, experiment and profile: a later run or a resumed chunk records nothing new)."""
+        out = []
+        for pid in assigned:
+            identity = identities.get(pid)
+            if identity is None:
+                continue
+            event = assignment_event(
+                source=SOURCE, scenario=campaign.scenario, allocation=allocations[pid], profile_id=str(pid),
+                identities=[Identity.model_construct(kind=identity["kind"], value=identity["value"])], now=now)
+            if event is not None:
+                out.append(event_message(self.ctx.topics.events, event))
         return out

@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "cdp_hub.delivery.recommend_cli",  # recommend refresh/show
     "cdp_hub.jobs.cli",          # jobs list/run/history
     "cdp_hub.campaigns.cli",     # campaigns validate/list/preview/launch/pause/resume/cancel/status
+    "cdp_hub.reports.cli",       # report scenarios (table, --json, --csv, --html)
 )
 
 Handler = Callable[[argparse.Namespace, Settings], Any]

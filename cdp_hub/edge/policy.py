@@ -2,7 +2,7 @@
 
     event dict from a request ─▶ strip_profile_id (dropped and logged: only the resolver assigns profiles)
     Event ─▶ SourcePolicy.admit:
-              internal type (profile.*, message.*, segment.*, journey.*,
+              internal type (profile.*, message.*, segment.*, journey.*, experiment.*,
                              product.price_dropped, product.back_in_stock, product.low_stock)  ─▶ PolicyViolation (DLQ)
               catalogue event (product.updated) from a ``public`` source    ─▶ PolicyViolation (DLQ)
               type outside the source's allow-list                         ─▶ PolicyViolation (DLQ)
@@ -36,8 +36,9 @@ __all__ = ["INTERNAL_PREFIXES", "INTERNAL_TYPES", "ClockWindow", "SourcePolicy",
 log = logging.getLogger(__name__)
 
 Trust = Literal["public", "trusted"]
-INTERNAL_PREFIXES = ("profile.", "message.", "segment.", "journey.")
-"""Event types the hub makes itself; never accepted from outside."""
+INTERNAL_PREFIXES = ("profile.", "message.", "segment.", "journey.", "experiment.")
+"""Event types the hub makes itself; never accepted from outside (an outside ``experiment.assigned`` would move
+a customer into another arm of a report)."""
 INTERNAL_TYPES = frozenset({"product.price_dropped", "product.back_in_stock", "product.low_stock"})
 """Single event types the hub derives itself (from catalogue changes); never accepted from outside either."""
 

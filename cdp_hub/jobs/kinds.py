@@ -7,6 +7,8 @@ Airflow operators call.
     edge_sightings_purge  no options: expired rows of the PostgreSQL dedupe window ─▶ store/sightings.py
     campaigns          no options: launch the campaigns whose schedule slot   ─▶ campaigns/runner.py
                        is due, then send every run without a live sender
+    attribution        options: since (default 30d): the scenario report's    ─▶ reports/scenarios.py
+                       figures into the marketers' Prometheus gauges
 
 Each takes the started hub, the job's options and ``settle`` (see :mod:`cdp_hub.pipeline.embedded`: on the
 in-process bus it waits until the stages of this process have stored what the job published; before a sync
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import birthday_scheduler, campaign_runner, segment_engine
@@ -35,6 +38,7 @@ _OPTIONS: dict[str, set[str]] = {
     "birthday_scan": set(),
     "edge_sightings_purge": set(),
     "campaigns": set(),
+    "attribution": {"since"},
 }
 
 
@@ -110,12 +114,37 @@ async def run_campaigns(hub: Hub, options: Mapping[str, Any], settle: Settle) ->
             "runs": {str(r.run_id): {"status": r.status, **r.decisions} for r in results}}
 
 
+async def run_attribution(hub: Hub, options: Mapping[str, Any], settle: Settle) -> dict[str, Any]:
+    """Compute the scenario report over the last ``since`` (default 30d) and set the attribution gauges
+    (``cdp_attribution_*``) for the configured scenarios and campaigns only: label values come from the
+    configuration, never from data. The gauges live in the process that ran the job (a dashboard takes the
+    max over processes)."""
+    from cdp_hub.campaigns.model import load_campaigns
+    from cdp_hub.reports.scenarios import parse_since, publish_metrics, scenario_report
+    from cdp_hub.triggers.scenario import load_scenarios
+
+    settings = hub.settings
+    now = hub.clock()
+    since = parse_since(str(options.get("since", "30d")), now)
+    known: dict[str, list[str]] = {}
+    for scenario in load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else []):
+        known[scenario.id] = [v.name for v in scenario.experiment.variants] if scenario.experiment else []
+    for campaign in load_campaigns([settings.campaigns_dir] if settings.campaigns_dir else []):
+        known[campaign.scenario] = [v.name for v in campaign.experiment.variants] if campaign.experiment else []
+    report = await scenario_report(hub.store, since=since, until=now,
+                                   window=parse_duration(settings.attribution_window),
+                                   conversion_events=settings.conversion_events, scenarios=sorted(known))
+    published = publish_metrics(report, hub.metrics, known=known, now=now.timestamp())
+    return {"since": since.isoformat(), "scenarios": len(report.scenarios), "rows": published}
+
+
 JOB_KINDS: dict[str, JobFunction] = {
     "sync": run_sync,
     "segment_recompute": run_segment_recompute,
     "birthday_scan": run_birthday_scan,
     "edge_sightings_purge": run_edge_sightings_purge,
     "campaigns": run_campaigns,
+    "attribution": run_attribution,
 }
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "CartPayload",
     "ConsentPayload",
     "EmptyPayload",
+    "ExperimentAssignedPayload",
     "LineItem",
     "MessagePayload",
     "OrderPayload",
@@ -212,7 +213,7 @@ class MessagePayload(Payload):
 
 
 Decision = Literal["sent", "deferred", "capped", "no_consent", "suppressed", "duplicate", "lost_priority",
-                   "too_late", "muted"]
+                   "too_late", "muted", "control", "holdout"]
 
 
 class DecisionPayload(Payload):
@@ -227,6 +228,19 @@ class DecisionPayload(Payload):
     trigger_event_id: str | None = None
     trigger_type: str | None = None
     until: datetime | None = Field(default=None, description="deferred: when the message goes instead")
+    experiment: str | None = Field(default=None, description="the experiment of the scenario or campaign, if any")
+    variant: str | None = Field(default=None, description="the profile's variant in it, or control")
+
+
+class ExperimentAssignedPayload(Payload):
+    """``experiment.assigned``: a profile's arm in a scenario's or campaign's experiment, recorded once per
+    scenario, experiment and profile (a deterministic event id); what attribution compares."""
+
+    experiment: str
+    scenario: str
+    variant: str = Field(description="the variant's name, or control")
+    profile_key: str = Field(description="the profile id the assignment was hashed from (the surviving profile "
+                             "at the time; after a later merge the survivor's own assignment wins)")
 
 
 class SegmentPayload(Payload):
@@ -285,6 +299,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "message.opened": MessagePayload,
     "message.clicked": MessagePayload,
     "message.decided": DecisionPayload,
+    "experiment.assigned": ExperimentAssignedPayload,
     "segment.entered": SegmentPayload,
     "segment.exited": SegmentPayload,
     "profile.created": ProfileCreatedPayload,

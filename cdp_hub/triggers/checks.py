@@ -6,6 +6,8 @@
         segments                    segment.entered/exited on a known segment, profile.segments contains one
         channel, fallbacks          a configured channel instance, or a channel type of that name
         template                    a template for every channel kind used, in the deployment's locale
+        experiment                  weights positive, names unique, control 0..0.5 (with the line, before the
+                                    schema check); a variant's channel configured, its template there
     ─▶ problems, each ``file:line: $.json.path: message``
 
 ``cdp-hub scenarios validate`` prints them; ``cdp-hub run`` refuses to start the triggers stage while there is
@@ -25,9 +27,11 @@ from cdp_hub.datafiles import LocatedDocument, located_documents
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.events import Event, Traits
 from cdp_hub.schema.payloads import EVENT_TYPES
+from cdp_hub.triggers.experiments import Experiment, experiment_problems
 from cdp_hub.triggers.scenario import SCENARIO_FILES, Scenario
 
-__all__ = ["Installed", "Problem", "check_scenario_files", "did_you_mean", "scenario_documents"]
+__all__ = ["Installed", "Problem", "check_experiment", "check_scenario_files", "did_you_mean", "located_problems",
+           "scenario_documents"]
 
 PROFILE_FIELDS = frozenset(Traits.model_fields) | {"segments", "consent", "profile_id"}
 EVENT_FIELDS = frozenset(Event.model_fields)
@@ -82,6 +86,10 @@ def check_scenario_files(paths: Sequence[Path], installed: Installed, *,
     by_id: dict[str, tuple[Scenario, LocatedDocument]] = {}
     for doc in scenario_documents(paths, builtin=builtin):
         origin = f"{doc.origin}[{doc.prefix[0]}]" if doc.prefix else doc.origin
+        early = located_problems(doc)
+        if early:
+            problems.extend(early)
+            continue
         try:
             scenario = SCENARIO_FILES.parse(doc.data, origin=origin)
         except ConfigurationError as exc:
@@ -141,6 +149,41 @@ def check_scenario(scenario: Scenario, doc: LocatedDocument, installed: Installe
             if not installed.template_exists(scenario.template, kind, locale):
                 problem(("template",), f"no template {scenario.template!r} for {kind} in locale {locale!r} "
                                        f"(add {scenario.template}/{kind}.j2 to templates_dir)")
+    if scenario.experiment is not None:
+        problems.extend(check_experiment(scenario.experiment, doc, installed, channel=scenario.channel,
+                                         template=scenario.template))
+    return problems
+
+
+def located_problems(doc: LocatedDocument) -> list[Problem]:
+    """The experiment block's problems with their file line (weights, names, control share), found before the
+    schema check, which would name the JSON path only."""
+    return [Problem.at(doc, path, message) for path, message in experiment_problems(doc.data)]
+
+
+def check_experiment(experiment: Experiment, doc: LocatedDocument, installed: Installed, *, channel: str,
+                     template: str) -> list[Problem]:
+    """A variant's channel must be configured and its template (its own or the scenario's/campaign's) be
+    there for that channel's kind in every locale; shared by scenario and campaign checks."""
+    problems: list[Problem] = []
+    for i, variant in enumerate(experiment.variants):
+        if variant.channel is None and variant.template is None:
+            continue
+        name = variant.channel or channel
+        kind = installed.channel_kind(name)
+        if kind is None:
+            if variant.channel is not None:
+                problems.append(Problem.at(doc, ("experiment", "variants", i, "channel"),
+                                           f"channel {name!r} is not configured (add [channels.{name}] to the "
+                                           "config)"))
+            continue
+        chosen = variant.template or template
+        for locale in installed.locales:
+            if not installed.template_exists(chosen, kind, locale):
+                problems.append(Problem.at(
+                    doc, ("experiment", "variants", i, "template" if variant.template else "channel"),
+                    f"no template {chosen!r} for {kind} in locale {locale!r} (add {chosen}/{kind}.j2 to "
+                    "templates_dir)"))
     return problems
 
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from cdp_hub.datafiles import DataFiles
 from cdp_hub.durations import parse_duration
+from cdp_hub.triggers.experiments import Experiment
 
 __all__ = ["CollectedValues", "Condition", "HoldUntil", "Predicate", "Scenario", "SendAt", "compile_conditions", "load_scenarios",
            "parse_duration", "path_reader", "scenario_json_schema"]
@@ -322,6 +323,9 @@ class Scenario(BaseModel):
     frequency_cap: FrequencyCap | None = None
     quiet_hours: QuietHours | None = None
     vars: dict[str, Any] = Field(default_factory=dict)
+    experiment: Experiment | None = Field(
+        default=None, description="variants with weights and a control group that receives nothing "
+        "(docs/experiments.md)")
 
     @field_validator("delay", "max_age", "lateness")
     @classmethod

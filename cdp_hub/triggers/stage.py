@@ -59,11 +59,22 @@ from cdp_hub.store import (
     TimerRepository,
 )
 from cdp_hub.store.timers import Timer
+from cdp_hub.triggers.experiments import (
+    CONTROL,
+    GLOBAL_HOLDOUT,
+    NO_EXPERIMENT,
+    NO_VARIANT,
+    Allocation,
+    Experiment,
+    allocate,
+    assignment_event,
+)
 from cdp_hub.triggers.index import ScenarioIndex
 from cdp_hub.triggers.scenario import FrequencyCap, QuietHours, Scenario, parse_duration
 from cdp_hub.triggers.timeline import Watermarks, is_too_late
 
-__all__ = ["DECISION_SOURCE", "Decision", "TriggerOptions", "TriggerStage", "is_muted", "quiet_hours_end"]
+__all__ = ["DECISION_SOURCE", "Decision", "TriggerOptions", "TriggerStage", "experiment_step", "is_muted",
+           "quiet_hours_end"]
 
 DECISION_SOURCE = "cdp-hub.triggers"
 CONSENT_REQUESTED = "consent.requested"
@@ -137,6 +148,9 @@ class TriggerOptions:
     """Run the daily birthday scan (a simulation does not)."""
     consent_links: ConsentLinks | None = None
     """Signs double opt-in links: a ``consent.requested`` trigger's intent carries ``vars.confirm_url``."""
+    holdout_share: float = 0.0
+    """The global holdout: this share of profiles gets no marketing (triggers/experiments.py)."""
+    holdout_salt: str = "cdp-hub-holdout"
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TriggerOptions:
@@ -149,6 +163,8 @@ class TriggerOptions:
                 "priority_window": parse_duration(settings.priority_window),
                 "marketing_caps": _durations(settings.marketing_caps, "marketing_caps"),
                 "channel_caps": {ch: _durations(c, f"channel_caps.{ch}") for ch, c in settings.channel_caps.items()},
+                "holdout_share": settings.holdout_share,
+                "holdout_salt": settings.holdout_salt,
             }
         except ValueError as exc:
             raise ConfigurationError(f"triggers settings: {exc}") from None
@@ -169,6 +185,8 @@ class Decision:
     """The message, for ``sent`` and ``deferred``."""
     until: datetime | None = None
     message_id: str | None = None
+    allocation: Allocation = NO_EXPERIMENT
+    """The experiment step's outcome: the variant (or control) the decision and its metrics name."""
 
 
 class _EventView(Mapping[str, Any]):
@@ -211,9 +229,11 @@ class _Gate:
     profile: dict[str, Any]
     event: Event
     trigger: _EventView
-    make: Callable[[], MessageIntent]
+    make: Callable[[Allocation], MessageIntent]
     profile_id: str = ""
     message_id: str = ""
+    allocation: Allocation = NO_EXPERIMENT
+    """Set by the experiment step: a variant may change the template, the channel and the variables."""
 
     def __post_init__(self) -> None:
         self.profile_id = str(self.event.profile_id)
@@ -221,7 +241,13 @@ class _Gate:
 
     @functools.cached_property
     def intent(self) -> MessageIntent:
-        return self.make()
+        return self.make(self.allocation)
+
+    @property
+    def channel(self) -> str:
+        """The channel the message goes to first: the variant's, else the scenario's."""
+        variant = self.allocation.variant
+        return variant.channel if variant is not None and variant.channel else self.scenario.channel
 
 
 class TriggerStage(Stage[Event]):
@@ -366,22 +392,26 @@ class TriggerStage(Stage[Event]):
                                               f"the event is older than {_human(max_age)}", event))
                     continue
                 lateness = compiled.lateness or self.options.allowed_lateness
+                # A send-time variant waits longer than the scenario (the experiment step is pure: the same
+                # variant is found again when the timer fires).
+                later = _variant_delay(self.options, scenario, pid)
                 if scenario.send_at is None:
-                    fire_at = event.occurred_at + (compiled.delay or timedelta(0))
+                    fire_at = event.occurred_at + (compiled.delay or timedelta(0)) + later
                 else:  # relative to a time on the event (a delivery slot, points expiring)
                     anchored = scenario.fire_time(event.occurred_at, trigger)
                     if anchored is None:
                         decisions.append(Decision(scenario, pid, "suppressed",
                                                   f"the event has no date-time {scenario.send_at.field}", event))
                         continue
-                    fire_at = anchored
-                if (scenario.delayed or compiled.lateness) and is_too_late(fire_at, arrived, lateness):
+                    fire_at = anchored + later
+                waits = scenario.delayed or bool(later)
+                if (waits or compiled.lateness) and is_too_late(fire_at, arrived, lateness):
                     decisions.append(Decision(
                         scenario, pid, "too_late",
                         f"arrived after its send time {fire_at.isoformat()} plus the lateness of {_human(lateness)}",
                         event))
                     continue
-                if scenario.delayed:
+                if waits:
                     key = scenario.hold_until.key_of(trigger) if scenario.hold_until else None
                     trigger_id = uuid.uuid5(TIMER_NAMESPACE, f"{scenario.id}:{event.event_id}")
                     timers.append(Timer(event.profile_id, trigger_id, scenario.id, fire_at, event.event_id,
@@ -412,11 +442,18 @@ class TriggerStage(Stage[Event]):
         self._emit(decisions, out)
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any],
-                trigger: _EventView | None = None) -> MessageIntent:
+                trigger: _EventView | None = None, allocation: Allocation = NO_EXPERIMENT) -> MessageIntent:
         """The intent of ``scenario`` for ``event`` (``trigger``: the event's JSON form, when the caller has
-        it). Built from validated parts without validating again: a busy stage builds several per event."""
+        it; ``allocation``: the profile's variant, which may change template, channel and variables). Built
+        from validated parts without validating again: a busy stage builds several per event."""
         pid = str(event.profile_id)
         variables = scenario.vars
+        variant = allocation.variant
+        template, channel = scenario.template, scenario.channel
+        if variant is not None:
+            template, channel = variant.template or template, variant.channel or channel
+            variables = {**variables, **variant.vars, "experiment": allocation.experiment.id
+                         if allocation.experiment else None, "variant": variant.name}
         links = self.options.consent_links
         if event.type == CONSENT_REQUESTED and links is not None:
             props = event.properties
@@ -428,9 +465,9 @@ class TriggerStage(Stage[Event]):
             message_id=message_id_for(scenario.id, str(event.event_id), pid),
             profile_id=pid,
             scenario=scenario.id,
-            channel=scenario.channel,
-            fallbacks=list(scenario.fallbacks),
-            template=scenario.template,
+            channel=channel,
+            fallbacks=[f for f in scenario.fallbacks if f != channel],
+            template=template,
             locale=locale if isinstance(locale, str) else None,
             trigger_event_id=str(event.event_id),
             trigger_event=trigger.full() if trigger is not None else event.model_dump(mode="json", exclude_none=True),
@@ -456,17 +493,43 @@ class TriggerStage(Stage[Event]):
         def decide(gate: _Gate, decision: str, reason: str, until: datetime | None = None) -> None:
             goes = decision in ("sent", "deferred")
             decisions.append(Decision(gate.scenario, gate.profile_id, decision, reason, gate.event,
-                                      gate.intent if goes else None, until, gate.message_id))
+                                      gate.intent if goes else None, until, gate.message_id, gate.allocation))
+
+        # The experiment step: the global holdout first (it receives no marketing whatever its consent), the
+        # variant before consent (a channel variant needs consent on its own channel).
+        passed: list[_Gate] = []
+        for gate in gates:
+            gate.allocation = experiment_step(self.options, gate.scenario.experiment, gate.profile_id,
+                                              gate.scenario.category)
+            if gate.allocation.outcome == "holdout":
+                decide(gate, "holdout", GLOBAL_HOLDOUT)
+            else:
+                passed.append(gate)
+        gates = passed
 
         # Consent: the consents table, with the Golden Record's consent map for profiles recorded before it
         # (read with the batch's other lookups when the caller has it).
         states = consent_states if consent_states is not None else await self.consents.current(
             list({uuid.UUID(g.profile_id) for g in gates}))
-        passed: list[_Gate] = []
+        passed = []
         for gate in gates:
             refusal = self._consent_refusal(gate, states.get(uuid.UUID(gate.profile_id), {}))
             if refusal is not None:
                 decide(gate, "no_consent", refusal)
+            else:
+                passed.append(gate)
+        gates = passed
+        # Who may receive is in the experiment: the assignment is recorded (once per scenario, experiment and
+        # profile: a deterministic event id), and the control group stops here, before it claims any counter.
+        passed = []
+        for gate in gates:
+            recorded = assignment_event(source=DECISION_SOURCE, scenario=gate.scenario.id,
+                                        allocation=gate.allocation, profile_id=gate.profile_id,
+                                        identities=gate.event.identities, now=self.now())
+            if recorded is not None:
+                out.messages.append(event_message(self.ctx.topics.events, recorded))
+            if gate.allocation.outcome == "control":
+                decide(gate, CONTROL, f"control group of experiment {_experiment_id(gate.allocation)}")
             else:
                 passed.append(gate)
         gates = passed
@@ -517,7 +580,7 @@ class TriggerStage(Stage[Event]):
 
         postponed: list[tuple[MessageIntent, datetime]] = []
         contenders = [g for g in gates if g.message_id not in lost]
-        caps = [self._caps(g.scenario) for g in contenders]
+        caps = [self._caps(g.scenario, g.channel) for g in contenders]
         verdicts = await self.hotstate.within_caps_batch(
             [(c, g.profile_id, g.message_id) for (c, _), g in zip(caps, contenders, strict=True)],
             now=self.now().timestamp())
@@ -531,7 +594,7 @@ class TriggerStage(Stage[Event]):
                 continue
             full = full_caps.get(gate.message_id)
             if full is not None:
-                self.ctx.metrics.messages.labels(scenario.channel, "capped").inc()
+                self.ctx.metrics.messages.labels(gate.channel, "capped").inc()
                 decide(gate, "capped", full)
                 continue
             ends = None
@@ -557,13 +620,13 @@ class TriggerStage(Stage[Event]):
     def _consent_refusal(self, gate: _Gate, states: Mapping[tuple[str, str], str]) -> str | None:
         """Why none of the intent's channels may take it; None when one may."""
         scenario = gate.scenario
-        return channels_refusal(self.options, gate.profile, states, (scenario.channel, *scenario.fallbacks),
-                                scenario.category)
+        return channels_refusal(self.options, gate.profile, states,
+                                dict.fromkeys((gate.channel, *scenario.fallbacks)), scenario.category)
 
-    def _caps(self, scenario: Scenario) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
-        """The frequency caps of a scenario's message (see :func:`message_caps`)."""
+    def _caps(self, scenario: Scenario, channel: str) -> tuple[list[tuple[str, int, float]], dict[str, str]]:
+        """The frequency caps of a scenario's message on ``channel`` (see :func:`message_caps`)."""
         return message_caps(self.options, own=scenario.frequency_cap, own_scope=scenario.id,
-                            own_name="this scenario", category=scenario.category, channel=scenario.channel)
+                            own_name="this scenario", category=scenario.category, channel=channel)
 
     def _emit(self, decisions: Sequence[Decision], out: StageOutput) -> None:
         """Each decision as a ``message.decided`` event (deterministic id) and a metric."""
@@ -573,12 +636,23 @@ class TriggerStage(Stage[Event]):
         now = self.now()
         for d in decisions:
             self.ctx.metrics.trigger_decisions.labels(d.scenario.id, d.decision).inc()
+            channel = d.intent.channel if d.intent is not None else d.scenario.channel
+            variant = d.allocation.variant_name
+            if variant is None and d.intent is not None and isinstance(d.intent.vars.get("variant"), str):
+                variant = d.intent.vars["variant"]  # a message postponed by quiet hours names its variant
+            if d.decision == "sent":
+                self.ctx.metrics.scenario_sends.labels(d.scenario.id, variant or NO_VARIANT, channel).inc()
+            elif d.decision == CONTROL:
+                self.ctx.metrics.experiment_controls.labels(d.scenario.id).inc()
             trigger_id = str(d.event.event_id)
             properties: dict[str, Any] = {
                 "scenario": d.scenario.id, "decision": d.decision, "reason": d.reason[:500],
-                "channel": d.scenario.channel, "category": d.scenario.category,
+                "channel": channel, "category": d.scenario.category,
                 "trigger_event_id": trigger_id, "trigger_type": d.event.type,
             }
+            if variant is not None and d.scenario.experiment is not None:
+                properties["experiment"] = d.scenario.experiment.id
+                properties["variant"] = variant
             message_id = d.message_id or (d.intent.message_id if d.intent is not None else None)
             if message_id is not None:
                 properties["message_id"] = message_id
@@ -716,6 +790,27 @@ class TriggerStage(Stage[Event]):
 
 async def _nothing() -> dict[uuid.UUID, Any]:
     return {}
+
+
+def experiment_step(options: TriggerOptions, experiment: Experiment | None, profile_id: str,
+                    purpose: str) -> Allocation:
+    """The experiment step of the contact policy, shared by scenarios and campaigns: the global holdout
+    (marketing only) and the profile's variant or control group (triggers/experiments.py). ``profile_id`` is
+    the surviving profile's id, which keeps its assignment through merges."""
+    return allocate(experiment, profile_id, purpose=purpose, holdout_share=options.holdout_share,
+                    holdout_salt=options.holdout_salt)
+
+
+def _variant_delay(options: TriggerOptions, scenario: Scenario, profile_id: str) -> timedelta:
+    """How much later than the scenario a send-time variant sends (zero for the others and the held out)."""
+    if scenario.experiment is None:
+        return timedelta(0)
+    variant = experiment_step(options, scenario.experiment, profile_id, scenario.category).variant
+    return parse_duration(variant.delay) if variant is not None and variant.delay else timedelta(0)
+
+
+def _experiment_id(allocation: Allocation) -> str:
+    return allocation.experiment.id if allocation.experiment is not None else ""
 
 
 def channels_refusal(options: TriggerOptions, profile: Mapping[str, Any], states: Mapping[tuple[str, str], str],
