@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cdp_hub.store import consents as consent_sql
 from cdp_hub.store import events as event_sql
 from cdp_hub.store import messages as message_sql
 from cdp_hub.store import timers as timer_sql
@@ -46,13 +47,14 @@ BATCH = 250  # the stages' batch size (Settings.batch_size)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 # The tables the hot statements read; each holds `rows` rows after load() (events: in its 2026 partition).
 TABLES = ("profiles", "identities", "profile_traits", "merges", "events", "event_ids", "scheduled_triggers",
-          "messages")
+          "messages", "consents")
 
 
 def _load_sql(first: int, rows: int) -> list[str]:
     """Statements that fill the hot tables with rows ``first``..``rows`` each, shaped like a retailer's: one
     e-mail and four trait observations per profile (a quarter of the profiles), a twentieth merged away, two
-    events per profile, timers mostly fired (5% pending), messages mostly sent."""
+    events per profile, timers mostly fired (5% pending), messages mostly sent, two consent statements per
+    profile."""
     quarter, half = max(1, rows // 4), max(1, rows // 2)
     return [
         f"""INSERT INTO profiles (profile_id, merged_into, golden, created_by_event, created_at)
@@ -90,6 +92,11 @@ def _load_sql(first: int, rows: int) -> list[str]:
             SELECT 'msg-' || i, md5('p' || (i % {half}))::uuid, 'scenario' || (i % 20), 'email',
                    CASE WHEN i % 50 = 0 THEN 'sending' ELSE 'sent' END, md5('e' || i)::uuid, 'smtp', 'pm-' || i,
                    '{T0.isoformat()}'::timestamptz + i * interval '1 second'
+              FROM generate_series({first}, {rows}) AS i""",
+        f"""INSERT INTO consents (profile_id, channel, purpose, status, occurred_at, source, event_id)
+            SELECT md5('p' || (i % {half}))::uuid, CASE WHEN i % 2 = 0 THEN 'email' ELSE 'sms' END, 'marketing',
+                   CASE WHEN i % 7 = 0 THEN 'opted_out' ELSE 'opted_in' END,
+                   '{T0.isoformat()}'::timestamptz + i * interval '1 second', 'web', md5('c' || i)::uuid
               FROM generate_series({first}, {rows}) AS i""",
     ]
 
@@ -181,6 +188,7 @@ HOT = [
     Hot("golden of", profile_sql._GOLDEN_OF, lambda n: (_profiles(n),)),
     Hot("golden states", profile_sql._GOLDEN_STATES, lambda n: (_profiles(n),)),
     Hot("identities by recency", profile_sql._IDENTITIES_BY_RECENCY, lambda n: (_profiles(n),)),
+    Hot("current consent", consent_sql._CURRENT, lambda n: (_profiles(n),)),
     # The triggers' timers.
     Hot("timers cancel", timer_sql._CANCEL_PENDING,
         lambda n: (_profiles(n), ["scenario1"] * BATCH, [T0 + timedelta(days=1)] * BATCH)),

@@ -34,14 +34,14 @@ def embedded_dsn(data_dir: Path) -> str:
     return str(server.get_uri())
 
 
-# Every statement is planned for the tables as they are and the arguments it gets. asyncpg prepares each statement
-# once per connection, and PostgreSQL's plan cache then moves it to a generic plan once that looks no dearer
-# than the custom ones; a generic plan made while the tables were small reads them whole (profiles by id, the
-# golden refresh, the timers' cancel were seen doing so under load) and stays until the tables' statistics
-# change, which autovacuum may leave for long on a busy server (tests/test_sql_plans.py shows both). A custom
-# plan costs a planning per execution (about 1.5 ms more per resolver batch of 250 events than the generic
-# plans, measured on 200k-row tables), and a hot statement runs once per batch. A connection parameter, so
-# asyncpg's RESET ALL on release keeps it. A server without the setting refuses a connection that names it
+# Every statement is planned for the tables as they are and the arguments it gets. asyncpg prepares each
+# statement once per connection, and PostgreSQL's plan cache then moves it to a generic plan once that looks
+# no dearer than the custom ones; a generic plan made while the tables were small reads them whole (profiles
+# by id, the golden refresh, the timers' cancel were seen doing so under load) and stays until the tables'
+# statistics change, which autovacuum may leave for long on a busy server (tests/test_sql_plans.py shows
+# both). A custom plan costs a planning per execution (about 1.5 ms more per resolver batch of 250 events
+# than the generic plans, measured on 200k-row tables), and a hot statement runs once per batch. A connection
+# parameter, so asyncpg's RESET ALL on release keeps it. A server without the setting refuses a connection that names it
 # (Greenplum 6 has none), so the greenplum dialect leaves it to the role's settings (docs/operations.md,
 # "Query plans").
 _SERVER_SETTINGS: dict[str, dict[str, str]] = {
