@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_client_id: str = "cdp-hub"
     kafka_replication_factor: int = 1
+    kafka_compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = Field(
+        "zstd", description="codec of the records the hub produces (consumers read every codec): zstd has gzip's "
+        "size at about half its CPU (bench/compression.py); none only where the network is free (loopback); "
+        "zstd needs Kafka 2.1 or later on the brokers and on every other reader of the topics")
     topic_prefix: str = ""
     topic_partitions: int = 4
 

@@ -51,6 +51,11 @@ async def test_csv_import_builds_golden_records_and_dead_letters(hub: Hub, tmp_p
     assert [(d["failure_type"], d["field"]) for d in reasons] == [
         ("normalization_error", "email"), ("resolution_error", "identities"), ("schema_violation", "traits.birth_date")]
     assert all(d["stage"] == "import" and d["source"] == "legacy_crm" for d in reasons)
+    # The tables it wrote have fresh planner statistics (a manual ANALYZE; autovacuum's counts elsewhere).
+    analyzed = await hub.store.fetch("SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL")
+    assert {"profiles", "identities", "profile_traits", "merges", "event_ids", "consents"} <= {
+        r["relname"] for r in analyzed}
+    assert "analyze" in summary.phases
 
     anna = await find_profile(hub.store, "crm_id", "C-7")
     assert anna is not None

@@ -291,6 +291,48 @@ def test_create_bus_rejects_bad_configuration() -> None:
         create_bus("kafka")
 
 
+# -- Kafka only: compression ---------------------------------------------------------------------------------
+
+
+@pytest.mark.kafka
+async def test_a_consumer_reads_what_producers_of_every_codec_wrote(name: Callable[[str], str]) -> None:
+    """Producers may differ in kafka_compression (a rolling change of it, another tool): every consumer reads
+    every codec, because the codecs are installed with the package."""
+    from cdp_hub.bus.kafka import COMPRESSIONS, KafkaBus
+
+    _check_broker_reachable(KAFKA_BOOTSTRAP)
+    topic = name("codecs")
+    for compression in COMPRESSIONS:
+        async with KafkaBus(KAFKA_BOOTSTRAP, client_id="cdp-hub-tests", compression=compression) as producer:
+            assert producer._producer._compression_type == (None if compression == "none" else compression)
+            await producer.publish_many([OutgoingMessage(topic, f"{compression}-{i}".encode() * 40, b"k")
+                                         for i in range(3)])
+    reader = create_bus("kafka", bootstrap=KAFKA_BOOTSTRAP, client_id="cdp-hub-tests")
+    async with reader, reader.consumer([topic], group=name("codecs-reader")) as consumer:
+        got = values(await drain(consumer, 3 * len(COMPRESSIONS)))
+    assert got == [f"{c}-{i}".encode() * 40 for c in COMPRESSIONS for i in range(3)]
+
+
+def test_kafka_bus_compression_is_zstd_unless_configured_and_must_be_installable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiokafka import codec
+
+    from cdp_hub.bus.kafka import KafkaBus
+    from cdp_hub.config import Settings
+    from cdp_hub.hub import create_bus as hub_bus
+
+    assert KafkaBus(KAFKA_BOOTSTRAP).compression == "zstd"
+    for settings, expected in ((Settings(bus="kafka"), "zstd"),
+                               (Settings(bus="kafka", kafka_compression="lz4"), "lz4")):
+        bus = hub_bus(settings)
+        assert isinstance(bus, KafkaBus) and bus.compression == expected
+    with pytest.raises(ConfigurationError, match="unknown Kafka compression 'brotli'"):
+        KafkaBus(KAFKA_BOOTSTRAP, compression="brotli")
+    monkeypatch.setattr(codec, "has_zstd", lambda: False)
+    with pytest.raises(ConfigurationError, match=r"pip install 'aiokafka\[zstd\]'"):
+        KafkaBus(KAFKA_BOOTSTRAP, compression="zstd")
+
+
 # -- in-process bus only: retention --------------------------------------------------------------------
 
 

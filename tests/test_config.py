@@ -60,3 +60,15 @@ def test_the_readme_configuration_example_is_valid(tmp_path: Path, monkeypatch: 
         registry.connector(inst.type)(inst.config, instance=name)  # validates the connector's options
     for name, inst in settings.channels.items():
         registry.channel(inst.type)(inst.config, instance=name)
+
+
+def test_kafka_compression_is_one_the_bus_knows() -> None:
+    from typing import get_args
+
+    from cdp_hub.bus.kafka import COMPRESSIONS, DEFAULT_COMPRESSION
+
+    field = Settings.model_fields["kafka_compression"]
+    assert set(get_args(field.annotation)) == set(COMPRESSIONS)
+    assert Settings().kafka_compression == DEFAULT_COMPRESSION == "zstd"
+    with pytest.raises(ValueError, match="kafka_compression"):
+        Settings(kafka_compression="brotli")

@@ -1,7 +1,9 @@
 """The Kafka bus (aiokafka): the production backend of :class:`~cdp_hub.bus.base.Bus`.
 
-- Producer: idempotent, ``acks="all"``, gzip, ``linger_ms=5``; :meth:`KafkaBus.publish_many` hands every
+- Producer: idempotent, ``acks="all"``, ``linger_ms=5``, compressed with ``compression`` (default zstd,
+  ``kafka_compression`` in the settings; :data:`COMPRESSIONS`); :meth:`KafkaBus.publish_many` hands every
   record to the producer first and only then waits for all acknowledgements, so the batch is pipelined.
+  Consumers read every codec whatever the producer's setting (the codecs come with the package).
   Keys go through aiokafka's default partitioner (murmur2, the same as the Java client's).
 - Topics: :meth:`KafkaBus.ensure_topics` creates the missing ones through the admin client; a topic that a
   publish or a consumer meets first is created the same way with ``default_partitions`` (rather than the
@@ -23,7 +25,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
@@ -37,17 +39,34 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition as KafkaTopicPartition
 
 from cdp_hub.bus.base import Bus, Consumer, OutgoingMessage, Record, TopicPartition
-from cdp_hub.errors import CdpHubError, FatalError, RetriableError
+from cdp_hub.errors import CdpHubError, ConfigurationError, FatalError, RetriableError
 
-__all__ = ["KafkaBus", "KafkaConsumer", "kafka_error"]
+__all__ = ["COMPRESSIONS", "DEFAULT_COMPRESSION", "KafkaBus", "KafkaConsumer", "kafka_error"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BATCH_SIZE = 256 * 1024
-# gzip is built into aiokafka; lz4, zstd and snappy need extra packages (cramjam) on every producer and
-# consumer, and a consumer without them cannot read such batches at all.
-_COMPRESSION = "gzip"
+# The producer's codecs. gzip is built into aiokafka; lz4, zstd and snappy come through cramjam (the package
+# depends on aiokafka[lz4,snappy,zstd]), which every consumer needs too: one without it cannot read such
+# batches at all. zstd is the default by measurement (bench/compression.py, the hub's own ~580-byte events in
+# batches of 250 through the broker, two runs): gzip's bytes on the wire (1.02x) for 0.56-0.62x its CPU per
+# event, producer and consumer together; lz4 0.74-0.81x the CPU for 1.36x the bytes, none 0.59-0.61x the CPU
+# for 5.3x the bytes. docs/operations.md ("Kafka compression") has the figures.
+COMPRESSIONS = ("zstd", "lz4", "snappy", "gzip", "none")
+DEFAULT_COMPRESSION = "zstd"
 _READ_ALL_STALL_S = 30.0
+
+
+def _check_codec(compression: str) -> None:
+    """Refuse an unknown codec, or one whose library is missing here (aiokafka would fail later, at start)."""
+    if compression not in COMPRESSIONS:
+        raise ConfigurationError(f"unknown Kafka compression {compression!r}; expected one of "
+                                 f"{', '.join(COMPRESSIONS)}")
+    available = {"gzip": codec.has_gzip, "lz4": codec.has_lz4, "snappy": codec.has_snappy,
+                 "zstd": codec.has_zstd, "none": lambda: True}[compression]
+    if not available():
+        raise ConfigurationError(f"Kafka compression {compression!r} needs the cramjam package, which "
+                                 f"cdp-hub depends on: pip install 'aiokafka[{compression}]'")
 
 
 def kafka_error(exc: KafkaError, action: str) -> CdpHubError:
@@ -87,8 +106,9 @@ def _record(message: Any) -> Record:
 
 
 class KafkaBus(Bus):
-    """Kafka through aiokafka. ``producer_options``/``consumer_options`` override the aiokafka keyword
-    arguments this class sets (e.g. ``{"compression_type": "lz4"}``, ``{"heartbeat_interval_ms": 500}``)."""
+    """Kafka through aiokafka. ``compression`` is the producer's codec (one of :data:`COMPRESSIONS`).
+    ``producer_options``/``consumer_options`` override the aiokafka keyword arguments this class sets
+    (e.g. ``{"linger_ms": 20}``, ``{"heartbeat_interval_ms": 500}``)."""
 
     backend = "kafka"
 
@@ -99,10 +119,13 @@ class KafkaBus(Bus):
         client_id: str = "cdp-hub",
         replication_factor: int = 1,
         default_partitions: int = 4,
+        compression: str = DEFAULT_COMPRESSION,
         producer_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
     ) -> None:
+        _check_codec(compression)
         self.bootstrap = bootstrap
+        self.compression = compression
         self.client_id = client_id
         self.replication_factor = replication_factor
         self.default_partitions = default_partitions
@@ -127,7 +150,7 @@ class KafkaBus(Bus):
             "client_id": self.client_id,
             "enable_idempotence": True,
             "acks": "all",
-            "compression_type": _COMPRESSION,
+            "compression_type": None if self.compression == "none" else self.compression,
             "linger_ms": 5,
             "max_batch_size": _MAX_BATCH_SIZE,
             **self.producer_options,

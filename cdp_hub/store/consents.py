@@ -90,6 +90,10 @@ class ConsentRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    async def analyze(self) -> None:
+        """Fresh planner statistics of ``consents`` after a bulk load."""
+        await self.store.execute("ANALYZE consents")
+
     async def record(self, statements: Sequence[ConsentStatement]) -> None:
         """Store statements; one already stored (same event, channel, purpose) is left as it is."""
         if not statements:

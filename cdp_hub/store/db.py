@@ -34,6 +34,22 @@ def embedded_dsn(data_dir: Path) -> str:
     return str(server.get_uri())
 
 
+# Every statement is planned for the tables as they are and the arguments it gets. asyncpg prepares each
+# statement once per connection, and PostgreSQL's plan cache then moves it to a generic plan once that looks
+# no dearer than the custom ones; a generic plan made while the tables were small reads them whole (profiles
+# by id, the golden refresh, the timers' cancel were seen doing so under load) and stays until the tables'
+# statistics change, which autovacuum may leave for long on a busy server (tests/test_sql_plans.py shows
+# both). A custom plan costs a planning per execution (about 1.5 ms more per resolver batch of 250 events
+# than the generic plans, measured on 200k-row tables), and a hot statement runs once per batch. A connection
+# parameter, so asyncpg's RESET ALL on release keeps it. A server without the setting refuses a connection that names it
+# (Greenplum 6 has none), so the greenplum dialect leaves it to the role's settings (docs/operations.md,
+# "Query plans").
+_SERVER_SETTINGS: dict[str, dict[str, str]] = {
+    "postgres": {"plan_cache_mode": "force_custom_plan"},
+    "greenplum": {},
+}
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("jsonb", "json"):
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -67,7 +83,8 @@ class Store(AsyncLifecycle):
             self._dsn = await asyncio.to_thread(embedded_dsn, self._data_dir)
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size, init=_init_connection, command_timeout=120
+                self._dsn, min_size=1, max_size=self._pool_size, init=_init_connection, command_timeout=120,
+                server_settings=_SERVER_SETTINGS[self.dialect],
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ConfigurationError(

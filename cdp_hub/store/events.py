@@ -133,6 +133,11 @@ class EventRepository:
 
     # -- through the pool ----------------------------------------------------------------------------------
 
+    async def analyze(self) -> None:
+        """Fresh planner statistics of ``events`` (and its partitions) and ``event_ids`` after a bulk load."""
+        await self.store.execute("ANALYZE event_ids")
+        await self.store.execute("ANALYZE events")
+
     async def recent_of(self, profile_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` events of ``profile_id``, newest first: event_id, type, source, occurred_at and
         properties (``{}`` when the event has none)."""

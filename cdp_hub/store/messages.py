@@ -77,6 +77,40 @@ class Outcome:
 _COLUMNS = ("message_id, profile_id, scenario, channel, status, template, address, address_kind, provider, "
             "provider_message_id, error, coalesce(sent_at, updated_at) AS final_at")
 
+_CLAIM = """
+UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = now()
+ WHERE message_id = ANY($1::text[]) AND NOT (status = ANY($2::text[]))
+RETURNING message_id
+"""
+_ROWS = f"SELECT {_COLUMNS} FROM messages WHERE message_id = ANY($1::text[])"
+_RECORD = """
+UPDATE messages AS m
+   SET status = u.status, channel = u.channel, address = u.address, address_kind = u.address_kind,
+       provider = u.provider, provider_message_id = u.provider_message_id, error = u.error,
+       sent_at = CASE WHEN u.status = 'sent' THEN coalesce(u.at, now()) ELSE m.sent_at END,
+       updated_at = coalesce(u.at, now())
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::text[], $9::timestamptz[])
+       AS u(message_id, status, channel, address, address_kind, provider, provider_message_id, error, at)
+ WHERE m.message_id = u.message_id AND m.status = 'sending'
+"""
+# A callback names messages by our id or by the provider's: two index lookups (primary key, and
+# messages_provider_idx), not one OR that a planner may answer with a scan of the whole log.
+_FIND_FOR_CALLBACK = f"""
+SELECT {_COLUMNS} FROM messages WHERE message_id = ANY($1::text[])
+UNION
+SELECT {_COLUMNS} FROM messages WHERE provider = $2 AND provider_message_id = ANY($3::text[])
+"""
+_FAIL_ON_RECEIPT = """
+UPDATE messages SET status = 'failed', error = $2, updated_at = now()
+ WHERE message_id = $1 AND status IN ('sending', 'sent', 'delivered')
+"""
+_LOGGED_INTENTS = """
+SELECT m.profile_id, m.scenario, m.message_id FROM messages m
+  JOIN unnest($1::uuid[], $2::text[]) AS o(profile_id, scenario)
+    ON m.profile_id = o.profile_id AND m.scenario = o.scenario
+"""
+
 
 class MessageRepository:
     """Reads and writes the send log and the suppression list."""
@@ -104,21 +138,14 @@ class MessageRepository:
         """Mark the non-final ones ``sending`` (one more attempt); return their ids."""
         if not message_ids:
             return set()
-        rows = await self.store.fetch(
-            """UPDATE messages SET status = 'sending', attempts = attempts + 1, updated_at = now()
-               WHERE message_id = ANY($1::text[]) AND NOT (status = ANY($2::text[]))
-               RETURNING message_id""",
-            list(message_ids), list(FINAL_STATUSES),
-        )
+        rows = await self.store.fetch(_CLAIM, list(message_ids), list(FINAL_STATUSES))
         return {r["message_id"] for r in rows}
 
     async def rows(self, message_ids: Sequence[str]) -> dict[str, LogRow]:
         """The rows of ``message_ids`` that exist, by message id."""
         if not message_ids:
             return {}
-        records = await self.store.fetch(
-            f"SELECT {_COLUMNS} FROM messages WHERE message_id = ANY($1::text[])", list(message_ids)
-        )
+        records = await self.store.fetch(_ROWS, list(message_ids))
         return {r["message_id"]: LogRow.from_record(r) for r in records}
 
     async def record(self, outcomes: Sequence[Outcome]) -> None:
@@ -126,16 +153,7 @@ class MessageRepository:
         if not outcomes:
             return
         await self.store.execute(
-            """UPDATE messages AS m
-               SET status = u.status, channel = u.channel, address = u.address, address_kind = u.address_kind,
-                   provider = u.provider, provider_message_id = u.provider_message_id, error = u.error,
-                   sent_at = CASE WHEN u.status = 'sent' THEN coalesce(u.at, now()) ELSE m.sent_at END,
-                   updated_at = coalesce(u.at, now())
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                           $8::text[], $9::timestamptz[])
-                    AS u(message_id, status, channel, address, address_kind, provider, provider_message_id, error,
-                         at)
-               WHERE m.message_id = u.message_id AND m.status = 'sending'""",
+            _RECORD,
             [o.message_id for o in outcomes], [o.status for o in outcomes], [o.channel for o in outcomes],
             [o.address for o in outcomes], [o.address_kind for o in outcomes], [o.provider for o in outcomes],
             [o.provider_message_id for o in outcomes], [o.error for o in outcomes], [o.at for o in outcomes],
@@ -145,22 +163,14 @@ class MessageRepository:
                                 provider_message_ids: Sequence[str]) -> list[LogRow]:
         """Rows named by a callback, by our id or by ``provider``'s. Two index lookups (primary key, and
         ``messages_provider_idx``), not one OR that a planner may answer with a scan of the whole log."""
-        records = await self.store.fetch(
-            f"""SELECT {_COLUMNS} FROM messages WHERE message_id = ANY($1::text[])
-                UNION
-                SELECT {_COLUMNS} FROM messages WHERE provider = $2 AND provider_message_id = ANY($3::text[])""",
-            list(message_ids), provider, list(provider_message_ids),
-        )
+        records = await self.store.fetch(_FIND_FOR_CALLBACK, list(message_ids), provider,
+                                         list(provider_message_ids))
         return [LogRow.from_record(r) for r in records]
 
     async def apply_receipt(self, message_id: str, status: str, reason: str | None) -> None:
         """Move a row forward on a callback receipt (a ``failed`` one only from sending/sent/delivered)."""
         if status == "failed":
-            await self.store.execute(
-                """UPDATE messages SET status = 'failed', error = $2, updated_at = now()
-                   WHERE message_id = $1 AND status IN ('sending', 'sent', 'delivered')""",
-                message_id, reason,
-            )
+            await self.store.execute(_FAIL_ON_RECEIPT, message_id, reason)
             return
         column = {"delivered": "delivered_at", "opened": "opened_at", "clicked": "clicked_at"}.get(status)
         if column is None:
@@ -180,9 +190,7 @@ class MessageRepository:
         if not pairs:
             return {}
         rows = await self.store.fetch(
-            """SELECT m.profile_id, m.scenario, m.message_id FROM messages m
-               JOIN unnest($1::uuid[], $2::text[]) AS o(profile_id, scenario)
-                 ON m.profile_id = o.profile_id AND m.scenario = o.scenario""",
+            _LOGGED_INTENTS,
             [p[0] for p in pairs], [p[1] for p in pairs])
         logged: dict[tuple[uuid.UUID, str], set[str]] = {}
         for r in rows:

@@ -59,6 +59,59 @@ class CancelledTimer(TypedDict):
     payload: dict[str, Any] | None
 
 
+_CANCEL_PENDING = """
+UPDATE scheduled_triggers t SET status = 'cancelled', updated_at = now()
+  FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS c(profile_id, scenario, at)
+ WHERE t.profile_id = c.profile_id AND t.scenario = c.scenario AND t.status = 'pending'
+   AND NOT (t.payload ? 'intent')
+   AND COALESCE(t.occurred_at, (t.payload->>'occurred_at')::timestamptz) <= c.at
+   AND c.at < t.fire_at
+RETURNING t.profile_id, t.trigger_id, t.scenario, t.payload
+"""
+_SCHEDULE = """
+INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
+                                occurred_at, dedupe_key)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[],
+                     $6::jsonb[], $7::timestamptz[], $8::text[])
+ON CONFLICT DO NOTHING
+"""
+_POSTPONE = """
+INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
+                                status)
+SELECT p, t, s, f, e, j, 'pending'
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[], $6::jsonb[])
+     AS x(p, t, s, f, e, j)
+ON CONFLICT DO NOTHING
+"""
+_MOVE_PENDING = """
+UPDATE scheduled_triggers t SET profile_id = m.survivor, updated_at = now()
+  FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor)
+ WHERE t.profile_id = m.loser AND t.status = 'pending'
+"""
+_DUE = """
+SELECT t.profile_id, t.trigger_id, t.scenario, t.payload, t.occurred_at, t.fire_at,
+       (t.dedupe_key IS NOT NULL AND EXISTS (
+           SELECT 1 FROM scheduled_triggers o
+            WHERE o.profile_id = t.profile_id AND o.scenario = t.scenario
+              AND o.dedupe_key = t.dedupe_key
+              AND (o.occurred_at, o.event_id) > (t.occurred_at, t.event_id)
+              AND o.occurred_at < t.fire_at)) AS superseded
+  FROM scheduled_triggers t
+ WHERE t.status = 'pending' AND t.fire_at <= $1 AND (t.fire_at <= $2 OR t.payload ? 'intent')
+ ORDER BY t.fire_at LIMIT $3
+"""
+_SETTLE = """
+UPDATE scheduled_triggers t SET status = $3, updated_at = now()
+  FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
+ WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'
+"""
+_MARK_FIRED = """
+UPDATE scheduled_triggers t SET status = 'fired', updated_at = now()
+  FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
+ WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'
+"""
+
+
 class TimerRepository:
     """Schedules, cancels, moves and fires durable timers."""
 
@@ -72,13 +125,7 @@ class TimerRepository:
         if not cancels:
             return []
         rows = await self.store.fetch(
-            """UPDATE scheduled_triggers t SET status = 'cancelled', updated_at = now()
-               FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS c(profile_id, scenario, at)
-               WHERE t.profile_id = c.profile_id AND t.scenario = c.scenario AND t.status = 'pending'
-                 AND NOT (t.payload ? 'intent')
-                 AND COALESCE(t.occurred_at, (t.payload->>'occurred_at')::timestamptz) <= c.at
-                 AND c.at < t.fire_at
-               RETURNING t.profile_id, t.trigger_id, t.scenario, t.payload""",
+            _CANCEL_PENDING,
             [c[0] for c in cancels], [c[1] for c in cancels], [c[2] for c in cancels])
         seen: dict[tuple[uuid.UUID, uuid.UUID], CancelledTimer] = {}
         for r in rows:
@@ -91,11 +138,7 @@ class TimerRepository:
         if not timers:
             return
         await self.store.execute(
-            """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
-                                               occurred_at, dedupe_key)
-               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[],
-                                    $6::jsonb[], $7::timestamptz[], $8::text[])
-               ON CONFLICT DO NOTHING""",
+            _SCHEDULE,
             [t.profile_id for t in timers], [t.trigger_id for t in timers], [t.scenario for t in timers],
             [t.fire_at for t in timers], [t.event_id for t in timers], [t.payload for t in timers],
             [t.occurred_at for t in timers], [t.dedupe_key for t in timers])
@@ -105,12 +148,7 @@ class TimerRepository:
         if not timers:
             return
         await self.store.execute(
-            """INSERT INTO scheduled_triggers (profile_id, trigger_id, scenario, fire_at, event_id, payload,
-                                               status)
-               SELECT p, t, s, f, e, j, 'pending'
-               FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::uuid[], $6::jsonb[])
-                    AS x(p, t, s, f, e, j)
-               ON CONFLICT DO NOTHING""",
+            _POSTPONE,
             [t.profile_id for t in timers], [t.trigger_id for t in timers], [t.scenario for t in timers],
             [t.fire_at for t in timers], [t.event_id for t in timers], [t.payload for t in timers])
 
@@ -119,9 +157,7 @@ class TimerRepository:
         if not moves:
             return
         await self.store.execute(
-            """UPDATE scheduled_triggers t SET profile_id = m.survivor, updated_at = now()
-               FROM unnest($1::uuid[], $2::uuid[]) AS m(loser, survivor)
-               WHERE t.profile_id = m.loser AND t.status = 'pending'""",
+            _MOVE_PENDING,
             [m[0] for m in moves], [m[1] for m in moves])
 
     async def due(self, now: datetime, cutoff: datetime, limit: int) -> list[DueTimer]:
@@ -130,16 +166,7 @@ class TimerRepository:
         whether a later trigger with the same hold-until key (event time, then event id) happened before its
         fire time."""
         rows = await self.store.fetch(
-            """SELECT t.profile_id, t.trigger_id, t.scenario, t.payload, t.occurred_at, t.fire_at,
-                      (t.dedupe_key IS NOT NULL AND EXISTS (
-                          SELECT 1 FROM scheduled_triggers o
-                           WHERE o.profile_id = t.profile_id AND o.scenario = t.scenario
-                             AND o.dedupe_key = t.dedupe_key
-                             AND (o.occurred_at, o.event_id) > (t.occurred_at, t.event_id)
-                             AND o.occurred_at < t.fire_at)) AS superseded
-                 FROM scheduled_triggers t
-                WHERE t.status = 'pending' AND t.fire_at <= $1 AND (t.fire_at <= $2 OR t.payload ? 'intent')
-                ORDER BY t.fire_at LIMIT $3""", now, cutoff, limit)
+            _DUE, now, cutoff, limit)
         return [DueTimer(profile_id=r["profile_id"], trigger_id=r["trigger_id"], scenario=r["scenario"],
                          payload=r["payload"], occurred_at=r["occurred_at"], fire_at=r["fire_at"],
                          superseded=r["superseded"]) for r in rows]
@@ -150,9 +177,7 @@ class TimerRepository:
         if not ids:
             return
         await self.store.execute(
-            """UPDATE scheduled_triggers t SET status = $3, updated_at = now()
-               FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
-               WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'""",
+            _SETTLE,
             [i[0] for i in ids], [i[1] for i in ids], status)
 
     async def mark_fired(self, ids: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> None:
@@ -160,7 +185,5 @@ class TimerRepository:
         if not ids:
             return
         await self.store.execute(
-            """UPDATE scheduled_triggers t SET status = 'fired', updated_at = now()
-               FROM unnest($1::uuid[], $2::uuid[]) AS f(profile_id, trigger_id)
-               WHERE t.profile_id = f.profile_id AND t.trigger_id = f.trigger_id AND t.status = 'pending'""",
+            _MARK_FIRED,
             [i[0] for i in ids], [i[1] for i in ids])

@@ -63,7 +63,7 @@ from cdp_hub.schema.consent import CONSENT_CHANNELS, CONSENT_PURPOSES
 from cdp_hub.schema.events import Traits, deterministic_event_id, parse_event, schema_violation_from
 from cdp_hub.schema.identities import CORE_IDENTITY_KINDS, NormalizationOptions, normalize_identity
 from cdp_hub.schema.payloads import EVENT_TYPES
-from cdp_hub.store import ConsentRepository, ProfileRepository
+from cdp_hub.store import ConsentRepository, EventRepository, ProfileRepository
 from cdp_hub.store.consents import StagedConsent
 
 if TYPE_CHECKING:
@@ -502,6 +502,12 @@ class BulkImporter:
                 await refresh_golden(conn, targets, self.rules)
             phase("golden")
         phase("commit")
+        # The tables grew by up to the whole import: plan what follows (the event-by-event part, the stages)
+        # for their new size rather than wait for autovacuum (docs/operations.md, "Query plans").
+        await profiles.analyze()
+        await EventRepository(store).analyze()
+        await ConsentRepository(store).analyze()
+        phase("analyze")
 
         if streamed_bodies:
             await self._stream(streamed_bodies, summary)

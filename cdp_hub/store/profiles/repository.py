@@ -26,6 +26,8 @@ from cdp_hub.store.profiles.suggestions import SuggestionStatements
 
 __all__ = ["ProfileRepository"]
 
+# What a bulk import writes: ANALYZEd after it (autovacuum may come round late; on Greenplum 6 never).
+_ANALYZED = ("profiles", "identities", "profile_traits", "merges")
 _MAX_MERGE_HOPS = 16  # merged_into is kept one hop deep; the bound only guards against a damaged graph
 
 # For replayed events only: the profiles and merges they caused the first time, to emit their events again.
@@ -127,6 +129,12 @@ class ProfileRepository(ResolveStatements, BulkStatements, SuggestionStatements)
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def analyze(self) -> None:
+        """Fresh planner statistics of the profile tables, after a bulk load changed them wholesale (the
+        statements that follow, and the cached plans ANALYZE invalidates, are planned for their new size)."""
+        for table in _ANALYZED:
+            await self.store.execute(f"ANALYZE {table}")
 
     # -- the resolver stage's replays ------------------------------------------------------------------------
 

@@ -198,6 +198,9 @@ DELETE FROM identities i USING unnest($1::text[], $2::text[]) AS x(k, v) WHERE i
 # wins), consent by the latest statement with an opt-out winning a tie. $5: the profiles to refresh.
 # Without a most_frequent rule the /*freq*/ windows are replaced by NULL (they cost a sort). A profile whose
 # golden record comes out the same is not written (no new row version, version unchanged).
+# The observations are read by `profile_id = ANY($5)`, not by a join with the unnested ids: the planner then
+# probes the primary key for the batch's profiles whatever it believes of the join, where the join was planned
+# as a scan of all of profile_traits when its statistics were behind its size (tests/test_sql_plans.py).
 _GOLDEN = """
 WITH rules AS (SELECT * FROM unnest($1::text[], $2::text[]) AS x(trait, strategy)),
 ranks AS (SELECT * FROM unnest($3::text[], $6::text[], $7::int4[]) AS x(trait, source, src_rank)),
@@ -207,9 +210,9 @@ obs AS (
            coalesce(r.strategy, $4) AS strategy, coalesce(k.src_rank, 0) AS src_rank,
            /*freq*/sum(t.seen_count) OVER (PARTITION BY t.profile_id, t.trait, t.value)/*end*/ AS value_count,
            /*freq*/max(t.observed_at) OVER (PARTITION BY t.profile_id, t.trait, t.value)/*end*/ AS value_last
-      FROM profile_traits t JOIN todo USING (profile_id) LEFT JOIN rules r ON r.trait = t.trait
+      FROM profile_traits t LEFT JOIN rules r ON r.trait = t.trait
       LEFT JOIN ranks k ON k.trait = t.trait AND k.source = t.source
-     WHERE t.trait NOT LIKE 'consent.%'
+     WHERE t.profile_id = ANY($5::uuid[]) AND t.trait NOT LIKE 'consent.%'
 ),
 ranked AS (
     SELECT profile_id, trait, value, row_number() OVER (
@@ -226,8 +229,8 @@ traits AS (SELECT profile_id, jsonb_object_agg(trait, value) AS golden FROM rank
 consent AS (
     SELECT profile_id, jsonb_object_agg(substr(trait, 9), value) AS consent FROM (
         SELECT DISTINCT ON (t.profile_id, t.trait) t.profile_id, t.trait, t.value
-          FROM profile_traits t JOIN todo USING (profile_id)
-         WHERE t.trait LIKE 'consent.%'
+          FROM profile_traits t
+         WHERE t.profile_id = ANY($5::uuid[]) AND t.trait LIKE 'consent.%'
          ORDER BY t.profile_id, t.trait, t.observed_at DESC, (t.value = '"opted_out"'::jsonb) DESC
     ) c GROUP BY profile_id
 ),
