@@ -10,36 +10,27 @@ On the in-process bus ``jobs run`` runs the stages in this process until what th
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
 from cdp_hub.config import Settings
 
-__all__ = ["register"]
+__all__ = ["EXIT_SKIPPED", "commands"]
 
 # Exit status of `jobs run` when another run holds the job (not a failure of this one, not a success).
 EXIT_SKIPPED = 75
 
 
-def register(sub: SubParsers) -> None:
-    s = command_group(sub, "jobs", "scheduled jobs ([jobs.NAME]): list, run now, history")
-    p = s.add_parser("list", help="configured jobs: kind, schedule, next slot, last run")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_list)
-    p = s.add_parser("run", help="run a job now (recorded in the history; skipped if a run of it is live)")
-    p.add_argument("name", help="a [jobs.NAME] of the config")
-    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.set_defaults(handler=cmd_run)
-    p = s.add_parser("history", help="runs of the jobs, newest first")
-    p.add_argument("name", nargs="?", help="one job (default: every job)")
-    p.add_argument("--limit", type=int, default=20, help="most runs to show (default 20)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_history)
+commands: list[click.Command] = []
+jobs = group(commands, "jobs", "scheduled jobs ([jobs.NAME]): list, run now, history")
 
 
-async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+@command(jobs, "list", help="configured jobs: kind, schedule, next slot, last run")
+@json_option("print JSON")
+async def cmd_list(args: Args, settings: Settings) -> int:
     from cdp_hub.jobs.kinds import check_options
     from cdp_hub.jobs.scheduler import next_slot
     from cdp_hub.store import JobRepository
@@ -73,7 +64,11 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+@command(jobs, "run", help="run job NAME (a [jobs.NAME] of the config) now: recorded in the history; skipped "
+                         "(exit 75) if a run of it is live")
+@click.argument("name")
+@json_option("print the outcome as JSON")
+async def cmd_run(args: Args, settings: Settings) -> int:
     from cdp_hub.hub import Hub
     from cdp_hub.jobs.scheduler import JobRunner
     from cdp_hub.pipeline.embedded import downstream
@@ -92,7 +87,11 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return {"succeeded": 0, "failed": 1}.get(outcome.status, EXIT_SKIPPED)
 
 
-async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+@command(jobs, "history", help="runs of job NAME (default: every job), newest first")
+@click.argument("name", required=False)
+@click.option("--limit", type=int, default=20, show_default=True, help="most runs to show")
+@json_option("print JSON")
+async def cmd_history(args: Args, settings: Settings) -> int:
     from cdp_hub.store import JobRepository
 
     async with store_for(settings, pool_size=2) as store:
