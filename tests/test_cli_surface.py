@@ -98,6 +98,22 @@ def test_the_commands_users_rely_on_are_all_there() -> None:
             "completion"} <= names
 
 
+def test_docs_cli_lists_every_command() -> None:
+    doc = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    rows = [line for line in doc.splitlines() if line.startswith("| `cdp-hub ")]
+    for path, cmd in _commands(build_cli()):
+        if isinstance(cmd, click.Group):
+            continue
+        row = [r for r in rows if r.startswith(f"| `cdp-hub {path[0]}")]
+        assert any(f" {path[-1]}" in r.split("|")[1] or f"`{path[-1]}" in r.split("|")[1] for r in row), \
+            f"docs/cli.md does not list cdp-hub {' '.join(path)}"
+        own = [o.opts[0] for o in cmd.params if isinstance(o, click.Option) and o.name not in
+               ("config", "log_level", "log_format")]
+        listed = " ".join(r.split("|")[2] for r in row)
+        for flag in own:
+            assert f"`{flag}" in listed, f"docs/cli.md does not list {flag} of cdp-hub {' '.join(path)}"
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"cdp-hub {__version__}"
