@@ -312,7 +312,31 @@ def test_a_progress_bar_on_a_terminal() -> None:
     with progress_reporter("campaign run", unit="profiles", stream=out) as report:
         report(40, 100)
     text = out.getvalue()
-    assert "campaign run" in text and "40/100" in text and "40%" in text
+    assert "campaign run" in text and "40/100 profiles" in text and "40%" in text and "ETA" in text
+    out = Terminal()
+    with progress_reporter("sync shop", stream=out) as report:  # no total: the count and the rate, no ETA
+        report(1200, None)
+    text = out.getvalue()
+    assert "1,200 records" in text and "/s" in text and "ETA" not in text
+
+
+def test_tables_on_a_terminal_and_plain_lines_in_a_pipe(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from cdp_hub.cli.helpers import print_table
+
+    rows = [("shop", "[bold]not markup[/bold]"), ("crm", "contacts")]
+    print_table(("name", "what"), rows, plain=lambda r: f"{r[0]:<6}{r[1]}")
+    assert capsys.readouterr().out == "shop  [bold]not markup[/bold]\ncrm   contacts\n"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    print_table(("name", "what"), rows, plain=lambda r: "never used on a terminal")
+    text = terminal.getvalue()
+    assert "never used" not in text and "name" in text and "[bold]not markup[/bold]" in text and "┃" in text
 
 
 # -- channels send -----------------------------------------------------------------------------------------

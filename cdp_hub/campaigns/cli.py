@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cdp_hub.cli.helpers import Args, command, group, json_option, print_json
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table
 from cdp_hub.cli.progress import progress_reporter
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
@@ -115,10 +115,11 @@ async def cmd_list(args: Args, settings: Settings) -> int:
     if args.json:
         print_json(rows)
         return 0
-    for r in rows:
-        run = f"{r['latest_run']} {r['latest_status']}" if r["latest_run"] else "never run"
-        print(f"{r['id']:<24} {r['segment']:<20} {r['channel']:<8} {r['rate_limit']:>8g}/s  {r['schedule']:<32} "
-              f"{run}{'' if r['enabled'] else '  (disabled)'}")
+    table = [(r["id"], r["segment"], r["channel"], f"{r['rate_limit']:g}/s", r["schedule"],
+              (f"{r['latest_run']} {r['latest_status']}" if r["latest_run"] else "never run")
+              + ("" if r["enabled"] else "  (disabled)")) for r in rows]
+    print_table(("campaign", "segment", "channel", "rate", "schedule", "latest run"), table,
+                plain=lambda t: f"{t[0]:<24} {t[1]:<20} {t[2]:<8} {t[3]:>10}  {t[4]:<32} {t[5]}")
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 import orjson
 
-from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 
@@ -110,9 +110,10 @@ def cmd_plugins(args: Args, settings: Settings) -> int:
         print_json({"plugins": rows, "failures": failures}, ensure_ascii=True)
         return 1 if failures else 0
     width = max((len(r["name"]) for r in rows), default=4)
-    for r in rows:
-        origin = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not from a distribution)"
-        print(f"{r['kind']:<9} {r['name']:<{width}}  {origin:<22} {r['description']}")
+    listing = [(r["kind"], r["name"], f"{r['distribution']} {r['version']}" if r["distribution"]
+                else "(not from a distribution)", r["description"]) for r in rows]
+    print_table(("kind", "name", "from", "description"), listing,
+                plain=lambda t: f"{t[0]:<9} {t[1]:<{width}}  {t[2]:<22} {t[3]}")
     for f in reg.failures:
         print(f"FAILED    {f.name:<{width}}  {f.distribution or '?':<22} {f.error}", file=sys.stderr)
     return 1 if failures else 0
@@ -248,10 +249,10 @@ async def cmd_dlq_list(args: Args, settings: Settings) -> int:
     if args.json:
         print(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode())
         return 0
-    for it in items:
-        where = f"{it.get('source') or '-'}/{it.get('record_id') or '-'}"
-        print(f"{it['dlq_id']}  {it['failed_at'][:19]}  {it['failure_type']:<20} {it['stage']:<9} {where}")
-        print(f"    {it['error']}")
+    table = [(it["dlq_id"], it["failed_at"][:19], it["failure_type"], it["stage"],
+              f"{it.get('source') or '-'}/{it.get('record_id') or '-'}", it["error"]) for it in items]
+    print_table(("dlq id", "failed at", "failure type", "stage", "source/record", "error"), table,
+                plain=lambda t: f"{t[0]}  {t[1]}  {t[2]:<20} {t[3]:<9} {t[4]}\n    {t[5]}")
     print(f"{len(items)} dead letter(s)")
     return 0
 

@@ -24,12 +24,14 @@ Two modules may add to one group (``new connector`` and ``new channel``; ``ident
 ``identity suggest``): each declares a group of that name and :func:`attach` merges them.
 
     print_json(data)          indented JSON on stdout (str() for dates, ids, paths)
+    print_table(cols, rows, plain=...)   a rich table on a terminal, plain lines when piped
     store_for(settings)       the Store the settings describe (not started yet)
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +60,7 @@ __all__ = [
     "iso_datetime",
     "json_option",
     "print_json",
+    "print_table",
     "store_for",
 ]
 
@@ -206,6 +209,31 @@ def iso_datetime(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 ISO_TIME = "ISO-TIME"
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                plain: Callable[[Sequence[Any]], str]) -> None:
+    """``rows`` as a rich table on a terminal; piped or redirected, each row as ``plain(row)``: the stable
+    one-line-per-row text scripts and ``grep`` rely on (``--json`` for programs)."""
+    if not _is_terminal(sys.stdout):
+        for row in rows:
+            print(plain(row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(*columns, header_style="bold")
+    for row in rows:
+        table.add_row(*(Text("" if value is None else str(value)) for value in row))  # Text: no markup
+    Console().print(table)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or fake stream
+        return False
 
 
 def print_json(data: Any, *, ensure_ascii: bool = False) -> None:

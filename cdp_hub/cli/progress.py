@@ -103,18 +103,38 @@ def progress_reporter(label: str, *, unit: str = "records", enabled: bool = True
     from rich.console import Console
     from rich.progress import (
         BarColumn,
-        MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         SpinnerColumn,
+        Task,
         TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
+    from rich.text import Text
 
-    bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn(unit), TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn(), console=Console(file=out), transient=False)
+    class CountColumn(ProgressColumn):
+        """``1,200/4,000 bytes``, or ``1,200 records`` while the total is unknown."""
+
+        def render(self, task: Task) -> Text:
+            done = f"{int(task.completed):,}" + ("" if task.total is None else f"/{int(task.total):,}")
+            return Text(f"{done} {unit}", style="progress.download")
+
+    class EtaOrRateColumn(ProgressColumn):
+        """``ETA 0:01:05`` when the total is known, else the rate: the most a count without an end can say."""
+
+        def render(self, task: Task) -> Text:
+            if task.total is not None:
+                if task.time_remaining is None:  # no rate measured yet
+                    return Text("ETA -:--:--", style="progress.remaining")
+                minutes, seconds = divmod(int(task.time_remaining), 60)
+                hours, minutes = divmod(minutes, 60)
+                return Text(f"ETA {hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+            return Text(f"{task.speed or 0:,.0f}/s", style="progress.data.speed")
+
+    bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), CountColumn(),
+                   TaskProgressColumn(), TimeElapsedColumn(), EtaOrRateColumn(), console=Console(file=out),
+                   transient=False)
     task = bar.add_task(label, total=None)
 
     def report(done: int, total: int | None = None) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table, store_for
 from cdp_hub.cli.progress import progress_reporter
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
@@ -56,9 +56,10 @@ def cmd_list(args: Args, settings: Settings) -> int:
     if args.json:
         print_json({"types": types, "instances": instances, "failures": failures})
         return 0
-    for t in types:
-        streams = ", ".join(t["streams"]) or "push only"
-        print(f"{t['name']:<12} {t['title']:<22} streams: {streams}   [{t['distribution'] or t['plugin']}]")
+    print_table(("type", "title", "streams", "from"),
+                [(t["name"], t["title"], ", ".join(t["streams"]) or "push only", t["distribution"] or t["plugin"])
+                 for t in types],
+                plain=lambda r: f"{r[0]:<12} {r[1]:<22} streams: {r[2]}   [{r[3]}]")
     for inst in instances:
         print(f"instance {inst['instance']} -> {inst['type']}{'' if inst['enabled'] else ' (disabled)'}")
     for f in failures:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table, store_for
 from cdp_hub.config import Settings
 
 __all__ = ["EXIT_SKIPPED", "commands"]
@@ -54,13 +54,16 @@ async def cmd_list(args: Args, settings: Settings) -> int:
         return 0
     if not rows:
         print("no jobs configured ([jobs.NAME] tables in the config)")
+    table = []
     for r in rows:
         last_run = r["last_run"]
         when = "never run" if last_run is None else (
             f"last {last_run['status']} at {last_run['started_at'][:19]}"
             + (f" in {last_run['seconds']:.1f}s" if last_run["seconds"] is not None else ""))
-        nxt = f"next {r['next_run'][:19]}" if r["enabled"] else "disabled"
-        print(f"{r['job']:<22} {r['kind']:<18} {r['cron']:<16} {r['timezone']:<16} {nxt:<26} {when}")
+        table.append((r["job"], r["kind"], r["cron"], r["timezone"],
+                      f"next {r['next_run'][:19]}" if r["enabled"] else "disabled", when))
+    print_table(("job", "kind", "cron", "time zone", "next", "last run"), table,
+                plain=lambda t: f"{t[0]:<22} {t[1]:<18} {t[2]:<16} {t[3]:<16} {t[4]:<26} {t[5]}")
     return 0
 
 
@@ -101,11 +104,13 @@ async def cmd_history(args: Args, settings: Settings) -> int:
     if args.json:
         print_json([r.as_dict() for r in runs])
         return 0
-    for r in runs:
-        took = f"{r.seconds:8.1f}s" if r.seconds is not None else "        -"
-        slot = f" slot {r.scheduled_for:%Y-%m-%d %H:%M:%S}" if r.scheduled_for else ""
-        print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.job:<22} {r.status:<10} {took}  {r.trigger}{slot}  {r.host}"
-              + (f"\n    {r.error}" if r.error else ""))
+    table = [(f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.job, r.status,
+              f"{r.seconds:8.1f}s" if r.seconds is not None else "        -",
+              r.trigger + (f" slot {r.scheduled_for:%Y-%m-%d %H:%M:%S}" if r.scheduled_for else ""), r.host,
+              r.error or "") for r in runs]
+    print_table(("started", "job", "status", "took", "trigger", "host", "error"), table,
+                plain=lambda t: f"{t[0]}  {t[1]:<22} {t[2]:<10} {t[3]}  {t[4]}  {t[5]}"
+                                + (f"\n    {t[6]}" if t[6] else ""))
     if not runs:
         print("no runs recorded")
     return 0

@@ -19,7 +19,16 @@ from typing import Any
 
 import click
 
-from cdp_hub.cli.helpers import ISO_TIME, Args, command, group, iso_datetime, json_option, print_json
+from cdp_hub.cli.helpers import (
+    ISO_TIME,
+    Args,
+    command,
+    group,
+    iso_datetime,
+    json_option,
+    print_json,
+    print_table,
+)
 from cdp_hub.cli.progress import progress_reporter
 from cdp_hub.config import Settings
 
@@ -47,9 +56,8 @@ def cmd_list(args: Args, settings: Settings) -> int:
     if args.json:
         print_json([{"id": seg.id, "realtime": seg.trait_only, "description": seg.description} for seg in found])
         return 0
-    for seg in found:
-        how = "real time + batch" if seg.trait_only else "batch"
-        print(f"{seg.id:<24} {how:<18} {seg.description}")
+    table = [(seg.id, "real time + batch" if seg.trait_only else "batch", seg.description) for seg in found]
+    print_table(("segment", "kept", "description"), table, plain=lambda t: f"{t[0]:<24} {t[1]:<18} {t[2]}")
     return 0
 
 
