@@ -294,8 +294,15 @@ def test_plain_progress_lines_when_not_a_terminal() -> None:
         report(250, 1000)
         report(500, 1000)
     lines = out.getvalue().splitlines()
+    assert len(lines) == 2  # one per report here (every=0); the end repeats nothing
     assert lines[0].startswith("cdp-hub import legacy: 250/1,000 bytes (25%)") and "ETA" in lines[0]
-    assert lines[-1].startswith("cdp-hub import legacy: 500/1,000 bytes (50%)")
+    assert lines[1].startswith("cdp-hub import legacy: 500/1,000 bytes (50%)")
+    rare = io.StringIO()
+    with progress_reporter("sync shop", stream=rare, every=3600) as report:
+        for done in range(0, 5000, 1000):
+            report(done, None)
+    assert rare.getvalue().startswith("cdp-hub sync shop: 4,000 records, ")  # only the end, not every call
+    assert len(rare.getvalue().splitlines()) == 1
     assert plain_line("sync shop", "records", 1200, None, 2.0) == "cdp-hub sync shop: 1,200 records, 600/s, 2s elapsed"
     quiet = io.StringIO()
     with progress_reporter("x", stream=quiet, every=0, enabled=False) as report:

@@ -1,14 +1,16 @@
-"""The ``cdp-hub`` command line (click, rich for progress).
+"""The ``cdp-hub`` command line (click; rich for tables and progress bars on a terminal).
 
     cdp_hub/cli/__init__.py   main(): parse (click), load the settings, configure logging (cdp_hub/logs.py),
                               run the handler, turn errors into the exit codes below; ``completion``
-    cdp_hub/cli/helpers.py    how a command is declared (command(), group(), attach()), print_json(), store_for()
+    cdp_hub/cli/helpers.py    how a command is declared (command(), group(), attach()), print_json(),
+                              print_table(), store_for()
     cdp_hub/cli/progress.py   progress bars (a terminal) or plain progress lines (cron, pipes)
     cdp_hub/cli/core.py       schema, plugins, migrate, run, serve, dlq, demo
 
 The other commands live with the code they drive: a module named in :data:`COMMAND_MODULES` exposes
 ``commands`` (click commands and groups) and :func:`build_cli` attaches them. A handler is
-``handler(args, settings) -> int`` (sync or async).
+``handler(args, settings) -> int`` (sync or async); :func:`parse` gives the handler a command line asks for
+without running it (tests, the deployment manifests' check).
 
 Flow of ``main(argv)``: parse (a usage error: exit 2; ``--help``/``--version``: 0) ─▶ load the settings and
 register their secrets for redaction ─▶ configure logging ─▶ run the handler ─▶ its exit code, or:
@@ -156,9 +158,9 @@ def _main(argv: Sequence[str]) -> int:
     except click.UsageError as exc:
         exc.show()
         return EXIT_USAGE
-    except click.ClickException as exc:  # e.g. a file argument that cannot be opened
+    except click.ClickException as exc:  # raised by click itself outside usage (its own exit code)
         exc.show()
-        return EXIT_USAGE
+        return exc.exit_code
     except click.Abort:
         return EXIT_INTERRUPTED
     if isinstance(parsed, int):

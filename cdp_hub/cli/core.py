@@ -74,8 +74,11 @@ def cmd_schema_check(args: Args, settings: Settings) -> int:
         print_json({"exit_code": worst, "schemas": verdicts})
         return worst
     for v in verdicts:
-        if v["verdict"] in ("missing", "identical"):
-            print(f"{v['schema']}: {v['verdict']}" + (" (run `cdp-hub schema export`)" * (v["verdict"] == "missing")))
+        if v["verdict"] == "missing":
+            print(f"{v['schema']}: missing (run `cdp-hub schema export`)")
+            continue
+        if v["verdict"] == "identical":
+            print(f"{v['schema']}: identical")
             continue
         print(f"{v['schema']}: {v['verdict']}{' (new version)' if v['new_version'] else ''}")
         for line in v["breaking"]:

@@ -64,7 +64,7 @@ class _PlainReporter:
         self.last_line = self.started
         self.done = 0
         self.total: int | None = None
-        self.reported = False
+        self.written: tuple[int, int | None] | None = None  # the state the last line showed
 
     def __call__(self, done: int, total: int | None = None) -> None:
         self.done, self.total = done, total if total is not None else self.total
@@ -74,11 +74,12 @@ class _PlainReporter:
             self._write(now)
 
     def close(self) -> None:
-        if self.reported or self.done:  # nothing was ever reported: no line about nothing
+        """The last state, unless a line said it already (or nothing ever happened: no line about nothing)."""
+        if (self.done, self.total) != (self.written or (0, None)):
             self._write(time.monotonic())
 
     def _write(self, now: float) -> None:
-        self.reported = True
+        self.written = (self.done, self.total)
         print(plain_line(self.label, self.unit, self.done, self.total, now - self.started), file=self.stream,
               flush=True)
 
