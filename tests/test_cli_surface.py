@@ -277,6 +277,15 @@ def test_completion_scripts(shell: str, capsys: pytest.CaptureFixture[str], monk
     assert "_CDP_HUB_COMPLETE" in capsys.readouterr().out
 
 
+def test_completion_through_main_returns_instead_of_exiting(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("_CDP_HUB_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "cdp-hub camp")
+    monkeypatch.setenv("COMP_CWORD", "1")
+    assert main([]) == 0
+    assert "campaigns" in capsys.readouterr().out
+
+
 def test_completion_answers_through_the_environment(no_config: Path) -> None:
     env = {"_CDP_HUB_COMPLETE": "bash_complete", "COMP_WORDS": "cdp-hub seg", "COMP_CWORD": "1"}
     res = cdp_hub(env=env)

@@ -137,7 +137,7 @@ def parse(argv: Sequence[str]) -> Call | int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: the process's arguments) and return its exit code (see the
-    module docstring); never raises ``SystemExit`` except for shell completion, which click answers itself."""
+    module docstring); never raises ``SystemExit``."""
     try:
         code = _main(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()  # a pipe holds the output in a buffer: a closed one fails here, not at exit
@@ -163,6 +163,8 @@ def _main(argv: Sequence[str]) -> int:
         return exc.exit_code
     except click.Abort:
         return EXIT_INTERRUPTED
+    except SystemExit as exc:  # click answered a shell-completion request (_CDP_HUB_COMPLETE) and exited
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
     if isinstance(parsed, int):
         return parsed
     try:
