@@ -117,7 +117,7 @@ async def test_import_cli_prints_a_summary(hub: Hub, pg_dsn: str, redis_url: str
     assert code == 0
     out = orjson.loads(capsys.readouterr().out)
     assert (out["records"], out["dlq"], out["profiles_created"]) == (7, 3, 2)
-    assert await asyncio.to_thread(main, ["import", str(tmp_path / "nope.csv"), "--source", "x"]) == 1
+    assert await asyncio.to_thread(main, ["import", str(tmp_path / "nope.csv"), "--source", "x"]) == 3  # configuration
     assert "file not found" in capsys.readouterr().err
 
 

@@ -59,11 +59,15 @@ async def test_a_campaign_is_sent_at_its_rate_once_per_eligible_profile(outbox_h
     assert launched.planned == sum(1 for g in range(1, n + 1) if in_audience(g))
 
     started = time.monotonic()
-    result = await runner.execute(launched.run_id)
+    reported: list[tuple[int, int | None]] = []
+    result = await runner.execute(launched.run_id, progress=lambda done, total: reported.append((done, total)))
     elapsed = time.monotonic() - started
     want = {profile_id("rate", g) for g in range(1, n + 1) if eligible(g)}
     assert result.status == "done"
     assert result.sent == len(want)
+    # Progress after every chunk: the profiles decided so far, up to all of the planned ones.
+    assert len(reported) > 1 and [d for d, _ in reported] == sorted(d for d, _ in reported)
+    assert reported[-1] == (launched.planned, None)
     # The n-th intent goes no earlier than n/rate after the first: about 2.4 s for these ~240 messages.
     chunk = int(spring.rate_limit * 0.5)
     assert elapsed >= (len(want) - chunk) / spring.rate_limit

@@ -57,7 +57,7 @@ def test_list_and_spec(capsys: pytest.CaptureFixture[str], config_file: Path) ->
     assert spec["additionalProperties"] is False and "base_url" in spec["properties"]
     assert spec["properties"]["webhook_secret"]["anyOf"][0]["format"] == "password"
     assert "discriminator" in spec["properties"]["auth"]["anyOf"][0]
-    assert main(["-c", str(config_file), "connectors", "spec", "nope"]) == 1
+    assert main(["-c", str(config_file), "connectors", "spec", "nope"]) == 3  # configuration
 
 
 def test_check_sync_state(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
@@ -69,8 +69,11 @@ def test_check_sync_state(capsys: pytest.CaptureFixture[str], config_file: Path)
         assert main(["-c", str(config_file), "connectors", "check", "club"]) == 0
         assert "club: ok" in capsys.readouterr().out
         assert main(["-c", str(config_file), "sync", "club", "--stream", "transactions"]) == 0
-        [summary] = json.loads(capsys.readouterr().out)
+        out = capsys.readouterr()
+        [summary] = json.loads(out.out)
         assert summary["records"] == 5 and summary["events"] == 5 and summary["pages"] == 3
+        # Not a terminal: a plain progress line on stderr (no total: a source does not say how many are left).
+        assert out.err.startswith("cdp-hub sync club: 5 records, ")
         assert main(["-c", str(config_file), "connectors", "state", "club"]) == 0
         state = json.loads(capsys.readouterr().out)
         assert state["transactions"]["cursor"] == "2026-11-05T10:00:00Z"
@@ -86,7 +89,7 @@ def test_check_sync_state(capsys: pytest.CaptureFixture[str], config_file: Path)
 
     with respx.mock() as router:
         router.get(url__startswith="https://loyalty.test/").respond(401)
-        assert main(["-c", str(config_file), "connectors", "check", "club"]) == 1
+        assert main(["-c", str(config_file), "connectors", "check", "club"]) == 3  # credentials: configuration
     err = capsys.readouterr().err
     assert "credentials were rejected" in err and "very-secret-key" not in err
 
@@ -97,9 +100,12 @@ def test_ingest_file_and_push_only_check(capsys: pytest.CaptureFixture[str], con
     export.write_bytes("Код;Телефон;ДатаИзменения\n000001;8 (916) 123-45-67;01.11.2026\n000002;12;01.11.2026\n"
                        .encode("cp1251"))
     assert main(["-c", str(config_file), "ingest-file", "erp", str(export), "--stream", "customers"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    size = export.stat().st_size
+    assert out.err.startswith(f"cdp-hub ingest-file erp: {size}/{size} bytes (100%), ")  # progress by bytes read
     assert result["events"] == 1 and result["dead_letters"] == 1
     assert result["first_errors"][0]["field"] == "identities.1.value"
-    assert main(["-c", str(config_file), "ingest-file", "erp", str(tmp_path / "missing.csv")]) == 1
+    assert main(["-c", str(config_file), "ingest-file", "erp", str(tmp_path / "missing.csv")]) == 3
     assert main(["-c", str(config_file), "connectors", "check", "mobile"]) == 0
     assert "push-only" in capsys.readouterr().out

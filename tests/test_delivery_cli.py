@@ -58,7 +58,7 @@ def test_render_a_profile_from_the_database(pg_dsn: str, monkeypatch: pytest.Mon
     monkeypatch.setenv("CDP_HUB_POSTGRES_DSN", pg_dsn)
     assert main(["templates", "render", "welcome", "--profile", str(pid), "--kind", "sms"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "Welcome, Boris! Your account is ready."
-    assert main(["templates", "render", "welcome", "--profile", str(uuid.uuid4())]) == 1
+    assert main(["templates", "render", "welcome", "--profile", str(uuid.uuid4())]) == 3  # configuration
     assert "no profile" in capsys.readouterr().err
 
 
@@ -66,7 +66,7 @@ def test_render_errors_say_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "p.json").write_text("{}")
     assert main(["templates", "render", "nope", "--profile", "p.json"]) == 1
     assert "no template 'nope' for email" in capsys.readouterr().err
-    assert main(["templates", "render", "welcome", "--profile", "not-a-uuid"]) == 1
+    assert main(["templates", "render", "welcome", "--profile", "not-a-uuid"]) == 3
     assert "neither a profile id" in capsys.readouterr().err
 
 
@@ -88,5 +88,5 @@ def test_new_channel_scaffold_passes_its_own_tests(tmp_path: Path) -> None:
     summary = proc.stdout.strip().splitlines()[-1]
     assert "9 passed" in summary and "failed" not in summary and "skipped" not in summary, summary
 
-    assert main(["new", "channel", "acme_sms", "--dir", str(tmp_path)]) == 1  # never overwrites
-    assert main(["new", "channel", "Bad-Name", "--dir", str(tmp_path)]) == 1
+    assert main(["new", "channel", "acme_sms", "--dir", str(tmp_path)]) == 3  # never overwrites
+    assert main(["new", "channel", "Bad-Name", "--dir", str(tmp_path)]) == 3

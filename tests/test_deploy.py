@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -31,8 +32,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, SecretStr
 
-from cdp_hub.cli import build_parser
 from cdp_hub.cli import core as commands
+from cdp_hub.cli import parse
 from cdp_hub.config import Settings
 from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import STAGE_NAMES
@@ -468,7 +469,10 @@ def test_scenarios_configmap_validates(tmp_path: Path) -> None:
 
 
 def _parse_cli(args: list[str]) -> Any:
-    return build_parser().parse_args(args)
+    """The command line as the CLI parses it: the handler to run, with its arguments as attributes."""
+    call = parse(args)
+    assert not isinstance(call, int), args
+    return SimpleNamespace(handler=call.handler, **vars(call.args))
 
 
 def test_deployments_run_known_stages_and_cover_all_of_them() -> None:

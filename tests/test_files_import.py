@@ -116,3 +116,15 @@ async def test_customer_master_data_file(tmp_path: Path, hub: Hub) -> None:
     assert result.by_type == {"customer.updated": 1} and result.dead == 0
     with pytest.raises(ConfigurationError, match="no such file"):
         await import_file(hub, hub.connector("erp"), [tmp_path / "missing.csv"])
+
+
+def test_iter_records_reports_the_bytes_read_of_a_gzip_file(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for n in range(2500):
+            fh.write(json.dumps({"id": n, "note": "x" * (n % 50)}) + "\n")
+    seen: list[int] = []
+    rows = list(iter_records(path, position=seen.append))
+    assert len(rows) == 2500
+    # Every 1000 records, then the whole file: bytes of the compressed file, never backwards.
+    assert len(seen) == 3 and seen == sorted(seen) and seen[-1] == path.stat().st_size

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import click
 import pytest
 
+from cdp_hub.cli.helpers import Args, Call, attach, command, group
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.resolver.fuzzy import cli as fuzzy_cli
@@ -190,19 +192,35 @@ async def test_lower_threshold_stores_more_and_upgrades_in_place(store: Store) -
     assert population
 
 
-def _parser(existing_identity_group: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cdp-hub")
-    sub = parser.add_subparsers(dest="command")
-    if existing_identity_group:  # as another module (the identity graph's CLI) registers it first
-        group = sub.add_parser("identity").add_subparsers(dest="identity_command")
-        group.add_parser("dry-run").set_defaults(handler="dry-run")
-    fuzzy_cli.register(sub)
-    return parser
+class _Parser:
+    """A command line parsed as the CLI does (a Call), handed back argparse-style: the handler and its args."""
+
+    def __init__(self, root: click.Group) -> None:
+        self.root = root
+
+    def parse_args(self, argv: list[str]) -> SimpleNamespace:
+        call = self.root.main(argv, standalone_mode=False)
+        assert isinstance(call, Call)
+        return SimpleNamespace(handler=call.handler, **vars(call.args))
+
+
+def _dry_run(args: Args, settings: Settings) -> int:
+    return 0
+
+
+def _parser(existing_identity_group: bool = False) -> _Parser:
+    root = click.Group("cdp-hub")
+    if existing_identity_group:  # as another module (the identity graph's CLI) declares it first
+        earlier: list[click.Command] = []
+        command(group(earlier, "identity", "identity resolution"), "dry-run", help="replay")(_dry_run)
+        attach(root, earlier)
+    attach(root, fuzzy_cli.commands)
+    return _Parser(root)
 
 
 def test_cli_joins_an_existing_identity_group() -> None:
     parser = _parser(existing_identity_group=True)
-    assert parser.parse_args(["identity", "dry-run"]).handler == "dry-run"
+    assert parser.parse_args(["identity", "dry-run"]).handler is _dry_run
     args = parser.parse_args(["identity", "suggest", "--threshold", "0.8", "--auto-merge"])
     assert (args.handler, args.threshold, args.auto_merge) == (fuzzy_cli.cmd_suggest, 0.8, True)
     assert _parser().parse_args(["identity", "suggestions"]).status == "open"

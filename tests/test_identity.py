@@ -121,7 +121,7 @@ async def test_cli_dry_run_and_conflicts(hub: Hub, pg_dsn: str, redis_url: str, 
     assert await asyncio.to_thread(main, ["identity", "conflicts"]) == 0
     out = capsys.readouterr().out
     assert "shared_identity" in out and "email:q1@x.ru" in out
-    assert await asyncio.to_thread(main, ["identity", "dry-run", str(tmp_path / "nope.toml")]) == 1
+    assert await asyncio.to_thread(main, ["identity", "dry-run", str(tmp_path / "nope.toml")]) == 3  # configuration
     assert "not found" in capsys.readouterr().err
 
 

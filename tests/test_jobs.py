@@ -196,7 +196,7 @@ options = {{ segments = ["lapsed_customers"] }}
     assert "segments: succeeded" in capsys.readouterr().out
     assert main(["-c", str(config), "jobs", "run", "birthdays", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
-    assert main(["-c", str(config), "jobs", "run", "nope"]) == 1
+    assert main(["-c", str(config), "jobs", "run", "nope"]) == 3  # configuration
     assert "no job 'nope'" in capsys.readouterr().err
     assert main(["-c", str(config), "jobs", "history", "--json"]) == 0
     history = json.loads(capsys.readouterr().out)

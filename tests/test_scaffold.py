@@ -53,7 +53,7 @@ def test_both_kinds_have_the_same_layout(kind: PluginKind, tmp_path: Path) -> No
 @pytest.mark.parametrize("name", ["Acme-X", "a", "acme x", "9acme", "x" * 42])
 def test_both_kinds_refuse_a_name_outside_the_rule(kind: str, name: str, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["new", kind, name, "--dir", str(tmp_path)]) == 1
+    assert main(["new", kind, name, "--dir", str(tmp_path)]) == 3  # configuration (documented exit codes)
     assert f"{kind} name {name!r}: {PLUGIN_NAME_RULE}" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
@@ -65,7 +65,7 @@ def test_both_kinds_write_over_an_existing_package_only_when_told(kind: str, tmp
     assert main(["new", kind, "acme_x", "--dir", str(tmp_path)]) == 0
     readme = tmp_path / "cdp-hub-acme-x" / "README.md"
     readme.write_text("edited", encoding="utf-8")
-    assert main(["new", kind, "acme_x", "--dir", str(tmp_path)]) == 1
+    assert main(["new", kind, "acme_x", "--dir", str(tmp_path)]) == 3
     assert "exists and is not empty" in capsys.readouterr().err
     assert readme.read_text(encoding="utf-8") == "edited"
     assert main(["new", kind, "acme_x", "--dir", str(tmp_path), "--force"]) == 0

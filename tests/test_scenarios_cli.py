@@ -65,7 +65,7 @@ def test_validate_checks_references_and_names_file_line_and_path(tmp_path: Path)
 def test_the_daemon_refuses_to_start_with_an_invalid_scenario(tmp_path: Path) -> None:
     cfg = _config(tmp_path, {"promo.yaml": BAD})
     res = cdp_hub("--config", str(cfg), "run", "--no-http")
-    assert res.returncode == 1
+    assert res.returncode == 3  # a configuration error
     assert "invalid scenarios" in res.stderr and "cart.updatedd" in res.stderr
 
 

@@ -172,14 +172,14 @@ base_url = "https://api.telegram.test"
     code = main(["-c", str(bad), "dlq", "list"])
     out = capsys.readouterr()
     written.extend((out.out, out.err))
-    assert code == 1 and "redis://:***@127.0.0.1:1/0" in out.err
+    assert code == 4 and "redis://:***@127.0.0.1:1/0" in out.err  # 4: a backend is unreachable
     unreachable_pg = config.read_text(encoding="utf-8").replace(
         _with_password(pg_dsn, PG_PASSWORD), f"postgresql://cdp:{PG_PASSWORD}@127.0.0.1:1/cdp")
     bad.write_text(unreachable_pg, encoding="utf-8")
     code = main(["-c", str(bad), "migrate"])
     out = capsys.readouterr()
     written.extend((out.out, out.err))
-    assert code == 1 and "postgresql://cdp:***@127.0.0.1:1/cdp" in out.err
+    assert code == 4 and "postgresql://cdp:***@127.0.0.1:1/cdp" in out.err
 
     # A Telegram send: the token is in the URL path of every request; a refusal is logged with its traceback.
     log = logging.getLogger("cdp_hub.test_secrets")

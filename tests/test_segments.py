@@ -3,7 +3,6 @@ entered/exited diff, crash-safe re-runs, real-time trait segments and scenario c
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import re
 import uuid
@@ -436,17 +435,15 @@ def test_every_yaml_example_in_the_docs_is_valid() -> None:
 
 
 async def test_command_line(hub: Hub, capsys: pytest.CaptureFixture[str]) -> None:
-    from cdp_hub.segments import cli
-
-    parser = argparse.ArgumentParser(prog="cdp-hub")
-    cli.register(parser.add_subparsers(dest="command"))
+    from cdp_hub.cli import parse
     # The commands build their own Hub; its Redis keys would carry no per-test prefix, so they get an
     # in-process Redis (the cache on real Redis is covered above). PostgreSQL is the test's own database.
     settings = hub.settings.model_copy(update={"redis_url": "fakeredis://"})
 
     async def run(*argv: str) -> int:
-        args = parser.parse_args(argv)
-        result = args.handler(args, settings)
+        call = parse(argv)
+        assert not isinstance(call, int)
+        result = call.handler(call.args, settings)
         return int(await result if inspect.isawaitable(result) else result)
 
     pid = await add_profile(hub)

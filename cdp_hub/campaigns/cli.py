@@ -1,4 +1,4 @@
-"""Campaign commands of the ``cdp-hub`` CLI (argparse wiring here, the work in :mod:`cdp_hub.campaigns.runner`).
+"""Campaign commands of the ``cdp-hub`` CLI (click wiring here, the work in :mod:`cdp_hub.campaigns.runner`).
 
     cdp-hub campaigns validate [PATH...]        shape, segments, channels, templates: file:line: $.path: message
     cdp-hub campaigns list                      the campaigns of campaigns_dir, their schedules and latest run
@@ -15,12 +15,14 @@ the daemon's campaigns job goes on from there).
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table
+from cdp_hub.cli.progress import progress_reporter
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 
@@ -28,43 +30,15 @@ if TYPE_CHECKING:
     from cdp_hub.campaigns.model import Campaign
     from cdp_hub.campaigns.runner import CampaignRunner, RunResult, RunStatus
 
-__all__ = ["register"]
+__all__ = ["commands"]
 
 
-def register(sub: SubParsers) -> None:
-    c = command_group(sub, "campaigns", "campaigns (mass communications): validate, preview, launch, control")
-    v = c.add_parser("validate", help="check campaign files: shape, segments, channels, templates")
-    v.add_argument("paths", nargs="*", type=Path, help="files or folders (default: campaigns_dir)")
-    v.set_defaults(handler=cmd_validate)
-    ls = c.add_parser("list", help="the campaigns, their schedules and latest runs")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(handler=cmd_list)
-    pv = c.add_parser("preview", help="audience size now and the contact policy on a sample (sends nothing)")
-    pv.add_argument("campaign", help="campaign id")
-    pv.add_argument("--sample", type=int, default=1000, help="judge the consent of this many profiles")
-    pv.add_argument("--json", action="store_true")
-    pv.set_defaults(handler=cmd_preview)
-    la = c.add_parser("launch", help="snapshot the audience and start a run")
-    la.add_argument("campaign", help="campaign id")
-    la.add_argument("--wait", action="store_true", help="send the run in this process until it is done")
-    la.set_defaults(handler=cmd_launch)
-    for name, what in (("pause", "stop sending a run after the current chunk"),
-                       ("cancel", "stop a run for good (what is not sent is never sent)")):
-        p = c.add_parser(name, help=what)
-        p.add_argument("run_id", type=uuid.UUID)
-        p.set_defaults(handler=cmd_control, action=name)
-    r = c.add_parser("resume", help="go on sending a paused run (or take over one whose sender died)")
-    r.add_argument("run_id", type=uuid.UUID)
-    r.add_argument("--wait", action="store_true", help="send the run in this process until it is done")
-    r.set_defaults(handler=cmd_control, action="resume")
-    st = c.add_parser("status", help="planned, sent, skipped by reason, failed, ETA")
-    st.add_argument("run_id", nargs="?", type=uuid.UUID, help="a run (default: the latest runs)")
-    st.add_argument("--campaign", help="the latest runs of this campaign")
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(handler=cmd_status)
+commands: list[click.Command] = []
+campaigns = group(commands, "campaigns", "campaigns (mass communications): validate, preview, launch, control")
+WAIT_HELP = "send the run in this process until it is done (a progress bar on stderr)"
 
 
-def _paths(args: argparse.Namespace, settings: Settings) -> list[Path]:
+def _paths(args: Args, settings: Settings) -> list[Path]:
     paths: list[Path] = list(getattr(args, "paths", None) or [])
     if not paths and settings.campaigns_dir is not None:
         paths = [settings.campaigns_dir]
@@ -75,7 +49,7 @@ def _campaign(settings: Settings, campaign_id: str) -> Campaign:
     from cdp_hub.campaigns.checks import check_campaign_files
     from cdp_hub.triggers.cli import installed
 
-    campaigns, problems = check_campaign_files(_paths(argparse.Namespace(), settings), installed(settings))
+    campaigns, problems = check_campaign_files(_paths(Args(), settings), installed(settings))
     found = {c.id: c for c in campaigns}.get(campaign_id)
     if found is None:
         known = ", ".join(sorted(c.id for c in campaigns)) or "none (set campaigns_dir)"
@@ -87,21 +61,29 @@ def _campaign(settings: Settings, campaign_id: str) -> Campaign:
     return found
 
 
-def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+@command(campaigns, "validate", help="check campaign files PATHS (files or folders; default: campaigns_dir): "
+                                    "shape, segments, channels, templates")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@json_option("print the campaigns and problems as JSON")
+def cmd_validate(args: Args, settings: Settings) -> int:
     from cdp_hub.campaigns.checks import check_campaign_files
     from cdp_hub.triggers.cli import installed
 
     paths = _paths(args, settings)
     if not paths:
         raise ConfigurationError("no campaign files: give paths or set campaigns_dir")
-    campaigns, problems = check_campaign_files(paths, installed(settings))
+    found, problems = check_campaign_files(paths, installed(settings))
+    errors = [p for p in problems if p.severity == "error"]
+    if args.json:
+        print_json({"ok": not errors, "campaigns": [c.id for c in found],
+                    "problems": [{"severity": p.severity, "problem": str(p)} for p in problems]})
+        return 1 if errors else 0
     for p in problems:
         print(p)
-    errors = [p for p in problems if p.severity == "error"]
     if errors:
         print(f"{len(errors)} error(s) in {len({p.origin for p in errors})} file(s)")
         return 1
-    print(f"{len(campaigns)} campaign(s) OK")
+    print(f"{len(found)} campaign(s) OK")
     return 0
 
 
@@ -111,15 +93,17 @@ def _runner(hub: Any) -> CampaignRunner:
     return campaign_runner(hub)
 
 
-async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+@command(campaigns, "list", help="the campaigns, their schedules and latest runs")
+@json_option("print the campaigns as JSON")
+async def cmd_list(args: Args, settings: Settings) -> int:
     from cdp_hub.campaigns.model import load_campaigns
     from cdp_hub.hub import Hub
 
-    campaigns = load_campaigns(_paths(args, settings))
+    loaded = load_campaigns(_paths(args, settings))
     async with Hub(settings) as hub:
         runner = _runner(hub)
         rows = []
-        for c in campaigns:
+        for c in loaded:
             latest = await runner.campaigns.runs(c.id, limit=1)
             schedule = ("by hand" if c.schedule is None else
                         f"at {c.schedule.at.isoformat()}" if c.schedule.at is not None else
@@ -131,14 +115,20 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(rows)
         return 0
-    for r in rows:
-        run = f"{r['latest_run']} {r['latest_status']}" if r["latest_run"] else "never run"
-        print(f"{r['id']:<24} {r['segment']:<20} {r['channel']:<8} {r['rate_limit']:>8g}/s  {r['schedule']:<32} "
-              f"{run}{'' if r['enabled'] else '  (disabled)'}")
+    table = [(r["id"], r["segment"], r["channel"], f"{r['rate_limit']:g}/s", r["schedule"],
+              (f"{r['latest_run']} {r['latest_status']}" if r["latest_run"] else "never run")
+              + ("" if r["enabled"] else "  (disabled)")) for r in rows]
+    print_table(("campaign", "segment", "channel", "rate", "schedule", "latest run"), table,
+                plain=lambda t: f"{t[0]:<24} {t[1]:<20} {t[2]:<8} {t[3]:>10}  {t[4]:<32} {t[5]}")
     return 0
 
 
-async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+@command(campaigns, "preview", help="audience size of campaign CAMPAIGN now and the contact policy on a sample "
+                                   "(sends nothing)")
+@click.argument("campaign")
+@click.option("--sample", type=int, default=1000, show_default=True, help="judge the consent of this many profiles")
+@json_option("print the estimate as JSON")
+async def cmd_preview(args: Args, settings: Settings) -> int:
     from collections import Counter
 
     from cdp_hub.hub import Hub
@@ -177,7 +167,19 @@ def _print_result(result: RunResult) -> None:
           + ", ".join(f"{k} {v}" for k, v in sorted(result.decisions.items())))
 
 
-async def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
+async def _send_with_progress(runner: CampaignRunner, run_id: uuid.UUID) -> RunResult:
+    """``--wait``: send the run here, with a progress bar (plain lines when not a terminal) and its ETA."""
+    status = await runner.status(run_id)
+    todo = None if status is None else status.pending + status.deferred
+    with progress_reporter(f"campaign run {str(run_id)[:8]}", unit="profiles") as report:
+        return await runner.execute(run_id, progress=lambda done, _total: report(done, todo))
+
+
+@command(campaigns, "launch", help="snapshot the audience of campaign CAMPAIGN and start a run")
+@click.argument("campaign")
+@click.option("--wait", is_flag=True, help=WAIT_HELP)
+@json_option("print the run as JSON")
+async def cmd_launch(args: Args, settings: Settings) -> int:
     from cdp_hub.hub import Hub
 
     campaign = _campaign(settings, args.campaign)
@@ -185,17 +187,38 @@ async def cmd_launch(args: argparse.Namespace, settings: Settings) -> int:
         runner = _runner(hub)
         launched = await runner.launch(campaign)
         assert launched is not None  # a launch by hand has a new run id: it always takes place
+        if args.json:
+            result = await _send_with_progress(runner, launched.run_id) if args.wait else None
+            print_json({"run_id": str(launched.run_id), "planned": launched.planned,
+                        "snapshot_seconds": launched.snapshot_seconds,
+                        "result": None if result is None else {"status": result.status,
+                                                               "seconds": round(result.seconds, 3),
+                                                               "decisions": dict(result.decisions)}})
+            return 0
         print(f"run {launched.run_id}: {launched.planned} profiles planned "
               f"(audience snapshot {launched.snapshot_seconds:.2f}s)", flush=True)
         if args.wait:
-            _print_result(await runner.execute(launched.run_id))
+            _print_result(await _send_with_progress(runner, launched.run_id))
         else:
             print("the run is sent by `cdp-hub run` (a [jobs] entry of kind 'campaigns'), or "
                   f"`cdp-hub campaigns resume {launched.run_id} --wait`")
     return 0
 
 
-async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
+@command(campaigns, "pause", help="stop sending run RUN_ID after the current chunk",
+         defaults={"action": "pause", "wait": False})
+@click.argument("run_id", type=click.UUID)
+@json_option("print the run's status as JSON")
+@command(campaigns, "cancel", help="stop run RUN_ID for good (what is not sent is never sent)",
+         defaults={"action": "cancel", "wait": False})
+@click.argument("run_id", type=click.UUID)
+@json_option("print the run's status as JSON")
+@command(campaigns, "resume", help="go on sending paused run RUN_ID (or take over one whose sender died)",
+         defaults={"action": "resume"})
+@click.argument("run_id", type=click.UUID)
+@click.option("--wait", is_flag=True, help=WAIT_HELP)
+@json_option("print the run's status as JSON")
+async def cmd_control(args: Args, settings: Settings) -> int:
     from cdp_hub.hub import Hub
 
     async with Hub(settings) as hub:
@@ -208,11 +231,21 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
         now = await runner.campaigns.run(args.run_id)
         assert now is not None
         if not moved and not (args.action == "resume" and now.status == "sending"):
-            print(f"run {args.run_id} is {now.status}: cannot {args.action} it")
+            if args.json:
+                print_json({"run_id": str(args.run_id), "status": now.status, "changed": False})
+            else:
+                print(f"run {args.run_id} is {now.status}: cannot {args.action} it")
             return 1
-        print(f"run {args.run_id}: {now.status}", flush=True)
-        if args.action == "resume" and getattr(args, "wait", False):
-            _print_result(await runner.execute(args.run_id))
+        if not args.json:
+            print(f"run {args.run_id}: {now.status}", flush=True)
+        result = await _send_with_progress(runner, args.run_id) if args.action == "resume" and args.wait else None
+        if args.json:
+            print_json({"run_id": str(args.run_id), "status": now.status, "changed": True,
+                        "result": None if result is None else {"status": result.status,
+                                                               "seconds": round(result.seconds, 3),
+                                                               "decisions": dict(result.decisions)}})
+        elif result is not None:
+            _print_result(result)
     return 0
 
 
@@ -228,7 +261,12 @@ def _format_status(s: RunStatus) -> str:
             f"  rate {d['rate_limit']:g}/s, ETA {'-' if eta is None else f'{eta:.0f}s'}")
 
 
-async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+@command(campaigns, "status", help="planned, sent, skipped by reason, failed, ETA of run RUN_ID (default: the "
+                                  "latest runs)")
+@click.argument("run_id", required=False, type=click.UUID)
+@click.option("--campaign", help="the latest runs of this campaign")
+@json_option("print the status as JSON")
+async def cmd_status(args: Args, settings: Settings) -> int:
     from cdp_hub.hub import Hub
 
     async with Hub(settings) as hub:

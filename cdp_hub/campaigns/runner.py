@@ -38,7 +38,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -213,11 +213,13 @@ class CampaignRunner:
         return list(await asyncio.gather(*(self.execute(r, wait_for_lease=False) for r in runs)))
 
     async def execute(self, run_id: uuid.UUID, *, wait_for_lease: bool = True,
-                      stop: asyncio.Event | None = None) -> RunResult:
+                      stop: asyncio.Event | None = None,
+                      progress: Callable[[int, int | None], None] | None = None) -> RunResult:
         """Send the run until it is done, paused or cancelled (or ``stop`` is set, or another sender holds it).
 
         ``wait_for_lease``: when a sender that is gone (killed) still holds the run, wait for its lease to
-        run out and take over, instead of returning at once."""
+        run out and take over, instead of returning at once. ``progress(profiles decided by this call, None)``
+        after every chunk."""
         started = time.monotonic()
         result = RunResult(run_id, "unknown")
         run = await self.campaigns.claim(run_id, self.owner, self.lease_seconds)
@@ -232,7 +234,7 @@ class CampaignRunner:
             run = await self.campaigns.claim(run_id, self.owner, self.lease_seconds)
         campaign = Campaign.model_validate(run.definition)
         try:
-            result.status = await self._send(campaign, run, result.decisions, stop)
+            result.status = await self._send(campaign, run, result.decisions, stop, progress)
         finally:
             if result.status != "done":
                 await self.campaigns.release(run_id, self.owner)
@@ -242,7 +244,7 @@ class CampaignRunner:
         return result
 
     async def _send(self, campaign: Campaign, run: CampaignRun, decisions: Counter[str],
-                    stop: asyncio.Event | None) -> str:
+                    stop: asyncio.Event | None, progress: Callable[[int, int | None], None] | None = None) -> str:
         """The send loop. One chunk is in flight (published, then recorded) while the next is planned: the
         database reads of one overlap the broker's acks of the other, and no chunk is recorded before it is
         durable on the bus."""
@@ -301,6 +303,8 @@ class CampaignRunner:
                         self.ctx.metrics.experiment_controls.labels(campaign.scenario).inc(n)
                 counted = Counter({d: n for d, n in counted.items() if not d.startswith("sent:")})
                 decisions.update(counted)
+                if progress is not None:
+                    progress(sum(decisions.values()), None)
         finally:
             await settle()
 

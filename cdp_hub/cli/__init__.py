@@ -1,56 +1,121 @@
-"""The ``cdp-hub`` command line.
+"""The ``cdp-hub`` command line (click; rich for tables and progress bars on a terminal).
 
-    cdp_hub/cli/__init__.py   main(): the parser, logging (cdp_hub/logs.py), running a handler, errors to exit codes
-    cdp_hub/cli/helpers.py    what the command modules share: command_group(), print_json(), store_for()
+    cdp_hub/cli/__init__.py   main(): parse (click), load the settings, configure logging (cdp_hub/logs.py),
+                              run the handler, turn errors into the exit codes below; ``completion``
+    cdp_hub/cli/helpers.py    how a command is declared (command(), group(), attach()), print_json(),
+                              print_table(), store_for()
+    cdp_hub/cli/progress.py   progress bars (a terminal) or plain progress lines (cron, pipes)
     cdp_hub/cli/core.py       schema, plugins, migrate, run, serve, dlq, demo
 
-The other sub-commands live with the code they drive: a module that defines ``register(sub)`` and is named
-in :data:`COMMAND_MODULES` adds its commands. A handler is ``handler(args, settings) -> int`` (sync or async).
+The other commands live with the code they drive: a module named in :data:`COMMAND_MODULES` exposes
+``commands`` (click commands and groups) and :func:`build_cli` attaches them. A handler is
+``handler(args, settings) -> int`` (sync or async); :func:`parse` gives the handler a command line asks for
+without running it (tests, the deployment manifests' check).
+
+Flow of ``main(argv)``: parse (a usage error: exit 2; ``--help``/``--version``: 0) ─▶ load the settings and
+register their secrets for redaction ─▶ configure logging ─▶ run the handler ─▶ its exit code, or:
+
+    0    ok
+    1    failure (the command ran and something failed: a check, a record, a send)
+    2    usage: an unknown command or option, a bad option value, a missing argument
+    3    configuration: the config file, an option value the hub refuses, a missing file or credential
+         (every ConfigurationError)
+    4    a backend is unreachable (Kafka, PostgreSQL, Redis)
+    130  interrupted (Ctrl-C)
+    141  stdout was closed by the reader (``cdp-hub ... | head -1``): nothing more is printed, no traceback
+
+(``jobs run`` exits with 75 when another process is running the job.)
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib
 import inspect
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import click
+
+from cdp_hub import __version__
+from cdp_hub.cli.helpers import Args, Call, attach, command, global_options
 from cdp_hub.config import Settings, load_settings
-from cdp_hub.errors import CdpHubError
-from cdp_hub.logs import LOG_FORMATS, configure_logging
+from cdp_hub.errors import CdpHubError, ConfigurationError
+from cdp_hub.logs import configure_logging
+from cdp_hub.outages import unavailable_dependency
 from cdp_hub.redact import collect_secrets, redact, register_secrets
 
-__all__ = ["COMMAND_MODULES", "main"]
+__all__ = [
+    "COMMAND_MODULES",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_MISCONFIGURED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "build_cli",
+    "exit_code",
+    "main",
+    "parse",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_MISCONFIGURED = 3
+EXIT_UNREACHABLE = 4
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a Unix tool killed by the closed pipe
 
 COMMAND_MODULES = (
     "cdp_hub.cli.core",          # schema, plugins, migrate, run, serve, dlq, demo
     "cdp_hub.cli.config",        # config show, config check
-    "cdp_hub.triggers.cli",      # scenarios validate, list, simulate
+    "cdp_hub.triggers.cli",      # scenarios validate, init, list, simulate
     "cdp_hub.connector.cli",     # connectors list/spec/check/state, sync, ingest-file
     "cdp_hub.scaffold.cli",      # new connector, new channel
     "cdp_hub.resolver.cli",      # identity, profiles, import
     "cdp_hub.resolver.fuzzy.cli",  # identity suggest, identity suggestions
     "cdp_hub.segments.cli",      # segments, triggers run-daily
-    "cdp_hub.delivery.cli",      # templates
+    "cdp_hub.delivery.cli",      # templates, channels send
     "cdp_hub.delivery.recommend_cli",  # recommend refresh/show
     "cdp_hub.jobs.cli",          # jobs list/run/history
     "cdp_hub.campaigns.cli",     # campaigns validate/list/preview/launch/pause/resume/cancel/status
     "cdp_hub.reports.cli",       # report scenarios (table, --json, --csv, --html)
 )
 
-Handler = Callable[[argparse.Namespace, Settings], Any]
+PROG = "cdp-hub"
+COMPLETE_VAR = "_CDP_HUB_COMPLETE"
+SHELLS = ("bash", "zsh", "fish")
+
+_own_commands: list[click.Command] = []
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cdp-hub", description="Customer Data Platform integration hub")
-    parser.add_argument("--config", "-c", help="TOML config file (default: $CDP_HUB_CONFIG or ./cdp-hub.toml)")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default; or log_level in the config), ERROR")
-    parser.add_argument("--log-format", choices=LOG_FORMATS,
-                        help="text (default; or log_format in the config) or json: one JSON object per line")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+@command(_own_commands, "completion", uses_settings=False,
+         help="print the shell completion script for SHELL (bash, zsh or fish); e.g. in ~/.bashrc: "
+              'eval "$(cdp-hub completion bash)"')
+@click.argument("shell", type=click.Choice(SHELLS))
+def cmd_completion(args: Args, settings: Settings) -> int:
+    from click.shell_completion import get_completion_class
+
+    completion = get_completion_class(args.shell)
+    assert completion is not None  # click ships all three SHELLS
+    print(completion(build_cli(), {}, PROG, COMPLETE_VAR).source())
+    return EXIT_OK
+
+
+def build_cli() -> click.Group:
+    """The ``cdp-hub`` group with every command of :data:`COMMAND_MODULES` attached."""
+    cli = click.Group(PROG, help="Customer Data Platform integration hub. Global options go before or after "
+                                 "the command; exit codes: 0 ok, 1 failure, 2 usage, 3 configuration, "
+                                 "4 backend unreachable.",
+                      params=global_options(), no_args_is_help=True,
+                      context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+    click.version_option(__version__, "--version", package_name="cdp-hub", prog_name=PROG,
+                         message="%(prog)s %(version)s")(cli)
+    attach(cli, _own_commands)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -58,30 +123,116 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name == name:  # that part of the CLI is not there; the rest works
                 continue
             raise
-        module.register(sub)
-    return parser
+        attach(cli, module.commands)
+    return cli
+
+
+def parse(argv: Sequence[str]) -> Call | int:
+    """The :class:`Call` a command line asks for, or the exit code of one that is done once parsed
+    (``--help``, ``--version``). Raises click's ``UsageError`` for a usage error."""
+    result: Any = build_cli().main(list(argv), prog_name=PROG, complete_var=COMPLETE_VAR, standalone_mode=False)
+    if isinstance(result, Call):
+        return result
+    return int(result or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 2
+    """Run the command line ``argv`` (default: the process's arguments) and return its exit code (see the
+    module docstring); never raises ``SystemExit``."""
     try:
-        settings = load_settings(args.config)
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # a pipe holds the output in a buffer: a closed one fails here, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`| head -1`). Whatever is still buffered for stdout can never be written:
+        # point stdout at /dev/null so the interpreter's final flush does not fail a second time.
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str]) -> int:
+    try:
+        parsed = parse(argv)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as a usage error
+        print(exc.ctx.get_help() if exc.ctx is not None else str(exc))
+        return EXIT_USAGE
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.ClickException as exc:  # raised by click itself outside usage (its own exit code)
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # click answered a shell-completion request (_CDP_HUB_COMPLETE) and exited
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    if isinstance(parsed, int):
+        return parsed
+    try:
+        settings = load_settings(parsed.config) if parsed.uses_settings else Settings.model_construct()
         register_secrets(collect_secrets(settings))  # before anything can log or fail with one in its text
-        configure_logging(args.log_level or settings.log_level, args.log_format or settings.log_format)
-        result = handler(args, settings)
+        if parsed.uses_settings:
+            configure_logging(parsed.log_level or settings.log_level, parsed.log_format or settings.log_format)
+        result = parsed.handler(parsed.args, settings)
         if inspect.isawaitable(result):
-            result = asyncio.run(result)  # type: ignore[arg-type]
+            result = asyncio.run(_awaited(result))
         return int(result or 0)
-    except CdpHubError as exc:
-        print(f"cdp-hub: error: {redact(str(exc))}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a missing file, a refused connection: say which, no traceback
-        print(f"cdp-hub: error: {redact(str(exc))}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except (CdpHubError, OSError) as exc:  # OSError: a missing file, a refused connection: say which
+        return _error(exc, exit_code(exc))
+    except Exception as exc:
+        if unavailable_dependency(exc) is None:
+            raise  # a bug: its traceback is what helps
+        return _error(exc, EXIT_UNREACHABLE)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of a command that failed with ``exc``: 3 for a configuration error (a wrong password
+    too, although the server answered), 4 for a backend that is not there (the store and hot state say so as
+    a ConfigurationError raised from the client's error), else 1."""
+    if _credentials_refused(exc):
+        return EXIT_MISCONFIGURED
+    if unavailable_dependency(exc) is not None:
+        return EXIT_UNREACHABLE
+    return EXIT_MISCONFIGURED if isinstance(exc, ConfigurationError) else EXIT_FAILURE
+
+
+# The clients' errors for a server that answered and refused the credentials (redis-py's AuthenticationError
+# is a ConnectionError, asyncpg's InvalidPasswordError an access-rule error: both otherwise look like an outage).
+_CREDENTIAL_ERRORS = frozenset({"InvalidPasswordError", "AuthenticationError", "AuthenticationWrongNumberOfArgsError",
+                                "SaslAuthenticationFailedError"})
+
+
+def _credentials_refused(exc: BaseException) -> bool:
+    current: BaseException | None = exc
+    for _ in range(16):  # the chain of causes, bounded
+        if current is None:
+            return False
+        if {c.__name__ for c in type(current).__mro__} & _CREDENTIAL_ERRORS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def _awaited(result: Any) -> Any:
+    return await result
+
+
+def _error(exc: BaseException, code: int) -> int:
+    dependency = unavailable_dependency(exc) if code == EXIT_UNREACHABLE else None
+    text = redact(str(exc)) or type(exc).__name__
+    prefix = f"{dependency} unreachable: " if dependency and dependency not in text.lower() else ""
+    print(f"{PROG}: error: {prefix}{text}", file=sys.stderr)
+    return code
+
+
+def _discard_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's captured stdout)
+        pass

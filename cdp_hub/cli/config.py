@@ -3,49 +3,42 @@
     cdp-hub config show [--json]     the effective settings (file, environment, defaults): secrets as ``***``,
                                      DSNs without passwords
     cdp-hub config check [--json] [--offline]
-                                     the settings (already loaded, or the command fails with exit 1 naming the
+                                     the settings (already loaded, or the command fails with exit 3 naming the
                                      field), then every channel and connector instance's options (their
                                      plugins' models), the scenarios and their references, the jobs, and (unless
                                      --offline) a connection to the bus, PostgreSQL and Redis
 
 Exit codes of ``config check``: 0 everything is fine; 3 a channel, connector, scenario or job is misconfigured;
-4 a backend is unreachable (3 wins when both); 1 the settings themselves are invalid (reported before any
-check runs).
+4 a backend is unreachable (3 wins when both); 3 also when the settings themselves are invalid (reported
+before any check runs, as by every command).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json
 from cdp_hub.config import ChannelInstance, ConnectorInstance, Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.redact import public_view, redact_url
 
-__all__ = ["EXIT_MISCONFIGURED", "EXIT_UNREACHABLE", "register"]
+__all__ = ["EXIT_MISCONFIGURED", "EXIT_UNREACHABLE", "commands"]
 
 EXIT_MISCONFIGURED = 3
 EXIT_UNREACHABLE = 4
 
 
-def register(sub: SubParsers) -> None:
-    group = command_group(sub, "config", "show and check the configuration")
-    show = group.add_parser("show", help="the effective settings, secrets as *** and DSNs without passwords")
-    show.add_argument("--json", action="store_true", help="print the settings as JSON")
-    show.set_defaults(handler=cmd_config_show)
-    check = group.add_parser(
-        "check", help="validate every channel, connector, scenario and job, and reach the bus, PostgreSQL and "
-        "Redis (exit 0 ok, 3 misconfigured, 4 unreachable)")
-    check.add_argument("--json", action="store_true", help="print the results as JSON")
-    check.add_argument("--offline", action="store_true", help="do not connect to the bus, PostgreSQL or Redis")
-    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each backend (default 5)")
-    check.set_defaults(handler=cmd_config_check)
+commands: list[click.Command] = []
+config = group(commands, "config", "show and check the configuration")
 
 
-def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
+@command(config, "show", help="the effective settings, secrets as *** and DSNs without passwords")
+@json_option("print the settings as JSON")
+def cmd_config_show(args: Args, settings: Settings) -> int:
     view = public_view(settings)
     if args.json:
         print_json(view)
@@ -55,7 +48,12 @@ def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_config_check(args: argparse.Namespace, settings: Settings) -> int:
+@command(config, "check", help="validate every channel, connector, scenario and job, and reach the bus, "
+                               "PostgreSQL and Redis (exit 0 ok, 3 misconfigured, 4 unreachable)")
+@json_option("print the results as JSON")
+@click.option("--offline", is_flag=True, help="do not connect to the bus, PostgreSQL or Redis")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="seconds to wait for each backend")
+async def cmd_config_check(args: Args, settings: Settings) -> int:
     from cdp_hub.checks import instance_problems, reachability
     from cdp_hub.jobs.kinds import check_options
     from cdp_hub.plugins import get_registry

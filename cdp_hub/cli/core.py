@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -11,117 +10,83 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import orjson
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEMA_DIR = Path("schemas")
+PATH = click.Path(path_type=Path)
 
-
-def register(sub: SubParsers) -> None:
-    s = command_group(sub, "schema", "export or check the canonical JSON Schemas")
-    e = s.add_parser("export", help="write schemas/*.json from the models")
-    e.add_argument("--out", type=Path, default=DEFAULT_SCHEMA_DIR)
-    e.set_defaults(handler=cmd_schema_export)
-    c = s.add_parser("check", help="compare the models with the committed schemas: identical/additive/breaking")
-    c.add_argument("--dir", type=Path, default=DEFAULT_SCHEMA_DIR)
-    c.set_defaults(handler=cmd_schema_check)
-
-    p = sub.add_parser("plugins", help="list connector and channel plugins and where they came from")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_plugins)
-
-    p = sub.add_parser("migrate", help="apply the database migrations (idempotent)")
-    p.set_defaults(handler=cmd_migrate)
-
-    p = sub.add_parser("run", help="run the pipeline stages (all, or --stage NAME ...) and the HTTP server")
-    p.add_argument("--stage", action="append", dest="stages", metavar="NAME",
-                   help="resolver, triggers, delivery, dlq (repeatable; default: all)")
-    p.add_argument("--no-http", action="store_true", help="do not serve HTTP (ingestion, /metrics)")
-    p.add_argument("--http-port", type=int, help="override http_port")
-    p.add_argument("--mute-triggers", action="store_true",
-                   help="profiles and segments update, no scenario fires (replays, backfills); decided muted")
-    p.add_argument("--no-scheduler", action="store_true",
-                   help="do not run the [jobs] schedule in this process (default: run it when jobs are configured)")
-    p.set_defaults(handler=cmd_run)
-
-    p = sub.add_parser("serve", help="serve HTTP only (ingestion, admin, /metrics), no stages")
-    p.add_argument("--http-port", type=int, help="override http_port")
-    p.set_defaults(handler=cmd_run, stages=[], no_http=False, no_scheduler=True, mute_triggers=False)
-
-    s = command_group(sub, "dlq", "browse and replay the dead-letter queue")
-    ls = s.add_parser("list", help="dead letters, newest first")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--type", dest="failure_type")
-    ls.add_argument("--source")
-    ls.add_argument("--all", action="store_true", help="include replayed ones")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(handler=cmd_dlq_list)
-    rp = s.add_parser("replay", help="put dead letters back into the flow (fixed, or as they were)")
-    rp.add_argument("ids", nargs="*", help="dlq ids (default: every one matching the filters)")
-    rp.add_argument("--type", dest="failure_type")
-    rp.add_argument("--source")
-    rp.add_argument("--fixes", type=Path,
-                    help="JSON Lines of {\"dlq_id\": ..., \"payload\": {...}}: corrected records")
-    rp.add_argument("--again", action="store_true", help="also replay ones replayed before")
-    rp.add_argument("--dry-run", action="store_true")
-    rp.add_argument("--fire-triggers", action="store_true",
-                    help="let scenarios fire for the replayed events (default: muted, profiles update only)")
-    rp.set_defaults(handler=cmd_dlq_replay)
-    pg = s.add_parser("purge", help="delete archived dead letters older than a given age")
-    pg.add_argument("--older-than", required=True, help="a duration: e.g. 30d, 12h, 1d12h, P30D")
-    pg.add_argument("--replayed-only", action="store_true", help="only ones already replayed")
-    pg.set_defaults(handler=cmd_dlq_purge)
-
-    p = sub.add_parser("demo", help="run the whole pipeline on generated retail data (embedded, no servers)")
-    p.add_argument("--customers", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--data-dir", type=Path, help="keep the embedded database here (default: a temp dir)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(handler=cmd_demo)
+commands: list[click.Command] = []
+schema = group(commands, "schema", "export or check the canonical JSON Schemas")
+dlq = group(commands, "dlq", "browse and replay the dead-letter queue")
 
 
 # -- schema ------------------------------------------------------------------------------------------
 
 
-def cmd_schema_export(args: argparse.Namespace, settings: Settings) -> int:
+@command(schema, "export", help="write schemas/*.json from the models")
+@click.option("--out", type=PATH, default=DEFAULT_SCHEMA_DIR, show_default=True, help="folder to write to")
+@json_option("print the written paths as JSON")
+def cmd_schema_export(args: Args, settings: Settings) -> int:
     from cdp_hub.catalogue import write_schemas
 
-    for path in write_schemas(args.out):
+    written = write_schemas(args.out)
+    if args.json:
+        print_json([str(path) for path in written])
+        return 0
+    for path in written:
         print(path)
     return 0
 
 
-def cmd_schema_check(args: argparse.Namespace, settings: Settings) -> int:
+@command(schema, "check", help="compare the models with the committed schemas: identical/additive/breaking "
+                               "(exit 0 identical, 1 additive changes to commit, 2 breaking)")
+@click.option("--dir", type=PATH, default=DEFAULT_SCHEMA_DIR, show_default=True, help="the committed schemas")
+@json_option("print each schema's verdict as JSON")
+def cmd_schema_check(args: Args, settings: Settings) -> int:
     from cdp_hub.catalogue import exported_schemas
     from cdp_hub.schema.export import compare_schemas, dumps
 
     worst = 0
+    verdicts: list[dict[str, Any]] = []
     for name, current in exported_schemas().items():
         path = args.dir / name
         if not path.exists():
-            print(f"{name}: missing (run `cdp-hub schema export`)")
+            verdicts.append({"schema": name, "verdict": "missing", "breaking": [], "additive": []})
             worst = max(worst, 1)
             continue
         committed = json.loads(path.read_text(encoding="utf-8"))
         if path.read_bytes() == dumps(current):
-            print(f"{name}: identical")
+            verdicts.append({"schema": name, "verdict": "identical", "breaking": [], "additive": []})
             continue
         diff = compare_schemas(committed, current)
-        print(f"{name}: {diff.kind}{' (new version)' if diff.version_bumped else ''}")
-        for line in diff.breaking:
+        verdicts.append({"schema": name, "verdict": diff.kind, "new_version": diff.version_bumped,
+                         "breaking": list(diff.breaking), "additive": list(diff.additive),
+                         "acceptable": diff.acceptable})
+        worst = 2 if not diff.acceptable else max(worst, 1)
+    if args.json:
+        print_json({"exit_code": worst, "schemas": verdicts})
+        return worst
+    for v in verdicts:
+        if v["verdict"] == "missing":
+            print(f"{v['schema']}: missing (run `cdp-hub schema export`)")
+            continue
+        if v["verdict"] == "identical":
+            print(f"{v['schema']}: identical")
+            continue
+        print(f"{v['schema']}: {v['verdict']}{' (new version)' if v['new_version'] else ''}")
+        for line in v["breaking"]:
             print(f"  BREAKING {line}")
-        for line in diff.additive:
+        for line in v["additive"]:
             print(f"  additive {line}")
-        if not diff.acceptable:
+        if not v["acceptable"]:
             print("  a breaking change needs a new schema version (cdp.event/2)")
-            worst = 2
-        else:
-            worst = max(worst, 1)
     if worst == 1:
         print("run `cdp-hub schema export` and commit schemas/")
     return worst
@@ -130,7 +95,10 @@ def cmd_schema_check(args: argparse.Namespace, settings: Settings) -> int:
 # -- plugins -----------------------------------------------------------------------------------------
 
 
-def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
+@command(commands, "plugins", help="list connector and channel plugins and where they came from (exit 1 when "
+                                   "a plugin failed to load)")
+@json_option("print the plugins and the failures as JSON")
+def cmd_plugins(args: Args, settings: Settings) -> int:
     from cdp_hub.plugins import get_registry
 
     reg = get_registry()
@@ -145,9 +113,10 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
         print_json({"plugins": rows, "failures": failures}, ensure_ascii=True)
         return 1 if failures else 0
     width = max((len(r["name"]) for r in rows), default=4)
-    for r in rows:
-        origin = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not from a distribution)"
-        print(f"{r['kind']:<9} {r['name']:<{width}}  {origin:<22} {r['description']}")
+    listing = [(r["kind"], r["name"], f"{r['distribution']} {r['version']}" if r["distribution"]
+                else "(not from a distribution)", r["description"]) for r in rows]
+    print_table(("kind", "name", "from", "description"), listing,
+                plain=lambda t: f"{t[0]:<9} {t[1]:<{width}}  {t[2]:<22} {t[3]}")
     for f in reg.failures:
         print(f"FAILED    {f.name:<{width}}  {f.distribution or '?':<22} {f.error}", file=sys.stderr)
     return 1 if failures else 0
@@ -156,9 +125,14 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 # -- migrate / run -----------------------------------------------------------------------------------
 
 
-async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+@command(commands, "migrate", help="apply the database migrations (idempotent)")
+@json_option("print the applied migrations as JSON")
+async def cmd_migrate(args: Args, settings: Settings) -> int:
     async with store_for(settings) as store:
         applied = await store.migrate()
+    if args.json:
+        print_json({"applied": [f"{mig.version:04d}_{mig.name}" for mig in applied]})
+        return 0
     for mig in applied:
         print(f"applied {mig.version:04d}_{mig.name}")
     if not applied:
@@ -166,7 +140,20 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+@command(commands, "run", help="run the pipeline stages (all, or --stage NAME ...), the scheduler and the HTTP "
+                               "server")
+@click.option("--stage", "stages", multiple=True, metavar="NAME", callback=lambda _c, _p, v: list(v) or None,
+              help="resolver, triggers, delivery, dlq (repeatable; default: all)")
+@click.option("--no-http", is_flag=True, help="do not serve HTTP (ingestion, /metrics)")
+@click.option("--http-port", type=int, help="override http_port")
+@click.option("--mute-triggers", is_flag=True,
+              help="profiles and segments update, no scenario fires (replays, backfills); decided muted")
+@click.option("--no-scheduler", is_flag=True,
+              help="do not run the [jobs] schedule in this process (default: run it when jobs are configured)")
+@command(commands, "serve", help="serve HTTP only (ingestion, admin, /metrics), no stages",
+         defaults={"stages": [], "no_http": False, "no_scheduler": True, "mute_triggers": False})
+@click.option("--http-port", type=int, help="override http_port")
+async def cmd_run(args: Args, settings: Settings) -> int:
     from cdp_hub.daemon import check_listen_address, http_server
     from cdp_hub.hub import Hub
     from cdp_hub.jobs.scheduler import scheduler_for
@@ -249,7 +236,13 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 # -- dlq ---------------------------------------------------------------------------------------------
 
 
-async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+@command(dlq, "list", help="dead letters, newest first")
+@click.option("--limit", type=int, default=50, show_default=True, help="at most this many")
+@click.option("--type", "failure_type", help="only this failure type (schema_violation, processing_error, ...)")
+@click.option("--source", help="only dead letters of this source (a connector instance, the edge)")
+@click.option("--all", is_flag=True, help="include replayed ones")
+@json_option("print the dead letters as JSON")
+async def cmd_dlq_list(args: Args, settings: Settings) -> int:
     from cdp_hub.dlq.replay import list_dead_letters
     from cdp_hub.hub import Hub
 
@@ -259,15 +252,27 @@ async def cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode())
         return 0
-    for it in items:
-        where = f"{it.get('source') or '-'}/{it.get('record_id') or '-'}"
-        print(f"{it['dlq_id']}  {it['failed_at'][:19]}  {it['failure_type']:<20} {it['stage']:<9} {where}")
-        print(f"    {it['error']}")
+    table = [(it["dlq_id"], it["failed_at"][:19], it["failure_type"], it["stage"],
+              f"{it.get('source') or '-'}/{it.get('record_id') or '-'}", it["error"]) for it in items]
+    print_table(("dlq id", "failed at", "failure type", "stage", "source/record", "error"), table,
+                plain=lambda t: f"{t[0]}  {t[1]}  {t[2]:<20} {t[3]:<9} {t[4]}\n    {t[5]}")
     print(f"{len(items)} dead letter(s)")
     return 0
 
 
-async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+@command(dlq, "replay", help="put dead letters back into the flow (fixed, or as they were). IDS: dlq ids "
+                            "(default: every one matching the filters, or the ones --fixes fixes)")
+@click.argument("ids", nargs=-1)
+@click.option("--type", "failure_type", help="only this failure type")
+@click.option("--source", help="only dead letters of this source")
+@click.option("--fixes", type=PATH,
+              help='JSON Lines of {"dlq_id": ..., "payload": {...}}: corrected records')
+@click.option("--again", is_flag=True, help="also replay ones replayed before")
+@click.option("--dry-run", is_flag=True, help="say what would be replayed, change nothing")
+@click.option("--fire-triggers", is_flag=True,
+              help="let scenarios fire for the replayed events (default: muted, profiles update only)")
+@json_option("print the outcome as JSON")
+async def cmd_dlq_replay(args: Args, settings: Settings) -> int:
     from cdp_hub.dlq.replay import replay_dead_letters
     from cdp_hub.hub import Hub
     from cdp_hub.pipeline.embedded import downstream
@@ -287,13 +292,21 @@ async def cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
         res = await replay_dead_letters(hub, ids=ids, failure_type=args.failure_type, source=args.source,
                                         fixes=fixes, again=args.again, dry_run=args.dry_run, settle=settle,
                                         mute_triggers=not args.fire_triggers)
+    if args.json:
+        print_json({"replayed": res.replayed, "failed_again": res.failed_again, "skipped": res.skipped,
+                    "details": list(res.details)})
+        return 0 if res.failed_again == 0 else 1
     for line in res.details:
         print(line)
     print(f"replayed {res.replayed}, failed again {res.failed_again}, skipped {res.skipped}")
     return 0 if res.failed_again == 0 else 1
 
 
-async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
+@command(dlq, "purge", help="delete archived dead letters older than a given age")
+@click.option("--older-than", required=True, help="a duration: e.g. 30d, 12h, 1d12h, P30D")
+@click.option("--replayed-only", is_flag=True, help="only ones already replayed")
+@json_option("print the number deleted as JSON")
+async def cmd_dlq_purge(args: Args, settings: Settings) -> int:
     from cdp_hub.durations import parse_duration
     from cdp_hub.store import DeadLetterRepository
 
@@ -303,6 +316,9 @@ async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigurationError(str(exc)) from None
     async with store_for(settings) as store:
         deleted = await DeadLetterRepository(store).purge(age, replayed_only=args.replayed_only)
+    if args.json:
+        print_json({"deleted": deleted})
+        return 0
     print(f"deleted {deleted} dead letter(s)")
     return 0
 
@@ -310,7 +326,12 @@ async def cmd_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
 # -- demo --------------------------------------------------------------------------------------------
 
 
-async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+@command(commands, "demo", help="run the whole pipeline on generated retail data (embedded, no servers)")
+@click.option("--customers", type=int, default=1000, show_default=True, help="how many customers to generate")
+@click.option("--seed", type=int, default=7, show_default=True, help="random seed (the same seed, the same data)")
+@click.option("--data-dir", type=PATH, help="keep the embedded database here (default: a temp dir)")
+@json_option("print the summary as JSON")
+async def cmd_demo(args: Args, settings: Settings) -> int:
     from cdp_hub.demo import print_summary, run_demo
 
     summary = await run_demo(customers=args.customers, seed=args.seed, data_dir=args.data_dir)

@@ -20,59 +20,29 @@ moves only after that: nothing lives only in the memory of a process about to ex
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table, store_for
+from cdp_hub.cli.progress import progress_reporter
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 
-__all__ = ["register"]
+__all__ = ["commands"]
 
 
-def register(sub: SubParsers) -> None:
-    """Add the connector commands to the ``cdp-hub`` parser."""
-    csub = command_group(sub, "connectors", "list, describe and check connectors", metavar="ACTION")
-    p = csub.add_parser("list", help="installed connector types and configured instances")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_list)
-    p = csub.add_parser("spec", help="JSON Schema of a connector's config")
-    p.add_argument("name", help="connector type or configured instance")
-    p.set_defaults(handler=cmd_spec)
-    p = csub.add_parser("check", help="test credentials and reachability (reads one page)")
-    p.add_argument("name")
-    p.set_defaults(handler=cmd_check)
-    p = csub.add_parser("state", help="show (or reset) the sync checkpoints of an instance")
-    p.add_argument("name")
-    p.add_argument("--reset", action="store_true", help="forget the checkpoints: the next sync starts over")
-    p.add_argument("--stream", help="only this stream")
-    p.set_defaults(handler=cmd_state)
+PATH = click.Path(path_type=Path)
 
-    p = sub.add_parser("sync", help="pull new and updated records of a connector into cdp.events")
-    p.add_argument("name", help="configured connector instance (or a type, with its defaults)")
-    p.add_argument("--stream", help="one stream (default: all)")
-    p.add_argument("--full-refresh", action="store_true", help="ignore the checkpoint: read everything again")
-    p.add_argument("--backfill", action="store_true",
-                   help="read everything again with triggers muted: profiles update, no message is sent")
-    p.add_argument("--mute-triggers", action="store_true",
-                   help="no scenario fires for these events (they are decided muted)")
-    p.set_defaults(handler=cmd_sync)
-
-    p = sub.add_parser("ingest-file", help="import CSV / JSON Lines exports (gzip too) through a connector")
-    p.add_argument("name", help="connector instance or type whose normalize() reads the rows")
-    p.add_argument("files", nargs="+", type=Path)
-    p.add_argument("--stream", help="the stream the rows belong to (default: told by each row's shape)")
-    p.add_argument("--format", choices=("csv", "jsonl"), help="default: from the name, else the content")
-    p.add_argument("--encoding", help="e.g. cp1251, utf-8, utf-8-sig (default: the connector's, else detected)")
-    p.add_argument("--delimiter", help="CSV delimiter (default: the connector's, else detected)")
-    p.add_argument("--mute-triggers", action="store_true",
-                   help="a history import: profiles and segments update, no scenario fires")
-    p.set_defaults(handler=cmd_ingest_file)
+commands: list[click.Command] = []
+connectors = group(commands, "connectors", "list, describe and check connectors")
 
 
-def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+@command(connectors, "list", help="installed connector types and configured instances")
+@json_option("print the types, instances and load failures as JSON")
+def cmd_list(args: Args, settings: Settings) -> int:
     from cdp_hub.plugins import get_registry
 
     registry = get_registry()
@@ -86,9 +56,10 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json({"types": types, "instances": instances, "failures": failures})
         return 0
-    for t in types:
-        streams = ", ".join(t["streams"]) or "push only"
-        print(f"{t['name']:<12} {t['title']:<22} streams: {streams}   [{t['distribution'] or t['plugin']}]")
+    print_table(("type", "title", "streams", "from"),
+                [(t["name"], t["title"], ", ".join(t["streams"]) or "push only", t["distribution"] or t["plugin"])
+                 for t in types],
+                plain=lambda r: f"{r[0]:<12} {r[1]:<22} streams: {r[2]}   [{r[3]}]")
     for inst in instances:
         print(f"instance {inst['instance']} -> {inst['type']}{'' if inst['enabled'] else ' (disabled)'}")
     for f in failures:
@@ -103,7 +74,11 @@ def _connector_class(settings: Settings, name: str) -> type[Any]:
     return get_registry().connector(inst.type if inst else name)
 
 
-def cmd_spec(args: argparse.Namespace, settings: Settings) -> int:
+@command(connectors, "spec", help="JSON Schema of a connector's config; NAME: a connector type or configured "
+                                  "instance (always JSON)")
+@click.argument("name")
+@json_option("the schema is JSON anyway; accepted for symmetry")
+def cmd_spec(args: Args, settings: Settings) -> int:
     cls = _connector_class(settings, args.name)
     schema = cls.config_model.model_json_schema()
     schema["title"] = f"{cls.name} connector config"
@@ -111,13 +86,19 @@ def cmd_spec(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+@command(connectors, "check", help="test the credentials and reachability of connector NAME (reads one page)")
+@click.argument("name")
+@json_option("print the outcome as JSON")
+async def cmd_check(args: Args, settings: Settings) -> int:
     from cdp_hub.hub import Hub
 
     hub = Hub(settings)
     try:
         connector = hub.connector(args.name)
         if not connector.stream_names():
+            if args.json:
+                print_json({"connector": args.name, "ok": True, "push_only": True})
+                return 0
             print(f"{args.name}: push-only connector ({connector.name}); nothing to reach. It receives "
                   f"POST /v1/webhooks/{args.name}" + ("" if getattr(connector.config, "webhook_secret", None)
                                                       else " once webhook_secret is configured"))
@@ -125,11 +106,19 @@ async def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         await connector.check()
     finally:
         await hub.http.aclose()
+    if args.json:
+        print_json({"connector": args.name, "ok": True, "stream": connector.stream_names()[0]})
+        return 0
     print(f"{args.name}: ok (credentials accepted, first page of {connector.stream_names()[0]} read)")
     return 0
 
 
-async def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
+@command(connectors, "state", help="show (or reset) the sync checkpoints of instance NAME (JSON)")
+@click.argument("name")
+@click.option("--reset", is_flag=True, help="forget the checkpoints: the next sync starts over")
+@click.option("--stream", help="only this stream")
+@json_option("the checkpoints are JSON anyway; accepted for symmetry")
+async def cmd_state(args: Args, settings: Settings) -> int:
     from cdp_hub.connector.state import PgStateStore
 
     async with store_for(settings) as store:
@@ -137,6 +126,9 @@ async def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
         states = PgStateStore(store)
         if args.reset:
             await states.reset(args.name, args.stream)
+            if args.json:
+                print_json({"connector": args.name, "reset": True, "stream": args.stream})
+                return 0
             print(f"{args.name}: checkpoints reset{f' for {args.stream}' if args.stream else ''}")
             return 0
         print_json({stream: state for stream, state in await states.all(args.name)
@@ -144,7 +136,17 @@ async def cmd_state(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+@command(commands, "sync", help="pull new and updated records of connector NAME (a configured instance, or a "
+                               "type with its defaults) into cdp.events; prints one JSON summary per stream")
+@click.argument("name")
+@click.option("--stream", help="one stream (default: all)")
+@click.option("--full-refresh", is_flag=True, help="ignore the checkpoint: read everything again")
+@click.option("--backfill", is_flag=True,
+              help="read everything again with triggers muted: profiles update, no message is sent")
+@click.option("--mute-triggers", is_flag=True, help="no scenario fires for these events (they are decided muted)")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@json_option("the summary is JSON anyway; accepted for symmetry")
+async def cmd_sync(args: Args, settings: Settings) -> int:
     from cdp_hub.connector.sync import sync
     from cdp_hub.hub import Hub
     from cdp_hub.pipeline.embedded import downstream
@@ -152,15 +154,29 @@ async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     async with Hub(settings) as hub, downstream(hub) as settle:
         connector = hub.connector(args.name)
         try:
-            results = await sync(hub, connector, stream=args.stream, full_refresh=args.full_refresh or args.backfill,
-                                 settle=settle, mute_triggers=args.mute_triggers or args.backfill)
+            with progress_reporter(f"sync {args.name}", enabled=not args.quiet) as report:
+                results = await sync(hub, connector, stream=args.stream,
+                                     full_refresh=args.full_refresh or args.backfill, settle=settle,
+                                     mute_triggers=args.mute_triggers or args.backfill, progress=report)
         finally:
             await connector.aclose()
     print_json([r.summary() for r in results])
     return 0
 
 
-async def cmd_ingest_file(args: argparse.Namespace, settings: Settings) -> int:
+@command(commands, "ingest-file", help="import CSV / JSON Lines exports (gzip too) FILES through connector NAME "
+                                      "(an instance or type whose normalize() reads the rows); prints a JSON summary")
+@click.argument("name")
+@click.argument("files", nargs=-1, required=True, type=PATH)
+@click.option("--stream", help="the stream the rows belong to (default: told by each row's shape)")
+@click.option("--format", type=click.Choice(("csv", "jsonl")), help="default: from the name, else the content")
+@click.option("--encoding", help="e.g. cp1251, utf-8, utf-8-sig (default: the connector's, else detected)")
+@click.option("--delimiter", help="CSV delimiter (default: the connector's, else detected)")
+@click.option("--mute-triggers", is_flag=True,
+              help="a history import: profiles and segments update, no scenario fires")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@json_option("the summary is JSON anyway; accepted for symmetry")
+async def cmd_ingest_file(args: Args, settings: Settings) -> int:
     from cdp_hub.connector.files import import_file
     from cdp_hub.hub import Hub
     from cdp_hub.pipeline.embedded import downstream
@@ -171,9 +187,10 @@ async def cmd_ingest_file(args: argparse.Namespace, settings: Settings) -> int:
     # No checkpoint here; on the in-process bus the stages run until the rows are stored, before it exits.
     async with Hub(settings) as hub, downstream(hub):
         connector = hub.connector(args.name)
-        result = await import_file(hub, connector, args.files, stream=args.stream, format=args.format,
-                                   encoding=args.encoding, delimiter=args.delimiter,
-                                   mute_triggers=args.mute_triggers)
+        with progress_reporter(f"ingest-file {args.name}", unit="bytes", enabled=not args.quiet) as report:
+            result = await import_file(hub, connector, args.files, stream=args.stream, format=args.format,
+                                       encoding=args.encoding, delimiter=args.delimiter,
+                                       mute_triggers=args.mute_triggers, progress=report)
     print_json({"files": [str(f) for f in args.files], "records": result.records, "events": result.events,
                 "dead_letters": result.dead, "by_type": result.by_type,
                 "first_errors": [{"record": d.record_id, "field": d.field, "error": d.error}

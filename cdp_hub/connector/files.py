@@ -69,16 +69,18 @@ class FileSniff:
     delimiter: str
     gzip: bool
 
+_POSITION_EVERY = 1000  # records between two reports of the byte position (a tell() is not free)
 
 @contextlib.contextmanager
-def _open_binary(path: Path) -> Iterator[tuple[IO[bytes], bool]]:
-    """The file's bytes, gunzipped when it starts with the gzip magic number."""
+def _open_binary(path: Path) -> Iterator[tuple[IO[bytes], bool, Callable[[], int]]]:
+    """The file's bytes, gunzipped when it starts with the gzip magic number, and how many bytes of the file
+    (compressed ones for gzip) have been read so far."""
     with io.BufferedReader(io.FileIO(path, "rb"), buffer_size=_BUFFER) as raw:
         if raw.peek(2)[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-                yield io.BufferedReader(gz, buffer_size=_BUFFER), True
+                yield io.BufferedReader(gz, buffer_size=_BUFFER), True, raw.tell
         else:
-            yield raw, False
+            yield raw, False, raw.tell
 
 
 def _detect_encoding(head: bytes) -> str:
@@ -104,7 +106,7 @@ def sniff(path: str | os.PathLike[str], format: FileFormat | None = None, encodi
           delimiter: str | None = None) -> FileSniff:
     """Detect format, encoding and delimiter from the name and the first 64 KiB (given values win)."""
     p = Path(path)
-    with _open_binary(p) as (stream, gz):
+    with _open_binary(p) as (stream, gz, _):
         head = stream.read(_HEAD_BYTES)
     name = p.name.lower().removesuffix(".gz").removesuffix(".gzip")
     fmt: FileFormat
@@ -133,20 +135,31 @@ def sniff(path: str | os.PathLike[str], format: FileFormat | None = None, encodi
 
 def iter_records(path: str | os.PathLike[str], format: FileFormat | None = None, encoding: str | None = None,
                  delimiter: str | None = None, *,
-                 on_error: Callable[[FileRecordError], None] | None = None) -> Iterator[dict[str, Any]]:
+                 on_error: Callable[[FileRecordError], None] | None = None,
+                 position: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
     """Yield the records of a CSV or JSON Lines file (plain or gzip) one by one, in bounded memory.
 
     CSV rows are dicts of strings keyed by the (stripped) header; JSON lines are whatever objects they
     hold. A malformed line raises :class:`FileRecordError`, or is passed to ``on_error`` and skipped.
+    ``position`` is told how many bytes of the file have been read (every ``_POSITION_EVERY`` records, and
+    the file's size at the end): progress against the file's size, gzip too.
     """
     info = sniff(path, format, encoding, delimiter)
     name = str(path)
-    with _open_binary(Path(path)) as (stream, _):
+    with _open_binary(Path(path)) as (stream, _, read_so_far):
         if info.format == "jsonl":
-            yield from _jsonl(stream, info.encoding, name, on_error)
+            records = _jsonl(stream, info.encoding, name, on_error)
         else:
             text = io.TextIOWrapper(stream, encoding=info.encoding, newline="", errors="strict")
-            yield from _csv(text, info.delimiter, name, on_error)
+            records = _csv(text, info.delimiter, name, on_error)
+        if position is None:
+            yield from records
+            return
+        for n, record in enumerate(records, 1):
+            yield record
+            if n % _POSITION_EVERY == 0:
+                position(read_so_far())
+        position(os.path.getsize(path))
 
 
 def _fail(err: FileRecordError, on_error: Callable[[FileRecordError], None] | None) -> None:
@@ -214,12 +227,14 @@ def _csv(text: io.TextIOWrapper, delimiter: str, name: str,
 async def import_file(hub: Hub, connector: Connector, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
                       *, stream: str | None = None, format: FileFormat | None = None, encoding: str | None = None,
                       delimiter: str | None = None, chunk_size: int = 2000,
-                      mute_triggers: bool = False) -> IngestResult:
+                      mute_triggers: bool = False,
+                      progress: Callable[[int, int | None], None] | None = None) -> IngestResult:
     """Import files through ``connector``: rows ─▶ assemble ─▶ normalize ─▶ publish, ``chunk_size`` at a time.
 
     Options not given come from the connector's :meth:`~cdp_hub.Connector.file_options` (the ERP connector's
     config says cp1251 and ``;``), then from detection. Bad lines and bad records go to the DLQ.
-    ``mute_triggers``: a history import; profiles update, no scenario fires.
+    ``mute_triggers``: a history import; profiles update, no scenario fires. ``progress(bytes read, bytes in
+    all the files)`` is called after every chunk.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -229,17 +244,31 @@ async def import_file(hub: Hub, connector: Connector, paths: Sequence[str | os.P
     missing = [str(p) for p in paths if not os.path.isfile(p)]  # noqa: ASYNC240 - a stat, before any work
     if missing:
         raise ConfigurationError(f"no such file: {', '.join(missing)}")
+    size = sum(os.path.getsize(p) for p in paths)  # noqa: ASYNC240 - stats, before any work
+    finished = 0  # bytes of the files done
+    read = [0]  # bytes read of the current file
+
+    def report() -> None:
+        if progress is not None:
+            progress(finished + read[0], size)
+
     for path in paths:
         bad: list[FileRecordError] = []
+        read[0] = 0
         rows = iter_records(path, format, encoding or defaults.get("encoding"),
-                            delimiter or defaults.get("delimiter"), on_error=bad.append)
+                            delimiter or defaults.get("delimiter"), on_error=bad.append,
+                            position=lambda at: read.__setitem__(0, at))
         for chunk in _chunks(connector.assemble(rows, stream=stream), chunk_size):
             total.add(await ingestor.ingest(connector, chunk, stream=stream))
             if bad:
                 await _dead_lines(hub, connector, stream, bad, total)
                 bad = []
+            report()
         if bad:
             await _dead_lines(hub, connector, stream, bad, total)
+        finished += os.path.getsize(path)  # noqa: ASYNC240 - a stat
+        read[0] = 0
+        report()
     return total
 
 

@@ -69,14 +69,17 @@ def _plain(value: Any) -> Any:
 
 async def sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_refresh: bool = False,
                       state_store: StateStore | None = None, ingestor: Ingestor | None = None,
-                      settle: Settle | None = None) -> StreamSyncResult:
+                      settle: Settle | None = None,
+                      progress: Callable[[int, int | None], None] | None = None) -> StreamSyncResult:
     """Sync one stream; see the module docstring for the guarantees. ``settle`` is awaited before every
-    checkpoint (the in-process bus: until the stages have stored what was published)."""
+    checkpoint (the in-process bus: until the stages have stored what was published). ``progress(records
+    read, None)`` after every page (a source does not say how many records are left)."""
     labels = (connector.instance, stream.name)
     with log_context(instance=connector.instance, stream=stream.name):
         try:
             result = await _sync_stream(hub, connector, stream, full_refresh=full_refresh,
-                                        state_store=state_store, ingestor=ingestor, settle=settle)
+                                        state_store=state_store, ingestor=ingestor, settle=settle,
+                                        progress=progress)
         except Exception:
             hub.metrics.sync_errors.labels(*labels).inc()
             raise
@@ -91,7 +94,8 @@ async def sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_re
 
 async def _sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_refresh: bool,
                        state_store: StateStore | None, ingestor: Ingestor | None,
-                       settle: Settle | None) -> StreamSyncResult:
+                       settle: Settle | None,
+                       progress: Callable[[int, int | None], None] | None = None) -> StreamSyncResult:
     states: StateStore = state_store or PgStateStore(hub.store)
     ingestor = ingestor or Ingestor(hub)
     started = time.perf_counter()
@@ -110,6 +114,8 @@ async def _sync_stream(hub: Hub, connector: Connector, stream: Stream, *, full_r
         result.pages += 1
         outcome = await ingestor.ingest(connector, page, stream=stream.name)
         result.ingest.add(outcome)
+        if progress is not None:
+            progress(result.ingest.records, None)
         for record in page:
             raw = stream.cursor_value(record)
             if raw is None:
@@ -143,17 +149,30 @@ def _state(stream: Stream, raw: Any) -> dict[str, Any]:
 
 async def sync(hub: Hub, connector: Connector, *, stream: str | None = None, full_refresh: bool = False,
                state_store: StateStore | None = None, settle: Settle | None = None,
-               mute_triggers: bool = False) -> list[StreamSyncResult]:
+               mute_triggers: bool = False,
+               progress: Callable[[int, int | None], None] | None = None) -> list[StreamSyncResult]:
     """Sync ``stream`` (or every stream) of ``connector`` into the hub's bus; return one result per stream.
     ``settle``: see :func:`sync_stream`. ``mute_triggers``: a backfill; profiles update, no scenario fires for
-    these events."""
+    these events. ``progress(records read in all streams so far, None)`` after every page."""
     names = [stream] if stream else connector.stream_names()
     if not names:
         raise ConfigurationError(f"connector {connector.instance} ({connector.name}) has no pull streams: it "
                                  "receives webhooks (POST /v1/webhooks/{instance}) or files (cdp-hub ingest-file)")
     ingestor = Ingestor(hub, mute_triggers=mute_triggers)
-    results = []
+    results: list[StreamSyncResult] = []
     for name in names:
+        before = sum(r.ingest.records for r in results)
+        per_stream = None if progress is None else _after(before, progress)
         results.append(await sync_stream(hub, connector, connector.stream(name), full_refresh=full_refresh,
-                                         state_store=state_store, ingestor=ingestor, settle=settle))
+                                         state_store=state_store, ingestor=ingestor, settle=settle,
+                                         progress=per_stream))
     return results
+
+
+def _after(before: int, progress: Callable[[int, int | None], None]) -> Callable[[int, int | None], None]:
+    """A stream's progress as the sync's: the records of the streams before it counted too."""
+
+    def report(done: int, total: int | None) -> None:
+        progress(before + done, None)
+
+    return report

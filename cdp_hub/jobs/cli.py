@@ -10,36 +10,27 @@ On the in-process bus ``jobs run`` runs the stages in this process until what th
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime
 from typing import Any
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, print_table, store_for
 from cdp_hub.config import Settings
 
-__all__ = ["register"]
+__all__ = ["EXIT_SKIPPED", "commands"]
 
 # Exit status of `jobs run` when another run holds the job (not a failure of this one, not a success).
 EXIT_SKIPPED = 75
 
 
-def register(sub: SubParsers) -> None:
-    s = command_group(sub, "jobs", "scheduled jobs ([jobs.NAME]): list, run now, history")
-    p = s.add_parser("list", help="configured jobs: kind, schedule, next slot, last run")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_list)
-    p = s.add_parser("run", help="run a job now (recorded in the history; skipped if a run of it is live)")
-    p.add_argument("name", help="a [jobs.NAME] of the config")
-    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
-    p.set_defaults(handler=cmd_run)
-    p = s.add_parser("history", help="runs of the jobs, newest first")
-    p.add_argument("name", nargs="?", help="one job (default: every job)")
-    p.add_argument("--limit", type=int, default=20, help="most runs to show (default 20)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_history)
+commands: list[click.Command] = []
+jobs = group(commands, "jobs", "scheduled jobs ([jobs.NAME]): list, run now, history")
 
 
-async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+@command(jobs, "list", help="configured jobs: kind, schedule, next slot, last run")
+@json_option("print JSON")
+async def cmd_list(args: Args, settings: Settings) -> int:
     from cdp_hub.jobs.kinds import check_options
     from cdp_hub.jobs.scheduler import next_slot
     from cdp_hub.store import JobRepository
@@ -63,17 +54,24 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if not rows:
         print("no jobs configured ([jobs.NAME] tables in the config)")
+    table = []
     for r in rows:
         last_run = r["last_run"]
         when = "never run" if last_run is None else (
             f"last {last_run['status']} at {last_run['started_at'][:19]}"
             + (f" in {last_run['seconds']:.1f}s" if last_run["seconds"] is not None else ""))
-        nxt = f"next {r['next_run'][:19]}" if r["enabled"] else "disabled"
-        print(f"{r['job']:<22} {r['kind']:<18} {r['cron']:<16} {r['timezone']:<16} {nxt:<26} {when}")
+        table.append((r["job"], r["kind"], r["cron"], r["timezone"],
+                      f"next {r['next_run'][:19]}" if r["enabled"] else "disabled", when))
+    print_table(("job", "kind", "cron", "time zone", "next", "last run"), table,
+                plain=lambda t: f"{t[0]:<22} {t[1]:<18} {t[2]:<16} {t[3]:<16} {t[4]:<26} {t[5]}")
     return 0
 
 
-async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+@command(jobs, "run", help="run job NAME (a [jobs.NAME] of the config) now: recorded in the history; skipped "
+                         "(exit 75) if a run of it is live")
+@click.argument("name")
+@json_option("print the outcome as JSON")
+async def cmd_run(args: Args, settings: Settings) -> int:
     from cdp_hub.hub import Hub
     from cdp_hub.jobs.scheduler import JobRunner
     from cdp_hub.pipeline.embedded import downstream
@@ -92,7 +90,11 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return {"succeeded": 0, "failed": 1}.get(outcome.status, EXIT_SKIPPED)
 
 
-async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+@command(jobs, "history", help="runs of job NAME (default: every job), newest first")
+@click.argument("name", required=False)
+@click.option("--limit", type=int, default=20, show_default=True, help="most runs to show")
+@json_option("print JSON")
+async def cmd_history(args: Args, settings: Settings) -> int:
     from cdp_hub.store import JobRepository
 
     async with store_for(settings, pool_size=2) as store:
@@ -102,11 +104,13 @@ async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json([r.as_dict() for r in runs])
         return 0
-    for r in runs:
-        took = f"{r.seconds:8.1f}s" if r.seconds is not None else "        -"
-        slot = f" slot {r.scheduled_for:%Y-%m-%d %H:%M:%S}" if r.scheduled_for else ""
-        print(f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.job:<22} {r.status:<10} {took}  {r.trigger}{slot}  {r.host}"
-              + (f"\n    {r.error}" if r.error else ""))
+    table = [(f"{r.started_at:%Y-%m-%d %H:%M:%S}", r.job, r.status,
+              f"{r.seconds:8.1f}s" if r.seconds is not None else "        -",
+              r.trigger + (f" slot {r.scheduled_for:%Y-%m-%d %H:%M:%S}" if r.scheduled_for else ""), r.host,
+              r.error or "") for r in runs]
+    print_table(("started", "job", "status", "took", "trigger", "host", "error"), table,
+                plain=lambda t: f"{t[0]}  {t[1]:<22} {t[2]:<10} {t[3]}  {t[4]}  {t[5]}"
+                                + (f"\n    {t[6]}" if t[6] else ""))
     if not runs:
         print("no runs recorded")
     return 0

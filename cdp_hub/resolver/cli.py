@@ -13,15 +13,16 @@ Commands that apply identity rules read them from ``--rules FILE`` or ``$CDP_HUB
 
 from __future__ import annotations
 
-import argparse
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
+import click
 import orjson
 
-from cdp_hub.cli.helpers import SubParsers, command_group
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json
+from cdp_hub.cli.progress import progress_reporter
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hub import Hub
@@ -29,72 +30,15 @@ from cdp_hub.resolver.profiles import ProfileView, find_profile, load_profile
 from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.store import ProfileRepository, Store
 
-__all__ = ["register"]
+__all__ = ["commands"]
 
 
-def register(subparsers: SubParsers) -> None:
-    profiles = command_group(subparsers, "profiles", "look up, merge and unmerge profiles",
-                             metavar="SUBCOMMAND", required=False)
-    p = profiles.add_parser("show", help="a profile by any identity: golden record, identities, provenance, "
-                                         "recent events, merge history")
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--email")
-    who.add_argument("--phone")
-    who.add_argument("--kind", help="identity kind (with --value): crm_id, loyalty_card, device_id, ...")
-    who.add_argument("--id", dest="profile_id", help="a profile id (a merged-away id leads to the survivor)")
-    p.add_argument("--value", help="identity value, with --kind")
-    p.add_argument("--events", type=int, default=20, help="how many recent events (default 20)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_show)
+PATH = click.Path(path_type=Path)
+RULES_HELP = "identity rules file (default: $CDP_HUB_IDENTITY_RULES)"
 
-    p = profiles.add_parser("merge", help="merge profiles into the oldest of them (operator decision)")
-    p.add_argument("profile_ids", nargs="+", metavar="PROFILE_ID")
-    p.add_argument("--reason", default="operator merge")
-    p.add_argument("--force", action="store_true", help="merge even when the identity rules forbid it")
-    p.add_argument("--rules", type=Path, help="identity rules file (default: $CDP_HUB_IDENTITY_RULES)")
-    p.set_defaults(handler=cmd_merge)
-
-    p = profiles.add_parser("unmerge", help="split a wrongly merged profile back out; its events follow it")
-    p.add_argument("profile_id", metavar="PROFILE_ID", help="the profile that was merged away")
-    p.add_argument("--reason", default="operator unmerge")
-    p.add_argument("--rules", type=Path, help="identity rules file (default: $CDP_HUB_IDENTITY_RULES)")
-    p.set_defaults(handler=cmd_unmerge)
-
-    identity = command_group(subparsers, "identity",
-                             "identity resolution: rules, conflicts, merge suggestions",
-                             metavar="SUBCOMMAND", required=False)
-    p = identity.add_parser("dry-run", help="replay stored history under new identity rules and report the "
-                                            "merges and splits they would cause (changes nothing)")
-    p.add_argument("rules_file", type=Path, metavar="RULES", help="rules file (.toml, .yaml, .json)")
-    p.add_argument("--show", type=int, default=10, help="list this many example merges and splits")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_dry_run)
-
-    p = identity.add_parser("conflicts", help="what the identity rules refused (open ones by default)")
-    p.add_argument("--all", action="store_true", help="include resolved ones")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=cmd_conflicts)
-
-    p = subparsers.add_parser(
-        "import", help="bulk-load historical customer records (CSV/JSONL) and resolve them set-wise",
-        description="Load customer records from legacy systems with COPY, resolve identities as connected "
-                    "components in SQL and build golden records set-wise (not the schema migrations: "
-                    "that is `cdp-hub migrate`).")
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    p.add_argument("--source", required=True, help="source name recorded as provenance (e.g. legacy_crm)")
-    p.add_argument("--type", default="customer.updated", help="event type of each record")
-    p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto")
-    p.add_argument("--rules", type=Path, help="identity rules file (default: $CDP_HUB_IDENTITY_RULES)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--report", type=Path, metavar="FILE",
-                   help="write the reconciliation report (JSON) to FILE and print its readable summary")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-    p.add_argument("--temp-buffers-mb", type=int, default=3072,
-                   help="PostgreSQL session memory for the staging tables (default 3072; ~1 GB per million records)")
-    p.add_argument("--work-mem-mb", type=int, default=256, help="PostgreSQL memory per sort or hash (default 256)")
-    p.add_argument("--workers", type=int, help="processes that normalize records (default: cores, at most 4)")
-    p.set_defaults(handler=cmd_import)
+commands: list[click.Command] = []
+profiles = group(commands, "profiles", "look up, merge and unmerge profiles")
+identity = group(commands, "identity", "identity resolution: rules, conflicts, merge suggestions")
 
 
 def _rules(path: Path | None) -> IdentityRules:
@@ -112,7 +56,16 @@ def _dump(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
 
 
-async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+@command(profiles, "show", help="a profile by any identity: golden record, identities, provenance, recent events, "
+                               "merge history", one_of=[("email", "phone", "kind", "profile_id")])
+@click.option("--email", help="find the profile by this e-mail address")
+@click.option("--phone", help="find the profile by this phone number")
+@click.option("--kind", help="identity kind (with --value): crm_id, loyalty_card, device_id, ...")
+@click.option("--id", "profile_id", help="a profile id (a merged-away id leads to the survivor)")
+@click.option("--value", help="identity value, with --kind")
+@click.option("--events", type=int, default=20, show_default=True, help="how many recent events")
+@json_option("print JSON")
+async def cmd_show(args: Args, settings: Settings) -> int:
     store = await _open_store(settings)
     try:
         view: ProfileView | None
@@ -186,7 +139,13 @@ def _hub(settings: Settings) -> Hub:
     return Hub(settings)
 
 
-async def cmd_merge(args: argparse.Namespace, settings: Settings) -> int:
+@command(profiles, "merge", help="merge profiles PROFILE_ID... into the oldest of them (operator decision)")
+@click.argument("profile_ids", nargs=-1, required=True, metavar="PROFILE_ID...")
+@click.option("--reason", default="operator merge", show_default=True, help="recorded in the merge history")
+@click.option("--force", is_flag=True, help="merge even when the identity rules forbid it")
+@click.option("--rules", type=PATH, help=RULES_HELP)
+@json_option("print the outcome as JSON")
+async def cmd_merge(args: Args, settings: Settings) -> int:
     from cdp_hub.pipeline.embedded import downstream
     from cdp_hub.resolver.merge import merge_profiles, publish_profile_event
 
@@ -198,14 +157,26 @@ async def cmd_merge(args: argparse.Namespace, settings: Settings) -> int:
         outcome = await merge_profiles(hub.store, ids, reason=args.reason, rules=_rules(args.rules),
                                        force=args.force)
         if outcome is None:
-            print("these ids are one profile already; nothing to do")
+            if args.json:
+                print_json({"merged": [], "survivor": None})
+            else:
+                print("these ids are one profile already; nothing to do")
             return 0
         await publish_profile_event(hub, outcome.event)
+    if args.json:
+        print_json({"merged": [str(p) for p in outcome.losers], "survivor": str(outcome.survivor)})
+        return 0
     print(f"merged {', '.join(map(str, outcome.losers))} into {outcome.survivor}")
     return 0
 
 
-async def cmd_unmerge(args: argparse.Namespace, settings: Settings) -> int:
+@command(profiles, "unmerge", help="split the wrongly merged-away profile PROFILE_ID back out; its events "
+                                  "follow it")
+@click.argument("profile_id", metavar="PROFILE_ID")
+@click.option("--reason", default="operator unmerge", show_default=True, help="recorded in the merge history")
+@click.option("--rules", type=PATH, help=RULES_HELP)
+@json_option("print the outcome as JSON")
+async def cmd_unmerge(args: Args, settings: Settings) -> int:
     from cdp_hub.pipeline.embedded import downstream
     from cdp_hub.resolver.merge import publish_profile_event, unmerge_profile
 
@@ -217,12 +188,21 @@ async def cmd_unmerge(args: argparse.Namespace, settings: Settings) -> int:
         outcome = await unmerge_profile(hub.store, pid, rules=_rules(args.rules), reason=args.reason)
         if outcome.event is not None:
             await publish_profile_event(hub, outcome.event)
+    if args.json:
+        print_json({"restored": str(outcome.restored), "holder": str(outcome.holder),
+                    "identities": len(outcome.identities), "events_moved": outcome.events_moved})
+        return 0
     print(f"profile {outcome.restored} split from {outcome.holder}: "
           f"{len(outcome.identities)} identities and {outcome.events_moved} events moved back")
     return 0
 
 
-async def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
+@command(identity, "dry-run", help="replay stored history under the identity rules in RULES (.toml, .yaml, "
+                                  ".json) and report the merges and splits they would cause (changes nothing)")
+@click.argument("rules_file", type=PATH, metavar="RULES")
+@click.option("--show", type=int, default=10, show_default=True, help="list this many example merges and splits")
+@json_option("print the report as JSON")
+async def cmd_dry_run(args: Args, settings: Settings) -> int:
     from cdp_hub.resolver.dryrun import dry_run
 
     rules = load_rules(args.rules_file)
@@ -238,7 +218,11 @@ async def cmd_dry_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_conflicts(args: argparse.Namespace, settings: Settings) -> int:
+@command(identity, "conflicts", help="what the identity rules refused (open ones by default)")
+@click.option("--all", is_flag=True, help="include resolved ones")
+@click.option("--limit", type=int, default=50, show_default=True, help="at most this many")
+@json_option("print the conflicts as JSON")
+async def cmd_conflicts(args: Args, settings: Settings) -> int:
     store = await _open_store(settings)
     try:
         rows = await ProfileRepository(store).conflicts(include_resolved=args.all, limit=args.limit)
@@ -256,7 +240,25 @@ async def cmd_conflicts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+@command(commands, "import", help="bulk-load historical customer records (CSV/JSONL FILES) with COPY, resolve "
+                                 "identities as connected components in SQL and build golden records set-wise (not "
+                                 "the schema migrations: that is `cdp-hub migrate`)")
+@click.argument("files", nargs=-1, required=True, type=PATH, metavar="FILE...")
+@click.option("--source", required=True, help="source name recorded as provenance (e.g. legacy_crm)")
+@click.option("--type", default="customer.updated", show_default=True, help="event type of each record")
+@click.option("--format", type=click.Choice(("auto", "csv", "jsonl")), default="auto", show_default=True,
+              help="the files' format (auto: from the name, else the content)")
+@click.option("--rules", type=PATH, help=RULES_HELP)
+@json_option("print the summary as JSON")
+@click.option("--report", type=PATH, metavar="FILE",
+              help="write the reconciliation report (JSON) to FILE and print its readable summary")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--temp-buffers-mb", type=int, default=3072, show_default=True,
+              help="PostgreSQL session memory for the staging tables (~1 GB per million records)")
+@click.option("--work-mem-mb", type=int, default=256, show_default=True,
+              help="PostgreSQL memory per sort or hash")
+@click.option("--workers", type=int, help="processes that normalize records (default: cores, at most 4)")
+async def cmd_import(args: Args, settings: Settings) -> int:
     from cdp_hub.resolver.bulk import BulkImporter
 
     for f in args.files:
@@ -266,12 +268,15 @@ async def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
     # The import writes PostgreSQL directly; its dead letters go through the bus, and on the in-process bus
     # the DLQ stage of this process archives them before the command returns.
+    quiet = args.quiet or args.json
     async with _hub(settings) as hub, downstream(hub):
-        importer = BulkImporter(hub, source=args.source, event_type=args.type, rules=_rules(args.rules),
-                                progress=None if args.quiet or args.json else sys.stderr,
-                                temp_buffers_mb=args.temp_buffers_mb, work_mem_mb=args.work_mem_mb,
-                                workers=args.workers)
-        summary = await importer.run(args.files, fmt=args.format)
+        with progress_reporter(f"import {args.source}", unit="bytes", enabled=not quiet) as report:
+            # sys.stderr inside the block: on a terminal the bar's console, which prints above the bar.
+            importer = BulkImporter(hub, source=args.source, event_type=args.type, rules=_rules(args.rules),
+                                    progress=None if quiet else sys.stderr, report=None if quiet else report,
+                                    temp_buffers_mb=args.temp_buffers_mb, work_mem_mb=args.work_mem_mb,
+                                    workers=args.workers)
+            summary = await importer.run(list(args.files), fmt=args.format)
     if args.report is not None:
         args.report.write_bytes(orjson.dumps(summary.reconciliation(), option=orjson.OPT_INDENT_2))
     if args.json:

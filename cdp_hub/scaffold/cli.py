@@ -6,43 +6,54 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from cdp_hub.cli.helpers import SubParsers, command_group
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json
 from cdp_hub.config import Settings
 from cdp_hub.scaffold import CHANNEL_KINDS, scaffold
 
-__all__ = ["register"]
+__all__ = ["commands"]
 
 
-def register(sub: SubParsers) -> None:
-    new = command_group(sub, "new", "scaffold a plugin package", metavar="WHAT")
-    p = new.add_parser("connector", help="a connector plugin package whose conformance tests pass")
-    p.add_argument("name", help="connector type name: lower-case letters, digits, _ (e.g. acme_shop)")
-    p.add_argument("--dir", type=Path, default=Path("."), help="where to create the package folder")
-    p.add_argument("--force", action="store_true", help="write into an existing folder")
-    p.set_defaults(handler=cmd_new_connector)
+PATH = click.Path(path_type=Path)
 
-    p = new.add_parser("channel", help="a channel plugin package whose conformance tests pass")
-    p.add_argument("name", help="channel type name: lower-case letters, digits, _ (e.g. acme_sms)")
-    p.add_argument("--kind", choices=CHANNEL_KINDS, default="sms")
-    p.add_argument("--address-kind", help="identity kind of the recipient (default from --kind)")
-    p.add_argument("--dir", type=Path, default=Path("."), help="where to create the package folder")
-    p.add_argument("--force", action="store_true", help="write into an existing folder")
-    p.set_defaults(handler=cmd_new_channel)
+commands: list[click.Command] = []
+new = group(commands, "new", "scaffold a plugin package")
 
 
-def cmd_new_connector(args: argparse.Namespace, settings: Settings) -> int:
+@command(new, "connector", help="a connector plugin package NAME (lower-case letters, digits, _; e.g. acme_shop) "
+                                "whose conformance tests pass")
+@click.argument("name")
+@click.option("--dir", type=PATH, default=Path("."), help="where to create the package folder (default: here)")
+@click.option("--force", is_flag=True, help="write into an existing folder")
+@json_option("print the created folder as JSON")
+def cmd_new_connector(args: Args, settings: Settings) -> int:
     root = scaffold("connector", args.name, args.dir, force=args.force)
+    if args.json:
+        print_json({"created": str(root)})
+        return 0
     print(f"created {root}\n  cd {root} && pip install -e '.[dev]' && pytest")
     return 0
 
 
-def cmd_new_channel(args: argparse.Namespace, settings: Settings) -> int:
+@command(new, "channel", help="a channel plugin package NAME (lower-case letters, digits, _; e.g. acme_sms) "
+                              "whose conformance tests pass")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(CHANNEL_KINDS), default="sms", show_default=True,
+              help="what the channel sends")
+@click.option("--address-kind", help="identity kind of the recipient (default from --kind)")
+@click.option("--dir", type=PATH, default=Path("."), help="where to create the package folder (default: here)")
+@click.option("--force", is_flag=True, help="write into an existing folder")
+@json_option("print the created folder as JSON")
+def cmd_new_channel(args: Args, settings: Settings) -> int:
     root = scaffold("channel", args.name, args.dir, force=args.force, channel_kind=args.kind,
                     address_kind=args.address_kind)
+    if args.json:
+        print_json({"created": str(root)})
+        return 0
     print(f"created {root}", file=sys.stderr)
     print(f"next: cd {root} && pip install -e '.[test]' && pytest")
     return 0

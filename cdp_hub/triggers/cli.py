@@ -14,7 +14,6 @@ consent and send log, and changes nothing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
@@ -23,41 +22,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.triggers.checks import Installed, Problem, check_scenario_files
 from cdp_hub.triggers.scenario import Scenario
 
-__all__ = ["check_scenarios", "installed", "register", "simulate"]
+__all__ = ["check_scenarios", "commands", "installed", "simulate"]
 
 log = logging.getLogger(__name__)
 
 
-def register(sub: SubParsers) -> None:
-    s = command_group(sub, "scenarios", "scenarios (YAML): validate, list and simulate")
-    v = s.add_parser("validate", help="check scenario files: shape, event types, fields, channels, templates, "
-                                      "segments")
-    v.add_argument("paths", nargs="*", type=Path, help="files or folders (default: built-ins and scenarios_dir)")
-    v.set_defaults(handler=cmd_validate)
-    init = s.add_parser("init", help="write a ready scenario catalogue to DIR: scenarios/, templates/, segments/")
-    init.add_argument("--catalogue", required=True, help="which catalogue (retail)")
-    init.add_argument("dir", type=Path, help="where to write it")
-    init.add_argument("--force", action="store_true", help="overwrite files that exist")
-    init.set_defaults(handler=cmd_init)
-    ls = s.add_parser("list", help="the scenarios the triggers stage would run")
-    ls.set_defaults(handler=cmd_list)
-    sim = s.add_parser("simulate", help="what a scenario would decide for a profile's events, sends disabled")
-    sim.add_argument("scenario", help="scenario id")
-    src = sim.add_mutually_exclusive_group(required=True)
-    src.add_argument("--profile", help="a profile id: replay its stored events")
-    src.add_argument("--events", type=Path, help="JSON Lines of canonical events (profile_id set, or --for)")
-    sim.add_argument("--for", dest="for_profile", help="with --events: the profile the events belong to")
-    sim.add_argument("--now", action="store_true",
-                     help="judge the events as arriving now (a replay: old ones are too_late), not as live")
-    sim.add_argument("--limit", type=int, default=1000, help="at most this many stored events")
-    sim.add_argument("--json", action="store_true")
-    sim.set_defaults(handler=cmd_simulate)
+PATH = click.Path(path_type=Path)
+
+commands: list[click.Command] = []
+scenarios_group = group(commands, "scenarios", "scenarios (YAML): validate, init, list and simulate")
 
 
 def installed(settings: Settings, beside: Path | None = None) -> Installed:
@@ -137,10 +118,18 @@ def _check(settings: Settings, paths: list[Path] | None = None) -> tuple[list[Sc
     return check_scenario_files(paths, installed(settings, catalogue), builtin=builtin)
 
 
-def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+@command(scenarios_group, "init", help="write a ready scenario catalogue to DIR: scenarios/, templates/, segments/")
+@click.option("--catalogue", required=True, help="which catalogue (retail)")
+@click.argument("dir", type=PATH)
+@click.option("--force", is_flag=True, help="overwrite files that exist")
+@json_option("print the written files as JSON")
+def cmd_init(args: Args, settings: Settings) -> int:
     from cdp_hub.triggers.catalogues import write_catalogue
 
     written = write_catalogue(args.catalogue, args.dir, overwrite=args.force)
+    if args.json:
+        print_json({"written": [str(p) for p in written], "dir": str(args.dir.resolve())})
+        return 0
     scenarios = sum(1 for p in written if p.parent.name == "scenarios")
     print(f"wrote {len(written)} files to {args.dir}: {scenarios} scenario files, their templates and segments")
     print("point the deployment at them (cdp-hub.toml):")
@@ -152,8 +141,18 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    scenarios, problems = _check(settings, args.paths or None)
+@command(scenarios_group, "validate", help="check scenario files (PATHS: files or folders; default: built-ins "
+                                             "and scenarios_dir): shape, event types, fields, channels, "
+                                             "templates, segments")
+@click.argument("paths", nargs=-1, type=PATH)
+@json_option("print the scenarios and problems as JSON")
+def cmd_validate(args: Args, settings: Settings) -> int:
+    scenarios, problems = _check(settings, list(args.paths) or None)
+    errors = [p for p in problems if p.severity == "error"]
+    if args.json:
+        print_json({"ok": not errors, "scenarios": [s.id for s in scenarios],
+                    "problems": [{"severity": p.severity, "problem": str(p)} for p in problems]})
+        return 1 if errors else 0
     for problem in problems:
         print(problem, file=sys.stderr)
     errors = [p for p in problems if p.severity == "error"]
@@ -166,10 +165,18 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+@command(scenarios_group, "list", help="the scenarios the triggers stage would run")
+@json_option("print the scenarios as JSON")
+def cmd_list(args: Args, settings: Settings) -> int:
     from cdp_hub.triggers.scenario import load_scenarios
 
-    for s in load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else []):
+    loaded = load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else [])
+    if args.json:
+        print_json([{"id": s.id, "event": s.trigger.event, "channels": [s.channel, *s.fallbacks],
+                     "template": s.template, "category": s.category, "delay": s.delay, "priority": s.priority,
+                     "cancel_on": list(s.cancel_on)} for s in loaded])
+        return 0
+    for s in loaded:
         extra = []
         if s.delay:
             extra.append(f"after {s.delay}")
@@ -188,7 +195,17 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+@command(scenarios_group, "simulate", help="what scenario SCENARIO would decide for a profile's events, sends "
+                                             "disabled", one_of=[("profile", "events")])
+@click.argument("scenario")
+@click.option("--profile", help="a profile id: replay its stored events")
+@click.option("--events", type=PATH, help="JSON Lines of canonical events (profile_id set, or --for)")
+@click.option("--for", "for_profile", help="with --events: the profile the events belong to")
+@click.option("--now", is_flag=True,
+              help="judge the events as arriving now (a replay: old ones are too_late), not as live")
+@click.option("--limit", type=int, default=1000, show_default=True, help="at most this many stored events")
+@json_option("print the decisions as JSON")
+async def cmd_simulate(args: Args, settings: Settings) -> int:
     scenarios = {s.id: s for s in check_scenarios(settings)}
     scenario = scenarios.get(args.scenario)
     if scenario is None:

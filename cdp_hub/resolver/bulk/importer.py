@@ -36,7 +36,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -165,7 +165,8 @@ class ImportSummary:
         ])
 
 
-def read_records(path: Path, fmt: str = "auto") -> Iterator[tuple[str, dict[str, Any] | None, str, str]]:
+def read_records(path: Path, fmt: str = "auto", *, position: Callable[[int], None] | None = None,
+                 ) -> Iterator[tuple[str, dict[str, Any] | None, str, str]]:
     """``(where, record or None, raw text, error)`` for each record of a CSV or JSON Lines file (gzip too),
     streaming, through the connector SDK's file reader (encoding, delimiter and format detection).
 
@@ -175,7 +176,7 @@ def read_records(path: Path, fmt: str = "auto") -> Iterator[tuple[str, dict[str,
     bad: list[FileRecordError] = []
     n = 0
     for row in iter_records(path, None if fmt == "auto" else fmt,  # type: ignore[arg-type]
-                            on_error=bad.append):
+                            on_error=bad.append, position=position):
         while bad:
             err = bad.pop(0)
             n += 1
@@ -400,7 +401,8 @@ class BulkImporter:
 
     def __init__(self, hub: Hub, *, source: str, event_type: str = "customer.updated",
                  rules: IdentityRules | None = None, progress: TextIO | None = None,
-                 work_mem_mb: int = 256, temp_buffers_mb: int = 3072, workers: int | None = None) -> None:
+                 work_mem_mb: int = 256, temp_buffers_mb: int = 3072, workers: int | None = None,
+                 report: Callable[[int, int | None], None] | None = None) -> None:
         if event_type not in EVENT_TYPES:
             raise ConfigurationError(f"unknown event type {event_type!r} for imported records")
         self.hub = hub
@@ -408,6 +410,7 @@ class BulkImporter:
         self.event_type = event_type
         self.rules = rules or IdentityRules()
         self.progress = progress
+        self.report = report
         self.work_mem_mb = work_mem_mb
         self.temp_buffers_mb = temp_buffers_mb
         self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -415,8 +418,8 @@ class BulkImporter:
                                      hub.topics.events)
 
     def _say(self, text: str, *, final: bool = False) -> None:
-        if self.progress is None:
-            return
+        if self.progress is None or (self.report is not None and not final):
+            return  # with a progress report (a bar, or periodic lines), only the phase changes are said
         end = "\n" if final or not self.progress.isatty() else "\r"
         self.progress.write(f"cdp-hub import: {text}\x1b[K{end}" if self.progress.isatty()
                             else f"cdp-hub import: {text}{end}")
@@ -532,6 +535,9 @@ class BulkImporter:
         pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) \
             if self.workers > 1 else None
         pending: deque[asyncio.Future[_Chunk]] = deque()
+        size = sum(path.stat().st_size for path in files)
+        finished = 0  # bytes of the files read to the end
+        read = [0]  # bytes read of the current file
 
         async def copy(chunk: _Chunk) -> None:
             summary.dead += len(chunk.dead)
@@ -543,6 +549,8 @@ class BulkImporter:
                 await profiles.bulk_copy(conn, chunk.records, chunk.identities, chunk.consents)
             rate = summary.records / (time.perf_counter() - started)
             self._say(f"read {summary.records:,} records ({rate:,.0f}/s), DLQ {summary.dead}")
+            if self.report is not None:
+                self.report(finished + read[0], size)
 
         def submit(items: list[Item]) -> None:
             if pool is None:
@@ -555,7 +563,8 @@ class BulkImporter:
         try:
             items: list[Item] = []
             for path in files:
-                for where, row, raw, error in read_records(path, fmt):
+                read[0] = 0
+                for where, row, raw, error in read_records(path, fmt, position=lambda at: read.__setitem__(0, at)):
                     summary.records += 1
                     items.append((summary.records, where, row, raw, error))
                     if len(items) >= _CHUNK:
@@ -563,6 +572,8 @@ class BulkImporter:
                         items = []
                         while len(pending) > self.workers or (pending and pending[0].done()):
                             await copy(await pending.popleft())
+                finished += path.stat().st_size
+                read[0] = 0
             if items:
                 submit(items)
             while pending:

@@ -3,19 +3,20 @@
     cdp-hub identity suggest [--threshold X] [--auto-merge [--rules RULES]] [--matcher matcher.toml] [--json]
     cdp-hub identity suggestions [--status open|auto|merged|rejected|stale|all] [--limit N] [--json]
 
-The commands join the ``identity`` command group when another module has already created it (list this
-module after it in ``cdp_hub.cli.COMMAND_MODULES``), or create the group themselves.
+The commands join the ``identity`` group of :mod:`cdp_hub.resolver.cli` (``cdp_hub.cli.helpers.attach``
+merges the groups of the same name), or make it on their own when that module is not there.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cdp_hub.cli.helpers import SubParsers, command_group
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.resolver.fuzzy.model import load_matcher_config
@@ -32,39 +33,11 @@ from cdp_hub.store import Store
 if TYPE_CHECKING:
     from cdp_hub.schema.events import Event
 
-__all__ = ["register"]
+__all__ = ["commands"]
 
 
-def register(subparsers: SubParsers) -> None:
-    group = command_group(subparsers, "identity", "identity resolution: rules, merge suggestions",
-                          metavar="SUBCOMMAND", required=False)
-    p = group.add_parser(
-        "suggest",
-        help="find profiles that are probably one person (fuzzy matching) and store merge suggestions",
-        description="Score live profiles pairwise (after blocking) on names, birth date, address, phone and "
-        "e-mail; store the pairs at or above the threshold in merge_suggestions (idempotent).",
-    )
-    p.add_argument("--threshold", type=float, default=None,
-                   help="minimum match probability to store (default: the matcher's suggest_threshold)")
-    p.add_argument("--auto-merge", action="store_true",
-                   help="merge the pairs at or above auto_merge_threshold now (needs the threshold set in the "
-                   "matcher configuration and parameters estimated on this data)")
-    p.add_argument("--incremental", action="store_true",
-                   help="compare only the profiles changed since the last run (of the same matcher configuration) "
-                   "against the rest, with that run's parameters; a full run when there is none")
-    p.add_argument("--report", action="store_true",
-                   help="print the calibration report: score histogram and expected precision per threshold")
-    p.add_argument("--matcher", default=None, help="matcher configuration (TOML or JSON); default: built-in")
-    p.add_argument("--rules", type=Path, default=None,
-                   help="identity rules for --auto-merge (default: $CDP_HUB_IDENTITY_RULES or built-in)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(handler=cmd_suggest)
-
-    s = group.add_parser("suggestions", help="list stored merge suggestions, best first")
-    s.add_argument("--status", default="open", choices=[*SUGGESTION_STATUSES, "all"])
-    s.add_argument("--limit", type=int, default=50)
-    s.add_argument("--json", action="store_true", help="print JSON lines")
-    s.set_defaults(handler=cmd_suggestions)
+commands: list[click.Command] = []
+identity = group(commands, "identity", "identity resolution: rules, conflicts, merge suggestions")
 
 
 def _store(settings: Settings) -> Store:
@@ -95,7 +68,25 @@ def _summary(result: SuggestResult, merged: AutoMergeResult | None) -> dict[str,
     return out
 
 
-async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
+@command(identity, "suggest", help="find profiles that are probably one person (fuzzy matching) and store merge "
+                                  "suggestions: live profiles are scored pairwise (after blocking) on names, birth "
+                                  "date, address, phone and e-mail; pairs at or above the threshold go to "
+                                  "merge_suggestions (idempotent)")
+@click.option("--threshold", type=float, default=None,
+              help="minimum match probability to store (default: the matcher's suggest_threshold)")
+@click.option("--auto-merge", is_flag=True,
+              help="merge the pairs at or above auto_merge_threshold now (needs the threshold set in the matcher "
+                   "configuration and parameters estimated on this data)")
+@click.option("--incremental", is_flag=True,
+              help="compare only the profiles changed since the last run (of the same matcher configuration) "
+                   "against the rest, with that run's parameters; a full run when there is none")
+@click.option("--report", is_flag=True,
+              help="print the calibration report: score histogram and expected precision per threshold")
+@click.option("--matcher", default=None, help="matcher configuration (TOML or JSON); default: built-in")
+@click.option("--rules", type=click.Path(path_type=Path), default=None,
+              help="identity rules for --auto-merge (default: $CDP_HUB_IDENTITY_RULES or built-in)")
+@json_option("print the result as JSON")
+async def cmd_suggest(args: Args, settings: Settings) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigurationError(f"--threshold must be a probability between 0 and 1, got {args.threshold}")
     config = load_matcher_config(args.matcher)
@@ -153,7 +144,12 @@ async def cmd_suggest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_suggestions(args: argparse.Namespace, settings: Settings) -> int:
+@command(identity, "suggestions", help="list stored merge suggestions, best first")
+@click.option("--status", default="open", show_default=True, type=click.Choice([*SUGGESTION_STATUSES, "all"]),
+              help="only suggestions in this status")
+@click.option("--limit", type=int, default=50, show_default=True, help="at most this many")
+@json_option("print JSON lines")
+async def cmd_suggestions(args: Args, settings: Settings) -> int:
     status = None if args.status == "all" else args.status
     async with _store(settings) as store:
         await store.migrate()
