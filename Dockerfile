@@ -53,4 +53,5 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('CDP_HUB_HTTP_PORT', '8080'); sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:' + port + '/healthz', timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["cdp-hub"]
-CMD ["run"]
+# One supervised worker per stage, more for more cores (docs/scaling.md); one process on the in-process bus.
+CMD ["run", "--processes", "auto"]

@@ -370,8 +370,10 @@ def test_the_settings_and_jobs_of_the_reports_guide_are_accepted() -> None:
     assert job.kind == "attribution"
     check_options("attribution", job.kind, job.options, connectors={})
     # The command lines of the guide parse.
-    from cdp_hub.cli import build_parser
+    from cdp_hub.cli import Call, parse
 
-    for line in re.findall(r"^cdp-hub (report scenarios[^#>\n]*)", text, re.M):
-        args = build_parser().parse_args(line.split())
-        assert args.handler.__name__ == "cmd_scenarios", line
+    lines = re.findall(r"^cdp-hub (report scenarios[^#>\n]*)", text, re.M)
+    assert lines
+    for line in lines:
+        call = parse(line.split())
+        assert isinstance(call, Call) and call.handler.__name__ == "cmd_scenarios", line

@@ -173,6 +173,10 @@ def _main(argv: Sequence[str]) -> int:
         register_secrets(collect_secrets(settings))  # before anything can log or fail with one in its text
         if parsed.uses_settings:
             configure_logging(parsed.log_level or settings.log_level, parsed.log_format or settings.log_format)
+        # The handler sees the global options in force too: a command that starts ``cdp-hub`` again
+        # (``run --processes``) passes them on.
+        parsed.args.cli_globals = {"config": parsed.config, "log_level": parsed.log_level,
+                                   "log_format": parsed.log_format}
         result = parsed.handler(parsed.args, settings)
         if inspect.isawaitable(result):
             result = asyncio.run(_awaited(result))

@@ -140,6 +140,24 @@ async def cmd_migrate(args: Args, settings: Settings) -> int:
     return 0
 
 
+def _supervised(args: Args, settings: Settings, stages: list[str], port: int) -> int:
+    """``run --processes``: the workers of cdp_hub/supervisor.py, each a ``cdp-hub run`` of its own."""
+    from cdp_hub.supervisor import plan_workers, supervise
+
+    if settings.bus != "kafka":
+        raise ConfigurationError(f'--processes {args.processes}: needs bus = "kafka"; the in-process bus lives in '
+                                 "one process, so its stages cannot be spread over several (auto runs them in one)")
+    workers = plan_workers(args.processes, stages=stages, http_port=port, http=not args.no_http,
+                           scheduler=not args.no_scheduler)
+    if args.mute_triggers:
+        for worker in workers:
+            worker.args.append("--mute-triggers")
+    global_args = [a for name, flag in (("config", "--config"), ("log_level", "--log-level"),
+                                        ("log_format", "--log-format"))
+                   if args.cli_globals.get(name) is not None for a in (flag, str(args.cli_globals[name]))]
+    return supervise(workers, global_args, grace=settings.shutdown_grace_seconds)
+
+
 @command(commands, "run", help="run the pipeline stages (all, or --stage NAME ...), the scheduler and the HTTP "
                                "server")
 @click.option("--stage", "stages", multiple=True, metavar="NAME", callback=lambda _c, _p, v: list(v) or None,
@@ -150,6 +168,9 @@ async def cmd_migrate(args: Args, settings: Settings) -> int:
               help="profiles and segments update, no scenario fires (replays, backfills); decided muted")
 @click.option("--no-scheduler", is_flag=True,
               help="do not run the [jobs] schedule in this process (default: run it when jobs are configured)")
+@click.option("--processes", metavar="auto|N",
+              help="run as supervised worker processes (bus = \"kafka\"): auto, one per stage and more for more "
+                   "cores (one process on the in-process bus); N, N whole pipelines (docs/scaling.md)")
 @command(commands, "serve", help="serve HTTP only (ingestion, admin, /metrics), no stages",
          defaults={"stages": [], "no_http": False, "no_scheduler": True, "mute_triggers": False})
 @click.option("--http-port", type=int, help="override http_port")
@@ -167,6 +188,12 @@ async def cmd_run(args: Args, settings: Settings) -> int:
         if name not in STAGE_NAMES:
             raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
     port = args.http_port or settings.http_port
+    processes = getattr(args, "processes", None)
+    if processes == "auto" and settings.bus != "kafka":
+        # The container image's default: on the in-process bus every stage must share one process.
+        log.warning("--processes auto: bus = %r runs every stage in this one process", settings.bus)
+    elif processes is not None:
+        return _supervised(args, settings, stages, port)
     if args.mute_triggers:
         settings = settings.model_copy(update={"mute_triggers": True})
     if "triggers" in stages:

@@ -104,16 +104,19 @@ class HandlerCommand(click.Command):
     """A leaf command whose invocation is a :class:`Call` of ``handler`` (run later by ``main``).
 
     ``defaults`` are fixed arguments of this command (``serve`` is ``run`` without stages);
-    ``one_of`` lists groups of options of which exactly one must be given (a usage error otherwise).
+    ``one_of`` lists groups of options of which exactly one must be given, ``at_most_one_of`` groups of which
+    at most one may be (``--json | --csv | --html``); a usage error otherwise.
     """
 
     def __init__(self, name: str, handler: Handler, *, defaults: dict[str, Any] | None = None,
-                 one_of: Sequence[Sequence[str]] = (), uses_settings: bool = True, **attrs: Any) -> None:
+                 one_of: Sequence[Sequence[str]] = (), at_most_one_of: Sequence[Sequence[str]] = (),
+                 uses_settings: bool = True, **attrs: Any) -> None:
         attrs.setdefault("context_settings", {}).setdefault("max_content_width", 110)
         super().__init__(name, callback=self._call, **attrs)
         self.handler = handler
         self.defaults = dict(defaults or {})
         self.one_of = [tuple(names) for names in one_of]
+        self.at_most_one_of = [tuple(names) for names in at_most_one_of]
         self.uses_settings = uses_settings
 
     def _call(self, **options: Any) -> Call:
@@ -125,6 +128,11 @@ class HandlerCommand(click.Command):
             if len(given) != 1:
                 flags = " | ".join(self._flag(n) for n in names)
                 raise click.UsageError(f"give exactly one of {flags}", ctx)
+        for names in self.at_most_one_of:
+            given = [n for n in names if options.get(n) not in (None, False, ())]
+            if len(given) > 1:
+                flags = " | ".join(self._flag(n) for n in names)
+                raise click.UsageError(f"give at most one of {flags}", ctx)
         in_force = {name: chosen[name] if chosen[name] is not None else outer.get(name)
                     for name in GLOBAL_OPTION_NAMES}
         return Call(self.handler, Args(**{**self.defaults, **options}), uses_settings=self.uses_settings,
@@ -139,7 +147,8 @@ class HandlerCommand(click.Command):
 
 def command(parent: click.Group | list[click.Command], name: str, *, help: str,
             defaults: dict[str, Any] | None = None, one_of: Sequence[Sequence[str]] = (),
-            uses_settings: bool = True, **attrs: Any) -> Callable[[F], F]:
+            at_most_one_of: Sequence[Sequence[str]] = (), uses_settings: bool = True,
+            **attrs: Any) -> Callable[[F], F]:
     """Declare ``handler`` (the decorated function, below its ``click.option`` decorators) as the command
     ``name`` of ``parent`` (a group, or a module's list of top-level commands). The function itself is
     returned unchanged: it stays callable as ``handler(args, settings)``."""
@@ -148,8 +157,8 @@ def command(parent: click.Group | list[click.Command], name: str, *, help: str,
         # The options decorated below this command, and only those: taken off the function, so a second
         # command of the same handler stacked above (``run`` over ``serve``) starts with its own list.
         own = list(reversed(handler.__dict__.pop("__click_params__", [])))  # click stacks them bottom-up
-        cmd = HandlerCommand(name, handler, defaults=defaults, one_of=one_of, uses_settings=uses_settings,
-                             params=[*own, *global_options()], help=help, **attrs)
+        cmd = HandlerCommand(name, handler, defaults=defaults, one_of=one_of, at_most_one_of=at_most_one_of,
+                             uses_settings=uses_settings, params=[*own, *global_options()], help=help, **attrs)
         if isinstance(parent, click.Group):
             parent.add_command(cmd)
         else:

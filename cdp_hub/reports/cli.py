@@ -1,4 +1,4 @@
-"""Report commands of the ``cdp-hub`` CLI (argparse wiring only; the work is in :mod:`cdp_hub.reports`).
+"""Report commands of the ``cdp-hub`` CLI (the command line only; the work is in :mod:`cdp_hub.reports`).
 
     cdp-hub report scenarios [--since 30d] [--until NOW] [--window 7d] [--scenario ID ...]
                              [--json | --csv | --html FILE [--title TEXT]]
@@ -9,34 +9,33 @@ report with its charts (needs the ``reports`` extra: matplotlib). docs/reports.m
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cdp_hub.cli.helpers import SubParsers, command_group, print_json, store_for
+import click
+
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
 from cdp_hub.config import Settings
 
-__all__ = ["register"]
+__all__ = ["commands"]
+
+commands: list[click.Command] = []
+report = group(commands, "report", "business reports: what scenarios and campaigns sent and earned")
 
 
-def register(sub: SubParsers) -> None:
-    r = command_group(sub, "report", "business reports: what scenarios and campaigns sent and earned")
-    s = r.add_parser("scenarios", help="per scenario, campaign, variant and channel: funnel, conversion, revenue, "
-                     "uplift over control")
-    s.add_argument("--since", default="30d", help="start: a duration back from now (30d) or an ISO date")
-    s.add_argument("--until", default=None, help="end (default: now): a duration back from now or an ISO date")
-    s.add_argument("--window", default=None, help="attribution window (default: attribution_window, 7d)")
-    s.add_argument("--scenario", action="append", default=[], help="only this scenario (campaign:<id> for a "
-                   "campaign); repeatable")
-    out = s.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="the rows as JSON")
-    out.add_argument("--csv", action="store_true", help="the rows as CSV")
-    out.add_argument("--html", type=Path, metavar="FILE", help="write the HTML report with charts to FILE")
-    s.add_argument("--title", default="Scenario report", help="the HTML report's title")
-    s.set_defaults(handler=cmd_scenarios)
-
-
-async def cmd_scenarios(args: argparse.Namespace, settings: Settings) -> int:
+@command(report, "scenarios", help="per scenario, campaign, variant and channel: funnel, conversion, revenue, "
+                                   "uplift over control", at_most_one_of=[("json", "csv", "html")])
+@click.option("--since", default="30d", show_default=True,
+              help="start: a duration back from now (30d) or an ISO date")
+@click.option("--until", default=None, help="end (default: now): a duration back from now or an ISO date")
+@click.option("--window", default=None, help="attribution window (default: attribution_window, 7d)")
+@click.option("--scenario", multiple=True, help="only this scenario (campaign:<id> for a campaign); repeatable")
+@json_option("the rows as JSON")
+@click.option("--csv", is_flag=True, help="the rows as CSV")
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="write the HTML report with charts to FILE")
+@click.option("--title", default="Scenario report", show_default=True, help="the HTML report's title")
+async def cmd_scenarios(args: Args, settings: Settings) -> int:
     from cdp_hub.durations import parse_duration
     from cdp_hub.reports.scenarios import parse_since, scenario_report
 
@@ -46,7 +45,7 @@ async def cmd_scenarios(args: argparse.Namespace, settings: Settings) -> int:
     window = parse_duration(args.window or settings.attribution_window)
     async with store_for(settings) as store:
         report = await scenario_report(store, since=since, until=until, window=window,
-                                       conversion_events=settings.conversion_events, scenarios=args.scenario)
+                                       conversion_events=settings.conversion_events, scenarios=list(args.scenario))
     if args.html is not None:
         from cdp_hub.reports.html import write_html
 
