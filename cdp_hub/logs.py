@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -33,7 +34,7 @@ __all__ = ["FIELDS", "LOG_FORMATS", "LOG_LEVELS", "ClientLibraryNoise", "Context
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 
-FIELDS = ("stage", "instance", "stream", "channel", "job", "event_id", "profile_id", "message_id", "record_id",
+FIELDS = ("worker", "stage", "instance", "stream", "channel", "job", "event_id", "profile_id", "message_id", "record_id",
           "dlq_id", "topic", "partition", "offset", "dependency", "route", "status")
 """Structured fields a record may carry (from :func:`log_context` or ``extra=``): ids and names, no PII."""
 
@@ -51,9 +52,16 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 
 class ContextFields(logging.Filter):
-    """Copies the :func:`log_context` fields onto each record (a field given with ``extra=`` wins)."""
+    """Copies the :func:`log_context` fields onto each record (a field given with ``extra=`` wins), and the
+    worker's name in a ``cdp-hub run --processes`` process (``$CDP_HUB_WORKER``, set by the supervisor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worker = os.environ.get("CDP_HUB_WORKER") or None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if self.worker is not None and not hasattr(record, "worker"):
+            record.worker = self.worker
         for name, value in (_CONTEXT.get() or {}).items():
             if not hasattr(record, name):
                 setattr(record, name, value)

@@ -190,7 +190,9 @@ config = {{ directory = "{tmp_path / 'outbox'}" }}
         assert sorted(stored) == sorted(e.event_id for e in events)
         assert await store.fetchval("SELECT count(*) FROM messages") == CUSTOMERS
         assert len(list((tmp_path / "outbox").glob("*.json"))) == CUSTOMERS
-        assert "worker resolver exited with SIGKILL" in log.read_text(errors="replace")
+        text = log.read_text(errors="replace")
+        assert "worker resolver exited with SIGKILL" in text
+        assert "[worker=resolver stage=resolver" in text  # each worker's lines say which worker wrote them
 
         children = supervisor.children()
         proc.send_signal(signal.SIGTERM)
