@@ -227,11 +227,14 @@ class Pipeline:
         return sum(r.processed for r in self.runners)
 
     async def drain(self, *, idle_polls: int = 3, timeout: float = 120.0) -> None:
-        """Wait until every stage has seen ``idle_polls`` empty polls in a row (demo, tests)."""
+        """Wait until every stage has seen ``idle_polls`` empty polls in a row, made after this call (demo,
+        tests): empty polls from before it say nothing about records published just before it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        start = {id(r): r.polls for r in self.runners}
         while loop.time() < deadline:
-            if self.runners and all(r.idle_polls >= idle_polls for r in self.runners):
+            if self.runners and all(r.idle_polls >= idle_polls and r.polls - start.get(id(r), 0) >= idle_polls
+                                    for r in self.runners):
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError("the pipeline did not drain in time")

@@ -85,6 +85,7 @@ class StageRunner:
         self._stopping = asyncio.Event()
         self.processed = 0
         self.idle_polls = 0
+        self.polls = 0  # every poll, empty or not: Pipeline.drain counts the polls made since it was called
         self._dead_batches = 0
         self._dead_records = 0
         self.last_progress = time.monotonic()
@@ -122,6 +123,7 @@ class StageRunner:
                 if isinstance(fetched, _Stopped):
                     break
                 records = fetched
+                self.polls += 1
                 if not records:
                     self.idle_polls += 1
                     await self._with_retry(self.stage.idle)
