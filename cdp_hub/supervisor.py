@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 
 from cdp_hub.errors import ConfigurationError
@@ -59,7 +59,6 @@ class Worker:
     started: float = 0.0
     failures: int = 0
     restart_at: float | None = None
-    exits: list[int] = field(default_factory=list)
 
 
 def plan_workers(processes: str, *, stages: Sequence[str], http_port: int, cores: int | None = None,
@@ -142,7 +141,6 @@ def supervise(workers: list[Worker], global_args: Sequence[str], *, grace: float
             for worker in workers:
                 if worker.process is not None and worker.process.poll() is not None:
                     code = worker.process.returncode
-                    worker.exits.append(code)
                     lived = now - worker.started
                     worker.failures = 1 if lived >= HEALTHY_AFTER else worker.failures + 1
                     wait = _backoff(worker.failures)

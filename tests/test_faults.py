@@ -547,31 +547,27 @@ config = {{ base_url = "http://127.0.0.1:{self.sms.port}", api_key = "test-key",
                           "tracking_accepted": len(self.tracking_accepted), "mails": len(self.smtp.received),
                           "sms": len(accepted), "profiles": live}
 
+    def board_lines(self, since: int, dependency: str | None = None) -> list[dict[str, Any]]:
+        """The outage board's lines since ``since`` (a log offset), about ``dependency`` or about any."""
+        return [entry for entry in self.log_entries(since) if entry.get("logger") == "cdp_hub.outages"
+                and (dependency is None or str(entry.get("message", "")).startswith(f"{dependency} "))]
+
     def board_named(self, since: int) -> set[str]:
-        """The dependencies the outage board has spoken of since ``since`` (a log offset)."""
-        return {str(entry.get("message", "")).split(" ", 1)[0] for entry in self.log_entries(since)
-                if entry.get("logger") == "cdp_hub.outages"}
+        """The dependencies the outage board has spoken of since ``since``."""
+        return {str(entry.get("message", "")).split(" ", 1)[0] for entry in self.board_lines(since)}
 
     def board_quiet_for(self, dependency: str) -> float:
         """Seconds since the outage board's last line about ``dependency`` (infinite when it never spoke)."""
-        last = None
-        for entry in self.log_entries(0):
-            if entry.get("logger") == "cdp_hub.outages" and str(entry.get("message", "")).startswith(
-                    f"{dependency} "):
-                last = entry["time"]
-        if last is None:
+        lines = self.board_lines(0, dependency)
+        if not lines:
             return float("inf")
-        said = datetime.fromisoformat(str(last).replace("Z", "+00:00"))
+        said = datetime.fromisoformat(str(lines[-1]["time"]).replace("Z", "+00:00"))
         return (datetime.now(UTC) - said).total_seconds()
 
     def outage_open(self, dependency: str, since: int) -> bool:
         """Whether the outage board's last word on ``dependency`` since ``since`` is that it is down."""
-        last = None
-        for entry in self.log_entries(since):
-            message = str(entry.get("message", ""))
-            if entry.get("logger") == "cdp_hub.outages" and message.startswith(f"{dependency} "):
-                last = message
-        return last is not None and " is back " not in last
+        lines = self.board_lines(since, dependency)
+        return bool(lines) and " is back " not in str(lines[-1].get("message", ""))
 
     def log_entries(self, since: int) -> list[dict[str, Any]]:
         entries = []
@@ -585,17 +581,7 @@ config = {{ base_url = "http://127.0.0.1:{self.sms.port}", api_key = "test-key",
         return entries
 
     def error_lines(self, since: int) -> list[dict[str, Any]]:
-        lines = []
-        with self.log.open("rb") as fh:
-            fh.seek(since)
-            for raw in fh:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue
-                if entry.get("level") in ("ERROR", "CRITICAL"):
-                    lines.append(entry)
-        return lines
+        return [entry for entry in self.log_entries(since) if entry.get("level") in ("ERROR", "CRITICAL")]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 from cdp_hub.campaigns.model import CAMPAIGN_FILES, Campaign
 from cdp_hub.datafiles import LocatedDocument, located_documents
 from cdp_hub.errors import ConfigurationError
-from cdp_hub.triggers.checks import Installed, Problem, check_experiment, did_you_mean, located_problems
+from cdp_hub.triggers.checks import Installed, Problem, check_sending, did_you_mean, located_problems
 
 __all__ = ["check_campaign_files"]
 
@@ -57,26 +57,11 @@ def _check(campaign: Campaign, doc: LocatedDocument, installed: Installed) -> li
         if segment not in installed.segments:
             problem(path, f"unknown segment {segment!r}{did_you_mean(segment, installed.segments)}")
 
-    kinds: list[str] = []
-    for path, name in [(("channel",), campaign.channel),
-                       *((("fallbacks", i), n) for i, n in enumerate(campaign.fallbacks))]:
-        kind = installed.channel_kind(name)
-        if kind is None:
-            problem(path, f"channel {name!r} is not configured (add [channels.{name}] to the config)",
-                    "error" if path == ("channel",) else "warning")
-        else:
-            kinds.append(kind)
     sending = {campaign.channel, *campaign.fallbacks}
     for i, name in enumerate(campaign.audience.channels or ()):
         if name not in sending:
             problem(("audience", "channels", i), f"channel {name!r} is neither the campaign's channel nor a "
                                                  "fallback: nobody would get the message there")
-    for kind in dict.fromkeys(kinds):
-        for locale in installed.locales:
-            if not installed.template_exists(campaign.template, kind, locale):
-                problem(("template",), f"no template {campaign.template!r} for {kind} in locale {locale!r} "
-                                       f"(add {campaign.template}/{kind}.j2 to templates_dir)")
-    if campaign.experiment is not None:
-        problems.extend(check_experiment(campaign.experiment, doc, installed, channel=campaign.channel,
-                                         template=campaign.template))
+    problems.extend(check_sending(doc, installed, channel=campaign.channel, fallbacks=campaign.fallbacks,
+                                  template=campaign.template, experiment=campaign.experiment))
     return problems

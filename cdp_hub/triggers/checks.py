@@ -30,7 +30,7 @@ from cdp_hub.schema.payloads import EVENT_TYPES
 from cdp_hub.triggers.experiments import Experiment, experiment_problems
 from cdp_hub.triggers.scenario import SCENARIO_FILES, Scenario
 
-__all__ = ["Installed", "Problem", "check_experiment", "check_scenario_files", "did_you_mean", "located_problems",
+__all__ = ["Installed", "Problem", "check_experiment", "check_scenario_files", "check_sending", "did_you_mean", "located_problems",
            "scenario_documents"]
 
 PROFILE_FIELDS = frozenset(Traits.model_fields) | {"segments", "consent", "profile_id"}
@@ -134,24 +134,32 @@ def check_scenario(scenario: Scenario, doc: LocatedDocument, installed: Installe
         if message:
             problem(("send_at", "field"), message)
 
+    problems.extend(check_sending(doc, installed, channel=scenario.channel, fallbacks=scenario.fallbacks,
+                                  template=scenario.template, experiment=scenario.experiment))
+    return problems
+
+
+def check_sending(doc: LocatedDocument, installed: Installed, *, channel: str, fallbacks: Sequence[str],
+                  template: str, experiment: Experiment | None) -> list[Problem]:
+    """What a scenario or a campaign sends through: the channel configured (a missing fallback only matters
+    when the channels before it fail: a warning), the template there for each channel's kind in every locale,
+    and the experiment's variants likewise; shared by scenario and campaign checks."""
+    problems: list[Problem] = []
     kinds: list[str] = []
-    for path, name in [(("channel",), scenario.channel),
-                       *((("fallbacks", i), n) for i, n in enumerate(scenario.fallbacks))]:
+    for path, name in [(("channel",), channel), *((("fallbacks", i), n) for i, n in enumerate(fallbacks))]:
         kind = installed.channel_kind(name)
         if kind is None:
-            # A missing fallback only matters when the channels before it fail: a warning.
-            problem(path, f"channel {name!r} is not configured (add [channels.{name}] to the config)",
-                    "error" if path == ("channel",) else "warning")
+            problems.append(Problem.at(doc, path, f"channel {name!r} is not configured (add [channels.{name}] "
+                                       "to the config)", "error" if path == ("channel",) else "warning"))
         else:
             kinds.append(kind)
     for kind in dict.fromkeys(kinds):
         for locale in installed.locales:
-            if not installed.template_exists(scenario.template, kind, locale):
-                problem(("template",), f"no template {scenario.template!r} for {kind} in locale {locale!r} "
-                                       f"(add {scenario.template}/{kind}.j2 to templates_dir)")
-    if scenario.experiment is not None:
-        problems.extend(check_experiment(scenario.experiment, doc, installed, channel=scenario.channel,
-                                         template=scenario.template))
+            if not installed.template_exists(template, kind, locale):
+                problems.append(Problem.at(doc, ("template",), f"no template {template!r} for {kind} in locale "
+                                           f"{locale!r} (add {template}/{kind}.j2 to templates_dir)"))
+    if experiment is not None:
+        problems.extend(check_experiment(experiment, doc, installed, channel=channel, template=template))
     return problems
 
 
