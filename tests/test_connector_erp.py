@@ -185,6 +185,30 @@ def test_malformed_orders_name_the_field_and_the_record(change: dict[str, Any], 
     assert caught.value.field == field and caught.value.record_id == A
 
 
+@pytest.mark.parametrize(("change", "field"), [
+    ({"Товары": "MLK"}, "Товары"),
+    ({"Товары": ["MLK"]}, "Товары.0"),
+    ({"Товары": [{"Артикул": "MLK"}, {"Номенклатура": "без артикула"}]}, "Товары.1.Артикул"),
+    ({"Товары": [{"Артикул": "MLK", "Количество": "два"}]}, "Товары.0.Количество"),
+    ({"Клиент": "000010001"}, "Клиент"),
+])
+def test_malformed_receipts_name_the_field_and_the_record(change: dict[str, Any], field: str) -> None:
+    record = {**receipt(1), **change}
+    with pytest.raises(RecordError) as caught:
+        ErpConnector(instance="erp").to_events(record)
+    assert caught.value.field == field and caught.value.record_id == record["Ref_Key"]
+
+
+def test_receipt_and_order_lines_map_alike() -> None:
+    """A goods line becomes the same order item whether it comes on a till receipt or a customer order."""
+    lines = [SOFA_LINE, CUSHION_LINE, {"Артикул": "MLK", "Номенклатура": "", "Количество": -2, "Цена": "89,90"}]
+    erp = ErpConnector(LIFECYCLE_CONFIG, instance="erp")
+    sale = erp.to_events({**receipt(1), "Товары": lines})[0]
+    order = erp.to_events(customer_order(A, "ЗК-000101", "2026-11-12T10:00:00", Товары=lines), stream="orders")[0]
+    assert sale.properties["items"] == order.properties["items"]
+    assert sale.properties["items"][2] == {"sku": "MLK", "quantity": "2", "price": "89.90"}  # no empty name
+
+
 def test_till_receipts_are_paid_and_carry_the_store() -> None:
     events = ErpConnector(instance="erp").to_events(receipt(1))
     assert [e.type for e in events] == ["order.placed", "order.paid"]

@@ -288,8 +288,14 @@ class ErpConnector(HttpConnector):
         if doc.get("Posted") is False:
             return []  # a draft, not a sale yet
         client = doc.get("Клиент") or {}
+        if not isinstance(client, Mapping):
+            raise SchemaViolation("Клиент: the customer is not an object (expand Клиент in the OData request)",
+                                  field="Клиент", value=str(client)[:80])
         store = doc.get("Магазин") or {}
-        lines = [(f"Товары.{i}", line) for i, line in enumerate(doc.get("Товары") or ())]
+        lines_in = doc.get("Товары") or []
+        if not isinstance(lines_in, list):
+            raise SchemaViolation("Товары: a document's lines are not a list", field="Товары")
+        lines = [(f"Товары.{i}", line) for i, line in enumerate(lines_in)]
         return self._document(
             doc_id=text(doc.get("Ref_Key")) or text(require(doc, "Number")),
             number=text(require(doc, "Number")),
@@ -305,7 +311,7 @@ class ErpConnector(HttpConnector):
     def _csv_document(self, doc: SourceRecord) -> list[dict[str, Any]]:
         rows = doc.get("Строки")
         # Several CSV rows assembled into one document, or a single-line receipt.
-        row_list: list[tuple[str, Mapping[str, Any]]] = (
+        row_list: list[tuple[str, Any]] = (
             [(f"Строки.{i}", r) for i, r in enumerate(rows)] if isinstance(rows, list) else [("", doc)])
         number = text(require(doc, "НомерДокумента"))
         return self._document(
@@ -322,7 +328,7 @@ class ErpConnector(HttpConnector):
     def _document(self, *, doc_id: str | None, number: str | None, kind: str, kind_field: str,
                   when: datetime, client_code: Any, phone: Any, card: Any, store_id: str | None,
                   total: Any, currency: str | None, basis: str | None, deleted: bool,
-                  lines: list[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+                  lines: list[tuple[str, Any]]) -> list[dict[str, Any]]:
         if kind in RECEIPT_TYPES:
             event_type = "order.cancelled" if deleted else "order.placed"
         elif kind in RETURN_TYPES:
@@ -337,20 +343,7 @@ class ErpConnector(HttpConnector):
         add_identity(ids, "loyalty_card", card)
         if not ids:
             return []  # an anonymous sale: no customer to attach it to
-        items = []
-        for prefix, line in lines:
-            p = f"{prefix}." if prefix else ""
-            sku = text(line.get("Артикул")) or text(line.get("Номенклатура_Key"))
-            if sku is None:
-                raise SchemaViolation(f"{p}Артикул: line has no article", field=f"{p}Артикул")
-            item: dict[str, Any] = {"sku": sku, "name": text(line.get("Номенклатура"))}
-            qty = parse_decimal(line.get("Количество"), field=f"{p}Количество")
-            if qty is not None:
-                item["quantity"] = abs(qty)
-            price = parse_decimal(line.get("Цена"), field=f"{p}Цена")
-            if price is not None:
-                item["price"] = price
-            items.append(item)
+        items = [_line_item(prefix, line) for prefix, line in lines]
         if total is None:  # CSV rows carry line sums only
             sums = [parse_decimal(line.get("Сумма"), field=f"{prefix}.Сумма" if prefix else "Сумма")
                     for prefix, line in lines]
@@ -402,20 +395,7 @@ class ErpConnector(HttpConnector):
         warranties: list[tuple[dict[str, Any], int]] = []
         for i, line in enumerate(lines_in):
             p = f"Товары.{i}"
-            if not isinstance(line, Mapping):
-                raise SchemaViolation(f"{p}: an order line is not an object", field=p)
-            sku = text(line.get("Артикул")) or text(line.get("Номенклатура_Key"))
-            if sku is None:
-                raise SchemaViolation(f"{p}.Артикул: line has no article", field=f"{p}.Артикул")
-            item: dict[str, Any] = {"sku": sku}
-            if name := text(line.get("Номенклатура")):
-                item["name"] = name
-            qty = parse_decimal(line.get("Количество"), field=f"{p}.Количество")
-            if qty is not None:
-                item["quantity"] = abs(qty)
-            price = parse_decimal(line.get("Цена"), field=f"{p}.Цена")
-            if price is not None:
-                item["price"] = price
+            item = _line_item(p, line)
             items.append(item)
             months = parse_decimal(line.get("ГарантияМесяцев"), field=f"{p}.ГарантияМесяцев")
             if months is not None:
@@ -523,6 +503,30 @@ class ErpConnector(HttpConnector):
             "occurred_at": self._when(changed, "ДатаИзменения"), "identities": ids, "traits": traits,
             "context": {"channel": "offline"},
         }]
+
+
+def _line_item(where: str, line: Any) -> dict[str, Any]:
+    """One goods line of a receipt, a return or an order as an order item; ``where`` names the line in errors
+    (``Товары.3``, ``Строки.0``, or empty for a single-row CSV receipt whose row is the line)."""
+    def at(name: str) -> str:
+        return f"{where}.{name}" if where else name
+
+    if not isinstance(line, Mapping):
+        raise SchemaViolation(f"{where or 'line'}: a goods line is not an object", field=where or None,
+                              value=str(line)[:80])
+    sku = text(line.get("Артикул")) or text(line.get("Номенклатура_Key"))
+    if sku is None:
+        raise SchemaViolation(f"{at('Артикул')}: line has no article", field=at("Артикул"))
+    item: dict[str, Any] = {"sku": sku}
+    if name := text(line.get("Номенклатура")):
+        item["name"] = name
+    qty = parse_decimal(line.get("Количество"), field=at("Количество"))
+    if qty is not None:
+        item["quantity"] = abs(qty)
+    price = parse_decimal(line.get("Цена"), field=at("Цена"))
+    if price is not None:
+        item["price"] = price
+    return item
 
 
 def _order_reference(basis: Any) -> str | None:
