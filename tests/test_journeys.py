@@ -245,11 +245,11 @@ steps:
                     ("bob", "welcome"), ("bob", "welcome_day3"),
                     ("cid", "cross_sell"), ("cid", "welcome"), ("cid", "welcome_day3"),
                     ("dan", "cross_sell"), ("dan", "welcome"), ("dan", "welcome"), ("dan", "welcome_day3")]
-    # The third message waits two days after the second (day 3, 12:00 in Moscow), then for 10:00 Moscow time:
-    # 07:00 UTC on day 6.
+    # The third message goes on the second day after the second one (day 3, 12:00 in Moscow) at 10:00 Moscow
+    # time: 07:00 UTC on day 5.
     third = next(i for i in drive.intents if i.template == "cross_sell")
     assert third.trigger_event is not None
-    assert third.trigger_event["occurred_at"].startswith((T + 6 * D).date().isoformat() + "T07:00")
+    assert third.trigger_event["occurred_at"].startswith((T + 5 * D).date().isoformat() + "T07:00")
     assert await positions(hub) == [
         ("ann", "converted", "pause", 1), ("bob", "exited", "later", 3), ("cid", "completed", None, 5),
         ("dan", "completed", None, 5), ("dan", "active", "pause", 1)]

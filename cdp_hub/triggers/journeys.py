@@ -47,13 +47,20 @@ from cdp_hub.store.events import EventRepository
 from cdp_hub.store.journeys import ACTIVE, JourneyRepository, Position
 from cdp_hub.store.segments import SegmentRepository
 from cdp_hub.triggers.scenario import END, EventCount, OncePer, Predicate, Scenario, Step, compile_conditions
-from cdp_hub.triggers.stage import DECISION_SOURCE, Decision, is_muted
+from cdp_hub.triggers.stage import (
+    DECISION_SOURCE,
+    Decision,
+    TriggerOptions,
+    channels_refusal,
+    is_muted,
+    quiet_hours_end,
+)
 
 if TYPE_CHECKING:
     from cdp_hub.triggers.stage import TriggerStage
 
 __all__ = ["CONVERTED", "EXITED", "JOURNEY_NAMESPACE", "JourneyEngine", "JourneyPlan", "StepRecord", "Timeline",
-           "Walk", "entry_id_for", "split_arm", "walk"]
+           "Walk", "entry_id_for", "simulate_journey", "split_arm", "walk"]
 
 CONVERTED = "journey.converted"
 EXITED = "journey.exited"
@@ -218,6 +225,21 @@ class JourneyPlan:
         self.as_sender = first_send or scenario
         """The journey as decisions about its entry name it (the channel of its first send)."""
 
+    def awaited_by(self, step: Step, position: Position) -> Predicate:
+        """What a ``wait_for`` step of ``position`` accepts: its conditions, and the properties it must share
+        with the entry's event (``match``: the delivery of *this* order)."""
+        conditions = self.awaited[step.id]
+        match = step.wait_for.match if step.wait_for is not None else []
+        if not match:
+            return conditions
+        entry = position.entry_event.get("properties") or {}
+        wanted = {name: entry.get(name) for name in match}
+
+        def matches(scope: Mapping[str, Any]) -> bool:
+            props = scope["event"].get("properties") or {}
+            return all(v is not None and props.get(k) == v for k, v in wanted.items()) and conditions(scope)
+        return matches
+
     def next_of(self, step: Step) -> str:
         return step.next or self._following[step.id]
 
@@ -257,7 +279,9 @@ class JourneyPlan:
         return how, seen
 
     def wait_until(self, step: Step, since: datetime, position: Position, profile: Mapping[str, Any]) -> datetime:
-        """When a ``wait`` step that began at ``since`` ends."""
+        """When a ``wait`` step that began at ``since`` ends: ``duration`` after it, or ``since_entry`` after
+        the entry; with ``at``, at that local time on the day the wait ends (``{duration: 3d, at: "11:00"}``:
+        the third day at 11:00; ``at`` alone: the next 11:00), never before ``since``."""
         spec = step.wait_spec
         assert spec is not None
         due = since
@@ -271,10 +295,9 @@ class JourneyPlan:
                 zone = ZoneInfo(zone_name or spec.timezone)
             except (ZoneInfoNotFoundError, ValueError):
                 zone = ZoneInfo(spec.timezone)
-            local = due.astimezone(zone)
             hour, minute = map(int, spec.at.split(":"))
-            target = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if target < local:
+            target = due.astimezone(zone).replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if target < since:
                 target += timedelta(days=1)
             due = target.astimezone(UTC)
         return due
@@ -318,7 +341,7 @@ def walk(plan: JourneyPlan, position: Position, *, at: datetime, timeline: Timel
                     pos.due_at = plan.wait_until(step, t, pos, profile)
             if step.wait_for is not None:
                 awaited = timeline.first(pid, [step.wait_for.event], pos.step_since, pos.due_at,
-                                         plan.awaited[step.id], profile, skip=_entry_event_id(pos))
+                                         plan.awaited_by(step, pos), profile, skip=_entry_event_id(pos))
             # Exits and goals are facts whenever they are stored: one that happened before the wait ends (or
             # before the awaited event) ends the journey now, not when the wait is over.
             horizon = awaited.at if awaited is not None else pos.due_at
@@ -566,3 +589,77 @@ class JourneyEngine:
                         del self._in_flight[key]
 
         out.on_durable.append(record)
+
+
+# -- the simulation -------------------------------------------------------------------------------------------
+
+SIMULATION_HORIZON = timedelta(days=400)
+"""How far past the last event a simulation lets the waits run out."""
+
+
+def simulate_journey(scenario: Scenario, events: Sequence[Mapping[str, Any]], profile: Mapping[str, Any], *,
+                     options: TriggerOptions) -> list[dict[str, Any]]:
+    """Walk ``scenario`` (a journey) for one profile over a timeline of events (their JSON), sending nothing:
+    one row per step taken, with its event time, and for a send step the decision the consent and quiet-hours
+    part of the contact policy makes (caps, priorities and the send log depend on other messages; the
+    pipeline applies them). The same walk as the triggers stage's (:func:`walk`), with the whole timeline
+    known: a trigger enters when the re-entry policy lets it, each entry runs until it ends."""
+    plan = JourneyPlan(scenario)
+    raw_id = profile.get("profile_id")
+    try:
+        profile_id = uuid.UUID(str(raw_id))
+    except ValueError:
+        profile_id = uuid.uuid5(JOURNEY_NAMESPACE, f"simulated:{raw_id}")
+    pid = str(profile_id)
+    timeline = Timeline()
+    ordered = sorted(events, key=lambda e: _parse_time(e["occurred_at"]))
+    for body in ordered:
+        timeline.add(pid, body)
+    horizon = (_parse_time(ordered[-1]["occurred_at"]) if ordered else datetime.now(UTC)) + SIMULATION_HORIZON
+    rows: list[dict[str, Any]] = []
+    ended: list[tuple[datetime, datetime, str]] = []  # (entered at, ended at, status) of earlier entries
+    for body in ordered:
+        if body.get("type") != scenario.trigger.event or not plan.trigger({"event": body, "profile": profile}):
+            continue
+        at = _parse_time(body["occurred_at"])
+        history = [(entered, ACTIVE if until > at else status) for entered, until, status in ended]
+        allowed, why = plan.reentry_allows(history, at)
+        if not allowed:
+            rows.append({"at": at.isoformat(), "entry": None, "step": "", "kind": "entry", "outcome": "not entered",
+                         "detail": why})
+            continue
+        entry_id = entry_id_for(plan.id, str(body.get("event_id", len(ended))))
+        policy = scenario.reentry if isinstance(scenario.reentry, str) else f"once per {scenario.reentry.once_per}"
+        rows.append({"at": at.isoformat(), "entry": str(entry_id), "step": plan.first, "kind": "entry",
+                     "outcome": "entered", "detail": f"on {body.get('type')} (reentry: {policy})"})
+        position = Position(profile_id, plan.id, entry_id, at, ACTIVE, plan.first, 0, at, None, dict(body))
+        result = walk(plan, position, at=horizon, timeline=timeline, profile=profile)
+        for record in result.records:
+            row: dict[str, Any] = {"at": record.at.isoformat(), "entry": str(entry_id), "step": record.step,
+                                   "kind": record.kind, "outcome": record.outcome, "detail": record.detail}
+            if record.kind == "send":
+                step = plan.steps[record.step]
+                assert step.send is not None
+                row.update(_send_decision(plan.step_scenarios[step.id], record.at, profile, options))
+            rows.append(row)
+        last = result.records[-1].at if result.records else at
+        ended.append((at, last, result.position.status))
+    return rows
+
+
+def _send_decision(sender: Scenario, at: datetime, profile: Mapping[str, Any],
+                   options: TriggerOptions) -> dict[str, Any]:
+    """The consent and quiet-hours decision for a simulated send step."""
+    decision: dict[str, Any] = {"channel": sender.channel, "template": sender.template}
+    refusal = channels_refusal(options, profile, {}, dict.fromkeys((sender.channel, *sender.fallbacks)),
+                               sender.category)
+    if refusal is not None:
+        return {**decision, "decision": "no_consent", "reason": refusal}
+    quiet = sender.quiet_hours
+    if quiet is not None and sender.category == "marketing":
+        timezone = profile.get("timezone")
+        ends = quiet_hours_end(at, quiet, timezone if isinstance(timezone, str) else None)
+        if ends is not None:
+            return {**decision, "decision": "deferred", "reason": f"quiet hours {quiet.start}-{quiet.end}",
+                    "until": ends.isoformat()}
+    return {**decision, "decision": "sent", "reason": "consent and quiet hours allow it (caps are applied live)"}

@@ -323,14 +323,15 @@ class SendStep(BaseModel):
 
 class WaitSpec(BaseModel):
     """How long a ``wait`` step waits: ``duration`` after the step began, or ``since_entry`` after the
-    profile entered the journey; ``at``: then on until this time of day in the customer's time zone (their
-    profile's ``timezone``, else ``timezone``)."""
+    profile entered the journey; ``at``: at this time of day on the day the wait ends, in the customer's time
+    zone (their profile's ``timezone``, else ``timezone``): ``{duration: 3d, at: "11:00"}`` is the third day
+    at 11:00; ``at`` alone the next 11:00."""
 
     model_config = ConfigDict(extra="forbid")
 
     duration: str | None = Field(default=None, description="e.g. 3d")
     since_entry: str | None = Field(default=None, description="until this long after the entry, e.g. 14d")
-    at: str | None = Field(default=None, pattern=_HH_MM, description="then until this local time, e.g. \"10:00\"")
+    at: str | None = Field(default=None, pattern=_HH_MM, description="at this local time on the day the wait ends, e.g. \"10:00\"")
     timezone: str = Field("Europe/Moscow", description="the time zone of a customer whose profile has none")
 
     @field_validator("duration", "since_entry")
@@ -358,6 +359,8 @@ class WaitFor(BaseModel):
     conditions: list[Condition] = Field(default_factory=list, description="on event.* (the awaited event) "
                                         "and profile.*")
     within: str = Field(description="the timeout, e.g. 14d")
+    match: list[str] = Field(default_factory=list, description="properties the awaited event must share with the "
+                             "event that started the journey, e.g. [order_id]: the delivery of this order")
 
     @field_validator("within")
     @classmethod
@@ -527,10 +530,9 @@ def step_problems(steps: Any) -> list[tuple[tuple[str | int, ...], str]]:
     return problems
 
 
-_SINGLE_OR_STEPS: dict[str, Any] = {"oneOf": [
-    {"required": ["channel", "template"], "not": {"required": ["steps"]}},
-    {"required": ["steps"], "not": {"anyOf": [{"required": ["channel"]}, {"required": ["template"]}]}},
-]}
+_SINGLE_OR_STEPS: dict[str, Any] = {"anyOf": [{"required": ["channel", "template"]}, {"required": ["steps"]}]}
+"""A single send names its channel and template, a journey has steps (the model refuses both at once, with a
+plainer message than the schema's)."""
 
 
 class Scenario(BaseModel):
