@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from cdp_hub.pipeline.build import Pipeline, build_stage
 from cdp_hub.pipeline.stage import Stage, StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
 from cdp_hub.schema.events import Event
+from cdp_hub.store import SegmentRepository
 from cdp_hub.triggers.scenario import Scenario
 from cdp_hub.triggers.stage import TriggerStage
 
@@ -345,3 +347,27 @@ async def _until(predicate: Any, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
     raise AssertionError("condition not reached in time")
 
+
+
+async def test_a_branch_reads_segment_membership_from_the_segments_store(hub: Hub) -> None:
+    journey = Scenario.model_validate(yaml.safe_load("""
+id: by_segment
+trigger: {event: order.placed}
+category: transactional
+steps:
+  - {id: pause, wait: 1d}
+  - id: which
+    branch:
+      - if: [{field: profile.segments, op: contains, value: big_spenders}]
+        then: big
+    else: small
+  - {id: big, send: {channel: email, template: cross_sell}, next: end}
+  - {id: small, send: {channel: email, template: welcome}}
+"""))
+    drive = Driver(hub, [journey], T)
+    await drive.feed([event("order.placed", p, T, f"{p}-o", order_id=p) for p in ("ann", "bob")])
+    ann = next(pid for pid, who in (await drive.who()).items() if who == "ann")
+    # ann joins the segment during the wait (a batch recomputation wrote segment_members).
+    await SegmentRepository(hub.store).apply_changes([(uuid.UUID(ann), "big_spenders")], [], T + H)
+    await drive.at(T + 2 * D)
+    assert drive.sent(await drive.who()) == [("ann", "cross_sell"), ("bob", "welcome")]
