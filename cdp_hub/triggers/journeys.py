@@ -28,6 +28,7 @@ docs/journeys.md explains journeys for marketers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 import uuid
@@ -40,7 +41,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 
 from cdp_hub.bus.events import event_message
-from cdp_hub.durations import parse_duration
+from cdp_hub.durations import parse_duration as _parse_duration
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
 from cdp_hub.store.events import EventRepository
@@ -71,6 +72,12 @@ DUE_LIMIT = 500
 
 _COMPARE = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
             "lte": operator.le}
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_duration(text: str) -> timedelta:
+    """A journey's durations, parsed once (a walk reads them at every step)."""
+    return _parse_duration(text)
 
 
 def entry_id_for(journey: str, trigger_event_id: uuid.UUID | str) -> uuid.UUID:
@@ -424,6 +431,8 @@ class JourneyEngine:
         for plan in self.plans.values():
             self._triggers.setdefault(plan.scenario.trigger.event, []).append(plan)
         self._movers = frozenset(t for plan in self.plans.values() for t in plan.types)
+        self._entry_events: dict[uuid.UUID, Event] = {}
+        """The trigger events of this batch's new entries (their model, not parsed again from JSON)."""
         self._in_flight: dict[tuple[uuid.UUID, str, uuid.UUID], StageOutput] = {}
         """Positions a batch moved that are not durable yet, with the batch's output: the timer poll of the
         same batch leaves them (a failed batch's are tried again by its retry, and by later polls)."""
@@ -445,11 +454,12 @@ class JourneyEngine:
         cutoff = stage.watermarks.watermark() - stage.options.allowed_lateness
         decisions: list[Decision] = []
         matched: list[tuple[JourneyPlan, Event]] = []
+        bodies = {e.event_id: orjson.loads(e.model_dump_json()) for e in relevant}
+        """Each event's JSON form, made once: conditions, positions and the timeline read it."""
         for event in sorted(relevant, key=lambda e: (e.occurred_at, str(e.event_id))):
             for plan in self._triggers.get(event.type, ()):
                 assert event.profile_id is not None
-                body = orjson.loads(event.model_dump_json())
-                if plan.trigger({"event": body, "profile": profiles.get(event.profile_id, {})}):
+                if plan.trigger({"event": bodies[event.event_id], "profile": profiles.get(event.profile_id, {})}):
                     matched.append((plan, event))
         pids = list({e.profile_id for e in relevant if e.profile_id is not None})
         entries = await self.positions.entries_of(pids, list({p.id for p, _ in matched}))
@@ -484,12 +494,13 @@ class JourneyEngine:
             entry_ids.add(entry_id)
             history.append((event.occurred_at, ACTIVE))
             entering.append(Position(event.profile_id, plan.id, entry_id, event.occurred_at, ACTIVE, plan.first, 0,
-                                     event.occurred_at, None, orjson.loads(event.model_dump_json())))
+                                     event.occurred_at, None, bodies[event.event_id]))
+            self._entry_events[entry_id] = event
         active = [p for p in await self.positions.active_of(pids)
                   if p.journey in self.plans and not self._busy(p, out)]
         moving = [p for p in active
                   if any(e.profile_id == p.profile_id and e.type in self.plans[p.journey].types for e in relevant)]
-        timeline = await self._timeline([*entering, *moving], relevant)
+        timeline = await self._timeline([*entering, *moving], relevant, bodies)
         await self._walk_all(stage, out, entering, moving, timeline, profiles, cutoff)
         if decisions:
             stage.emit_decisions(decisions, out)
@@ -508,7 +519,7 @@ class JourneyEngine:
         for pid, segment in await self.segments.memberships(pids):
             memberships.setdefault(pid, set()).add(segment)
         profiles = {pid: {**golden.get(pid, {}), "segments": sorted(memberships.get(pid, ()))} for pid in pids}
-        timeline = await self._timeline(due, [])
+        timeline = await self._timeline(due, [], {})
         await self._walk_all(stage, out, [], due, timeline, profiles, cutoff)
         return len(due)
 
@@ -526,7 +537,8 @@ class JourneyEngine:
 
     # -- the walk -------------------------------------------------------------------------------------
 
-    async def _timeline(self, positions: Sequence[Position], batch: Sequence[Event]) -> Timeline:
+    async def _timeline(self, positions: Sequence[Position], batch: Sequence[Event],
+                        bodies: Mapping[uuid.UUID, dict[str, Any]]) -> Timeline:
         timeline = Timeline()
         if not positions:
             return timeline
@@ -537,7 +549,7 @@ class JourneyEngine:
             timeline.add(str(pid), body)
         for event in batch:  # the batch's own events (stored by the resolver already; a test may feed the stage)
             if event.profile_id is not None and event.type in types:
-                timeline.add(str(event.profile_id), orjson.loads(event.model_dump_json()))
+                timeline.add(str(event.profile_id), bodies[event.event_id])
         return timeline
 
     async def _walk_all(self, stage: TriggerStage, out: StageOutput, entering: Sequence[Position],
@@ -555,7 +567,9 @@ class JourneyEngine:
             if not is_new and (moved.step_seq, moved.status, moved.due_at) == (
                     position.step_seq, position.status, position.due_at):
                 continue  # nothing happened (an event it does not wait for, a wait not over)
-            entry = Event.model_validate(moved.entry_event)
+            entry = self._entry_events.pop(moved.entry_id, None) if is_new else None
+            if entry is None:
+                entry = Event.model_validate(moved.entry_event)
             entry.profile_id = moved.profile_id  # the position may have moved to a surviving profile
             for step, at, seq in result.sends:
                 event = entry.model_copy(update={
