@@ -5,6 +5,7 @@ redelivery, exits, goals, merges, restarts mid-wait and the re-entry policy."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from cdp_hub.schema.events import Event
 from cdp_hub.store import SegmentRepository
 from cdp_hub.triggers.scenario import Scenario
 from cdp_hub.triggers.stage import TriggerStage
+from tests.test_cli import cdp_hub
 
 T = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 12:00 in Moscow: no quiet hours
 H = timedelta(hours=1)
@@ -277,6 +279,14 @@ async def test_reentry_once_and_always(hub: Hub) -> None:
     for i in {i.message_id: i for i in drive.intents}.values():
         by_journey[i.scenario] = by_journey.get(i.scenario, 0) + 1
     assert by_journey == {"once_only": 1, "every_time": 2}
+    # Where everybody is, as an operator sees it.
+    res = await asyncio.to_thread(cdp_hub, "scenarios", "positions", "--json",
+                                  env={"CDP_HUB_POSTGRES_DSN": hub.settings.postgres_dsn})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [
+        {"journey": "every_time", "status": "active", "step": "pause", "n": 1},
+        {"journey": "every_time", "status": "completed", "step": None, "n": 1},
+        {"journey": "once_only", "status": "completed", "step": None, "n": 1}]
 
 
 async def test_the_position_follows_a_merge(hub: Hub) -> None:

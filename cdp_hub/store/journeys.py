@@ -165,5 +165,5 @@ class JourneyRepository:
             await conn.execute(_MOVE, losers, survivors)
 
     async def counts(self) -> list[dict[str, Any]]:
-        """Positions by journey, status and step (``cdp-hub scenarios journeys``)."""
+        """Entries by journey, status and step (``cdp-hub scenarios positions``)."""
         return [dict(r) for r in await self.store.fetch(_COUNT_BY_STATUS)]

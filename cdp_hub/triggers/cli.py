@@ -10,6 +10,8 @@
         a journey walked step by step over the file's timeline for one profile (traits, segments, consent,
         time zone from the profile file): every step, its time, and each send's consent/quiet-hours decision;
         offline (triggers/journeys.py simulate_journey)
+    cdp-hub scenarios positions [--json]                where profiles are in the journeys: entries by journey, status
+                                                         and step (journey_positions)
 
 The simulation runs on a :class:`~cdp_hub.store.db.RollbackStore` (what it writes, timers and segment
 memberships, is rolled back) with an in-process bus and hot state: it reads the deployment's profiles,
@@ -28,7 +30,7 @@ from typing import Any
 
 import click
 
-from cdp_hub.cli.helpers import Args, command, group, json_option, print_json
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.triggers.checks import Installed, Problem, check_scenario_files
@@ -218,6 +220,24 @@ def cmd_list(args: Args, settings: Settings) -> int:
             extra.append(f"priority {s.priority}")
         print(f"{s.id:<22} on {s.trigger.event:<18} -> {'/'.join(_channels(s)):<18} "
               f"{s.category:<13} {'; '.join(extra)}")
+    return 0
+
+
+@command(scenarios_group, "positions", help="where profiles are in the journeys: entries by journey, status "
+                                              "(active, completed, converted, exited, merged) and step")
+@json_option("print the counts as JSON")
+async def cmd_positions(args: Args, settings: Settings) -> int:
+    from cdp_hub.store import JourneyRepository
+
+    async with store_for(settings, pool_size=1) as store:
+        counts = await JourneyRepository(store).counts()
+    if args.json:
+        print_json(counts)
+        return 0
+    for row in counts:
+        print(f"{row['journey']:<24} {row['status']:<10} {row['step'] or '-':<20} {row['n']:>9}")
+    if not counts:
+        print("nobody has entered a journey")
     return 0
 
 
