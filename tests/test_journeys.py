@@ -381,3 +381,33 @@ steps:
     await SegmentRepository(hub.store).apply_changes([(uuid.UUID(ann), "big_spenders")], [], T + H)
     await drive.at(T + 2 * D)
     assert drive.sent(await drive.who()) == [("ann", "cross_sell"), ("bob", "welcome")]
+
+
+async def test_journey_sends_go_through_caps_and_quiet_hours(hub: Hub) -> None:
+    journey = Scenario.model_validate(yaml.safe_load("""
+id: nudges
+trigger: {event: cart.updated}
+category: marketing
+frequency_cap: {max: 2, per: 7d, scope: scenario}
+quiet_hours: {start: "21:00", end: "09:00"}
+steps:
+  - {id: first, send: {channel: email, template: abandoned_cart}}
+  - {id: evening, wait: {at: "22:00"}}
+  - {id: second, send: {channel: email, template: abandoned_cart}}
+  - {id: next_day, wait: 1d}
+  - {id: third, send: {channel: email, template: abandoned_cart}}
+"""))
+    drive = Driver(hub, [journey], T)
+    await drive.feed([consent("ann", T - H)])
+    await drive.feed([event("cart.updated", "ann", T, "cart", cart_id="c", total="10")])
+    # 22:00 in Moscow (19:00 UTC): the second message falls in quiet hours and waits for 09:00 (06:00 UTC).
+    await drive.at(T + 11 * H)
+    decisions = [e.properties for e in drive.published if e.type == "message.decided"]
+    assert [d["decision"] for d in decisions] == ["sent", "deferred"]
+    assert decisions[1]["until"] == "2026-06-02T06:00:00Z"
+    await drive.at(T + D)  # the quiet hours are over: the held message goes
+    # The third step a day later: the journey's cap (2 per 7 days) is full.
+    await drive.at(T + 2 * D)
+    assert [e.properties["decision"] for e in drive.published if e.type == "message.decided"] == [
+        "sent", "deferred", "sent", "capped"]
+    assert [i.template for i in {i.message_id: i for i in drive.intents}.values()] == ["abandoned_cart"] * 2
