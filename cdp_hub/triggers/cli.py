@@ -85,7 +85,7 @@ def _sends(scenario: Scenario) -> str:
     """What a scenario sends, for listings: ``email/sms (welcome)``, or a journey's steps."""
     if scenario.steps is None:
         return f"{'/'.join([scenario.channel, *scenario.fallbacks])} ({scenario.template})"
-    sends = [s.send.template for s in scenario.steps if s.send is not None]
+    sends = list(dict.fromkeys(s.send.template for s in scenario.steps if s.send is not None))
     return f"journey of {len(scenario.steps)} steps, sends {', '.join(sends) or 'nothing'}"
 
 
