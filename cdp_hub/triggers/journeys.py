@@ -454,8 +454,8 @@ class JourneyEngine:
         cutoff = stage.watermarks.watermark() - stage.options.allowed_lateness
         decisions: list[Decision] = []
         matched: list[tuple[JourneyPlan, Event]] = []
+        # Each event's JSON form, made once: trigger conditions, new positions and the timeline read it.
         bodies = {e.event_id: orjson.loads(e.model_dump_json()) for e in relevant}
-        """Each event's JSON form, made once: conditions, positions and the timeline read it."""
         for event in sorted(relevant, key=lambda e: (e.occurred_at, str(e.event_id))):
             for plan in self._triggers.get(event.type, ()):
                 assert event.profile_id is not None
@@ -496,10 +496,11 @@ class JourneyEngine:
             entering.append(Position(event.profile_id, plan.id, entry_id, event.occurred_at, ACTIVE, plan.first, 0,
                                      event.occurred_at, None, bodies[event.event_id]))
             self._entry_events[entry_id] = event
-        active = [p for p in await self.positions.active_of(pids)
-                  if p.journey in self.plans and not self._busy(p, out)]
+        movers = [e for e in relevant if e.type in self._movers]
+        active = [p for p in await self.positions.active_of(list({e.profile_id for e in movers if e.profile_id}))
+                  if p.journey in self.plans and not self._busy(p, out)] if movers else []
         moving = [p for p in active
-                  if any(e.profile_id == p.profile_id and e.type in self.plans[p.journey].types for e in relevant)]
+                  if any(e.profile_id == p.profile_id and e.type in self.plans[p.journey].types for e in movers)]
         timeline = await self._timeline([*entering, *moving], relevant, bodies)
         await self._walk_all(stage, out, entering, moving, timeline, profiles, cutoff)
         if decisions:
