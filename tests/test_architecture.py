@@ -157,6 +157,7 @@ OWNERS = {
     "cdp_hub/store/events.py": {"events", "event_ids"},
     "cdp_hub/store/messages.py": {"messages", "suppressions"},
     "cdp_hub/store/timers.py": {"scheduled_triggers"},
+    "cdp_hub/store/journeys.py": {"journey_positions"},
     "cdp_hub/store/segments/": {"segments", "segment_members", "segment_runs", "segment_changes"},
     "cdp_hub/store/jobs.py": {"scheduler_runs", "scheduler_emitted", "job_runs"},
     "cdp_hub/store/deadletters.py": {"dead_letters"},

@@ -42,6 +42,7 @@ from cdp_hub.store import (
     DeadLetterRepository,
     EventRepository,
     JobRepository,
+    JourneyRepository,
     MessageRepository,
     ProductRepository,
     ProfileRepository,
@@ -49,6 +50,7 @@ from cdp_hub.store import (
     SegmentRepository,
     TimerRepository,
 )
+from cdp_hub.triggers.journeys import JourneyEngine
 from cdp_hub.triggers.scenario import load_scenarios, parse_duration
 from cdp_hub.triggers.stage import TriggerOptions, TriggerStage
 
@@ -165,11 +167,14 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
         segments = options.get("segments")
         if segments is None:
             segments = segment_engine(hub)
+        journeys = [s for s in scenarios if s.steps is not None]
+        engine = JourneyEngine(journeys, positions=JourneyRepository(hub.store), events=EventRepository(hub.store),
+                               segments=SegmentRepository(hub.store)) if journeys else None
         return TriggerStage(ctx, profiles=ProfileRepository(hub.store), timers=TimerRepository(hub.store),
                             sendlog=MessageRepository(hub.store), hotstate=hub.hotstate, scenarios=scenarios,
                             segments=segments, scheduler=birthday_scheduler(hub),
                             consents=ConsentRepository(hub.store), events=EventRepository(hub.store),
-                            options=options.get("trigger_options") or trigger_options(hub))
+                            options=options.get("trigger_options") or trigger_options(hub), journeys=engine)
     if name == "delivery":
         return DeliveryStage(ctx, sendlog=SendLog(hub.store), profiles=ProfileRepository(hub.store), channels=hub.channel,
                              options=DeliveryOptions.from_settings(settings), consents=ConsentRepository(hub.store),

@@ -243,6 +243,19 @@ class ExperimentAssignedPayload(Payload):
                              "at the time; after a later merge the survivor's own assignment wins)")
 
 
+class JourneyPayload(Payload):
+    """``journey.converted`` (a goal event happened) and ``journey.exited`` (an exit_on event happened): how a
+    profile's entry into a journey ended, once per entry (a deterministic event id)."""
+
+    journey: str
+    entry_id: str
+    step: str | None = Field(default=None, description="the step the profile was at")
+    entered_at: datetime | None = None
+    cause_type: str | None = Field(default=None, description="the goal or exit event's type")
+    cause_event_id: str | None = None
+    cause_at: datetime | None = None
+
+
 class SegmentPayload(Payload):
     segment: str
 
@@ -300,6 +313,8 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "message.clicked": MessagePayload,
     "message.decided": DecisionPayload,
     "experiment.assigned": ExperimentAssignedPayload,
+    "journey.converted": JourneyPayload,
+    "journey.exited": JourneyPayload,
     "segment.entered": SegmentPayload,
     "segment.exited": SegmentPayload,
     "profile.created": ProfileCreatedPayload,

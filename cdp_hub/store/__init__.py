@@ -5,6 +5,7 @@ repositories that own the SQL of each table group (one class per group, construc
     events.py          EventRepository       events
     messages.py        MessageRepository     messages (the send log), suppressions
     timers.py          TimerRepository       scheduled_triggers
+    journeys.py        JourneyRepository     journey_positions (each profile's place in each journey)
     segments/          SegmentRepository     segments, members, runs, changes (and the segment compiler)
     jobs.py            JobRepository         scheduler_runs, scheduler_emitted, job_runs
     deadletters.py     DeadLetterRepository  dead_letters
@@ -22,6 +23,7 @@ from cdp_hub.store.db import Store, open_store
 from cdp_hub.store.deadletters import DeadLetterRepository
 from cdp_hub.store.events import EventRepository
 from cdp_hub.store.jobs import JobRepository
+from cdp_hub.store.journeys import JourneyRepository
 from cdp_hub.store.messages import MessageRepository
 from cdp_hub.store.migrations import Migration, apply_migrations, load_migrations, render_sql
 from cdp_hub.store.products import ProductRepository
@@ -38,6 +40,7 @@ __all__ = [
     "DeadLetterRepository",
     "EventRepository",
     "JobRepository",
+    "JourneyRepository",
     "MessageRepository",
     "Migration",
     "ProductRepository",

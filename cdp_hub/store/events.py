@@ -64,6 +64,13 @@ SELECT x.i FROM unnest($1::int[], $2::uuid[], $3::text[], $4::timestamptz[], $5:
  WHERE EXISTS (SELECT 1 FROM events e WHERE e.profile_id = x.p AND e.occurred_at >= x.f AND e.occurred_at < x.t
                                         AND e.type = ANY(string_to_array(x.ts, ',')))
 """
+# Journeys: the events of some types a set of profiles had since a time (waits for an event, exits, goals,
+# event counts are judged on them, in event time).
+_OF_TYPES_SINCE = """
+SELECT profile_id, body FROM events
+ WHERE profile_id = ANY($1::uuid[]) AND type = ANY($2::text[]) AND occurred_at >= $3
+ ORDER BY occurred_at, event_id
+"""
 _COUNT_BY_SOURCE_AND_TYPE = "SELECT source, type, count(*) AS n FROM events GROUP BY source, type ORDER BY source, type"
 
 
@@ -161,6 +168,15 @@ class EventRepository:
             _ANY_IN_WINDOW, list(range(len(checks))), [c[0] for c in checks], [",".join(c[1]) for c in checks],
             [c[2] for c in checks], [c[3] for c in checks])
         return {r["i"] for r in rows}
+
+    async def of_types_since(self, profile_ids: Sequence[uuid.UUID], types: Sequence[str],
+                             since: datetime) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+        """The stored events (their JSON) of ``types`` the profiles had at or after ``since``, in event-time
+        order: what a journey's waits, exits, goals and event counts are judged on."""
+        if not profile_ids or not types:
+            return []
+        rows = await self.store.fetch(_OF_TYPES_SINCE, list(profile_ids), list(types), since)
+        return [(r["profile_id"], r["body"]) for r in rows]
 
     async def of_profile(self, profile_id: uuid.UUID, limit: int) -> list[bytes]:
         """The stored events of a profile (their JSON), oldest first: what a scenario simulation replays."""

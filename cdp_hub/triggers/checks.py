@@ -8,6 +8,9 @@
         template                    a template for every channel kind used, in the deployment's locale
         experiment                  weights positive, names unique, control 0..0.5 (with the line, before the
                                     schema check); a variant's channel configured, its template there
+        steps (journeys)            step references: duplicate or unknown step ids, unreachable steps (with the
+                                    line, before the schema check); wait_for, exit_on, goals and event counts
+                                    name registered event types; each send step's channel and template as above
     ─▶ problems, each ``file:line: $.json.path: message``
 
 ``cdp-hub scenarios validate`` prints them; ``cdp-hub run`` refuses to start the triggers stage while there is
@@ -28,7 +31,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema.events import Event, Traits
 from cdp_hub.schema.payloads import EVENT_TYPES
 from cdp_hub.triggers.experiments import Experiment, experiment_problems
-from cdp_hub.triggers.scenario import SCENARIO_FILES, Scenario
+from cdp_hub.triggers.scenario import SCENARIO_FILES, EventCount, Scenario, step_problems
 
 __all__ = ["Installed", "Problem", "check_experiment", "check_scenario_files", "check_sending", "did_you_mean", "located_problems",
            "scenario_documents"]
@@ -134,29 +137,82 @@ def check_scenario(scenario: Scenario, doc: LocatedDocument, installed: Installe
         if message:
             problem(("send_at", "field"), message)
 
+    if scenario.steps is not None:
+        problems.extend(check_steps(scenario, doc, installed))
+        return problems
     problems.extend(check_sending(doc, installed, channel=scenario.channel, fallbacks=scenario.fallbacks,
                                   template=scenario.template, experiment=scenario.experiment))
     return problems
 
 
+def check_steps(scenario: Scenario, doc: LocatedDocument, installed: Installed) -> list[Problem]:
+    """A journey's references: the event types it waits for, exits on, converts on and counts; the fields
+    and segments its conditions name; each send step's channel and templates."""
+    problems: list[Problem] = []
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        problems.append(Problem.at(doc, path, message))
+
+    def event_type(path: tuple[str | int, ...], name: str) -> bool:
+        if name not in EVENT_TYPES:
+            problem(path, f"unknown event type {name!r}{did_you_mean(name, EVENT_TYPES)}")
+            return False
+        return True
+
+    def conditions(path: tuple[str | int, ...], conds: Sequence[Any], event: str) -> None:
+        for i, cond in enumerate(conds):
+            if isinstance(cond, EventCount):
+                event_type((*path, i, "count"), cond.count)
+                continue
+            message = _field_problem(cond.field, event, installed)
+            if message:
+                problem((*path, i, "field"), message)
+            segment = _segment_named(cond.field, cond.op, cond.value, event)
+            if segment is not None and segment not in installed.segments:
+                problem((*path, i, "value"), f"unknown segment {segment!r}{did_you_mean(segment, installed.segments)}")
+
+    for i, name in enumerate(scenario.exit_on):
+        event_type(("exit_on", i), name)
+    for i, goal in enumerate(scenario.goals):
+        if event_type(("goals", i, "event"), goal.event):
+            conditions(("goals", i, "conditions"), goal.conditions, goal.event)
+    for i, step in enumerate(scenario.steps or ()):
+        if step.wait_for is not None and event_type(("steps", i, "wait_for", "event"), step.wait_for.event):
+            conditions(("steps", i, "wait_for", "conditions"), step.wait_for.conditions, step.wait_for.event)
+            for j, name in enumerate(step.wait_for.match):
+                for event in dict.fromkeys((step.wait_for.event, scenario.trigger.event)):
+                    message = _field_problem(f"event.properties.{name}", event, installed)
+                    if message:
+                        problem(("steps", i, "wait_for", "match", j), message)
+        for j, rule in enumerate(step.branch or ()):
+            conditions(("steps", i, "branch", j, "if"), rule.when, scenario.trigger.event)
+        if step.send is not None:
+            problems.extend(check_sending(doc, installed, channel=step.send.channel, fallbacks=step.send.fallbacks,
+                                          template=step.send.template, experiment=None,
+                                          at=("steps", i, "send")))
+    return problems
+
+
 def check_sending(doc: LocatedDocument, installed: Installed, *, channel: str, fallbacks: Sequence[str],
-                  template: str, experiment: Experiment | None) -> list[Problem]:
+                  template: str, experiment: Experiment | None, at: tuple[str | int, ...] = ()) -> list[Problem]:
     """What a scenario or a campaign sends through: the channel configured (a missing fallback only matters
     when the channels before it fail: a warning), the template there for each channel's kind in every locale,
-    and the experiment's variants likewise; shared by scenario and campaign checks."""
+    and the experiment's variants likewise; shared by scenario and campaign checks (``at``: where the block is,
+    e.g. a journey's send step)."""
     problems: list[Problem] = []
     kinds: list[str] = []
     for path, name in [(("channel",), channel), *((("fallbacks", i), n) for i, n in enumerate(fallbacks))]:
         kind = installed.channel_kind(name)
         if kind is None:
-            problems.append(Problem.at(doc, path, f"channel {name!r} is not configured (add [channels.{name}] "
-                                       "to the config)", "error" if path == ("channel",) else "warning"))
+            problems.append(Problem.at(doc, (*at, *path), f"channel {name!r} is not configured (add "
+                                       f"[channels.{name}] to the config)", "error" if path == ("channel",)
+                                       else "warning"))
         else:
             kinds.append(kind)
     for kind in dict.fromkeys(kinds):
         for locale in installed.locales:
             if not installed.template_exists(template, kind, locale):
-                problems.append(Problem.at(doc, ("template",), f"no template {template!r} for {kind} in locale "
+                problems.append(Problem.at(doc, (*at, "template"), f"no template {template!r} for {kind} in locale "
                                            f"{locale!r} (add {template}/{kind}.j2 to templates_dir)"))
     if experiment is not None:
         problems.extend(check_experiment(experiment, doc, installed, channel=channel, template=template))
@@ -164,9 +220,13 @@ def check_sending(doc: LocatedDocument, installed: Installed, *, channel: str, f
 
 
 def located_problems(doc: LocatedDocument) -> list[Problem]:
-    """The experiment block's problems with their file line (weights, names, control share), found before the
-    schema check, which would name the JSON path only."""
-    return [Problem.at(doc, path, message) for path, message in experiment_problems(doc.data)]
+    """The experiment block's problems with their file line (weights, names, control share) and a journey's
+    step references (unknown, duplicate, unreachable steps), found before the schema check, which would name
+    the JSON path only."""
+    found = [Problem.at(doc, path, message) for path, message in experiment_problems(doc.data)]
+    if isinstance(doc.data, dict):
+        found.extend(Problem.at(doc, path, message) for path, message in step_problems(doc.data.get("steps")))
+    return found
 
 
 def check_experiment(experiment: Experiment, doc: LocatedDocument, installed: Installed, *, channel: str,

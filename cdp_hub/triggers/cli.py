@@ -6,6 +6,12 @@
     cdp-hub scenarios simulate ID (--profile P | --events FILE) [--now] [--json]
         a profile's stored events (or a JSON Lines file of events) through the real triggers stage and its
         contact policy, sends disabled: every decision with its reason, and the message each sent one renders
+    cdp-hub scenarios simulate JOURNEY --events FILE [--profile-file PROFILE.json] [--json]
+        a journey walked step by step over the file's timeline for one profile (traits, segments, consent,
+        time zone from the profile file): every step, its time, and each send's consent/quiet-hours decision;
+        offline (triggers/journeys.py simulate_journey)
+    cdp-hub scenarios positions [--json]                where profiles are in the journeys: entries by journey, status
+                                                         and step (journey_positions)
 
 The simulation runs on a :class:`~cdp_hub.store.db.RollbackStore` (what it writes, timers and segment
 memberships, is rolled back) with an in-process bus and hot state: it reads the deployment's profiles,
@@ -24,7 +30,7 @@ from typing import Any
 
 import click
 
-from cdp_hub.cli.helpers import Args, command, group, json_option, print_json
+from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.triggers.checks import Installed, Problem, check_scenario_files
@@ -73,6 +79,22 @@ def installed(settings: Settings, beside: Path | None = None) -> Installed:
     return Installed(channel_kind=kind, template_exists=template_exists,
                      segments=frozenset(s.id for s in segments), locales=(settings.default_locale,),
                      traits=frozenset(load_rules().traits))
+
+
+def _sends(scenario: Scenario) -> str:
+    """What a scenario sends, for listings: ``email/sms (welcome)``, or a journey's steps."""
+    if scenario.steps is None:
+        return f"{'/'.join([scenario.channel, *scenario.fallbacks])} ({scenario.template})"
+    sends = list(dict.fromkeys(s.send.template for s in scenario.steps if s.send is not None))
+    return f"journey of {len(scenario.steps)} steps, sends {', '.join(sends) or 'nothing'}"
+
+
+def _channels(scenario: Scenario) -> list[str]:
+    """The channels a scenario sends on (a journey: its send steps', in order)."""
+    if scenario.steps is None:
+        return [scenario.channel, *scenario.fallbacks]
+    names = [c for step in scenario.steps if step.send is not None for c in (step.send.channel, *step.send.fallbacks)]
+    return list(dict.fromkeys(names))
 
 
 def _part(catalogue: Path | None, name: str) -> Path | None:
@@ -158,7 +180,7 @@ def cmd_validate(args: Args, settings: Settings) -> int:
     errors = [p for p in problems if p.severity == "error"]
     failing = {p.origin for p in errors}
     for s in scenarios:
-        print(f"ok  {s.id}: on {s.trigger.event} -> {'/'.join([s.channel, *s.fallbacks])} ({s.template})")
+        print(f"ok  {s.id}: on {s.trigger.event} -> {_sends(s)}")
     if errors:
         print(f"{len(errors)} error(s) in {len(failing)} file(s)", file=sys.stderr)
         return 1
@@ -172,12 +194,18 @@ def cmd_list(args: Args, settings: Settings) -> int:
 
     loaded = load_scenarios([settings.scenarios_dir] if settings.scenarios_dir else [])
     if args.json:
-        print_json([{"id": s.id, "event": s.trigger.event, "channels": [s.channel, *s.fallbacks],
+        print_json([{"id": s.id, "event": s.trigger.event, "channels": _channels(s),
                      "template": s.template, "category": s.category, "delay": s.delay, "priority": s.priority,
-                     "cancel_on": list(s.cancel_on)} for s in loaded])
+                     "cancel_on": list(s.cancel_on),
+                     **({"steps": [step.id for step in s.steps], "exit_on": list(s.exit_on)} if s.steps else {})}
+                    for s in loaded])
         return 0
     for s in loaded:
         extra = []
+        if s.steps:
+            extra.append(f"journey: {len(s.steps)} steps")
+        if s.exit_on:
+            extra.append(f"exits on {', '.join(s.exit_on)}")
         if s.delay:
             extra.append(f"after {s.delay}")
         if s.send_at is not None:
@@ -190,8 +218,26 @@ def cmd_list(args: Args, settings: Settings) -> int:
             extra.append(f"cancelled by {', '.join(s.cancel_on)}")
         if s.priority:
             extra.append(f"priority {s.priority}")
-        print(f"{s.id:<22} on {s.trigger.event:<18} -> {'/'.join([s.channel, *s.fallbacks]):<18} "
+        print(f"{s.id:<22} on {s.trigger.event:<18} -> {'/'.join(_channels(s)):<18} "
               f"{s.category:<13} {'; '.join(extra)}")
+    return 0
+
+
+@command(scenarios_group, "positions", help="where profiles are in the journeys: entries by journey, status "
+                                              "(active, completed, converted, exited, merged) and step")
+@json_option("print the counts as JSON")
+async def cmd_positions(args: Args, settings: Settings) -> int:
+    from cdp_hub.store import JourneyRepository
+
+    async with store_for(settings, pool_size=1) as store:
+        counts = await JourneyRepository(store).counts()
+    if args.json:
+        print_json(counts)
+        return 0
+    for row in counts:
+        print(f"{row['journey']:<24} {row['status']:<10} {row['step'] or '-':<20} {row['n']:>9}")
+    if not counts:
+        print("nobody has entered a journey")
     return 0
 
 
@@ -204,12 +250,23 @@ def cmd_list(args: Args, settings: Settings) -> int:
 @click.option("--now", is_flag=True,
               help="judge the events as arriving now (a replay: old ones are too_late), not as live")
 @click.option("--limit", type=int, default=1000, show_default=True, help="at most this many stored events")
+@click.option("--profile-file", type=PATH, help="journeys: the profile as JSON (traits such as loyalty_tier and "
+              "timezone, segments: [...], consent: {email: opted_in}, profile_id)")
 @json_option("print the decisions as JSON")
 async def cmd_simulate(args: Args, settings: Settings) -> int:
     scenarios = {s.id: s for s in check_scenarios(settings)}
     scenario = scenarios.get(args.scenario)
+    if scenario is None:  # one switched off (a built-in journey) can be tried before it is switched on
+        from cdp_hub.triggers.scenario import SCENARIO_FILES
+
+        everything = SCENARIO_FILES.load([settings.scenarios_dir] if settings.scenarios_dir else [])
+        scenario = next((s for s in everything if s.id == args.scenario), None)
     if scenario is None:
         raise ConfigurationError(f"no scenario {args.scenario!r}; scenarios: {', '.join(sorted(scenarios))}")
+    if scenario.steps is not None:
+        return await _simulate_journey(args, settings, scenario)
+    if args.profile_file is not None:
+        raise ConfigurationError("--profile-file is for journeys (scenarios with steps)")
     rows = await simulate(settings, scenario, profile=args.profile, events_file=args.events,
                           for_profile=args.for_profile, now=args.now, limit=args.limit)
     if args.json:
@@ -229,6 +286,76 @@ async def cmd_simulate(args: Args, settings: Settings) -> int:
         counts[row["decision"]] = counts.get(row["decision"], 0) + 1
     print(", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no decisions: the scenario never matched")
     return 0
+
+
+async def _simulate_journey(args: Args, settings: Settings, scenario: Scenario) -> int:
+    from cdp_hub.plugins import get_registry
+    from cdp_hub.triggers.journeys import simulate_journey
+    from cdp_hub.triggers.stage import TriggerOptions
+
+    if args.events is None:
+        raise ConfigurationError("a journey walks a timeline: give it with --events FILE (JSON Lines of events)")
+    profile = {}
+    if args.profile_file is not None:
+        profile = await asyncio.to_thread(_read_json_object, args.profile_file)
+    events = await asyncio.to_thread(_read_events, args.events, None)
+    from cdp_hub.pipeline.build import channel_kind
+
+    options = TriggerOptions.from_settings(settings, channel_kind=channel_kind(settings, get_registry()))
+    rows = simulate_journey(scenario, [e.model_dump(mode="json", exclude_none=True) for e in events], profile,
+                            options=options)
+    if args.json:
+        print_json(rows, ensure_ascii=False)
+        return 0
+    for row in rows:
+        line = f"{row['at'][:19]}  {row['step'] or '-':<16} {row['kind']:<9} {row['outcome']:<18} {row['detail']}"
+        if "decision" in row:
+            line += f"  => {row['decision']}: {row['reason']}"
+        print(line)
+    counts: dict[str, int] = {}
+    for row in rows:
+        if "decision" in row:
+            counts[row["decision"]] = counts.get(row["decision"], 0) + 1
+    ends = [row["outcome"] for row in rows if row["kind"] in ("end", "loop")
+            or row["outcome"] in ("converted", "exited")]
+    print(f"{sum(1 for r in rows if r['outcome'] == 'entered')} entries; "
+          + (", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "no sends")
+          + (f"; ended: {', '.join(ends)}" if ends else ""))
+    return 0
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: a profile is a JSON object (traits, segments, consent)")
+    return data
+
+
+def _read_events(path: Path, owner: uuid.UUID | None) -> list[Any]:
+    """The events of a JSON Lines file, validated (``owner``: the profile they all belong to)."""
+    from cdp_hub.schema.events import parse_event
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
+    events = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            event = parse_event(line.encode())
+        except ValueError as exc:
+            raise ConfigurationError(f"{path}:{n}: {exc}") from None
+        if owner is not None:
+            event.profile_id = owner
+        events.append(event)
+    return events
 
 
 async def simulate(settings: Settings, scenario: Scenario, *, profile: str | None = None,

@@ -14,6 +14,10 @@
     quiet_hours: {start: "21:00", end: "09:00"}
     priority: 10
 
+A scenario with ``steps:`` instead of ``channel``/``template`` is a journey (a chain of sends, waits,
+waits for an event, branches and splits; ``exit_on``, ``goals``, ``reentry``): the step models are here,
+the engine is cdp_hub/triggers/journeys.py, docs/journeys.md explains them.
+
 docs/scenarios.md explains each field; consent, lateness, hold-until, priorities and the decisions they make.
 """
 
@@ -32,8 +36,10 @@ from cdp_hub.datafiles import DataFiles
 from cdp_hub.durations import parse_duration
 from cdp_hub.triggers.experiments import Experiment
 
-__all__ = ["CollectedValues", "Condition", "HoldUntil", "Predicate", "Scenario", "SendAt", "compile_conditions", "load_scenarios",
-           "parse_duration", "path_reader", "scenario_json_schema"]
+__all__ = ["END", "BranchRule", "CollectedValues", "Condition", "EventCount", "Goal", "HoldUntil", "OncePer",
+           "Predicate", "Scenario", "SendAt", "SendStep", "SplitArm", "Step", "WaitFor", "WaitSpec",
+           "compile_conditions", "load_scenarios", "parse_duration", "path_reader", "scenario_json_schema",
+           "step_problems"]
 
 
 Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "exists", "not_exists", "contains"]
@@ -296,8 +302,243 @@ class SendAt(BaseModel):
         return at
 
 
-class Scenario(BaseModel):
+# -- journeys: the step models -----------------------------------------------------------------------------
+
+END = "end"
+"""The target that ends a journey (``next: end``); the last step of the list ends it too."""
+_STEP_ID = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+_HH_MM = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+class SendStep(BaseModel):
+    """What a ``send`` step sends: through the scenario's contact policy (consent, caps, quiet hours, ...)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    channel: str
+    fallbacks: list[str] = Field(default_factory=list)
+    template: str
+    vars: dict[str, Any] = Field(default_factory=dict, description="template variables added to the journey's")
+
+
+class WaitSpec(BaseModel):
+    """How long a ``wait`` step waits: ``duration`` after the step began, or ``since_entry`` after the
+    profile entered the journey; ``at``: at this time of day on the day the wait ends, in the customer's time
+    zone (their profile's ``timezone``, else ``timezone``): ``{duration: 3d, at: "11:00"}`` is the third day
+    at 11:00; ``at`` alone the next 11:00."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    duration: str | None = Field(default=None, description="e.g. 3d")
+    since_entry: str | None = Field(default=None, description="until this long after the entry, e.g. 14d")
+    at: str | None = Field(default=None, pattern=_HH_MM, description="at this local time on the day the wait ends, e.g. \"10:00\"")
+    timezone: str = Field("Europe/Moscow", description="the time zone of a customer whose profile has none")
+
+    @field_validator("duration", "since_entry")
+    @classmethod
+    def _check_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> WaitSpec:
+        if self.duration is None and self.since_entry is None and self.at is None:
+            raise ValueError("a wait needs duration, since_entry or at")
+        if self.duration is not None and self.since_entry is not None:
+            raise ValueError("a wait counts from the step (duration) or from the entry (since_entry), not both")
+        return self
+
+
+class WaitFor(BaseModel):
+    """A ``wait_for`` step: until an event of ``event`` (with ``conditions``) happens, at most ``within``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str
+    conditions: list[Condition] = Field(default_factory=list, description="on event.* (the awaited event) "
+                                        "and profile.*")
+    within: str = Field(description="the timeout, e.g. 14d")
+    match: list[str] = Field(default_factory=list, description="properties the awaited event must share with the "
+                             "event that started the journey, e.g. [order_id]: the delivery of this order")
+
+    @field_validator("within")
+    @classmethod
+    def _check_within(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class EventCount(BaseModel):
+    """An event aggregate for a ``branch``: how many events of a type the profile had ``within`` before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: str = Field(description="an event type, e.g. order.placed")
+    within: str = Field(description="the look-back window, e.g. 90d")
+    op: Literal["eq", "ne", "gt", "gte", "lt", "lte"] = "gte"
+    value: int = Field(ge=0)
+
+    @field_validator("within")
+    @classmethod
+    def _check_within(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class BranchRule(BaseModel):
+    """One arm of a ``branch``: when every condition holds, go to ``then``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    when: list[Condition | EventCount] = Field(alias="if", min_length=1,
+                                               description="conditions on profile.* (traits, profile.segments) "
+                                               "and event.* (the entry event), or event counts")
+    then: str = Field(pattern=_STEP_ID)
+
+
+class SplitArm(BaseModel):
+    """One arm of a ``split``: its weight among the arms, and the step it goes to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(gt=0)
+    then: str = Field(pattern=_STEP_ID)
+
+
+class Step(BaseModel):
+    """One step of a journey: exactly one of ``send``, ``wait``, ``wait_for``, ``branch``, ``split``. The next
+    step is the following one in the list unless ``next`` (or ``on_event``/``on_timeout``, ``then``/``else``)
+    names another; ``end`` ends the journey."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(pattern=_STEP_ID)
+    send: SendStep | None = None
+    wait: str | WaitSpec | None = Field(default=None, description="a duration (3d), or {duration, since_entry, at}")
+    wait_for: WaitFor | None = None
+    on_event: str | None = Field(default=None, pattern=_STEP_ID, description="wait_for: where to go when it came")
+    on_timeout: str | None = Field(default=None, pattern=_STEP_ID, description="wait_for: where to go when it "
+                                   "did not come in time")
+    branch: list[BranchRule] | None = Field(default=None, min_length=1)
+    otherwise: str | None = Field(default=None, alias="else", pattern=_STEP_ID,
+                                  description="branch: where to go when no arm holds")
+    split: list[SplitArm] | None = Field(default=None, min_length=1)
+    next: str | None = Field(default=None, pattern=_STEP_ID)
+
+    @field_validator("wait")
+    @classmethod
+    def _check_wait(cls, value: str | WaitSpec | None) -> str | WaitSpec | None:
+        if isinstance(value, str):
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Step:
+        kinds = [k for k in ("send", "wait", "wait_for", "branch", "split") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"step {self.id!r} must be exactly one of send, wait, wait_for, branch, split "
+                             f"(it has {', '.join(kinds) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("send", "wait", "wait_for", "branch", "split") if getattr(self, k) is not None)
+
+    @property
+    def wait_spec(self) -> WaitSpec | None:
+        if isinstance(self.wait, str):
+            return WaitSpec(duration=self.wait)
+        return self.wait
+
+
+class Goal(BaseModel):
+    """An event that marks the journey converted and ends it (recorded as ``journey.converted``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class OncePer(BaseModel):
+    """Re-entry at most once per window (event time of the entries)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    once_per: str = Field(description="e.g. 7d")
+
+    @field_validator("once_per")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+def step_problems(steps: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems of a journey's step references, each with its JSON path: a duplicate id, a target that names
+    no step, a step no path reaches. Works on the document as written (so a check can name the file line),
+    and on a parsed journey's steps dumped by alias."""
+    if not isinstance(steps, Sequence) or isinstance(steps, str):
+        return []
+    ids: dict[str, int] = {}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, step in enumerate(steps):
+        if isinstance(step, Mapping) and isinstance(step.get("id"), str):
+            if step["id"] in ids:
+                problems.append((("steps", i, "id"), f"duplicate step id {step['id']!r}"))
+            elif step["id"] == END:
+                problems.append((("steps", i, "id"), f"{END!r} ends a journey; give the step another id"))
+            else:
+                ids[step["id"]] = i
+    edges: dict[int, list[str]] = {}
+    for i, step in enumerate(steps):
+        if not isinstance(step, Mapping):
+            continue
+        targets: list[tuple[tuple[str | int, ...], Any]] = []
+        for key in ("next", "on_event", "on_timeout", "else"):
+            if step.get(key) is not None:
+                targets.append(((key,), step[key]))
+        for key in ("branch", "split"):
+            arms = step.get(key)
+            if isinstance(arms, Sequence) and not isinstance(arms, str):
+                targets.extend(((key, j, "then"), arm.get("then")) for j, arm in enumerate(arms)
+                               if isinstance(arm, Mapping) and arm.get("then") is not None)
+        following = steps[i + 1]["id"] if i + 1 < len(steps) and isinstance(steps[i + 1], Mapping) else END
+        falls_through = (step.get("next") is None and "branch" not in step and "split" not in step
+                         and not ("wait_for" in step and step.get("on_event") and step.get("on_timeout")))
+        if "branch" in step and step.get("else") is None:
+            falls_through = True
+        edges[i] = [str(t) for _, t in targets] + ([str(following)] if falls_through else [])
+        for path, target in targets:
+            if target != END and target not in ids:
+                problems.append((("steps", i, *path), f"unknown step {target!r}"
+                                 + (f" (steps: {', '.join(ids)})" if ids else "")))
+    if problems or not ids:
+        return problems
+    reached = {0}
+    todo = [0]
+    while todo:
+        for target in edges.get(todo.pop(), []):
+            j = ids.get(target)
+            if j is not None and j not in reached:
+                reached.add(j)
+                todo.append(j)
+    for i, step in enumerate(steps):
+        if i not in reached and isinstance(step, Mapping):
+            problems.append((("steps", i), f"step {step.get('id')!r} is unreachable (no step leads to it)"))
+    return problems
+
+
+_SINGLE_OR_STEPS: dict[str, Any] = {"anyOf": [{"required": ["channel", "template"]}, {"required": ["steps"]}]}
+"""A single send names its channel and template, a journey has steps (the model refuses both at once, with a
+plainer message than the schema's)."""
+
+
+class Scenario(BaseModel):
+    """A single send (``channel``, ``template``) or a journey (``steps``)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_SINGLE_OR_STEPS)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
     description: str = ""
@@ -315,9 +556,18 @@ class Scenario(BaseModel):
     priority: int = Field(0, description="when marketing scenarios fire for one profile within the priority "
                           "window, the highest priority wins; the others are decided lost_priority")
     cancel_on: list[str] = Field(default_factory=list, description="event types that cancel a pending send")
-    channel: str
+    channel: str = Field("", description="the channel of a single-send scenario (a journey's sends name theirs)")
     fallbacks: list[str] = Field(default_factory=list)
-    template: str
+    template: str = Field("", description="the template of a single-send scenario")
+    steps: list[Step] | None = Field(default=None, min_length=1, description="a journey: its steps, the first "
+                                     "one where a profile enters (docs/journeys.md)")
+    exit_on: list[str] = Field(default_factory=list, description="journeys: event types that end the journey "
+                               "at any step")
+    goals: list[Goal] = Field(default_factory=list, description="journeys: events that mark it converted and "
+                              "end it")
+    reentry: Literal["once", "always"] | OncePer = Field(
+        "once", description="journeys: enter once ever, once per window ({once_per: 7d}), or always (a new "
+        "entry whenever the profile is not in the journey)")
     category: Literal["marketing", "transactional", "service"] = "marketing"
     once_per_profile: bool = False
     frequency_cap: FrequencyCap | None = None
@@ -338,7 +588,27 @@ class Scenario(BaseModel):
     def _one_timing(self) -> Scenario:
         if self.send_at is not None and self.delay is not None:
             raise ValueError("a scenario waits either a delay after its trigger or until send_at, not both")
+        if self.steps is None and (not self.channel or not self.template):
+            raise ValueError("a scenario needs channel and template, or steps (a journey)")
+        if self.steps is not None:
+            if self.channel or self.template:
+                raise ValueError("a journey's sends name their channel and template; drop them from the top")
+            single = [f for f in ("delay", "send_at", "hold_until", "experiment") if getattr(self, f) is not None]
+            if single or self.cancel_on or self.once_per_profile:
+                raise ValueError("a journey waits with its steps and leaves with exit_on; drop "
+                                 + ", ".join(single + ["cancel_on"] * bool(self.cancel_on)
+                                             + ["once_per_profile"] * self.once_per_profile))
+            problems = step_problems([s.model_dump(by_alias=True, exclude_none=True) for s in self.steps])
+            if problems:
+                path, message = problems[0]
+                raise ValueError(".".join(map(str, path)) + ": " + message)
+        elif self.exit_on or self.goals or self.reentry != "once":
+            raise ValueError("exit_on, goals and reentry are for journeys (steps)")
         return self
+
+    @property
+    def is_journey(self) -> bool:
+        return self.steps is not None
 
     @property
     def delayed(self) -> bool:

@@ -16,6 +16,8 @@
     segments: trait-only segments re-checked for the batch's profiles (SegmentEngine.on_profiles) ─▶
               segment.entered/exited on [cdp.events]; conditions see ``profile.segments``
     daily jobs (checked every minute, run at most once per SCAN_INTERVAL) ─▶ profile.birthday on [cdp.events]
+    journeys (scenarios with steps): entries, moves and due positions go to the JourneyHook
+              (cdp_hub/triggers/journeys.py), whose send steps come back through gate_sends: the same policy
 
 Idempotency: intents have deterministic ids (scenario + trigger event + profile), timers deterministic ids
 (scenario + event), decisions deterministic event ids (+ the decision), cap counters are sets of message ids;
@@ -35,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -73,8 +75,8 @@ from cdp_hub.triggers.index import ScenarioIndex
 from cdp_hub.triggers.scenario import FrequencyCap, QuietHours, Scenario, parse_duration
 from cdp_hub.triggers.timeline import Watermarks, is_too_late
 
-__all__ = ["DECISION_SOURCE", "Decision", "TriggerOptions", "TriggerStage", "experiment_step", "is_muted",
-           "quiet_hours_end"]
+__all__ = ["DECISION_SOURCE", "Decision", "JourneyHook", "TriggerOptions", "TriggerStage", "experiment_step",
+           "is_muted", "quiet_hours_end"]
 
 DECISION_SOURCE = "cdp-hub.triggers"
 CONSENT_REQUESTED = "consent.requested"
@@ -250,6 +252,19 @@ class _Gate:
         return variant.channel if variant is not None and variant.channel else self.scenario.channel
 
 
+class JourneyHook(Protocol):
+    """What the stage asks of its journeys (cdp_hub/triggers/journeys.py, wired by pipeline/build.py)."""
+
+    def wants(self, event_type: str) -> bool: ...
+
+    async def on_events(self, stage: TriggerStage, events: Sequence[Event], out: StageOutput,
+                        profiles: Mapping[uuid.UUID, Mapping[str, Any]]) -> None: ...
+
+    async def advance_due(self, stage: TriggerStage, out: StageOutput, cutoff: datetime) -> int: ...
+
+    async def follow_merges(self, moves: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> None: ...
+
+
 class TriggerStage(Stage[Event]):
     """Matches profile events against the scenarios and turns what fires into message intents."""
 
@@ -258,8 +273,11 @@ class TriggerStage(Stage[Event]):
     def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, timers: TimerRepository,
                  sendlog: MessageRepository, hotstate: HotState, scenarios: Sequence[Scenario],
                  segments: SegmentEngine, scheduler: BirthdayScheduler, consents: ConsentRepository,
-                 events: EventRepository, options: TriggerOptions | None = None) -> None:
+                 events: EventRepository, options: TriggerOptions | None = None,
+                 journeys: JourneyHook | None = None) -> None:
         super().__init__(ctx)
+        self.journeys = journeys
+        """The journeys (scenarios with steps); None when the deployment has none."""
         self.profiles = profiles
         self.timers = timers
         self.sendlog = sendlog
@@ -273,7 +291,7 @@ class TriggerStage(Stage[Event]):
         self._last_daily_check = -DAILY_CHECK_SECONDS
         self.scenarios = list(scenarios)
         self._by_id = {s.id: s for s in self.scenarios}
-        self._index = ScenarioIndex(self.scenarios)
+        self._index = ScenarioIndex([s for s in self.scenarios if s.steps is None])
         """By trigger type and equality condition, conditions compiled once (triggers/index.py)."""
         self._cancellers: dict[str, list[str]] = {}
         for s in self.scenarios:
@@ -342,7 +360,9 @@ class TriggerStage(Stage[Event]):
         merged = [e for e in events if e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
-        relevant = [e for e in events if self._index.triggered_by(e.type) or e.type in self._cancellers]
+        journeys = self.journeys
+        relevant = [e for e in events if self._index.triggered_by(e.type) or e.type in self._cancellers
+                    or (journeys is not None and journeys.wants(e.type))]
         profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
         # Three independent reads at once (each is a round trip; a batch's latency is mostly round trips):
         # segment memberships, Golden Records and consent of the profiles that may get a message.
@@ -440,6 +460,32 @@ class TriggerStage(Stage[Event]):
                                           "cancelled by " + ", ".join(causes), Event.model_validate(payload)))
         decisions.extend(await self._gate_all(gates, out, consent_states))
         self._emit(decisions, out)
+        if journeys is not None:
+            await journeys.on_events(self, relevant, out, {
+                pid: {**golden.get(pid, {}), "segments": sorted((memberships or {}).get(pid, ()))}
+                for pid in profile_ids})
+
+    async def gate_sends(self, sends: Sequence[tuple[Scenario, Event, dict[str, Any]]],
+                         out: StageOutput) -> list[Decision]:
+        """The contact policy for messages decided outside a trigger match (a journey's send steps):
+        ``(scenario, trigger event, profile)`` each; decisions emitted, sent intents appended to ``out``."""
+        gates = []
+        for scenario, event, profile in sends:
+            view = _EventView(event)
+            gates.append(_Gate(scenario, profile, event, view,
+                               functools.partial(self._intent, scenario, event, profile, view)))
+        decisions = await self._gate_all(gates, out)
+        self._emit(decisions, out)
+        return decisions
+
+    def emit_decisions(self, decisions: Sequence[Decision], out: StageOutput) -> None:
+        """Decisions made outside the contact policy (a journey's muted or too-old trigger) as events."""
+        self._emit(decisions, out)
+
+    def remind_at(self, at: datetime) -> None:
+        """Check timers again at ``at`` without waiting for the periodic check (a journey's wait)."""
+        if len(self._upcoming) < MAX_UPCOMING:
+            heapq.heappush(self._upcoming, at)
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any],
                 trigger: _EventView | None = None, allocation: Allocation = NO_EXPERIMENT) -> MessageIntent:
@@ -682,6 +728,8 @@ class TriggerStage(Stage[Event]):
         await self.hotstate.move_caps([(str(a), str(b)) for a, b in pairs], self.cap_scopes)
         profile_keyed = [s.id for s in self.scenarios if s.hold_until is not None and s.hold_until.key == "profile"]
         await self.hotstate.move_dedupe([(str(a), str(b)) for a, b in pairs], profile_keyed)
+        if self.journeys is not None:
+            await self.journeys.follow_merges(pairs)
 
     # -- daily jobs ----------------------------------------------------------------------------------
 
@@ -724,6 +772,8 @@ class TriggerStage(Stage[Event]):
         stored cancelling event happened during its wait, whatever order they arrived in) or gated. A
         quiet-hours postponement is due at its time on the clock."""
         cutoff = self.watermarks.watermark() - self.options.allowed_lateness
+        if self.journeys is not None:
+            await self.journeys.advance_due(self, out, cutoff)
         rows = await self.timers.due(self.now(), cutoff, limit)
         if not rows:
             return 0
