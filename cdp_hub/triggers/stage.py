@@ -42,6 +42,7 @@ import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.bus.events import event_message
+from cdp_hub.bus.provenance import EVENT_SCHEMA, INTENT_SCHEMA, hub_headers
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError, SchemaViolation
 from cdp_hub.hotstate import HotState
@@ -49,6 +50,7 @@ from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.consent import ConsentLinks, ConsentPolicy, consent_refusal
 from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
 from cdp_hub.schema.messages import MessageIntent, message_id_for
+from cdp_hub.schema.trusted import trusted_event
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
 from cdp_hub.store import (
@@ -305,7 +307,8 @@ class TriggerStage(Stage[Event]):
     # -- batch -----------------------------------------------------------------------------------
 
     def decode(self, record: Record) -> Event:
-        event = Event.model_validate_json(record.value)
+        # The resolver's records are the hub's own: built without validating them again (parse once).
+        event = self.decode_trusted(record, EVENT_SCHEMA, trusted_event) or Event.model_validate_json(record.value)
         if event.profile_id is None:
             raise SchemaViolation("profile event without profile_id", field="profile_id",
                                   record_id=str(event.event_id), source=event.source)
@@ -670,7 +673,8 @@ class TriggerStage(Stage[Event]):
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
         return OutgoingMessage(self.ctx.topics.messages, intent.model_dump_json().encode(),
-                               intent.profile_id.encode(), (("cdp.scenario", intent.scenario.encode()),))
+                               intent.profile_id.encode(),
+                               hub_headers(INTENT_SCHEMA, ("cdp.scenario", intent.scenario.encode())))
 
     async def _follow_merges(self, merged: list[Event]) -> None:
         """Pending timers, cap counters and profile-keyed hold-until windows of merged profiles move to the
