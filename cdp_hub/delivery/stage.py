@@ -56,7 +56,6 @@ from tenacity import (
 )
 
 from cdp_hub.bus.base import OutgoingMessage, Record
-from cdp_hub.bus.provenance import INTENT_SCHEMA
 from cdp_hub.channel.base import Channel, OutboundMessage, Receipt
 from cdp_hub.config import Settings
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
@@ -64,7 +63,6 @@ from cdp_hub.errors import CdpHubError, ConfigurationError, RetriableError, Sche
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.consent import CONSENT_CHANNELS, ConsentPolicy, ConsentStates, consent_refusal
 from cdp_hub.schema.messages import MessageIntent
-from cdp_hub.schema.trusted import trusted_intent
 from cdp_hub.store import ConsentRepository, ProfileRepository, RecommendationRepository
 
 from .batching import SendBatcher
@@ -198,10 +196,7 @@ class DeliveryStage(Stage[MessageIntent]):
     # -- the batch ------------------------------------------------------------------------------------
 
     def decode(self, record: Record) -> MessageIntent:
-        # Intents of the triggers stage and the campaign sender are the hub's own: built without validating
-        # them again (parse once); the profile id is checked either way.
-        intent = (self.decode_trusted(record, INTENT_SCHEMA, trusted_intent)
-                  or MessageIntent.model_validate_json(record.value))
+        intent = MessageIntent.model_validate_json(record.value)
         try:
             uuid.UUID(intent.profile_id)
         except ValueError:

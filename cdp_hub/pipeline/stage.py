@@ -32,7 +32,6 @@ from datetime import datetime
 from pathlib import PurePath
 from typing import Any, ClassVar, Generic, TypeVar
 
-import orjson
 from pydantic import ValidationError
 
 from cdp_hub.bus.base import OutgoingMessage, Record, Topics
@@ -123,15 +122,15 @@ class Stage(abc.ABC, Generic[T]):
     async def process(self, batch: Sequence[Decoded[T]]) -> StageOutput:
         """Do the work for the decoded records; make its effects durable (database writes) before returning."""
 
-    def decode_trusted(self, record: Record, schema: bytes, build: Callable[[Any], U]) -> U | None:
-        """``build`` applied to the record's JSON when the record is the hub's own in ``schema`` (``ctx.trust``),
+    def decode_trusted(self, record: Record, schema: bytes, build: Callable[[bytes], U]) -> U | None:
+        """``build`` applied to the record's value when the record is the hub's own in ``schema`` (``ctx.trust``),
         else ``None``: the caller then validates the record fully. A record the fast path does not take (any
         exception of ``build``: :class:`~cdp_hub.schema.trusted.TrustedDecodeError` for a shape it does not
         expect) is validated fully too, so the fast path never makes a dead letter of its own."""
         trust = self.ctx.trust
         if trust is not None and trust.trusts(record, schema):
             try:
-                value = build(orjson.loads(record.value))
+                value = build(record.value)
             except Exception:  # the full validation decides, and names the field
                 pass
             else:
