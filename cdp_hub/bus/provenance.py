@@ -23,7 +23,6 @@ the fast path is validated fully. ``docs/architecture.md`` ("Trust boundary") sa
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Sequence
@@ -74,9 +73,8 @@ class RecordSeal:
         self.key = key if key else os.urandom(32)
 
     def _digest(self, schema: bytes, value: bytes) -> bytes:
-        mac = hmac.new(self.key, schema + b"\x00" + PRODUCER + b"\x00", hashlib.sha256)
-        mac.update(value)
-        return mac.digest()[:_SEAL_BYTES]
+        # hmac.digest: OpenSSL's one-shot HMAC, a third of hmac.new().update().digest() for a record this size.
+        return hmac.digest(self.key, schema + b"\x00" + PRODUCER + b"\x00" + value, "sha256")[:_SEAL_BYTES]
 
     def seal(self, messages: Sequence[OutgoingMessage]) -> Sequence[OutgoingMessage]:
         """``messages`` with a seal on each one that carries the hub's headers (others unchanged)."""
