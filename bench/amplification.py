@@ -3,8 +3,11 @@
     python bench/amplification.py [--requests 40] [--per-request 100] [--seed 3]
 
 The embedded hub (in-process bus, fakeredis, a fresh database at ``$CDP_HUB_POSTGRES_DSN``, default: the test
-server) with the demo's settings: the built-in scenarios (welcome, order confirmation, abandoned cart, ...) and
-outbox channels for e-mail, SMS and push; the clock pinned to noon in Moscow, as in ``cdp-hub demo``. Segment-style
+server) with the demo's settings (outbox channels for e-mail, SMS and push; the clock pinned to noon in Moscow,
+as in ``cdp-hub demo``), the opt-out consent policy (tracked visitors gave no consent) and, besides the built-in
+scenarios (welcome, ...), two that tracking traffic triggers: an order receipt on ``order.placed``
+(transactional, e-mail then SMS) and a follow-up on ``product.viewed`` (marketing, e-mail, push, SMS; at most
+one a day per customer). Most tracked visitors have no address, so most intents find none. Segment-style
 tracking traffic (bench/ingest_http.py's bodies: identify, Order Completed, Product Viewed, page, screen, ~1/4 as
 many users as messages, so most users are anonymous and have no address) goes through the tracking connector's
 mapping onto ``cdp.events``, as the HTTP edge puts it there; resolver, triggers, delivery and the DLQ stage run
@@ -29,6 +32,7 @@ from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
 from ingest_http import bodies  # bench/ is the script's directory
 from resolver_stream import _drop_db, _fresh_db
 
@@ -39,13 +43,23 @@ from cdp_hub.demo.run import demo_settings
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import Pipeline
+from cdp_hub.store import MessageRepository
 
 
 async def measure(requests: int, per_request: int, seed: int) -> tuple[int, Counter[tuple[str, str]], float]:
     name = f"bench_amplification_{os.getpid()}"
     dsn = await _fresh_db(name)
     root = Path(tempfile.mkdtemp(prefix="cdp-amplification-"))
-    settings = demo_settings(root).model_copy(update={"postgres_dsn": dsn})
+    scenarios = root / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "order_receipt.yaml").write_text(
+        "id: order_receipt\ntrigger: {event: order.placed}\nchannel: email\nfallbacks: [sms]\n"
+        "template: order_confirmation\ncategory: transactional\n")
+    (scenarios / "browse_followup.yaml").write_text(
+        "id: browse_followup\ntrigger: {event: product.viewed}\nchannel: email\nfallbacks: [push, sms]\n"
+        "template: welcome\ncategory: marketing\nfrequency_cap: {max: 1, per: 1d}\n")
+    settings = demo_settings(root).model_copy(update={"postgres_dsn": dsn, "scenarios_dir": scenarios,
+                                                      "consent_policy": "opt_out"})
     hub = Hub(settings, metrics=Metrics())
     noon = datetime.combine(datetime.now(ZoneInfo("Europe/Moscow")).date(), dtime(12, 0),
                             ZoneInfo("Europe/Moscow")).astimezone(UTC)
@@ -59,6 +73,8 @@ async def measure(requests: int, per_request: int, seed: int) -> tuple[int, Coun
             async def counting(messages: Sequence[OutgoingMessage]) -> None:
                 for m in messages:
                     kind = dict(m.headers).get("cdp.type", b"").decode() or "-"
+                    if kind == "message.decided":
+                        kind += ":" + str(orjson.loads(m.value)["properties"]["decision"])
                     counted[(m.topic, kind)] += 1
                 await publish_many(messages)
 
@@ -81,12 +97,12 @@ async def measure(requests: int, per_request: int, seed: int) -> tuple[int, Coun
             seconds = time.perf_counter() - started
             pipeline.stop()
             await stages
+            for row in await MessageRepository(hub.store).status_counts():
+                counted[("send log", f"{row['channel']} {row['status']}")] += row["n"]
     finally:
         await _drop_db(name)
     for (topic, kind) in list(counted):
-        if topic == hub.topics.events and kind not in ("message.sent", "message.delivered", "message.failed",
-                                                       "message.opened", "message.clicked", "message.decided",
-                                                       "experiment.assigned"):
+        if topic == hub.topics.events and not kind.startswith(("message.", "experiment.")):
             counted[(topic, "tracking and other source events")] += counted.pop((topic, kind))
     return tracking, counted, seconds
 
@@ -107,8 +123,10 @@ def main() -> None:
         by_topic[topic] += n
         print(f"  {topic:<20} {kind:<34} {n:>7}  {n / tracking:5.2f} per tracking event")
     for topic, n in sorted(by_topic.items()):
+        if topic == "send log":
+            continue
         print(f"  {topic:<20} {'(all)':<34} {n:>7}  {n / tracking:5.2f} per tracking event")
-    total = sum(n for (topic, _), n in counted.items() if not topic.endswith("dlq"))
+    total = sum(n for (topic, _), n in counted.items() if topic.startswith("cdp.") and not topic.endswith("dlq"))
     print(f"  records per tracking event (dead letters not counted): {total / tracking:.2f}")
 
 
