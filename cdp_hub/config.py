@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         True, description="stages decode records the hub itself produced without validating them again "
         "(docs/architecture.md, \"Trust boundary\"); false validates every record in every stage, as before")
     record_seal_key: SecretStr | None = Field(
-        None, description="HMAC key with which hub processes seal the records they publish; a stage trusts a "
+        None, description="MAC key with which hub processes seal the records they publish; a stage trusts a "
         "record on the raw events topic only with a valid seal. Unset: a random key per process (cdp-hub run "
         "--processes shares one with its workers); set the same key in every process of a deployment whose "
         "stages run apart (Kubernetes), or the resolver validates the edge's events again")

@@ -87,7 +87,8 @@ class Hub:
         self.bus = bus or create_bus(self.settings)
         if self.bus.seal is None:  # a bus shared by several hubs (tests) keeps the first one's seal
             key = self.settings.record_seal_key
-            self.bus.seal = RecordSeal(key.get_secret_value().encode() if key is not None else None)
+            self.bus.seal = RecordSeal(key.get_secret_value().encode() if key is not None else None,
+                                       topics=frozenset({self.settings.topics.events}))
         self.store = store or Store(self.settings.postgres_dsn, dialect=self.settings.dialect,
                                     pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)
         self.hotstate = hotstate or HotState(self.settings.redis_url)

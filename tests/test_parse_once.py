@@ -386,6 +386,9 @@ def test_a_configured_seal_key_is_the_buss() -> None:
     second = Hub(Settings(record_seal_key=SecretStr("s" * 32)))
     [sealed] = first.bus.sealed([event_message("cdp.events", EVENTS[0])])
     assert second.bus.seal is not None and second.bus.seal.verify(_record("cdp.events", sealed), EVENT_SCHEMA)
+    # Only the raw events topic needs the seal: the internal topics' records cost nothing more to publish.
+    [internal] = first.bus.sealed([event_message("cdp.profile-events", EVENTS[0])])
+    assert "cdp-seal" not in dict(internal.headers)
 
 
 def test_the_supervisor_gives_its_workers_one_key(monkeypatch: pytest.MonkeyPatch) -> None:
