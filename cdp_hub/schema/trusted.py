@@ -9,9 +9,10 @@ are normalized, its type checked, its properties checked against the type's payl
 JSON. What the hub then writes is already in that normal form, so each of those steps gives back what it is
 given when a stage validates the record again. ``trusted_event`` runs ``Event``'s own pydantic-core schema
 without them: the field types, ``extra="forbid"``, UUIDs, datetimes (to UTC, as ``Event`` does), the nested
-identities, traits and context, in Rust, straight from the bytes. Measured per event (``bench/triggers.py``,
-``bench/resolver_stream.py``; figures in docs/scaling.md): about half the CPU of full validation; a
-hand-written ``model_construct`` from ``orjson.loads`` cost two thirds of it, more than this.
+identities, traits and context, in Rust, straight from the bytes. Measured per event (``bench/parse_once.py``;
+figures in docs/scaling.md): 0.55-0.6x the CPU of full validation in a quiet process, 0.7-0.98x on the loaded
+2-core machine (least for the edge's large tracking events: building the model is most of the cost either
+way); a hand-written ``model_construct`` from ``orjson.loads`` measured slower than this (12 µs against 9 µs).
 
 The one exception is ``message.decided``: the triggers stage and the campaign sender build their decisions
 with ``model_construct`` and write their properties as they made them (a ``None`` reason, ``until`` as
