@@ -28,7 +28,7 @@ from pydantic import BaseModel, SecretStr
 import cdp_hub
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.bus.events import event_dict_message, event_message
-from cdp_hub.bus.provenance import EVENT_SCHEMA, INTENT_SCHEMA, PRODUCER, RecordSeal, RecordTrust, hub_headers
+from cdp_hub.bus.provenance import EVENT_SCHEMA, PRODUCER, RecordSeal, RecordTrust, hub_headers
 from cdp_hub.config import Settings
 from cdp_hub.connector.tracking import TrackingConnector
 from cdp_hub.errors import RecordError
@@ -44,6 +44,8 @@ from cdp_hub.schema.trusted import TrustedDecodeError, trusted_event
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ingest_http import bodies  # bench/ is not a package
+
+INTENT_SCHEMA = b"cdp.message/1"  # what an intent would claim: the stages never trust one (delivery validates)
 
 WORDS = ["Анна", "Ёжик", "straße", "東京", "🛒 корзина", "O'Brien \"quoted\"", "tab\tand\nnewline", "x" * 40, "",
          "\\back\\slash", "null", "<b>html</b>"]
@@ -354,6 +356,7 @@ async def test_a_forged_record_on_the_events_topic_is_validated_and_dead_lettere
 
 
 async def test_a_hostile_record_on_an_internal_topic_gets_the_full_validations_dead_letter(hub: Hub) -> None:
+    """Intents are validated fully whatever their headers say."""
     delivery = build_stage(hub, "delivery")
     intent = _intents(1, seed=1)[0]
     bad = orjson.loads(intent.model_dump_json())

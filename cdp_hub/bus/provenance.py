@@ -1,7 +1,7 @@
 """Which records the hub itself wrote: the headers its producers add, the seal on them, and the trust rule.
 
-    producer (connector ingest, HTTP edge, callbacks, resolver, triggers, delivery, campaigns, segments)
-        ─▶ OutgoingMessage with  cdp-schema: cdp.event/1 | cdp.message/1,  cdp-producer: cdp-hub/<major.minor>
+    producer of events (connector ingest, HTTP edge, callbacks, resolver, triggers, delivery, campaigns, segments)
+        ─▶ OutgoingMessage with  cdp-schema: cdp.event/1,  cdp-producer: cdp-hub/<major.minor>
         ─▶ Bus.publish_many ─▶ RecordSeal.seal (raw events topic): cdp-seal = BLAKE2b-MAC(key; schema, producer;
                                                                                          value), 16 bytes
     stage.decode(record) ─▶ RecordTrust.trusts(record, schema)?
@@ -19,7 +19,9 @@ A record is trusted when it names the schema the stage reads and this hub versio
   ``cdp-hub run --processes`` shares with its workers). A record without a valid seal is validated fully.
 
 A record of another producer version, without the headers (older producers, ``cdp-hub dlq replay``) or failing
-the fast path is validated fully. ``docs/architecture.md`` ("Trust boundary") says it for operators.
+the fast path is validated fully. Intents carry no such headers: the delivery stage validates them fully, which
+costs what a fast path would (``MessageIntent`` has no Python validators; ``cdp_hub.schema.trusted``).
+``docs/architecture.md`` ("Trust boundary") says it for operators.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from cdp_hub.bus.base import OutgoingMessage, Record, Seal
 
 __all__ = [
     "EVENT_SCHEMA",
-    "INTENT_SCHEMA",
     "PRODUCER",
     "PRODUCER_HEADER",
     "SCHEMA_HEADER",
@@ -48,7 +49,6 @@ SCHEMA_HEADER = "cdp-schema"
 PRODUCER_HEADER = "cdp-producer"
 SEAL_HEADER = "cdp-seal"
 EVENT_SCHEMA = b"cdp.event/1"
-INTENT_SCHEMA = b"cdp.message/1"
 PRODUCER = b"cdp-hub/0.1"
 """This hub's producer version (``cdp-hub/<major.minor>`` of ``cdp_hub.__version__``; a test keeps them in step).
 A consumer trusts only its own version's records: another version may write its JSON differently."""

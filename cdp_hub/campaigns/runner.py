@@ -47,7 +47,6 @@ import orjson
 
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
-from cdp_hub.bus.provenance import INTENT_SCHEMA, hub_headers
 from cdp_hub.campaigns.model import Campaign
 from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
@@ -445,7 +444,7 @@ class CampaignRunner:
             "vars": {**variables, "campaign": campaign.id, "campaign_run": str(run_id)},
             "category": campaign.purpose, "created_at": now, "expires_at": None}
         return OutgoingMessage(self.ctx.topics.messages, orjson.dumps(intent), str(pid).encode(),
-                               hub_headers(INTENT_SCHEMA, ("cdp.scenario", campaign.scenario.encode())))
+                               (("cdp.scenario", campaign.scenario.encode()),))
 
     def _decisions(self, campaign: Campaign, run_id: uuid.UUID,
                    outcomes: Sequence[tuple[uuid.UUID, str, str, str, datetime | None]],

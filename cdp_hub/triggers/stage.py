@@ -42,7 +42,7 @@ import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.bus.events import event_message
-from cdp_hub.bus.provenance import EVENT_SCHEMA, INTENT_SCHEMA, hub_headers
+from cdp_hub.bus.provenance import EVENT_SCHEMA
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError, SchemaViolation
 from cdp_hub.hotstate import HotState
@@ -673,8 +673,7 @@ class TriggerStage(Stage[Event]):
 
     def _message(self, intent: MessageIntent) -> OutgoingMessage:
         return OutgoingMessage(self.ctx.topics.messages, intent.model_dump_json().encode(),
-                               intent.profile_id.encode(),
-                               hub_headers(INTENT_SCHEMA, ("cdp.scenario", intent.scenario.encode())))
+                               intent.profile_id.encode(), (("cdp.scenario", intent.scenario.encode()),))
 
     async def _follow_merges(self, merged: list[Event]) -> None:
         """Pending timers, cap counters and profile-keyed hold-until windows of merged profiles move to the
