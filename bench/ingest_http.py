@@ -20,6 +20,8 @@ On a shared machine wall-clock rates move with the load, so the CPU time per eve
 and of the resolver (its process plus its PostgreSQL backends) is printed too, and the ratio of those is the
 load-independent answer. Every round measures all of them again, one after the other, and prints the edge's
 events/s, the resolver's and their ratio with the load average; the summary gives the medians of the rounds.
+The resolver decodes the events as the hub wrote them through the trusted fast path (parse once);
+``--full-validation`` also runs it with ``parse_once = false`` (each event validated again, as before).
 """
 
 from __future__ import annotations
@@ -251,22 +253,25 @@ def _round(args: argparse.Namespace, buses: list[str], number: int) -> dict[str,
         print(f"  {NAMES[target]:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
               f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event"
               + (f" ({r['db_us_per_event']:.0f} of it PostgreSQL)" if target != "raw" else ""))
-    resolver = asyncio.run(_resolver(messages))
-    results["resolver"] = {"events_per_s": resolver["rate"], "p50_ms": resolver["p50_ms"],
+    for target, parse_once in [("resolver", True), *([("resolver-full", False)] if args.full_validation else [])]:
+        resolver = asyncio.run(_resolver(messages, parse_once=parse_once))
+        results[target] = {"events_per_s": resolver["rate"], "p50_ms": resolver["p50_ms"],
                            "p99_ms": resolver["p99_ms"], "cpu_us_per_event": resolver["py_us"] + resolver["db_us"]}
-    print(f"  {NAMES['resolver']:38s} {resolver['rate']:9,.0f} events/s  "
-          f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  CPU "
-          f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
-          f"{resolver['db_us']:.0f} PostgreSQL)")
+        print(f"  {NAMES[target]:38s} {resolver['rate']:9,.0f} events/s  "
+              f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  CPU "
+              f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
+              f"{resolver['db_us']:.0f} PostgreSQL)")
+    resolver_rate = results["resolver"]["events_per_s"]
     load1 = os.getloadavg()[0]
     results["load"] = {"load1": load1}
-    ratios = "; ".join(f"{bus} {results[bus]['events_per_s'] / resolver['rate']:.1f}x" for bus in buses)
+    ratios = "; ".join(f"{bus} {results[bus]['events_per_s'] / resolver_rate:.1f}x" for bus in buses)
     print(f"  round {number}: edge / resolver events/s: {ratios}  (load average {load1:.1f} on {os.cpu_count()} cores)")
     return results
 
 
 NAMES = {"raw": "raw uvicorn, accept and drop", "memory": "hub, embedded default (memory bus)",
-         "kafka": "hub, Kafka", "resolver": "resolver, batches of 250 (same events)"}
+         "kafka": "hub, Kafka", "resolver": "resolver, batches of 250 (same events)",
+         "resolver-full": "resolver, the same, full validation"}
 
 
 def main() -> None:
@@ -277,6 +282,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement; medians are reported")
     parser.add_argument("--bus", action="append", choices=["memory", "kafka"])
     parser.add_argument("--gzip", action="store_true", help="gzip the bodies (as RudderStack's SDK does)")
+    parser.add_argument("--full-validation", action="store_true",
+                        help="also run the resolver with parse_once = false (each event validated again, as before)")
     args = parser.parse_args()
     buses = args.bus or ["memory", "kafka"]
     print(f"POST /v1/batch, {args.per_request} messages per request, {args.requests} requests "
@@ -291,7 +298,7 @@ def main() -> None:
 
     print(f"medians of {len(rounds)} rounds (load average {statistics.median(r['load']['load1'] for r in rounds):.1f} "
           f"on {os.cpu_count()} cores):")
-    for target in ["raw", *buses, "resolver"]:
+    for target in ["raw", *buses, "resolver", *(["resolver-full"] if args.full_validation else [])]:
         print(f"  {NAMES[target]:38s} {median(target, 'events_per_s'):9,.0f} events/s  p50 {median(target, 'p50_ms'):7.1f} ms"
               f"  p99 {median(target, 'p99_ms'):7.1f} ms  CPU {median(target, 'cpu_us_per_event'):5.0f} us/event")
     for bus in buses:
@@ -301,17 +308,23 @@ def main() -> None:
         print(f"  {bus}: edge {median(bus, 'events_per_s'):,.0f} events/s, resolver {median('resolver', 'events_per_s'):,.0f}"
               f" events/s: {ratio:.1f}x the resolver's events/s (median of the rounds' ratios; goal 3x); "
               f"{cpu:.1f}x by CPU per event; {raw:.0%} of the raw endpoint's rate")
+    if args.full_validation:
+        cpu = statistics.median(r["resolver"]["cpu_us_per_event"] / r["resolver-full"]["cpu_us_per_event"]
+                                for r in rounds)
+        rate = statistics.median(r["resolver"]["events_per_s"] / r["resolver-full"]["events_per_s"] for r in rounds)
+        print(f"  resolver, parse once vs full validation: {cpu:.2f}x the CPU per event, {rate:.2f}x the events/s")
 
 
-async def _resolver(batches: list[list[dict[str, Any]]]) -> dict[str, float]:
-    """The resolver on the canonical events of these messages (bench/resolver_stream.py's harness)."""
+async def _resolver(batches: list[list[dict[str, Any]]], *, parse_once: bool = True) -> dict[str, float]:
+    """The resolver on the canonical events of these messages (bench/resolver_stream.py's harness: the records
+    as the hub writes them, decoded through the trusted fast path unless ``parse_once`` is false)."""
     from resolver_stream import run as run_resolver
 
     from cdp_hub.connector.tracking import TrackingConnector
 
     connector = TrackingConnector({}, instance="web")
     values = [event.to_json() for batch in batches for m in batch for event in connector.to_events(m)]
-    return await run_resolver(values, 250, "edge")
+    return await run_resolver(values, 250, "edge" if parse_once else "edge_full", parse_once=parse_once)
 
 
 if __name__ == "__main__":

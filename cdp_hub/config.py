@@ -148,6 +148,14 @@ class Settings(BaseSettings):
         "zstd needs Kafka 2.1 or later on the brokers and on every other reader of the topics")
     topic_prefix: str = ""
     topic_partitions: int = 4
+    parse_once: bool = Field(
+        True, description="stages decode records the hub itself produced without validating them again "
+        "(docs/architecture.md, \"Trust boundary\"); false validates every record in every stage, as before")
+    record_seal_key: SecretStr | None = Field(
+        None, description="MAC key with which hub processes seal the records they publish; a stage trusts a "
+        "record on the raw events topic only with a valid seal. Unset: a random key per process (cdp-hub run "
+        "--processes shares one with its workers); set the same key in every process of a deployment whose "
+        "stages run apart (Kubernetes), or the resolver validates the edge's events again")
 
     # repr=False: a DSN or URL may carry a password; printing the settings must not show it.
     postgres_dsn: str = Field("embedded", repr=False,

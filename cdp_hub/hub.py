@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 import httpx
 
 from cdp_hub.bus import Bus, Topics
+from cdp_hub.bus.provenance import RecordSeal
 from cdp_hub.config import Settings
 from cdp_hub.hotstate import HotState
 from cdp_hub.httpclient import shared_client
@@ -84,6 +85,10 @@ class Hub:
         self.settings = settings or Settings()
         register_secrets(collect_secrets(self.settings))  # log lines and errors never show them
         self.bus = bus or create_bus(self.settings)
+        if self.bus.seal is None:  # a bus shared by several hubs (tests) keeps the first one's seal
+            key = self.settings.record_seal_key
+            self.bus.seal = RecordSeal(key.get_secret_value().encode() if key is not None else None,
+                                       topics=frozenset({self.settings.topics.events}))
         self.store = store or Store(self.settings.postgres_dsn, dialect=self.settings.dialect,
                                     pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)
         self.hotstate = hotstate or HotState(self.settings.redis_url)

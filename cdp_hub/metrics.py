@@ -60,6 +60,10 @@ class Metrics:
             "cdp_stage_record_bugs", "Records dead-lettered by an unexpected exception (a bug, not bad input)",
             ["stage"], registry=r,
         )
+        self.stage_decoded = Counter(
+            "cdp_stage_decoded", "Records a stage decoded, by path: trusted (the hub's own, not validated again) "
+            "or validated (the full model)", ["stage", "path"], registry=r,
+        )
         self.stage_last_progress = Gauge(
             "cdp_stage_last_progress_timestamp_seconds",
             "When a stage last finished a poll (idle, or a batch committed)", ["stage"], registry=r,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -157,8 +158,14 @@ def supervise(workers: list[Worker], global_args: Sequence[str], *, grace: float
             signal.signal(sig, handler)
 
 
+_SEAL_KEY = secrets.token_hex(32)
+
+
 def _start(worker: Worker, command: list[str]) -> None:
     env = {**os.environ, "CDP_HUB_WORKER": worker.name}
+    # One seal key for every worker, so that a stage trusts the records the others produced (cdp_hub.bus.provenance);
+    # made once per supervisor unless the deployment set its own.
+    env.setdefault("CDP_HUB_RECORD_SEAL_KEY", _SEAL_KEY)
     worker.process = subprocess.Popen([*command, *worker.args], env=env)
     worker.started = time.monotonic()
     worker.restart_at = None

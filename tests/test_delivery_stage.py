@@ -222,20 +222,22 @@ async def test_transactional_message_ignores_marketing_opt_out(dhub: Hub) -> Non
     assert events_of(out)[0].type == "message.sent"
 
 
-async def test_no_reachable_channel_is_a_failed_receipt_with_the_reasons(dhub: Hub) -> None:
-    # SMS consent given (opt-in is the default), but no phone to send to.
+async def test_no_reachable_channel_is_skipped_in_the_send_log_with_the_reasons(dhub: Hub) -> None:
+    # SMS consent given (opt-in is the default), but no phone to send to. Nothing was sent: no receipt goes
+    # round the pipeline (the triggers' message.decided event records the message); the send log says why.
     pid = await make_profile(dhub, golden={"consent": {"email": "opted_out", "sms": "opted_in"}},
                              identities=[("email", "a@example.com"), ("crm_id", "C-1")])
     it = intent(pid, channel="outbox", fallbacks=["rec_sms"])
-    out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
-    assert out.dead == []
-    [event] = events_of(out)
-    assert event.type == "message.failed"
-    assert event.properties["status"] == "skipped"
-    assert "outbox: email consent opted out" in event.properties["reason"]
-    assert "rec_sms: no usable phone" in event.properties["reason"]
-    assert [(i.kind, i.value) for i in event.identities] == [("crm_id", "C-1")]
-    assert (await row(dhub, it.message_id))["status"] == "skipped"
+    stage = build_stage(dhub, "delivery")
+    out = await stage.handle([record(dhub, it)])
+    assert out.dead == [] and events_of(out) == []
+    log = await row(dhub, it.message_id)
+    assert log["status"] == "skipped"
+    assert "outbox: email consent opted out" in log["error"] and "rec_sms: no usable phone" in log["error"]
+    assert dhub.metrics.registry.get_sample_value(
+        "cdp_messages_total", {"channel": "outbox", "status": "skipped"}) == 1
+    again = await stage.handle([record(dhub, it)])  # a redelivery re-emits nothing either
+    assert again.dead == [] and events_of(again) == []
 
 
 async def test_suppressed_address_is_skipped_for_the_next_one(dhub: Hub) -> None:
@@ -378,7 +380,9 @@ async def test_expired_intent_is_not_sent(dhub: Hub) -> None:
     it = intent(pid, channel="rec_sms", expires_at=datetime.now(UTC) - timedelta(minutes=1))
     out = await build_stage(dhub, "delivery").handle([record(dhub, it)])
     assert RecordingChannel.sent == []
-    assert "expired" in events_of(out)[0].properties["reason"]
+    assert events_of(out) == []  # never sent: the send log's row says why, no receipt
+    log = await row(dhub, it.message_id)
+    assert log["status"] == "skipped" and "expired" in log["error"]
 
 
 async def test_rate_limit_paces_a_channel(dhub: Hub) -> None:

@@ -75,7 +75,8 @@ async def test_new_profile_attach_and_outputs(hub: Hub) -> None:
     pid = msgs[1]["profile_id"]
     assert msgs[0]["profile_id"] == pid and msgs[0]["properties"] == {"profile_id": pid}
     assert out.messages[1].key == pid.encode()
-    assert out.messages[1].headers == (("cdp.type", b"customer.updated"),)
+    assert out.messages[1].headers == (("cdp.type", b"customer.updated"), ("cdp-schema", b"cdp.event/1"),
+                                       ("cdp-producer", b"cdp-hub/0.1"))
     assert await hub.store.fetchval("SELECT created_by_event::text FROM profiles WHERE profile_id = $1",
                                     uuid.UUID(pid)) == msgs[1]["event_id"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cdp_hub.lifecycle import AsyncLifecycle
 
@@ -22,6 +23,7 @@ __all__ = [
     "Consumer",
     "OutgoingMessage",
     "Record",
+    "Seal",
     "TopicPartition",
 ]
 
@@ -84,6 +86,14 @@ class OutgoingMessage:
     headers: tuple[tuple[str, bytes], ...] = field(default=())
 
 
+class Seal(Protocol):
+    """What a bus needs of :class:`cdp_hub.bus.provenance.RecordSeal`."""
+
+    def seal(self, messages: Sequence[OutgoingMessage]) -> Sequence[OutgoingMessage]: ...
+
+    def verify(self, record: Record, schema: bytes) -> bool: ...
+
+
 class Consumer(AsyncLifecycle, abc.ABC):
     """A member of a consumer group. Offsets are committed explicitly, never automatically."""
 
@@ -112,6 +122,13 @@ class Bus(AsyncLifecycle, abc.ABC):
     """Producer side plus a factory for consumers."""
 
     backend: str = "abstract"
+    seal: Seal | None = None
+    """Seals the records the hub's own producers made (:class:`cdp_hub.bus.provenance.RecordSeal`, set by the
+    hub), so that stages can tell them from records anyone with write access to a topic could forge."""
+
+    def sealed(self, messages: Sequence[OutgoingMessage]) -> Sequence[OutgoingMessage]:
+        """``messages`` as the backends write them: sealed when the hub gave this bus a seal."""
+        return messages if self.seal is None else self.seal.seal(messages)
 
     @abc.abstractmethod
     async def start(self) -> None: ...

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.provenance import EVENT_SCHEMA, hub_headers
 from cdp_hub.schema.events import Event
 
 __all__ = ["event_dict_message", "event_key", "event_message"]
@@ -54,14 +55,18 @@ def _strongest(identities: Iterable[tuple[str, str]]) -> bytes:
 
 
 def event_message(topic: str, event: Event) -> OutgoingMessage:
-    """``event`` as a record for ``topic``: keyed by :func:`event_key`, type and source in headers."""
+    """``event`` as a record for ``topic``: keyed by :func:`event_key`, type and source in headers, marked as
+    the hub's own (validated) event (:func:`~cdp_hub.bus.provenance.hub_headers`)."""
     return OutgoingMessage(topic, event.to_json(), event_key(event),
-                           (("cdp.type", event.type.encode()), ("cdp.source", event.source.encode())))
+                           hub_headers(EVENT_SCHEMA, ("cdp.type", event.type.encode()),
+                                       ("cdp.source", event.source.encode())))
 
 
 def event_dict_message(topic: str, event: Mapping[str, Any]) -> OutgoingMessage:
     """:func:`event_message` for an event already checked as a JSON-ready dict (the HTTP edge's fast path,
     :mod:`cdp_hub.schema.fastpath`): the same key and headers."""
     key = _strongest((i["kind"], i["value"]) for i in event["identities"])
-    return OutgoingMessage(topic, orjson.dumps(event), key,
-                           (("cdp.type", event["type"].encode()), ("cdp.source", event["source"].encode())))
+    # Times as the model writes them ("Z"): the resolver stores these bytes with the profile spliced in.
+    return OutgoingMessage(topic, orjson.dumps(event, option=orjson.OPT_UTC_Z), key,
+                           hub_headers(EVENT_SCHEMA, ("cdp.type", event["type"].encode()),
+                                       ("cdp.source", event["source"].encode())))

@@ -295,6 +295,9 @@ class KafkaBus(Bus):
 
     async def publish(self, topic: str, value: bytes, *, key: bytes | None = None,
                       headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        if headers and self.seal is not None:
+            await self.publish_many([OutgoingMessage(topic, value, key, tuple(headers))])
+            return
         producer = self._started_producer()
         await self._ensure_known([topic])
         with _translated(f"publishing to {topic!r}"):
@@ -302,6 +305,7 @@ class KafkaBus(Bus):
 
     async def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
         producer = self._started_producer()
+        messages = self.sealed(messages)
         await self._ensure_known(list(dict.fromkeys(m.topic for m in messages)))
         with _translated(f"publishing {len(messages)} records"):
             # send() only queues the record (it waits only when the buffer is full); the broker's acks

@@ -148,6 +148,9 @@ class MemoryBus(Bus):
     async def publish(self, topic: str, value: bytes, *, key: bytes | None = None,
                       headers: Sequence[tuple[str, bytes]] = ()) -> None:
         self._check_started()
+        if headers and self.seal is not None:
+            await self.publish_many([OutgoingMessage(topic, value, key, tuple(headers))])
+            return
         self._append(topic, value, key, tuple(headers), _now_ms())
         self._wake(topic)
 
@@ -155,7 +158,7 @@ class MemoryBus(Bus):
         self._check_started()
         now = _now_ms()
         touched: set[str] = set()
-        for message in messages:
+        for message in self.sealed(messages):
             self._append(message.topic, message.value, message.key, tuple(message.headers), now)
             touched.add(message.topic)
         for topic in touched:

@@ -10,7 +10,8 @@
               consent (schema/consent.py: opt-in marketing by default, a withdrawn purpose never)?
               address (most recent, not suppressed)? ── no ──▶ next channel
               (every channel refused by consent or hard bounces ─▶ send log ``refused``, and a
-               ``message.decided`` event no_consent / suppressed + cdp_delivery_decisions, not a receipt)
+               ``message.decided`` event no_consent / suppressed + cdp_delivery_decisions, not a receipt;
+               no channel with an address at all ─▶ send log ``skipped``, no event: nothing was sent)
               render template (sandbox) ── error ──▶ DLQ template_error
                 (templates that call recommend(): the batch's recommendations loaded first, one query)
               circuit of the instance open? ─▶ next channel                  (delivery/circuit.py)
@@ -79,7 +80,7 @@ __all__ = ["ChannelProvider", "ChannelsUnavailable", "Delivered", "DeliveryOptio
 log = logging.getLogger(__name__)
 
 
-_REEMIT_STATUS = {"skipped": "failed", "delivered": "sent", "opened": "sent", "clicked": "sent"}
+_REEMIT_STATUS = {"delivered": "sent", "opened": "sent", "clicked": "sent"}
 
 
 class _Unreachable(CdpHubError):
@@ -230,8 +231,8 @@ class DeliveryStage(Stage[MessageIntent]):
         """Receipts (or decisions) of messages already final: the crash may have come before they were
         published."""
         for row in rows.values():
-            if row.status not in FINAL_STATUSES or not row.address or not row.address_kind:
-                continue
+            if row.status not in FINAL_STATUSES or row.status == "skipped" or not row.address or not row.address_kind:
+                continue  # skipped: never sent, it had no receipt (_not_sent)
             if row.status == "refused":
                 intent = intents.get(row.message_id)
                 if intent is not None:
@@ -617,10 +618,16 @@ def message_locale(intent: MessageIntent, profile: ProfileSnapshot, default: str
 
 
 def _not_sent(intent: MessageIntent, profile: ProfileSnapshot | None, reason: str, status: str) -> Delivered:
-    receipt = Receipt(message_id=intent.message_id, status="failed", reason=reason[:1000])
+    """A message no channel took: ``skipped`` (no usable address, expired) is the send log's row and its
+    metric only, no receipt: nothing was sent, and the triggers stage's ``message.decided`` event already
+    records the message (a receipt went through the resolver and the triggers for nothing, for most intents of
+    a shop whose customers have no address on file). ``failed`` (the profile is gone) keeps its receipt."""
     identity = profile.best_identity() if profile is not None else None
+    at = datetime.now(UTC)
+    receipt = None if status == "skipped" else Receipt(message_id=intent.message_id, status="failed",
+                                                         reason=reason[:1000], occurred_at=at)
     outcome = Outcome(intent.message_id, status, intent.channel, address=identity[1] if identity else None,
-                      address_kind=identity[0] if identity else None, error=reason[:1000], at=receipt.occurred_at)
+                      address_kind=identity[0] if identity else None, error=reason[:1000], at=at)
     return Delivered(outcome, receipt, identity, status_detail=status)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.provenance import RecordTrust
 from cdp_hub.campaigns.runner import CampaignRunner
 from cdp_hub.config import Settings
 from cdp_hub.delivery.sendlog import SendLog
@@ -72,9 +73,12 @@ def stage_context(hub: Hub, *, publish: Publish | None = None) -> StageContext:
     async def publish_on_hub_bus(messages: Sequence[OutgoingMessage]) -> None:
         await hub.bus.publish_many(messages)
 
+    trust = None
+    if hub.settings.parse_once:  # the hub's own records decoded without validating again (bus/provenance.py)
+        trust = RecordTrust(frozenset({hub.topics.profile_events, hub.topics.messages}), hub.bus.seal)
     return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
                         publish=publish or publish_on_hub_bus, group_prefix=hub.settings.topic_prefix,
-                        outages=hub.outages)
+                        outages=hub.outages, trust=trust)
 
 
 def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None, *,

@@ -7,6 +7,11 @@ A stage receives everything it uses in its constructor: a :class:`StageContext` 
 publisher for work outside a batch) plus its own repositories and hot-state operations. It never sees the
 hub. :mod:`cdp_hub.pipeline` builds the stages; :mod:`cdp_hub.pipeline.runner` runs them.
 
+Decoding trusts what the hub itself wrote (parse once): a record the hub produced, by the rule of
+:class:`~cdp_hub.bus.provenance.RecordTrust` (``ctx.trust``), is built by :meth:`Stage.decode_trusted` without
+validating it again (:mod:`cdp_hub.schema.trusted`); any other record, and one the fast path does not take, is
+validated fully. ``cdp_stage_decoded_total{stage, path}`` counts both paths.
+
 The dead-letter policy for decoding is the same for every stage:
 
 - a :class:`~cdp_hub.errors.RecordError` (bad input, typed) becomes a dead letter of its own failure type;
@@ -30,6 +35,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import ValidationError
 
 from cdp_hub.bus.base import OutgoingMessage, Record, Topics
+from cdp_hub.bus.provenance import RecordTrust
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import RecordError, SchemaViolation
 from cdp_hub.metrics import Metrics
@@ -40,6 +46,7 @@ __all__ = ["Decoded", "Stage", "StageContext", "StageOutput", "decode_failure"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass
@@ -67,6 +74,8 @@ class StageContext:
     group_prefix: str = ""
     outages: Outages = field(default_factory=Outages)
     """The process's dependency outages: the runner reports a stage paused on one here (``/readyz``)."""
+    trust: RecordTrust | None = None
+    """Which records the stage may decode without validating them again; ``None``: validate every record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +93,7 @@ class Stage(abc.ABC, Generic[T]):
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
+        self._decoded = {"trusted": 0, "validated": 0}  # since the last batch: cdp_stage_decoded_total
 
     @property
     def group(self) -> str:
@@ -112,6 +122,23 @@ class Stage(abc.ABC, Generic[T]):
     async def process(self, batch: Sequence[Decoded[T]]) -> StageOutput:
         """Do the work for the decoded records; make its effects durable (database writes) before returning."""
 
+    def decode_trusted(self, record: Record, schema: bytes, build: Callable[[bytes], U]) -> U | None:
+        """``build`` applied to the record's value when the record is the hub's own in ``schema`` (``ctx.trust``),
+        else ``None``: the caller then validates the record fully. A record the fast path does not take (any
+        exception of ``build``: :class:`~cdp_hub.schema.trusted.TrustedDecodeError` for a shape it does not
+        expect) is validated fully too, so the fast path never makes a dead letter of its own."""
+        trust = self.ctx.trust
+        if trust is not None and trust.trusts(record, schema):
+            try:
+                value = build(record.value)
+            except Exception:  # the full validation decides, and names the field
+                pass
+            else:
+                self._decoded["trusted"] += 1
+                return value
+        self._decoded["validated"] += 1
+        return None
+
     async def handle(self, records: Sequence[Record]) -> StageOutput:
         """Decode every record under the one dead-letter policy, then :meth:`process` the good ones."""
         batch: list[Decoded[T]] = []
@@ -121,6 +148,10 @@ class Stage(abc.ABC, Generic[T]):
                 batch.append(Decoded(rec, self.decode(rec)))
             except Exception as exc:
                 dead.append(decode_failure(self, rec, exc))
+        for path, count in self._decoded.items():
+            if count:
+                self.ctx.metrics.stage_decoded.labels(self.name, path).inc(count)
+                self._decoded[path] = 0
         out = await self.process(batch) if batch else StageOutput()
         if dead:
             out.dead[:0] = dead

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from cdp_hub.bus.provenance import EVENT_SCHEMA, hub_headers
 from cdp_hub.errors import CdpHubError, RetriableError
 from cdp_hub.resolver.graph import (
     Observations,
@@ -222,4 +223,4 @@ async def rebuild_traits(conn: asyncpg.Connection, profile_ids: Sequence[uuid.UU
 async def publish_profile_event(hub: Hub, event: Event) -> None:
     """Put a profile.merged / profile.unmerged event on ``cdp.profile-events``, keyed by its profile."""
     await hub.bus.publish(hub.topics.profile_events, event.to_json(), key=str(event.profile_id).encode(),
-                          headers=(("cdp.type", event.type.encode()),))
+                          headers=hub_headers(EVENT_SCHEMA, ("cdp.type", event.type.encode())))

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
+from cdp_hub.bus.provenance import EVENT_SCHEMA, hub_headers
 from cdp_hub.dlq import dead_letter_from_error
 from cdp_hub.errors import RecordError, SchemaViolation
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
@@ -38,6 +39,7 @@ from cdp_hub.resolver.rules import IdentityRules, load_rules
 from cdp_hub.schema.consent import CONSENT_CHANNELS, CONSENT_PURPOSES
 from cdp_hub.schema.events import Context, Event, parse_event
 from cdp_hub.schema.identities import NormalizationOptions, normalize_identity
+from cdp_hub.schema.trusted import trusted_event
 from cdp_hub.store import ConsentRepository, ConsentStatement, ProfileRepository
 from cdp_hub.store.profiles.records import Key
 
@@ -100,7 +102,7 @@ def consent_statements(event: Event, profile_id: uuid.UUID) -> list[ConsentState
 
 def _message(topic: str, event: Event, profile_id: uuid.UUID, value: bytes | None = None) -> OutgoingMessage:
     return OutgoingMessage(topic, value if value is not None else event.to_json(), str(profile_id).encode(),
-                           (("cdp.type", event.type.encode()),))
+                           hub_headers(EVENT_SCHEMA, ("cdp.type", event.type.encode())))
 
 
 def parse_keeping_good_identities(raw: bytes, options: NormalizationOptions) -> tuple[Event, list[IdentityRejected]]:
@@ -144,7 +146,12 @@ def parse_keeping_good_identities(raw: bytes, options: NormalizationOptions) -> 
         return parse_event(data, options=options), rejected
 
 
-class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
+ResolverInput = tuple[Event, list[Key], list[IdentityRejected], bytes | None]
+"""A decoded record: the event, its usable identity keys, identities dropped from it, and its JSON as the hub
+wrote it when the profile id can be spliced into it (a trusted record without one)."""
+
+
+class ResolverStage(Stage[ResolverInput]):
     """Resolves each event to a profile, keeps the Golden Record, and publishes profile events."""
 
     name = "resolver"
@@ -184,13 +191,21 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
             self._graph = IdentityGraph(self.profiles.store.pool, self.rules, self.normalization)
         return self._graph
 
-    def decode(self, record: Record) -> tuple[Event, list[Key], list[IdentityRejected]]:
-        event, rejected = parse_keeping_good_identities(record.value, self.normalization)
+    def decode(self, record: Record) -> ResolverInput:
+        trusted = self.decode_trusted(record, EVENT_SCHEMA, trusted_event)
+        raw = None
+        rejected: list[IdentityRejected] = []
+        if trusted is not None:  # validated where it entered: connector, edge, callback, another stage
+            event = trusted
+            if event.profile_id is None:
+                raw = record.value  # the JSON with the profile: these bytes and profile_id, spliced
+        else:
+            event, rejected = parse_keeping_good_identities(record.value, self.normalization)
         if is_catalogue_event(event):
             if self.catalogue is None:
                 raise SchemaViolation(f"{event.type}: this resolver keeps no catalogue", field="type",
                                       value=event.type, record_id=event.source_record_id, source=event.source)
-            return event, [], rejected
+            return event, [], rejected, raw
         usable = self.graph.usable_keys(event)
         if not usable and event.profile_id is None:
             raise ResolutionError(
@@ -199,9 +214,9 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
                 + "; add a usable identity or change the identity rules",
                 field="identities", record_id=event.source_record_id, source=event.source,
             )
-        return event, usable, rejected
+        return event, usable, rejected, raw
 
-    async def process(self, batch: Sequence[Decoded[tuple[Event, list[Key], list[IdentityRejected]]]]) -> StageOutput:
+    async def process(self, batch: Sequence[Decoded[ResolverInput]]) -> StageOutput:
         out = StageOutput()
         for item in batch:  # identities dropped from records that went on: recorded, so nothing is lost silently
             for exc in item.value[2]:
@@ -210,7 +225,8 @@ class ResolverStage(Stage[tuple[Event, list[Key], list[IdentityRejected]]]):
         people = [item for item in batch if not is_catalogue_event(item.value[0])]
         if people:
             parsed = [(item.record, item.value[0]) for item in people]
-            result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in people])
+            result = await self.graph.resolve([e for _, e in parsed], [item.value[1] for item in people],
+                                              [item.value[3] for item in people])
             if self.consents is not None:
                 await self._record_consents([e for _, e in parsed], result)
             await self._emit(out, parsed, result)

@@ -44,6 +44,7 @@ import orjson
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.bus.events import event_message
+from cdp_hub.bus.provenance import EVENT_SCHEMA
 from cdp_hub.config import Settings
 from cdp_hub.errors import ConfigurationError, SchemaViolation
 from cdp_hub.hotstate import HotState
@@ -51,6 +52,7 @@ from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
 from cdp_hub.schema.consent import ConsentLinks, ConsentPolicy, consent_refusal
 from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
 from cdp_hub.schema.messages import MessageIntent, message_id_for
+from cdp_hub.schema.trusted import trusted_event
 from cdp_hub.segments.daily import BirthdayScheduler
 from cdp_hub.segments.engine import SegmentEngine
 from cdp_hub.store import (
@@ -323,7 +325,8 @@ class TriggerStage(Stage[Event]):
     # -- batch -----------------------------------------------------------------------------------
 
     def decode(self, record: Record) -> Event:
-        event = Event.model_validate_json(record.value)
+        # The resolver's records are the hub's own: built without validating them again (parse once).
+        event = self.decode_trusted(record, EVENT_SCHEMA, trusted_event) or Event.model_validate_json(record.value)
         if event.profile_id is None:
             raise SchemaViolation("profile event without profile_id", field="profile_id",
                                   record_id=str(event.event_id), source=event.source)
