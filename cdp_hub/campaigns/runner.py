@@ -32,6 +32,7 @@ experiment and profile), and a control group's rows are decided ``control`` with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -43,17 +44,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.campaigns.model import Campaign
+from cdp_hub.campaigns.records import SOURCE, ChunkRecords, Outcome
 from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import StageContext
-from cdp_hub.schema.events import Context, Event, Identity, Traits, deterministic_event_id
-from cdp_hub.schema.messages import message_id_for
+from cdp_hub.schema.events import Identity
 from cdp_hub.segments.engine import IDENTITY_PRIORITY
 from cdp_hub.store import ConsentRepository, ProfileRepository
 from cdp_hub.store.campaigns import CampaignRepository, CampaignRun, Launched
@@ -71,8 +70,6 @@ __all__ = ["SOURCE", "CampaignRunner", "RunResult", "RunStatus", "run_id_for_slo
 
 log = logging.getLogger(__name__)
 
-SOURCE = "cdp-hub.campaigns"
-DECIDED = "message.decided"
 RUN_NAMESPACE = uuid.UUID("3f1d2c4b-6a5e-5f70-8b9c-0d1e2f3a4b5c")
 CHUNK_SECONDS = 0.5
 """A chunk holds about this much sending at the rate limit: pause and cancel take effect within it."""
@@ -83,6 +80,16 @@ FIRST = uuid.UUID(int=0)
 def run_id_for_slot(campaign_id: str, slot: datetime) -> uuid.UUID:
     """The run of a schedule slot: the same in every process, so a slot is launched once."""
     return uuid.uuid5(RUN_NAMESPACE, f"{campaign_id}\x1f{slot.astimezone(UTC).isoformat()}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """A chunk of pending profiles as read: their ids (profile-id order), the golden record of each live one
+    (a profile merged away since launch is absent) and their consent states."""
+
+    ids: list[uuid.UUID]
+    golden: dict[uuid.UUID, dict[str, Any]]
+    states: dict[uuid.UUID, dict[tuple[str, str], str]]
 
 
 @dataclass
@@ -243,17 +250,30 @@ class CampaignRunner:
                  dict(result.decisions))
         return result
 
+    async def _read(self, run_id: uuid.UUID, after: uuid.UUID, size: int) -> _Chunk:
+        """The next chunk of pending profiles after ``after`` with their golden records and consent states (the
+        two reads at once). Read ahead while the chunk before is planned: only reads, and only rows after that
+        chunk's, so no row is read while it is in flight."""
+        now = self.ctx.clock()
+        ids = await self.campaigns.pending_chunk(run_id, after, size, now)
+        if not ids:
+            return _Chunk(ids, {}, {})
+        golden, states = await asyncio.gather(self.profiles.golden_states(ids), self.consents.current(ids))
+        # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
+        return _Chunk(ids, {g.profile_id: g.golden for g in golden if g.merged_into is None}, states)
+
     async def _send(self, campaign: Campaign, run: CampaignRun, decisions: Counter[str],
                     stop: asyncio.Event | None, progress: Callable[[int, int | None], None] | None = None) -> str:
-        """The send loop. One chunk is in flight (published, then recorded) while the next is planned: the
-        database reads of one overlap the broker's acks of the other, and no chunk is recorded before it is
-        durable on the bus."""
+        """The send loop, three chunks at a time: the next one is read (PostgreSQL) while this one is planned,
+        and the one before is published and recorded (the broker's acks, one UPDATE); no chunk is recorded
+        before it is durable on the bus, and the run's row is read (heartbeat: paused? cancelled?) before
+        every chunk goes."""
         rate = campaign.rate_limit
         size = max(1, min(self.max_chunk, int(rate * CHUNK_SECONDS)))
         paced_from = time.monotonic()
         produced = 0
-        after = FIRST
         inflight: asyncio.Task[None] | None = None
+        reading: asyncio.Task[_Chunk] | None = asyncio.create_task(self._read(run.run_id, FIRST, size))
 
         async def settle() -> None:
             nonlocal inflight
@@ -263,16 +283,16 @@ class CampaignRunner:
 
         try:
             while True:
-                status = await self.campaigns.heartbeat(run.run_id, self.owner)
+                assert reading is not None
+                status, chunk = await asyncio.gather(self.campaigns.heartbeat(run.run_id, self.owner), reading)
+                reading = None
                 if status is None:
                     return "lost"  # another sender took the run over (this one stalled past its lease)
                 if status != "sending":
                     return status
                 if stop is not None and stop.is_set():
                     return "stopped"
-                now = self.ctx.clock()
-                chunk = await self.campaigns.pending_chunk(run.run_id, after, size, now)
-                if not chunk:
+                if not chunk.ids:
                     await settle()
                     if await self.campaigns.finish_if_decided(run.run_id):
                         return "done"
@@ -280,10 +300,10 @@ class CampaignRunner:
                     due = await self.campaigns.next_deferred(run.run_id)
                     wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.ctx.clock()).total_seconds()))
                     await asyncio.sleep(wait)
-                    after = FIRST
+                    reading = asyncio.create_task(self._read(run.run_id, FIRST, size))
                     continue
-                after = chunk[-1]
-                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, now,
+                reading = asyncio.create_task(self._read(run.run_id, chunk.ids[-1], size))
+                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, self.ctx.clock(),
                                                                  launched_at=run.launched_at)
                 # The rate limit: a chunk goes once the messages before it have had their time at the rate, so
                 # t seconds after sending began at most rate * t messages and one chunk have gone.
@@ -306,6 +326,10 @@ class CampaignRunner:
                 if progress is not None:
                     progress(sum(decisions.values()), None)
         finally:
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reading
             await settle()
 
     async def _publish_chunk(self, run_id: uuid.UUID, messages: list[OutgoingMessage],
@@ -314,22 +338,22 @@ class CampaignRunner:
         await self.ctx.publish(messages)
         await self.campaigns.decide(run_id, rows)
 
-    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: list[uuid.UUID], now: datetime,
+    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: _Chunk, now: datetime,
                           *, launched_at: datetime | None = None,
                           ) -> tuple[list[OutgoingMessage], list[tuple[uuid.UUID, str, str | None, datetime | None]],
                                      Counter[str]]:
         """The contact policy for a chunk: its intents and decision events, its rows, and what was decided
         (``sent:<variant>:<channel>`` counts the sent messages by variant and channel as well)."""
-        # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
-        golden = {g.profile_id: g.golden for g in await self.profiles.golden_states(chunk) if g.merged_into is None}
-        states = await self.consents.current(chunk)
+        golden, states = chunk.golden, chunk.states
+        records = ChunkRecords(campaign, run_id, now, messages_topic=self.ctx.topics.messages,
+                               events_topic=self.ctx.topics.events)
         rows: list[tuple[uuid.UUID, str, str | None, datetime | None]] = []
-        skips: list[tuple[uuid.UUID, str, str, str, datetime | None]] = []  # pid, decision, reason, mid, until
+        skips: list[Outcome] = []
         candidates: list[tuple[uuid.UUID, str]] = []
         allocations: dict[uuid.UUID, Allocation] = {}
         assigned: list[uuid.UUID] = []
-        for pid in chunk:
-            mid = message_id_for(campaign.scenario, str(run_id), str(pid))
+        no_states: dict[tuple[str, str], str] = {}
+        for pid, mid in zip(chunk.ids, records.message_ids(chunk.ids), strict=True):
             profile = golden.get(pid)
             if profile is None:
                 rows.append((pid, "skipped", "suppressed", None))
@@ -342,7 +366,7 @@ class CampaignRunner:
                 rows.append((pid, "skipped", "holdout", None))
                 skips.append((pid, "holdout", GLOBAL_HOLDOUT, mid, None))
                 continue
-            refusal = self.consent_refusal(campaign, profile, states.get(pid, {}), allocation)
+            refusal = self.consent_refusal(campaign, profile, states.get(pid, no_states), allocation)
             if refusal is not None:
                 rows.append((pid, "skipped", "no_consent", None))
                 skips.append((pid, "no_consent", refusal, mid, None))
@@ -370,6 +394,7 @@ class CampaignRunner:
         messages: list[OutgoingMessage] = []
         sent = 0
         by_arm: Counter[str] = Counter()
+        quiet = campaign.quiet_hours if campaign.purpose == "marketing" else None
         for i, (pid, mid) in enumerate(candidates):
             full = verdicts[i] if verdicts else None
             if full is not None:
@@ -377,25 +402,26 @@ class CampaignRunner:
                 skips.append((pid, "capped", f"cap reached: {caps[i][1][full]}", mid, None))
                 continue
             profile = golden[pid]
-            quiet = campaign.quiet_hours
-            ends = None
-            if quiet is not None and campaign.purpose == "marketing":
+            if quiet is not None:
                 zone = profile.get("timezone")
                 ends = quiet_hours_end(now, quiet, zone if isinstance(zone, str) else None)
-            if ends is not None and quiet is not None:
-                rows.append((pid, "pending", "deferred", ends))
-                skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
-                                               "time zone", mid, ends))
-                continue
+                if ends is not None:
+                    rows.append((pid, "pending", "deferred", ends))
+                    skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
+                                                   "time zone", mid, ends))
+                    continue
             allocation = allocations[pid]
-            messages.append(self._intent(campaign, run_id, pid, mid, profile, now, allocation))
+            messages.append(records.intent(pid, mid, profile, allocation))
             rows.append((pid, "sent", None, None))
             sent += 1
             by_arm[f"sent:{allocation.variant_name or NO_VARIANT}:{self._channel(campaign, allocation)}"] += 1
         if skips or assigned:
             identities = await self.profiles.best_identities(list({pid for pid, *_ in skips} | set(assigned)),
                                                              IDENTITY_PRIORITY)
-            messages.extend(self._decisions(campaign, run_id, skips, identities, now, allocations))
+            # A profile without any identity gets no event (an event about a person needs one); its row still
+            # says what happened.
+            messages.extend(records.decision(outcome, identities[outcome[0]], allocations.get(outcome[0]))
+                            for outcome in skips if outcome[0] in identities)
             messages.extend(self._assignments(campaign, assigned, allocations, identities, now))
         counted = Counter(d for _, d, _, _, _ in skips)
         if sent:
@@ -424,59 +450,6 @@ class CampaignRunner:
         """The caps of a marketing campaign's message on ``channel``, on the triggers stage's counters."""
         return message_caps(self.policy, own=campaign.frequency_cap, own_scope=campaign.scenario,
                             own_name="this campaign", category=campaign.purpose, channel=channel)
-
-    def _intent(self, campaign: Campaign, run_id: uuid.UUID, pid: uuid.UUID, mid: str,
-                profile: Mapping[str, Any], now: datetime, allocation: Allocation | None = None) -> OutgoingMessage:
-        """The message intent, serialized directly (a run makes millions; the delivery stage validates it
-        against :class:`~cdp_hub.schema.messages.MessageIntent`, which ``tests/test_campaigns.py`` checks this matches)."""
-        locale = profile.get("locale")
-        variant = allocation.variant if allocation is not None else None
-        channel, template, variables = campaign.channel, campaign.template, campaign.vars
-        if variant is not None and allocation is not None and allocation.experiment is not None:
-            channel, template = variant.channel or channel, variant.template or template
-            variables = {**variables, **variant.vars, "experiment": allocation.experiment.id, "variant": variant.name}
-        intent = {
-            "schema_version": "cdp.message/1", "message_id": mid, "profile_id": str(pid),
-            "scenario": campaign.scenario, "channel": channel,
-            "fallbacks": [f for f in campaign.fallbacks if f != channel],
-            "template": template, "locale": locale if isinstance(locale, str) else None,
-            "trigger_event_id": str(run_id), "trigger_event": None,
-            "vars": {**variables, "campaign": campaign.id, "campaign_run": str(run_id)},
-            "category": campaign.purpose, "created_at": now, "expires_at": None}
-        return OutgoingMessage(self.ctx.topics.messages, orjson.dumps(intent), str(pid).encode(),
-                               (("cdp.scenario", campaign.scenario.encode()),))
-
-    def _decisions(self, campaign: Campaign, run_id: uuid.UUID,
-                   outcomes: Sequence[tuple[uuid.UUID, str, str, str, datetime | None]],
-                   identities: Mapping[uuid.UUID, Mapping[str, str]], now: datetime,
-                   allocations: Mapping[uuid.UUID, Allocation] | None = None) -> list[OutgoingMessage]:
-        """Each outcome as a ``message.decided`` event (deterministic id: run, profile, decision). A profile
-        without any identity gets none (an event about a person needs one); its row still says what happened."""
-        topic = self.ctx.topics.events
-        out = []
-        for pid, decision, reason, mid, until in outcomes:
-            identity = identities.get(pid)
-            if identity is None:
-                continue
-            record_id = f"{campaign.scenario}:{run_id}:{pid}:{decision}"
-            properties: dict[str, Any] = {
-                "scenario": campaign.scenario, "decision": decision, "reason": reason[:500],
-                "channel": campaign.channel, "category": campaign.purpose, "message_id": mid,
-                "trigger_event_id": str(run_id), "trigger_type": "campaign.run",
-                "campaign": campaign.id, "campaign_run": str(run_id)}
-            if until is not None:
-                properties["until"] = until.isoformat()
-            allocation = (allocations or {}).get(pid)
-            if allocation is not None and allocation.experiment is not None and allocation.variant_name:
-                properties["experiment"] = allocation.experiment.id
-                properties["variant"] = allocation.variant_name
-            event = Event.model_construct(
-                event_id=deterministic_event_id(SOURCE, record_id, DECIDED), type=DECIDED, source=SOURCE,
-                source_record_id=record_id, occurred_at=now, received_at=now,
-                identities=[Identity.model_construct(kind=identity["kind"], value=identity["value"])],
-                traits=Traits(), properties=properties, context=Context(), profile_id=pid)
-            out.append(event_message(topic, event))
-        return out
 
     def _assignments(self, campaign: Campaign, assigned: Sequence[uuid.UUID],
                      allocations: Mapping[uuid.UUID, Allocation],
