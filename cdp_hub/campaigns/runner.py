@@ -387,7 +387,12 @@ class CampaignRunner:
                                   mid, due))
                     continue
             candidates.append((pid, mid))
-        caps = [self._caps(campaign, self._channel(campaign, allocations[pid])) for pid, _ in candidates]
+        caps_of: dict[str, tuple[list[tuple[str, int, float]], dict[str, str]]] = {}  # by channel: the same
+        for pid, _ in candidates:
+            channel = self._channel(campaign, allocations[pid])
+            if channel not in caps_of:
+                caps_of[channel] = self._caps(campaign, channel)
+        caps = [caps_of[self._channel(campaign, allocations[pid])] for pid, _ in candidates]
         verdicts = await self.hotstate.within_caps_batch(
             [(c, str(pid), mid) for (c, _), (pid, mid) in zip(caps, candidates, strict=True)],
             now=now.timestamp()) if any(c for c, _ in caps) else []
