@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -74,13 +75,15 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def one(profiles: int, rate: float, keep: bool) -> None:
+async def one(profiles: int, rate: float, keep: bool, policy: bool) -> None:
     name = f"bench_campaign_{uuid.uuid4().hex[:8]}"
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     await _admin(f'CREATE DATABASE "{name}"')
     hotstate = HotState(REDIS, prefix=f"bench{uuid.uuid4().hex[:6]}:")
+    # The contact policy a retailer runs: caps across all marketing (counters in Redis) and the campaign's own.
+    caps: dict[str, Any] = {"marketing_caps": {"1d": 2, "7d": 5}} if policy else {}
     settings = Settings(postgres_dsn=_with_db(DSN, name), bus="kafka", kafka_bootstrap=KAFKA,  # type: ignore[call-arg]
-                        topic_prefix=prefix, redis_url=REDIS, topic_partitions=4)
+                        topic_prefix=prefix, redis_url=REDIS, topic_partitions=4, **caps)
     try:
         async with Hub(settings, metrics=Metrics(), hotstate=hotstate) as hub:
             started = time.perf_counter()
@@ -88,9 +91,14 @@ async def one(profiles: int, rate: float, keep: bool) -> None:
             await hub.store.execute("ANALYZE")
             seeded = time.perf_counter() - started
             rss_before = _rss_mb()
-            campaign = CAMPAIGN_FILES.parse({"id": "bench", "audience": {"segment": SEGMENT, "exclude": [EXCLUDED]},
-                                             "channel": "email", "template": "welcome", "rate_limit": rate},
-                                            origin="bench")
+            definition: dict[str, Any] = {"id": "bench", "audience": {"segment": SEGMENT, "exclude": [EXCLUDED]},
+                                          "channel": "email", "template": "welcome", "rate_limit": rate}
+            if policy:  # its own cap, and quiet hours judged for everyone (in a window the run is not in)
+                quiet_from = datetime.now(UTC) + timedelta(hours=3)
+                definition |= {"frequency_cap": {"max": 2, "per": "7d"},
+                               "quiet_hours": {"start": f"{quiet_from:%H}:00", "end": f"{quiet_from.hour + 1:02d}:00"
+                                               if quiet_from.hour < 23 else "00:30"}}
+            campaign = CAMPAIGN_FILES.parse(definition, origin="bench")
             runner = campaign_runner(hub)
             planning = 0.0
             plan_chunk = runner._plan_chunk
@@ -144,9 +152,10 @@ async def one(profiles: int, rate: float, keep: bool) -> None:
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _child(size: int, rate: float, keep: bool, code: Path | None) -> dict[str, Any]:
+def _child(size: int, rate: float, keep: bool, policy: bool, code: Path | None) -> dict[str, Any]:
     """One size in a process of its own (its peak RSS is its own); its figures."""
     cmd = [sys.executable, __file__, "--one", str(size), "--rate", str(rate)] + (["--keep"] if keep else [])
+    cmd += ["--no-policy"] if not policy else []
     env = {**os.environ, "CDP_HUB_BENCH_CODE": str(code) if code is not None else ""}
     done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE, text=True)
     figures: dict[str, Any] = {}
@@ -163,17 +172,19 @@ def main() -> None:
     parser.add_argument("--profiles", default="100000,1000000", help="comma-separated audience sizes")
     parser.add_argument("--rate", type=float, default=100_000, help="the campaign's rate limit (messages/s)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument("--no-policy", dest="policy", action="store_false",
+                        help="no caps and no quiet hours (by default: marketing caps, a campaign cap, quiet hours)")
     parser.add_argument("--baseline", type=Path, help="a copy of other code to measure first, for the ratio")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        asyncio.run(one(args.one, args.rate, args.keep))
+        asyncio.run(one(args.one, args.rate, args.keep, args.policy))
         return
     print(f"campaign bench: Kafka {KAFKA}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
     summary = []
     for size in (int(s) for s in args.profiles.split(",")):
-        base = _child(size, args.rate, args.keep, args.baseline.resolve()) if args.baseline else None
-        now = _child(size, args.rate, args.keep, None)
+        base = _child(size, args.rate, args.keep, args.policy, args.baseline.resolve()) if args.baseline else None
+        now = _child(size, args.rate, args.keep, args.policy, None)
         summary.append((size, base, now))
     print("\nprofiles    snapshot  planning  intents/s  peak RSS  load   vs baseline (intents/s, same run)")
     for size, base, now in summary:

@@ -393,41 +393,58 @@ class CampaignRunner:
             if channel not in caps_of:
                 caps_of[channel] = self._caps(campaign, channel)
         caps = [caps_of[self._channel(campaign, allocations[pid])] for pid, _ in candidates]
-        verdicts = await self.hotstate.within_caps_batch(
+        # Redis judges the caps (one script) while this process does the rest: the identities of the profiles
+        # skipped so far, and the intents of the candidates (dropped again if a cap is full).
+        judging = asyncio.create_task(self.hotstate.within_caps_chunk(
             [(c, str(pid), mid) for (c, _), (pid, mid) in zip(caps, candidates, strict=True)],
-            now=now.timestamp()) if any(c for c, _ in caps) else []
+            now=now.timestamp())) if any(c for c, _ in caps) else None
+        finding = asyncio.create_task(self.profiles.best_identities(
+            list({pid for pid, *_ in skips} | set(assigned)), IDENTITY_PRIORITY)) if skips or assigned else None
+        try:
+            quiet = campaign.quiet_hours if campaign.purpose == "marketing" else None
+            prepared: list[tuple[datetime | None, OutgoingMessage | None]] = []
+            for pid, mid in candidates:
+                profile = golden[pid]
+                ends = None
+                if quiet is not None:
+                    zone = profile.get("timezone")
+                    ends = quiet_hours_end(now, quiet, zone if isinstance(zone, str) else None)
+                prepared.append((ends, records.intent(pid, mid, profile, allocations[pid]) if ends is None else None))
+            verdicts = await judging if judging is not None else []
+            identities = await finding if finding is not None else {}
+        finally:
+            for task in (judging, finding):
+                if task is not None and not task.done():
+                    task.cancel()
         messages: list[OutgoingMessage] = []
         sent = 0
         by_arm: Counter[str] = Counter()
-        quiet = campaign.quiet_hours if campaign.purpose == "marketing" else None
-        for i, (pid, mid) in enumerate(candidates):
+        judged = len(skips)
+        for i, ((pid, mid), (ends, intent)) in enumerate(zip(candidates, prepared, strict=True)):
             full = verdicts[i] if verdicts else None
             if full is not None:
                 rows.append((pid, "skipped", "capped", None))
                 skips.append((pid, "capped", f"cap reached: {caps[i][1][full]}", mid, None))
                 continue
-            profile = golden[pid]
-            if quiet is not None:
-                zone = profile.get("timezone")
-                ends = quiet_hours_end(now, quiet, zone if isinstance(zone, str) else None)
-                if ends is not None:
-                    rows.append((pid, "pending", "deferred", ends))
-                    skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
-                                                   "time zone", mid, ends))
-                    continue
+            if ends is not None and quiet is not None:
+                rows.append((pid, "pending", "deferred", ends))
+                skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
+                                               "time zone", mid, ends))
+                continue
+            assert intent is not None
             allocation = allocations[pid]
-            messages.append(records.intent(pid, mid, profile, allocation))
+            messages.append(intent)
             rows.append((pid, "sent", None, None))
             sent += 1
             by_arm[f"sent:{allocation.variant_name or NO_VARIANT}:{self._channel(campaign, allocation)}"] += 1
-        if skips or assigned:
-            identities = await self.profiles.best_identities(list({pid for pid, *_ in skips} | set(assigned)),
-                                                             IDENTITY_PRIORITY)
-            # A profile without any identity gets no event (an event about a person needs one); its row still
-            # says what happened.
-            messages.extend(records.decision(outcome, identities[outcome[0]], allocations.get(outcome[0]))
-                            for outcome in skips if outcome[0] in identities)
-            messages.extend(self._assignments(campaign, assigned, allocations, identities, now))
+        unknown = list({pid for pid, *_ in skips[judged:]} - set(identities))  # capped or deferred
+        if unknown:
+            identities = {**identities, **await self.profiles.best_identities(unknown, IDENTITY_PRIORITY)}
+        # A profile without any identity gets no event (an event about a person needs one); its row still says
+        # what happened.
+        messages.extend(records.decision(outcome, identities[outcome[0]], allocations.get(outcome[0]))
+                        for outcome in skips if outcome[0] in identities)
+        messages.extend(self._assignments(campaign, assigned, allocations, identities, now))
         counted = Counter(d for _, d, _, _, _ in skips)
         if sent:
             counted["sent"] = sent
