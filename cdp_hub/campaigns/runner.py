@@ -38,7 +38,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -74,6 +74,9 @@ RUN_NAMESPACE = uuid.UUID("3f1d2c4b-6a5e-5f70-8b9c-0d1e2f3a4b5c")
 CHUNK_SECONDS = 0.5
 """A chunk holds about this much sending at the rate limit: pause and cancel take effect within it."""
 MAX_CHUNK = 2000
+IN_FLIGHT = 2
+"""Chunks published and recorded at once (each durable on the bus before it is recorded): the broker's acks
+and PostgreSQL's UPDATE of one overlap the other's, and both the planning of the next."""
 FIRST = uuid.UUID(int=0)
 
 
@@ -264,22 +267,23 @@ class CampaignRunner:
 
     async def _send(self, campaign: Campaign, run: CampaignRun, decisions: Counter[str],
                     stop: asyncio.Event | None, progress: Callable[[int, int | None], None] | None = None) -> str:
-        """The send loop, three chunks at a time: the next one is read (PostgreSQL) while this one is planned,
-        and the one before is published and recorded (the broker's acks, one UPDATE); no chunk is recorded
-        before it is durable on the bus, and the run's row is read (heartbeat: paused? cancelled?) before
-        every chunk goes."""
+        """The send loop, several chunks at a time: the next one is read (PostgreSQL) while this one is planned
+        (its caps judged in Redis meanwhile), and up to ``IN_FLIGHT`` before it are published and recorded (the
+        broker's acks, one UPDATE each). No chunk is recorded before it is durable on the bus, and the run's row
+        is read (heartbeat: paused? cancelled?) before every chunk goes. A crash leaves at most ``IN_FLIGHT``
+        chunks published and not recorded: the resumed run publishes them again, with the same message ids."""
         rate = campaign.rate_limit
         size = max(1, min(self.max_chunk, int(rate * CHUNK_SECONDS)))
         paced_from = time.monotonic()
         produced = 0
-        inflight: asyncio.Task[None] | None = None
+        inflight: deque[asyncio.Task[None]] = deque()
         reading: asyncio.Task[_Chunk] | None = asyncio.create_task(self._read(run.run_id, FIRST, size))
 
-        async def settle() -> None:
-            nonlocal inflight
-            if inflight is not None:
-                task, inflight = inflight, None
-                await task
+        async def settle(keep: int = 0) -> None:
+            """Wait until at most ``keep`` chunks are still being published and recorded (oldest first)."""
+            while len(inflight) > keep:
+                await inflight[0]
+                inflight.popleft()
 
         try:
             while True:
@@ -310,8 +314,8 @@ class CampaignRunner:
                 ahead = paced_from + produced / rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-                await settle()
-                inflight = asyncio.create_task(self._publish_chunk(run.run_id, messages, rows))
+                await settle(keep=IN_FLIGHT - 1)
+                inflight.append(asyncio.create_task(self._publish_chunk(run.run_id, messages, rows)))
                 produced += counted["sent"]
                 for decision, n in counted.items():
                     if decision.startswith("sent:"):  # sent:<variant>:<channel>, for the marketers' metric
@@ -330,7 +334,12 @@ class CampaignRunner:
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reading
-            await settle()
+            try:
+                await settle()
+            finally:
+                for task in inflight:  # one failed: the others still end before the run is let go
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _publish_chunk(self, run_id: uuid.UUID, messages: list[OutgoingMessage],
                              rows: list[tuple[uuid.UUID, str, str | None, datetime | None]]) -> None:
