@@ -136,7 +136,7 @@ async def test_claim_priority_the_best_of_a_window_wins(state: HotState) -> None
 async def test_within_caps_chunk_is_within_caps_batch_in_one_script(state: HotState) -> None:
     """The campaign sender's Lua cap check gives the batch check's verdicts and leaves the same counters: random
     chunks over a few profiles, three caps (two windows on one profile-wide scope, one per campaign), replays
-    of counted messages, time moving past windows, calls split into parts."""
+    of counted messages, a profile twice in a batch, time moving past windows, batches split into scripts."""
     import random
 
     twin = HotState(state.url, prefix=state.prefix + "twin:")
@@ -155,6 +155,7 @@ async def test_within_caps_chunk_is_within_caps_batch_in_one_script(state: HotSt
         for round_ in range(25):
             now += rng.choice([1.5, 600.0, 3601.0, 86400.0])
             chosen = rng.sample(profiles, 12)
+            chosen += rng.choices(chosen, k=6)  # a profile twice in a batch: judged in order
             items = []
             for n, pid in enumerate(chosen):
                 mid = rng.choice(sent) if sent and rng.random() < 0.2 else f"m{round_}-{n}"
