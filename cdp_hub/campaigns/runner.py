@@ -254,16 +254,14 @@ class CampaignRunner:
         return result
 
     async def _read(self, run_id: uuid.UUID, after: uuid.UUID, size: int) -> _Chunk:
-        """The next chunk of pending profiles after ``after`` with their golden records and consent states (the
-        two reads at once). Read ahead while the chunk before is planned: only reads, and only rows after that
-        chunk's, so no row is read while it is in flight."""
-        now = self.ctx.clock()
-        ids = await self.campaigns.pending_chunk(run_id, after, size, now)
-        if not ids:
-            return _Chunk(ids, {}, {})
-        golden, states = await asyncio.gather(self.profiles.golden_states(ids), self.consents.current(ids))
+        """The next chunk of pending profiles after ``after`` with what the sender needs of their golden records,
+        then their consent states. Read ahead while the chunk before is planned: only reads, and only rows after
+        that chunk's, so no row is read while it is in flight."""
+        pending = await self.campaigns.pending_chunk(run_id, after, size, self.ctx.clock())
+        ids = [p.profile_id for p in pending]
+        states = await self.consents.current(ids) if ids else {}
         # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
-        return _Chunk(ids, {g.profile_id: g.golden for g in golden if g.merged_into is None}, states)
+        return _Chunk(ids, {p.profile_id: p.golden for p in pending if p.golden is not None}, states)
 
     async def _send(self, campaign: Campaign, run: CampaignRun, decisions: Counter[str],
                     stop: asyncio.Event | None, progress: Callable[[int, int | None], None] | None = None) -> str:
