@@ -2,19 +2,23 @@
 
     launch ─▶ CampaignRepository.launch: the run row + INSERT ... SELECT the audience (one transaction)
     execute(run) ─▶ claim the run's lease ─▶ loop:
-        heartbeat (answers the run's status: paused or cancelled ─▶ stop here, within one chunk)
-        next chunk of pending profiles (profile-id order) ─▶ golden records, consent, one identity each
+        heartbeat (answers the run's status: paused or cancelled ─▶ stop here, within one chunk), at the same
+        time as the read of this chunk finishes: pending profiles (profile-id order) with their golden
+        records' locale, time zone and consent map, then consent statements (read ahead: the next chunk's
+        read starts as soon as this one is in hand)
         the contact policy, per chunk (the triggers stage's rules and counters):
             profile gone (merged since launch) ─▶ skipped: suppressed
             the global holdout (marketing; holdout_share) ─▶ skipped: holdout (reason global_holdout)
             consent on one of the audience channels (consent_policy; schema/consent.py) ─▶ skipped: no_consent
             the experiment: experiment.assigned recorded; control group ─▶ skipped: control
             a send-time variant (delay) before launch + delay ─▶ deferred: the row waits (not_before)
-            caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state) ─▶ skipped: capped
+            caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state: one Lua script per
+            500 profiles, while the intents are built) ─▶ skipped: capped
             quiet hours in the customer's zone ─▶ deferred: the row waits (not_before) and is sent after
             otherwise ─▶ a message intent on [cdp.messages]
         every skip and deferral ─▶ a message.decided event on [cdp.events] with its reason (a sent one is its
-        intent, and the delivery stage's receipts); every outcome ─▶ cdp_trigger_decisions{scenario,decision}
+        intent, and the delivery stage's receipts); every outcome ─▶ cdp_trigger_decisions{scenario,decision};
+        the records are built as dicts (campaigns/records.py: byte for byte the models' JSON)
         wait for the rate limit ─▶ publish (durable), then record the chunk's rows, while the next is planned
     no pending row left ─▶ done
 
