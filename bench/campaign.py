@@ -1,6 +1,6 @@
 """Planning and sending a campaign to 100,000 and 1,000,000 profiles through the real Kafka broker.
 
-    python bench/campaign.py [--profiles 100000,1000000] [--rate 100000] [--keep]
+    python bench/campaign.py [--profiles 100000,1000000] [--rate 100000] [--keep] [--baseline DIR]
 
 For each size, in a process of its own (so its peak RSS is its own): a scratch database next to
 ``$CDP_HUB_POSTGRES_DSN`` (default: the test server) is seeded set-wise (tests/campaign_data.py: one e-mail
@@ -12,28 +12,39 @@ then
              contact policy per chunk (golden records, consent, caps in Redis), message intents and
              message.decided events through Kafka (``$CDP_HUB_KAFKA_BOOTSTRAP``, acks=all), each chunk recorded
 
-Prints seconds, intents/s (goal: >= 5,000/s), decisions/s, the sender's CPU seconds (and intents per CPU
-second: what one process does with a core of its own), the peak RSS of the process and the load average (the
-machine is shared: compare figures at similar load). The topics and the database are dropped after.
+Prints the audience snapshot's seconds, the planning seconds (the contact policy and the records of every
+chunk, inside the send), the send's seconds, intents/s (goal: >= 5,000/s), decisions/s, the sender's CPU
+seconds (and intents per CPU second: what one process does with a core of its own), the peak RSS of the
+process and the load average (the machine is shared: compare figures at similar load). The topics and the
+database are dropped after.
+
+``--baseline DIR``: a copy of another version of the code (e.g. ``git archive <commit> | tar -x -C DIR``) is
+measured the same way in the same run, each size right before the current code, and the ratio of the two
+intents/s is printed: on a shared machine, the only fair comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("CDP_HUB_BENCH_CODE") or ROOT)
+"""Whose cdp_hub (and tests/campaign_data.py) is measured: this checkout, or ``--baseline``'s."""
+sys.path.insert(0, str(CODE))
 
 from cdp_hub.campaigns.model import CAMPAIGN_FILES  # noqa: E402
 from cdp_hub.config import Settings  # noqa: E402
@@ -64,13 +75,15 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def one(profiles: int, rate: float, keep: bool) -> None:
+async def one(profiles: int, rate: float, keep: bool, policy: bool) -> None:
     name = f"bench_campaign_{uuid.uuid4().hex[:8]}"
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     await _admin(f'CREATE DATABASE "{name}"')
     hotstate = HotState(REDIS, prefix=f"bench{uuid.uuid4().hex[:6]}:")
+    # The contact policy a retailer runs: caps across all marketing (counters in Redis) and the campaign's own.
+    caps: dict[str, Any] = {"marketing_caps": {"1d": 2, "7d": 5}} if policy else {}
     settings = Settings(postgres_dsn=_with_db(DSN, name), bus="kafka", kafka_bootstrap=KAFKA,  # type: ignore[call-arg]
-                        topic_prefix=prefix, redis_url=REDIS, topic_partitions=4)
+                        topic_prefix=prefix, redis_url=REDIS, topic_partitions=4, **caps)
     try:
         async with Hub(settings, metrics=Metrics(), hotstate=hotstate) as hub:
             started = time.perf_counter()
@@ -78,10 +91,27 @@ async def one(profiles: int, rate: float, keep: bool) -> None:
             await hub.store.execute("ANALYZE")
             seeded = time.perf_counter() - started
             rss_before = _rss_mb()
-            campaign = CAMPAIGN_FILES.parse({"id": "bench", "audience": {"segment": SEGMENT, "exclude": [EXCLUDED]},
-                                             "channel": "email", "template": "welcome", "rate_limit": rate},
-                                            origin="bench")
+            definition: dict[str, Any] = {"id": "bench", "audience": {"segment": SEGMENT, "exclude": [EXCLUDED]},
+                                          "channel": "email", "template": "welcome", "rate_limit": rate}
+            if policy:  # its own cap, and quiet hours judged for everyone (in a window the run is not in)
+                quiet_from = datetime.now(UTC) + timedelta(hours=3)
+                definition |= {"frequency_cap": {"max": 2, "per": "7d"},
+                               "quiet_hours": {"start": f"{quiet_from:%H}:00", "end": f"{quiet_from.hour + 1:02d}:00"
+                                               if quiet_from.hour < 23 else "00:30"}}
+            campaign = CAMPAIGN_FILES.parse(definition, origin="bench")
             runner = campaign_runner(hub)
+            planning = 0.0
+            plan_chunk = runner._plan_chunk
+
+            async def timed_plan(*args: Any, **kwargs: Any) -> Any:
+                nonlocal planning
+                begun = time.perf_counter()
+                try:
+                    return await plan_chunk(*args, **kwargs)
+                finally:
+                    planning += time.perf_counter() - begun
+
+            runner._plan_chunk = timed_plan  # type: ignore[method-assign]
             launched = await runner.launch(campaign)
             assert launched is not None
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -92,12 +122,19 @@ async def one(profiles: int, rate: float, keep: bool) -> None:
             assert result.status == "done" and result.sent == want and launched.planned == planned, result
             decided = sum(result.decisions.values())
             load = os.getloadavg()
-            print(f"profiles {profiles:>9,}  audience {launched.planned:>9,}  seed {seeded:6.1f}s  "
-                  f"snapshot {launched.snapshot_seconds:6.2f}s  send {seconds:6.1f}s  "
-                  f"intents/s {result.sent / seconds:8,.0f}  decisions/s {decided / seconds:8,.0f}  "
+            figures = {"code": "baseline" if CODE != ROOT else "current", "profiles": profiles,
+                       "audience": launched.planned, "seed_s": seeded, "snapshot_s": launched.snapshot_seconds,
+                       "planning_s": planning, "send_s": seconds, "intents_per_s": result.sent / seconds,
+                       "decisions_per_s": decided / seconds, "cpu_s": cpu, "intents_per_cpu_s": result.sent / cpu,
+                       "peak_rss_mb": _rss_mb(), "rss_before_mb": rss_before, "load": load[0]}
+            print(f"{figures['code']:<8} profiles {profiles:>9,}  audience {launched.planned:>9,}  "
+                  f"seed {seeded:6.1f}s  snapshot {launched.snapshot_seconds:6.2f}s  planning {planning:6.1f}s  "
+                  f"send {seconds:6.1f}s  intents/s {result.sent / seconds:8,.0f}  "
+                  f"decisions/s {decided / seconds:8,.0f}  "
                   f"sender CPU {cpu:5.1f}s ({result.sent / cpu:,.0f} intents per CPU second)  "
                   f"peak RSS {_rss_mb():6.0f} MB (before launch {rss_before:.0f})  "
                   f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", flush=True)
+            print("RESULT " + json.dumps(figures), flush=True)
             await hotstate.redis.delete(*[k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
                                         or ["-"])
     finally:
@@ -115,20 +152,45 @@ async def one(profiles: int, rate: float, keep: bool) -> None:
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _child(size: int, rate: float, keep: bool, policy: bool, code: Path | None) -> dict[str, Any]:
+    """One size in a process of its own (its peak RSS is its own); its figures."""
+    cmd = [sys.executable, __file__, "--one", str(size), "--rate", str(rate)] + (["--keep"] if keep else [])
+    cmd += ["--no-policy"] if not policy else []
+    env = {**os.environ, "CDP_HUB_BENCH_CODE": str(code) if code is not None else ""}
+    done = subprocess.run(cmd, check=True, env=env, stdout=subprocess.PIPE, text=True)
+    figures: dict[str, Any] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            figures = json.loads(line.removeprefix("RESULT "))
+        else:
+            print(line, flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", default="100000,1000000", help="comma-separated audience sizes")
     parser.add_argument("--rate", type=float, default=100_000, help="the campaign's rate limit (messages/s)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument("--no-policy", dest="policy", action="store_false",
+                        help="no caps and no quiet hours (by default: marketing caps, a campaign cap, quiet hours)")
+    parser.add_argument("--baseline", type=Path, help="a copy of other code to measure first, for the ratio")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        asyncio.run(one(args.one, args.rate, args.keep))
+        asyncio.run(one(args.one, args.rate, args.keep, args.policy))
         return
     print(f"campaign bench: Kafka {KAFKA}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+    summary = []
     for size in (int(s) for s in args.profiles.split(",")):
-        cmd = [sys.executable, __file__, "--one", str(size), "--rate", str(args.rate)]
-        subprocess.run(cmd + (["--keep"] if args.keep else []), check=True)
+        base = _child(size, args.rate, args.keep, args.policy, args.baseline.resolve()) if args.baseline else None
+        now = _child(size, args.rate, args.keep, args.policy, None)
+        summary.append((size, base, now))
+    print("\nprofiles    snapshot  planning  intents/s  peak RSS  load   vs baseline (intents/s, same run)")
+    for size, base, now in summary:
+        ratio = f"{now['intents_per_s'] / base['intents_per_s']:.2f}x ({base['intents_per_s']:,.0f}/s)" if base else "-"
+        print(f"{size:>9,}  {now['snapshot_s']:7.2f}s  {now['planning_s']:7.1f}s  {now['intents_per_s']:9,.0f}  "
+              f"{now['peak_rss_mb']:5.0f} MB  {now['load']:4.1f}   {ratio}")
 
 
 if __name__ == "__main__":

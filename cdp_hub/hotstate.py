@@ -7,7 +7,9 @@ Nothing here is the system of record: PostgreSQL is. Losing Redis loses counters
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+import zlib
 from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
@@ -60,6 +62,63 @@ Judges every claim against the keys as they were before the batch, then the best
 Returns the message ids that lost."""
 
 
+_WITHIN_CAPS = """
+local now, scopes = ARGV[1], tonumber(ARGV[2])
+local sets, counts, added = {}, {}, {}
+local out = {}
+for pos = 3 + 2 * scopes, #ARGV do
+  local item = ARGV[pos]
+  local bar = string.find(item, '|', 1, true)
+  local mid = string.sub(item, bar + 1)
+  local caps = {}
+  for k, s, limit in string.gmatch(string.sub(item, 1, bar - 1), '(%d+),(%d+),(%d+)') do
+    k = tonumber(k)
+    if sets[k] == nil then
+      s = tonumber(s)
+      redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[1 + 2 * s])
+      local members = redis.call('ZRANGE', KEYS[k], 0, -1)
+      local set = {}
+      for _, m in ipairs(members) do set[m] = true end
+      sets[k], counts[k] = set, #members
+    end
+    caps[#caps + 1] = {k, tonumber(s), tonumber(limit)}
+  end
+  local full = 0
+  for j, cap in ipairs(caps) do
+    if not sets[cap[1]][mid] and counts[cap[1]] >= cap[3] then
+      full = j
+      break
+    end
+  end
+  if full == 0 then
+    for _, cap in ipairs(caps) do
+      local k = cap[1]
+      if not sets[k][mid] then
+        if added[k] == nil then added[k] = {cap[2], counts[k] == 0} end
+        sets[k][mid], counts[k] = true, counts[k] + 1
+        redis.call('ZADD', KEYS[k], now, mid)
+      end
+    end
+  end
+  out[#out + 1] = full
+end
+for k, how in pairs(added) do
+  local ttl = ARGV[2 + 2 * how[1]]
+  if how[2] then
+    redis.call('EXPIRE', KEYS[k], ttl)  -- a counter this batch created: no TTL yet
+  elseif redis.call('EXPIRE', KEYS[k], ttl, 'GT') == 0 then
+    redis.call('EXPIRE', KEYS[k], ttl, 'NX')
+  end
+end
+return out
+"""
+"""KEYS: the cap counters of a batch. ARGV[1]: now (the score of a counted message); ARGV[2]: the number of
+scopes, then per scope its cutoff (members scored at or below it have left the window) and its TTL; then one
+argument per message, ``k,s,limit;k,s,limit|message id`` (key index, scope index and limit of each of its caps,
+1-based; a few arguments instead of many: redis-py packs each one in Python). Judges the messages in order
+against the counters as trimmed, counting each that fits in all its caps. Returns per message 0 (counted) or
+the 1-based index of its first full cap."""
+
 class HotState(AsyncLifecycle):
     """The hub's Redis state behind named operations. ``url`` is ``redis://...`` or ``fakeredis://``; every key
     starts with ``prefix``. ``redis`` (the raw client) is for tests and tooling, not for stages."""
@@ -70,6 +129,7 @@ class HotState(AsyncLifecycle):
         self._client: Any = None
         self._first_sightings: Any = None
         self._claim_priority: Any = None
+        self._within_caps: Any = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -284,6 +344,47 @@ class HotState(AsyncLifecycle):
                 pipe.expire(key, int(window) + 60, gt=True)
                 pipe.expire(key, int(window) + 60, nx=True)
             await pipe.execute()
+        return verdicts
+
+    async def within_caps_chunk(self, items: Sequence[tuple[Sequence[tuple[str, int, float]], str, str]], *,
+                                now: float, per_call: int = 500) -> list[str | None]:
+        """:meth:`within_caps_batch` (the same verdicts and counters) as Lua scripts of about ``per_call``
+        messages each, sent at once: one command per script instead of five per counter, and a small fraction
+        of the client's CPU (the campaign sender judges thousands of messages a second; with a pipeline,
+        redis-py's packing and parsing took nine tenths of its time). A profile's messages all go to the same
+        script, in their order, so the scripts share no counter and may run in any order. One writer per
+        profile is assumed. Each script holds Redis for a few milliseconds."""
+        if self._within_caps is None:
+            self._within_caps = self.redis.register_script(_WITHIN_CAPS)
+        parts = max(1, -(-len(items) // per_call))
+        split: list[list[int]] = [[] for _ in range(parts)]
+        for index, (_, profile_id, _) in enumerate(items):
+            split[zlib.crc32(profile_id.encode()) % parts if parts > 1 else 0].append(index)
+        verdicts: list[str | None] = [None] * len(items)
+
+        async def judge(indexes: list[int]) -> None:
+            keys: dict[str, int] = {}
+            scopes: dict[tuple[str, float], int] = {}
+            encoded: list[str] = []
+            for index in indexes:
+                caps, profile_id, message_id = items[index]
+                fields = []
+                for scope, limit, window in caps:
+                    k = keys.setdefault(self.cap_key(scope, profile_id), len(keys) + 1)
+                    s = scopes.setdefault((scope, window), len(scopes) + 1)
+                    fields.append(f"{k},{s},{int(limit)}")
+                encoded.append(";".join(fields) + "|" + message_id)
+            if not keys:
+                return
+            args: list[str | int] = [repr(now), len(scopes)]
+            for _, window in scopes:
+                args += [repr(now - window), int(window) + 60]
+            replies = await self._within_caps(keys=list(keys), args=args + encoded)
+            for index, full in zip(indexes, replies, strict=True):
+                if int(full):
+                    verdicts[index] = items[index][0][int(full) - 1][0]
+
+        await asyncio.gather(*(judge(indexes) for indexes in split if indexes))
         return verdicts
 
     # -- priorities: <prefix>prio:<profile_id> = "<priority>|<message_id>" of the window's best message ------

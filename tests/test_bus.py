@@ -313,6 +313,43 @@ async def test_a_consumer_reads_what_producers_of_every_codec_wrote(name: Callab
     assert got == [f"{c}-{i}".encode() * 40 for c in COMPRESSIONS for i in range(3)]
 
 
+@pytest.mark.kafka
+async def test_kafka_many_records_go_in_batches_to_the_partition_of_one_at_a_time(name: Callable[[str], str]) -> None:
+    """publish_many of many records builds one record batch per partition (and more when a batch fills): each
+    key lands where a record published alone lands, in the order given, with its headers; a record larger than a
+    batch goes on its own; a keyless record goes to some partition."""
+    from cdp_hub.bus.kafka import _BATCHED_FROM, _MAX_BATCH_SIZE
+
+    _check_broker_reachable(KAFKA_BOOTSTRAP)
+    topic = name("batched")
+    bus = create_bus("kafka", bootstrap=KAFKA_BOOTSTRAP, client_id="cdp-hub-tests")
+    async with bus:
+        await bus.ensure_topics([topic], partitions=4)
+        keys = [f"profile-{i}".encode() for i in range(40)]
+        for key in keys:  # one at a time: the per-record path
+            await bus.publish(topic, b"alone:" + key, key=key)
+        rounds = 3 * _MAX_BATCH_SIZE // (len(keys) * 2048) + 1  # each partition fills more than one batch
+        many = [OutgoingMessage(topic, f"{key.decode()}:{n}:".encode() + b"x" * 2000, key,
+                                (("n", str(n).encode()), ("k", key))) for n in range(rounds) for key in keys]
+        big = OutgoingMessage(topic, b"big:" + os.urandom(_MAX_BATCH_SIZE + 10), keys[0])
+        many.insert(len(many) // 2, big)
+        many.append(OutgoingMessage(topic, b"keyless"))
+        assert len(many) >= _BATCHED_FROM
+        await bus.publish_many(many)
+        async with bus.consumer([topic], group=name("g")) as consumer:
+            records = await drain(consumer, len(keys) + len(many))
+    assert len(records) == len(keys) + len(many)
+    alone = {r.key: r.partition for r in records if r.value.startswith(b"alone:")}
+    for key in keys:
+        mine = sorted((r for r in records if r.key == key and not r.value.startswith(b"alone:")),
+                      key=lambda r: r.offset)
+        assert {r.partition for r in mine} == {alone[key]}, "the same partition as a record published alone"
+        expected = [m.value for m in many if m.key == key]
+        assert [r.value for r in mine] == expected, "in the order given"
+        assert all(r.header("k") == key for r in mine if r.value != big.value)
+    assert sum(1 for r in records if r.value == b"keyless" and r.key is None) == 1
+
+
 def test_kafka_bus_compression_is_zstd_unless_configured_and_must_be_installable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from aiokafka import codec

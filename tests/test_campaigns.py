@@ -264,3 +264,43 @@ async def test_the_campaigns_job_launches_due_campaigns_and_sends_them(hub: Hub,
     assert result["runs"][run_id]["sent"] == sum(1 for g in range(1, 51) if eligible(g))
     again = await run_job_kind(hub, "campaigns", {}, settle_nothing)
     assert again == {"launched": [], "runs": {}}, "a slot launches once; a done run is not sent again"
+
+
+async def test_a_chunk_reads_what_the_sender_needs_and_skips_profiles_merged_or_deleted_since_launch(
+        hub: Hub) -> None:
+    await seed(hub.store, 12, tag="chunk", timezone="Europe/Moscow")
+    runner = campaign_runner(hub)
+    spring = campaign(id="chunked", rate_limit=1000)
+    launched = await runner.launch(spring)
+    assert launched is not None
+    members = sorted(profile_id("chunk", g) for g in range(1, 13) if in_audience(g))
+    merged, deleted, odd, consenting = members[0], members[1], members[2], members[3]
+    await hub.store.execute("UPDATE profiles SET merged_into = $2 WHERE profile_id = $1", merged, members[4])
+    await hub.store.execute("DELETE FROM profiles WHERE profile_id = $1", deleted)
+    await hub.store.execute(  # a locale and a time zone that are not text are not used
+        """UPDATE profiles SET golden = golden || '{"locale": 7, "timezone": ["x"], "consent": null}'::jsonb
+            WHERE profile_id = $1""", odd)
+    await hub.store.execute(
+        """UPDATE profiles SET golden = golden || '{"consent": {"email": "opted_in"}}'::jsonb
+            WHERE profile_id = $1""", consenting)
+
+    pending = await hub_campaigns(hub).pending_chunk(launched.run_id, uuid.UUID(int=0), 5, hub.clock())
+    assert [p.profile_id for p in pending] == members[:5], "profile-id order, the first five"
+    got = {p.profile_id: p.golden for p in pending}
+    assert got[merged] is None and got[deleted] is None
+    assert got[odd] == {}
+    assert got[consenting] == {"locale": "ru", "timezone": "Europe/Moscow", "consent": {"email": "opted_in"}}
+    assert got[members[4]] == {"locale": "ru", "timezone": "Europe/Moscow"}
+    later = await hub_campaigns(hub).pending_chunk(launched.run_id, members[4], 100, hub.clock())
+    assert [p.profile_id for p in later] == members[5:]
+
+    result = await runner.execute(launched.run_id)
+    assert result.status == "done" and result.decisions["suppressed"] == 2
+    audience = await runner.campaigns.audience_of(launched.run_id)
+    assert audience[merged] == ("skipped", "suppressed") and audience[deleted] == ("skipped", "suppressed")
+
+
+def hub_campaigns(hub: Hub) -> Any:
+    from cdp_hub.store.campaigns import CampaignRepository
+
+    return CampaignRepository(hub.store)

@@ -131,3 +131,62 @@ async def test_claim_priority_the_best_of_a_window_wins(state: HotState) -> None
     assert await state.claim_priority([("p1", "m-top", 20)], window_seconds=60) == set()
     assert await state.claim_priority([("p1", "m-high", 10)], window_seconds=60) == {"m-high"}
     assert await state.claim_priority([], window_seconds=60) == set()
+
+
+async def test_within_caps_chunk_is_within_caps_batch_in_one_script(state: HotState) -> None:
+    """The campaign sender's Lua cap check gives the batch check's verdicts and leaves the same counters: random
+    chunks over a few profiles, three caps (two windows on one profile-wide scope, one per campaign), replays
+    of counted messages, a profile twice in a batch, time moving past windows, batches split into scripts."""
+    import random
+
+    twin = HotState(state.url, prefix=state.prefix + "twin:")
+    await twin.start()
+    try:
+        rng = random.Random(14)
+        profiles = [f"p{i}" for i in range(30)]
+        caps_sets: list[list[tuple[str, int, float]]] = [
+            [("*:1d", 2, 86400.0), ("*:7d", 3, 7 * 86400.0)],
+            [("campaign:spring", 1, 3600.0), ("*:1d", 2, 86400.0), ("*:7d", 3, 7 * 86400.0)],
+            [],
+        ]
+        now = 1_780_000_000.25
+        sent: list[str] = []
+        verdicts: list[str | None] = []
+        for round_ in range(25):
+            now += rng.choice([1.5, 600.0, 3601.0, 86400.0])
+            chosen = rng.sample(profiles, 12)
+            chosen += rng.choices(chosen, k=6)  # a profile twice in a batch: judged in order
+            items = []
+            for n, pid in enumerate(chosen):
+                mid = rng.choice(sent) if sent and rng.random() < 0.2 else f"m{round_}-{n}"
+                sent.append(mid)
+                items.append((caps_sets[rng.randrange(3)], pid, mid))
+            batch = await state.within_caps_batch(items, now=now)
+            chunk = await twin.within_caps_chunk(items, now=now, per_call=rng.choice([5, 1000]))
+            assert chunk == batch, round_
+            verdicts += chunk
+        assert {v for v in verdicts} == {None, "*:1d", "*:7d", "campaign:spring"}, "every cap was full some time"
+        for pid in profiles:
+            for scope in ("*:1d", "*:7d", "campaign:spring"):
+                mine = await twin.redis.zrange(twin.cap_key(scope, pid), 0, -1, withscores=True)
+                theirs = await state.redis.zrange(state.cap_key(scope, pid), 0, -1, withscores=True)
+                assert mine == theirs, (pid, scope)
+                ttl, twin_ttl = await state.redis.ttl(state.cap_key(scope, pid)), await twin.redis.ttl(
+                    twin.cap_key(scope, pid))
+                assert abs(ttl - twin_ttl) <= 2, (pid, scope, ttl, twin_ttl)
+    finally:
+        keys = [k async for k in twin.redis.scan_iter(match=twin.prefix + "*")]
+        if keys:
+            await twin.redis.delete(*keys)
+        await twin.stop()
+
+
+async def test_within_caps_chunk_names_the_first_full_cap(state: HotState) -> None:
+    caps = [("campaign:x", 1, 3600.0), ("*:1d", 2, 86400.0)]
+    now = 1_780_000_000.0
+    assert await state.within_caps_chunk([(caps, "p", "m1"), (caps, "q", "m2")], now=now) == [None, None]
+    assert await state.within_caps_chunk([(caps, "p", "m3"), (caps, "p", "m1"), ([], "p", "m4")], now=now) == [
+        "campaign:x", None, None]
+    assert await state.within_caps_chunk([(caps, "p", "m5")], now=now + 3601) == [None]
+    assert await state.within_caps_chunk([(caps, "p", "m6")], now=now + 7200) == ["campaign:x"]
+    assert await state.within_caps_chunk([(caps, "p", "m7")], now=now + 7201 + 3600) == ["*:1d"]

@@ -2,19 +2,23 @@
 
     launch ─▶ CampaignRepository.launch: the run row + INSERT ... SELECT the audience (one transaction)
     execute(run) ─▶ claim the run's lease ─▶ loop:
-        heartbeat (answers the run's status: paused or cancelled ─▶ stop here, within one chunk)
-        next chunk of pending profiles (profile-id order) ─▶ golden records, consent, one identity each
+        heartbeat (answers the run's status: paused or cancelled ─▶ stop here, within one chunk), at the same
+        time as the read of this chunk finishes: pending profiles (profile-id order) with their golden
+        records' locale, time zone and consent map, then consent statements (read ahead: the next chunk's
+        read starts as soon as this one is in hand)
         the contact policy, per chunk (the triggers stage's rules and counters):
             profile gone (merged since launch) ─▶ skipped: suppressed
             the global holdout (marketing; holdout_share) ─▶ skipped: holdout (reason global_holdout)
             consent on one of the audience channels (consent_policy; schema/consent.py) ─▶ skipped: no_consent
             the experiment: experiment.assigned recorded; control group ─▶ skipped: control
             a send-time variant (delay) before launch + delay ─▶ deferred: the row waits (not_before)
-            caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state) ─▶ skipped: capped
+            caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state: one Lua script per
+            500 profiles, while the intents are built) ─▶ skipped: capped
             quiet hours in the customer's zone ─▶ deferred: the row waits (not_before) and is sent after
             otherwise ─▶ a message intent on [cdp.messages]
         every skip and deferral ─▶ a message.decided event on [cdp.events] with its reason (a sent one is its
-        intent, and the delivery stage's receipts); every outcome ─▶ cdp_trigger_decisions{scenario,decision}
+        intent, and the delivery stage's receipts); every outcome ─▶ cdp_trigger_decisions{scenario,decision};
+        the records are built as dicts (campaigns/records.py: byte for byte the models' JSON)
         wait for the rate limit ─▶ publish (durable), then record the chunk's rows, while the next is planned
     no pending row left ─▶ done
 
@@ -32,28 +36,27 @@ experiment and profile), and a control group's rows are decided ``control`` with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.campaigns.model import Campaign
+from cdp_hub.campaigns.records import SOURCE, ChunkRecords, Outcome
 from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import StageContext
-from cdp_hub.schema.events import Context, Event, Identity, Traits, deterministic_event_id
-from cdp_hub.schema.messages import message_id_for
+from cdp_hub.schema.events import Identity
 from cdp_hub.segments.engine import IDENTITY_PRIORITY
 from cdp_hub.store import ConsentRepository, ProfileRepository
 from cdp_hub.store.campaigns import CampaignRepository, CampaignRun, Launched
@@ -71,18 +74,30 @@ __all__ = ["SOURCE", "CampaignRunner", "RunResult", "RunStatus", "run_id_for_slo
 
 log = logging.getLogger(__name__)
 
-SOURCE = "cdp-hub.campaigns"
-DECIDED = "message.decided"
 RUN_NAMESPACE = uuid.UUID("3f1d2c4b-6a5e-5f70-8b9c-0d1e2f3a4b5c")
 CHUNK_SECONDS = 0.5
 """A chunk holds about this much sending at the rate limit: pause and cancel take effect within it."""
 MAX_CHUNK = 2000
+IN_FLIGHT = 1
+"""Chunks being published and recorded while the next is planned (each durable on the bus before it is
+recorded). One: a crash sends at most one chunk again (tests/test_campaigns_crash.py holds the sender to that).
+More would overlap the broker's acks and the UPDATE of several chunks, and repeat as many after a crash."""
 FIRST = uuid.UUID(int=0)
 
 
 def run_id_for_slot(campaign_id: str, slot: datetime) -> uuid.UUID:
     """The run of a schedule slot: the same in every process, so a slot is launched once."""
     return uuid.uuid5(RUN_NAMESPACE, f"{campaign_id}\x1f{slot.astimezone(UTC).isoformat()}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """A chunk of pending profiles as read: their ids (profile-id order), the golden record of each live one
+    (a profile merged away since launch is absent) and their consent states."""
+
+    ids: list[uuid.UUID]
+    golden: dict[uuid.UUID, dict[str, Any]]
+    states: dict[uuid.UUID, dict[tuple[str, str], str]]
 
 
 @dataclass
@@ -243,36 +258,48 @@ class CampaignRunner:
                  dict(result.decisions))
         return result
 
+    async def _read(self, run_id: uuid.UUID, after: uuid.UUID, size: int) -> _Chunk:
+        """The next chunk of pending profiles after ``after`` with what the sender needs of their golden records,
+        then their consent states. Read ahead while the chunk before is planned: only reads, and only rows after
+        that chunk's, so no row is read while it is in flight."""
+        pending = await self.campaigns.pending_chunk(run_id, after, size, self.ctx.clock())
+        ids = [p.profile_id for p in pending]
+        states = await self.consents.current(ids) if ids else {}
+        # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
+        return _Chunk(ids, {p.profile_id: p.golden for p in pending if p.golden is not None}, states)
+
     async def _send(self, campaign: Campaign, run: CampaignRun, decisions: Counter[str],
                     stop: asyncio.Event | None, progress: Callable[[int, int | None], None] | None = None) -> str:
-        """The send loop. One chunk is in flight (published, then recorded) while the next is planned: the
-        database reads of one overlap the broker's acks of the other, and no chunk is recorded before it is
-        durable on the bus."""
+        """The send loop, several chunks at a time: the next one is read (PostgreSQL) while this one is planned
+        (its caps judged in Redis meanwhile), and up to ``IN_FLIGHT`` before it are published and recorded (the
+        broker's acks, one UPDATE each). No chunk is recorded before it is durable on the bus, and the run's row
+        is read (heartbeat: paused? cancelled?) before every chunk goes. A crash leaves at most ``IN_FLIGHT``
+        chunks published and not recorded: the resumed run publishes them again, with the same message ids."""
         rate = campaign.rate_limit
         size = max(1, min(self.max_chunk, int(rate * CHUNK_SECONDS)))
         paced_from = time.monotonic()
         produced = 0
-        after = FIRST
-        inflight: asyncio.Task[None] | None = None
+        inflight: deque[asyncio.Task[None]] = deque()
+        reading: asyncio.Task[_Chunk] | None = asyncio.create_task(self._read(run.run_id, FIRST, size))
 
-        async def settle() -> None:
-            nonlocal inflight
-            if inflight is not None:
-                task, inflight = inflight, None
-                await task
+        async def settle(keep: int = 0) -> None:
+            """Wait until at most ``keep`` chunks are still being published and recorded (oldest first)."""
+            while len(inflight) > keep:
+                await inflight[0]
+                inflight.popleft()
 
         try:
             while True:
-                status = await self.campaigns.heartbeat(run.run_id, self.owner)
+                assert reading is not None
+                status, chunk = await asyncio.gather(self.campaigns.heartbeat(run.run_id, self.owner), reading)
+                reading = None
                 if status is None:
                     return "lost"  # another sender took the run over (this one stalled past its lease)
                 if status != "sending":
                     return status
                 if stop is not None and stop.is_set():
                     return "stopped"
-                now = self.ctx.clock()
-                chunk = await self.campaigns.pending_chunk(run.run_id, after, size, now)
-                if not chunk:
+                if not chunk.ids:
                     await settle()
                     if await self.campaigns.finish_if_decided(run.run_id):
                         return "done"
@@ -280,18 +307,18 @@ class CampaignRunner:
                     due = await self.campaigns.next_deferred(run.run_id)
                     wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.ctx.clock()).total_seconds()))
                     await asyncio.sleep(wait)
-                    after = FIRST
+                    reading = asyncio.create_task(self._read(run.run_id, FIRST, size))
                     continue
-                after = chunk[-1]
-                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, now,
+                reading = asyncio.create_task(self._read(run.run_id, chunk.ids[-1], size))
+                messages, rows, counted = await self._plan_chunk(campaign, run.run_id, chunk, self.ctx.clock(),
                                                                  launched_at=run.launched_at)
                 # The rate limit: a chunk goes once the messages before it have had their time at the rate, so
                 # t seconds after sending began at most rate * t messages and one chunk have gone.
                 ahead = paced_from + produced / rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-                await settle()
-                inflight = asyncio.create_task(self._publish_chunk(run.run_id, messages, rows))
+                await settle(keep=IN_FLIGHT - 1)
+                inflight.append(asyncio.create_task(self._publish_chunk(run.run_id, messages, rows)))
                 produced += counted["sent"]
                 for decision, n in counted.items():
                     if decision.startswith("sent:"):  # sent:<variant>:<channel>, for the marketers' metric
@@ -306,7 +333,16 @@ class CampaignRunner:
                 if progress is not None:
                     progress(sum(decisions.values()), None)
         finally:
-            await settle()
+            if reading is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reading
+            try:
+                await settle()
+            finally:
+                for task in inflight:  # one failed: the others still end before the run is let go
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _publish_chunk(self, run_id: uuid.UUID, messages: list[OutgoingMessage],
                              rows: list[tuple[uuid.UUID, str, str | None, datetime | None]]) -> None:
@@ -314,22 +350,22 @@ class CampaignRunner:
         await self.ctx.publish(messages)
         await self.campaigns.decide(run_id, rows)
 
-    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: list[uuid.UUID], now: datetime,
+    async def _plan_chunk(self, campaign: Campaign, run_id: uuid.UUID, chunk: _Chunk, now: datetime,
                           *, launched_at: datetime | None = None,
                           ) -> tuple[list[OutgoingMessage], list[tuple[uuid.UUID, str, str | None, datetime | None]],
                                      Counter[str]]:
         """The contact policy for a chunk: its intents and decision events, its rows, and what was decided
         (``sent:<variant>:<channel>`` counts the sent messages by variant and channel as well)."""
-        # Merged-away profiles are left out: the survivor is the person (and its own row when it was a member).
-        golden = {g.profile_id: g.golden for g in await self.profiles.golden_states(chunk) if g.merged_into is None}
-        states = await self.consents.current(chunk)
+        golden, states = chunk.golden, chunk.states
+        records = ChunkRecords(campaign, run_id, now, messages_topic=self.ctx.topics.messages,
+                               events_topic=self.ctx.topics.events)
         rows: list[tuple[uuid.UUID, str, str | None, datetime | None]] = []
-        skips: list[tuple[uuid.UUID, str, str, str, datetime | None]] = []  # pid, decision, reason, mid, until
+        skips: list[Outcome] = []
         candidates: list[tuple[uuid.UUID, str]] = []
         allocations: dict[uuid.UUID, Allocation] = {}
         assigned: list[uuid.UUID] = []
-        for pid in chunk:
-            mid = message_id_for(campaign.scenario, str(run_id), str(pid))
+        no_states: dict[tuple[str, str], str] = {}
+        for pid, mid in zip(chunk.ids, records.message_ids(chunk.ids), strict=True):
             profile = golden.get(pid)
             if profile is None:
                 rows.append((pid, "skipped", "suppressed", None))
@@ -342,7 +378,7 @@ class CampaignRunner:
                 rows.append((pid, "skipped", "holdout", None))
                 skips.append((pid, "holdout", GLOBAL_HOLDOUT, mid, None))
                 continue
-            refusal = self.consent_refusal(campaign, profile, states.get(pid, {}), allocation)
+            refusal = self.consent_refusal(campaign, profile, states.get(pid, no_states), allocation)
             if refusal is not None:
                 rows.append((pid, "skipped", "no_consent", None))
                 skips.append((pid, "no_consent", refusal, mid, None))
@@ -363,40 +399,64 @@ class CampaignRunner:
                                   mid, due))
                     continue
             candidates.append((pid, mid))
-        caps = [self._caps(campaign, self._channel(campaign, allocations[pid])) for pid, _ in candidates]
-        verdicts = await self.hotstate.within_caps_batch(
+        caps_of: dict[str, tuple[list[tuple[str, int, float]], dict[str, str]]] = {}  # by channel: the same
+        for pid, _ in candidates:
+            channel = self._channel(campaign, allocations[pid])
+            if channel not in caps_of:
+                caps_of[channel] = self._caps(campaign, channel)
+        caps = [caps_of[self._channel(campaign, allocations[pid])] for pid, _ in candidates]
+        # Redis judges the caps (one script) while this process does the rest: the identities of the profiles
+        # skipped so far, and the intents of the candidates (dropped again if a cap is full).
+        judging = asyncio.create_task(self.hotstate.within_caps_chunk(
             [(c, str(pid), mid) for (c, _), (pid, mid) in zip(caps, candidates, strict=True)],
-            now=now.timestamp()) if any(c for c, _ in caps) else []
+            now=now.timestamp())) if any(c for c, _ in caps) else None
+        finding = asyncio.create_task(self.profiles.best_identities(
+            list({pid for pid, *_ in skips} | set(assigned)), IDENTITY_PRIORITY)) if skips or assigned else None
+        try:
+            quiet = campaign.quiet_hours if campaign.purpose == "marketing" else None
+            prepared: list[tuple[datetime | None, OutgoingMessage | None]] = []
+            for pid, mid in candidates:
+                profile = golden[pid]
+                ends = None
+                if quiet is not None:
+                    zone = profile.get("timezone")
+                    ends = quiet_hours_end(now, quiet, zone if isinstance(zone, str) else None)
+                prepared.append((ends, records.intent(pid, mid, profile, allocations[pid]) if ends is None else None))
+            verdicts = await judging if judging is not None else []
+            identities = await finding if finding is not None else {}
+        finally:
+            for task in (judging, finding):
+                if task is not None and not task.done():
+                    task.cancel()
         messages: list[OutgoingMessage] = []
         sent = 0
         by_arm: Counter[str] = Counter()
-        for i, (pid, mid) in enumerate(candidates):
+        judged = len(skips)
+        for i, ((pid, mid), (ends, intent)) in enumerate(zip(candidates, prepared, strict=True)):
             full = verdicts[i] if verdicts else None
             if full is not None:
                 rows.append((pid, "skipped", "capped", None))
                 skips.append((pid, "capped", f"cap reached: {caps[i][1][full]}", mid, None))
                 continue
-            profile = golden[pid]
-            quiet = campaign.quiet_hours
-            ends = None
-            if quiet is not None and campaign.purpose == "marketing":
-                zone = profile.get("timezone")
-                ends = quiet_hours_end(now, quiet, zone if isinstance(zone, str) else None)
             if ends is not None and quiet is not None:
                 rows.append((pid, "pending", "deferred", ends))
                 skips.append((pid, "deferred", f"quiet hours {quiet.start}-{quiet.end} in the customer's "
                                                "time zone", mid, ends))
                 continue
+            assert intent is not None
             allocation = allocations[pid]
-            messages.append(self._intent(campaign, run_id, pid, mid, profile, now, allocation))
+            messages.append(intent)
             rows.append((pid, "sent", None, None))
             sent += 1
             by_arm[f"sent:{allocation.variant_name or NO_VARIANT}:{self._channel(campaign, allocation)}"] += 1
-        if skips or assigned:
-            identities = await self.profiles.best_identities(list({pid for pid, *_ in skips} | set(assigned)),
-                                                             IDENTITY_PRIORITY)
-            messages.extend(self._decisions(campaign, run_id, skips, identities, now, allocations))
-            messages.extend(self._assignments(campaign, assigned, allocations, identities, now))
+        unknown = list({pid for pid, *_ in skips[judged:]} - set(identities))  # capped or deferred
+        if unknown:
+            identities = {**identities, **await self.profiles.best_identities(unknown, IDENTITY_PRIORITY)}
+        # A profile without any identity gets no event (an event about a person needs one); its row still says
+        # what happened.
+        messages.extend(records.decision(outcome, identities[outcome[0]], allocations.get(outcome[0]))
+                        for outcome in skips if outcome[0] in identities)
+        messages.extend(self._assignments(campaign, assigned, allocations, identities, now))
         counted = Counter(d for _, d, _, _, _ in skips)
         if sent:
             counted["sent"] = sent
@@ -424,59 +484,6 @@ class CampaignRunner:
         """The caps of a marketing campaign's message on ``channel``, on the triggers stage's counters."""
         return message_caps(self.policy, own=campaign.frequency_cap, own_scope=campaign.scenario,
                             own_name="this campaign", category=campaign.purpose, channel=channel)
-
-    def _intent(self, campaign: Campaign, run_id: uuid.UUID, pid: uuid.UUID, mid: str,
-                profile: Mapping[str, Any], now: datetime, allocation: Allocation | None = None) -> OutgoingMessage:
-        """The message intent, serialized directly (a run makes millions; the delivery stage validates it
-        against :class:`~cdp_hub.schema.messages.MessageIntent`, which ``tests/test_campaigns.py`` checks this matches)."""
-        locale = profile.get("locale")
-        variant = allocation.variant if allocation is not None else None
-        channel, template, variables = campaign.channel, campaign.template, campaign.vars
-        if variant is not None and allocation is not None and allocation.experiment is not None:
-            channel, template = variant.channel or channel, variant.template or template
-            variables = {**variables, **variant.vars, "experiment": allocation.experiment.id, "variant": variant.name}
-        intent = {
-            "schema_version": "cdp.message/1", "message_id": mid, "profile_id": str(pid),
-            "scenario": campaign.scenario, "channel": channel,
-            "fallbacks": [f for f in campaign.fallbacks if f != channel],
-            "template": template, "locale": locale if isinstance(locale, str) else None,
-            "trigger_event_id": str(run_id), "trigger_event": None,
-            "vars": {**variables, "campaign": campaign.id, "campaign_run": str(run_id)},
-            "category": campaign.purpose, "created_at": now, "expires_at": None}
-        return OutgoingMessage(self.ctx.topics.messages, orjson.dumps(intent), str(pid).encode(),
-                               (("cdp.scenario", campaign.scenario.encode()),))
-
-    def _decisions(self, campaign: Campaign, run_id: uuid.UUID,
-                   outcomes: Sequence[tuple[uuid.UUID, str, str, str, datetime | None]],
-                   identities: Mapping[uuid.UUID, Mapping[str, str]], now: datetime,
-                   allocations: Mapping[uuid.UUID, Allocation] | None = None) -> list[OutgoingMessage]:
-        """Each outcome as a ``message.decided`` event (deterministic id: run, profile, decision). A profile
-        without any identity gets none (an event about a person needs one); its row still says what happened."""
-        topic = self.ctx.topics.events
-        out = []
-        for pid, decision, reason, mid, until in outcomes:
-            identity = identities.get(pid)
-            if identity is None:
-                continue
-            record_id = f"{campaign.scenario}:{run_id}:{pid}:{decision}"
-            properties: dict[str, Any] = {
-                "scenario": campaign.scenario, "decision": decision, "reason": reason[:500],
-                "channel": campaign.channel, "category": campaign.purpose, "message_id": mid,
-                "trigger_event_id": str(run_id), "trigger_type": "campaign.run",
-                "campaign": campaign.id, "campaign_run": str(run_id)}
-            if until is not None:
-                properties["until"] = until.isoformat()
-            allocation = (allocations or {}).get(pid)
-            if allocation is not None and allocation.experiment is not None and allocation.variant_name:
-                properties["experiment"] = allocation.experiment.id
-                properties["variant"] = allocation.variant_name
-            event = Event.model_construct(
-                event_id=deterministic_event_id(SOURCE, record_id, DECIDED), type=DECIDED, source=SOURCE,
-                source_record_id=record_id, occurred_at=now, received_at=now,
-                identities=[Identity.model_construct(kind=identity["kind"], value=identity["value"])],
-                traits=Traits(), properties=properties, context=Context(), profile_id=pid)
-            out.append(event_message(topic, event))
-        return out
 
     def _assignments(self, campaign: Campaign, assigned: Sequence[uuid.UUID],
                      allocations: Mapping[uuid.UUID, Allocation],

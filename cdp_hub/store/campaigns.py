@@ -5,7 +5,8 @@
                        profiles only), then the planned count
     claim / heartbeat  the sender's lease on a run; heartbeat also answers the run's status (pause and cancel
                        are read between chunks)
-    pending_chunk      the next undecided profiles in profile-id order (keyset), deferred ones when due
+    pending_chunk      the next undecided profiles in profile-id order (keyset), deferred ones when due,
+                       with the three fields of their golden records the sender uses (one statement)
     decide             a chunk's outcomes in one UPDATE
     counts             planned, sent, skipped by reason: what ``campaigns status`` shows
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from cdp_hub.store.db import Store
 
-__all__ = ["ACTIVE_STATUSES", "CampaignRepository", "CampaignRun", "Launched"]
+__all__ = ["ACTIVE_STATUSES", "CampaignRepository", "CampaignRun", "Launched", "PendingProfile"]
 
 ACTIVE_STATUSES = ("sending", "paused")
 """A run in one of these may still send; 'cancelled' and 'done' are final."""
@@ -66,6 +67,15 @@ class CampaignRun:
         return cls(r["campaign_id"], r["run_id"], r["status"], r["scheduled_for"], r["launched_at"],
                    r["finished_at"], r["updated_at"], r["planned"], r["rate_limit"], r["snapshot_seconds"],
                    definition, r["owner"], r["heartbeat_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class PendingProfile:
+    """A profile of a chunk and the fields of its golden record the sender uses (``locale``, ``timezone``,
+    ``consent``, those present); ``golden`` is None when the profile was merged away or deleted."""
+
+    profile_id: uuid.UUID
+    golden: dict[str, Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,14 +187,33 @@ class CampaignRepository:
             run_id)
         return status.endswith(" 1")
 
-    async def pending_chunk(self, run_id: uuid.UUID, after: uuid.UUID, limit: int, now: datetime) -> list[uuid.UUID]:
-        """The next ``limit`` undecided profiles after ``after`` (profile-id order); a deferred one only when due."""
+    async def pending_chunk(self, run_id: uuid.UUID, after: uuid.UUID, limit: int,
+                            now: datetime) -> list[PendingProfile]:
+        """The next ``limit`` undecided profiles after ``after`` (profile-id order; a deferred one only when due),
+        each with what the sender needs of its golden record (None: merged away or deleted since launch): one
+        statement, and only three fields of the golden record, not all of it."""
         rows = await self.store.fetch(
-            """SELECT profile_id FROM campaign_audience
-                WHERE run_id = $1 AND profile_id > $2 AND status = 'pending'
-                  AND (not_before IS NULL OR not_before <= $4)
-                ORDER BY profile_id LIMIT $3""", run_id, after, limit, now)
-        return [r["profile_id"] for r in rows]
+            """SELECT a.profile_id, p.profile_id IS NOT NULL AND p.merged_into IS NULL AS live,
+                      CASE WHEN jsonb_typeof(p.golden->'locale') = 'string' THEN p.golden->>'locale' END AS locale,
+                      CASE WHEN jsonb_typeof(p.golden->'timezone') = 'string'
+                           THEN p.golden->>'timezone' END AS timezone,
+                      p.golden->'consent' AS consent
+                 FROM (SELECT profile_id FROM campaign_audience
+                        WHERE run_id = $1 AND profile_id > $2 AND status = 'pending'
+                          AND (not_before IS NULL OR not_before <= $4)
+                        ORDER BY profile_id LIMIT $3) AS a
+                 LEFT JOIN profiles p ON p.profile_id = a.profile_id
+                ORDER BY a.profile_id""", run_id, after, limit, now)
+        out = []
+        for r in rows:
+            golden: dict[str, Any] | None = None
+            if r["live"]:
+                golden = {}
+                for name in ("locale", "timezone", "consent"):
+                    if r[name] is not None:
+                        golden[name] = r[name]
+            out.append(PendingProfile(r["profile_id"], golden))
+        return out
 
     async def next_deferred(self, run_id: uuid.UUID) -> datetime | None:
         """When the earliest deferred profile of the run is due (None: nothing pending is deferred)."""
