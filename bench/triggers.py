@@ -83,6 +83,7 @@ KAFKA = os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 REDIS = os.environ.get("CDP_HUB_REDIS_URL", "redis://127.0.0.1:16379/0")
 PROFILES = 20_000
 LATENESS = "1s"
+WARMUP_SECONDS = 2.0
 TYPES = ["product.viewed", "search.performed", "cart.updated", "app.opened", "screen.viewed",
          "loyalty.points_earned", "order.placed", "customer.updated"]
 CITIES = ["Москва", "Казань", "Омск", "Томск", "Самара", "Пермь"]
@@ -301,17 +302,27 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: 
         await pipeline.drain(idle_polls=5, timeout=60)
         if floor_proc is not None:
             await asyncio.to_thread(floor_ready.wait, 60)
+        # The producer is a process of its own, as the resolver would be: it does not share the stage's loop.
+        # A second of traffic first, not counted: the first records pay for metadata lookups, the first
+        # publish to each output topic and cold caches (over a second on this machine).
+        produced = ctx.Queue()
+        warmup = ctx.Process(target=_produce_into, args=(produced, settings.topics.profile_events,
+                                                        [str(p) for p in pids], rate, WARMUP_SECONDS))
+        warmup.start()
+        warm_events, _, _ = await asyncio.to_thread(produced.get)
+        warmup.join()
+        await _until(lambda: runner.processed >= warm_events)
+        await asyncio.sleep(1.0)  # the floor catches up too
+        processed_before = runner.processed
         load_before = os.getloadavg()[0]
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu0 = usage.ru_utime + usage.ru_stime
-        # The producer is a process of its own, as the resolver would be: it does not share the stage's loop.
-        produced = ctx.Queue()
         producer = ctx.Process(target=_produce_into, args=(produced, settings.topics.profile_events,
                                                           [str(p) for p in pids], rate, seconds))
         producer.start()
         processed_at_end = 0
         while producer.is_alive():
-            processed_at_end = runner.processed
+            processed_at_end = runner.processed - processed_before
             await asyncio.sleep(0.05)
         sent, began, ended = await asyncio.to_thread(produced.get)
         producer.join()
@@ -319,7 +330,7 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: 
         stopped = loop.time()
         caught_up = None
         while loop.time() - stopped < delay_td.total_seconds() + lateness.total_seconds() + 5.0:
-            if caught_up is None and runner.processed >= sent:
+            if caught_up is None and runner.processed - processed_before >= sent:
                 caught_up = loop.time() - stopped
             await asyncio.sleep(0.05)
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -332,12 +343,12 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: 
         decisions = Counter({d: int(v) for (_, d), v in _decision_counts(hub).items() if v})
         batches, batch_seconds = _batch_totals(hub)
         latencies = await _latencies(hub, floor_topic if floor_proc is not None else None, delayed,
-                                     (delay_td + lateness).total_seconds() * 1000, ended * 1000)
+                                     (delay_td + lateness).total_seconds() * 1000, began * 1000, ended * 1000)
         return {"scenarios": n_scenarios, "events": sent, "rate": sent / max(ended - began, 1e-9),
                 "throughput": processed_at_end / max(ended - began, 1e-9), "caught_up": caught_up,
                 "floor_events": floor_processed, "latencies": latencies, "decisions": decisions,
                 "cpu_per_event_ms": cpu / max(sent, 1) * 1000, "batch": runner.processed / max(batches, 1),
-                "batch_ms": batch_seconds / max(batches, 1) * 1000, "load": (load_before, load_after)}
+                "batch_ms": batch_seconds / max(batches, 1) * 1000, "warmup_events": warm_events, "load": (load_before, load_after)}
     finally:
         floor_stop.set()
         if floor_proc is not None:
@@ -352,19 +363,24 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: 
 
 
 async def _latencies(hub: Hub, floor_topic: str | None, delayed: set[str], wait_ms: float,
-                     producer_end_ms: float) -> dict[str, list[float]]:
-    """Read the topics once, after the run: latencies in seconds by kind (see the module doc)."""
+                     producer_start_ms: float, producer_end_ms: float) -> dict[str, list[float]]:
+    """Read the topics once, after the run: latencies in seconds by kind (see the module doc). Only
+    the measured traffic counts: records of the warm-up (built before ``producer_start_ms``) are left out."""
     events: dict[str, tuple[int, float]] = {}  # event id -> (append time, occurred_at), milliseconds
     generator: list[float] = []
     for record in await hub.bus.read_all(hub.topics.profile_events):
         body = orjson.loads(record.value)
         occurred = datetime.fromisoformat(body["occurred_at"]).timestamp() * 1000
+        if occurred < producer_start_ms:
+            continue
         events[body["event_id"]] = (record.timestamp_ms, occurred)
         generator.append((record.timestamp_ms - occurred) / 1000)
     out: dict[str, list[float]] = {"immediate": [], "delayed": [], "client": [], "generator": generator,
                                    "floor": [], "delayed_after_traffic": []}
     for record in await hub.bus.read_all(hub.topics.messages):
         intent = orjson.loads(record.value)
+        if intent["trigger_event_id"] not in events:
+            continue  # a warm-up event's
         appended, occurred = events[intent["trigger_event_id"]]
         if intent["scenario"] in delayed:
             ready = appended + wait_ms
@@ -378,7 +394,7 @@ async def _latencies(hub: Hub, floor_topic: str | None, delayed: set[str], wait_
     if floor_topic is not None:
         for record in await hub.bus.read_all(floor_topic):
             source = record.header(SOURCE_TS)
-            if source is not None:
+            if source is not None and int(source) >= producer_start_ms:
                 out["floor"].append((record.timestamp_ms - int(source)) / 1000)
     return out
 
