@@ -60,6 +60,54 @@ Judges every claim against the keys as they were before the batch, then the best
 Returns the message ids that lost."""
 
 
+_WITHIN_CAPS = """
+local now = tonumber(ARGV[1])
+local members, counts, windows = {}, {}, {}
+for k, key in ipairs(KEYS) do
+  windows[k] = tonumber(ARGV[1 + k])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', tostring(now - windows[k]))
+  local list = redis.call('ZRANGE', key, 0, -1)
+  local set = {}
+  for _, m in ipairs(list) do set[m] = true end
+  members[k], counts[k] = set, #list
+end
+local verdicts, touched = {}, {}
+local i = 2 + #KEYS
+while i <= #ARGV do
+  local message, ncaps = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local full, caps = 0, {}
+  for c = 1, ncaps do
+    local k, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+    i = i + 2
+    caps[c] = k
+    if full == 0 and not members[k][message] and counts[k] >= limit then full = c end
+  end
+  verdicts[#verdicts + 1] = full
+  if full == 0 then
+    for _, k in ipairs(caps) do
+      if not members[k][message] then
+        members[k][message], counts[k] = true, counts[k] + 1
+        redis.call('ZADD', KEYS[k], ARGV[1], message)
+        touched[k] = true
+      end
+    end
+  end
+end
+for k in pairs(touched) do
+  local ttl = math.floor(windows[k]) + 60
+  redis.call('EXPIRE', KEYS[k], ttl, 'GT')
+  redis.call('EXPIRE', KEYS[k], ttl, 'NX')
+end
+return verdicts
+"""
+"""KEYS: the cap counters (sorted sets of message ids by send time); ARGV: now, the window of each key, then per
+message its id, its number of caps and for each cap the key's index and the limit. Trims each counter to its
+window, judges the messages in order (a message already counted passes; one that would exceed a cap is held
+back and counted nowhere) and counts the others. Returns, per message, 0 or the 1-based index of its first full
+cap."""
+
+
 class HotState(AsyncLifecycle):
     """The hub's Redis state behind named operations. ``url`` is ``redis://...`` or ``fakeredis://``; every key
     starts with ``prefix``. ``redis`` (the raw client) is for tests and tooling, not for stages."""
@@ -70,6 +118,7 @@ class HotState(AsyncLifecycle):
         self._client: Any = None
         self._first_sightings: Any = None
         self._claim_priority: Any = None
+        self._within_caps: Any = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -110,6 +159,7 @@ class HotState(AsyncLifecycle):
     async def stop(self) -> None:
         self._first_sightings = None
         self._claim_priority = None
+        self._within_caps = None
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -244,47 +294,28 @@ class HotState(AsyncLifecycle):
 
     async def within_caps_batch(self, items: Sequence[tuple[Sequence[tuple[str, int, float]], str, str]], *,
                                 now: float) -> list[str | None]:
-        """:meth:`within_caps` for a batch of ``(caps, profile_id, message_id)`` in two round trips: the
-        counters are read once, the batch is judged in order (a message counts against the ones after it),
-        and the counted messages are written at once. One writer per profile is assumed (the stage that owns
-        the profile's partition)."""
+        """:meth:`within_caps` for a batch of ``(caps, profile_id, message_id)`` in one round trip (a Lua script,
+        :data:`_WITHIN_CAPS`): the counters are trimmed and read once, the batch is judged in order (a message
+        counts against the ones after it), and the counted messages are written, all inside the script. One
+        writer per profile is assumed (the stage that owns the profile's partition)."""
         keys: dict[str, float] = {}
         for caps, profile_id, _ in items:
             for scope, _, window in caps:
-                keys[self.cap_key(scope, profile_id)] = max(window, keys.get(self.cap_key(scope, profile_id), 0))
+                key = self.cap_key(scope, profile_id)
+                keys[key] = max(window, keys.get(key, 0))
         if not keys:
             return [None] * len(items)
-        pipe = self.redis.pipeline(transaction=False)
-        for key, window in keys.items():
-            pipe.zremrangebyscore(key, "-inf", now - window)
-            pipe.zrange(key, 0, -1)
-        replies = await pipe.execute()
-        members = {key: {m.decode() if isinstance(m, bytes) else str(m) for m in replies[i * 2 + 1]}
-                   for i, key in enumerate(keys)}
-        verdicts: list[str | None] = []
-        added: list[tuple[str, str, float]] = []
+        if self._within_caps is None:
+            self._within_caps = self.redis.register_script(_WITHIN_CAPS)
+        position = {key: index for index, key in enumerate(keys, start=1)}
+        args: list[str | int | float] = [repr(now), *(repr(float(w)) for w in keys.values())]
         for caps, profile_id, message_id in items:
-            full = None
+            args += [message_id, len(caps)]
             for scope, limit, _ in caps:
-                current = members[self.cap_key(scope, profile_id)]
-                if message_id not in current and len(current) >= limit:
-                    full = scope
-                    break
-            verdicts.append(full)
-            if full is None:
-                for scope, _, window in caps:
-                    key = self.cap_key(scope, profile_id)
-                    if message_id not in members[key]:
-                        members[key].add(message_id)
-                        added.append((key, message_id, window))
-        if added:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, message_id, window in added:
-                pipe.zadd(key, {message_id: now})
-                pipe.expire(key, int(window) + 60, gt=True)
-                pipe.expire(key, int(window) + 60, nx=True)
-            await pipe.execute()
-        return verdicts
+                args += [position[self.cap_key(scope, profile_id)], int(limit)]
+        full = await self._within_caps(keys=list(keys), args=args)
+        return [caps[int(index) - 1][0] if int(index) else None
+                for (caps, _, _), index in zip(items, full, strict=True)]
 
     # -- priorities: <prefix>prio:<profile_id> = "<priority>|<message_id>" of the window's best message ------
 
