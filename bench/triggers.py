@@ -260,7 +260,7 @@ async def _create_timed_topics(names: Sequence[str], partitions: int) -> None:
 
 
 async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: bool = False,
-              with_floor: bool = True) -> dict[str, Any]:
+              with_floor: bool = True, linger_ms: int = 5) -> dict[str, Any]:
     name = f"bench_triggers_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(DSN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -268,7 +268,7 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: 
     prefix = f"bt{uuid.uuid4().hex[:6]}."
     settings = Settings(bus="kafka", kafka_bootstrap=KAFKA, topic_prefix=prefix, topic_partitions=4,
                         postgres_dsn=_with_db(DSN, name), redis_url=REDIS, poll_timeout_ms=20, batch_size=250,
-                        allowed_lateness=LATENESS)  # type: ignore[arg-type]
+                        allowed_lateness=LATENESS, kafka_linger_ms=linger_ms)  # type: ignore[arg-type]
     floor_topic = prefix + "bench.floor"
     await _create_timed_topics([settings.topics.profile_events, settings.topics.messages, floor_topic], 4)
     hub = Hub(settings, metrics=Metrics(), hotstate=HotState(REDIS, prefix=prefix))
@@ -446,11 +446,13 @@ async def main() -> None:
     parser.add_argument("--delay", default="5s")
     parser.add_argument("--busy", action="store_true", help="every scenario fires (see the module doc)")
     parser.add_argument("--no-floor", action="store_true", help="leave out the pass-through floor")
+    parser.add_argument("--linger-ms", type=int, default=Settings.model_fields["kafka_linger_ms"].default,
+                        help="the hub's producer linger_ms (kafka_linger_ms; the load generator keeps 5)")
     args = parser.parse_args()
     results = {}
     for n in args.scenarios or [120, 5]:
         r = results[n] = await run(n, rate=args.rate, seconds=args.seconds, delay=args.delay, busy=args.busy,
-                                   with_floor=not args.no_floor)
+                                   with_floor=not args.no_floor, linger_ms=args.linger_ms)
         lat = r["latencies"]
         caught = f"{r['caught_up']:.2f} s" if r["caught_up"] is not None else "not within the wait"
         print(f"{n} scenarios{' (busy)' if args.busy else ''}: {r['events']} events at {r['rate']:.0f}/s; stage "
