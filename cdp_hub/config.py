@@ -192,11 +192,6 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(250, description="records per stage batch: 250 keeps the resolver's p99 under 50 ms")
     poll_timeout_ms: int = 200
-    triggers_max_batch_size: int = Field(
-        1000, ge=1, description="the triggers stage's batches when it is behind: a poll that fills batch_size "
-        "lets the next take twice as many records, up to this, and one that does not goes back to batch_size. "
-        "A triggers batch costs a fixed number of round trips (PostgreSQL, Redis, Kafka) that a loaded machine "
-        "stretches: with batches fixed at 250 it could fall behind for good (bench/triggers.py)")
     stage_halt_dead_batches: int = Field(
         5, ge=0, description="a stage stops with an error after this many batches in a row in which every record "
         "was dead-lettered (0: never), so a broken deployment does not drain a topic into the DLQ")

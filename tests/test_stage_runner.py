@@ -221,26 +221,3 @@ async def test_a_fixed_raw_record_is_replayed_through_its_connector(hub: Hub) ->
     assert again.replayed == 0  # replayed once; --again would do it again
     runner.stop()
     await task
-
-
-async def test_batches_grow_while_the_stage_is_behind_and_shrink_once_it_has_caught_up(hub: Hub) -> None:
-    journal = _Journal()
-    for i in range(25):
-        await hub.bus.publish("in", b"%d" % i, key=b"k")
-    runner = StageRunner(Forward(hub, journal), hub.bus, batch_size=2, poll_timeout_ms=20, max_batch_size=8)
-    task = asyncio.create_task(runner.run())
-    for _ in range(300):
-        if runner.processed == 25:
-            break
-        await asyncio.sleep(0.02)
-    await hub.bus.publish("in", b"late", key=b"k")  # caught up: a small batch again
-    for _ in range(300):
-        if runner.processed == 26:
-            break
-        await asyncio.sleep(0.02)
-    runner.stop()
-    await task
-    sizes = [len(values) for step, values in journal.steps if step == "on_durable"]
-    assert sizes == [2, 4, 8, 8, 3, 1]
-    fixed = StageRunner(Forward(hub, journal), hub.bus, batch_size=2)
-    assert fixed.max_batch_size == 2  # without max_batch_size, batches stay at batch_size

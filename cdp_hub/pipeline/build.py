@@ -182,11 +182,9 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
 def stage_runner(settings: Settings, stage: Stage[Any], bus: Bus) -> StageRunner:
     """The runner of ``stage`` on ``bus`` with the deployment's batch, poll and halt settings (what
     :class:`Pipeline` runs each stage under; a bench's pass-through stage runs under the same)."""
-    # The triggers stage's batch is a fixed number of round trips: when it is behind, larger batches share them.
-    grow_to = settings.triggers_max_batch_size if stage.name == "triggers" else None
     return StageRunner(stage, bus, batch_size=settings.batch_size, poll_timeout_ms=settings.poll_timeout_ms,
                        client_id=settings.kafka_client_id, halt_dead_batches=settings.stage_halt_dead_batches,
-                       halt_dead_records=settings.stage_halt_dead_records, max_batch_size=grow_to)
+                       halt_dead_records=settings.stage_halt_dead_records)
 
 
 class Pipeline:

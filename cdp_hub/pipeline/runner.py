@@ -82,16 +82,10 @@ class StageRunner:
     """Runs one stage until ``stop()``; several runners may share the process (``cdp-hub run``)."""
 
     def __init__(self, stage: Stage[Any], bus: Bus, *, batch_size: int = 500, poll_timeout_ms: int = 200,
-                 client_id: str = "cdp-hub", halt_dead_batches: int = 5, halt_dead_records: int = 100,
-                 max_batch_size: int | None = None) -> None:
+                 client_id: str = "cdp-hub", halt_dead_batches: int = 5, halt_dead_records: int = 100) -> None:
         self.stage = stage
         self.bus = bus
         self.batch_size = batch_size
-        self.max_batch_size = max(batch_size, max_batch_size or batch_size)
-        """A poll that fills its batch says the stage is behind: the next may take twice as many records, up to
-        this, so that a batch's round trips are shared by more records while it catches up; a poll that does
-        not fill its batch (caught up) goes back to ``batch_size``. Equal to ``batch_size``: fixed batches."""
-        self._poll_size = batch_size
         self.poll_timeout_ms = poll_timeout_ms
         self.client_id = client_id
         self.halt_dead_batches = halt_dead_batches
@@ -130,10 +124,7 @@ class StageRunner:
         next_lag_report = 0.0
 
         async def poll() -> list[Record]:  # a coroutine function: tenacity awaits what it returns
-            records = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self._poll_size)
-            behind = len(records) >= self._poll_size
-            self._poll_size = min(self._poll_size * 2, self.max_batch_size) if behind else self.batch_size
-            return records
+            return await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
 
         try:
             while not self._stopping.is_set():
