@@ -17,7 +17,8 @@ stamps every record when it appends it. The latency the hub adds is
 (for delayed scenarios minus their delay and the allowed lateness too: the earliest the event-time rules
 allow). Both clocks are the broker's, so neither the load generator's batching (``linger_ms``, waiting for its
 acks) nor a reader's fetch wait is in the figure: nothing reads the intents while the stage runs; every topic
-is read once at the end. What the load generator adds before an event is on the topic (append time minus
+is read once at the end. Two seconds of traffic before the measured run are a warm-up, left out of every
+figure (the first records pay for metadata lookups and the first publish to each topic). What the load generator adds before an event is on the topic (append time minus
 ``occurred_at``, the producer's clock when it built the record) is printed apart, as is the client's view
 (intent append minus ``occurred_at``).
 
