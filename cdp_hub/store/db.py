@@ -41,9 +41,9 @@ def embedded_dsn(data_dir: Path) -> str:
 # statistics change, which autovacuum may leave for long on a busy server (tests/test_sql_plans.py shows
 # both). A custom plan costs a planning per execution (about 1.5 ms more per resolver batch of 250 events
 # than the generic plans, measured on 200k-row tables), and a hot statement runs once per batch. A connection
-# parameter, so asyncpg's RESET ALL on release (where it still runs, see _PooledConnection) keeps it. A server without the setting refuses a connection that names it
-# (Greenplum 6 has none), so the greenplum dialect leaves it to the role's settings (docs/operations.md,
-# "Query plans").
+# parameter, so asyncpg's RESET ALL on release (where it still runs, see _PooledConnection) keeps it. A
+# server without the setting refuses a connection that names it (Greenplum 6 has none), so the greenplum
+# dialect leaves it to the role's settings (docs/operations.md, "Query plans").
 _SERVER_SETTINGS: dict[str, dict[str, str]] = {
     "postgres": {"plan_cache_mode": "force_custom_plan"},
     "greenplum": {},
