@@ -146,6 +146,10 @@ class Settings(BaseSettings):
         "zstd", description="codec of the records the hub produces (consumers read every codec): zstd has gzip's "
         "size at about half its CPU (bench/compression.py); none only where the network is free (loopback); "
         "zstd needs Kafka 2.1 or later on the brokers and on every other reader of the topics")
+    kafka_linger_ms: int = Field(
+        5, ge=0, description="how long the producer holds a batch open for more records (aiokafka linger_ms) when "
+        "they are published one at a time; a stage's batch output and an edge request's events (publish_many) "
+        "leave at once, their caller waits for the acks anyway. 0 made the triggers stage slower (bench/triggers.py)")
     topic_prefix: str = ""
     topic_partitions: int = 4
     parse_once: bool = Field(

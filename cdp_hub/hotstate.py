@@ -170,6 +170,7 @@ class HotState(AsyncLifecycle):
     async def stop(self) -> None:
         self._first_sightings = None
         self._claim_priority = None
+        self._within_caps = None
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -304,47 +305,13 @@ class HotState(AsyncLifecycle):
 
     async def within_caps_batch(self, items: Sequence[tuple[Sequence[tuple[str, int, float]], str, str]], *,
                                 now: float) -> list[str | None]:
-        """:meth:`within_caps` for a batch of ``(caps, profile_id, message_id)`` in two round trips: the
-        counters are read once, the batch is judged in order (a message counts against the ones after it),
-        and the counted messages are written at once. One writer per profile is assumed (the stage that owns
-        the profile's partition)."""
-        keys: dict[str, float] = {}
-        for caps, profile_id, _ in items:
-            for scope, _, window in caps:
-                keys[self.cap_key(scope, profile_id)] = max(window, keys.get(self.cap_key(scope, profile_id), 0))
-        if not keys:
+        """:meth:`within_caps` for a batch of ``(caps, profile_id, message_id)`` in one round trip (one Lua
+        script, :data:`_WITHIN_CAPS`): the counters are trimmed and read once, the batch is judged in order (a
+        message counts against the ones after it), and the counted messages are written, all inside the
+        script. One writer per profile is assumed (the stage that owns the profile's partition)."""
+        if not any(caps for caps, _, _ in items):
             return [None] * len(items)
-        pipe = self.redis.pipeline(transaction=False)
-        for key, window in keys.items():
-            pipe.zremrangebyscore(key, "-inf", now - window)
-            pipe.zrange(key, 0, -1)
-        replies = await pipe.execute()
-        members = {key: {m.decode() if isinstance(m, bytes) else str(m) for m in replies[i * 2 + 1]}
-                   for i, key in enumerate(keys)}
-        verdicts: list[str | None] = []
-        added: list[tuple[str, str, float]] = []
-        for caps, profile_id, message_id in items:
-            full = None
-            for scope, limit, _ in caps:
-                current = members[self.cap_key(scope, profile_id)]
-                if message_id not in current and len(current) >= limit:
-                    full = scope
-                    break
-            verdicts.append(full)
-            if full is None:
-                for scope, _, window in caps:
-                    key = self.cap_key(scope, profile_id)
-                    if message_id not in members[key]:
-                        members[key].add(message_id)
-                        added.append((key, message_id, window))
-        if added:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, message_id, window in added:
-                pipe.zadd(key, {message_id: now})
-                pipe.expire(key, int(window) + 60, gt=True)
-                pipe.expire(key, int(window) + 60, nx=True)
-            await pipe.execute()
-        return verdicts
+        return await self.within_caps_chunk(items, now=now, per_call=max(1, len(items)))
 
     async def within_caps_chunk(self, items: Sequence[tuple[Sequence[tuple[str, int, float]], str, str]], *,
                                 now: float, per_call: int = 500) -> list[str | None]:

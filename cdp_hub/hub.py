@@ -64,7 +64,8 @@ def create_bus(settings: Settings) -> Bus:
     if settings.bus == "kafka":
         return _create("kafka", bootstrap=settings.kafka_bootstrap, client_id=settings.kafka_client_id,
                        replication_factor=settings.kafka_replication_factor,
-                       default_partitions=settings.topic_partitions, compression=settings.kafka_compression)
+                       default_partitions=settings.topic_partitions, compression=settings.kafka_compression,
+                       producer_options={"linger_ms": settings.kafka_linger_ms})
     return _create(settings.bus, default_partitions=settings.topic_partitions)
 
 

@@ -88,6 +88,32 @@ async def test_within_cap_counts_message_ids_in_the_window(state: HotState) -> N
     assert await state.redis.zcard(state.cap_key("*", "p1")) == 1
 
 
+async def test_within_caps_batch_judges_in_order_in_one_trip(state: HotState) -> None:
+    day, week = 86400.0, 7 * 86400.0
+    scenario_cap, profile_cap = ("s1", 1, day), ("*", 2, week)
+    verdicts = await state.within_caps_batch([
+        ([scenario_cap, profile_cap], "p1", "m1"),  # fits both, counted in both
+        ([scenario_cap, profile_cap], "p1", "m2"),  # the scenario's cap is full now (m1 counts)
+        ([profile_cap], "p1", "m3"),  # the profile's second message: fits
+        ([profile_cap], "p1", "m4"),  # the third: full
+        ([], "p1", "m5"),  # no caps (a transactional message)
+        ([scenario_cap], "p2", "m6"),  # another profile's counters
+        ([scenario_cap, profile_cap], "p1", "m1"),  # the same message again (a replay) passes
+    ], now=1000.0)
+    assert verdicts == [None, "s1", None, "*", None, None, None]
+    members = await state.redis.zrange(state.cap_key("*", "p1"), 0, -1, withscores=True)
+    assert members == [(b"m1", 1000.0), (b"m3", 1000.0)]  # m2 and m4 held back count nowhere
+    assert await state.redis.zrange(state.cap_key("s1", "p1"), 0, -1) == [b"m1"]
+    assert 0 < await state.redis.ttl(state.cap_key("*", "p1")) <= week + 60
+    assert day < await state.redis.ttl(state.cap_key("*", "p1"))
+    # A day later the scenario's counter has emptied; the profile's week still holds m1 and m3.
+    later = await state.within_caps_batch([([scenario_cap], "p1", "m7"), ([profile_cap], "p1", "m8")],
+                                          now=1000.0 + day + 1)
+    assert later == [None, "*"]
+    assert await state.within_caps_batch([], now=1.0) == []
+    assert await state.within_caps_batch([([], "p1", "m9")], now=1.0) == [None]
+
+
 async def test_replace_segment_swaps_the_whole_set(state: HotState) -> None:
     async def chunks(*parts: list[str]) -> AsyncIterator[list[str]]:
         for part in parts:

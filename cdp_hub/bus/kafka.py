@@ -90,6 +90,26 @@ def _translated(action: str) -> Iterator[None]:
         raise kafka_error(exc, action) from exc
 
 
+def _send_now(producer: Any) -> None:
+    """Close the producer's open batches and wake its sender, so they leave now rather than after
+    ``linger_ms``. aiokafka has no public call for it (``flush()`` only waits): this does what its
+    transactional commit does (``flush_for_commit``) without waiting. With another aiokafka whose internals
+    differ it does nothing, and batches linger as configured."""
+    accumulator = getattr(producer, "_message_accumulator", None)
+    batches = getattr(accumulator, "_batches", None)
+    waiter = getattr(accumulator, "_waiter_future", None)
+    if not isinstance(batches, dict) or not isinstance(waiter, asyncio.Future):
+        return
+    for queued in batches.values():
+        for batch in queued:
+            builder = getattr(batch, "_builder", None)
+            close = getattr(builder, "close", None)
+            if callable(close):
+                close()  # a closed batch is ready to send; a later record starts a new one
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _to_kafka(tp: TopicPartition) -> KafkaTopicPartition:
     return KafkaTopicPartition(tp.topic, tp.partition)
 
@@ -116,6 +136,10 @@ class KafkaBus(Bus):
     (e.g. ``{"linger_ms": 20}``, ``{"heartbeat_interval_ms": 500}``)."""
 
     backend = "kafka"
+    send_at_once = True
+    """:meth:`publish_many` hands its records to the sender at once instead of after ``linger_ms``: its caller
+    waits for the acks anyway (a stage before it commits, the edge before it answers), so lingering only adds
+    latency to the batch. Records other tasks publish meanwhile still share requests (``linger_ms`` for them)."""
 
     def __init__(
         self,
@@ -325,6 +349,8 @@ class KafkaBus(Bus):
                 for m in messages:
                     acks.append(await producer.send(m.topic, m.value, key=m.key,
                                                     headers=list(m.headers) or None))
+                if self.send_at_once:
+                    _send_now(producer)
             finally:
                 # Even when a send() failed, wait for what was queued, so that no ack goes unobserved.
                 outcomes = await asyncio.gather(*acks, return_exceptions=True)

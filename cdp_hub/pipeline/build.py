@@ -18,7 +18,7 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from cdp_hub.bus.base import OutgoingMessage
+from cdp_hub.bus.base import Bus, OutgoingMessage
 from cdp_hub.bus.provenance import RecordTrust
 from cdp_hub.campaigns.runner import CampaignRunner
 from cdp_hub.config import Settings
@@ -57,7 +57,7 @@ from cdp_hub.triggers.stage import TriggerOptions, TriggerStage
 
 __all__ = ["STAGE_NAMES", "Pipeline", "birthday_scheduler", "build_stage", "campaign_runner", "channel_kind",
            "consent_links",
-           "segment_engine", "stage_context", "trigger_options"]
+           "segment_engine", "stage_context", "stage_runner", "trigger_options"]
 
 STAGE_NAMES = ("resolver", "triggers", "delivery", "dlq")
 
@@ -188,6 +188,14 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
     raise ConfigurationError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
 
 
+def stage_runner(settings: Settings, stage: Stage[Any], bus: Bus) -> StageRunner:
+    """The runner of ``stage`` on ``bus`` with the deployment's batch, poll and halt settings (what
+    :class:`Pipeline` runs each stage under; a bench's pass-through stage runs under the same)."""
+    return StageRunner(stage, bus, batch_size=settings.batch_size, poll_timeout_ms=settings.poll_timeout_ms,
+                       client_id=settings.kafka_client_id, halt_dead_batches=settings.stage_halt_dead_batches,
+                       halt_dead_records=settings.stage_halt_dead_records)
+
+
 class Pipeline:
     """Runs stages of one hub, each under its own :class:`StageRunner`, until :meth:`stop`."""
 
@@ -199,12 +207,7 @@ class Pipeline:
         self.hub = hub
         self.stages: list[Stage[Any]] = list(stages) if stages is not None else [
             build_stage(hub, n) for n in (names or STAGE_NAMES)]
-        settings = hub.settings
-        self.runners = [
-            StageRunner(s, hub.bus, batch_size=settings.batch_size, poll_timeout_ms=settings.poll_timeout_ms,
-                        client_id=settings.kafka_client_id, halt_dead_batches=settings.stage_halt_dead_batches,
-                        halt_dead_records=settings.stage_halt_dead_records)
-            for s in self.stages]
+        self.runners = [stage_runner(hub.settings, s, hub.bus) for s in self.stages]
         # Every stage's counters and histograms exist at zero from the start (dashboards show 0, not "no data").
         hub.metrics.known(stages=[s.name for s in self.stages], failure_types=typing.get_args(FailureType))
 

@@ -41,13 +41,39 @@ def embedded_dsn(data_dir: Path) -> str:
 # statistics change, which autovacuum may leave for long on a busy server (tests/test_sql_plans.py shows
 # both). A custom plan costs a planning per execution (about 1.5 ms more per resolver batch of 250 events
 # than the generic plans, measured on 200k-row tables), and a hot statement runs once per batch. A connection
-# parameter, so asyncpg's RESET ALL on release keeps it. A server without the setting refuses a connection that names it
-# (Greenplum 6 has none), so the greenplum dialect leaves it to the role's settings (docs/operations.md,
-# "Query plans").
+# parameter, so asyncpg's RESET ALL on release (where it still runs, see _PooledConnection) keeps it. A
+# server without the setting refuses a connection that names it (Greenplum 6 has none), so the greenplum
+# dialect leaves it to the role's settings (docs/operations.md, "Query plans").
 _SERVER_SETTINGS: dict[str, dict[str, str]] = {
     "postgres": {"plan_cache_mode": "force_custom_plan"},
     "greenplum": {},
 }
+
+
+class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no stubs: its base is Any
+    """A pool connection that skips asyncpg's reset query when it goes back to the pool after one statement
+    of :meth:`Store.fetch` and its siblings.
+
+    On release asyncpg sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` so that the
+    next holder finds a clean session: a second round trip for every statement, which doubled the database
+    time of a triggers batch (bench/triggers.py, docs/scaling.md). One statement outside a transaction leaves
+    nothing to clean (the hub's statements set no session state: locks are transaction-scoped, settings
+    ``SET LOCAL``), and asyncpg still rolls back an open transaction and drops listeners on release. A
+    connection a caller acquires itself (transactions, session locks) keeps the full reset."""
+
+    single_statement = False
+
+    def release_lightly(self) -> None:
+        """Skip the reset query on the next release (called through the pool's proxy, which forwards
+        method calls but not attribute writes)."""
+        self.single_statement = True
+
+    def get_reset_query(self) -> str:
+        if self.single_statement:
+            self.single_statement = False
+            return ""
+        query: str = super().get_reset_query()
+        return query
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -84,7 +110,7 @@ class Store(AsyncLifecycle):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, init=_init_connection, command_timeout=120,
-                server_settings=_SERVER_SETTINGS[self.dialect],
+                server_settings=_SERVER_SETTINGS[self.dialect], connection_class=_PooledConnection,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ConfigurationError(
@@ -101,19 +127,38 @@ class Store(AsyncLifecycle):
         async with self.pool.acquire() as conn:
             return await apply_migrations(conn, self.dialect)
 
+    light_release = True
+    """One-statement calls skip the reset query on release (see :class:`_PooledConnection`)."""
+
+    @contextlib.asynccontextmanager
+    async def _one_statement(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for one statement: back in the pool without the reset query (one round trip
+        instead of two; see :class:`_PooledConnection`)."""
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            finally:
+                if isinstance(conn, _PooledConnection) and self.light_release:
+                    conn.release_lightly()
+
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
-        return rows
+        async with self._one_statement() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(sql, *args)
+        async with self._one_statement() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
+            return row
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self.pool.fetchval(sql, *args)
+        async with self._one_statement() as conn:
+            return await conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        status: str = await self.pool.execute(sql, *args)
-        return status
+        async with self._one_statement() as conn:
+            status: str = await conn.execute(sql, *args)
+            return status
 
 
 class _OneConnection:

@@ -34,10 +34,10 @@ import heapq
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -62,7 +62,7 @@ from cdp_hub.store import (
     ProfileRepository,
     TimerRepository,
 )
-from cdp_hub.store.timers import Timer
+from cdp_hub.store.timers import CancelledTimer, Timer
 from cdp_hub.triggers.experiments import (
     CONTROL,
     GLOBAL_HOLDOUT,
@@ -450,18 +450,24 @@ class TriggerStage(Stage[Event]):
         # A cancelling event cancels the timers whose wait it falls in (event time; a cart updated after the
         # order starts anew), this batch's included; a cancel that arrives before its trigger is found in the
         # events table at fire time.
-        await self.timers.schedule(timers)
+        async def schedule_and_cancel() -> list[CancelledTimer]:
+            await self.timers.schedule(timers)
+            return await self.timers.cancel_pending(cancels)
+
+        # The timers (PostgreSQL) and the contact policy of the immediate messages (Redis) share nothing: they
+        # go at once, so the batch waits for the longer of the two chains instead of their sum.
+        stopped_timers, gated = await _together(schedule_and_cancel(), self._gate_all(gates, out, consent_states))
         for timer in timers:
             if len(self._upcoming) < MAX_UPCOMING:
                 heapq.heappush(self._upcoming, timer.fire_at)
-        for cancelled in await self.timers.cancel_pending(cancels):
+        for cancelled in stopped_timers:
             stopped = self._by_id.get(cancelled["scenario"])
             payload = cancelled["payload"] or {}
             if stopped is not None and "type" in payload:
                 causes = sorted({e.type for e in relevant if e.type in stopped.cancel_on})
                 decisions.append(Decision(stopped, str(cancelled["profile_id"]), "suppressed",
                                           "cancelled by " + ", ".join(causes), Event.model_validate(payload)))
-        decisions.extend(await self._gate_all(gates, out, consent_states))
+        decisions.extend(gated)
         self._emit(decisions, out)
         if journeys is not None:
             await journeys.on_events(self, relevant, out, {
@@ -808,8 +814,10 @@ class TriggerStage(Stage[Event]):
                 checks.append((row["profile_id"], scenario.cancel_on, row["occurred_at"] or event.occurred_at,
                                row["fire_at"]))
             candidates.append((scenario, event, ident))
-        cancelled_at = await self.events.any_in_window(checks)
-        golden = await self.profiles.golden_of(list({ident[0] for _, _, ident in candidates}))
+        # Two independent reads at once (each is a round trip).
+        cancelled_at, golden = await asyncio.gather(
+            self.events.any_in_window(checks),
+            self.profiles.golden_of(list({ident[0] for _, _, ident in candidates})) if candidates else _nothing())
         gates: list[_Gate] = []
         cancelled: list[tuple[uuid.UUID, uuid.UUID]] = []
         decisions: list[Decision] = []
@@ -843,6 +851,23 @@ class TriggerStage(Stage[Event]):
 
 async def _nothing() -> dict[uuid.UUID, Any]:
     return {}
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Run two independent chains of round trips at once. When one fails the other is cancelled (so a retried
+    batch never races a leftover of its previous try), and the failure is raised as itself, not inside an
+    ExceptionGroup: the runner tells an outage (PostgreSQL, Redis down) from a bug by the exception's type."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            a = group.create_task(first)
+            b = group.create_task(second)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0]  # noqa: B904 - not "from": its own __cause__ names the dependency
+    return a.result(), b.result()
 
 
 def experiment_step(options: TriggerOptions, experiment: Experiment | None, profile_id: str,
