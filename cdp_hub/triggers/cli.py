@@ -336,8 +336,9 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_events(path: Path, owner: uuid.UUID | None) -> list[Any]:
-    """The events of a JSON Lines file, validated (``owner``: the profile they all belong to)."""
+def _read_events(path: Path, owner: uuid.UUID | None, *, need_profile: bool = False) -> list[Any]:
+    """The events of a JSON Lines file, validated (``owner``: the profile they all belong to; with
+    ``need_profile``, an event that names no profile and has no owner is an error naming its line)."""
     from cdp_hub.schema.events import parse_event
 
     try:
@@ -354,6 +355,8 @@ def _read_events(path: Path, owner: uuid.UUID | None) -> list[Any]:
             raise ConfigurationError(f"{path}:{n}: {exc}") from None
         if owner is not None:
             event.profile_id = owner
+        if need_profile and event.profile_id is None:
+            raise ConfigurationError(f"{path}:{n}: no profile_id; give the profile with --for")
         events.append(event)
     return events
 
@@ -373,7 +376,7 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
     from cdp_hub.pipeline.build import build_stage, channel_kind, trigger_options
     from cdp_hub.pipeline.stage import StageOutput
     from cdp_hub.resolver.stage import profile_created_event
-    from cdp_hub.schema.events import Event, parse_event
+    from cdp_hub.schema.events import Event
     from cdp_hub.store import EventRepository, ProfileRepository
     from cdp_hub.store.db import RollbackStore
     from cdp_hub.triggers.stage import Decision, TriggerStage
@@ -392,19 +395,7 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
             events = [profile_created_event(pid, stored[0]), *stored]
         elif events_file is not None:
             owner = _uuid(for_profile, "--for") if for_profile else None
-            text = await asyncio.to_thread(events_file.read_text, encoding="utf-8")
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    event = parse_event(line.encode())
-                except ValueError as exc:
-                    raise ConfigurationError(f"{events_file}:{n}: {exc}") from None
-                if owner is not None:
-                    event.profile_id = owner
-                if event.profile_id is None:
-                    raise ConfigurationError(f"{events_file}:{n}: no profile_id; give the profile with --for")
-                events.append(event)
+            events = await asyncio.to_thread(_read_events, events_file, owner, need_profile=True)
         events.sort(key=lambda e: e.occurred_at)
         wall = datetime.now(UTC)
         clock = [wall if now or not events else events[0].occurred_at]

@@ -476,16 +476,10 @@ class JourneyEngine:
                 continue  # a redelivered trigger: its entry is there already, and decided nothing more
             pid = str(event.profile_id)
             scenario = plan.scenario
-            if stage.options.mute or is_muted(event):
-                decisions.append(Decision(plan.as_sender, pid, "muted", "triggers are muted (a replay or backfill)",
-                                          event))
-                continue
-            max_age = scenario.max_age_td
-            if max_age is None and scenario.category == "marketing":
-                max_age = stage.options.max_trigger_age
-            if max_age is not None and event.occurred_at < now - max_age:
-                decisions.append(Decision(plan.as_sender, pid, "too_late",
-                                          f"the event is older than {scenario.max_age or 'max_trigger_age'}", event))
+            refused = stage.refuse_trigger(plan.as_sender, scenario.max_age_td, event, pid, now,
+                                           muted=stage.options.mute or is_muted(event))
+            if refused is not None:
+                decisions.append(refused)
                 continue
             history = known.setdefault((event.profile_id, plan.id), [])
             allowed, _why = plan.reentry_allows(history, event.occurred_at)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
-from cdp_hub.durations import parse_duration
+from cdp_hub.durations import DurationText, parse_duration
 from cdp_hub.triggers.experiments import Experiment
 
 __all__ = ["END", "BranchRule", "CollectedValues", "Condition", "EventCount", "Goal", "HoldUntil", "OncePer",
@@ -329,17 +329,10 @@ class WaitSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    duration: str | None = Field(default=None, description="e.g. 3d")
-    since_entry: str | None = Field(default=None, description="until this long after the entry, e.g. 14d")
+    duration: DurationText | None = Field(default=None, description="e.g. 3d")
+    since_entry: DurationText | None = Field(default=None, description="until this long after the entry, e.g. 14d")
     at: str | None = Field(default=None, pattern=_HH_MM, description="at this local time on the day the wait ends, e.g. \"10:00\"")
     timezone: str = Field("Europe/Moscow", description="the time zone of a customer whose profile has none")
-
-    @field_validator("duration", "since_entry")
-    @classmethod
-    def _check_duration(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
     @model_validator(mode="after")
     def _something(self) -> WaitSpec:
@@ -358,15 +351,9 @@ class WaitFor(BaseModel):
     event: str
     conditions: list[Condition] = Field(default_factory=list, description="on event.* (the awaited event) "
                                         "and profile.*")
-    within: str = Field(description="the timeout, e.g. 14d")
+    within: DurationText = Field(description="the timeout, e.g. 14d")
     match: list[str] = Field(default_factory=list, description="properties the awaited event must share with the "
                              "event that started the journey, e.g. [order_id]: the delivery of this order")
-
-    @field_validator("within")
-    @classmethod
-    def _check_within(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class EventCount(BaseModel):
@@ -375,15 +362,9 @@ class EventCount(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     count: str = Field(description="an event type, e.g. order.placed")
-    within: str = Field(description="the look-back window, e.g. 90d")
+    within: DurationText = Field(description="the look-back window, e.g. 90d")
     op: Literal["eq", "ne", "gt", "gte", "lt", "lte"] = "gte"
     value: int = Field(ge=0)
-
-    @field_validator("within")
-    @classmethod
-    def _check_within(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
 
 class BranchRule(BaseModel):
@@ -466,13 +447,7 @@ class OncePer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    once_per: str = Field(description="e.g. 7d")
-
-    @field_validator("once_per")
-    @classmethod
-    def _check_window(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    once_per: DurationText = Field(description="e.g. 7d")
 
 
 def step_problems(steps: Any) -> list[tuple[tuple[str | int, ...], str]]:

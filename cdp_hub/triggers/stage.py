@@ -403,16 +403,9 @@ class TriggerStage(Stage[Event]):
                           min(event.received_at, now))
             for compiled in matched:
                 scenario = compiled.scenario
-                if muted:
-                    decisions.append(Decision(scenario, pid, "muted", "triggers are muted (a replay or backfill)",
-                                              event))
-                    continue
-                max_age = compiled.max_age
-                if max_age is None and scenario.category == "marketing":
-                    max_age = self.options.max_trigger_age
-                if max_age is not None and event.occurred_at < now - max_age:
-                    decisions.append(Decision(scenario, pid, "too_late",
-                                              f"the event is older than {_human(max_age)}", event))
+                refused = self.refuse_trigger(scenario, compiled.max_age, event, pid, now, muted=muted)
+                if refused is not None:
+                    decisions.append(refused)
                     continue
                 lateness = compiled.lateness or self.options.allowed_lateness
                 # A send-time variant waits longer than the scenario (the experiment step is pure: the same
@@ -495,6 +488,19 @@ class TriggerStage(Stage[Event]):
         """Check timers again at ``at`` without waiting for the periodic check (a journey's wait)."""
         if len(self._upcoming) < MAX_UPCOMING:
             heapq.heappush(self._upcoming, at)
+
+    def refuse_trigger(self, scenario: Scenario, max_age: timedelta | None, event: Event, pid: str,
+                       now: datetime, *, muted: bool) -> Decision | None:
+        """The decision that stops a trigger before any matching or policy: ``muted`` (a replay, a backfill, the
+        setting), or ``too_late`` (older than the scenario's ``max_age``, or ``max_trigger_age`` for marketing);
+        ``None`` when it may go on. Single-send scenarios and journey entries both ask here."""
+        if muted:
+            return Decision(scenario, pid, "muted", "triggers are muted (a replay or backfill)", event)
+        if max_age is None and scenario.category == "marketing":
+            max_age = self.options.max_trigger_age
+        if max_age is not None and event.occurred_at < now - max_age:
+            return Decision(scenario, pid, "too_late", f"the event is older than {_human(max_age)}", event)
+        return None
 
     def _intent(self, scenario: Scenario, event: Event, profile: dict[str, Any],
                 trigger: _EventView | None = None, allocation: Allocation = NO_EXPERIMENT) -> MessageIntent:
