@@ -18,6 +18,7 @@ from cdp_hub.schema import MessageIntent, parse_event
 from cdp_hub.schema.events import Event
 from cdp_hub.store import MessageRepository
 from cdp_hub.triggers.scenario import Scenario
+from tests.waiting import until
 
 SCENARIOS = [
     Scenario.model_validate({"id": "promo", "trigger": {"event": "product.viewed"}, "channel": "email",
@@ -35,15 +36,6 @@ def event(kind: str, who: str, at: datetime, rid: str, **props: Any) -> Event:
 def consent(who: str, at: datetime, status: str, rid: str, purpose: str = "marketing") -> Event:
     return event("consent.changed", who, at, rid, channel="email", status=status, purpose=purpose,
                  evidence={"method": "form", "reference": "account page"})
-
-
-async def until(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 async def run_until(hub: Hub, stages: list[Any], predicate: Any) -> None:

@@ -24,6 +24,7 @@ from cdp_hub.store import SegmentRepository
 from cdp_hub.triggers.scenario import Scenario
 from cdp_hub.triggers.stage import TriggerStage
 from tests.test_cli import cdp_hub
+from tests.waiting import until as _until
 
 T = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)  # 12:00 in Moscow: no quiet hours
 H = timedelta(hours=1)
@@ -347,15 +348,6 @@ async def test_a_journey_through_kafka_with_redelivered_records(kafka_hub: Hub) 
     intents = [MessageIntent.model_validate_json(r.value) for r in await hub.bus.read_all(hub.topics.messages)]
     templates = sorted({(i.message_id, i.template) for i in intents}, key=lambda x: x[1])
     assert [t for _, t in templates] == ["app_install_nudge", "tier_upgrade", "welcome", "welcome"]
-
-
-async def _until(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 

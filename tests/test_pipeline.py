@@ -20,6 +20,7 @@ from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.hub import Hub
 from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import Pipeline
+from tests.waiting import until as _until
 
 from .conftest import hub_settings
 
@@ -91,15 +92,6 @@ async def running_hub(bus_backend: str, tmp_path: Path, pg_dsn: str, redis_url: 
     del PIPELINES[id(hub)]
     await asyncio.wait_for(task, 30)
     await hub.stop()
-
-
-async def _until(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_walking_skeleton_end_to_end(running_hub: Hub, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from cdp_hub.schema.consent import ConsentLinkError
 from cdp_hub.schema.events import Event
 from cdp_hub.store import ConsentRepository
 from cdp_hub.triggers.scenario import Scenario, load_scenarios
+from tests.waiting import until
 
 T = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
@@ -43,15 +44,6 @@ def event(kind: str, who: str, at: datetime, rid: str, **props: Any) -> Event:
 def consent(who: str, at: datetime) -> Event:
     return event("consent.changed", who, at, f"consent-{who}", channel="email", status="opted_in",
                  evidence={"method": "double_opt_in", "reference": "signup"})
-
-
-async def until(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 async def decided(hub: Hub) -> list[tuple[str, str, str, str]]:
