@@ -69,7 +69,8 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from resolver_stream import _drop_db, _fresh_db  # bench/ is the script's directory
+from ingest_http import _backends  # bench/ is the script's directory
+from resolver_stream import _drop_db, _fresh_db
 
 KAFKA = os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 REDIS = os.environ.get("CDP_HUB_REDIS_URL", "redis://127.0.0.1:16379/0")
@@ -443,22 +444,6 @@ def _cpu(proc: psutil.Process) -> float:
         return 0.0
 
 
-async def _pg_backends(dsn: str) -> list[psutil.Process]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        pids = [r["pid"] for r in await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-    finally:
-        await conn.close()
-    out = []
-    for pid in pids:
-        try:
-            out.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def _kafka_broker() -> psutil.Process | None:
     port = int(KAFKA.rsplit(":", 1)[1])
     for conn in psutil.net_connections(kind="tcp"):
@@ -477,7 +462,7 @@ class Meter:
 
     async def snapshot(self) -> dict[str, float]:
         out = {name: _cpu(p) for name, p in self.hub.processes().items()}
-        out["postgresql"] = sum(_cpu(p) for p in await _pg_backends(self.hub.dsn))
+        out["postgresql"] = sum((await _backends(self.hub.dsn)).values())
         if self.broker is not None:
             out["kafka"] = _cpu(self.broker)
         out["bench"] = time.process_time()
