@@ -29,7 +29,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
-from cdp_hub.triggers.experiments import Experiment
+from cdp_hub.triggers.experiments import Experiment, refuse_goto
 from cdp_hub.triggers.scenario import FrequencyCap, QuietHours
 
 __all__ = ["CAMPAIGN_FILES", "Audience", "Campaign", "Schedule", "campaign_json_schema", "load_campaigns"]
@@ -115,6 +115,11 @@ class Campaign(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("a fallback channel is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _no_branches(self) -> Campaign:
+        refuse_goto(self.experiment)
+        return self
 
     @property
     def scenario(self) -> str:

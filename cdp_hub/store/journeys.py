@@ -41,14 +41,16 @@ class Position:
     due_at: datetime | None
     entry_event: dict[str, Any]
     reason: str | None = None
+    variant: str | None = None
+    """The experiment arm assigned at entry (a variant, ``control``, ``holdout``); None without an experiment."""
 
 
 _COLUMNS = ("profile_id, journey, entry_id, entered_at, status, step, step_seq, step_since, due_at, entry_event, "
-            "reason")
+            "reason, variant")
 _ENTER = f"""
 INSERT INTO journey_positions ({_COLUMNS})
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::int[],
-                     $8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::text[])
+                     $8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::text[], $12::text[])
 ON CONFLICT DO NOTHING
 RETURNING profile_id, journey, entry_id
 """
@@ -102,7 +104,7 @@ SELECT journey, status, step, count(*) AS n FROM journey_positions GROUP BY jour
 def _position(row: Any) -> Position:
     return Position(row["profile_id"], row["journey"], row["entry_id"], row["entered_at"], row["status"],
                     row["step"], row["step_seq"], row["step_since"], row["due_at"], row["entry_event"] or {},
-                    row["reason"])
+                    row["reason"], row["variant"])
 
 
 class JourneyRepository:
@@ -120,7 +122,8 @@ class JourneyRepository:
             _ENTER, [p.profile_id for p in positions], [p.journey for p in positions],
             [p.entry_id for p in positions], [p.entered_at for p in positions], [p.status for p in positions],
             [p.step for p in positions], [p.step_seq for p in positions], [p.step_since for p in positions],
-            [p.due_at for p in positions], [p.entry_event for p in positions], [p.reason for p in positions])
+            [p.due_at for p in positions], [p.entry_event for p in positions], [p.reason for p in positions],
+            [p.variant for p in positions])
         return {(r["profile_id"], r["journey"], r["entry_id"]) for r in rows}
 
     async def advance(self, moves: Sequence[tuple[int, Position]]) -> set[tuple[uuid.UUID, str, uuid.UUID]]:

@@ -225,7 +225,8 @@ def located_problems(doc: LocatedDocument) -> list[Problem]:
     the JSON path only."""
     found = [Problem.at(doc, path, message) for path, message in experiment_problems(doc.data)]
     if isinstance(doc.data, dict):
-        found.extend(Problem.at(doc, path, message) for path, message in step_problems(doc.data.get("steps")))
+        references = step_problems(doc.data.get("steps"), doc.data.get("experiment"))
+        found.extend(Problem.at(doc, path, message) for path, message in references)
     return found
 
 

@@ -7,6 +7,8 @@
           variants:
             - {name: a, weight: 1}                              # the scenario's own template and channel
             - {name: b, weight: 1, template: cart_reminder_b}   # or channel:, vars:, delay:
+    journey file: the same block; a variant takes its own branch of steps instead:
+            - {name: short, weight: 1, goto: one_reminder}     # enters at step one_reminder (its branch)
     settings: holdout_share = 0.05, holdout_salt = "..."       # 5% receive no marketing at all
 
     assign(experiment, profile key) ─▶ u = hash(experiment id, key) in [0, 1)
@@ -40,7 +42,7 @@ from cdp_hub.durations import parse_duration
 from cdp_hub.schema.events import Context, Event, Identity, Traits, deterministic_event_id
 
 __all__ = ["ASSIGNED", "CONTROL", "GLOBAL_HOLDOUT", "NO_EXPERIMENT", "NO_VARIANT", "Allocation", "Experiment", "Variant", "allocate",
-           "assign", "assignment_event", "experiment_problems", "in_holdout", "unit_hash"]
+           "assign", "assignment_event", "experiment_problems", "in_holdout", "refuse_goto", "unit_hash"]
 
 ASSIGNED = "experiment.assigned"
 NO_VARIANT = "none"
@@ -68,6 +70,9 @@ class Variant(BaseModel):
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables added to the message's")
     delay: str | None = Field(default=None, description="send this long later than the other variants (a send-time "
                               "test): a scenario's timer fires later, a campaign's row waits after launch")
+
+    goto: str | None = Field(default=None, description="journeys: the step this variant's profiles enter at, "
+                             "its own branch of the journey (default: the first step)")
 
     @field_validator("delay")
     @classmethod
@@ -99,6 +104,14 @@ class Experiment(BaseModel):
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
+
+
+def refuse_goto(experiment: Experiment | None) -> None:
+    """A variant's ``goto`` (a branch of steps) means something in a journey only: refuse it elsewhere."""
+    for variant in experiment.variants if experiment is not None else ():
+        if variant.goto is not None:
+            raise ValueError(f"experiment.variants: variant {variant.name!r} has goto, which only a journey "
+                             "(steps) has; a single send or a campaign changes template, channel, vars or delay")
 
 
 def unit_hash(*parts: str) -> float:

@@ -9,6 +9,9 @@
             wait      ─▶ rest until due_at (a duration, since the entry, or until a local time of day)
             wait_for  ─▶ on_event when the awaited event happened in [step start, timeout), else on_timeout
             exit_on / goals, checked before every step: the journey ends (journey.exited / journey.converted)
+        an experiment (journey level) draws the arm once, at entry: the control group enters nothing (its entry
+        is kept, status control, with a control decision); a variant starts at its ``goto`` step (its branch);
+        the arm is stored with the position and every send's decision names it
         ─▶ journey_positions (store/journeys.py), written once the step's messages are durable
     an event the journey waits for, exits on or converts on ─▶ the profile's active positions walk on
     due positions (due_at passed by the watermark less the allowed lateness, polled with the stage's timers)
@@ -47,12 +50,14 @@ from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
 from cdp_hub.store.events import EventRepository
 from cdp_hub.store.journeys import ACTIVE, JourneyRepository, Position
 from cdp_hub.store.segments import SegmentRepository
+from cdp_hub.triggers.experiments import CONTROL, Allocation, assignment_event
 from cdp_hub.triggers.scenario import END, EventCount, OncePer, Predicate, Scenario, Step, compile_conditions
 from cdp_hub.triggers.stage import (
     DECISION_SOURCE,
     Decision,
     TriggerOptions,
     channels_refusal,
+    experiment_step,
     is_muted,
     quiet_hours_end,
 )
@@ -69,6 +74,8 @@ JOURNEY_NAMESPACE = uuid.UUID("0f5e1c2a-7b3d-5a9e-8c4f-2d6b1e9a7c30")
 MAX_STEPS_PER_WALK = 64
 """A chain of steps without a wait that loops ends the entry here instead of spinning."""
 DUE_LIMIT = 500
+HOLDOUT = "holdout"
+"""The arm stored for an entry in the global holdout: it walks the journey, and each send is decided holdout."""
 
 _COMPARE = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
             "lte": operator.le}
@@ -231,6 +238,30 @@ class JourneyPlan:
         first_send = next(iter(self.step_scenarios.values()), None)
         self.as_sender = first_send or scenario
         """The journey as decisions about its entry name it (the channel of its first send)."""
+
+    def assign(self, options: TriggerOptions, profile_id: str) -> Allocation | None:
+        """The experiment arm of a profile entering now (None when the journey has no experiment): the global
+        holdout (marketing), the control group, or a variant, whose ``goto`` is where it enters."""
+        experiment = self.scenario.experiment
+        if experiment is None:
+            return None
+        return experiment_step(options, experiment, profile_id, self.scenario.category)
+
+    def start_of(self, allocation: Allocation | None) -> str:
+        """The step an entry with this arm begins at: its variant's branch, else the first step."""
+        variant = allocation.variant if allocation is not None else None
+        return variant.goto if variant is not None and variant.goto else self.first
+
+    def arm_of(self, position: Position) -> Allocation | None:
+        """The arm a position was assigned at entry, for its sends' decisions (None: the contact policy's
+        experiment step assigns one, as for an entry made before the journey had its experiment)."""
+        experiment = self.scenario.experiment
+        if experiment is None or position.variant is None:
+            return None
+        if position.variant == HOLDOUT:
+            return Allocation("holdout", experiment)
+        variant = experiment.variant(position.variant)
+        return Allocation("variant", experiment, variant) if variant is not None else None
 
     def awaited_by(self, step: Step, position: Position) -> Predicate:
         """What a ``wait_for`` step of ``position`` accepts: its conditions, and the properties it must share
@@ -469,6 +500,7 @@ class JourneyEngine:
             known.setdefault((profile_id, journey), []).append((entered_at, status))
             entry_ids.add(entry_id)
         entering: list[Position] = []
+        controls: list[Position] = []
         for plan, event in matched:
             assert event.profile_id is not None
             entry_id = entry_id_for(plan.id, event.event_id)
@@ -486,9 +518,27 @@ class JourneyEngine:
             if not allowed:
                 continue
             entry_ids.add(entry_id)
+            allocation = plan.assign(stage.options, pid)
+            arm = None if allocation is None else allocation.variant_name or HOLDOUT
+            recorded = None if allocation is None else assignment_event(
+                source=DECISION_SOURCE, scenario=plan.id, allocation=allocation, profile_id=pid,
+                identities=event.identities, now=now)
+            if recorded is not None:
+                out.messages.append(event_message(stage.ctx.topics.events, recorded))
+            if allocation is not None and allocation.outcome == "control":
+                # The control group enters nothing and receives nothing; its entry is kept (status control)
+                # for the re-entry policy, and its decision is what attribution compares the variants with.
+                history.append((event.occurred_at, CONTROL))
+                decisions.append(Decision(plan.as_sender, pid, CONTROL, f"control group of experiment "
+                                          f"{allocation.experiment.id if allocation.experiment else ''}", event,
+                                          allocation=allocation))
+                controls.append(Position(event.profile_id, plan.id, entry_id, event.occurred_at, CONTROL, None, 0,
+                                         event.occurred_at, None, bodies[event.event_id], "control group", CONTROL))
+                continue
             history.append((event.occurred_at, ACTIVE))
-            entering.append(Position(event.profile_id, plan.id, entry_id, event.occurred_at, ACTIVE, plan.first, 0,
-                                     event.occurred_at, None, bodies[event.event_id]))
+            entering.append(Position(event.profile_id, plan.id, entry_id, event.occurred_at, ACTIVE,
+                                     plan.start_of(allocation), 0, event.occurred_at, None, bodies[event.event_id],
+                                     variant=arm))
             self._entry_events[entry_id] = event
         movers = [e for e in relevant if e.type in self._movers]
         active = [p for p in await self.positions.active_of(list({e.profile_id for e in movers if e.profile_id}))
@@ -499,6 +549,10 @@ class JourneyEngine:
         await self._walk_all(stage, out, entering, moving, timeline, profiles, cutoff)
         if decisions:
             stage.emit_decisions(decisions, out)
+        if controls:
+            async def record_controls() -> None:
+                await self.positions.enter(controls)
+            out.on_durable.append(record_controls)
 
     # -- due positions --------------------------------------------------------------------------------
 
@@ -550,7 +604,7 @@ class JourneyEngine:
     async def _walk_all(self, stage: TriggerStage, out: StageOutput, entering: Sequence[Position],
                         moving: Sequence[Position], timeline: Timeline,
                         profiles: Mapping[uuid.UUID, Mapping[str, Any]], cutoff: datetime) -> None:
-        sends: list[tuple[Scenario, Event, dict[str, Any]]] = []
+        sends: list[tuple[Scenario, Event, dict[str, Any], Allocation | None]] = []
         new: list[Position] = []
         moves: list[tuple[int, Position]] = []
         now = stage.now()
@@ -569,7 +623,7 @@ class JourneyEngine:
             for step, at, seq in result.sends:
                 event = entry.model_copy(update={
                     "event_id": step_event_id(plan.id, moved.entry_id, step.id, seq), "occurred_at": at})
-                sends.append((plan.step_scenarios[step.id], event, profile))
+                sends.append((plan.step_scenarios[step.id], event, profile, plan.arm_of(moved)))
             if moved.status in ("converted", "exited"):
                 kind = CONVERTED if moved.status == "converted" else EXITED
                 out.messages.append(event_message(stage.ctx.topics.events, journey_event(
@@ -639,9 +693,23 @@ def simulate_journey(scenario: Scenario, events: Sequence[Mapping[str, Any]], pr
             continue
         entry_id = entry_id_for(plan.id, str(body.get("event_id", len(ended))))
         policy = scenario.reentry if isinstance(scenario.reentry, str) else f"once per {scenario.reentry.once_per}"
-        rows.append({"at": at.isoformat(), "entry": str(entry_id), "step": plan.first, "kind": "entry",
+        allocation = plan.assign(options, pid)
+        start = plan.start_of(allocation)
+        rows.append({"at": at.isoformat(), "entry": str(entry_id), "step": start, "kind": "entry",
                      "outcome": "entered", "detail": f"on {body.get('type')} (reentry: {policy})"})
-        position = Position(profile_id, plan.id, entry_id, at, ACTIVE, plan.first, 0, at, None, dict(body))
+        if allocation is not None and allocation.experiment is not None:
+            arm = allocation.variant_name or HOLDOUT
+            detail = (f"global holdout: no marketing (experiment {allocation.experiment.id})" if arm == HOLDOUT
+                      else f"experiment {allocation.experiment.id}" + (f", its branch starts at {start}"
+                                                                       if start != plan.first else ""))
+            rows.append({"at": at.isoformat(), "entry": str(entry_id), "step": start, "kind": "experiment",
+                         "outcome": arm, "detail": detail})
+            if arm == CONTROL:
+                rows.append({"at": at.isoformat(), "entry": str(entry_id), "step": "", "kind": "end",
+                             "outcome": CONTROL, "detail": "the control group receives nothing"})
+                ended.append((at, at, CONTROL))
+                continue
+        position = Position(profile_id, plan.id, entry_id, at, ACTIVE, start, 0, at, None, dict(body))
         result = walk(plan, position, at=horizon, timeline=timeline, profile=profile)
         for record in result.records:
             row: dict[str, Any] = {"at": record.at.isoformat(), "entry": str(entry_id), "step": record.step,
@@ -649,7 +717,11 @@ def simulate_journey(scenario: Scenario, events: Sequence[Mapping[str, Any]], pr
             if record.kind == "send":
                 step = plan.steps[record.step]
                 assert step.send is not None
-                row.update(_send_decision(plan.step_scenarios[step.id], record.at, profile, options))
+                if allocation is not None and allocation.outcome == "holdout":
+                    row.update({"channel": step.send.channel, "template": step.send.template,
+                                "decision": "holdout", "reason": "global holdout"})
+                else:
+                    row.update(_send_decision(plan.step_scenarios[step.id], record.at, profile, options))
             rows.append(row)
         last = result.records[-1].at if result.records else at
         ended.append((at, last, result.position.status))

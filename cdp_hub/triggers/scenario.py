@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from cdp_hub.datafiles import DataFiles
 from cdp_hub.durations import DurationText, parse_duration
-from cdp_hub.triggers.experiments import Experiment
+from cdp_hub.triggers.experiments import Experiment, refuse_goto
 
 __all__ = ["END", "BranchRule", "CollectedValues", "Condition", "EventCount", "Goal", "HoldUntil", "OncePer",
            "Predicate", "Scenario", "SendAt", "SendStep", "SplitArm", "Step", "WaitFor", "WaitSpec",
@@ -450,12 +450,18 @@ class OncePer(BaseModel):
     once_per: DurationText = Field(description="e.g. 7d")
 
 
-def step_problems(steps: Any) -> list[tuple[tuple[str | int, ...], str]]:
+def step_problems(steps: Any, experiment: Any = None) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems of a journey's step references, each with its JSON path: a duplicate id, a target that names
-    no step, a step no path reaches. Works on the document as written (so a check can name the file line),
-    and on a parsed journey's steps dumped by alias."""
+    no step (a step's, or an experiment variant's ``goto``), a step no path reaches (a variant's ``goto`` is
+    an entry too). Works on the document as written (so a check can name the file line), and on a parsed
+    journey's steps and experiment dumped by alias."""
     if not isinstance(steps, Sequence) or isinstance(steps, str):
         return []
+    entries: list[tuple[tuple[str | int, ...], Any]] = []
+    variants = experiment.get("variants") if isinstance(experiment, Mapping) else None
+    if isinstance(variants, Sequence) and not isinstance(variants, str):
+        entries = [(("experiment", "variants", j, "goto"), v["goto"]) for j, v in enumerate(variants)
+                   if isinstance(v, Mapping) and v.get("goto") is not None]
     ids: dict[str, int] = {}
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for i, step in enumerate(steps):
@@ -489,10 +495,13 @@ def step_problems(steps: Any) -> list[tuple[tuple[str | int, ...], str]]:
             if target != END and target not in ids:
                 problems.append((("steps", i, *path), f"unknown step {target!r}"
                                  + (f" (steps: {', '.join(ids)})" if ids else "")))
+    for path, target in entries:
+        if target not in ids:
+            problems.append((path, f"unknown step {target!r}" + (f" (steps: {', '.join(ids)})" if ids else "")))
     if problems or not ids:
         return problems
-    reached = {0}
-    todo = [0]
+    reached = {0, *(ids[target] for _, target in entries)}
+    todo = list(reached)
     while todo:
         for target in edges.get(todo.pop(), []):
             j = ids.get(target)
@@ -503,6 +512,10 @@ def step_problems(steps: Any) -> list[tuple[tuple[str | int, ...], str]]:
         if i not in reached and isinstance(step, Mapping):
             problems.append((("steps", i), f"step {step.get('id')!r} is unreachable (no step leads to it)"))
     return problems
+
+
+JOURNEY_VARIANT_REFUSES = ("template", "channel", "delay")
+"""What a journey's variant may not change: its branch's steps name their own templates, channels and waits."""
 
 
 _SINGLE_OR_STEPS: dict[str, Any] = {"anyOf": [{"required": ["channel", "template"]}, {"required": ["steps"]}]}
@@ -568,17 +581,28 @@ class Scenario(BaseModel):
         if self.steps is not None:
             if self.channel or self.template:
                 raise ValueError("a journey's sends name their channel and template; drop them from the top")
-            single = [f for f in ("delay", "send_at", "hold_until", "experiment") if getattr(self, f) is not None]
+            single = [f for f in ("delay", "send_at", "hold_until") if getattr(self, f) is not None]
             if single or self.cancel_on or self.once_per_profile:
                 raise ValueError("a journey waits with its steps and leaves with exit_on; drop "
                                  + ", ".join(single + ["cancel_on"] * bool(self.cancel_on)
                                              + ["once_per_profile"] * self.once_per_profile))
-            problems = step_problems([s.model_dump(by_alias=True, exclude_none=True) for s in self.steps])
+            if self.experiment is not None:
+                for variant in self.experiment.variants:
+                    sends = [f for f in JOURNEY_VARIANT_REFUSES if getattr(variant, f, None) is not None]
+                    if sends:
+                        raise ValueError(
+                            f"experiment.variants: in a journey, variant {variant.name!r} takes its own branch "
+                            f"(goto: a step) and may add vars; drop {', '.join(sends)} and give the send and wait "
+                            "steps of its branch their own")
+            problems = step_problems([s.model_dump(by_alias=True, exclude_none=True) for s in self.steps],
+                                     self.experiment.model_dump(exclude_none=True) if self.experiment else None)
             if problems:
                 path, message = problems[0]
                 raise ValueError(".".join(map(str, path)) + ": " + message)
-        elif self.exit_on or self.goals or self.reentry != "once":
-            raise ValueError("exit_on, goals and reentry are for journeys (steps)")
+        else:
+            if self.exit_on or self.goals or self.reentry != "once":
+                raise ValueError("exit_on, goals and reentry are for journeys (steps)")
+            refuse_goto(self.experiment)
         return self
 
     @property

@@ -238,6 +238,9 @@ class _Gate:
     message_id: str = ""
     allocation: Allocation = NO_EXPERIMENT
     """Set by the experiment step: a variant may change the template, the channel and the variables."""
+    assigned: Allocation | None = None
+    """An arm assigned before the policy (a journey entry's, kept with its position): the experiment step
+    takes it instead of assigning again."""
 
     def __post_init__(self) -> None:
         self.profile_id = str(self.event.profile_id)
@@ -467,15 +470,16 @@ class TriggerStage(Stage[Event]):
                 pid: {**golden.get(pid, {}), "segments": sorted((memberships or {}).get(pid, ()))}
                 for pid in profile_ids})
 
-    async def gate_sends(self, sends: Sequence[tuple[Scenario, Event, dict[str, Any]]],
+    async def gate_sends(self, sends: Sequence[tuple[Scenario, Event, dict[str, Any], Allocation | None]],
                          out: StageOutput) -> list[Decision]:
         """The contact policy for messages decided outside a trigger match (a journey's send steps):
-        ``(scenario, trigger event, profile)`` each; decisions emitted, sent intents appended to ``out``."""
+        ``(scenario, trigger event, profile, arm)`` each, the arm assigned earlier (None: the experiment step
+        assigns it); decisions emitted, sent intents appended to ``out``."""
         gates = []
-        for scenario, event, profile in sends:
+        for scenario, event, profile, assigned in sends:
             view = _EventView(event)
             gates.append(_Gate(scenario, profile, event, view,
-                               functools.partial(self._intent, scenario, event, profile, view)))
+                               functools.partial(self._intent, scenario, event, profile, view), assigned=assigned))
         decisions = await self._gate_all(gates, out)
         self._emit(decisions, out)
         return decisions
@@ -560,8 +564,8 @@ class TriggerStage(Stage[Event]):
         # variant before consent (a channel variant needs consent on its own channel).
         passed: list[_Gate] = []
         for gate in gates:
-            gate.allocation = experiment_step(self.options, gate.scenario.experiment, gate.profile_id,
-                                              gate.scenario.category)
+            gate.allocation = gate.assigned or experiment_step(self.options, gate.scenario.experiment,
+                                                               gate.profile_id, gate.scenario.category)
             if gate.allocation.outcome == "holdout":
                 decide(gate, "holdout", GLOBAL_HOLDOUT)
             else:
