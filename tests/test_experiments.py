@@ -351,7 +351,7 @@ def test_the_examples_of_the_experiments_guide_are_valid(tmp_path: Path) -> None
     from cdp_hub.config import Settings
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "experiments.md").read_text(encoding="utf-8")
-    scenario_yaml, campaign_yaml = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    scenario_yaml, campaign_yaml, *journeys = re.findall(r"```yaml\n(.*?)```", text, re.S)
     installed = Installed(channel_kind=lambda name: {"email": "email", "sms": "sms", "push": "push"}.get(name),
                           template_exists=lambda *_: True, segments=frozenset({"active_buyers"}))
     (tmp_path / "s").mkdir()
@@ -365,6 +365,12 @@ def test_the_examples_of_the_experiments_guide_are_valid(tmp_path: Path) -> None
     campaigns, problems = check_campaign_files([tmp_path / "c"], installed)
     assert problems == []
     assert campaigns[0].experiment is not None and campaigns[0].experiment.variants[1].channel == "push"
+    (tmp_path / "j").mkdir()
+    for i, block in enumerate(journeys):  # a journey's variants as branches
+        (tmp_path / "j" / f"journey{i}.yaml").write_text(block, encoding="utf-8")
+    loaded, problems = check_scenario_files([tmp_path / "j"], installed, builtin=False)
+    assert problems == []
+    assert [s.id for s in loaded if s.is_journey and s.experiment is not None] == ["welcome_test"]
     for block in re.findall(r"```toml\n(.*?)```", text, re.S):
         settings = Settings(**tomllib.loads(block))
         assert settings.holdout_share == 0.05
