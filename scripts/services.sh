@@ -44,7 +44,8 @@
 #   CDP_HUB_KAFKA_CONTROLLER_PORT  KRaft controller       (default 19093)
 #   CDP_HUB_POSTGRES_PORT          PostgreSQL             (default 15432)
 #   CDP_HUB_REDIS_PORT             Redis                  (default 16379)
-#   CDP_HUB_KAFKA_READY_TIMEOUT    seconds to wait for Kafka (default 90)
+#   CDP_HUB_KAFKA_READY_TIMEOUT    seconds to wait for Kafka (default 90; longer while its log shows it
+#                                  is still loading partitions, up to ten times this)
 #
 # Needs: bash, Java 17+ and (for the first run only) Maven with access to
 # Maven Central. PostgreSQL and redis-server are installed with apt-get when
@@ -249,9 +250,12 @@ kafka_java() {
 # Wait until the broker answers an admin request (lists topics), or fail
 # with the tail of its log.
 kafka_wait_ready() {
-    local version=$1 libs deadline pid out
+    local version=$1 libs deadline pid out size last_size=-1 last_growth=$SECONDS hard_deadline noted=
     libs=$(kafka_libs "$version")
     deadline=$((SECONDS + KAFKA_READY_TIMEOUT))
+    # A broker with many partitions (a long-lived development broker) loads its logs for minutes before it
+    # answers: while it is alive and its log keeps growing, wait on, up to ten times the timeout.
+    hard_deadline=$((SECONDS + 10 * KAFKA_READY_TIMEOUT))
     pid=$(kafka_pid)
     cat >"$KAFKA_DIR/probe.properties" <<EOF
 request.timeout.ms=3000
@@ -274,7 +278,16 @@ EOF
                 return 0
             fi
         fi
-        if [ "$SECONDS" -ge "$deadline" ]; then
+        size=$(stat -c %s "$KAFKA_DIR/logs/server.log" 2>/dev/null || echo 0)
+        if [ "$size" != "$last_size" ]; then
+            last_size=$size
+            last_growth=$SECONDS
+        fi
+        if [ "$SECONDS" -ge "$deadline" ] && [ "$SECONDS" -lt "$hard_deadline" ] \
+                && [ $((SECONDS - last_growth)) -lt 20 ]; then
+            [ -z "$noted" ] && log "kafka: still loading its logs after ${KAFKA_READY_TIMEOUT}s; waiting while it makes progress"
+            noted=1
+        elif [ "$SECONDS" -ge "$deadline" ]; then
             [ -n "${out:-}" ] && printf '%s\n' "$out" | tail -n 10 >&2
             show_log_tail "$KAFKA_DIR/logs/server.log" 40
             die "Kafka did not answer on $HOST:$KAFKA_PORT within ${KAFKA_READY_TIMEOUT}s; logs in $KAFKA_DIR/logs"

@@ -146,6 +146,56 @@ def kafka_bootstrap() -> str:
     return KAFKA_BOOTSTRAP
 
 
+_TOPIC_PREFIXES: set[str] = set()
+"""The Kafka topic prefixes this test process handed out: their topics are deleted when it ends."""
+
+
+def topic_prefix(kind: str = "t") -> str:
+    """A Kafka topic prefix of one test's own (``<kind><hex>.``). Its topics are deleted when this test process
+    ends (each xdist worker deletes its own, so a second session on the same broker keeps its topics): a
+    long-lived development broker otherwise collects tens of thousands of partitions over repeated runs, and
+    then takes minutes to load them when it restarts."""
+    prefix = f"{kind}{uuid.uuid4().hex[:8]}."
+    _TOPIC_PREFIXES.add(prefix)
+    return prefix
+
+
+async def _delete_topics(bootstrap: str, prefixes: tuple[str, ...]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+        for i in range(0, len(mine), 200):
+            await admin.delete_topics(mine[i:i + 200], timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _topics_deleted_at_the_end() -> Iterator[None]:
+    yield
+    host, _, port = KAFKA_BOOTSTRAP.rpartition(":")
+    if not _TOPIC_PREFIXES or not _reachable(host, int(port)):
+        return
+    import threading
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, tuple(_TOPIC_PREFIXES)))
+        except Exception as exc:  # cleaning up must not fail a green session; say so instead
+            failure.append(exc)
+
+    worker = threading.Thread(target=run)  # a loop of its own, whatever pytest-asyncio left running
+    worker.start()
+    worker.join(120)
+    if failure:
+        print(f"\nnote: the test topics were not all deleted: {failure[0]!r}")
+
+
 def hub_settings(tmp_path: Path, *, bus: str = "memory", pg_dsn: str, redis_url: str,
                  kafka_bootstrap: str | None = None, **extra: object) -> Settings:
     """Settings for a test hub on the real services; Kafka topics get a per-test prefix."""
@@ -159,7 +209,7 @@ def hub_settings(tmp_path: Path, *, bus: str = "memory", pg_dsn: str, redis_url:
     }
     if bus == "kafka":
         values["kafka_bootstrap"] = kafka_bootstrap
-        values["topic_prefix"] = f"t{uuid.uuid4().hex[:8]}."
+        values["topic_prefix"] = topic_prefix()
     values.update(extra)
     return Settings(**values)  # type: ignore[arg-type]
 

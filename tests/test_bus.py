@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 
 from cdp_hub.bus import Bus, Consumer, OutgoingMessage, Record, TopicPartition, create_bus
 from cdp_hub.errors import ConfigurationError, FatalError
+from tests.conftest import topic_prefix
 
 KAFKA_BOOTSTRAP = os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 
@@ -53,8 +53,8 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
 @pytest.fixture
 def name() -> Callable[[str], str]:
     """Unique topic/group names for this test."""
-    suffix = uuid.uuid4().hex[:10]
-    return lambda prefix: f"test.{prefix}.{suffix}"
+    mine = topic_prefix("test")
+    return lambda prefix: f"{mine}{prefix}"
 
 
 async def drain(consumer: Consumer, expected: int, *, timeout_s: float = 20.0,

@@ -22,6 +22,7 @@ from cdp_hub.bus.kafka import KafkaBus
 from cdp_hub.schema.messages import message_id_for
 from cdp_hub.store import Store
 from tests.campaign_data import EXCLUDED, SEGMENT, eligible, profile_id, seed
+from tests.conftest import topic_prefix
 
 PROFILES = 50_000
 RATE = 4000
@@ -71,7 +72,7 @@ def _cli(cfg: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
 async def test_sigkill_mid_send_resumes_and_sends_nobody_twice(
     tmp_path: Path, pg_dsn: str, redis_url: str, kafka_bootstrap: str, store: Store
 ) -> None:
-    prefix = f"camp{uuid.uuid4().hex[:6]}."
+    prefix = topic_prefix("camp")
     cfg = _config(tmp_path, pg_dsn, redis_url, kafka_bootstrap, prefix)
     log = tmp_path / "campaign.log"
     await seed(store, PROFILES, tag="kill", extra=5000)

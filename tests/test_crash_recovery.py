@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cdp_hub.bus.events import event_message
 from cdp_hub.bus.kafka import KafkaBus
 from cdp_hub.schema import Event, parse_event
 from cdp_hub.store import Store
+from tests.conftest import topic_prefix
 
 CUSTOMERS = 400
 EVENTS_PER_CUSTOMER = 4
@@ -62,7 +62,7 @@ def _env() -> dict[str, str]:
 async def test_sigkill_mid_stream_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, pg_dsn: str, redis_url: str, kafka_bootstrap: str, store: Store
 ) -> None:
-    prefix = f"crash{uuid.uuid4().hex[:6]}."
+    prefix = topic_prefix("crash")
     cfg = _config(tmp_path, pg_dsn, redis_url, kafka_bootstrap, prefix)
     log = tmp_path / "hub.log"
     now = datetime.now(UTC).isoformat()

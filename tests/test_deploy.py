@@ -18,7 +18,6 @@ import signal
 import socket
 import sys
 import tomllib
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +38,7 @@ from cdp_hub.metrics import Metrics
 from cdp_hub.pipeline.build import STAGE_NAMES
 from cdp_hub.plugins import get_registry
 from cdp_hub.triggers.scenario import load_scenarios
+from tests.conftest import topic_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -760,7 +760,7 @@ def _pod_env(workload: dict[str, Any], tmp_path: Path, *, pg_dsn: str, redis_url
         "CDP_HUB_KAFKA_BOOTSTRAP": kafka,
         "CDP_HUB_KAFKA_REPLICATION_FACTOR": "1",
         "CDP_HUB_TOPIC_PARTITIONS": "2",
-        "CDP_HUB_TOPIC_PREFIX": f"deploy{uuid.uuid4().hex[:8]}.",
+        "CDP_HUB_TOPIC_PREFIX": topic_prefix("deploy"),
         "CDP_HUB_HTTP_HOST": "127.0.0.1",
         "CDP_HUB_HTTP_PORT": str(port),
         "CDP_HUB_POLL_TIMEOUT_MS": "100",

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cdp_hub.errors import ConfigurationError
 from cdp_hub.schema import parse_event
 from cdp_hub.store import Store
 from cdp_hub.supervisor import plan_workers
+from tests.conftest import topic_prefix
 
 STAGES = ("resolver", "triggers", "delivery", "dlq")
 CUSTOMERS = 200
@@ -106,7 +106,7 @@ def _workers(supervisor: psutil.Process) -> dict[str, int]:
 async def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_sent_twice(
     tmp_path: Path, pg_dsn: str, redis_url: str, kafka_bootstrap: str, store: Store
 ) -> None:
-    prefix = f"sup{uuid.uuid4().hex[:6]}."
+    prefix = topic_prefix("sup")
     port = _free_port()
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
