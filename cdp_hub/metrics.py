@@ -86,6 +86,15 @@ class Metrics:
         self.experiment_controls = Counter(
             "cdp_experiment_controls", "Messages not sent because the profile is in the experiment's control group",
             ["scenario"], registry=r)
+        self.journey_entries = Counter(
+            "cdp_journey_entries", "Profiles that entered a journey, by journey (scenario) and experiment arm "
+            "(a variant, control, holdout; none without an experiment)", ["scenario", "arm"], registry=r)
+        self.journey_steps = Counter(
+            "cdp_journey_steps", "Steps journeys took (a send reached, a branch or split taken, a wait or wait_for "
+            "ended), by journey (scenario), step and kind", ["scenario", "step", "kind"], registry=r)
+        self.journey_finished = Counter(
+            "cdp_journey_finished", "Journey entries that ended, by journey (scenario) and how (completed, "
+            "converted: a goal, exited: an exit_on event, control: the control group)", ["scenario", "status"], registry=r)
         self.attributed_recipients = Gauge(
             "cdp_attribution_recipients", "Profiles reached (delivered or opened; control: assigned) in the "
             "attribution job's last period, by scenario, variant (control for the control group) and channel",

@@ -107,6 +107,22 @@ async def test_each_arm_walks_its_own_branch_and_the_control_group_gets_nothing(
         ("control", "control"): counts["control"], ("completed", "one_step"): counts["one_step"],
         ("completed", "two_step"): counts["two_step"]}
 
+    # The operator's metrics count what was stored: a redelivery of every record changes none of them.
+    await drive.deliver(drive.profile_records)
+    await drive.at(T + 4 * D)
+
+    def sample(name: str, **labels: str) -> float:
+        return hub.metrics.registry.get_sample_value(name, {"scenario": WELCOME.id, **labels}) or 0.0
+
+    for arm in ("control", "one_step", "two_step"):
+        assert sample("cdp_journey_entries_total", arm=arm) == counts[arm]
+    assert sample("cdp_journey_finished_total", status="control") == counts["control"]
+    assert sample("cdp_journey_finished_total", status="completed") == counts["one_step"] + counts["two_step"]
+    assert sample("cdp_journey_steps_total", step="single", kind="send") == counts["one_step"]
+    assert sample("cdp_journey_steps_total", step="hello", kind="send") == counts["two_step"]
+    assert sample("cdp_journey_steps_total", step="pause", kind="wait") == counts["two_step"]
+    assert sample("cdp_journey_steps_total", step="reminder", kind="send") == counts["two_step"]
+
 
 async def test_the_arm_stays_with_the_position_when_weights_change_mid_flight(hub: Hub) -> None:
     drive = Driver(hub, [WELCOME], T)

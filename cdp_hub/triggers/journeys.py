@@ -74,6 +74,8 @@ JOURNEY_NAMESPACE = uuid.UUID("0f5e1c2a-7b3d-5a9e-8c4f-2d6b1e9a7c30")
 MAX_STEPS_PER_WALK = 64
 """A chain of steps without a wait that loops ends the entry here instead of spinning."""
 DUE_LIMIT = 500
+NO_ARM = "none"
+"""The arm label of an entry into a journey without an experiment (metrics)."""
 HOLDOUT = "holdout"
 """The arm stored for an entry in the global holdout: it walks the journey, and each send is decided holdout."""
 
@@ -551,7 +553,12 @@ class JourneyEngine:
             stage.emit_decisions(decisions, out)
         if controls:
             async def record_controls() -> None:
-                await self.positions.enter(controls)
+                stored = await self.positions.enter(controls)
+                metrics = stage.ctx.metrics
+                for p in controls:
+                    if (p.profile_id, p.journey, p.entry_id) in stored:
+                        metrics.journey_entries.labels(p.journey, CONTROL).inc()
+                        metrics.journey_finished.labels(p.journey, CONTROL).inc()
             out.on_durable.append(record_controls)
 
     # -- due positions --------------------------------------------------------------------------------
@@ -607,6 +614,8 @@ class JourneyEngine:
         sends: list[tuple[Scenario, Event, dict[str, Any], Allocation | None]] = []
         new: list[Position] = []
         moves: list[tuple[int, Position]] = []
+        taken: dict[tuple[uuid.UUID, str, uuid.UUID], list[tuple[str, str]]] = {}
+        """The steps each walk took, ``(step, kind)``: counted once its position is stored."""
         now = stage.now()
         for position, is_new in [*((p, True) for p in entering), *((p, False) for p in moving)]:
             plan = self.plans[position.journey]
@@ -629,6 +638,8 @@ class JourneyEngine:
                 out.messages.append(event_message(stage.ctx.topics.events, journey_event(
                     kind, moved, entry.identities, moved.step, result.finished_by, now)))
             self._in_flight[(moved.profile_id, moved.journey, moved.entry_id)] = out
+            taken[(moved.profile_id, moved.journey, moved.entry_id)] = [
+                (r.step, r.kind) for r in result.records if r.outcome == "send" or r.outcome.startswith("-> ")]
             if is_new:
                 new.append(moved)
             else:
@@ -644,12 +655,24 @@ class JourneyEngine:
 
         async def record() -> None:
             try:
-                await self.positions.enter(new)
-                await self.positions.advance(moves)
+                entered = await self.positions.enter(new)
+                advanced = await self.positions.advance(moves)
             finally:
                 for key in keys:
                     if self._in_flight.get(key) is out:
                         del self._in_flight[key]
+            # Counted for what was stored: a second walk of the same position (a redelivery) stores nothing.
+            metrics = stage.ctx.metrics
+            for position in [*new, *(m for _, m in moves)]:
+                key = (position.profile_id, position.journey, position.entry_id)
+                if key not in entered and key not in advanced:
+                    continue
+                if key in entered:
+                    metrics.journey_entries.labels(position.journey, position.variant or NO_ARM).inc()
+                for step, kind in taken.get(key, ()):
+                    metrics.journey_steps.labels(position.journey, step, kind).inc()
+                if position.status != ACTIVE:
+                    metrics.journey_finished.labels(position.journey, position.status).inc()
 
         out.on_durable.append(record)
 
