@@ -14,8 +14,10 @@ then
 
 Prints the audience snapshot's seconds, the planning seconds (the contact policy and the records of every
 chunk, inside the send), the send's seconds, intents/s (goal: >= 5,000/s), decisions/s, the sender's CPU
-seconds (and intents per CPU second: what one process does with a core of its own), the peak RSS of the
-process and the load average (the machine is shared: compare figures at similar load). The topics and the
+seconds (and intents per CPU second: what one process does with a core of its own), the CPU per intent of the
+sender, of the run's PostgreSQL backends, of the Redis server and of the Kafka broker (the last two
+server-wide) and what their sum allows on this machine's cores, the peak RSS of the process and the load
+average (the machine is shared: compare figures at similar load; the CPU figures move less with it). The topics and the
 database are dropped after.
 
 ``--baseline DIR``: a copy of another version of the code (e.g. ``git archive <commit> | tar -x -C DIR``) is
@@ -71,6 +73,58 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process on this machine (/proc); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pid_listening(port: int) -> int | None:
+    """The pid of the local process listening on ``port`` (the broker), from /proc; None when not found."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+class _ServiceCpu:
+    """CPU seconds of the services while the campaign is sent: this database's PostgreSQL backends (exact), the
+    Redis server (INFO cpu) and the Kafka broker process (both server-wide: whatever else uses them counts)."""
+
+    def __init__(self, hub: Any, redis: Any) -> None:
+        self.hub, self.redis = hub, redis
+        self.broker = _pid_listening(int(KAFKA.rsplit(":", 1)[1]))
+
+    async def sample(self) -> dict[str, float]:
+        pids = [r["pid"] for r in await self.hub.store.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'")]  # the hub's pool (autovacuum of the seeded tables is not)
+        info = await self.redis.info("cpu")
+        return {"postgres": sum(_proc_cpu(pid) for pid in pids),
+                "redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
+                "kafka": _proc_cpu(self.broker) if self.broker else 0.0}
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -114,9 +168,13 @@ async def one(profiles: int, rate: float, keep: bool, policy: bool) -> None:
             runner._plan_chunk = timed_plan  # type: ignore[method-assign]
             launched = await runner.launch(campaign)
             assert launched is not None
+            services = _ServiceCpu(hub, hotstate.redis)
+            before = await services.sample()
             started, cpu_started = time.perf_counter(), time.process_time()
             result = await runner.execute(launched.run_id)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            after = await services.sample()
+            spent = {name: after[name] - before[name] for name in after}
             want = sum(1 for g in range(1, profiles + 1) if eligible(g))
             planned = sum(1 for g in range(1, profiles + 1) if in_audience(g))
             assert result.status == "done" and result.sent == want and launched.planned == planned, result
@@ -126,7 +184,12 @@ async def one(profiles: int, rate: float, keep: bool, policy: bool) -> None:
                        "audience": launched.planned, "seed_s": seeded, "snapshot_s": launched.snapshot_seconds,
                        "planning_s": planning, "send_s": seconds, "intents_per_s": result.sent / seconds,
                        "decisions_per_s": decided / seconds, "cpu_s": cpu, "intents_per_cpu_s": result.sent / cpu,
-                       "peak_rss_mb": _rss_mb(), "rss_before_mb": rss_before, "load": load[0]}
+                       "peak_rss_mb": _rss_mb(), "rss_before_mb": rss_before, "load": load[0],
+                       "cpu_us_per_intent": {"sender": cpu / result.sent * 1e6,
+                                             **{k: v / result.sent * 1e6 for k, v in spent.items()}}}
+            per_intent = figures["cpu_us_per_intent"]
+            total = sum(per_intent.values())
+            figures["cpu_us_per_intent_total"] = total
             print(f"{figures['code']:<8} profiles {profiles:>9,}  audience {launched.planned:>9,}  "
                   f"seed {seeded:6.1f}s  snapshot {launched.snapshot_seconds:6.2f}s  planning {planning:6.1f}s  "
                   f"send {seconds:6.1f}s  intents/s {result.sent / seconds:8,.0f}  "
@@ -134,6 +197,9 @@ async def one(profiles: int, rate: float, keep: bool, policy: bool) -> None:
                   f"sender CPU {cpu:5.1f}s ({result.sent / cpu:,.0f} intents per CPU second)  "
                   f"peak RSS {_rss_mb():6.0f} MB (before launch {rss_before:.0f})  "
                   f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}", flush=True)
+            print("         CPU per intent: " + ", ".join(f"{k} {v:.0f} µs" for k, v in per_intent.items())
+                  + f"; total {total:.0f} µs (Redis and Kafka server-wide), so {os.cpu_count()} cores would "
+                  f"send at most {(os.cpu_count() or 1) / total * 1e6:,.0f} intents/s", flush=True)
             print("RESULT " + json.dumps(figures), flush=True)
             await hotstate.redis.delete(*[k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
                                         or ["-"])
