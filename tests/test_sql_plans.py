@@ -125,6 +125,16 @@ def _profiles(rows: int) -> list[uuid.UUID]:
     return [uuid.UUID(hex=_md5(f"p{i}")) for i in range(1, rows + 1, step)][:BATCH]
 
 
+def _chunk(rows: int) -> list[uuid.UUID]:
+    """A campaign sender's chunk: up to 2,000 profiles whose ids are neighbours."""
+    ids = sorted(uuid.UUID(hex=_md5(f"p{i}")) for i in range(1, rows + 1))
+    return ids[len(ids) // 3:len(ids) // 3 + min(2000, max(1, len(ids) // 100))]
+
+
+def _bounds(ids: list[uuid.UUID]) -> tuple[uuid.UUID, uuid.UUID]:
+    return min(ids), max(ids)
+
+
 def _events(rows: int) -> list[uuid.UUID]:
     step = max(1, rows // BATCH)
     return [uuid.UUID(hex=_md5(f"e{i}")) for i in range(1, rows + 1, step)][:BATCH]
@@ -189,7 +199,13 @@ HOT = [
     Hot("golden of", profile_sql._GOLDEN_OF, lambda n: (_profiles(n),)),
     Hot("golden states", profile_sql._GOLDEN_STATES, lambda n: (_profiles(n),)),
     Hot("identities by recency", profile_sql._IDENTITIES_BY_RECENCY, lambda n: (_profiles(n),)),
-    Hot("current consent", consent_sql._CURRENT, lambda n: (_profiles(n),)),
+    Hot("current consent", consent_sql._CURRENT, lambda n: (_profiles(n), *_bounds(_profiles(n)))),
+    Hot("best identity", profile_sql._BEST_IDENTITY,
+        lambda n: (_profiles(n), ["email", "phone"], *_bounds(_profiles(n)))),
+    # A campaign chunk: thousands of profiles with neighbouring ids (the sender reads the audience in id order).
+    Hot("current consent, campaign chunk", consent_sql._CURRENT, lambda n: (_chunk(n), *_bounds(_chunk(n)))),
+    Hot("best identity, campaign chunk", profile_sql._BEST_IDENTITY,
+        lambda n: (_chunk(n), ["email", "phone"], *_bounds(_chunk(n)))),
     # The triggers' timers.
     Hot("timers cancel", timer_sql._CANCEL_PENDING,
         lambda n: (_profiles(n), ["scenario1"] * BATCH, [T0 + timedelta(days=1)] * BATCH)),

@@ -32,10 +32,13 @@ __all__ = ["ConsentRepository", "ConsentStatement", "StagedConsent"]
 MERGE_NAMESPACE = uuid.UUID("7d3e1c2a-4b5f-5a6e-9c8d-1f2e3a4b5c6d")
 
 _CURRENT = """
-SELECT DISTINCT ON (profile_id, channel, purpose) profile_id, channel, purpose, status, occurred_at
-  FROM consents WHERE profile_id = ANY($1::uuid[])
- ORDER BY profile_id, channel, purpose, occurred_at DESC, (status = 'opted_out') DESC
+SELECT DISTINCT ON (c.profile_id, c.channel, c.purpose) c.profile_id, c.channel, c.purpose, c.status, c.occurred_at
+  FROM consents c JOIN unnest($1::uuid[]) AS u(profile_id) ON u.profile_id = c.profile_id
+ WHERE c.profile_id BETWEEN $2 AND $3
+ ORDER BY c.profile_id, c.channel, c.purpose, c.occurred_at DESC, (c.status = 'opted_out') DESC
 """
+"""``$2``/``$3``: the smallest and largest of the ids. A campaign chunk is a range of ids: with the range the
+planner scans that part of the index; with ``= ANY`` of 2,000 ids alone it read the whole table per chunk."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,8 @@ class ConsentRepository:
         if not profile_ids:
             return {}
         out: dict[uuid.UUID, dict[tuple[str, str], str]] = {}
-        for r in await self.store.fetch(_CURRENT, list(set(profile_ids))):
+        ids = list(set(profile_ids))
+        for r in await self.store.fetch(_CURRENT, ids, min(ids), max(ids)):
             out.setdefault(r["profile_id"], {})[(r["channel"], r["purpose"])] = r["status"]
         return out
 
@@ -155,7 +159,7 @@ class ConsentRepository:
         if not merges:
             return
         involved = [p for survivor, losers, _ in merges for p in (survivor, *losers)]
-        rows = await self.store.fetch(_CURRENT, involved)
+        rows = await self.store.fetch(_CURRENT, involved, min(involved), max(involved))
         latest: dict[uuid.UUID, list[Any]] = {}
         for r in rows:
             latest.setdefault(r["profile_id"], []).append(r)

@@ -99,10 +99,12 @@ DELETE FROM identities i USING unnest($1::text[], $2::text[]) AS d(kind, value)
  WHERE i.kind = d.kind AND i.value = d.value
 """
 _BEST_IDENTITY = """
-SELECT DISTINCT ON (profile_id) profile_id, kind, value FROM identities
- WHERE profile_id = ANY($1::uuid[])
- ORDER BY profile_id, COALESCE(array_position($2::text[], kind), 1000), kind, value
+SELECT DISTINCT ON (i.profile_id) i.profile_id, i.kind, i.value
+  FROM identities i JOIN unnest($1::uuid[]) AS u(profile_id) ON u.profile_id = i.profile_id
+ WHERE i.profile_id BETWEEN $3 AND $4
+ ORDER BY i.profile_id, COALESCE(array_position($2::text[], i.kind), 1000), i.kind, i.value
 """
+"""``$3``/``$4``: the smallest and largest of the ids (a campaign chunk's are a range: see consents._CURRENT)."""
 _GOLDEN_STATES = """
 SELECT profile_id, golden, version, updated_at, merged_into FROM profiles WHERE profile_id = ANY($1::uuid[])
 """
@@ -239,7 +241,10 @@ class ProfileRepository(ResolveStatements, BulkStatements, SuggestionStatements)
                               priority: Sequence[str]) -> dict[uuid.UUID, dict[str, str]]:
         """One identity per profile, ``{"kind": ..., "value": ...}``: the first of ``priority``'s kinds the
         profile has (any other kind after them), the smallest value of it."""
-        rows = await self.store.fetch(_BEST_IDENTITY, list(profile_ids), list(priority))
+        if not profile_ids:
+            return {}
+        rows = await self.store.fetch(_BEST_IDENTITY, list(profile_ids), list(priority), min(profile_ids),
+                                      max(profile_ids))
         return {r["profile_id"]: {"kind": r["kind"], "value": r["value"]} for r in rows}
 
     async def golden_states(self, profile_ids: Sequence[uuid.UUID]) -> list[GoldenState]:
