@@ -139,6 +139,8 @@ async def test_decisions_are_stored_not_passed_on_and_every_scenario_fires_as_be
     assert stored == len(loop.decisions) == 7
     # ... and passed them on only when told to pass everything on.
     assert [e["type"] for e in second] == ([] if omit is None else ["message.decided"] * 7)
+    omitted = hub.metrics.registry.get_sample_value("cdp_profile_events_omitted_total", {"type": "message.decided"})
+    assert omitted == (7 if omit is None else None)
 
 
 def test_merges_cannot_be_omitted() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -275,6 +275,7 @@ class ResolverStage(Stage[ResolverInput]):
 
         emitted: set[uuid.UUID] = set()
         omit = self.omit
+        omitted: Counter[str] = Counter()
         for rec, event in parsed:
             eid = event.event_id
             if eid not in result.profile_of:
@@ -290,6 +291,8 @@ class ResolverStage(Stage[ResolverInput]):
                     out.messages.append(_message(topic, profile_created_event(new_pid, event), new_pid))
             if event.type not in omit:  # the profiles it created or merged are passed on all the same
                 out.messages.append(_message(topic, event, result.profile_of[eid], result.event_json[eid]))
+            else:
+                omitted[event.type] += 1
             if first:
                 for survivor, losers, reason in merged.get(eid, ()):
                     out.messages.append(
@@ -299,6 +302,8 @@ class ResolverStage(Stage[ResolverInput]):
             metrics.profiles_created.inc(len(result.created))
         if result.merges:
             metrics.profiles_merged.inc(sum(len(m.losers) for m in result.merges))
+        for etype, n in omitted.items():
+            metrics.profile_events_omitted.labels(etype).inc(n)
 
     async def _replayed_effects(
         self,
