@@ -19,6 +19,10 @@
     journeys (scenarios with steps): entries, moves and due positions go to the JourneyHook
               (cdp_hub/triggers/journeys.py), whose send steps come back through gate_sends: the same policy
 
+What the stage reads is what the resolver passes on: not the types of ``profile_events_omit`` (the contact
+policy's own ``message.decided`` by default, stored by the resolver, read by nothing here). A scenario or
+journey that reads an omitted type stops the stage from being built (``_refuse_omitted``).
+
 Idempotency: intents have deterministic ids (scenario + trigger event + profile), timers deterministic ids
 (scenario + event), decisions deterministic event ids (+ the decision), cap counters are sets of message ids;
 a replayed batch yields the same intents, which the delivery stage's send log turns into no-ops. Consent is
