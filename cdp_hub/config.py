@@ -235,6 +235,12 @@ class Settings(BaseSettings):
         "a cart reminder); a trigger arriving later than this after its send time is dropped as too_late")
     mute_triggers: bool = Field(
         False, description="profiles and segments update, no scenario fires (replays, backfills); decided muted")
+    profile_events_omit: list[str] = Field(
+        ["message.decided"], description="event types the resolver stores but does not pass on to "
+        "cdp.profile-events, because the triggers stage reads none of them (the contact policy's own decisions, by "
+        "default): the triggers stage refuses to start while a scenario or journey triggers, cancels, waits, "
+        "exits or converts on one. Every process of a deployment needs the same list (docs/scaling.md, "
+        "\"Amplification\"); [] passes every event on, as before")
     priority_window: DurationText = Field(
         "1h", description="marketing scenarios firing for one profile within this window compete on priority")
     marketing_caps: dict[str, int] = Field(
@@ -306,6 +312,15 @@ class Settings(BaseSettings):
         if value.upper() not in levels:
             raise ValueError(f"{value!r} is not one of {', '.join(levels)}")
         return value.upper()
+
+    @field_validator("profile_events_omit")
+    @classmethod
+    def _merges_are_passed_on(cls, value: list[str]) -> list[str]:
+        # The triggers stage moves timers, caps and journey positions to the survivor on profile.merged,
+        # whatever the scenarios say: that record is never optional.
+        if "profile.merged" in value:
+            raise ValueError("profile.merged cannot be omitted: the triggers stage follows merges on it")
+        return list(dict.fromkeys(value))
 
     @field_validator("marketing_caps")
     @classmethod

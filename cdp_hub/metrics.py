@@ -114,6 +114,9 @@ class Metrics:
             registry=r)
         self.profiles_created = Counter("cdp_profiles_created", "Profiles created by the resolver", registry=r)
         self.profiles_merged = Counter("cdp_profiles_merged", "Profiles merged into another", registry=r)
+        self.profile_events_omitted = Counter(
+            "cdp_profile_events_omitted", "Events the resolver stored but did not pass on to cdp.profile-events "
+            "(profile_events_omit), by type", ["type"], registry=r)
         self.outages = Counter("cdp_outages", "Dependency outages seen (kafka, postgres, redis)", ["dependency"],
                                registry=r)
         self.outage = Gauge("cdp_outage", "1 while a dependency is down (kafka, postgres, redis)", ["dependency"],

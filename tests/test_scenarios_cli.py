@@ -122,3 +122,27 @@ def test_simulate_from_the_command_line(tmp_path: Path, pg_dsn: str, redis_url: 
     [row] = json.loads(res.stdout)
     assert row["decision"] == "sent" and row["scenario"] == "order_confirmation"
     assert "render_error" in row or row["message"]["channel"] == "email"
+
+
+DECISION_ALERT = """\
+id: decision_alert
+trigger: {event: message.decided}
+conditions:
+  - {field: event.properties.decision, op: eq, value: no_consent}
+channel: email
+template: welcome
+category: service
+"""
+
+
+def test_validate_refuses_a_scenario_on_a_type_the_resolver_does_not_pass_on(tmp_path: Path) -> None:
+    # message.decided is stored, not passed on to the triggers stage, unless profile_events_omit says otherwise
+    cfg = _config(tmp_path, {"alert.yaml": DECISION_ALERT})
+    res = cdp_hub("--config", str(cfg), "scenarios", "validate")
+    assert res.returncode == 1
+    assert (f"{tmp_path / 'scenarios' / 'alert.yaml'}:2: $.trigger.event: the resolver does not pass "
+            "message.decided events on to the triggers stage (profile_events_omit)") in res.stderr
+    (tmp_path / "scenarios").rename(tmp_path / "old")
+    cfg = _config(tmp_path, {"alert.yaml": DECISION_ALERT}, extra="profile_events_omit = []")
+    res = cdp_hub("--config", str(cfg), "scenarios", "validate")
+    assert res.returncode == 0, res.stderr

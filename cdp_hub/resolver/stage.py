@@ -3,10 +3,15 @@
     batch of records ─▶ parse (bad ─▶ DLQ) ─▶ IdentityGraph.resolve (one transaction, set-wise)
         ─▶ consent statements of consent.changed events ─▶ consents (merges: they follow the survivor)
         ─▶ per event, in order:  [profile.created]  event with profile_id  [profile.merged]
+           (the event itself is left out when its type is in ``omit``, profile_events_omit: stored, not passed on)
     catalogue events (product.updated: no person in them) ─▶ CatalogueStep (resolver/catalogue.py)
         ─▶ products table ─▶ product.price_dropped / product.back_in_stock per interested profile
 
-Every output is keyed by its profile id, so one profile's events stay in order downstream. Replays are
+Every output is keyed by its profile id, so one profile's events stay in order downstream. The only reader
+of ``cdp.profile-events`` is the triggers stage; event types it cannot use (``profile_events_omit``: the
+contact policy's own ``message.decided`` by default, a third of the topic's records) are stored in the events
+table as ever (reports and segments read them there) but not published again; the triggers stage refuses to
+start with a scenario that would need one (docs/scaling.md, "Amplification"). Replays are
 safe: a stored event is not stored or observed again, and the profile.created / profile.merged events it
 caused the first time are emitted again with the same ids (downstream dedupes by event id).
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -158,8 +163,10 @@ class ResolverStage(Stage[ResolverInput]):
 
     def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, normalization: NormalizationOptions,
                  rules: IdentityRules | None = None, consents: ConsentRepository | None = None,
-                 catalogue: CatalogueStep | None = None) -> None:
+                 catalogue: CatalogueStep | None = None, omit: frozenset[str] = frozenset()) -> None:
         super().__init__(ctx)
+        self.omit = omit
+        """Event types stored but not passed on to ``cdp.profile-events`` (settings.profile_events_omit)."""
         self.profiles = profiles
         self.consents = consents
         self.catalogue = catalogue
@@ -267,6 +274,8 @@ class ResolverStage(Stage[ResolverInput]):
             await self._replayed_effects(replayed, created, merged)
 
         emitted: set[uuid.UUID] = set()
+        omit = self.omit
+        omitted: Counter[str] = Counter()
         for rec, event in parsed:
             eid = event.event_id
             if eid not in result.profile_of:
@@ -280,7 +289,10 @@ class ResolverStage(Stage[ResolverInput]):
             if first:
                 for new_pid in created.get(eid, ()):
                     out.messages.append(_message(topic, profile_created_event(new_pid, event), new_pid))
-            out.messages.append(_message(topic, event, result.profile_of[eid], result.event_json[eid]))
+            if event.type not in omit:  # the profiles it created or merged are passed on all the same
+                out.messages.append(_message(topic, event, result.profile_of[eid], result.event_json[eid]))
+            else:
+                omitted[event.type] += 1
             if first:
                 for survivor, losers, reason in merged.get(eid, ()):
                     out.messages.append(
@@ -290,6 +302,8 @@ class ResolverStage(Stage[ResolverInput]):
             metrics.profiles_created.inc(len(result.created))
         if result.merges:
             metrics.profiles_merged.inc(sum(len(m.losers) for m in result.merges))
+        for etype, n in omitted.items():
+            metrics.profile_events_omitted.labels(etype).inc(n)
 
     async def _replayed_effects(
         self,

@@ -1,7 +1,8 @@
 """Scenario checks beyond the shape: every reference must name something installed and configured.
 
     scenario files (built-ins, scenarios_dir) ─▶ parse (JSON Schema, pydantic) ─▶ for each scenario:
-        trigger and cancel_on       registered event types (built-in and plugin-registered)
+        trigger and cancel_on       registered event types (built-in and plugin-registered), passed on by the
+                                    resolver (none of profile_events_omit)
         conditions, hold_until key, send_at  event properties of the trigger's payload, event fields, profile traits
         segments                    segment.entered/exited on a known segment, profile.segments contains one
         channel, fallbacks          a configured channel instance, or a channel type of that name
@@ -10,7 +11,8 @@
                                     schema check); a variant's channel configured, its template there
         steps (journeys)            step references: duplicate or unknown step ids, unreachable steps (with the
                                     line, before the schema check); wait_for, exit_on, goals and event counts
-                                    name registered event types; each send step's channel and template as above
+                                    name registered event types the resolver passes on; each send step's
+                                    channel and template as above
     ─▶ problems, each ``file:line: $.json.path: message``
 
 ``cdp-hub scenarios validate`` prints them; ``cdp-hub run`` refuses to start the triggers stage while there is
@@ -74,6 +76,16 @@ class Installed:
     segments: frozenset[str]
     locales: tuple[str, ...] = ("ru",)
     traits: frozenset[str] = frozenset()
+    omitted: frozenset[str] = frozenset()
+    """Event types the resolver does not pass on to the triggers stage (settings.profile_events_omit)."""
+
+
+def _omitted(name: str, installed: Installed) -> str | None:
+    """Why a scenario cannot read events of type ``name``; None when the resolver passes them on."""
+    if name not in installed.omitted:
+        return None
+    return (f"the resolver does not pass {name} events on to the triggers stage (profile_events_omit); remove "
+            f"{name} from profile_events_omit in every process, or do without it")
 
 
 def scenario_documents(paths: Iterable[Path], *, builtin: bool = True) -> list[LocatedDocument]:
@@ -114,6 +126,8 @@ def check_scenario(scenario: Scenario, doc: LocatedDocument, installed: Installe
     def event_type(path: tuple[str | int, ...], name: str) -> None:
         if name not in EVENT_TYPES:
             problem(path, f"unknown event type {name!r}{did_you_mean(name, EVENT_TYPES)}")
+        elif (omitted := _omitted(name, installed)) is not None:
+            problem(path, omitted)
 
     event_type(("trigger", "event"), scenario.trigger.event)
     for i, name in enumerate(scenario.cancel_on):
@@ -157,6 +171,8 @@ def check_steps(scenario: Scenario, doc: LocatedDocument, installed: Installed) 
         if name not in EVENT_TYPES:
             problem(path, f"unknown event type {name!r}{did_you_mean(name, EVENT_TYPES)}")
             return False
+        if (omitted := _omitted(name, installed)) is not None:
+            problem(path, omitted)
         return True
 
     def conditions(path: tuple[str | int, ...], conds: Sequence[Any], event: str) -> None:

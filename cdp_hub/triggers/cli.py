@@ -78,7 +78,7 @@ def installed(settings: Settings, beside: Path | None = None) -> Installed:
 
     return Installed(channel_kind=kind, template_exists=template_exists,
                      segments=frozenset(s.id for s in segments), locales=(settings.default_locale,),
-                     traits=frozenset(load_rules().traits))
+                     traits=frozenset(load_rules().traits), omitted=frozenset(settings.profile_events_omit))
 
 
 def _sends(scenario: Scenario) -> str:

@@ -610,6 +610,18 @@ class Scenario(BaseModel):
         return self.steps is not None
 
     @property
+    def stream_types(self) -> frozenset[str]:
+        """Every event type whose records on ``cdp.profile-events`` this scenario reads: its trigger and
+        ``cancel_on``; a journey's waits, exits, goals and the events its conditions count. The resolver must
+        pass each of them on (``profile_events_omit`` may name none of them)."""
+        types = {self.trigger.event, *self.cancel_on, *self.exit_on, *(g.event for g in self.goals)}
+        for step in self.steps or ():
+            if step.wait_for is not None:
+                types.add(step.wait_for.event)
+            types.update(c.count for rule in step.branch or () for c in rule.when if isinstance(c, EventCount))
+        return frozenset(types)
+
+    @property
     def delayed(self) -> bool:
         """Whether the scenario waits (a durable timer) rather than deciding at once."""
         return bool(self.delay_td) or self.send_at is not None

@@ -19,6 +19,10 @@
     journeys (scenarios with steps): entries, moves and due positions go to the JourneyHook
               (cdp_hub/triggers/journeys.py), whose send steps come back through gate_sends: the same policy
 
+What the stage reads is what the resolver passes on: not the types of ``profile_events_omit`` (the contact
+policy's own ``message.decided`` by default, stored by the resolver, read by nothing here). A scenario or
+journey that reads an omitted type stops the stage from being built (``_refuse_omitted``).
+
 Idempotency: intents have deterministic ids (scenario + trigger event + profile), timers deterministic ids
 (scenario + event), decisions deterministic event ids (+ the decision), cap counters are sets of message ids;
 a replayed batch yields the same intents, which the delivery stage's send log turns into no-ops. Consent is
@@ -127,6 +131,18 @@ def is_muted(event: Event) -> bool:
     return extra.get(MUTE_FLAG) is True
 
 
+def _refuse_omitted(scenarios: Sequence[Scenario], omitted: frozenset[str]) -> None:
+    """A scenario that reads an event type the resolver does not pass on would never see it: refuse to start
+    rather than drop its triggers without a word (``cdp-hub scenarios validate`` says the same per file)."""
+    needing = sorted(f"{s.id} ({', '.join(sorted(s.stream_types & omitted))})"
+                     for s in scenarios if s.stream_types & omitted)
+    if needing:
+        raise ConfigurationError(
+            "scenarios read event types the resolver does not pass on to cdp.profile-events (profile_events_omit): "
+            + "; ".join(needing) + ". Remove those types from profile_events_omit in every process of the "
+            "deployment, or change the scenarios")
+
+
 def _durations(caps: Mapping[str, int], where: str) -> tuple[tuple[timedelta, int], ...]:
     try:
         return tuple((parse_duration(window), int(limit)) for window, limit in caps.items())
@@ -155,6 +171,9 @@ class TriggerOptions:
     holdout_share: float = 0.0
     """The global holdout: this share of profiles gets no marketing (triggers/experiments.py)."""
     holdout_salt: str = "cdp-hub-holdout"
+    omitted_types: frozenset[str] = frozenset()
+    """Event types the resolver does not pass on to ``cdp.profile-events`` (settings.profile_events_omit): no
+    scenario or journey of the stage may read one (checked when the stage is built)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> TriggerOptions:
@@ -169,6 +188,7 @@ class TriggerOptions:
                 "channel_caps": {ch: _durations(c, f"channel_caps.{ch}") for ch, c in settings.channel_caps.items()},
                 "holdout_share": settings.holdout_share,
                 "holdout_salt": settings.holdout_salt,
+                "omitted_types": frozenset(settings.profile_events_omit),
             }
         except ValueError as exc:
             raise ConfigurationError(f"triggers settings: {exc}") from None
@@ -295,6 +315,7 @@ class TriggerStage(Stage[Event]):
         self.watermarks = Watermarks(ctx.clock, idle_seconds=self.options.idle_seconds)
         self._last_daily_check = -DAILY_CHECK_SECONDS
         self.scenarios = list(scenarios)
+        _refuse_omitted(self.scenarios, self.options.omitted_types)
         self._by_id = {s.id: s for s in self.scenarios}
         self._index = ScenarioIndex([s for s in self.scenarios if s.steps is None])
         """By trigger type and equality condition, conditions compiled once (triggers/index.py)."""
