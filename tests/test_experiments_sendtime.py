@@ -22,9 +22,10 @@ import pytest
 from cdp_hub.bus.base import Record
 from cdp_hub.campaigns.checks import check_campaign_files
 from cdp_hub.campaigns.model import CAMPAIGN_FILES
+from cdp_hub.connector.ingest import Ingestor
 from cdp_hub.durations import customer_zone, next_local_time, parse_time_of_day
 from cdp_hub.hub import Hub
-from cdp_hub.pipeline.build import build_stage, campaign_runner
+from cdp_hub.pipeline.build import Pipeline, build_stage, campaign_runner
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema import MessageIntent, parse_event
 from cdp_hub.store import ConsentRepository, ConsentStatement
@@ -384,3 +385,73 @@ async def test_campaign_rows_wait_for_their_arms_local_time_through_pause_and_re
         arm = assign(experiment, intent.profile_id)
         assert intent.vars["variant"] == arm
         assert intent.template == ("abandoned_cart" if arm == "evening" else "welcome")
+
+
+# -- scenarios through the running pipeline on Kafka ------------------------------------------------------
+
+
+def _customer_event(kind: str, who: str, at: datetime, rid: str, traits: dict[str, Any] | None = None,
+                    **props: Any) -> Any:
+    return parse_event({"type": kind, "source": "shop", "source_record_id": rid, "occurred_at": at.isoformat(),
+                        "identities": [{"kind": "email", "value": f"{who}@example.ru"}], "traits": traits or {},
+                        "properties": props})
+
+
+async def test_send_time_arms_through_the_pipeline_on_kafka_survive_a_restart(kafka_hub: Hub) -> None:
+    """Customers whose zone comes in as a trait of their events: the resolver makes the profiles (so their
+    arms are known only then), the triggers stage schedules each at its arm's time, and a pipeline started
+    afresh fires them then, each with its arm."""
+    hub = kafka_hub
+    now = [SUMMER + timedelta(seconds=5)]
+    hub.clock = lambda: now[0]
+    zones = {"anna": "Europe/Moscow", "boris": "Asia/Vladivostok", "vera": None, "gleb": "Europe/Berlin"}
+    ten = timedelta(minutes=10)
+    events = []
+    for who, zone in zones.items():
+        events += [_customer_event("consent.changed", who, SUMMER - ten, f"consent-{who}",
+                                   {"timezone": zone} if zone else None, channel="email", status="opted_in",
+                                   evidence={"method": "double_opt_in", "reference": "signup"}),
+                   _customer_event("order.placed", who, SUMMER, f"order-{who}", order_id=f"o-{who}")]
+
+    def pipeline() -> Pipeline:
+        return Pipeline(hub, stages=[build_stage(hub, "resolver"), build_stage(hub, "triggers", scenarios=[SCENARIO])])
+
+    first = pipeline()
+    task = asyncio.create_task(first.run())
+    try:
+        await Ingestor(hub).publish_events(events)
+
+        async def scheduled() -> bool:
+            return await hub.store.fetchval("SELECT count(*) FROM scheduled_triggers WHERE scenario = $1",
+                                            SCENARIO.id) == len(zones)
+
+        await until(scheduled)
+    finally:
+        first.stop()
+        await asyncio.wait_for(task, 30)
+
+    rows = await hub.store.fetch(
+        """SELECT i.value AS email, t.profile_id, t.fire_at FROM scheduled_triggers t
+             JOIN identities i ON i.profile_id = t.profile_id AND i.kind = 'email' WHERE t.scenario = $1""",
+        SCENARIO.id)
+    experiment = Experiment.model_validate(EXPERIMENT)
+    arm_of = {r["profile_id"]: assign(experiment, str(r["profile_id"])) for r in rows}
+    expected = {r["profile_id"]: EXPECTED[(SUMMER, zones[r["email"].split("@")[0]], arm_of[r["profile_id"]])]
+                for r in rows}
+    assert {r["profile_id"]: r["fire_at"] for r in rows} == expected
+
+    now[0] = max(expected.values()) + LATENESS  # the next morning in Vladivostok: every arm's time has come
+    second = pipeline()
+    task = asyncio.create_task(second.run())
+    try:
+        async def fired() -> bool:
+            return not await hub.store.fetchval(
+                "SELECT count(*) FROM scheduled_triggers WHERE scenario = $1 AND status = 'pending'", SCENARIO.id)
+
+        await until(fired)
+    finally:
+        second.stop()
+        await asyncio.wait_for(task, 30)
+    intents = [MessageIntent.model_validate_json(r.value) for r in await hub.bus.read_all(hub.topics.messages)]
+    assert sorted(uuid.UUID(i.profile_id) for i in intents) == sorted(expected)
+    assert {uuid.UUID(i.profile_id): i.vars["variant"] for i in intents} == arm_of
