@@ -271,7 +271,7 @@ def _send_time_problems(variant: Mapping[str, Any]) -> list[tuple[str, str]]:
     for key, check in (("delay", parse_duration), ("at", parse_time_of_day), ("timezone", check_time_zone)):
         if variant.get(key) is not None:
             try:
-                check(variant[key], field=key)
+                check(variant[key])  # the problem's path names the field
             except ValueError as exc:
                 problems.append((key, str(exc)))
     if variant.get("timezone") is not None and variant.get("at") is None:
