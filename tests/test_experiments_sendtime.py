@@ -455,3 +455,25 @@ async def test_send_time_arms_through_the_pipeline_on_kafka_survive_a_restart(ka
     intents = [MessageIntent.model_validate_json(r.value) for r in await hub.bus.read_all(hub.topics.messages)]
     assert sorted(uuid.UUID(i.profile_id) for i in intents) == sorted(expected)
     assert {uuid.UUID(i.profile_id): i.vars["variant"] for i in intents} == arm_of
+
+
+async def test_simulate_lets_a_send_time_variant_come_due(hub: Hub, tmp_path: Path) -> None:
+    """``cdp-hub scenarios simulate`` runs the clock on past the longest arm: two days, then the next 10:00."""
+    from cdp_hub.triggers.cli import simulate
+
+    pid = uuid.uuid4()
+    await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, $2)", pid,
+                            {"first_name": "Анна", "timezone": "Asia/Vladivostok"})
+    await ConsentRepository(hub.store).record([ConsentStatement(
+        pid, "email", "marketing", "opted_in", utc(2026, 1, 1), "form", uuid.uuid4())])
+    scenario = Scenario.model_validate({
+        "id": "thanks_later", "trigger": {"event": "order.placed"}, "channel": "email", "template": "welcome",
+        "experiment": {"id": "thanks_later", "variants": [{"name": "later", "weight": 1, "delay": "2d",
+                                                          "at": "10:00"}]}})
+    events = tmp_path / "events.jsonl"
+    events.write_text(parse_event({
+        "type": "order.placed", "source": "shop", "source_record_id": "o1", "occurred_at": SUMMER.isoformat(),
+        "identities": [{"kind": "email", "value": "anna@example.ru"}],
+        "properties": {"order_id": "o1"}}).to_json().decode(), encoding="utf-8")
+    rows = await simulate(hub.settings, scenario, events_file=events, for_profile=str(pid))
+    assert [(r["decision"], r["scenario"]) for r in rows] == [("sent", "thanks_later")]
