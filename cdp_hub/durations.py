@@ -21,6 +21,7 @@ Local times of day ("send at 10:00, the customer's time") count from the same se
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
@@ -50,6 +51,8 @@ TIME_OF_DAY_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$"
 DEFAULT_TIMEZONE = "Europe/Moscow"
 """The zone of a customer whose profile has none, unless the scenario says otherwise (quiet hours, a journey's
 wait, a send-time variant and the birthday scan use the same)."""
+MAX_ZONE_NAME = 64
+"""Longer is no zone (the longest IANA name has 32 characters): never looked up, never cached."""
 _TIME_OF_DAY = re.compile(TIME_OF_DAY_PATTERN)
 
 HELP = "use e.g. '90s', '15m', '2h', '7d', '1h30m', ISO 8601 'PT15M', or a number of seconds"
@@ -116,12 +119,18 @@ def check_time_zone(value: object, *, field: str | None = None) -> str:
 def customer_zone(name: object, fallback: str = DEFAULT_TIMEZONE) -> ZoneInfo:
     """The zone of a customer: ``name`` (their profile's ``timezone`` trait) when it names a known zone, else
     ``fallback`` (a checked setting). A trait is customer data: missing, misspelt or hostile, it falls back."""
-    if isinstance(name, str) and name:
-        try:
-            return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            pass
-    return ZoneInfo(fallback)
+    zone = _known_zone(name) if isinstance(name, str) and 0 < len(name) <= MAX_ZONE_NAME else None
+    return zone if zone is not None else ZoneInfo(fallback)
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_zone(name: str) -> ZoneInfo | None:
+    """``ZoneInfo(name)``, or None for no zone. Cached both ways: an unknown name costs file lookups (about 90 µs)
+    on every message of a customer who has it; the bound keeps hostile variety from growing the cache."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
 
 
 def next_local_time(after: datetime, at: time, zone: ZoneInfo) -> datetime:
