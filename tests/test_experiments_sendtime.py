@@ -478,3 +478,17 @@ async def test_simulate_lets_a_send_time_variant_come_due(hub: Hub, tmp_path: Pa
         "properties": {"order_id": "o1"}}).to_json().decode(), encoding="utf-8")
     rows = await simulate(hub.settings, scenario, events_file=events, for_profile=str(pid))
     assert [(r["decision"], r["scenario"]) for r in rows] == [("sent", "thanks_later")]
+
+
+def test_a_journey_variant_takes_its_time_of_day_from_its_wait_steps() -> None:
+    """In a journey a variant is a branch: an ``at`` there would be ignored, so it is refused, naming it."""
+    journey = {"id": "welcome_hour", "trigger": {"event": "profile.created"},
+               "experiment": {"id": "welcome_hour", "variants": [
+                   {"name": "a", "weight": 1}, {"name": "b", "weight": 1, "goto": "later", "at": "19:00"}]},
+               "steps": [{"id": "now", "send": {"channel": "email", "template": "welcome"}, "next": "end"},
+                         {"id": "later", "wait": {"at": "19:00"}},
+                         {"id": "evening", "send": {"channel": "email", "template": "welcome"}}]}
+    with pytest.raises(ValueError, match=r"variant 'b' takes its own branch .* drop at"):
+        Scenario.model_validate(journey)
+    del journey["experiment"]["variants"][1]["at"]
+    assert Scenario.model_validate(journey).is_journey
