@@ -351,7 +351,7 @@ def test_the_examples_of_the_experiments_guide_are_valid(tmp_path: Path) -> None
     from cdp_hub.config import Settings
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "experiments.md").read_text(encoding="utf-8")
-    scenario_yaml, campaign_yaml, *journeys = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    scenario_yaml, campaign_yaml, *journeys, send_time_yaml = re.findall(r"```yaml\n(.*?)```", text, re.S)
     installed = Installed(channel_kind=lambda name: {"email": "email", "sms": "sms", "push": "push"}.get(name),
                           template_exists=lambda *_: True, segments=frozenset({"active_buyers"}))
     (tmp_path / "s").mkdir()
@@ -371,6 +371,14 @@ def test_the_examples_of_the_experiments_guide_are_valid(tmp_path: Path) -> None
     loaded, problems = check_scenario_files([tmp_path / "j"], installed, builtin=False)
     assert problems == []
     assert [s.id for s in loaded if s.is_journey and s.experiment is not None] == ["welcome_test"]
+    (tmp_path / "s" / "cart.yaml").write_text(send_time_yaml, encoding="utf-8")
+    scenarios, problems = check_scenario_files([tmp_path / "s"], installed, builtin=False)
+    assert problems == []
+    [hour] = scenarios
+    assert hour.experiment is not None
+    assert [(v.name, v.delay, v.at, v.timezone) for v in hour.experiment.variants] == [
+        ("morning", None, "10:00", None), ("evening", None, "19:00", "Asia/Vladivostok"),
+        ("next_morning", "1d", "10:00", None)]
     for block in re.findall(r"```toml\n(.*?)```", text, re.S):
         settings = Settings(**tomllib.loads(block))
         assert settings.holdout_share == 0.05

@@ -11,7 +11,8 @@
             the global holdout (marketing; holdout_share) ─▶ skipped: holdout (reason global_holdout)
             consent on one of the audience channels (consent_policy; schema/consent.py) ─▶ skipped: no_consent
             the experiment: experiment.assigned recorded; control group ─▶ skipped: control
-            a send-time variant (delay) before launch + delay ─▶ deferred: the row waits (not_before)
+            a send-time variant before its time (launch + delay, then the next ``at`` in the customer's zone)
+                ─▶ deferred: the row waits (not_before)
             caps: the campaign's frequency_cap, marketing_caps, channel_caps (hot state: one Lua script per
             500 profiles, while the intents are built) ─▶ skipped: capped
             quiet hours in the customer's zone ─▶ deferred: the row waits (not_before) and is sent after
@@ -52,7 +53,6 @@ from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
 from cdp_hub.campaigns.model import Campaign
 from cdp_hub.campaigns.records import SOURCE, ChunkRecords, Outcome
-from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import StageContext
@@ -61,13 +61,21 @@ from cdp_hub.segments.engine import IDENTITY_PRIORITY
 from cdp_hub.store import ConsentRepository, ProfileRepository
 from cdp_hub.store.campaigns import CampaignRepository, CampaignRun, Launched
 from cdp_hub.store.messages import MessageRepository
-from cdp_hub.triggers.experiments import CONTROL, GLOBAL_HOLDOUT, NO_VARIANT, Allocation, assignment_event
+from cdp_hub.triggers.experiments import (
+    CONTROL,
+    GLOBAL_HOLDOUT,
+    NO_VARIANT,
+    Allocation,
+    Variant,
+    assignment_event,
+)
 from cdp_hub.triggers.stage import (
     TriggerOptions,
     channels_refusal,
     experiment_step,
     message_caps,
     quiet_hours_end,
+    variant_send_time,
 )
 
 __all__ = ["SOURCE", "CampaignRunner", "RunResult", "RunStatus", "run_id_for_slot"]
@@ -391,12 +399,13 @@ class CampaignRunner:
                               if allocation.experiment else CONTROL, mid, None))
                 continue
             variant = allocation.variant
-            if variant is not None and variant.delay and launched_at is not None:
-                due = launched_at + parse_duration(variant.delay)
+            if variant is not None and (variant.delay or variant.at is not None) and launched_at is not None:
+                # Its time is a pure function of the launch and the profile: a resumed or restarted run, and
+                # the row coming back when it is due, find the same one (unless the profile changed zone).
+                due = variant_send_time(variant, launched_at, profile)
                 if now < due:  # a send-time variant: its row waits like a quiet-hours deferral
                     rows.append((pid, "pending", "deferred", due))
-                    skips.append((pid, "deferred", f"variant {variant.name} sends {variant.delay} after launch",
-                                  mid, due))
+                    skips.append((pid, "deferred", _send_time_reason(variant), mid, due))
                     continue
             candidates.append((pid, mid))
         caps_of: dict[str, tuple[list[tuple[str, int, float]], dict[str, str]]] = {}  # by channel: the same
@@ -501,3 +510,11 @@ class CampaignRunner:
             if event is not None:
                 out.append(event_message(self.ctx.topics.events, event))
         return out
+
+
+def _send_time_reason(variant: Variant) -> str:
+    """Why a send-time variant's row waits (the ``message.decided`` event's reason)."""
+    if variant.at is None:
+        return f"variant {variant.name} sends {variant.delay} after launch"
+    after = f"{variant.delay} after launch, then " if variant.delay else ""
+    return f"variant {variant.name} sends {after}at {variant.at} in the customer's time zone"

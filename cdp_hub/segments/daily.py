@@ -23,10 +23,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from cdp_hub.bus.base import OutgoingMessage
 from cdp_hub.bus.events import event_message
+from cdp_hub.durations import DEFAULT_TIMEZONE, customer_zone
 from cdp_hub.schema.events import Event
 from cdp_hub.segments.engine import identity_of_profiles
 from cdp_hub.store import ProfileRepository
@@ -43,16 +44,12 @@ SOURCE = "cdp-hub.scheduler"
 BIRTHDAY_JOB = "birthday"
 SCAN_INTERVAL = timedelta(minutes=30)
 CLAIM_LEASE = timedelta(minutes=10)
-DEFAULT_TIMEZONE = "Europe/Moscow"
 PUBLISH_BATCH = 2000
 
 
 def zone(name: str | None) -> ZoneInfo:
     """The customer's zone; a missing or unknown one is the default (Moscow), as for quiet hours."""
-    try:
-        return ZoneInfo(name) if name else ZoneInfo(DEFAULT_TIMEZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
+    return customer_zone(name, DEFAULT_TIMEZONE)
 
 
 def local_today(now: datetime, timezone: str | None) -> date:

@@ -32,6 +32,7 @@ import click
 
 from cdp_hub.cli.helpers import Args, command, group, json_option, print_json, store_for
 from cdp_hub.config import Settings
+from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.triggers.checks import Installed, Problem, check_scenario_files
 from cdp_hub.triggers.scenario import Scenario
@@ -421,11 +422,12 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
                 stage.watermarks.caught_up()
                 await fire()
             await stage.handle([Record(hub.topics.profile_events, 0, offset, None, event.to_json())])
-        # Let every wait run out: the longest delay, the lateness, a day for quiet hours.
+        # Let every wait run out: the longest delay, a send-time variant's, the lateness, a day for quiet hours.
         wait = scenario.delay_td or timedelta(0)
         if scenario.send_at is not None:  # until the latest send time the events name
             times = [scenario.fire_time(e.occurred_at, e.model_dump(mode="json")) for e in events]
             wait = max([t - clock[0] for t in times if t is not None] + [timedelta(0)])
+        wait += _longest_variant_wait(scenario)
         clock[0] = clock[0] + wait + options.allowed_lateness + timedelta(days=1)
         stage.watermarks.caught_up()
         await fire()
@@ -450,6 +452,16 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
                     row["render_error"] = str(exc)
             rows.append(row)
     return rows
+
+
+def _longest_variant_wait(scenario: Scenario) -> timedelta:
+    """The most a send-time variant adds to the scenario's wait: its delay, and up to a day (and the hour a
+    clock change adds) to reach its next ``at``."""
+    if scenario.experiment is None:
+        return timedelta(0)
+    return max((parse_duration(v.delay) if v.delay else timedelta(0))
+               + (timedelta(hours=25) if v.at is not None else timedelta(0))
+               for v in scenario.experiment.variants)
 
 
 def _uuid(value: str, flag: str) -> uuid.UUID:

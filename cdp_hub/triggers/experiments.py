@@ -6,7 +6,7 @@
           control: 0.1                      # 10% receive nothing (what attribution compares against)
           variants:
             - {name: a, weight: 1}                              # the scenario's own template and channel
-            - {name: b, weight: 1, template: cart_reminder_b}   # or channel:, vars:, delay:
+            - {name: b, weight: 1, template: cart_reminder_b}   # or channel:, vars:, delay:, at: (+ timezone:)
     journey file: the same block; a variant takes its own branch of steps instead:
             - {name: short, weight: 1, goto: one_reminder}     # enters at step one_reminder (its branch)
     settings: holdout_share = 0.05, holdout_salt = "..."       # 5% receive no marketing at all
@@ -38,7 +38,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cdp_hub.durations import parse_duration
+from cdp_hub.durations import (
+    DEFAULT_TIMEZONE,
+    TIME_OF_DAY_PATTERN,
+    check_time_zone,
+    parse_duration,
+    parse_time_of_day,
+)
 from cdp_hub.schema.events import Context, Event, Identity, Traits, deterministic_event_id
 
 __all__ = ["ASSIGNED", "CONTROL", "GLOBAL_HOLDOUT", "NO_EXPERIMENT", "NO_VARIANT", "Allocation", "Experiment", "Variant", "allocate",
@@ -70,6 +76,11 @@ class Variant(BaseModel):
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables added to the message's")
     delay: str | None = Field(default=None, description="send this long later than the other variants (a send-time "
                               "test): a scenario's timer fires later, a campaign's row waits after launch")
+    at: str | None = Field(default=None, pattern=TIME_OF_DAY_PATTERN, description="send at this time of day "
+                           "(24-hour HH:MM) in the customer's time zone: the next one at or after the send time "
+                           "(after delay), e.g. \"10:00\"")
+    timezone: str | None = Field(default=None, description="the zone of at for a customer whose profile has no "
+                                 f"valid timezone (an IANA name; default {DEFAULT_TIMEZONE})")
 
     goto: str | None = Field(default=None, description="journeys: the step this variant's profiles enter at, "
                              "its own branch of the journey (default: the first step)")
@@ -80,6 +91,25 @@ class Variant(BaseModel):
         if value is not None:
             parse_duration(value)
         return value
+
+    # "before": these messages name the field and the syntax, where the pattern's would show a regex.
+    @field_validator("at", mode="before")
+    @classmethod
+    def _check_at(cls, value: Any) -> Any:
+        if value is not None:
+            parse_time_of_day(value, field="at")
+        return value
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _check_timezone(cls, value: Any) -> Any:
+        return value if value is None else check_time_zone(value, field="timezone")
+
+    @model_validator(mode="after")
+    def _zone_needs_at(self) -> Variant:
+        if self.timezone is not None and self.at is None:
+            raise ValueError("timezone is the zone of at: give the variant an at (e.g. at: \"10:00\") or drop it")
+        return self
 
 
 class Experiment(BaseModel):
@@ -231,4 +261,20 @@ def experiment_problems(document: Any) -> list[tuple[tuple[str | int, ...], str]
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
             problems.append((("experiment", "variants", i, "weight"),
                              f"weight must be a positive number, not {weight!r}"))
+        problems.extend((("experiment", "variants", i, key), message) for key, message in _send_time_problems(variant))
+    return problems
+
+
+def _send_time_problems(variant: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A variant's send-time fields that are wrong, as ``(field, message)``."""
+    problems = []
+    for key, check in (("delay", parse_duration), ("at", parse_time_of_day), ("timezone", check_time_zone)):
+        if variant.get(key) is not None:
+            try:
+                check(variant[key])  # the problem's path names the field
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+    if variant.get("timezone") is not None and variant.get("at") is None:
+        problems.append(("timezone", "timezone is the zone of at: give the variant an at (e.g. at: \"10:00\") "
+                                     "or drop it"))
     return problems

@@ -514,8 +514,9 @@ def step_problems(steps: Any, experiment: Any = None) -> list[tuple[tuple[str | 
     return problems
 
 
-JOURNEY_VARIANT_REFUSES = ("template", "channel", "delay")
-"""What a journey's variant may not change: its branch's steps name their own templates, channels and waits."""
+JOURNEY_VARIANT_REFUSES = ("template", "channel", "delay", "at", "timezone")
+"""What a journey's variant may not change: its branch's steps name their own templates, channels and waits (a
+``wait`` step takes ``at`` and ``timezone``)."""
 
 
 _SINGLE_OR_STEPS: dict[str, Any] = {"anyOf": [{"required": ["channel", "template"]}, {"required": ["steps"]}]}

@@ -5,6 +5,7 @@
         muted (setting, or an event marked by a replay/backfill) ──────────────────────────▶ decided muted
         older than max_age / max_trigger_age, or later than its send time + lateness ───────▶ decided too_late
         delay?   ─▶ scheduled_triggers (durable timer at occurred_at + delay, or at send_at, hold-until key)
+        a send-time variant ─▶ a timer too: its delay later, then its next ``at`` in the customer's zone
         cancel_on ─▶ pending timers whose wait the event falls in, in event time ──────────▶ decided suppressed
         otherwise ─▶ the contact policy (below)
     due timers (fire_at + allowed lateness passed by the watermark; checked every second, busy or idle)
@@ -42,7 +43,6 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -50,6 +50,7 @@ from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.bus.events import event_message
 from cdp_hub.bus.provenance import EVENT_SCHEMA
 from cdp_hub.config import Settings
+from cdp_hub.durations import DEFAULT_TIMEZONE, customer_zone, next_local_time, parse_time_of_day
 from cdp_hub.errors import ConfigurationError, SchemaViolation
 from cdp_hub.hotstate import HotState
 from cdp_hub.pipeline.stage import Decoded, Stage, StageContext, StageOutput
@@ -74,6 +75,7 @@ from cdp_hub.triggers.experiments import (
     NO_VARIANT,
     Allocation,
     Experiment,
+    Variant,
     allocate,
     assignment_event,
 )
@@ -82,7 +84,7 @@ from cdp_hub.triggers.scenario import FrequencyCap, QuietHours, Scenario, parse_
 from cdp_hub.triggers.timeline import Watermarks, is_too_late
 
 __all__ = ["DECISION_SOURCE", "Decision", "JourneyHook", "TriggerOptions", "TriggerStage", "experiment_step",
-           "is_muted", "quiet_hours_end"]
+           "is_muted", "quiet_hours_end", "variant_send_time"]
 
 DECISION_SOURCE = "cdp-hub.triggers"
 CONSENT_REQUESTED = "consent.requested"
@@ -101,11 +103,7 @@ log = logging.getLogger(__name__)
 
 def quiet_hours_end(now: datetime, quiet: QuietHours, timezone: str | None) -> datetime | None:
     """When ``now`` falls in the quiet period of the customer's zone, the UTC time it ends; else None."""
-    try:
-        tz = ZoneInfo(timezone or quiet.default_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        tz = ZoneInfo(quiet.default_timezone)
-    local = now.astimezone(tz)
+    local = now.astimezone(customer_zone(timezone, quiet.default_timezone))
     sh, sm = map(int, quiet.start.split(":"))
     eh, em = map(int, quiet.end.split(":"))
     start = local.replace(hour=sh, minute=sm, second=0, microsecond=0)
@@ -432,19 +430,20 @@ class TriggerStage(Stage[Event]):
                     decisions.append(refused)
                     continue
                 lateness = compiled.lateness or self.options.allowed_lateness
-                # A send-time variant waits longer than the scenario (the experiment step is pure: the same
-                # variant is found again when the timer fires).
-                later = _variant_delay(self.options, scenario, pid)
+                # A send-time variant waits longer than the scenario, or until a time of day in the customer's
+                # zone (the experiment step is pure: the same variant is found again when the timer fires).
+                timed = _send_time_variant(self.options, scenario, pid)
                 if scenario.send_at is None:
-                    fire_at = event.occurred_at + (compiled.delay or timedelta(0)) + later
+                    fire_at = event.occurred_at + (compiled.delay or timedelta(0))
                 else:  # relative to a time on the event (a delivery slot, points expiring)
                     anchored = scenario.fire_time(event.occurred_at, trigger)
                     if anchored is None:
                         decisions.append(Decision(scenario, pid, "suppressed",
                                                   f"the event has no date-time {scenario.send_at.field}", event))
                         continue
-                    fire_at = anchored + later
-                waits = scenario.delayed or bool(later)
+                    fire_at = anchored
+                fire_at = variant_send_time(timed, fire_at, profile)
+                waits = scenario.delayed or timed is not None
                 if (waits or compiled.lateness) and is_too_late(fire_at, arrived, lateness):
                     decisions.append(Decision(
                         scenario, pid, "too_late",
@@ -910,12 +909,27 @@ def experiment_step(options: TriggerOptions, experiment: Experiment | None, prof
                     holdout_salt=options.holdout_salt)
 
 
-def _variant_delay(options: TriggerOptions, scenario: Scenario, profile_id: str) -> timedelta:
-    """How much later than the scenario a send-time variant sends (zero for the others and the held out)."""
+def _send_time_variant(options: TriggerOptions, scenario: Scenario, profile_id: str) -> Variant | None:
+    """The profile's variant when it is a send-time variant (``delay`` or ``at``); None for the others, the
+    control group and the held out (they are decided at the scenario's own time)."""
     if scenario.experiment is None:
-        return timedelta(0)
+        return None
     variant = experiment_step(options, scenario.experiment, profile_id, scenario.category).variant
-    return parse_duration(variant.delay) if variant is not None and variant.delay else timedelta(0)
+    return variant if variant is not None and (variant.delay or variant.at is not None) else None
+
+
+def variant_send_time(variant: Variant | None, earliest: datetime, profile: Mapping[str, Any]) -> datetime:
+    """When a variant's message goes, ``earliest`` being when the others' go (a scenario's send time, a
+    campaign's launch): its ``delay`` later, then the next ``at`` at or after that on the clock of the customer's
+    zone (the profile's ``timezone`` when it is a known zone, else the variant's ``timezone``, else the default
+    zone, as for quiet hours). Shared by scenarios and campaigns."""
+    if variant is None:
+        return earliest
+    due = earliest + parse_duration(variant.delay) if variant.delay else earliest
+    if variant.at is not None:
+        zone = customer_zone(profile.get("timezone"), variant.timezone or DEFAULT_TIMEZONE)
+        due = next_local_time(due, parse_time_of_day(variant.at), zone)
+    return due
 
 
 def _experiment_id(allocation: Allocation) -> str:
