@@ -39,11 +39,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
 from cdp_hub.bus.events import event_message
+from cdp_hub.durations import customer_zone
 from cdp_hub.durations import parse_duration as _parse_duration
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
@@ -330,11 +330,7 @@ class JourneyPlan:
         if spec.since_entry is not None:
             due = max(since, position.entered_at + parse_duration(spec.since_entry))
         if spec.at is not None:
-            zone_name = profile.get("timezone") if isinstance(profile.get("timezone"), str) else None
-            try:
-                zone = ZoneInfo(zone_name or spec.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                zone = ZoneInfo(spec.timezone)
+            zone = customer_zone(profile.get("timezone"), spec.timezone)
             hour, minute = map(int, spec.at.split(":"))
             target = due.astimezone(zone).replace(hour=hour, minute=minute, second=0, microsecond=0)
             if target < since:
