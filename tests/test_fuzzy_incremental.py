@@ -11,13 +11,16 @@ involve a changed or new profile, with blocks small enough that the window fallb
 from __future__ import annotations
 
 import random
+import uuid
 from dataclasses import replace
 
 import pytest
 
 from cdp_hub.resolver.fuzzy import MatcherConfig, PersonRecord, ScoredPair, default_config, match
 from cdp_hub.resolver.fuzzy.index import MatchIndex, match_incremental
+from cdp_hub.resolver.fuzzy.store import load_records, suggest_merges
 from cdp_hub.resolver.fuzzy.text import transliterate
+from cdp_hub.store import Store
 
 from .identity_data import CITIES, FEMALE_NAMES, LATIN_FIRST, MALE_NAMES, SURNAMES
 
@@ -158,3 +161,56 @@ def test_an_index_update_moves_a_record_between_blocks() -> None:
     assert [(p.a, p.b) for p in run.pairs] == [("a", "b")]
     run = match_incremental(index, [replace(c, city="Omsk")], parameters=params, removed=["a"])
     assert run.pairs == [] and len(index) == 2 and "a" not in index
+
+
+_GOLDEN = {"given_name": "first_name", "surname": "last_name", "middle_name": "middle_name", "birth_date": "birth_date",
+           "city": "city", "postcode": "postal_code", "address": "address", "street_number": "street_number"}
+
+
+async def _store_profile(store: Store, record: PersonRecord, taken: set[tuple[str, str]],
+                         pid: uuid.UUID | None = None) -> str:
+    """``record`` as a live profile (golden record, phone and e-mail identities); its profile id."""
+    pid = pid or uuid.uuid4()
+    golden = {trait: getattr(record, name) for name, trait in _GOLDEN.items() if getattr(record, name)}
+    await store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, $2)", pid, golden)
+    for kind in ("phone", "email"):
+        value = getattr(record, kind)
+        if value and (kind, value) not in taken:  # a family's landline: the first member's identity
+            taken.add((kind, value))
+            await store.execute("INSERT INTO identities (kind, value, profile_id) VALUES ($1, $2, $3)", kind, value, pid)
+    return str(pid)
+
+
+async def test_the_stored_index_gives_the_full_runs_pairs_that_touch_a_change(store: Store) -> None:
+    config = default_config(min_records_for_estimation=500)
+    taken: set[tuple[str, str]] = set()
+    base = customers(1200, seed=21)
+    ids = [await _store_profile(store, r, taken) for r in base]
+    first = await suggest_merges(store, config, incremental=True)  # no previous run: a full one, index written
+    assert first.compared is None and first.run is not None
+    assert await store.fetchval("SELECT count(*) FROM matcher_profiles") == 1200
+
+    rng = random.Random(22)
+    edited = rng.sample(ids, 12)
+    for pid in edited:  # a typo, a move, or another system's view of the person
+        golden = dict(await store.fetchval("SELECT golden FROM profiles WHERE profile_id = $1", uuid.UUID(pid)))
+        golden["last_name"] = _typo(rng, golden.get("last_name", "x")) if rng.random() < 0.5 else golden["first_name"]
+        golden["city"] = rng.choice(CITIES)[0]
+        await store.execute("UPDATE profiles SET golden = $2, updated_at = now() WHERE profile_id = $1",
+                            uuid.UUID(pid), golden)
+    merged = rng.sample([p for p in ids if p not in edited], 8)
+    await store.execute("UPDATE profiles SET merged_into = $2 WHERE profile_id = ANY($1::uuid[])",
+                        [uuid.UUID(p) for p in merged], uuid.UUID(ids[0]))
+    new = [await _store_profile(store, _duplicate(rng, "x", rng.choice(base)), taken) for _ in range(8)]
+    new += [await _store_profile(store, r, taken) for r in customers(4, seed=23)]
+
+    second = await suggest_merges(store, config, threshold=0.0, incremental=True)
+    assert second.run is not None and second.compared == len(edited) + len(new)
+    assert second.run.neighbourhood is not None and second.run.neighbourhood < 1200 / 3
+    assert await store.fetchval("SELECT count(*) FROM matcher_profiles") == 1200 - len(merged) + len(new)
+    changed = set(edited) | set(new)
+    full = match(await load_records(store), config, threshold=0.0, parameters=first.run.parameters)
+    wanted = [p for p in full.pairs if p.a in changed or p.b in changed]
+    assert sum(p.score >= config.suggest_threshold for p in wanted) >= 3
+    assert _pairs(second.run.pairs) == _pairs(wanted)
+    assert second.profiles == full.records

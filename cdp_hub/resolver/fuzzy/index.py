@@ -37,10 +37,66 @@ from cdp_hub.resolver.fuzzy.match import (
     _pass_keys,
     _prepare,
     _Prepared,
+    _term_column,
 )
 from cdp_hub.resolver.fuzzy.model import MatcherConfig, PersonRecord
 
-__all__ = ["MatchIndex", "match_incremental"]
+__all__ = ["INDEX_LAYOUT", "MatchIndex", "key_text", "lookup_keys", "match_incremental", "prepared_rows",
+           "rows_prepared"]
+
+# The layout of a stored index (prepared values, key encoding). Part of the stored index's name: an index
+# written by another version of the preparation is not read, the next run is a full one.
+INDEX_LAYOUT = 1
+
+
+def key_text(key: Any) -> str:
+    """A blocking key as one string whose byte order is the key's order: a single key as it is; a tuple's
+    parts each with U+0001 escaped (as U+0001 U+0002) and ended by U+0001 U+0001, so a part that is a prefix
+    of another sorts first, as in the tuple."""
+    if isinstance(key, tuple):
+        return "".join(part.replace("\x01", "\x01\x02") + "\x01\x01" for part in key)
+    return str(key)
+
+
+def prepared_rows(prep: _Prepared) -> list[list[str | None]]:
+    """Each record's prepared values: the value columns, then the skeleton columns, in the matcher's order."""
+    columns = [*prep.values.values(), *prep.skeletons.values()]
+    return [list(row) for row in zip(*columns, strict=True)] if columns else [[] for _ in prep.ids]
+
+
+def rows_prepared(ids: Sequence[str], rows: Sequence[Sequence[str | None]], config: MatcherConfig) -> _Prepared:
+    """The inverse of :func:`prepared_rows`: records as the matcher takes them, from stored rows."""
+    layout = _prepare([], config)
+    names = [*layout.values, *layout.skeletons]
+    columns: list[list[str | None]] = [[] for _ in names]
+    for row in rows:
+        if len(row) != len(names):
+            raise ValueError(f"a stored prepared row has {len(row)} values, the matcher {len(names)}")
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    width = len(layout.values)
+    return _Prepared(list(ids), dict(zip(layout.values, columns[:width], strict=True)),
+                     dict(zip(layout.skeletons, columns[width:], strict=True)), {})
+
+
+def term_kinds(config: MatcherConfig) -> dict[str, int]:
+    """The stored key kind of each term-frequency field: ``-1 - comparison index``."""
+    return {c.field: -1 - f for f, c in enumerate(config.comparisons) if c.term_frequency}
+
+
+def lookup_keys(prep: _Prepared, config: MatcherConfig) -> list[list[tuple[int, str]]]:
+    """Each record's stored keys ``(kind, text)``: one per blocking pass it takes part in (kind = the pass),
+    one per term-frequency value it has (kind < 0, see :func:`term_kinds`)."""
+    out: list[list[tuple[int, str]]] = [[] for _ in prep.ids]
+    for p, keys in enumerate(_pass_keys(prep, config)):
+        for row, key in zip(out, keys, strict=True):
+            if key is not None:
+                row.append((p, key_text(key)))
+    for name, kind in term_kinds(config).items():
+        for row, value in zip(out, _term_column(prep, name), strict=True):
+            if value:
+                row.append((kind, value))
+    return out
 
 
 class MatchIndex:

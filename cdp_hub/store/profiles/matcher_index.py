@@ -1,0 +1,143 @@
+"""The fuzzy matcher's index in PostgreSQL: ``matcher_profiles`` (prepared values) and ``matcher_keys``.
+
+    full run         ─▶ replace_matcher_index: the whole index of one matcher, by COPY
+    incremental run  ─▶ prune_matcher_index (profiles no longer live) ─▶ update_matcher_index (changed ones)
+                     ─▶ matcher_blocks (exact blocks of the changed keys) + matcher_windows (sorted passes:
+                        the rows next to each changed key, both sides) ─▶ matcher_prepared (their values)
+                     ─▶ matcher_term_counts / matcher_population (the whole set's term frequencies, size)
+
+Keys compare in byte order (the column is ``COLLATE "C"``), which is the order the matcher sorts them in; a
+profile's rows are ordered by ``profile_id`` as the full run reads them, so ties break the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from cdp_hub.store.db import Store
+
+__all__ = ["MatcherIndexStatements"]
+
+_DELETE_PROFILES = "DELETE FROM matcher_profiles WHERE matcher = $1"
+_DELETE_KEYS = "DELETE FROM matcher_keys WHERE matcher = $1"
+_DELETE_SOME_PROFILES = "DELETE FROM matcher_profiles WHERE matcher = $1 AND profile_id = ANY($2::uuid[])"
+_DELETE_SOME_KEYS = "DELETE FROM matcher_keys WHERE matcher = $1 AND profile_id = ANY($2::uuid[])"
+# Profiles merged away or deleted since the index was written.
+_GONE = """
+SELECT m.profile_id FROM matcher_profiles m
+ WHERE m.matcher = $1
+   AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.profile_id = m.profile_id AND p.merged_into IS NULL)
+"""
+_BLOCKS = """
+SELECT DISTINCT k.profile_id
+  FROM matcher_keys k
+  JOIN unnest($2::smallint[], $3::text[]) AS c(kind, key) ON k.kind = c.kind AND k.key = c.key COLLATE "C"
+ WHERE k.matcher = $1
+"""
+# Each changed key's neighbours in its pass: up to `lim` rows before it and after it in (key, profile_id) order.
+_WINDOWS = """
+SELECT n.profile_id
+  FROM unnest($2::smallint[], $3::text[], $4::uuid[], $5::int[]) AS c(kind, key, profile_id, lim)
+ CROSS JOIN LATERAL (
+       (SELECT k.profile_id FROM matcher_keys k
+         WHERE k.matcher = $1 AND k.kind = c.kind AND (k.key, k.profile_id) < (c.key COLLATE "C", c.profile_id)
+         ORDER BY k.key DESC, k.profile_id DESC LIMIT c.lim)
+       UNION ALL
+       (SELECT k.profile_id FROM matcher_keys k
+         WHERE k.matcher = $1 AND k.kind = c.kind AND (k.key, k.profile_id) > (c.key COLLATE "C", c.profile_id)
+         ORDER BY k.key, k.profile_id LIMIT c.lim)
+ ) AS n
+"""
+_PREPARED = """
+SELECT profile_id, prepared FROM matcher_profiles WHERE matcher = $1 AND profile_id = ANY($2::uuid[])
+ ORDER BY profile_id
+"""
+_TERM_COUNTS = """
+SELECT k.kind, k.key, count(*) AS n
+  FROM matcher_keys k
+  JOIN unnest($2::smallint[], $3::text[]) AS c(kind, key) ON k.kind = c.kind AND k.key = c.key COLLATE "C"
+ WHERE k.matcher = $1
+ GROUP BY k.kind, k.key
+"""
+_TERM_TOTALS = """
+SELECT kind, count(*) AS n FROM matcher_keys WHERE matcher = $1 AND kind = ANY($2::smallint[]) GROUP BY kind
+"""
+_POPULATION = "SELECT count(*) FROM matcher_profiles WHERE matcher = $1"
+
+_PROFILE_COLUMNS = ("matcher", "profile_id", "prepared")
+_KEY_COLUMNS = ("matcher", "kind", "key", "profile_id")
+
+PreparedRow = tuple[uuid.UUID, list[str | None]]
+KeyRow = tuple[int, str, uuid.UUID]
+
+
+class MatcherIndexStatements:
+    """The fuzzy matcher's index; part of :class:`cdp_hub.store.profiles.ProfileRepository`."""
+
+    store: Store
+
+    @staticmethod
+    async def replace_matcher_index(conn: asyncpg.Connection, matcher: str, profiles: Sequence[PreparedRow],
+                                    keys: Sequence[KeyRow]) -> None:
+        """The whole index of ``matcher``, replaced (a full run); in the caller's transaction."""
+        await conn.execute(_DELETE_PROFILES, matcher)
+        await conn.execute(_DELETE_KEYS, matcher)
+        await _copy(conn, matcher, profiles, keys)
+
+    @staticmethod
+    async def update_matcher_index(conn: asyncpg.Connection, matcher: str, profiles: Sequence[PreparedRow],
+                                   keys: Sequence[KeyRow]) -> None:
+        """Replace the rows of ``profiles`` (changed or new) in the index of ``matcher``."""
+        ids = [p for p, _ in profiles]
+        await conn.execute(_DELETE_SOME_PROFILES, matcher, ids)
+        await conn.execute(_DELETE_SOME_KEYS, matcher, ids)
+        await _copy(conn, matcher, profiles, keys)
+
+    @staticmethod
+    async def prune_matcher_index(conn: asyncpg.Connection, matcher: str) -> list[uuid.UUID]:
+        """Drop the rows of profiles that are no longer live (merged away, deleted); their ids."""
+        gone = [r["profile_id"] for r in await conn.fetch(_GONE, matcher)]
+        if gone:
+            await conn.execute(_DELETE_SOME_PROFILES, matcher, gone)
+            await conn.execute(_DELETE_SOME_KEYS, matcher, gone)
+        return gone
+
+    async def matcher_population(self, matcher: str) -> int:
+        """Profiles in the index of ``matcher`` (0: there is none)."""
+        return int(await self.store.fetchval(_POPULATION, matcher))
+
+    async def matcher_blocks(self, matcher: str, kinds: Sequence[int], keys: Sequence[str]) -> set[uuid.UUID]:
+        """Every profile holding one of the ``(kind, key)`` pairs."""
+        return {r["profile_id"] for r in await self.store.fetch(_BLOCKS, matcher, kinds, keys)}
+
+    async def matcher_windows(self, matcher: str, kinds: Sequence[int], keys: Sequence[str],
+                              profiles: Sequence[uuid.UUID], limits: Sequence[int]) -> set[uuid.UUID]:
+        """For each ``(kind, key, profile)``: the ``limit`` profiles before and after it in ``(key, profile_id)``
+        order among that kind's rows."""
+        rows = await self.store.fetch(_WINDOWS, matcher, kinds, keys, profiles, limits)
+        return {r["profile_id"] for r in rows}
+
+    async def matcher_prepared(self, matcher: str, profiles: Sequence[uuid.UUID]) -> list[PreparedRow]:
+        """``(profile id, prepared values)`` of ``profiles``, by profile id."""
+        rows = await self.store.fetch(_PREPARED, matcher, profiles)
+        return [(r["profile_id"], list(r["prepared"])) for r in rows]
+
+    async def matcher_term_counts(self, matcher: str, kinds: Sequence[int], keys: Sequence[str],
+                                  every_kind: Sequence[int]) -> tuple[dict[tuple[int, str], int], dict[int, int]]:
+        """How many profiles hold each ``(kind, key)``, and how many hold any key of each of ``every_kind``."""
+        counts = {(r["kind"], r["key"]): r["n"] for r in await self.store.fetch(_TERM_COUNTS, matcher, kinds, keys)}
+        totals = {r["kind"]: r["n"] for r in await self.store.fetch(_TERM_TOTALS, matcher, list(every_kind))}
+        return counts, totals
+
+
+async def _copy(conn: asyncpg.Connection, matcher: str, profiles: Sequence[PreparedRow],
+                keys: Sequence[KeyRow]) -> None:
+    if profiles:
+        await conn.copy_records_to_table("matcher_profiles", columns=_PROFILE_COLUMNS,
+                                         records=[(matcher, p, prepared) for p, prepared in profiles])
+    if keys:
+        await conn.copy_records_to_table("matcher_keys", columns=_KEY_COLUMNS,
+                                         records=[(matcher, kind, key, p) for kind, key, p in keys])
