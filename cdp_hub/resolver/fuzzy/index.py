@@ -42,7 +42,7 @@ from cdp_hub.resolver.fuzzy.match import (
 from cdp_hub.resolver.fuzzy.model import MatcherConfig, PersonRecord
 
 __all__ = ["INDEX_LAYOUT", "MatchIndex", "key_text", "lookup_keys", "match_incremental", "prepared_rows",
-           "rows_prepared"]
+           "rows_prepared", "term_counts_of", "term_kinds"]
 
 # The layout of a stored index (prepared values, key encoding). Part of the stored index's name: an index
 # written by another version of the preparation is not read, the next run is a full one.
@@ -80,23 +80,31 @@ def rows_prepared(ids: Sequence[str], rows: Sequence[Sequence[str | None]], conf
 
 
 def term_kinds(config: MatcherConfig) -> dict[str, int]:
-    """The stored key kind of each term-frequency field: ``-1 - comparison index``."""
+    """The stored kind of each term-frequency field's counts: ``-1 - comparison index`` (kind 0 counts the
+    records)."""
     return {c.field: -1 - f for f, c in enumerate(config.comparisons) if c.term_frequency}
 
 
 def lookup_keys(prep: _Prepared, config: MatcherConfig) -> list[list[tuple[int, str]]]:
-    """Each record's stored keys ``(kind, text)``: one per blocking pass it takes part in (kind = the pass),
-    one per term-frequency value it has (kind < 0, see :func:`term_kinds`)."""
+    """Each record's stored keys ``(pass, key text)``: one per blocking pass it takes part in."""
     out: list[list[tuple[int, str]]] = [[] for _ in prep.ids]
     for p, keys in enumerate(_pass_keys(prep, config)):
         for row, key in zip(out, keys, strict=True):
             if key is not None:
                 row.append((p, key_text(key)))
-    for name, kind in term_kinds(config).items():
-        for row, value in zip(out, _term_column(prep, name), strict=True):
-            if value:
-                row.append((kind, value))
     return out
+
+
+def term_counts_of(prep: _Prepared, config: MatcherConfig) -> Counter[tuple[int, str]]:
+    """What ``prep``'s records add to the stored counts: ``(kind, value)`` per term-frequency value,
+    ``(kind, "")`` per record with any value of the kind, ``(0, "")`` per record."""
+    counts: Counter[tuple[int, str]] = Counter()
+    counts[(0, "")] = len(prep.ids)
+    for name, kind in term_kinds(config).items():
+        values = [v for v in _term_column(prep, name) if v]
+        counts.update((kind, v) for v in values)
+        counts[(kind, "")] += len(values)
+    return counts
 
 
 class MatchIndex:

@@ -33,6 +33,7 @@ from cdp_hub.resolver.fuzzy.index import (
     lookup_keys,
     prepared_rows,
     rows_prepared,
+    term_counts_of,
     term_kinds,
 )
 from cdp_hub.resolver.fuzzy.match import (
@@ -261,23 +262,24 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
 
 
 async def _write_index(store: Store, config: MatcherConfig, index_name: str, prep: _Prepared) -> None:
-    """Replace the stored index with the prepared values and keys of a full run's records."""
+    """Replace the stored index with the prepared values, keys and term counts of a full run's records."""
     uuids = [uuid.UUID(rid) for rid in prep.ids]
     keys = [(kind, key, pid) for pid, found in zip(uuids, lookup_keys(prep, config), strict=True) for kind, key in found]
+    terms = [(kind, key, n) for (kind, key), n in term_counts_of(prep, config).items()]
     async with store.pool.acquire() as conn, conn.transaction():
-        await ProfileRepository.replace_matcher_index(conn, index_name, list(zip(uuids, prepared_rows(prep),
-                                                                                 strict=True)), keys)
+        await ProfileRepository.replace_matcher_index(
+            conn, index_name, list(zip(uuids, prepared_rows(prep), strict=True)), keys, terms)
 
 
 async def _incremental_run(store: Store, config: MatcherConfig, index_name: str, changed: Sequence[uuid.UUID],
                            parameters: ModelParameters, cut: float) -> MatchRun:
     """Compare the ``changed`` profiles with their neighbourhood, read from the stored index.
 
-    Profiles no longer live leave the index; the changed ones are prepared and their rows replaced; then the
-    neighbourhood (every profile sharing an exact block with a changed one, and the ``window - 1`` on each
-    side of it in each sorted pass) is read with its prepared values, in profile id order as a full run reads
-    them, and the matcher runs on it with the whole index's term counts and size (see
-    :mod:`cdp_hub.resolver.fuzzy.index` for why that gives the full run's pairs)."""
+    Profiles no longer live leave the index; the changed ones are prepared and their rows replaced (and the
+    term counts moved by what left and came); then the neighbourhood (every profile sharing an exact block with
+    a changed one, and the ``window - 1`` on each side of it in each sorted pass) is read with its prepared
+    values, in profile id order as a full run reads them, and the matcher runs on it with the whole index's
+    term counts and size (see :mod:`cdp_hub.resolver.fuzzy.index` for why that gives the full run's pairs)."""
     started = time.perf_counter()
     repo = ProfileRepository(store)
     records = await load_records(store, changed)
@@ -285,16 +287,20 @@ async def _incremental_run(store: Store, config: MatcherConfig, index_name: str,
     uuids = [uuid.UUID(r.id) for r in records]
     found = lookup_keys(prep, config)
     async with store.pool.acquire() as conn, conn.transaction():
-        await ProfileRepository.prune_matcher_index(conn, index_name)
-        await ProfileRepository.update_matcher_index(
+        left = await ProfileRepository.prune_matcher_index(conn, index_name)
+        left += await ProfileRepository.update_matcher_index(
             conn, index_name, list(zip(uuids, prepared_rows(prep), strict=True)),
             [(kind, key, pid) for pid, keys in zip(uuids, found, strict=True) for kind, key in keys])
+        deltas = term_counts_of(prep, config)
+        deltas.subtract(term_counts_of(rows_prepared([str(p) for p, _ in left], [row for _, row in left], config),
+                                       config))
+        await ProfileRepository.add_matcher_terms(conn, index_name,
+                                                  [(kind, key, n) for (kind, key), n in deltas.items() if n])
+    t_update = time.perf_counter()
     exact: dict[tuple[int, str], None] = {}
     windows: list[tuple[int, str, uuid.UUID, int]] = []
     for pid, keys in zip(uuids, found, strict=True):
         for kind, key in keys:
-            if kind < 0:
-                continue
             bp = config.blocking[kind]
             if bp.method == "sorted_neighbourhood":
                 windows.append((kind, key, pid, bp.window - 1))
@@ -307,18 +313,23 @@ async def _incremental_run(store: Store, config: MatcherConfig, index_name: str,
         neighbourhood |= await repo.matcher_windows(index_name, *(list(col) for col in zip(*windows, strict=True)))
     rows = await repo.matcher_prepared(index_name, sorted(neighbourhood))
     universe = rows_prepared([str(pid) for pid, _ in rows], [row for _, row in rows], config)
-    population = await repo.matcher_population(index_name)
     kinds = term_kinds(config)
-    wanted = {(kinds[name], v) for name in kinds for v in _term_column(universe, name) if v}
-    counts, totals = await repo.matcher_term_counts(index_name, [k for k, _ in wanted], [v for _, v in wanted],
-                                                    list(kinds.values()))
+    wanted = {(0, "")} | {(kind, "") for kind in kinds.values()}
+    wanted |= {(kinds[name], v) for name in kinds for v in _term_column(universe, name) if v}
+    counts = await repo.matcher_term_counts(index_name, [k for k, _ in wanted], [v for _, v in wanted])
     term_counts: TermCounts = {
-        name: (Counter({v: n for (k, v), n in counts.items() if k == kind}), totals.get(kind, 0))
+        name: (Counter({v: n for (k, v), n in counts.items() if k == kind and v}), counts.get((kind, ""), 0))
         for name, kind in kinds.items()}
     changed_ids = {r.id for r in records}
+    t_read = time.perf_counter()
     run = _match_prepared(universe, config, cut=cut,
                           changed={k for k, rid in enumerate(universe.ids) if rid in changed_ids},
-                          parameters=parameters, started=started, population=population, term_counts=term_counts)
+                          parameters=parameters, started=t_read, population=counts.get((0, ""), 0),
+                          term_counts=term_counts)
+    # Where an incremental run's time goes: the changed profiles read, prepared and written to the index; the
+    # neighbourhood, its prepared values and the term counts read; then the matcher's own stages.
+    run.seconds = {"index_update": t_update - started, "neighbourhood": t_read - t_update,
+                   **run.seconds, "total": time.perf_counter() - started}
     run.neighbourhood = len(universe.ids)
     run.unreadable = prep.unreadable
     return run

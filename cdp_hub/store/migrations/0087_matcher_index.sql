@@ -5,10 +5,12 @@
 --
 -- matcher_profiles: each live profile's prepared values (folded, transliterated, skeletons; the matcher's
 --   field order), what a comparison reads.
--- matcher_keys: the keys a neighbourhood is found by; `kind` >= 0 is a blocking pass (its key), `kind` < 0 is
---   the term frequency of comparison -1 - kind (the value counted). Byte order (COLLATE "C") is the order the
---   matcher sorts keys in, so a sorted pass's neighbours are the rows next to a key in the index.
--- Greenplum: both distributed by the profile, as the profile tables are.
+-- matcher_keys: the keys a neighbourhood is found by, `kind` = the blocking pass. Byte order (COLLATE "C") is the
+--   order the matcher sorts keys in, so a sorted pass's neighbours are the rows next to a key in the index.
+-- matcher_terms: how many indexed profiles hold each value of a term-frequency field (`kind` = -1 - the
+--   comparison), the key '' of a kind holding how many hold any value, and (kind 0, key '') the number of
+--   profiles: kept up to date by each run, so an incremental run reads counts instead of counting.
+-- Greenplum: distributed by the profile (by the counted value for matcher_terms).
 CREATE TABLE IF NOT EXISTS matcher_profiles (
     matcher    text   NOT NULL,
     profile_id uuid   NOT NULL,
@@ -24,3 +26,11 @@ CREATE TABLE IF NOT EXISTS matcher_keys (
 ) /*gp: DISTRIBUTED BY (profile_id) */;
 CREATE INDEX IF NOT EXISTS matcher_keys_lookup_idx ON matcher_keys (matcher, kind, key, profile_id);
 CREATE INDEX IF NOT EXISTS matcher_keys_profile_idx ON matcher_keys (matcher, profile_id);
+
+CREATE TABLE IF NOT EXISTS matcher_terms (
+    matcher text     NOT NULL,
+    kind    smallint NOT NULL,
+    key     text     COLLATE "C" NOT NULL,
+    n       bigint   NOT NULL,
+    PRIMARY KEY (matcher, kind, key)
+) /*gp: DISTRIBUTED BY (key) */;

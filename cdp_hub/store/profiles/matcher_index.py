@@ -1,10 +1,11 @@
 """The fuzzy matcher's index in PostgreSQL: ``matcher_profiles`` (prepared values) and ``matcher_keys``.
 
-    full run         ─▶ replace_matcher_index: the whole index of one matcher, by COPY
+    full run         ─▶ replace_matcher_index: the whole index of one matcher, by COPY, with its term counts
     incremental run  ─▶ prune_matcher_index (profiles no longer live) ─▶ update_matcher_index (changed ones)
+                        ─▶ add_matcher_terms (the counts moved by the rows removed and added)
                      ─▶ matcher_blocks (exact blocks of the changed keys) + matcher_windows (sorted passes:
                         the rows next to each changed key, both sides) ─▶ matcher_prepared (their values)
-                     ─▶ matcher_term_counts / matcher_population (the whole set's term frequencies, size)
+                     ─▶ matcher_term_counts (the whole set's counts of the values at hand, and its size)
 
 Keys compare in byte order (the column is ``COLLATE "C"``), which is the order the matcher sorts them in; a
 profile's rows are ordered by ``profile_id`` as the full run reads them, so ties break the same way.
@@ -23,7 +24,10 @@ __all__ = ["MatcherIndexStatements"]
 
 _DELETE_PROFILES = "DELETE FROM matcher_profiles WHERE matcher = $1"
 _DELETE_KEYS = "DELETE FROM matcher_keys WHERE matcher = $1"
-_DELETE_SOME_PROFILES = "DELETE FROM matcher_profiles WHERE matcher = $1 AND profile_id = ANY($2::uuid[])"
+_DELETE_TERMS = "DELETE FROM matcher_terms WHERE matcher = $1"
+_DELETE_SOME_PROFILES = """
+DELETE FROM matcher_profiles WHERE matcher = $1 AND profile_id = ANY($2::uuid[]) RETURNING profile_id, prepared
+"""
 _DELETE_SOME_KEYS = "DELETE FROM matcher_keys WHERE matcher = $1 AND profile_id = ANY($2::uuid[])"
 # Profiles merged away or deleted since the index was written.
 _GONE = """
@@ -56,22 +60,30 @@ SELECT profile_id, prepared FROM matcher_profiles WHERE matcher = $1 AND profile
  ORDER BY profile_id
 """
 _TERM_COUNTS = """
-SELECT k.kind, k.key, count(*) AS n
-  FROM matcher_keys k
-  JOIN unnest($2::smallint[], $3::text[]) AS c(kind, key) ON k.kind = c.kind AND k.key = c.key COLLATE "C"
- WHERE k.matcher = $1
- GROUP BY k.kind, k.key
+SELECT t.kind, t.key, t.n
+  FROM matcher_terms t
+  JOIN unnest($2::smallint[], $3::text[]) AS c(kind, key) ON t.kind = c.kind AND t.key = c.key COLLATE "C"
+ WHERE t.matcher = $1
 """
-_TERM_TOTALS = """
-SELECT kind, count(*) AS n FROM matcher_keys WHERE matcher = $1 AND kind = ANY($2::smallint[]) GROUP BY kind
+_ADD_TERMS = """
+INSERT INTO matcher_terms AS t (matcher, kind, key, n)
+SELECT $1, kind, key, n FROM unnest($2::smallint[], $3::text[], $4::bigint[]) AS c(kind, key, n)
+ON CONFLICT (matcher, kind, key) DO UPDATE SET n = t.n + EXCLUDED.n
 """
-_POPULATION = "SELECT count(*) FROM matcher_profiles WHERE matcher = $1"
+_DROP_ZERO_TERMS = """
+DELETE FROM matcher_terms WHERE matcher = $1 AND n <= 0 AND (kind, key) IN (
+    SELECT kind, key COLLATE "C" FROM unnest($2::smallint[], $3::text[]) AS c(kind, key))
+"""
+# (kind 0, key ''): the number of profiles in the index.
+_POPULATION = "SELECT n FROM matcher_terms WHERE matcher = $1 AND kind = 0 AND key = ''"
 
 _PROFILE_COLUMNS = ("matcher", "profile_id", "prepared")
 _KEY_COLUMNS = ("matcher", "kind", "key", "profile_id")
+_TERM_COLUMNS = ("matcher", "kind", "key", "n")
 
 PreparedRow = tuple[uuid.UUID, list[str | None]]
 KeyRow = tuple[int, str, uuid.UUID]
+TermRow = tuple[int, str, int]  # (kind, value, profiles): kind < 0 a term-frequency field, (0, '') all profiles
 
 
 class MatcherIndexStatements:
@@ -81,33 +93,49 @@ class MatcherIndexStatements:
 
     @staticmethod
     async def replace_matcher_index(conn: asyncpg.Connection, matcher: str, profiles: Sequence[PreparedRow],
-                                    keys: Sequence[KeyRow]) -> None:
+                                    keys: Sequence[KeyRow], terms: Sequence[TermRow]) -> None:
         """The whole index of ``matcher``, replaced (a full run); in the caller's transaction."""
         await conn.execute(_DELETE_PROFILES, matcher)
         await conn.execute(_DELETE_KEYS, matcher)
+        await conn.execute(_DELETE_TERMS, matcher)
         await _copy(conn, matcher, profiles, keys)
+        if terms:
+            await conn.copy_records_to_table("matcher_terms", columns=_TERM_COLUMNS,
+                                             records=[(matcher, kind, key, n) for kind, key, n in terms])
+        # Planner statistics for the tables just rewritten: an incremental run's lookups are index scans only
+        # when the planner knows the tables are large (a fresh COPY looks empty to it until autovacuum).
+        for table in ("matcher_profiles", "matcher_keys", "matcher_terms"):
+            await conn.execute(f"ANALYZE {table}")
 
     @staticmethod
     async def update_matcher_index(conn: asyncpg.Connection, matcher: str, profiles: Sequence[PreparedRow],
-                                   keys: Sequence[KeyRow]) -> None:
-        """Replace the rows of ``profiles`` (changed or new) in the index of ``matcher``."""
-        ids = [p for p, _ in profiles]
-        await conn.execute(_DELETE_SOME_PROFILES, matcher, ids)
-        await conn.execute(_DELETE_SOME_KEYS, matcher, ids)
+                                   keys: Sequence[KeyRow]) -> list[PreparedRow]:
+        """Replace the rows of ``profiles`` (changed or new) in the index of ``matcher``; the rows replaced (the
+        caller moves the term counts by them, :meth:`add_matcher_terms`)."""
+        if not profiles:
+            return []
+        replaced = await _delete(conn, matcher, [p for p, _ in profiles])
         await _copy(conn, matcher, profiles, keys)
+        return replaced
 
     @staticmethod
-    async def prune_matcher_index(conn: asyncpg.Connection, matcher: str) -> list[uuid.UUID]:
-        """Drop the rows of profiles that are no longer live (merged away, deleted); their ids."""
+    async def prune_matcher_index(conn: asyncpg.Connection, matcher: str) -> list[PreparedRow]:
+        """Drop the rows of profiles that are no longer live (merged away, deleted); the rows dropped."""
         gone = [r["profile_id"] for r in await conn.fetch(_GONE, matcher)]
-        if gone:
-            await conn.execute(_DELETE_SOME_PROFILES, matcher, gone)
-            await conn.execute(_DELETE_SOME_KEYS, matcher, gone)
-        return gone
+        return await _delete(conn, matcher, gone) if gone else []
+
+    @staticmethod
+    async def add_matcher_terms(conn: asyncpg.Connection, matcher: str, deltas: Sequence[TermRow]) -> None:
+        """Move the term counts of ``matcher`` by ``deltas`` (rows added: +1, rows removed: -1)."""
+        if not deltas:
+            return
+        kinds, keys, counts = [d[0] for d in deltas], [d[1] for d in deltas], [d[2] for d in deltas]
+        await conn.execute(_ADD_TERMS, matcher, kinds, keys, counts)
+        await conn.execute(_DROP_ZERO_TERMS, matcher, kinds, keys)
 
     async def matcher_population(self, matcher: str) -> int:
         """Profiles in the index of ``matcher`` (0: there is none)."""
-        return int(await self.store.fetchval(_POPULATION, matcher))
+        return int(await self.store.fetchval(_POPULATION, matcher) or 0)
 
     async def matcher_blocks(self, matcher: str, kinds: Sequence[int], keys: Sequence[str]) -> set[uuid.UUID]:
         """Every profile holding one of the ``(kind, key)`` pairs."""
@@ -125,12 +153,16 @@ class MatcherIndexStatements:
         rows = await self.store.fetch(_PREPARED, matcher, profiles)
         return [(r["profile_id"], list(r["prepared"])) for r in rows]
 
-    async def matcher_term_counts(self, matcher: str, kinds: Sequence[int], keys: Sequence[str],
-                                  every_kind: Sequence[int]) -> tuple[dict[tuple[int, str], int], dict[int, int]]:
-        """How many profiles hold each ``(kind, key)``, and how many hold any key of each of ``every_kind``."""
-        counts = {(r["kind"], r["key"]): r["n"] for r in await self.store.fetch(_TERM_COUNTS, matcher, kinds, keys)}
-        totals = {r["kind"]: r["n"] for r in await self.store.fetch(_TERM_TOTALS, matcher, list(every_kind))}
-        return counts, totals
+    async def matcher_term_counts(self, matcher: str, kinds: Sequence[int],
+                                  keys: Sequence[str]) -> dict[tuple[int, str], int]:
+        """The stored counts of the ``(kind, key)`` pairs (absent: none)."""
+        return {(r["kind"], r["key"]): r["n"] for r in await self.store.fetch(_TERM_COUNTS, matcher, kinds, keys)}
+
+
+async def _delete(conn: asyncpg.Connection, matcher: str, profiles: Sequence[uuid.UUID]) -> list[PreparedRow]:
+    rows = await conn.fetch(_DELETE_SOME_PROFILES, matcher, profiles)
+    await conn.execute(_DELETE_SOME_KEYS, matcher, profiles)
+    return [(r["profile_id"], list(r["prepared"])) for r in rows]
 
 
 async def _copy(conn: asyncpg.Connection, matcher: str, profiles: Sequence[PreparedRow],
