@@ -108,13 +108,18 @@ def _pairs(pairs: list[ScoredPair]) -> dict[tuple[str, str], tuple[float, float,
                          {f: (e.level, e.weight) for f, e in p.evidence.items()}) for p in pairs}
 
 
-@pytest.mark.parametrize("blocks", ["default", "small"])
-def test_incremental_pairs_equal_the_full_runs_pairs_that_touch_a_change(blocks: str) -> None:
+def _config(blocks: str) -> MatcherConfig:
     config = default_config(min_records_for_estimation=500)
-    if blocks == "small":  # every pass's big blocks fall back to the window over the names
+    if blocks == "small":  # most blocks are too big to pair all-to-all: the window over the names takes over
         config = MatcherConfig.model_validate({
             **config.model_dump(),
             "blocking": [{**bp.model_dump(), "max_block_size": 4} for bp in config.blocking]})
+    return config
+
+
+@pytest.mark.parametrize("blocks", ["default", "small"])
+def test_incremental_pairs_equal_the_full_runs_pairs_that_touch_a_change(blocks: str) -> None:
+    config = _config(blocks)
     base = customers(3000, seed=11)
     first = match(base, config, threshold=0.0)
     assert first.parameters.validated
@@ -181,8 +186,9 @@ async def _store_profile(store: Store, record: PersonRecord, taken: set[tuple[st
     return str(pid)
 
 
-async def test_the_stored_index_gives_the_full_runs_pairs_that_touch_a_change(store: Store) -> None:
-    config = default_config(min_records_for_estimation=500)
+@pytest.mark.parametrize("blocks", ["default", "small"])
+async def test_the_stored_index_gives_the_full_runs_pairs_that_touch_a_change(store: Store, blocks: str) -> None:
+    config = _config(blocks)
     taken: set[tuple[str, str]] = set()
     base = customers(1200, seed=21)
     ids = [await _store_profile(store, r, taken) for r in base]

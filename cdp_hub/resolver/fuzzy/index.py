@@ -13,9 +13,11 @@ sorted orders and the term counts, so an incremental run prepares only what chan
                                                    that neighbourhood, with the whole set's term counts
 
 Why the result equals a full run's pairs that touch a changed record: an exact block holding a changed
-record is in the neighbourhood whole (so its size, and the name order a block over ``max_block_size`` is
-scanned in, are the full run's); a sorted pass's window around a changed record is a contiguous run of the
-full order, and every record of that run is in the neighbourhood, so nothing else can slip in between.
+record is in the neighbourhood whole when it is small enough to pair all-to-all; a block over
+``max_block_size`` is scanned by a full run with a window in name order, and a sorted pass with a window in
+key order, and the window around a changed record is a contiguous run of that order whose every record is in
+the neighbourhood, so nothing else can slip in between (the big block is marked, so the matcher scans its
+part with the window too, however few of its records are at hand).
 Records keep their order (an *ordinal*: the position in the full run, new ones after), which is how the
 full run breaks ties between equal keys. Term frequencies come from counts over every record, and the
 estimation threshold sees every record too.
@@ -85,13 +87,18 @@ def term_kinds(config: MatcherConfig) -> dict[str, int]:
     return {c.field: -1 - f for f, c in enumerate(config.comparisons) if c.term_frequency}
 
 
-def lookup_keys(prep: _Prepared, config: MatcherConfig) -> list[list[tuple[int, str]]]:
-    """Each record's stored keys ``(pass, key text)``: one per blocking pass it takes part in."""
-    out: list[list[tuple[int, str]]] = [[] for _ in prep.ids]
-    for p, keys in enumerate(_pass_keys(prep, config)):
-        for row, key in zip(out, keys, strict=True):
+def lookup_keys(prep: _Prepared, config: MatcherConfig) -> list[list[tuple[int, str, str, Any]]]:
+    """Each record's stored keys ``(pass, key text, name order text, key)``, one per blocking pass it takes
+    part in: the name order (surname and given name skeletons) is the order a block too big to pair all-to-all
+    is scanned in, ``""`` in a sorted pass."""
+    out: list[list[tuple[int, str, str, Any]]] = [[] for _ in prep.ids]
+    names = [key_text((s or "", g or "")) for s, g in zip(prep.skeletons["surname"], prep.skeletons["given_name"],
+                                                           strict=True)]
+    for p, (bp, keys) in enumerate(zip(config.blocking, _pass_keys(prep, config), strict=True)):
+        sorted_pass = bp.method == "sorted_neighbourhood"
+        for row, key, name in zip(out, keys, names, strict=True):
             if key is not None:
-                row.append((p, key_text(key)))
+                row.append((p, key_text(key), "" if sorted_pass else name, key))
     return out
 
 
@@ -240,9 +247,15 @@ class MatchIndex:
             return row[len(self._value_fields) + self._skeleton_fields.index(name)]
         return row[self._value_fields.index(name)]
 
-    def neighbourhood(self, ordinals: Iterable[int]) -> list[int]:
-        """The records a full run could pair with any of ``ordinals`` (and those themselves), in order."""
+    def neighbourhood(self, ordinals: Iterable[int]) -> tuple[list[int], set[tuple[int, Any]]]:
+        """The records a full run could pair with any of ``ordinals`` (and those themselves), in order; and the
+        ``(pass, key)`` of the exact blocks among them too big to pair all-to-all (of which only the
+        window over the names around each changed record is in the neighbourhood)."""
         out: set[int] = set()
+        windowed: set[tuple[int, Any]] = set()
+        by_name: dict[tuple[int, Any], list[tuple[str, str, int]]] = {}  # big blocks in name order, once
+        surname = len(self._value_fields) + self._skeleton_fields.index("surname")
+        given = len(self._value_fields) + self._skeleton_fields.index("given_name")
         passes = list(enumerate(self.config.blocking))
         for ordinal in ordinals:
             out.add(ordinal)
@@ -254,10 +267,23 @@ class MatchIndex:
                     order = self._sorted[p]
                     pos = bisect.bisect_left(order, (key, ordinal))
                     out.update(o for _, o in order[max(pos - bp.window + 1, 0) : pos + bp.window])
-                else:
-                    # The whole block: its size decides all-to-all or a window over the names.
-                    out.update(self._blocks[p][key])
-        return sorted(out)
+                    continue
+                members = self._blocks[p][key]
+                if len(members) <= bp.max_block_size:
+                    out.update(members)  # paired all-to-all
+                    continue
+                # Too big: the full run scans it with a window in name order (ties by ordinal); the window
+                # around this record is a contiguous run of that order.
+                windowed.add((p, key))
+                named = by_name.get((p, key))
+                if named is None:
+                    rows = self._rows
+                    named = by_name[(p, key)] = sorted(
+                        (rows[o][surname] or "", rows[o][given] or "", o) for o in members)
+                row = self._rows[ordinal]
+                pos = bisect.bisect_left(named, (row[surname] or "", row[given] or "", ordinal))
+                out.update(o for _, _, o in named[max(pos - bp.window + 1, 0) : pos + bp.window])
+        return sorted(out), windowed
 
     def prepared(self, ordinals: Sequence[int]) -> _Prepared:
         """The prepared records of ``ordinals``, as the matcher takes them."""
@@ -289,12 +315,13 @@ def match_incremental(index: MatchIndex, records: Sequence[PersonRecord], *, par
     config = index.config
     index.remove(removed)
     changed = index.update(records)
-    universe = index.neighbourhood(changed)
+    universe, windowed = index.neighbourhood(changed)
     position = {o: k for k, o in enumerate(universe)}
     prep = index.prepared(universe)
     cut = config.suggest_threshold if threshold is None else threshold
     run = _match_prepared(prep, config, cut=cut, changed={position[o] for o in changed}, parameters=parameters,
-                          started=started, population=len(index), term_counts=index.term_counts())
+                          started=started, population=len(index), term_counts=index.term_counts(),
+                          windowed=windowed)
     run.neighbourhood = len(universe)
     run.unreadable = index.unreadable
     return run

@@ -225,12 +225,14 @@ def _pass_keys(prep: _Prepared, config: MatcherConfig) -> list[list[Any]]:
     return out
 
 
-def _block(prep: _Prepared, config: MatcherConfig,
-           changed: set[int] | None = None) -> tuple[set[int], list[int], list[set[int]]]:
+def _block(prep: _Prepared, config: MatcherConfig, changed: set[int] | None = None,
+           windowed: set[tuple[int, Any]] | None = None) -> tuple[set[int], list[int], list[set[int]]]:
     """Candidate pairs as ``i * n + j`` (``i < j``), how many each pass added, and each pass's own pairs
     (what the estimation of m learns from, pass by pass). With ``changed`` (record indexes), only pairs with
     at least one changed record: an incremental run compares what changed against everything (or against
-    the neighbourhood :class:`~cdp_hub.resolver.fuzzy.index.MatchIndex` picked, which gives the same pairs)."""
+    the neighbourhood :class:`~cdp_hub.resolver.fuzzy.index.MatchIndex` picked, which gives the same pairs).
+    ``windowed``: ``(pass index, key)`` of exact blocks to scan with the window over the names whatever their
+    size here (a neighbourhood holds only part of a block that is too big in the whole set)."""
     n = len(prep.ids)
     pairs: set[int] = set()
     per_pass: list[int] = []
@@ -253,7 +255,7 @@ def _block(prep: _Prepared, config: MatcherConfig,
             for j in members[pos + 1 : pos + window]:
                 current.add(i * n + j if i < j else j * n + i)
 
-    for bp, keys in zip(config.blocking, _pass_keys(prep, config), strict=True):
+    for p, (bp, keys) in enumerate(zip(config.blocking, _pass_keys(prep, config), strict=True)):
         before = len(pairs)
         current = set()
         if bp.method == "sorted_neighbourhood":
@@ -269,10 +271,10 @@ def _block(prep: _Prepared, config: MatcherConfig,
             blocks: dict[Any, list[int]] = {}
             for i in members_of:
                 blocks.setdefault(keys[i], []).append(i)
-            for members in blocks.values():
+            for key, members in blocks.items():
                 if len(members) < 2:
                     continue
-                if len(members) > bp.max_block_size:
+                if len(members) > bp.max_block_size or (windowed is not None and (p, key) in windowed):
                     add_window(sorted(members, key=name_order), bp.window)
                     continue
                 if changed is not None:
@@ -694,13 +696,14 @@ TermCounts = dict[str, tuple[Counter[str], int]]  # comparison field -> (value -
 
 def _match_prepared(prep: _Prepared, config: MatcherConfig, *, cut: float, changed: set[int] | None,
                     parameters: ModelParameters | None, started: float, population: int | None = None,
-                    term_counts: TermCounts | None = None) -> MatchRun:
+                    term_counts: TermCounts | None = None, windowed: set[tuple[int, Any]] | None = None) -> MatchRun:
     """:func:`match` after preparation. ``prep`` may be a part of the records (an incremental run's
-    neighbourhood); then ``population`` is the number of all records and ``term_counts`` their values'
-    counts, so that term frequencies and the estimation threshold are those of the whole."""
+    neighbourhood); then ``population`` is the number of all records, ``term_counts`` their values' counts
+    and ``windowed`` the blocks too big in the whole set, so that term frequencies, the estimation threshold
+    and the blocking are those of the whole."""
     n = len(prep.ids)
     t_prep = time.perf_counter()
-    candidates, per_pass, pass_pairs = _block(prep, config, changed)
+    candidates, per_pass, pass_pairs = _block(prep, config, changed, windowed)
     t_block = time.perf_counter()
 
     comparer = _Comparer(prep, config)

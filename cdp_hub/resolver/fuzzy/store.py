@@ -264,7 +264,8 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
 async def _write_index(store: Store, config: MatcherConfig, index_name: str, prep: _Prepared) -> None:
     """Replace the stored index with the prepared values, keys and term counts of a full run's records."""
     uuids = [uuid.UUID(rid) for rid in prep.ids]
-    keys = [(kind, key, pid) for pid, found in zip(uuids, lookup_keys(prep, config), strict=True) for kind, key in found]
+    keys = [(kind, key, name, pid) for pid, found in zip(uuids, lookup_keys(prep, config), strict=True)
+            for kind, key, name, _ in found]
     terms = [(kind, key, n) for (kind, key), n in term_counts_of(prep, config).items()]
     async with store.pool.acquire() as conn, conn.transaction():
         await ProfileRepository.replace_matcher_index(
@@ -290,25 +291,39 @@ async def _incremental_run(store: Store, config: MatcherConfig, index_name: str,
         left = await ProfileRepository.prune_matcher_index(conn, index_name)
         left += await ProfileRepository.update_matcher_index(
             conn, index_name, list(zip(uuids, prepared_rows(prep), strict=True)),
-            [(kind, key, pid) for pid, keys in zip(uuids, found, strict=True) for kind, key in keys])
+            [(kind, key, name, pid) for pid, keys in zip(uuids, found, strict=True) for kind, key, name, _ in keys])
         deltas = term_counts_of(prep, config)
         deltas.subtract(term_counts_of(rows_prepared([str(p) for p, _ in left], [row for _, row in left], config),
                                        config))
         await ProfileRepository.add_matcher_terms(conn, index_name,
                                                   [(kind, key, n) for (kind, key), n in deltas.items() if n])
     t_update = time.perf_counter()
-    exact: dict[tuple[int, str], None] = {}
+    exact: dict[tuple[int, str], Any] = {}  # (pass, key text) -> the key as the matcher has it
     windows: list[tuple[int, str, uuid.UUID, int]] = []
     for pid, keys in zip(uuids, found, strict=True):
-        for kind, key in keys:
+        for kind, key, _, raw in keys:
             bp = config.blocking[kind]
             if bp.method == "sorted_neighbourhood":
                 windows.append((kind, key, pid, bp.window - 1))
             else:
-                exact[(kind, key)] = None
+                exact[(kind, key)] = raw
     neighbourhood = set(uuids)
+    windowed: set[tuple[int, Any]] = set()
     if exact:
-        neighbourhood |= await repo.matcher_blocks(index_name, [k for k, _ in exact], [v for _, v in exact])
+        # A block small enough is paired all-to-all: read it whole. A bigger one is scanned with a window in
+        # name order: read the rows next to each changed profile within it, and have the matcher window it too.
+        sizes = await repo.matcher_block_sizes(index_name, [k for k, _ in exact], [v for _, v in exact],
+                                               [config.blocking[k].max_block_size + 1 for k, _ in exact])
+        big = {block for block, n in sizes.items() if n > config.blocking[block[0]].max_block_size}
+        small = [block for block in exact if block not in big]
+        if small:
+            neighbourhood |= await repo.matcher_blocks(index_name, [k for k, _ in small], [v for _, v in small])
+        inside = [(kind, key, name, pid, config.blocking[kind].window - 1)
+                  for pid, keys in zip(uuids, found, strict=True) for kind, key, name, _ in keys if (kind, key) in big]
+        if inside:
+            neighbourhood |= await repo.matcher_block_windows(index_name,
+                                                              *(list(col) for col in zip(*inside, strict=True)))
+        windowed = {(kind, exact[(kind, key)]) for kind, key in big}
     if windows:
         neighbourhood |= await repo.matcher_windows(index_name, *(list(col) for col in zip(*windows, strict=True)))
     rows = await repo.matcher_prepared(index_name, sorted(neighbourhood))
@@ -325,7 +340,7 @@ async def _incremental_run(store: Store, config: MatcherConfig, index_name: str,
     run = _match_prepared(universe, config, cut=cut,
                           changed={k for k, rid in enumerate(universe.ids) if rid in changed_ids},
                           parameters=parameters, started=t_read, population=counts.get((0, ""), 0),
-                          term_counts=term_counts)
+                          term_counts=term_counts, windowed=windowed)
     # Where an incremental run's time goes: the changed profiles read, prepared and written to the index; the
     # neighbourhood, its prepared values and the term counts read; then the matcher's own stages.
     run.seconds = {"index_update": t_update - started, "neighbourhood": t_read - t_update,

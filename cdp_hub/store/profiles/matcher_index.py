@@ -35,24 +35,51 @@ SELECT m.profile_id FROM matcher_profiles m
  WHERE m.matcher = $1
    AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.profile_id = m.profile_id AND p.merged_into IS NULL)
 """
+# How many profiles each (kind, key) block holds, counted up to `cap` (enough to tell a big block).
+_BLOCK_SIZES = """
+SELECT c.kind, c.key,
+       (SELECT count(*) FROM (SELECT 1 FROM matcher_keys k
+                               WHERE k.matcher = $1 AND k.kind = c.kind AND k.key = c.key COLLATE "C"
+                               LIMIT c.cap) AS s) AS n
+  FROM unnest($2::smallint[], $3::text[], $4::int[]) AS c(kind, key, cap)
+"""
 _BLOCKS = """
 SELECT DISTINCT k.profile_id
   FROM matcher_keys k
   JOIN unnest($2::smallint[], $3::text[]) AS c(kind, key) ON k.kind = c.kind AND k.key = c.key COLLATE "C"
  WHERE k.matcher = $1
 """
-# Each changed key's neighbours in its pass: up to `lim` rows before it and after it in (key, profile_id) order.
+# Sorted passes: up to `lim` rows before and after each changed key in (key, name_sort, profile_id) order (name_sort
+# is '' in a sorted pass, so that is (key, profile_id)).
 _WINDOWS = """
 SELECT n.profile_id
   FROM unnest($2::smallint[], $3::text[], $4::uuid[], $5::int[]) AS c(kind, key, profile_id, lim)
  CROSS JOIN LATERAL (
        (SELECT k.profile_id FROM matcher_keys k
-         WHERE k.matcher = $1 AND k.kind = c.kind AND (k.key, k.profile_id) < (c.key COLLATE "C", c.profile_id)
-         ORDER BY k.key DESC, k.profile_id DESC LIMIT c.lim)
+         WHERE k.matcher = $1 AND k.kind = c.kind
+           AND (k.key, k.name_sort, k.profile_id) < (c.key COLLATE "C", '' COLLATE "C", c.profile_id)
+         ORDER BY k.key DESC, k.name_sort DESC, k.profile_id DESC LIMIT c.lim)
        UNION ALL
        (SELECT k.profile_id FROM matcher_keys k
-         WHERE k.matcher = $1 AND k.kind = c.kind AND (k.key, k.profile_id) > (c.key COLLATE "C", c.profile_id)
-         ORDER BY k.key, k.profile_id LIMIT c.lim)
+         WHERE k.matcher = $1 AND k.kind = c.kind
+           AND (k.key, k.name_sort, k.profile_id) > (c.key COLLATE "C", '' COLLATE "C", c.profile_id)
+         ORDER BY k.key, k.name_sort, k.profile_id LIMIT c.lim)
+ ) AS n
+"""
+# Blocks too big to pair all-to-all: up to `lim` rows before and after a profile within its key, in name order.
+_BLOCK_WINDOWS = """
+SELECT n.profile_id
+  FROM unnest($2::smallint[], $3::text[], $4::text[], $5::uuid[], $6::int[]) AS c(kind, key, name_sort, profile_id, lim)
+ CROSS JOIN LATERAL (
+       (SELECT k.profile_id FROM matcher_keys k
+         WHERE k.matcher = $1 AND k.kind = c.kind AND k.key = c.key COLLATE "C"
+           AND (k.name_sort, k.profile_id) < (c.name_sort COLLATE "C", c.profile_id)
+         ORDER BY k.name_sort DESC, k.profile_id DESC LIMIT c.lim)
+       UNION ALL
+       (SELECT k.profile_id FROM matcher_keys k
+         WHERE k.matcher = $1 AND k.kind = c.kind AND k.key = c.key COLLATE "C"
+           AND (k.name_sort, k.profile_id) > (c.name_sort COLLATE "C", c.profile_id)
+         ORDER BY k.name_sort, k.profile_id LIMIT c.lim)
  ) AS n
 """
 _PREPARED = """
@@ -78,11 +105,11 @@ DELETE FROM matcher_terms WHERE matcher = $1 AND n <= 0 AND (kind, key) IN (
 _POPULATION = "SELECT n FROM matcher_terms WHERE matcher = $1 AND kind = 0 AND key = ''"
 
 _PROFILE_COLUMNS = ("matcher", "profile_id", "prepared")
-_KEY_COLUMNS = ("matcher", "kind", "key", "profile_id")
+_KEY_COLUMNS = ("matcher", "kind", "key", "name_sort", "profile_id")
 _TERM_COLUMNS = ("matcher", "kind", "key", "n")
 
 PreparedRow = tuple[uuid.UUID, list[str | None]]
-KeyRow = tuple[int, str, uuid.UUID]
+KeyRow = tuple[int, str, str, uuid.UUID]  # (pass, key, name order, profile)
 TermRow = tuple[int, str, int]  # (kind, value, profiles): kind < 0 a term-frequency field, (0, '') all profiles
 
 
@@ -137,6 +164,20 @@ class MatcherIndexStatements:
         """Profiles in the index of ``matcher`` (0: there is none)."""
         return int(await self.store.fetchval(_POPULATION, matcher) or 0)
 
+    async def matcher_block_sizes(self, matcher: str, kinds: Sequence[int], keys: Sequence[str],
+                                  caps: Sequence[int]) -> dict[tuple[int, str], int]:
+        """How many profiles hold each ``(kind, key)``, counted up to its ``cap``."""
+        rows = await self.store.fetch(_BLOCK_SIZES, matcher, kinds, keys, caps)
+        return {(r["kind"], r["key"]): r["n"] for r in rows}
+
+    async def matcher_block_windows(self, matcher: str, kinds: Sequence[int], keys: Sequence[str],
+                                    names: Sequence[str], profiles: Sequence[uuid.UUID],
+                                    limits: Sequence[int]) -> set[uuid.UUID]:
+        """For each ``(kind, key, name order, profile)``: the ``limit`` profiles before and after it in
+        ``(name order, profile_id)`` order among the rows of that kind and key."""
+        rows = await self.store.fetch(_BLOCK_WINDOWS, matcher, kinds, keys, names, profiles, limits)
+        return {r["profile_id"] for r in rows}
+
     async def matcher_blocks(self, matcher: str, kinds: Sequence[int], keys: Sequence[str]) -> set[uuid.UUID]:
         """Every profile holding one of the ``(kind, key)`` pairs."""
         return {r["profile_id"] for r in await self.store.fetch(_BLOCKS, matcher, kinds, keys)}
@@ -172,4 +213,4 @@ async def _copy(conn: asyncpg.Connection, matcher: str, profiles: Sequence[Prepa
                                          records=[(matcher, p, prepared) for p, prepared in profiles])
     if keys:
         await conn.copy_records_to_table("matcher_keys", columns=_KEY_COLUMNS,
-                                         records=[(matcher, kind, key, p) for kind, key, p in keys])
+                                         records=[(matcher, kind, key, name, p) for kind, key, name, p in keys])
