@@ -181,6 +181,10 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     """Score every pair of live profiles that blocking proposes; store those at or above ``threshold``
     (default ``config.suggest_threshold``) in ``merge_suggestions``; return the ones to auto-merge.
 
+    A full run also rewrites the matcher's index (``matcher_profiles``, ``matcher_keys``, ``matcher_terms``);
+    ``incremental=True`` after a previous run compares only the profiles changed since, with their
+    neighbourhood read from that index, and gives the pairs a full run would give for them.
+
     Pairs at or above ``config.auto_merge_threshold`` are stored with status ``auto``; executing those
     merges is the caller's decision (``cdp-hub identity suggest --auto-merge``).
     """
@@ -277,10 +281,11 @@ async def _incremental_run(store: Store, config: MatcherConfig, index_name: str,
     """Compare the ``changed`` profiles with their neighbourhood, read from the stored index.
 
     Profiles no longer live leave the index; the changed ones are prepared and their rows replaced (and the
-    term counts moved by what left and came); then the neighbourhood (every profile sharing an exact block with
-    a changed one, and the ``window - 1`` on each side of it in each sorted pass) is read with its prepared
-    values, in profile id order as a full run reads them, and the matcher runs on it with the whole index's
-    term counts and size (see :mod:`cdp_hub.resolver.fuzzy.index` for why that gives the full run's pairs)."""
+    term counts moved by what left and came); then the neighbourhood (the exact blocks of the changed keys that
+    are small enough to pair all-to-all, the ``window - 1`` on each side of a changed profile in a bigger
+    block's name order, and in each sorted pass's key order) is read with its prepared values, in profile id
+    order as a full run reads them, and the matcher runs on it with the whole index's term counts and size
+    (see :mod:`cdp_hub.resolver.fuzzy.index` for why that gives the full run's pairs)."""
     started = time.perf_counter()
     repo = ProfileRepository(store)
     records = await load_records(store, changed)
