@@ -153,7 +153,8 @@ SQL = re.compile(rf"\b(FROM|INTO|UPDATE|JOIN|TABLE|COPY|TRUNCATE)\s+(?:ONLY\s+)?
 
 OWNERS = {
     "cdp_hub/store/profiles/": {"profiles", "identities", "profile_traits", "merges", "identity_conflicts",
-                                "blocked_identities", "profile_splits", "merge_suggestions", "shared_identities", "matcher_runs"},
+                                "blocked_identities", "profile_splits", "merge_suggestions", "shared_identities", "matcher_runs",
+                                "matcher_profiles", "matcher_keys", "matcher_terms"},
     "cdp_hub/store/events.py": {"events", "event_ids"},
     "cdp_hub/store/messages.py": {"messages", "suppressions"},
     "cdp_hub/store/timers.py": {"scheduled_triggers"},

@@ -16,7 +16,9 @@ Public API::
     find_matches(records, config) -> list[ScoredPair]
     match(records, config, threshold=None) -> MatchRun     (pairs plus blocking/EM statistics)
     cluster(pairs, threshold) -> list[list[str]]
-    await suggest_merges(store, config) -> SuggestResult
+    await suggest_merges(store, config, incremental=False) -> SuggestResult
+    MatchIndex.build(records, config); match_incremental(index, changed_records, parameters=...) -> MatchRun
+                                                           (cdp_hub.resolver.fuzzy.index: changed records only)
     await list_suggestions(store, status="open") -> list[Suggestion]
     await set_suggestion_status(store, a, b, "rejected", decided_by="alice") -> bool
     await merge_auto_suggestions(store, result.auto, config) -> AutoMergeResult

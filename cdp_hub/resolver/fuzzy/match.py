@@ -86,6 +86,7 @@ class MatchRun:
     parameters: ModelParameters
     seconds: dict[str, float] = field(default_factory=dict)
     unreadable: dict[str, int] = field(default_factory=dict)  # field -> values given but not usable
+    neighbourhood: int | None = None  # incremental with an index: the records compared with the changed ones
 
 
 # -- preparation -------------------------------------------------------------------------------------
@@ -211,11 +212,27 @@ def _key_column(prep: _Prepared, key: str) -> list[str | None]:
 _UNSEEN: Any = object()
 
 
-def _block(prep: _Prepared, config: MatcherConfig,
-           changed: set[int] | None = None) -> tuple[set[int], list[int], list[set[int]]]:
+def _pass_keys(prep: _Prepared, config: MatcherConfig) -> list[list[Any]]:
+    """Each blocking pass's key for every record (``None``: the record takes no part in the pass). One key
+    column is its own key; several are a tuple (sortable, hashable, no string building)."""
+    columns_of: dict[str, list[str | None]] = {}  # a key several passes use is derived once
+    out: list[list[Any]] = []
+    for bp in config.blocking:
+        columns = [columns_of[k] if k in columns_of else columns_of.setdefault(k, _key_column(prep, k))
+                   for k in bp.keys]
+        out.append(columns[0] if len(columns) == 1 else [
+            parts if all(parts) else None for parts in zip(*columns, strict=True)])
+    return out
+
+
+def _block(prep: _Prepared, config: MatcherConfig, changed: set[int] | None = None,
+           windowed: set[tuple[int, Any]] | None = None) -> tuple[set[int], list[int], list[set[int]]]:
     """Candidate pairs as ``i * n + j`` (``i < j``), how many each pass added, and each pass's own pairs
     (what the estimation of m learns from, pass by pass). With ``changed`` (record indexes), only pairs with
-    at least one changed record: an incremental run compares what changed against everything."""
+    at least one changed record: an incremental run compares what changed against everything (or against
+    the neighbourhood :class:`~cdp_hub.resolver.fuzzy.index.MatchIndex` picked, which gives the same pairs).
+    ``windowed``: ``(pass index, key)`` of exact blocks to scan with the window over the names whatever their
+    size here (a neighbourhood holds only part of a block that is too big in the whole set)."""
     n = len(prep.ids)
     pairs: set[int] = set()
     per_pass: list[int] = []
@@ -238,15 +255,9 @@ def _block(prep: _Prepared, config: MatcherConfig,
             for j in members[pos + 1 : pos + window]:
                 current.add(i * n + j if i < j else j * n + i)
 
-    columns_of: dict[str, list[str | None]] = {}  # a key several passes use is derived once
-    for bp in config.blocking:
+    for p, (bp, keys) in enumerate(zip(config.blocking, _pass_keys(prep, config), strict=True)):
         before = len(pairs)
         current = set()
-        columns = [columns_of[k] if k in columns_of else columns_of.setdefault(k, _key_column(prep, k))
-                   for k in bp.keys]
-        # One key column is its own key; several are a tuple (sortable, hashable, no string building).
-        keys: list[Any] = columns[0] if len(columns) == 1 else [
-            parts if all(parts) else None for parts in zip(*columns, strict=True)]
         if bp.method == "sorted_neighbourhood":
             keyed = sorted((k, i) for i, k in enumerate(keys) if k is not None)
             add_window([i for _, i in keyed], bp.window)
@@ -260,10 +271,10 @@ def _block(prep: _Prepared, config: MatcherConfig,
             blocks: dict[Any, list[int]] = {}
             for i in members_of:
                 blocks.setdefault(keys[i], []).append(i)
-            for members in blocks.values():
+            for key, members in blocks.items():
                 if len(members) < 2:
                     continue
-                if len(members) > bp.max_block_size:
+                if len(members) > bp.max_block_size or (windowed is not None and (p, key) in windowed):
                     add_window(sorted(members, key=name_order), bp.window)
                     continue
                 if changed is not None:
@@ -663,7 +674,9 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
 
     Incremental: with ``changed`` (ids of records created or changed since the last run) only pairs with at
     least one changed record are compared; pass the last full run's ``parameters`` so the few pairs need not
-    estimate them again (without, they are estimated from the changed records' pairs alone)."""
+    estimate them again (without, they are estimated from the changed records' pairs alone). This still
+    prepares every record; :func:`cdp_hub.resolver.fuzzy.index.match_incremental` prepares only the changed
+    ones and their block neighbours."""
     t0 = time.perf_counter()
     cut = config.suggest_threshold if threshold is None else threshold
     ids = [r.id for r in records]
@@ -671,13 +684,26 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
         dupes = sorted(k for k, v in Counter(ids).items() if v > 1)[:5]
         raise ValueError(f"record ids must be unique; repeated: {dupes}")
     prep = _prepare(records, config)
-    n = len(ids)
-    t_prep = time.perf_counter()
     changed_idx: set[int] | None = None
     if changed is not None:
         index = {rid: k for k, rid in enumerate(ids)}
         changed_idx = {index[rid] for rid in changed if rid in index}
-    candidates, per_pass, pass_pairs = _block(prep, config, changed_idx)
+    return _match_prepared(prep, config, cut=cut, changed=changed_idx, parameters=parameters, started=t0)
+
+
+TermCounts = dict[str, tuple[Counter[str], int]]  # comparison field -> (value -> records with it, records with one)
+
+
+def _match_prepared(prep: _Prepared, config: MatcherConfig, *, cut: float, changed: set[int] | None,
+                    parameters: ModelParameters | None, started: float, population: int | None = None,
+                    term_counts: TermCounts | None = None, windowed: set[tuple[int, Any]] | None = None) -> MatchRun:
+    """:func:`match` after preparation. ``prep`` may be a part of the records (an incremental run's
+    neighbourhood); then ``population`` is the number of all records, ``term_counts`` their values' counts
+    and ``windowed`` the blocks too big in the whole set, so that term frequencies, the estimation threshold
+    and the blocking are those of the whole."""
+    n = len(prep.ids)
+    t_prep = time.perf_counter()
+    candidates, per_pass, pass_pairs = _block(prep, config, changed, windowed)
     t_block = time.perf_counter()
 
     comparer = _Comparer(prep, config)
@@ -706,30 +732,42 @@ def match(records: Sequence[PersonRecord], config: MatcherConfig, *, threshold: 
     t_estimate = time.perf_counter()
 
     # Term frequencies only make sense next to a u estimated from the same data (u = average of tf).
-    estimated = n >= config.min_records_for_estimation and config.estimate_u
-    tf = _term_frequencies(prep, config) if estimated else []
-    pairs = _score(vectors, ids, config, params, cut, tf, _NegativeRules(prep, config))
+    records = n if population is None else population
+    estimated = records >= config.min_records_for_estimation and config.estimate_u
+    tf = _term_frequencies(prep, config, term_counts) if estimated else []
+    pairs = _score(vectors, prep.ids, config, params, cut, tf, _NegativeRules(prep, config))
     t_score = time.perf_counter()
     return MatchRun(
-        pairs=pairs, records=n, candidate_pairs=len(candidates), pairs_per_pass=per_pass, parameters=params,
+        pairs=pairs, records=records, candidate_pairs=len(candidates), pairs_per_pass=per_pass, parameters=params,
         unreadable=prep.unreadable,
-        seconds={"prepare": t_prep - t0, "block": t_block - t_prep, "compare": t_compare - t_block,
-                 "estimate": t_estimate - t_compare, "score": t_score - t_estimate, "total": t_score - t0},
+        seconds={"prepare": t_prep - started, "block": t_block - t_prep, "compare": t_compare - t_block,
+                 "estimate": t_estimate - t_compare, "score": t_score - t_estimate, "total": t_score - started},
     )
 
 
 _TermFrequency = tuple[int, list[str | None], dict[str, float]]
 
 
-def _term_frequencies(prep: _Prepared, config: MatcherConfig) -> list[_TermFrequency]:
-    """For each comparison with ``term_frequency``: (its index, the compared values, value -> share)."""
+def _term_column(prep: _Prepared, field_name: str) -> list[str | None]:
+    """The values a term frequency counts: the skeletons of a name, else the prepared values."""
+    return prep.skeletons.get(field_name) or prep.values[field_name]
+
+
+def _term_frequencies(prep: _Prepared, config: MatcherConfig,
+                      counts_of: TermCounts | None = None) -> list[_TermFrequency]:
+    """For each comparison with ``term_frequency``: (its index, the compared values, value -> share).
+    ``counts_of``: the counts over all records, when ``prep`` holds only some of them."""
     out: list[_TermFrequency] = []
     for f, comp in enumerate(config.comparisons):
         if not comp.term_frequency:
             continue
-        col = prep.skeletons.get(comp.field) or prep.values[comp.field]
-        counts = Counter(v for v in col if v)
-        total = sum(counts.values())
+        col = _term_column(prep, comp.field)
+        if counts_of is None:
+            counts = Counter(v for v in col if v)
+            total = sum(counts.values())
+        else:
+            everywhere, total = counts_of[comp.field]
+            counts = Counter({v: everywhere[v] for v in set(col) if v})
         if total:
             out.append((f, col, {v: c / total for v, c in counts.items()}))
     return out

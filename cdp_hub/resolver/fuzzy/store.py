@@ -19,6 +19,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,24 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from cdp_hub.resolver.fuzzy.calibration import REPORT_FLOOR, Calibration, calibration_report
-from cdp_hub.resolver.fuzzy.match import MatchRun, ModelParameters, cluster, match
+from cdp_hub.resolver.fuzzy.index import (
+    INDEX_LAYOUT,
+    lookup_keys,
+    prepared_rows,
+    rows_prepared,
+    term_counts_of,
+    term_kinds,
+)
+from cdp_hub.resolver.fuzzy.match import (
+    MatchRun,
+    ModelParameters,
+    TermCounts,
+    _match_prepared,
+    _prepare,
+    _Prepared,
+    _term_column,
+    cluster,
+)
 from cdp_hub.resolver.fuzzy.model import MatcherConfig, PersonRecord, ScoredPair
 from cdp_hub.store import ProfileRepository, Store
 from cdp_hub.store.profiles import Suggestion
@@ -132,15 +150,15 @@ def matcher_fingerprint(config: MatcherConfig) -> str:
     return "fs-" + hashlib.sha256(orjson.dumps(config.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
 
-async def load_records(store: Store) -> list[PersonRecord]:
-    """Every live profile (``merged_into IS NULL``) as a :class:`PersonRecord`."""
+async def load_records(store: Store, profiles: Sequence[uuid.UUID] | None = None) -> list[PersonRecord]:
+    """Every live profile (``merged_into IS NULL``), or those of ``profiles``, as :class:`PersonRecord`, by id."""
     repo = ProfileRepository(store)
-    profiles = await repo.live_goldens()
+    goldens = await repo.live_goldens(profiles)
     idents: dict[str, dict[str, str]] = {}
-    for profile_id, kind, value in await repo.latest_identities(list(IDENTITY_FIELDS)):
+    for profile_id, kind, value in await repo.latest_identities(list(IDENTITY_FIELDS), profiles):
         idents.setdefault(str(profile_id), {})[kind] = value
     out = []
-    for profile_id, golden in profiles:
+    for profile_id, golden in goldens:
         pid = str(profile_id)
         out.append(profile_record(pid, golden, idents.get(pid, {})))
     return out
@@ -163,6 +181,10 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     """Score every pair of live profiles that blocking proposes; store those at or above ``threshold``
     (default ``config.suggest_threshold``) in ``merge_suggestions``; return the ones to auto-merge.
 
+    A full run also rewrites the matcher's index (``matcher_profiles``, ``matcher_keys``, ``matcher_terms``);
+    ``incremental=True`` after a previous run compares only the profiles changed since, with their
+    neighbourhood read from that index, and gives the pairs a full run would give for them.
+
     Pairs at or above ``config.auto_merge_threshold`` are stored with status ``auto``; executing those
     merges is the caller's decision (``cdp-hub identity suggest --auto-merge``).
     """
@@ -173,17 +195,32 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
     # Incremental: only the profiles changed since the last run of this configuration are compared (against
     # every profile), with that run's parameters; the first run, or one without a previous, is a full run.
     previous = await repo.last_matcher_run(fingerprint) if incremental else None
-    changed_ids: set[str] | None = None
-    parameters: ModelParameters | None = None
-    if previous is not None:
-        since, stored = previous
-        changed_ids = {str(p) for p in await repo.changed_since(since, list(IDENTITY_FIELDS))}
-        parameters = _parameters_from_json(stored)
-    records = await load_records(store)
+    index_name = f"{fingerprint}/{INDEX_LAYOUT}"
     cut = config.suggest_threshold if threshold is None else threshold
     # A calibration report needs the scores below the threshold too; only those at or above it are stored.
-    run = match(records, config, threshold=min(cut, REPORT_FLOOR) if report else cut, changed=changed_ids,
-                parameters=parameters)
+    floor = min(cut, REPORT_FLOOR) if report else cut
+    changed_ids: set[str] | None = None
+    if previous is not None and await repo.matcher_population(index_name):
+        since, stored = previous
+        changed_uuids = await repo.changed_since(since, list(IDENTITY_FIELDS))
+        changed_ids = {str(p) for p in changed_uuids}
+        run = await _incremental_run(store, config, index_name, sorted(changed_uuids), _parameters_from_json(stored),
+                                     floor)
+        profiles = run.records
+    else:
+        if previous is not None:  # a run before the index existed: compare the changed ones against everyone
+            since, stored = previous
+            changed_ids = {str(p) for p in await repo.changed_since(since, list(IDENTITY_FIELDS))}
+        records = await load_records(store)
+        started = time.perf_counter()
+        prep = _prepare(records, config)
+        changed_idx = None if changed_ids is None else {k for k, r in enumerate(records) if r.id in changed_ids}
+        run = _match_prepared(prep, config, cut=floor, changed=changed_idx,
+                              parameters=None if previous is None else _parameters_from_json(previous[1]),
+                              started=started)
+        profiles = len(records)
+        # What the next incremental run reads instead of preparing every profile again.
+        await _write_index(store, config, index_name, prep)
     calibration = calibration_report(run, config) if report else None
     pairs = [p for p in run.pairs if p.score >= cut]
     # Auto-merge needs an operator's threshold and parameters estimated on this data that passed their checks;
@@ -215,17 +252,107 @@ async def suggest_merges(store: Store, config: MatcherConfig, *, threshold: floa
             still_auto = {(str(a), str(b)) for a, b in rows}
             auto = [p for p in wanted if (p.a, p.b) in still_auto]
     await repo.record_matcher_run(fingerprint, started_at, incremental=changed_ids is not None,
-                                  profiles=len(records),
-                                  compared=len(records) if changed_ids is None else len(changed_ids),
+                                  profiles=profiles,
+                                  compared=profiles if changed_ids is None else len(changed_ids),
                                   parameters=_parameters_json(run.parameters))
     result = SuggestResult(
-        profiles=len(records), candidate_pairs=run.candidate_pairs, suggestions=len(pairs), inserted=inserted,
+        profiles=profiles, candidate_pairs=run.candidate_pairs, suggestions=len(pairs), inserted=inserted,
         updated=updated, stale=stale, auto=auto, matcher=fingerprint, seconds=time.perf_counter() - t0, run=run,
         calibration=calibration, compared=None if changed_ids is None else len(changed_ids),
     )
     log.info("fuzzy matching: %d profiles, %d candidate pairs, %d suggestions (%d new), %d auto",
              result.profiles, result.candidate_pairs, result.suggestions, inserted, len(auto))
     return result
+
+
+async def _write_index(store: Store, config: MatcherConfig, index_name: str, prep: _Prepared) -> None:
+    """Replace the stored index with the prepared values, keys and term counts of a full run's records."""
+    uuids = [uuid.UUID(rid) for rid in prep.ids]
+    keys = [(kind, key, name, pid) for pid, found in zip(uuids, lookup_keys(prep, config), strict=True)
+            for kind, key, name, _ in found]
+    terms = [(kind, key, n) for (kind, key), n in term_counts_of(prep, config).items()]
+    async with store.pool.acquire() as conn, conn.transaction():
+        await ProfileRepository.replace_matcher_index(
+            conn, index_name, list(zip(uuids, prepared_rows(prep), strict=True)), keys, terms)
+
+
+async def _incremental_run(store: Store, config: MatcherConfig, index_name: str, changed: Sequence[uuid.UUID],
+                           parameters: ModelParameters, cut: float) -> MatchRun:
+    """Compare the ``changed`` profiles with their neighbourhood, read from the stored index.
+
+    Profiles no longer live leave the index; the changed ones are prepared and their rows replaced (and the
+    term counts moved by what left and came); then the neighbourhood (the exact blocks of the changed keys that
+    are small enough to pair all-to-all, the ``window - 1`` on each side of a changed profile in a bigger
+    block's name order, and in each sorted pass's key order) is read with its prepared values, in profile id
+    order as a full run reads them, and the matcher runs on it with the whole index's term counts and size
+    (see :mod:`cdp_hub.resolver.fuzzy.index` for why that gives the full run's pairs)."""
+    started = time.perf_counter()
+    repo = ProfileRepository(store)
+    records = await load_records(store, changed)
+    prep = _prepare(records, config)
+    uuids = [uuid.UUID(r.id) for r in records]
+    found = lookup_keys(prep, config)
+    async with store.pool.acquire() as conn, conn.transaction():
+        left = await ProfileRepository.prune_matcher_index(conn, index_name)
+        left += await ProfileRepository.update_matcher_index(
+            conn, index_name, list(zip(uuids, prepared_rows(prep), strict=True)),
+            [(kind, key, name, pid) for pid, keys in zip(uuids, found, strict=True) for kind, key, name, _ in keys])
+        deltas = term_counts_of(prep, config)
+        deltas.subtract(term_counts_of(rows_prepared([str(p) for p, _ in left], [row for _, row in left], config),
+                                       config))
+        await ProfileRepository.add_matcher_terms(conn, index_name,
+                                                  [(kind, key, n) for (kind, key), n in deltas.items() if n])
+    t_update = time.perf_counter()
+    exact: dict[tuple[int, str], Any] = {}  # (pass, key text) -> the key as the matcher has it
+    windows: list[tuple[int, str, uuid.UUID, int]] = []
+    for pid, keys in zip(uuids, found, strict=True):
+        for kind, key, _, raw in keys:
+            bp = config.blocking[kind]
+            if bp.method == "sorted_neighbourhood":
+                windows.append((kind, key, pid, bp.window - 1))
+            else:
+                exact[(kind, key)] = raw
+    neighbourhood = set(uuids)
+    windowed: set[tuple[int, Any]] = set()
+    if exact:
+        # A block small enough is paired all-to-all: read it whole. A bigger one is scanned with a window in
+        # name order: read the rows next to each changed profile within it, and have the matcher window it too.
+        sizes = await repo.matcher_block_sizes(index_name, [k for k, _ in exact], [v for _, v in exact],
+                                               [config.blocking[k].max_block_size + 1 for k, _ in exact])
+        big = {block for block, n in sizes.items() if n > config.blocking[block[0]].max_block_size}
+        small = [block for block in exact if block not in big]
+        if small:
+            neighbourhood |= await repo.matcher_blocks(index_name, [k for k, _ in small], [v for _, v in small])
+        inside = [(kind, key, name, pid, config.blocking[kind].window - 1)
+                  for pid, keys in zip(uuids, found, strict=True) for kind, key, name, _ in keys if (kind, key) in big]
+        if inside:
+            neighbourhood |= await repo.matcher_block_windows(index_name,
+                                                              *(list(col) for col in zip(*inside, strict=True)))
+        windowed = {(kind, exact[(kind, key)]) for kind, key in big}
+    if windows:
+        neighbourhood |= await repo.matcher_windows(index_name, *(list(col) for col in zip(*windows, strict=True)))
+    rows = await repo.matcher_prepared(index_name, sorted(neighbourhood))
+    universe = rows_prepared([str(pid) for pid, _ in rows], [row for _, row in rows], config)
+    kinds = term_kinds(config)
+    wanted = {(0, "")} | {(kind, "") for kind in kinds.values()}
+    wanted |= {(kinds[name], v) for name in kinds for v in _term_column(universe, name) if v}
+    counts = await repo.matcher_term_counts(index_name, [k for k, _ in wanted], [v for _, v in wanted])
+    term_counts: TermCounts = {
+        name: (Counter({v: n for (k, v), n in counts.items() if k == kind and v}), counts.get((kind, ""), 0))
+        for name, kind in kinds.items()}
+    changed_ids = {r.id for r in records}
+    t_read = time.perf_counter()
+    run = _match_prepared(universe, config, cut=cut,
+                          changed={k for k, rid in enumerate(universe.ids) if rid in changed_ids},
+                          parameters=parameters, started=t_read, population=counts.get((0, ""), 0),
+                          term_counts=term_counts, windowed=windowed)
+    # Where an incremental run's time goes: the changed profiles read, prepared and written to the index; the
+    # neighbourhood, its prepared values and the term counts read; then the matcher's own stages.
+    run.seconds = {"index_update": t_update - started, "neighbourhood": t_read - t_update,
+                   **run.seconds, "total": time.perf_counter() - started}
+    run.neighbourhood = len(universe.ids)
+    run.unreadable = prep.unreadable
+    return run
 
 
 async def list_suggestions(store: Store, *, status: str | None = "open", limit: int = 100) -> list[Suggestion]:

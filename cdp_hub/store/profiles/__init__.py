@@ -4,6 +4,7 @@
     resolve.py      the identity graph's batch, merge and unmerge statements (on the caller's connection)
     bulk.py         the bulk import's staging and set-wise statements (on the import's connection)
     suggestions.py  fuzzy matching's reads and merge_suggestions
+    matcher_index.py  the fuzzy matcher's index between runs (matcher_profiles, matcher_keys)
     records.py      the small dataclasses in and out
 """
 

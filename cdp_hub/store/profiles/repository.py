@@ -20,6 +20,7 @@ from typing import Any
 
 from cdp_hub.store.db import Store
 from cdp_hub.store.profiles.bulk import BulkStatements
+from cdp_hub.store.profiles.matcher_index import MatcherIndexStatements
 from cdp_hub.store.profiles.records import BirthdayCandidate, GoldenState, Key, MergeStep, ProfileLink
 from cdp_hub.store.profiles.resolve import ResolveStatements
 from cdp_hub.store.profiles.suggestions import SuggestionStatements
@@ -126,7 +127,7 @@ SELECT p.profile_id, p.golden ->> 'birth_date' AS birth_date, z.tz
 """
 
 
-class ProfileRepository(ResolveStatements, BulkStatements, SuggestionStatements):
+class ProfileRepository(ResolveStatements, BulkStatements, SuggestionStatements, MatcherIndexStatements):
     """The profile tables. Statements on a caller's connection (``conn`` first) run in its transaction."""
 
     def __init__(self, store: Store) -> None:

@@ -22,6 +22,9 @@ __all__ = ["SuggestionStatements"]
 _LIVE_GOLDEN = """
 SELECT profile_id, golden FROM profiles WHERE merged_into IS NULL ORDER BY profile_id
 """
+_LIVE_GOLDEN_OF = """
+SELECT profile_id, golden FROM profiles WHERE profile_id = ANY($1::uuid[]) AND merged_into IS NULL ORDER BY profile_id
+"""
 # Live profiles created or changed since a time: their golden record (updated_at) or an identity of the kinds the
 # matcher reads (seen since: the latest value may have changed).
 _CHANGED_SINCE = """
@@ -42,7 +45,7 @@ _LATEST_IDENTITIES = """
 SELECT DISTINCT ON (i.profile_id, i.kind) i.profile_id, i.kind, i.value
   FROM identities i
   JOIN profiles p ON p.profile_id = i.profile_id AND p.merged_into IS NULL
- WHERE i.kind = ANY($1::text[])
+ WHERE i.kind = ANY($1::text[]) AND ($2::uuid[] IS NULL OR i.profile_id = ANY($2::uuid[]))
    AND NOT EXISTS (SELECT 1 FROM blocked_identities b WHERE b.kind = i.kind AND b.value = i.value)
  ORDER BY i.profile_id, i.kind, i.last_seen DESC, i.value
 """
@@ -88,9 +91,11 @@ class SuggestionStatements:
 
     store: Store
 
-    async def live_goldens(self) -> list[tuple[uuid.UUID, dict[str, Any]]]:
-        """``(profile id, golden record)`` of every live profile (``merged_into IS NULL``), by id."""
-        rows = await self.store.fetch(_LIVE_GOLDEN)
+    async def live_goldens(self, profiles: Sequence[uuid.UUID] | None = None) -> list[tuple[uuid.UUID, dict[str, Any]]]:
+        """``(profile id, golden record)`` of every live profile (``merged_into IS NULL``), or of those of
+        ``profiles`` that are live, by id."""
+        rows = await (self.store.fetch(_LIVE_GOLDEN) if profiles is None
+                      else self.store.fetch(_LIVE_GOLDEN_OF, list(profiles)))
         return [(r["profile_id"], r["golden"] if isinstance(r["golden"], dict) else {}) for r in rows]
 
     async def changed_since(self, since: datetime, kinds: Sequence[str]) -> set[uuid.UUID]:
@@ -109,10 +114,11 @@ class SuggestionStatements:
         await self.store.execute(_INSERT_MATCHER_RUN, uuid.uuid4(), matcher, started_at, incremental, profiles,
                                  compared, parameters)
 
-    async def latest_identities(self, kinds: Sequence[str]) -> list[tuple[uuid.UUID, str, str]]:
-        """``(profile id, kind, value)``: the most recently seen value of each of ``kinds`` per live profile;
-        blocked values left out."""
-        rows = await self.store.fetch(_LATEST_IDENTITIES, list(kinds))
+    async def latest_identities(self, kinds: Sequence[str],
+                                profiles: Sequence[uuid.UUID] | None = None) -> list[tuple[uuid.UUID, str, str]]:
+        """``(profile id, kind, value)``: the most recently seen value of each of ``kinds`` per live profile
+        (of ``profiles``, when given); blocked values left out."""
+        rows = await self.store.fetch(_LATEST_IDENTITIES, list(kinds), None if profiles is None else list(profiles))
         return [(r["profile_id"], r["kind"], r["value"]) for r in rows]
 
     @staticmethod
