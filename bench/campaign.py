@@ -115,14 +115,22 @@ class _ServiceCpu:
         self.hub, self.redis = hub, redis
         self.broker = _pid_listening(int(KAFKA.rsplit(":", 1)[1]))
 
-    async def sample(self) -> dict[str, float]:
+    async def sample(self) -> dict[str, Any]:
         pids = [r["pid"] for r in await self.hub.store.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
             " AND backend_type = 'client backend'")]  # the hub's pool (autovacuum of the seeded tables is not)
         info = await self.redis.info("cpu")
-        return {"postgres": sum(_proc_cpu(pid) for pid in pids),
+        return {"postgres": {pid: _proc_cpu(pid) for pid in pids},
                 "redis": float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
                 "kafka": _proc_cpu(self.broker) if self.broker else 0.0}
+
+    @staticmethod
+    def spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        """CPU seconds between two samples; PostgreSQL's per backend (a connection the pool opened meanwhile
+        counts whole, one it closed is not seen: the seeding connections' CPU must not count)."""
+        backends = sum(cpu - before["postgres"].get(pid, 0.0) for pid, cpu in after["postgres"].items())
+        return {"postgres": backends, "redis": after["redis"] - before["redis"],
+                "kafka": after["kafka"] - before["kafka"]}
 
 
 def _rss_mb() -> float:
@@ -174,7 +182,7 @@ async def one(profiles: int, rate: float, keep: bool, policy: bool) -> None:
             result = await runner.execute(launched.run_id)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             after = await services.sample()
-            spent = {name: after[name] - before[name] for name in after}
+            spent = services.spent(before, after)
             want = sum(1 for g in range(1, profiles + 1) if eligible(g))
             planned = sum(1 for g in range(1, profiles + 1) if in_audience(g))
             assert result.status == "done" and result.sent == want and launched.planned == planned, result
