@@ -58,6 +58,8 @@ GLOBAL_HOLDOUT = "global_holdout"
 
 CONTROL = "control"
 """The name of the control group in assignments, decisions and reports (no variant may take it)."""
+ZONE_WITHOUT_AT = 'timezone is the zone of at: give the variant an at (e.g. at: "10:00") or drop it'
+"""The model's and the file check's message for a variant with a zone and no time of day."""
 MAX_CONTROL = 0.5
 """A control group larger than half the audience costs more than it teaches."""
 _ID_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
@@ -108,7 +110,7 @@ class Variant(BaseModel):
     @model_validator(mode="after")
     def _zone_needs_at(self) -> Variant:
         if self.timezone is not None and self.at is None:
-            raise ValueError("timezone is the zone of at: give the variant an at (e.g. at: \"10:00\") or drop it")
+            raise ValueError(ZONE_WITHOUT_AT)
         return self
 
 
@@ -275,6 +277,5 @@ def _send_time_problems(variant: Mapping[str, Any]) -> list[tuple[str, str]]:
             except ValueError as exc:
                 problems.append((key, str(exc)))
     if variant.get("timezone") is not None and variant.get("at") is None:
-        problems.append(("timezone", "timezone is the zone of at: give the variant an at (e.g. at: \"10:00\") "
-                                     "or drop it"))
+        problems.append(("timezone", ZONE_WITHOUT_AT))
     return problems

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from cdp_hub.bus.events import event_message
-from cdp_hub.durations import customer_zone
+from cdp_hub.durations import customer_zone, parse_time_of_day
 from cdp_hub.durations import parse_duration as _parse_duration
 from cdp_hub.pipeline.stage import StageOutput
 from cdp_hub.schema.events import Context, Event, Traits, deterministic_event_id
@@ -331,8 +331,8 @@ class JourneyPlan:
             due = max(since, position.entered_at + parse_duration(spec.since_entry))
         if spec.at is not None:
             zone = customer_zone(profile.get("timezone"), spec.timezone)
-            hour, minute = map(int, spec.at.split(":"))
-            target = due.astimezone(zone).replace(hour=hour, minute=minute, second=0, microsecond=0)
+            at = parse_time_of_day(spec.at)
+            target = due.astimezone(zone).replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
             if target < since:
                 target += timedelta(days=1)
             due = target.astimezone(UTC)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
-from cdp_hub.durations import DurationText, parse_duration
+from cdp_hub.durations import DEFAULT_TIMEZONE, TIME_OF_DAY_PATTERN, DurationText, parse_duration
 from cdp_hub.triggers.experiments import Experiment, refuse_goto
 
 __all__ = ["END", "BranchRule", "CollectedValues", "Condition", "EventCount", "Goal", "HoldUntil", "OncePer",
@@ -226,7 +226,7 @@ class QuietHours(BaseModel):
 
     start: str = Field(pattern=r"^\d{2}:\d{2}$")
     end: str = Field(pattern=r"^\d{2}:\d{2}$")
-    default_timezone: str = "Europe/Moscow"
+    default_timezone: str = DEFAULT_TIMEZONE
 
 
 class HoldUntil(BaseModel):
@@ -307,7 +307,6 @@ class SendAt(BaseModel):
 END = "end"
 """The target that ends a journey (``next: end``); the last step of the list ends it too."""
 _STEP_ID = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
-_HH_MM = r"^([01]\d|2[0-3]):[0-5]\d$"
 
 
 class SendStep(BaseModel):
@@ -331,8 +330,8 @@ class WaitSpec(BaseModel):
 
     duration: DurationText | None = Field(default=None, description="e.g. 3d")
     since_entry: DurationText | None = Field(default=None, description="until this long after the entry, e.g. 14d")
-    at: str | None = Field(default=None, pattern=_HH_MM, description="at this local time on the day the wait ends, e.g. \"10:00\"")
-    timezone: str = Field("Europe/Moscow", description="the time zone of a customer whose profile has none")
+    at: str | None = Field(default=None, pattern=TIME_OF_DAY_PATTERN, description="at this local time on the day the wait ends, e.g. \"10:00\"")
+    timezone: str = Field(DEFAULT_TIMEZONE, description="the time zone of a customer whose profile has none")
 
     @model_validator(mode="after")
     def _something(self) -> WaitSpec:

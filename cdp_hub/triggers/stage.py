@@ -608,9 +608,10 @@ class TriggerStage(Stage[Event]):
         # profile: a deterministic event id), and the control group stops here, before it claims any counter.
         passed = []
         for gate in gates:
-            recorded = assignment_event(source=DECISION_SOURCE, scenario=gate.scenario.id,
-                                        allocation=gate.allocation, profile_id=gate.profile_id,
-                                        identities=gate.event.identities, now=self.now())
+            # An arm assigned earlier was recorded then (a journey records it at entry).
+            recorded = None if gate.assigned is not None else assignment_event(
+                source=DECISION_SOURCE, scenario=gate.scenario.id, allocation=gate.allocation,
+                profile_id=gate.profile_id, identities=gate.event.identities, now=self.now())
             if recorded is not None:
                 out.messages.append(event_message(self.ctx.topics.events, recorded))
             if gate.allocation.outcome == "control":
