@@ -95,7 +95,7 @@ def _serve_hub(bus: str, port: int, dsn: str) -> None:
     import uvicorn
 
     from cdp_hub.config import ConnectorInstance, Settings
-    from cdp_hub.daemon import create_app
+    from cdp_hub.daemon import create_app, settle_heap
     from cdp_hub.hotstate import HotState
     from cdp_hub.hub import Hub
 
@@ -113,6 +113,7 @@ def _serve_hub(bus: str, port: int, dsn: str) -> None:
         # Keys of this run's own in a shared Redis (the dedupe window of the Kafka run), deleted at the end.
         hotstate = HotState(settings.redis_url, prefix=f"bench{uuid.uuid4().hex[:8]}:")
         async with Hub(settings, hotstate=hotstate) as hub:
+            settle_heap(settings)  # as `cdp-hub run` does once its hub has started
             server = uvicorn.Server(uvicorn.Config(create_app(hub), host="127.0.0.1", port=port,
                                                    log_level="warning", lifespan="off", access_log=False))
             try:

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: Seconds = Field(
         30.0, gt=0, description="on SIGTERM, seconds the stages get to finish their batches; work still running "
         "then is left uncommitted (replayed after the restart) and the process exits 0")
+    gc_gen0_threshold: int = Field(
+        10_000, ge=0, description="the garbage collector's first threshold in `cdp-hub run` (Python's default "
+        "is 700; 0 keeps it): a request or batch allocates thousands of short-lived containers, and collecting "
+        "every 700 of them cost the HTTP edge ~12% of its CPU per event (bench/ingest_http.py); the start-up "
+        "heap is frozen out of the collector's way as well")
     log_level: str = Field("WARNING", description="DEBUG, INFO, WARNING, ERROR (the --log-level flag wins)")
     log_format: Literal["text", "json"] = "text"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import ipaddress
 import logging
@@ -59,6 +60,21 @@ ROUTE_MODULES = ("cdp_hub.edge", "cdp_hub.resolver.http", "cdp_hub.delivery.http
 
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data, default=str), status_code=status, media_type="application/json")
+
+
+def settle_heap(settings: Settings) -> None:
+    """Tune the garbage collector for a long-running hub process (``gc_gen0_threshold``).
+
+    The objects alive after start-up (modules, pydantic schemas, settings, pools) live as long as the process:
+    ``gc.freeze()`` moves them out of every later collection. A request or batch then allocates thousands of
+    short-lived containers (one tracking message makes a dozen dicts and lists); with Python's first threshold
+    of 700 a collection ran several times per request and rescanned the live ones each time. Freed by reference
+    counting anyway, they need the collector only for cycles, so a larger threshold costs a little memory."""
+    gc.collect()
+    gc.freeze()
+    if settings.gc_gen0_threshold:
+        _, second, third = gc.get_threshold()
+        gc.set_threshold(settings.gc_gen0_threshold, second, third)
 
 
 def check_listen_address(settings: Settings, host: str) -> None:

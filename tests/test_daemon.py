@@ -119,3 +119,22 @@ async def test_dlq_browse_and_replay_with_a_fix(hub: Hub, client: httpx.AsyncCli
     assert (await client.get("/v1/dlq", headers=ADMIN)).json()["items"] == []  # replayed ones are hidden
     runner.stop()
     await task
+
+
+def test_settle_heap_freezes_the_start_up_heap_and_sets_the_first_threshold() -> None:
+    import gc
+
+    from cdp_hub.config import Settings
+    from cdp_hub.daemon import settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap(Settings(gc_gen0_threshold=12_345))
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+        gc.set_threshold(*before)
+        settle_heap(Settings(gc_gen0_threshold=0))  # 0: Python's own threshold is kept
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -65,8 +65,26 @@ def event_message(topic: str, event: Event) -> OutgoingMessage:
 def event_dict_message(topic: str, event: Mapping[str, Any]) -> OutgoingMessage:
     """:func:`event_message` for an event already checked as a JSON-ready dict (the HTTP edge's fast path,
     :mod:`cdp_hub.schema.fastpath`): the same key and headers."""
-    key = _strongest((i["kind"], i["value"]) for i in event["identities"])
+    identities = event["identities"]
+    if len(identities) == 1:  # one identity (an anonymous page view): it is the key, whatever its kind
+        only = identities[0]
+        key = f"{only['kind']}:{only['value']}".encode()
+    else:
+        key = _strongest([(i["kind"], i["value"]) for i in identities])
     # Times as the model writes them ("Z"): the resolver stores these bytes with the profile spliced in.
     return OutgoingMessage(topic, orjson.dumps(event, option=orjson.OPT_UTC_Z), key,
-                           hub_headers(EVENT_SCHEMA, ("cdp.type", event["type"].encode()),
-                                       ("cdp.source", event["source"].encode())))
+                           _event_headers(event["type"], event["source"]))
+
+
+_HEADERS: dict[tuple[str, str], tuple[tuple[str, bytes], ...]] = {}
+
+
+def _event_headers(event_type: str, source: str) -> tuple[tuple[str, bytes], ...]:
+    """The headers of an event record of this type and source, built once per pair (a hub has a few hundred;
+    the cache stops growing at 4,096 so odd senders cannot grow it without bound)."""
+    found = _HEADERS.get((event_type, source))
+    if found is None:
+        found = hub_headers(EVENT_SCHEMA, ("cdp.type", event_type.encode()), ("cdp.source", source.encode()))
+        if len(_HEADERS) < 4096:
+            _HEADERS[(event_type, source)] = found
+    return found

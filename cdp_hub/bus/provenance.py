@@ -30,7 +30,8 @@ import hashlib
 import hmac
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 from cdp_hub.bus.base import OutgoingMessage, Record, Seal
 
@@ -82,10 +83,18 @@ class RecordSeal:
         self.key = key if len(key) <= 64 else hashlib.sha256(key).digest()  # BLAKE2b takes keys up to 64 bytes
         self.topics = topics
         """The topics whose hub records are sealed; ``None``: every topic."""
+        self._keyed: dict[bytes, Any] = {}
 
     def _digest(self, schema: bytes, value: bytes) -> bytes:
-        return hashlib.blake2b(value, digest_size=_SEAL_BYTES, key=self.key, person=schema[:16],
-                               salt=PRODUCER[:16]).digest()
+        # A copy of a hasher that has taken the key already: the key block is compressed once per schema, not
+        # once per record (the same digest as blake2b(value, key=..., person=..., salt=...)).
+        keyed = self._keyed.get(schema)
+        if keyed is None:
+            keyed = self._keyed[schema] = hashlib.blake2b(digest_size=_SEAL_BYTES, key=self.key,
+                                                          person=schema[:16], salt=PRODUCER[:16])
+        hasher = keyed.copy()
+        hasher.update(value)
+        return hasher.digest()
 
     def seal(self, messages: Sequence[OutgoingMessage]) -> Sequence[OutgoingMessage]:
         """``messages`` with a seal on each one that carries the hub's headers (others unchanged)."""
@@ -100,7 +109,10 @@ class RecordSeal:
                 continue
             if out is None:
                 out = list(messages)
-            out[index] = replace(message, headers=(*headers, (SEAL_HEADER, self._digest(schema, message.value))))
+            # The constructor, not dataclasses.replace: replace inspects the fields on every call and was most
+            # of the seal's cost (9% of the edge's CPU per event).
+            out[index] = OutgoingMessage(message.topic, message.value, message.key,
+                                         (*headers, (SEAL_HEADER, self._digest(schema, message.value))))
         return messages if out is None else out
 
     def verify(self, record: Record, schema: bytes) -> bool:

@@ -175,7 +175,7 @@ def _supervised(args: Args, settings: Settings, stages: list[str], port: int) ->
          defaults={"stages": [], "no_http": False, "no_scheduler": True, "mute_triggers": False})
 @click.option("--http-port", type=int, help="override http_port")
 async def cmd_run(args: Args, settings: Settings) -> int:
-    from cdp_hub.daemon import check_listen_address, http_server
+    from cdp_hub.daemon import check_listen_address, http_server, settle_heap
     from cdp_hub.hub import Hub
     from cdp_hub.jobs.scheduler import scheduler_for
     from cdp_hub.pipeline.build import STAGE_NAMES, Pipeline
@@ -209,6 +209,7 @@ async def cmd_run(args: Args, settings: Settings) -> int:
         pipeline = Pipeline(hub, stages) if stages else None
         server = None if args.no_http else http_server(hub, settings.http_host, port, pipeline=pipeline)
         scheduler = None if args.no_scheduler else scheduler_for(hub, pipeline)
+        settle_heap(settings)
 
         grace = settings.shutdown_grace_seconds
         tasks: list[asyncio.Task[None]] = []

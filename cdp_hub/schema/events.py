@@ -80,15 +80,15 @@ def deterministic_event_id(source: str, source_record_id: str, event_type: str) 
     return out
 
 
+_VARIANT_HEX = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
+
+
 def deterministic_event_id_text(source: str, source_record_id: str, event_type: str) -> str:
     """``str(deterministic_event_id(...))`` without the UUID object: the HTTP edge writes the id as text only
     (tests/test_edge_fastpath.py checks that both agree)."""
-    name = f"{source}\x1f{source_record_id}\x1f{event_type}".encode()
-    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + f"{source}\x1f{source_record_id}\x1f{event_type}".encode()).hexdigest()
+    # Version 5 is the 13th hex digit; the RFC 4122 variant sets the top two bits of the 17th (_VARIANT_HEX).
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_HEX[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def uuid7() -> uuid.UUID:
