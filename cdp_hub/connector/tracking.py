@@ -285,13 +285,15 @@ def _first(props: dict[str, Any], *keys: str) -> Any:
     return found
 
 
-def _all_traits(record: SourceRecord, ctx: Mapping[str, Any]) -> dict[str, Any]:
-    """The message's traits: ``context.traits`` (where some SDKs put identify traits), overlaid by ``traits``."""
-    out: dict[str, Any] = {}
-    for traits in (ctx.get("traits"), record.get("traits")):
-        if isinstance(traits, Mapping):
-            out.update(traits)
-    return out
+def _all_traits(record: SourceRecord, ctx: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The message's traits: ``context.traits`` (where some SDKs put identify traits), overlaid by ``traits``
+    (read-only: with one of them only, that one itself)."""
+    shared, own = ctx.get("traits"), record.get("traits")
+    if not isinstance(shared, Mapping) or not shared:
+        return own if isinstance(own, Mapping) else {}
+    if not isinstance(own, Mapping) or not own:
+        return shared
+    return {**shared, **own}
 
 
 def _products(products: Any) -> list[dict[str, Any]]:

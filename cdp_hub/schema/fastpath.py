@@ -68,8 +68,17 @@ def _identities(value: Any, options: NormalizationOptions) -> list[dict[str, str
     return out
 
 
-def _plain_strings(value: dict[str, Any]) -> bool:
-    return all(type(k) is str and (type(v) is str or v is None) for k, v in value.items())
+def _plain_strings(value: dict[str, Any]) -> dict[str, str] | None:
+    """``value`` without its ``None`` values when every key and value is a string (or ``None``); else None."""
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if type(v) is str:
+            if type(k) is not str:
+                return None
+            out[k] = v
+        elif v is not None or type(k) is not str:
+            return None
+    return out
 
 
 def event_dict(draft: dict[str, Any], options: NormalizationOptions, received_at: datetime) -> dict[str, Any] | None:
@@ -102,18 +111,20 @@ def event_dict(draft: dict[str, Any], options: NormalizationOptions, received_at
         if traits:
             traits = _TRAITS_SERIALIZER.to_python(_TRAITS_VALIDATOR.validate_python(traits), mode="json",
                                                   exclude_none=True)
-        if not _plain_strings(context):
-            context = _CONTEXT_SERIALIZER.to_python(_CONTEXT_VALIDATOR.validate_python(context), mode="json",
-                                                    exclude_none=True)
+        plain = _plain_strings(context)
+        if plain is None:
+            plain = {k: v for k, v in _CONTEXT_SERIALIZER.to_python(
+                _CONTEXT_VALIDATOR.validate_python(context), mode="json", exclude_none=True).items()
+                     if v is not None}
     except (ValidationError, NormalizationError, ValueError, TypeError):
         return None
     event: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "event_id": deterministic_event_id_text(source, rid, typ) if rid else str(uuid7()),
         "type": typ, "source": source,
-        "occurred_at": occurred.astimezone(UTC), "received_at": received_at,
-        "identities": identities, "traits": traits, "properties": props,
-        "context": {k: v for k, v in context.items() if v is not None},
+        "occurred_at": occurred if occurred.tzinfo is UTC else occurred.astimezone(UTC),
+        "received_at": received_at, "identities": identities, "traits": traits, "properties": props,
+        "context": plain,
     }
     if rid is not None:
         event["source_record_id"] = rid
