@@ -275,3 +275,18 @@ async def test_merges_carry_consent_caps_and_timers_to_the_survivor(hub: Hub) ->
                            merged_profile_ids=[str(b)])])
     out = await s.handle([record("product.viewed", a, NOON_MSK, "v2", sku="2")])
     assert [d for _, d, _ in decisions(out)] == ["capped"]  # the loser's message counts for the survivor
+
+
+@pytest.mark.parametrize(("quiet", "field"), [
+    ({"start": "25:99", "end": "08:00"}, "start"),
+    ({"start": "21:00", "end": "24:00"}, "end"),
+    ({"start": "21:00", "end": "9:00"}, "end"),
+    ({"start": "21:00", "end": "09:00", "default_timezone": "Mars/Olympus"}, "default_timezone"),
+])
+def test_quiet_hours_refuse_a_time_of_day_or_zone_that_does_not_exist(quiet: dict[str, str], field: str) -> None:
+    # Accepted, 25:99 had failed only when the first message fell due (local.replace(hour=25)) in the stage.
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        scenario("welcome", "customer.created", quiet_hours=quiet)
+    assert refused.value.errors()[0]["loc"] == ("quiet_hours", field)

@@ -33,7 +33,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cdp_hub.datafiles import DataFiles
-from cdp_hub.durations import DEFAULT_TIMEZONE, TIME_OF_DAY_PATTERN, DurationText, parse_duration
+from cdp_hub.durations import (
+    DEFAULT_TIMEZONE,
+    TIME_OF_DAY_PATTERN,
+    DurationText,
+    check_time_zone,
+    parse_duration,
+)
 from cdp_hub.triggers.experiments import Experiment, refuse_goto
 
 __all__ = ["END", "BranchRule", "CollectedValues", "Condition", "EventCount", "Goal", "HoldUntil", "OncePer",
@@ -222,11 +228,18 @@ class FrequencyCap(BaseModel):
 
 
 class QuietHours(BaseModel):
+    """No marketing message from ``start`` to ``end`` (local ``HH:MM``, 24-hour) in the customer's zone."""
+
     model_config = ConfigDict(extra="forbid")
 
-    start: str = Field(pattern=r"^\d{2}:\d{2}$")
-    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    start: str = Field(pattern=TIME_OF_DAY_PATTERN, description="local time of day, e.g. 21:00")
+    end: str = Field(pattern=TIME_OF_DAY_PATTERN, description="local time of day, e.g. 09:00")
     default_timezone: str = DEFAULT_TIMEZONE
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        return check_time_zone(value, field="default_timezone")
 
 
 class HoldUntil(BaseModel):
