@@ -437,6 +437,52 @@ class HotState(AsyncLifecycle):
                 pipe.expire(target, 35 * 86400, nx=True)  # the counters' own TTLs are renewed by new messages
         await pipe.execute()
 
+    async def copy_policy_state(self, source: HotState, profile_ids: Sequence[str], *, cap_scopes: Sequence[str],
+                                scenarios: Sequence[str]) -> int:
+        """Copy from ``source`` what the contact policy holds about these profiles: their cap counters of
+        ``cap_scopes``, their priority claim, and their once-per and profile-keyed hold-until claims of
+        ``scenarios``, with the time each has left. ``source`` is only read. For a dry run that judges against
+        the deployment's real counters (``scenarios simulate --live-state``) while writing to this one.
+        Hold-until claims keyed by an event value (a cart id) are not copied: finding them would mean scanning
+        the whole keyspace. Returns how many keys were copied."""
+        names = [parts for pid in profile_ids for parts in (
+            *(("cap", scope, pid) for scope in cap_scopes), ("prio", pid),
+            *(("once", s, pid) for s in scenarios), *(("dedupe", s, pid, "profile") for s in scenarios))]
+        if not names:
+            return 0
+        keys = [source.key(*parts) for parts in names]  # the names of cap_key, priority_key, once_key, dedupe_key
+        target = {source.key(*parts): self.key(*parts) for parts in names}
+        pipe = source.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+            pipe.pttl(key)
+        kinds = await pipe.execute()
+        found = [(key, kind.decode() if isinstance(kind, bytes) else str(kind), ttl)
+                 for key, kind, ttl in zip(keys, kinds[0::2], kinds[1::2], strict=True)
+                 if kind not in (b"none", "none")]
+        pipe = source.redis.pipeline(transaction=False)
+        for key, kind, _ in found:
+            if kind == "zset":
+                pipe.zrange(key, 0, -1, withscores=True)
+            else:
+                pipe.get(key)
+        values = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        copied = 0
+        for (key, kind, ttl), value in zip(found, values, strict=True):
+            to = target[key]
+            if kind == "zset" and value:
+                pipe.zadd(to, {member: score for member, score in value})
+            elif kind == "string" and value is not None:
+                pipe.set(to, value)
+            else:
+                continue  # a type the policy does not write: not its state
+            if isinstance(ttl, int) and ttl > 0:
+                pipe.pexpire(to, ttl)
+            copied += 1
+        await pipe.execute()
+        return copied
+
     # -- segment membership caches: <prefix>segment:<segment_id> = set of profile ids ----------------------
 
     def segment_key(self, segment_id: str) -> str:

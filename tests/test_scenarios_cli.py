@@ -122,6 +122,9 @@ def test_simulate_from_the_command_line(tmp_path: Path, pg_dsn: str, redis_url: 
     [row] = json.loads(res.stdout)
     assert row["decision"] == "sent" and row["scenario"] == "order_confirmation"
     assert "render_error" in row or row["message"]["channel"] == "email"
+    res = cdp_hub("scenarios", "simulate", "order_confirmation", "--events", str(events), "--for",
+                  str(uuid.uuid4()), "--live-state", env=env)
+    assert res.returncode == 3 and "--live-state needs --now" in res.stderr
 
 
 DECISION_ALERT = """\
@@ -146,3 +149,47 @@ def test_validate_refuses_a_scenario_on_a_type_the_resolver_does_not_pass_on(tmp
     cfg = _config(tmp_path, {"alert.yaml": DECISION_ALERT}, extra="profile_events_omit = []")
     res = cdp_hub("--config", str(cfg), "scenarios", "validate")
     assert res.returncode == 0, res.stderr
+
+
+async def test_simulate_with_the_live_state_and_the_other_scenarios(hub: Hub, tmp_path: Path, redis_url: str) -> None:
+    from cdp_hub.hotstate import HotState
+
+    settings: Settings = hub.settings.model_copy(update={
+        "channels": {"email": ChannelInstance(type="outbox", config={"directory": str(tmp_path)})}})
+    pid = uuid.uuid4()
+    await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, $2)", pid, {"first_name": "Анна"})
+    await ConsentRepository(hub.store).record([ConsentStatement(
+        pid, "email", "marketing", "opted_in", datetime(2026, 1, 1, tzinfo=UTC), "form", uuid.uuid4())])
+    promo = Scenario.model_validate({
+        "id": "promo", "trigger": {"event": "product.viewed"}, "channel": "email", "template": "welcome",
+        "frequency_cap": {"max": 1, "per": "1d", "scope": "scenario"}})
+    louder = Scenario.model_validate({
+        "id": "louder", "trigger": {"event": "product.viewed"}, "channel": "email", "template": "welcome",
+        "priority": 10})
+    events = tmp_path / "events.jsonl"
+    events.write_text(parse_event({
+        "type": "product.viewed", "source": "shop", "source_record_id": "v1",
+        "occurred_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+        "identities": [{"kind": "email", "value": "anna@example.ru"}],
+        "properties": {"sku": "SKU1"}}).to_json().decode(), encoding="utf-8")
+
+    async def decisions(**kw: object) -> list[tuple[str, str]]:
+        rows = await simulate(settings, promo, events_file=events, for_profile=str(pid), now=True, **kw)  # type: ignore[arg-type]
+        return [(r["scenario"], r["decision"]) for r in rows]
+
+    assert await decisions() == [("promo", "sent")]
+    # Another scenario of higher priority fires on the same view: promo loses to it.
+    assert sorted(await decisions(others=[louder])) == [("louder", "sent"), ("promo", "lost_priority")]
+
+    # The deployment really sent promo to this profile an hour ago: its cap counter says so.
+    live = HotState(redis_url)
+    async with live:
+        key = live.cap_key("promo", str(pid))
+        await live.redis.zadd(key, {"earlier-message": datetime.now(UTC).timestamp() - 3600})
+        await live.redis.expire(key, 86400)
+        try:
+            assert await decisions(live_state=True) == [("promo", "capped")]
+            assert await decisions() == [("promo", "sent")]  # the empty state again, and the counter untouched
+            assert await live.redis.zcard(key) == 1
+        finally:
+            await live.redis.delete(key)

@@ -3,9 +3,11 @@
     cdp-hub scenarios validate [PATH...]                 shape, and every reference against what is installed
     cdp-hub scenarios init --catalogue retail DIR        write a ready catalogue (scenarios, templates, segments)
     cdp-hub scenarios list                               the scenarios the triggers stage would run
-    cdp-hub scenarios simulate ID (--profile P | --events FILE) [--now] [--json]
+    cdp-hub scenarios simulate ID (--profile P | --events FILE) [--now] [--with-others] [--live-state] [--json]
         a profile's stored events (or a JSON Lines file of events) through the real triggers stage and its
-        contact policy, sends disabled: every decision with its reason, and the message each sent one renders
+        contact policy, sends disabled: every decision with its reason, and the message each sent one renders;
+        --with-others loads the other scenarios too (priorities), --live-state copies the profile's caps and
+        claims from the deployment's Redis first (read only)
     cdp-hub scenarios simulate JOURNEY --events FILE [--profile-file PROFILE.json] [--json]
         a journey walked step by step over the file's timeline for one profile (traits, segments, consent,
         time zone from the profile file): every step, its time, and each send's consent/quiet-hours decision;
@@ -24,6 +26,7 @@ import asyncio
 import logging
 import sys
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -251,6 +254,12 @@ async def cmd_positions(args: Args, settings: Settings) -> int:
 @click.option("--now", is_flag=True,
               help="judge the events as arriving now (a replay: old ones are too_late), not as live")
 @click.option("--limit", type=int, default=1000, show_default=True, help="at most this many stored events")
+@click.option("--with-others", is_flag=True,
+              help="load every configured scenario too, so priorities are judged (lost_priority) and each one's "
+              "decisions are printed")
+@click.option("--live-state", is_flag=True,
+              help="with --now: start from the deployment's Redis state of the profile (cap counters, priority, "
+              "once-per and hold-until claims; read, never written) instead of an empty one")
 @click.option("--profile-file", type=PATH, help="journeys: the profile as JSON (traits such as loyalty_tier and "
               "timezone, segments: [...], consent: {email: opted_in}, profile_id)")
 @json_option("print the decisions as JSON")
@@ -268,13 +277,19 @@ async def cmd_simulate(args: Args, settings: Settings) -> int:
         return await _simulate_journey(args, settings, scenario)
     if args.profile_file is not None:
         raise ConfigurationError("--profile-file is for journeys (scenarios with steps)")
+    if args.live_state and not args.now:
+        raise ConfigurationError("--live-state needs --now: the real counters are of this moment, so the events "
+                                 "are judged as arriving now")
+    others = [s for s in scenarios.values() if s.id != scenario.id] if args.with_others else []
     rows = await simulate(settings, scenario, profile=args.profile, events_file=args.events,
-                          for_profile=args.for_profile, now=args.now, limit=args.limit)
+                          for_profile=args.for_profile, now=args.now, limit=args.limit, others=others,
+                          live_state=args.live_state)
     if args.json:
         print_json(rows, ensure_ascii=False)
         return 0
     for row in rows:
-        print(f"{row['at'][:19]}  {row['trigger']:<20} {row['decision']:<14} {row['reason']}")
+        who = f"{row['scenario']:<24} " if others else ""
+        print(f"{row['at'][:19]}  {row['trigger']:<20} {who}{row['decision']:<14} {row['reason']}")
         message = row.get("message")
         if message:
             head = message.get("subject") or ""
@@ -364,9 +379,15 @@ def _read_events(path: Path, owner: uuid.UUID | None, *, need_profile: bool = Fa
 
 async def simulate(settings: Settings, scenario: Scenario, *, profile: str | None = None,
                    events_file: Path | None = None, for_profile: str | None = None, now: bool = False,
-                   limit: int = 1000) -> list[dict[str, Any]]:
+                   limit: int = 1000, others: Sequence[Scenario] = (),
+                   live_state: bool = False) -> list[dict[str, Any]]:
     """Run ``scenario`` over a profile's stored events (or a file's) with sends disabled; one row per
-    decision, in order, with the rendered message of each sent one."""
+    decision, in order, with the rendered message of each sent one.
+
+    ``others``: more scenarios loaded alongside (the deployment's), so priorities are judged among them; their
+    decisions are rows too. ``live_state``: the profiles' contact-policy state in the deployment's Redis
+    (``redis_url``) is copied into the simulation's in-memory Redis first, so caps, priorities and once-per
+    claims count what was really sent; only meaningful with ``now`` (the counters are of this moment)."""
     from cdp_hub.bus.base import Record
     from cdp_hub.bus.memory import MemoryBus
     from cdp_hub.delivery.profiles import ProfileSnapshot, load_profiles
@@ -402,8 +423,10 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
         clock = [wall if now or not events else events[0].occurred_at]
         hub.clock = lambda: clock[0]
         options = trigger_options(hub, daily_jobs=False)
-        stage = build_stage(hub, "triggers", scenarios=[scenario], trigger_options=options)
+        stage = build_stage(hub, "triggers", scenarios=[scenario, *others], trigger_options=options)
         assert isinstance(stage, TriggerStage)
+        if live_state:
+            await _copy_live_state(settings, hub.hotstate, stage, {str(e.profile_id) for e in events})
         stage.record_decisions = True
         kind_of = channel_kind(settings, hub.registry)
         renderer = TemplateRenderer(settings.templates_dir, default_locale=settings.default_locale,
@@ -452,6 +475,18 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
                     row["render_error"] = str(exc)
             rows.append(row)
     return rows
+
+
+async def _copy_live_state(settings: Settings, into: Any, stage: Any, profile_ids: set[str]) -> None:
+    """The deployment's Redis state of ``profile_ids`` into the simulation's (read-only on the deployment)."""
+    from cdp_hub.hotstate import HotState
+
+    if settings.redis_url.startswith("fakeredis"):
+        raise ConfigurationError("--live-state reads the deployment's Redis, but redis_url is fakeredis:// (the "
+                                 "embedded mode keeps it inside the running process)")
+    async with HotState(settings.redis_url) as live:
+        await into.copy_policy_state(live, sorted(profile_ids), cap_scopes=stage.cap_scopes,
+                                     scenarios=[s.id for s in stage.scenarios])
 
 
 def _longest_variant_wait(scenario: Scenario) -> timedelta:
