@@ -265,6 +265,35 @@ steps:
     assert converted.properties["cause_event_id"] == str(event("order.placed", "ann", T + D + H, "ann-o2", order_id="a2", total="150").event_id)
 
 
+async def test_an_exit_with_conditions_ends_only_on_an_event_they_hold_for(hub: Hub) -> None:
+    journey = Scenario.model_validate(yaml.safe_load("""
+id: winback
+trigger: {event: customer.updated}
+category: marketing
+exit_on:
+  - customer.deleted
+  - {event: order.placed, conditions: [{field: event.properties.total, op: gte, value: 1000}]}
+steps:
+  - {id: one, send: {channel: email, template: welcome}}
+  - {id: pause, wait: 3d}
+  - {id: two, send: {channel: email, template: welcome_day3}}
+"""))
+    assert journey.stream_types >= {"customer.deleted", "order.placed"}
+    drive = Driver(hub, [journey], T)
+    people = ["ann", "bob", "cid"]
+    await drive.feed([consent(p, T - H) for p in people])
+    await drive.feed([event("customer.updated", p, T, f"{p}-in") for p in people])
+    # ann's small order does not end the journey, bob's large one does; cid is deleted.
+    await drive.feed([event("order.placed", "ann", T + D, "ann-o", order_id="a", total="300"),
+                      event("order.placed", "bob", T + D, "bob-o", order_id="b", total="1500"),
+                      event("customer.deleted", "cid", T + D, "cid-del")])
+    await drive.at(T + 4 * D)
+    assert drive.sent(await drive.who()) == [("ann", "welcome"), ("ann", "welcome_day3"),
+                                             ("bob", "welcome"), ("cid", "welcome")]
+    assert await positions(hub) == [("ann", "completed", None, 3), ("bob", "exited", "pause", 1),
+                                    ("cid", "exited", "pause", 1)]
+
+
 async def test_reentry_once_and_always(hub: Hub) -> None:
     base = {"trigger": {"event": "order.placed"}, "category": "transactional",
             "steps": [{"id": "thanks", "send": {"channel": "email", "template": "order_confirmation"}},

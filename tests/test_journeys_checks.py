@@ -50,6 +50,9 @@ def test_step_references_are_checked_with_file_line_and_path(tmp_path: Path) -> 
         "orphan.yaml": "id: orphan\ntrigger: {event: profile.created}\nsteps:\n"
                        "  - id: hello\n    send: {channel: email, template: welcome}\n    next: end\n"
                        "  - id: lost\n    send: {channel: email, template: welcome}\n",
+        "exits.yaml": "id: exits\ntrigger: {event: profile.created}\nexit_on:\n"
+                      "  - {event: order.placed, conditions: [{field: event.properties.totl, op: gte, value: 1}]}\n"
+                      "steps:\n  - id: hello\n    send: {channel: email, template: welcome}\n",
         "names.yaml": "id: names\ntrigger: {event: profile.created}\nexit_on: [order.placd]\nsteps:\n"
                       "  - id: hello\n    send: {channel: telegram, template: welcome}\n"
                       "  - id: app\n    wait_for: {event: app.instaled, within: 2d}\n"
@@ -63,6 +66,9 @@ def test_step_references_are_checked_with_file_line_and_path(tmp_path: Path) -> 
     assert f"{refs}:9: $.steps[1].on_timeout: unknown step 'nudgee' (steps: hello, await_app)" in problems
     assert f"{orphan}:7: $.steps[1]: step 'lost' is unreachable (no step leads to it)" in problems
     assert f"{names}:3: $.exit_on[0]: unknown event type 'order.placd' (did you mean 'order.placed'?)" in problems
+    exits = str(tmp_path / "exits.yaml")
+    assert any(p.startswith(f"{exits}:4: $.exit_on[0].conditions[0].field: order.placed events have no property "
+                            "'totl' (did you mean 'total'?)") for p in problems)
     assert any(p.startswith(f"{names}:6: $.steps[0].send.channel: channel 'telegram' is not configured")
                for p in problems)
     assert f"{names}:8: $.steps[1].wait_for.event: unknown event type 'app.instaled' " \
@@ -74,7 +80,7 @@ def test_step_references_are_checked_with_file_line_and_path(tmp_path: Path) -> 
                for p in problems)
     assert any(p.startswith(f"{names}:16: $.steps[3].send.template: no template 'no_such' for push")
                for p in problems)
-    assert len(problems) == 10
+    assert len(problems) == 11
 
 
 @pytest.mark.parametrize("document, message", [

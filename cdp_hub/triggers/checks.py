@@ -187,8 +187,11 @@ def check_steps(scenario: Scenario, doc: LocatedDocument, installed: Installed) 
             if segment is not None and segment not in installed.segments:
                 problem((*path, i, "value"), f"unknown segment {segment!r}{did_you_mean(segment, installed.segments)}")
 
-    for i, name in enumerate(scenario.exit_on):
-        event_type(("exit_on", i), name)
+    for i, leave in enumerate(scenario.exit_on):
+        if isinstance(leave, str):
+            event_type(("exit_on", i), leave)
+        elif event_type(("exit_on", i, "event"), leave.event):
+            conditions(("exit_on", i, "conditions"), leave.conditions, leave.event)
     for i, goal in enumerate(scenario.goals):
         if event_type(("goals", i, "event"), goal.event):
             conditions(("goals", i, "conditions"), goal.conditions, goal.event)

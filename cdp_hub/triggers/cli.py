@@ -201,7 +201,7 @@ def cmd_list(args: Args, settings: Settings) -> int:
         print_json([{"id": s.id, "event": s.trigger.event, "channels": _channels(s),
                      "template": s.template, "category": s.category, "delay": s.delay, "priority": s.priority,
                      "cancel_on": list(s.cancel_on),
-                     **({"steps": [step.id for step in s.steps], "exit_on": list(s.exit_on)} if s.steps else {})}
+                     **({"steps": [step.id for step in s.steps], "exit_on": [e.event for e in s.exits]} if s.steps else {})}
                     for s in loaded])
         return 0
     for s in loaded:
@@ -209,7 +209,7 @@ def cmd_list(args: Args, settings: Settings) -> int:
         if s.steps:
             extra.append(f"journey: {len(s.steps)} steps")
         if s.exit_on:
-            extra.append(f"exits on {', '.join(s.exit_on)}")
+            extra.append(f"exits on {', '.join(e.event + (' (conditions)' if e.conditions else '') for e in s.exits)}")
         if s.delay:
             extra.append(f"after {s.delay}")
         if s.send_at is not None:

@@ -203,7 +203,10 @@ class JourneyPlan:
         self._following = {s.id: (scenario.steps[i + 1].id if i + 1 < len(scenario.steps) else END)
                            for i, s in enumerate(scenario.steps)}
         self.trigger = compile_conditions(scenario.conditions)
-        self.exits = frozenset(scenario.exit_on)
+        self.exit_predicates: dict[str, list[Predicate]] = {}
+        for leave in scenario.exits:
+            self.exit_predicates.setdefault(leave.event, []).append(compile_conditions(leave.conditions))
+        self.exits = frozenset(self.exit_predicates)
         self.goal_predicates: dict[str, list[Predicate]] = {}
         for goal in scenario.goals:
             self.goal_predicates.setdefault(goal.event, []).append(compile_conditions(goal.conditions))
@@ -309,7 +312,10 @@ class JourneyPlan:
             if goal is not None:
                 found.append((goal.at, 0, "converted", goal))
         if self.exits:
-            left = timeline.first(profile_id, self.exits, position.entered_at, until, None, profile,
+            def is_exit(scope: Mapping[str, Any]) -> bool:
+                event = scope["event"]
+                return any(p(scope) for p in self.exit_predicates.get(str(event.get("type")), ()))
+            left = timeline.first(profile_id, self.exits, position.entered_at, until, is_exit, profile,
                                   until_inclusive=True, skip=_entry_event_id(position))
             if left is not None:
                 found.append((left.at, 1, "exited", left))

@@ -42,7 +42,7 @@ from cdp_hub.durations import (
 )
 from cdp_hub.triggers.experiments import Experiment, refuse_goto
 
-__all__ = ["END", "BranchRule", "CollectedValues", "Condition", "EventCount", "Goal", "HoldUntil", "OncePer",
+__all__ = ["END", "BranchRule", "CollectedValues", "Condition", "EventCount", "Exit", "Goal", "HoldUntil", "OncePer",
            "Predicate", "Scenario", "SendAt", "SendStep", "SplitArm", "Step", "WaitFor", "WaitSpec",
            "compile_conditions", "load_scenarios", "parse_duration", "path_reader", "scenario_json_schema",
            "step_problems"]
@@ -454,6 +454,16 @@ class Goal(BaseModel):
     conditions: list[Condition] = Field(default_factory=list)
 
 
+class Exit(BaseModel):
+    """An event that ends the journey at whatever step it is (recorded as ``journey.exited``); with
+    ``conditions``, only an event they hold for (a ``segment.entered`` of one segment, an order over a sum)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str
+    conditions: list[Condition] = Field(default_factory=list)
+
+
 class OncePer(BaseModel):
     """Re-entry at most once per window (event time of the entries)."""
 
@@ -562,8 +572,8 @@ class Scenario(BaseModel):
     template: str = Field("", description="the template of a single-send scenario")
     steps: list[Step] | None = Field(default=None, min_length=1, description="a journey: its steps, the first "
                                      "one where a profile enters (docs/journeys.md)")
-    exit_on: list[str] = Field(default_factory=list, description="journeys: event types that end the journey "
-                               "at any step")
+    exit_on: list[str | Exit] = Field(default_factory=list, description="journeys: events that end the journey "
+                                      "at any step: an event type, or {event, conditions}")
     goals: list[Goal] = Field(default_factory=list, description="journeys: events that mark it converted and "
                               "end it")
     reentry: Literal["once", "always"] | OncePer = Field(
@@ -623,11 +633,16 @@ class Scenario(BaseModel):
         return self.steps is not None
 
     @property
+    def exits(self) -> list[Exit]:
+        """``exit_on`` with every entry as an :class:`Exit` (an event type alone has no conditions)."""
+        return [Exit(event=e) if isinstance(e, str) else e for e in self.exit_on]
+
+    @property
     def stream_types(self) -> frozenset[str]:
         """Every event type whose records on ``cdp.profile-events`` this scenario reads: its trigger and
         ``cancel_on``; a journey's waits, exits, goals and the events its conditions count. The resolver must
         pass each of them on (``profile_events_omit`` may name none of them)."""
-        types = {self.trigger.event, *self.cancel_on, *self.exit_on, *(g.event for g in self.goals)}
+        types = {self.trigger.event, *self.cancel_on, *(e.event for e in self.exits), *(g.event for g in self.goals)}
         for step in self.steps or ():
             if step.wait_for is not None:
                 types.add(step.wait_for.event)
