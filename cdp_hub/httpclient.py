@@ -11,10 +11,12 @@ are reused within each pool.
 from __future__ import annotations
 
 import itertools
+import ssl
+from functools import cache
 
 import httpx
 
-__all__ = ["ShardedTransport", "shared_client"]
+__all__ = ["ShardedTransport", "default_tls_context", "shared_client"]
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -24,6 +26,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         if shards < 1 or per_shard < 1:
             raise ValueError("shards and per_shard must be at least 1")
         limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        # One TLS context for every pool: each transport would otherwise build its own and load the CA bundle
+        # (~25 ms apiece, 0.4 s for the 16 pools of every hub a process starts).
+        transport_options.setdefault("verify", default_tls_context())
         self._pools = [httpx.AsyncHTTPTransport(limits=limits, **transport_options)  # type: ignore[arg-type]
                        for _ in range(shards)]
         self._turn = itertools.cycle(self._pools)
@@ -38,6 +43,13 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+@cache
+def default_tls_context() -> ssl.SSLContext:
+    """httpx's default client context (certificate verification with its CA bundle), built once per process
+    and shared by every pool: an ``SSLContext`` serves any number of connections."""
+    return httpx.create_ssl_context()
 
 
 def shared_client(*, max_connections: int = 128, per_shard: int = 8,

@@ -59,3 +59,15 @@ async def test_respx_mocks_requests_through_the_sharded_transport() -> None:
             assert route.call_count == 5
     finally:
         await client.aclose()
+
+
+def test_every_pool_shares_one_tls_context_that_verifies_certificates() -> None:
+    import ssl
+
+    from cdp_hub.httpclient import default_tls_context
+
+    transport = shared_client(max_connections=32, per_shard=8)._transport
+    assert isinstance(transport, ShardedTransport)
+    contexts = {id(pool._pool._ssl_context) for pool in transport._pools}
+    assert contexts == {id(default_tls_context())}
+    assert default_tls_context().verify_mode == ssl.CERT_REQUIRED and default_tls_context().check_hostname
