@@ -201,7 +201,7 @@ def cmd_list(args: Args, settings: Settings) -> int:
         print_json([{"id": s.id, "event": s.trigger.event, "channels": _channels(s),
                      "template": s.template, "category": s.category, "delay": s.delay, "priority": s.priority,
                      "cancel_on": list(s.cancel_on),
-                     **({"steps": [step.id for step in s.steps], "exit_on": [e.event for e in s.exits]} if s.steps else {})}
+                     **({"steps": [step.id for step in s.steps], "exit_on": _exits_json(s)} if s.steps else {})}
                     for s in loaded])
         return 0
     for s in loaded:
@@ -487,6 +487,11 @@ async def _copy_live_state(settings: Settings, into: Any, stage: Any, profile_id
     async with HotState(settings.redis_url) as live:
         await into.copy_policy_state(live, sorted(profile_ids), cap_scopes=stage.cap_scopes,
                                      scenarios=[s.id for s in stage.scenarios])
+
+
+def _exits_json(scenario: Scenario) -> list[Any]:
+    """A journey's ``exit_on`` as written: event types, and ``{event, conditions}`` where conditions were given."""
+    return [e if isinstance(e, str) else e.model_dump(mode="json", exclude_defaults=True) for e in scenario.exit_on]
 
 
 def _longest_variant_wait(scenario: Scenario) -> timedelta:
