@@ -136,7 +136,14 @@ def _decimal(value: Any) -> Decimal:
 def _money(ctx: jinja2.runtime.Context, value: Any, currency: str | None = None) -> str:
     """``{{ order.total | money("RUB") }}``: the amount with the currency sign, in the customer's locale."""
     cur = currency or ctx.get("currency") or "RUB"
-    return babel_numbers.format_currency(_decimal(value), str(cur), locale=_locale(ctx))
+    return _format_money(str(_decimal(value)), str(cur), _locale(ctx))
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_money(amount: str, currency: str, locale: Locale) -> str:
+    """Babel's currency format, cached: a template shows an amount in its text and its HTML, and shops repeat
+    prices (keyed by the amount's digits, so 1.0 and 1.00 stay apart as Babel may format them)."""
+    return babel_numbers.format_currency(Decimal(amount), currency, locale=locale)
 
 
 @jinja2.pass_context
