@@ -343,14 +343,14 @@ async def test_stages_take_the_fast_path_for_the_hubs_records_only(hub: Hub) -> 
 
 
 async def test_the_triggers_stage_decodes_of_events_it_does_not_act_on_only_what_it_needs(hub: Hub) -> None:
-    """A type no scenario, cancel rule or journey reads (and not a merge) needs only its profile, time and id;
+    """A type no scenario, cancel rule or journey reads (and not a merge) needs only its profile and time;
     anything else, or a record not trusted or not in the hub's form, goes through the full decode as before."""
     triggers = build_stage(hub, "triggers")
     topic = hub.topics.profile_events
     ignored = next(e for e in EVENTS if not triggers.reads(e.type)).model_copy(update={"profile_id": uuid.uuid4()})
     acted = next(e for e in EVENTS if triggers.reads(e.type)).model_copy(update={"profile_id": uuid.uuid4()})
     passing = triggers.decode(_record(topic, event_message(topic, ignored)))
-    assert passing == PassingEvent(ignored.event_id, ignored.type, ignored.profile_id, ignored.occurred_at)
+    assert passing == PassingEvent(ignored.type, ignored.profile_id, ignored.occurred_at)
     assert triggers.decode(_record(topic, event_message(topic, acted))) == acted
     untrusted = OutgoingMessage(topic, ignored.to_json(), None, (("cdp.type", ignored.type.encode()),))
     assert triggers.decode(_record(topic, untrusted)) == ignored

@@ -21,8 +21,8 @@
               (cdp_hub/triggers/journeys.py), whose send steps come back through gate_sends: the same policy
 
 Most of the stream is of types no scenario, cancel rule or journey reads (views, profile updates, receipts):
-of such a record the hub wrote, the stage reads only the profile, the time and the id (``PassingEvent``:
-segments, the watermark) instead of building the whole event; any other record is decoded in full.
+of such a record the hub wrote, the stage reads only the profile and the time (``PassingEvent``: segments, the
+watermark) instead of building the whole event; any other record is decoded in full.
 
 What the stage reads is what the resolver passes on: not the types of ``profile_events_omit`` (the contact
 policy's own ``message.decided`` by default, stored by the resolver, read by nothing here). A scenario or
@@ -283,9 +283,8 @@ class _Gate:
 class PassingEvent:
     """A profile event of a type the stage does not act on (most of the stream: views, profile updates,
     receipts), decoded from the hub's own record without building the :class:`Event`: the stage needs only
-    its profile (segments are re-checked for it), its time (the partition's watermark) and its id."""
+    its profile (segments are re-checked for it) and its time (the partition's watermark)."""
 
-    event_id: uuid.UUID
     type: str
     profile_id: uuid.UUID
     occurred_at: datetime
@@ -388,7 +387,7 @@ class TriggerStage(Stage[Event | PassingEvent]):
 
     def reads(self, event_type: str) -> bool:
         """Whether the stage acts on events of this type (a scenario's trigger or cancel rule, a journey, a
-        merge); of the others it needs only the profile, the time and the id (:class:`PassingEvent`)."""
+        merge); of the others it needs only the profile and the time (:class:`PassingEvent`)."""
         known = self._reads.get(event_type)
         if known is None:
             journeys = self.journeys
@@ -409,7 +408,7 @@ class TriggerStage(Stage[Event | PassingEvent]):
         try:
             raw = orjson.loads(record.value)
             occurred = datetime.fromisoformat(raw["occurred_at"])
-            passing = PassingEvent(uuid.UUID(raw["event_id"]), raw["type"], uuid.UUID(raw["profile_id"]),
+            passing = PassingEvent(raw["type"], uuid.UUID(raw["profile_id"]),
                                    occurred.replace(tzinfo=UTC) if occurred.tzinfo is None
                                    else occurred.astimezone(UTC))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
@@ -422,7 +421,8 @@ class TriggerStage(Stage[Event | PassingEvent]):
     async def process(self, batch: Sequence[Decoded[Event | PassingEvent]]) -> StageOutput:
         out = StageOutput()
         events = [item.value for item in batch]
-        partitions = {item.value.event_id: item.record.partition for item in batch}
+        partitions = {item.value.event_id: item.record.partition for item in batch
+                      if isinstance(item.value, Event)}  # looked up for the events the stage acts on
         for item in batch:
             self.watermarks.observe(item.record.partition, item.value.occurred_at)
         await self._decide(events, out, partitions)
