@@ -292,13 +292,11 @@ class PassingEvent:
 
 def _event_type_header(record: Record) -> str | None:
     """The ``cdp.type`` header every producer of hub events adds (cdp_hub/bus/events.py)."""
-    for key, value in record.headers:
-        if key == "cdp.type":
-            try:
-                return value.decode()
-            except (UnicodeDecodeError, AttributeError):
-                return None
-    return None
+    value = record.header("cdp.type")
+    try:
+        return value.decode() if value is not None else None
+    except (UnicodeDecodeError, AttributeError):
+        return None
 
 
 class JourneyHook(Protocol):
