@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,36 @@ async def test_message_id_cannot_escape_the_directory(tmp_path: Path) -> None:
 def test_stands_in_for_sms() -> None:
     ch = OutboxChannel({"directory": "x", "kind": "sms", "address_kind": "phone"})
     assert (ch.kind, ch.address_kind) == ("sms", "phone")
+
+
+async def test_sends_of_one_loop_turn_share_one_write_and_keep_their_own_results(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ch = OutboxChannel({"directory": tmp_path / "out"})
+    await ch.start()
+    calls: list[int] = []
+    write_all, write = ch._write_all, ch._write
+
+    def counting(messages: list[Any]) -> list[Exception | None]:
+        calls.append(len(messages))
+        return write_all(messages)
+
+    def failing(message: Any) -> None:
+        if message.message_id == "bad":
+            raise OSError("disk full")
+        write(message)
+
+    monkeypatch.setattr(ch, "_write_all", counting)
+    monkeypatch.setattr(ch, "_write", failing)
+    kit = TestOutboxConformance()
+    results = await asyncio.gather(*(ch.send(kit.message(message_id=mid)) for mid in ("a", "bad", "c")),
+                                   return_exceptions=True)
+    assert calls == [3]
+    assert [r.status for r in results if not isinstance(r, BaseException)] == ["sent", "sent"]
+    assert isinstance(results[1], OSError)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "c.json"]
+    # The directory removed behind its back is created again.
+    for p in (tmp_path / "out").iterdir():
+        p.unlink()
+    (tmp_path / "out").rmdir()
+    assert (await ch.send(kit.message(message_id="d"))).status == "sent"
+    assert calls == [3, 1] and (tmp_path / "out" / "d.json").exists()

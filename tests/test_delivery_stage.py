@@ -201,6 +201,20 @@ async def test_crash_mid_send_resends_a_non_final_message_with_the_same_id(dhub:
     assert log["status"] == "sent" and log["attempts"] == 2
 
 
+async def test_new_intents_are_logged_claimed_in_one_statement_and_logged_ones_are_left_alone(dhub: Hub) -> None:
+    pid = await make_profile(dhub, identities=[("phone", "+79161234567")])
+    new, logged = intent(pid, channel="rec_sms"), intent(pid, channel="rec_sms")
+    sendlog = build_stage(dhub, "delivery").sendlog
+    await sendlog.register([(logged.message_id, pid, "welcome", "rec_sms", "welcome", "marketing", None, None)])
+    rows = [(it.message_id, pid, it.scenario, "rec_sms", "welcome", "marketing", None, None) for it in (new, logged)]
+    assert await sendlog.register_claimed(rows) == {new.message_id}
+    claimed, left = await row(dhub, new.message_id), await row(dhub, logged.message_id)
+    assert (claimed["status"], claimed["attempts"]) == ("sending", 1)
+    assert (left["status"], left["attempts"]) == ("queued", 0)
+    assert await sendlog.register_claimed(rows) == set()  # nothing new the second time
+    assert (await row(dhub, new.message_id))["attempts"] == 1
+
+
 async def test_marketing_skips_opted_out_channel_and_falls_back(dhub: Hub) -> None:
     pid = await make_profile(dhub, golden={"consent": {"email": "opted_out", "sms": "opted_in"}},
                              identities=[("email", "a@example.com"), ("phone", "+79161234567")])

@@ -41,6 +41,7 @@ from cdp_hub.schema.identities import CORE_IDENTITY_KINDS
 from cdp_hub.schema.messages import MessageIntent
 from cdp_hub.schema.payloads import CATALOGUE_EVENT_TYPES, EVENT_TYPES
 from cdp_hub.schema.trusted import TrustedDecodeError, trusted_event
+from cdp_hub.triggers.stage import PassingEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from ingest_http import bodies  # bench/ is not a package
@@ -339,6 +340,36 @@ async def test_stages_take_the_fast_path_for_the_hubs_records_only(hub: Hub) -> 
     headless = OutgoingMessage(message.topic, message.value, message.key, ())
     await triggers.handle([_record(hub.topics.profile_events, headless)])
     assert _decoded(hub, "triggers", "validated") == before[1] + 1
+
+
+async def test_the_triggers_stage_decodes_of_events_it_does_not_act_on_only_what_it_needs(hub: Hub) -> None:
+    """A type no scenario, cancel rule or journey reads (and not a merge) needs only its profile and time;
+    anything else, or a record not trusted or not in the hub's form, goes through the full decode as before."""
+    triggers = build_stage(hub, "triggers")
+    topic = hub.topics.profile_events
+    ignored = next(e for e in EVENTS if not triggers.reads(e.type)).model_copy(update={"profile_id": uuid.uuid4()})
+    acted = next(e for e in EVENTS if triggers.reads(e.type)).model_copy(update={"profile_id": uuid.uuid4()})
+    passing = triggers.decode(_record(topic, event_message(topic, ignored)))
+    assert passing == PassingEvent(ignored.type, ignored.profile_id, ignored.occurred_at)
+    assert triggers.decode(_record(topic, event_message(topic, acted))) == acted
+    untrusted = OutgoingMessage(topic, ignored.to_json(), None, (("cdp.type", ignored.type.encode()),))
+    assert triggers.decode(_record(topic, untrusted)) == ignored
+    # The time in another zone is the same instant, in UTC, as the model makes it.
+    raw = orjson.loads(ignored.to_json())
+    raw["occurred_at"] = ignored.occurred_at.astimezone(timezone(timedelta(hours=3))).isoformat()
+    zoned = triggers.decode(Record(topic, 0, 0, None, orjson.dumps(raw), event_message(topic, ignored).headers))
+    assert isinstance(zoned, PassingEvent) and zoned.occurred_at == ignored.occurred_at
+    assert zoned.occurred_at.utcoffset() == timedelta(0)
+    # Without a profile: the full decode's error, as before.
+    del raw["profile_id"]
+    with pytest.raises(RecordError):
+        triggers.decode(Record(topic, 0, 0, None, orjson.dumps(raw), event_message(topic, ignored).headers))
+    # The type header must be the record's type.
+    lying = Record(topic, 0, 0, None, ignored.to_json(), hub_headers(EVENT_SCHEMA, ("cdp.type", b"page.viewed!")))
+    assert triggers.decode(lying) == ignored
+    # A batch of them moves the partition's watermark and dead-letters nothing.
+    out = await triggers.handle([Record(topic, 3, 0, None, ignored.to_json(), event_message(topic, ignored).headers)])
+    assert out.dead == [] and triggers.watermarks._seen[3][0] == ignored.occurred_at
 
 
 async def test_a_forged_record_on_the_events_topic_is_validated_and_dead_lettered_as_before(hub: Hub) -> None:

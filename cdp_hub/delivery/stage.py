@@ -212,12 +212,16 @@ class DeliveryStage(Stage[MessageIntent]):
             if item.value.message_id not in intents:  # a duplicate in one batch: once
                 intents[item.value.message_id] = (item.value, item.record)
 
-        await self.sendlog.register([
+        # New intents are inserted claimed (one statement); only those already logged (a redelivery, a
+        # retried batch) are claimed by a second one, if they are not final.
+        claimed = await self.sendlog.register_claimed([
             (i.message_id, uuid.UUID(i.profile_id), i.scenario, i.channel, i.template, i.category, i.locale,
              _uuid_or_none(i.trigger_event_id))
             for i, _ in intents.values()
         ])
-        claimed = await self.sendlog.claim(list(intents))
+        logged = [mid for mid in intents if mid not in claimed]
+        if logged:
+            claimed |= await self.sendlog.claim(logged)
         done = [mid for mid in intents if mid not in claimed]
         if done:
             await self._reemit(await self.sendlog.rows(done), batch, {mid: intents[mid][0] for mid in done})

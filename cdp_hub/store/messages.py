@@ -3,6 +3,7 @@
 One row per message intent, keyed by its deterministic ``message_id``:
 
     queued ─claim─▶ sending ─▶ sent ─callback─▶ delivered ─▶ opened ─▶ clicked
+    (new intents are inserted as ``sending`` at once: register_claimed)
                       │  └───▶ failed | skipped | refused      (final: never sent again)
                       └──────▶ deferred | dead                 (not final: a DLQ replay sends it)
 
@@ -133,6 +134,26 @@ class MessageRepository:
                ON CONFLICT (message_id) DO NOTHING""",
             *(list(c) for c in cols),
         )
+
+    async def register_claimed(self, rows: Sequence[tuple[str, uuid.UUID, str, str, str, str, str | None,
+                                                           uuid.UUID | None]]) -> set[str]:
+        """:meth:`register` and :meth:`claim` in one statement for the new intents: they are inserted claimed
+        (``sending``, attempt 1) and their ids returned. Existing ones are left as they are (not returned):
+        the caller claims those with :meth:`claim`. Most intents are new, so a batch is usually one statement
+        and each row one write instead of an insert and an update."""
+        if not rows:
+            return set()
+        cols = list(zip(*rows, strict=True))
+        records = await self.store.fetch(
+            """INSERT INTO messages (message_id, profile_id, scenario, channel, template, category, locale,
+                                     trigger_event_id, status, attempts)
+               SELECT *, 'sending', 1 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                                  $6::text[], $7::text[], $8::uuid[])
+               ON CONFLICT (message_id) DO NOTHING
+               RETURNING message_id""",
+            *(list(c) for c in cols),
+        )
+        return {r["message_id"] for r in records}
 
     async def claim(self, message_ids: Sequence[str]) -> set[str]:
         """Mark the non-final ones ``sending`` (one more attempt); return their ids."""

@@ -20,6 +20,10 @@
     journeys (scenarios with steps): entries, moves and due positions go to the JourneyHook
               (cdp_hub/triggers/journeys.py), whose send steps come back through gate_sends: the same policy
 
+Most of the stream is of types no scenario, cancel rule or journey reads (views, profile updates, receipts):
+of such a record the hub wrote, the stage reads only the profile and the time (``PassingEvent``: segments, the
+watermark) instead of building the whole event; any other record is decoded in full.
+
 What the stage reads is what the resolver passes on: not the types of ``profile_events_omit`` (the contact
 policy's own ``message.decided`` by default, stored by the resolver, read by nothing here). A scenario or
 journey that reads an omitted type stops the stage from being built (``_refuse_omitted``).
@@ -275,6 +279,26 @@ class _Gate:
         return variant.channel if variant is not None and variant.channel else self.scenario.channel
 
 
+@dataclass(frozen=True, slots=True)
+class PassingEvent:
+    """A profile event of a type the stage does not act on (most of the stream: views, profile updates,
+    receipts), decoded from the hub's own record without building the :class:`Event`: the stage needs only
+    its profile (segments are re-checked for it) and its time (the partition's watermark)."""
+
+    type: str
+    profile_id: uuid.UUID
+    occurred_at: datetime
+
+
+def _event_type_header(record: Record) -> str | None:
+    """The ``cdp.type`` header every producer of hub events adds (cdp_hub/bus/events.py)."""
+    value = record.header("cdp.type")
+    try:
+        return value.decode() if value is not None else None
+    except (UnicodeDecodeError, AttributeError):
+        return None
+
+
 class JourneyHook(Protocol):
     """What the stage asks of its journeys (cdp_hub/triggers/journeys.py, wired by pipeline/build.py)."""
 
@@ -288,7 +312,7 @@ class JourneyHook(Protocol):
     async def follow_merges(self, moves: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> None: ...
 
 
-class TriggerStage(Stage[Event]):
+class TriggerStage(Stage[Event | PassingEvent]):
     """Matches profile events against the scenarios and turns what fires into message intents."""
 
     name = "triggers"
@@ -317,6 +341,8 @@ class TriggerStage(Stage[Event]):
         self._by_id = {s.id: s for s in self.scenarios}
         self._index = ScenarioIndex([s for s in self.scenarios if s.steps is None])
         """By trigger type and equality condition, conditions compiled once (triggers/index.py)."""
+        self._reads: dict[str, bool] = {}
+        """Event types the stage acts on (``reads``), by type, filled as types are seen."""
         self._cancellers: dict[str, list[str]] = {}
         for s in self.scenarios:
             for etype in s.cancel_on:
@@ -346,7 +372,10 @@ class TriggerStage(Stage[Event]):
 
     # -- batch -----------------------------------------------------------------------------------
 
-    def decode(self, record: Record) -> Event:
+    def decode(self, record: Record) -> Event | PassingEvent:
+        passing = self._passing(record)
+        if passing is not None:
+            return passing
         # The resolver's records are the hub's own: built without validating them again (parse once).
         event = self.decode_trusted(record, EVENT_SCHEMA, trusted_event) or Event.model_validate_json(record.value)
         if event.profile_id is None:
@@ -354,10 +383,44 @@ class TriggerStage(Stage[Event]):
                                   record_id=str(event.event_id), source=event.source)
         return event
 
-    async def process(self, batch: Sequence[Decoded[Event]]) -> StageOutput:
+    def reads(self, event_type: str) -> bool:
+        """Whether the stage acts on events of this type (a scenario's trigger or cancel rule, a journey, a
+        merge); of the others it needs only the profile and the time (:class:`PassingEvent`)."""
+        known = self._reads.get(event_type)
+        if known is None:
+            journeys = self.journeys
+            known = self._reads[event_type] = (
+                event_type == "profile.merged" or self._index.triggered_by(event_type)
+                or event_type in self._cancellers or (journeys is not None and journeys.wants(event_type)))
+        return known
+
+    def _passing(self, record: Record) -> PassingEvent | None:
+        """The record as a :class:`PassingEvent` when it is the hub's own (trusted) and of a type the stage
+        does not read; ``None`` sends it through the full decode (which also judges anything malformed)."""
+        event_type = _event_type_header(record)
+        if event_type is None or self.reads(event_type):
+            return None
+        trust = self.ctx.trust
+        if trust is None or not trust.trusts(record, EVENT_SCHEMA):
+            return None
+        try:
+            raw = orjson.loads(record.value)
+            occurred = datetime.fromisoformat(raw["occurred_at"])
+            passing = PassingEvent(raw["type"], uuid.UUID(raw["profile_id"]),
+                                   occurred.replace(tzinfo=UTC) if occurred.tzinfo is None
+                                   else occurred.astimezone(UTC))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return None
+        if passing.type != event_type:
+            return None
+        self._decoded["trusted"] += 1
+        return passing
+
+    async def process(self, batch: Sequence[Decoded[Event | PassingEvent]]) -> StageOutput:
         out = StageOutput()
         events = [item.value for item in batch]
-        partitions = {item.value.event_id: item.record.partition for item in batch}
+        partitions = {item.value.event_id: item.record.partition for item in batch
+                      if isinstance(item.value, Event)}  # looked up for the events the stage acts on
         for item in batch:
             self.watermarks.observe(item.record.partition, item.value.occurred_at)
         await self._decide(events, out, partitions)
@@ -380,14 +443,15 @@ class TriggerStage(Stage[Event]):
         for callback in out.on_durable:
             await callback()
 
-    async def _decide(self, events: list[Event], out: StageOutput,
+    async def _decide(self, events: Sequence[Event | PassingEvent], out: StageOutput,
                       partitions: Mapping[uuid.UUID, int] | None = None) -> None:
-        merged = [e for e in events if e.type == "profile.merged"]
+        merged = [e for e in events if isinstance(e, Event) and e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
         journeys = self.journeys
-        relevant = [e for e in events if self._index.triggered_by(e.type) or e.type in self._cancellers
-                    or (journeys is not None and journeys.wants(e.type))]
+        relevant = [e for e in events if isinstance(e, Event) and (
+            self._index.triggered_by(e.type) or e.type in self._cancellers
+            or (journeys is not None and journeys.wants(e.type)))]
         profile_ids = list({e.profile_id for e in relevant if e.profile_id is not None})
         # Three independent reads at once (each is a round trip; a batch's latency is mostly round trips):
         # segment memberships, Golden Records and consent of the profiles that may get a message.
