@@ -239,14 +239,27 @@ class Pipeline:
         return sum(r.processed for r in self.runners)
 
     async def drain(self, *, idle_polls: int = 3, timeout: float = 120.0) -> None:
-        """Wait until every stage has seen ``idle_polls`` empty polls in a row, made after this call (demo,
-        tests): empty polls from before it say nothing about records published just before it."""
+        """Wait until the pipeline has nothing left to do (demo, tests): every stage has seen ``idle_polls``
+        empty polls in a row made after this call (empty polls from before it say nothing about records
+        published just before it), and every stage's group has committed everything on its topics, read while
+        no stage took a record. Idle polls alone are not enough: a record one stage publishes can reach the
+        next stage's consumer after that consumer's empty polls (a fetch in flight), and a drain that trusted
+        them would return with the record unread."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         start = {id(r): r.polls for r in self.runners}
-        while loop.time() < deadline:
+
+        def idle() -> tuple[int, ...] | None:
             if self.runners and all(r.idle_polls >= idle_polls and r.polls - start.get(id(r), 0) >= idle_polls
                                     for r in self.runners):
-                return
+                return tuple(r.processed for r in self.runners)
+            return None
+
+        while loop.time() < deadline:
+            before = idle()
+            if before is not None:
+                backlogs = await asyncio.gather(*(r.backlog() for r in self.runners))
+                if all(b == 0 for b in backlogs) and idle() == before:
+                    return
             await asyncio.sleep(0.05)
         raise TimeoutError("the pipeline did not drain in time")

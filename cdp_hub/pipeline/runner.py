@@ -103,6 +103,8 @@ class StageRunner:
         self._uncommitted: dict[TopicPartition, int] = {}
         """Next offsets of durable batches whose commit has not succeeded yet (one in flight, or failed)."""
         self._commit_failures = 0
+        self._consumer: Consumer | None = None
+        """The consumer while the loop runs (:meth:`backlog` reads its lag)."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -121,6 +123,7 @@ class StageRunner:
         consumer = self.bus.consumer(self.stage.topics, group=self.stage.group,
                                      client_id=f"{self.client_id}.{self.stage.name}")
         await consumer.start()
+        self._consumer = consumer
         next_lag_report = 0.0
 
         async def poll() -> list[Record]:  # a coroutine function: tenacity awaits what it returns
@@ -146,10 +149,23 @@ class StageRunner:
                     await self._process(consumer, records)
                 self._progress()
         finally:
+            self._consumer = None
             self._resumed()
             await self._settle_commits(consumer)
             await consumer.stop()
             await self.stage.teardown()
+
+    async def backlog(self) -> int | None:
+        """Records on this stage's partitions not yet committed by its group (``None``: the stage is not
+        running, or the lag could not be read). :meth:`Pipeline.drain` waits for 0."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        try:
+            return sum((await consumer.lag()).values())
+        except Exception:  # a drain asks again; it never stops the stage
+            log.debug("backlog read failed", exc_info=True)
+            return None
 
     async def _report_lag(self, consumer: Consumer) -> None:
         try:
