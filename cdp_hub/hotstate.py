@@ -438,16 +438,19 @@ class HotState(AsyncLifecycle):
         await pipe.execute()
 
     async def copy_policy_state(self, source: HotState, profile_ids: Sequence[str], *, cap_scopes: Sequence[str],
-                                scenarios: Sequence[str]) -> int:
+                                scenarios: Sequence[str],
+                                dedupe_keys: Sequence[tuple[str, str, str]] = ()) -> int:
         """Copy from ``source`` what the contact policy holds about these profiles: their cap counters of
-        ``cap_scopes``, their priority claim, and their once-per and profile-keyed hold-until claims of
-        ``scenarios``, with the time each has left. ``source`` is only read. For a dry run that judges against
-        the deployment's real counters (``scenarios simulate --live-state``) while writing to this one.
-        Hold-until claims keyed by an event value (a cart id) are not copied: finding them would mean scanning
-        the whole keyspace. Returns how many keys were copied."""
+        ``cap_scopes``, their priority claim, their once-per and profile-keyed hold-until claims of
+        ``scenarios``, and the hold-until claims keyed by an event value that ``dedupe_keys`` names
+        (``(scenario, profile_id, key)``, e.g. the cart ids of the events a dry run replays: finding the others
+        would mean scanning the whole keyspace), with the time each has left. ``source`` is only read. For a
+        dry run that judges against the deployment's real counters (``scenarios simulate --live-state``) while
+        writing to this one. Returns how many keys were copied."""
         names = [parts for pid in profile_ids for parts in (
             *(("cap", scope, pid) for scope in cap_scopes), ("prio", pid),
             *(("once", s, pid) for s in scenarios), *(("dedupe", s, pid, "profile") for s in scenarios))]
+        names.extend(dict.fromkeys(("dedupe", s, pid, key) for s, pid, key in dedupe_keys if key != "profile"))
         if not names:
             return 0
         keys = [source.key(*parts) for parts in names]  # the names of cap_key, priority_key, once_key, dedupe_key

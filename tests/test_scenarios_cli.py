@@ -193,3 +193,25 @@ async def test_simulate_with_the_live_state_and_the_other_scenarios(hub: Hub, tm
             assert await live.redis.zcard(key) == 1
         finally:
             await live.redis.delete(key)
+
+    # One message per viewed product and day: the deployment already sent one for SKU1. The claim is keyed by
+    # a value of the replayed event, found from the events simulated (no keyspace scan).
+    per_sku = Scenario.model_validate({
+        "id": "per_sku", "trigger": {"event": "product.viewed"}, "channel": "email", "template": "welcome",
+        "hold_until": {"key": "event.properties.sku", "window": "1d"}})
+
+    async def sku_decisions(**kw: object) -> list[tuple[str, str]]:
+        rows = await simulate(settings, per_sku, events_file=events, for_profile=str(pid), now=True, **kw)  # type: ignore[arg-type]
+        return [(r["scenario"], r["decision"]) for r in rows]
+
+    async with live:
+        claim = live.dedupe_key("per_sku", str(pid), "SKU1")
+        other = live.dedupe_key("per_sku", str(pid), "SKU2")
+        await live.redis.set(claim, b"earlier-message", ex=3600)
+        await live.redis.set(other, b"another-message", ex=3600)
+        try:
+            assert await sku_decisions() == [("per_sku", "sent")]
+            assert await sku_decisions(live_state=True) == [("per_sku", "duplicate")]
+            assert await live.redis.get(claim) == b"earlier-message"  # read, never written
+        finally:
+            await live.redis.delete(claim, other)

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -39,6 +39,9 @@ from cdp_hub.durations import parse_duration
 from cdp_hub.errors import ConfigurationError
 from cdp_hub.triggers.checks import Installed, Problem, check_scenario_files
 from cdp_hub.triggers.scenario import Scenario
+
+if TYPE_CHECKING:
+    from cdp_hub.schema.events import Event
 
 __all__ = ["check_scenarios", "commands", "installed", "simulate"]
 
@@ -426,7 +429,7 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
         stage = build_stage(hub, "triggers", scenarios=[scenario, *others], trigger_options=options)
         assert isinstance(stage, TriggerStage)
         if live_state:
-            await _copy_live_state(settings, hub.hotstate, stage, {str(e.profile_id) for e in events})
+            await _copy_live_state(settings, hub.hotstate, stage, events)
         stage.record_decisions = True
         kind_of = channel_kind(settings, hub.registry)
         renderer = TemplateRenderer(settings.templates_dir, default_locale=settings.default_locale,
@@ -477,16 +480,21 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
     return rows
 
 
-async def _copy_live_state(settings: Settings, into: Any, stage: Any, profile_ids: set[str]) -> None:
-    """The deployment's Redis state of ``profile_ids`` into the simulation's (read-only on the deployment)."""
+async def _copy_live_state(settings: Settings, into: Any, stage: Any, events: Sequence[Event]) -> None:
+    """The deployment's Redis state of the profiles of ``events`` into the simulation's (read-only on the
+    deployment), with the hold-until claims keyed by a value of these events (their cart ids, ...)."""
     from cdp_hub.hotstate import HotState
 
     if settings.redis_url.startswith("fakeredis"):
         raise ConfigurationError("--live-state reads the deployment's Redis, but redis_url is fakeredis:// (the "
                                  "embedded mode keeps it inside the running process)")
+    keyed = [s for s in stage.scenarios if s.hold_until is not None and s.hold_until.window_td is not None
+             and s.hold_until.key != "profile"]
+    dedupe_keys = [(s.id, str(e.profile_id), key) for e in events for s in keyed
+                   if e.type == s.trigger.event and (key := s.hold_until.key_of(e.model_dump(mode="json"))) is not None]
     async with HotState(settings.redis_url) as live:
-        await into.copy_policy_state(live, sorted(profile_ids), cap_scopes=stage.cap_scopes,
-                                     scenarios=[s.id for s in stage.scenarios])
+        await into.copy_policy_state(live, sorted({str(e.profile_id) for e in events}), cap_scopes=stage.cap_scopes,
+                                     scenarios=[s.id for s in stage.scenarios], dedupe_keys=dedupe_keys)
 
 
 def _exits_json(scenario: Scenario) -> list[Any]:
