@@ -419,11 +419,15 @@ class TriggerStage(Stage[Event | PassingEvent]):
     async def process(self, batch: Sequence[Decoded[Event | PassingEvent]]) -> StageOutput:
         out = StageOutput()
         events = [item.value for item in batch]
-        partitions = {item.value.event_id: item.record.partition for item in batch
-                      if isinstance(item.value, Event)}  # looked up for the events the stage acts on
+        # Each event the stage acts on is judged against its partition's watermark where it stands in the
+        # stream (the events before it, and itself), not against the batch's end: a batch of a backlog can span
+        # more than a scenario's delay, and its first trigger is no later than it would be one batch a record.
+        marks: dict[uuid.UUID, datetime] = {}
         for item in batch:
             self.watermarks.observe(item.record.partition, item.value.occurred_at)
-        await self._decide(events, out, partitions)
+            if isinstance(item.value, Event):
+                marks[item.value.event_id] = self.watermarks.of(item.record.partition)
+        await self._decide(events, out, marks)
         return out
 
     async def handle(self, records: Sequence[Record]) -> StageOutput:
@@ -444,7 +448,7 @@ class TriggerStage(Stage[Event | PassingEvent]):
             await callback()
 
     async def _decide(self, events: Sequence[Event | PassingEvent], out: StageOutput,
-                      partitions: Mapping[uuid.UUID, int] | None = None) -> None:
+                      marks: Mapping[uuid.UUID, datetime] | None = None) -> None:
         merged = [e for e in events if isinstance(e, Event) and e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
@@ -482,11 +486,11 @@ class TriggerStage(Stage[Event | PassingEvent]):
             if not matched:
                 continue
             muted = self.options.mute or is_muted(event)
-            # How late the event is: the later of its partition's watermark and when the hub received it
-            # (never after now), so a lone late event on a quiet partition is late too, while a backlog being
-            # worked off after an outage is not.
-            arrived = max(self.watermarks.of((partitions or {}).get(event.event_id, 0)),
-                          min(event.received_at, now))
+            # How late the event is: the later of its partition's watermark where the event stands (``marks``)
+            # and when the hub received it (never after now), so a lone late event on a quiet partition is late
+            # too, while a backlog being worked off after an outage is not.
+            mark = (marks or {}).get(event.event_id)
+            arrived = max(mark if mark is not None else self.watermarks.of(0), min(event.received_at, now))
             for compiled in matched:
                 scenario = compiled.scenario
                 refused = self.refuse_trigger(scenario, compiled.max_age, event, pid, now, muted=muted)
