@@ -447,10 +447,10 @@ class HotState(AsyncLifecycle):
         would mean scanning the whole keyspace), with the time each has left. ``source`` is only read. For a
         dry run that judges against the deployment's real counters (``scenarios simulate --live-state``) while
         writing to this one. Returns how many keys were copied."""
-        names = [parts for pid in profile_ids for parts in (
+        names = list(dict.fromkeys([*(parts for pid in profile_ids for parts in (
             *(("cap", scope, pid) for scope in cap_scopes), ("prio", pid),
-            *(("once", s, pid) for s in scenarios), *(("dedupe", s, pid, "profile") for s in scenarios))]
-        names.extend(dict.fromkeys(("dedupe", s, pid, key) for s, pid, key in dedupe_keys if key != "profile"))
+            *(("once", s, pid) for s in scenarios), *(("dedupe", s, pid, "profile") for s in scenarios))),
+            *(("dedupe", s, pid, key) for s, pid, key in dedupe_keys)]))
         if not names:
             return 0
         keys = [source.key(*parts) for parts in names]  # the names of cap_key, priority_key, once_key, dedupe_key

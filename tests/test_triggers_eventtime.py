@@ -218,18 +218,18 @@ async def through_the_stage(hub: Hub, stream: list[Ev], seed: int, per_batch: in
 
     arrived = arrival_order(stream)
     for start in range(0, len(arrived), per_batch):
-        records = []
-        for e in arrived[start:start + per_batch]:
-            now[0] = max(now[0], e.at + e.late)
-            event = _event(e, profiles[e.profile], seed)
-            numbers[str(event.event_id)] = e.n
-            # The resolver stores an event before the triggers stage sees it.
-            async with hub.store.pool.acquire() as conn:
-                await events_repo.insert_resolved(conn, [event.event_id], [event.occurred_at], [event.profile_id],
-                                                  [event.type], [event.source], [event.source_record_id],
-                                                  [event.received_at], [event.to_json().decode()])
-            records.append(Record("cdp.profile-events", 0, e.n, b"", event.to_json()))
-        await fire(await stage.handle(records))
+        batch = arrived[start:start + per_batch]
+        now[0] = max(now[0], *(e.at + e.late for e in batch))
+        events = [_event(e, profiles[e.profile], seed) for e in batch]
+        numbers.update((str(event.event_id), e.n) for e, event in zip(batch, events, strict=True))
+        # The resolver stores a batch's events before the triggers stage sees them.
+        async with hub.store.pool.acquire() as conn:
+            await events_repo.insert_resolved(
+                conn, [v.event_id for v in events], [v.occurred_at for v in events], [v.profile_id for v in events],
+                [v.type for v in events], [v.source for v in events], [v.source_record_id for v in events],
+                [v.received_at for v in events], [v.to_json().decode() for v in events])
+        await fire(await stage.handle([Record("cdp.profile-events", 0, e.n, b"", event.to_json())
+                                       for e, event in zip(batch, events, strict=True)]))
         await fire()
     now[0] = now[0] + timedelta(days=1)
     stage.watermarks.caught_up()

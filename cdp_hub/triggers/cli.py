@@ -488,13 +488,10 @@ async def _copy_live_state(settings: Settings, into: Any, stage: Any, events: Se
     if settings.redis_url.startswith("fakeredis"):
         raise ConfigurationError("--live-state reads the deployment's Redis, but redis_url is fakeredis:// (the "
                                  "embedded mode keeps it inside the running process)")
-    keyed = [s for s in stage.scenarios if s.hold_until is not None and s.hold_until.window_td is not None
-             and s.hold_until.key != "profile"]
-    dedupe_keys = [(s.id, str(e.profile_id), key) for e in events for s in keyed
-                   if e.type == s.trigger.event and (key := s.hold_until.key_of(e.model_dump(mode="json"))) is not None]
     async with HotState(settings.redis_url) as live:
         await into.copy_policy_state(live, sorted({str(e.profile_id) for e in events}), cap_scopes=stage.cap_scopes,
-                                     scenarios=[s.id for s in stage.scenarios], dedupe_keys=dedupe_keys)
+                                     scenarios=[s.id for s in stage.scenarios],
+                                     dedupe_keys=stage.hold_until_claims(events))
 
 
 def _exits_json(scenario: Scenario) -> list[Any]:

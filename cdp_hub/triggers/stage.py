@@ -383,6 +383,12 @@ class TriggerStage(Stage[Event | PassingEvent]):
                                   record_id=str(event.event_id), source=event.source)
         return event
 
+    def hold_until_claims(self, events: Iterable[Event]) -> list[tuple[str, str, str]]:
+        """The hold-until window claims (:func:`hold_until_claim`) the stage's scenarios would make for these
+        events as triggers (``scenarios simulate --live-state`` copies them from the deployment's Redis)."""
+        return [claim[:3] for e in events for s in self.scenarios if s.trigger.event == e.type
+                and (claim := hold_until_claim(s, str(e.profile_id), _EventView(e))) is not None]
+
     def reads(self, event_type: str) -> bool:
         """Whether the stage acts on events of this type (a scenario's trigger or cancel rule, a journey, a
         merge); of the others it needs only the profile and the time (:class:`PassingEvent`)."""
@@ -424,9 +430,9 @@ class TriggerStage(Stage[Event | PassingEvent]):
         # more than a scenario's delay, and its first trigger is no later than it would be one batch a record.
         marks: dict[uuid.UUID, datetime] = {}
         for item in batch:
-            self.watermarks.observe(item.record.partition, item.value.occurred_at)
+            latest = self.watermarks.observe(item.record.partition, item.value.occurred_at)
             if isinstance(item.value, Event):
-                marks[item.value.event_id] = self.watermarks.of(item.record.partition)
+                marks[item.value.event_id] = latest
         await self._decide(events, out, marks)
         return out
 
@@ -448,7 +454,7 @@ class TriggerStage(Stage[Event | PassingEvent]):
             await callback()
 
     async def _decide(self, events: Sequence[Event | PassingEvent], out: StageOutput,
-                      marks: Mapping[uuid.UUID, datetime] | None = None) -> None:
+                      marks: Mapping[uuid.UUID, datetime]) -> None:
         merged = [e for e in events if isinstance(e, Event) and e.type == "profile.merged"]
         if merged:
             await self._follow_merges(merged)
@@ -487,10 +493,9 @@ class TriggerStage(Stage[Event | PassingEvent]):
                 continue
             muted = self.options.mute or is_muted(event)
             # How late the event is: the later of its partition's watermark where the event stands (``marks``)
-            # and when the hub received it (never after now), so a lone late event on a quiet partition is late
+            # and when the hub received it, never after now; so a lone late event on a quiet partition is late
             # too, while a backlog being worked off after an outage is not.
-            mark = (marks or {}).get(event.event_id)
-            arrived = max(mark if mark is not None else self.watermarks.of(0), min(event.received_at, now))
+            arrived = min(max(marks[event.event_id], event.received_at), now)
             for compiled in matched:
                 scenario = compiled.scenario
                 refused = self.refuse_trigger(scenario, compiled.max_age, event, pid, now, muted=muted)
@@ -704,12 +709,9 @@ class TriggerStage(Stage[Event | PassingEvent]):
             [(g.scenario.id, g.profile_id, g.message_id) for g in gates if g.scenario.once_per_profile])
         windows = []
         for g in gates:
-            hold = g.scenario.hold_until
-            if hold is not None and hold.window_td is not None and g.message_id not in taken:
-                key = hold.key_of(g.trigger)
-                if key is not None:
-                    windows.append((g.scenario.id, *_dedupe_parts(key, g.profile_id), g.message_id,
-                                    int(hold.window_td.total_seconds())))
+            if g.message_id not in taken and (claim := hold_until_claim(g.scenario, g.profile_id, g.trigger)):
+                sid, pid, key, window = claim
+                windows.append((sid, pid, key, g.message_id, window))
         in_window = await self.hotstate.claim_dedupe(
             [(sid, pid, key, mid, window) for sid, pid, key, mid, window in windows])
         passed = []
@@ -1062,10 +1064,17 @@ def _channel_scope(channel: str, window: timedelta) -> str:
     return f"channel:{channel}:{int(window.total_seconds())}"
 
 
-def _dedupe_parts(key: str, profile_id: str) -> tuple[str, str]:
-    """``(profile part, key part)`` of a hold-until window key: always the profile's own (two customers'
-    carts may share an id in different shops)."""
-    return profile_id, key
+def hold_until_claim(scenario: Scenario, profile_id: str,
+                     trigger: Mapping[str, Any]) -> tuple[str, str, str, int] | None:
+    """``(scenario, profile, key, window seconds)`` of the hold-until window claim a message of ``scenario``
+    triggered by ``trigger`` (the event as conditions see it) makes; None without a window or a key. The key is
+    always the profile's own (two customers' carts may share an id in different shops)."""
+    hold = scenario.hold_until
+    window = hold.window_td if hold is not None else None
+    if hold is None or window is None:
+        return None
+    key = hold.key_of(trigger)
+    return None if key is None else (scenario.id, profile_id, key, int(window.total_seconds()))
 
 
 def _human(delta: timedelta) -> str:

@@ -65,10 +65,12 @@ class Watermarks:
         self.monotonic = monotonic
         self._seen: dict[int, tuple[datetime, float]] = {}
 
-    def observe(self, partition: int, occurred_at: datetime) -> None:
+    def observe(self, partition: int, occurred_at: datetime) -> datetime:
+        """Count an event of ``partition``; the partition's latest event time, this one's included."""
         previous = self._seen.get(partition)
         latest = occurred_at if previous is None or occurred_at > previous[0] else previous[0]
         self._seen[partition] = (latest, self.monotonic())
+        return latest
 
     def of(self, partition: int) -> datetime:
         """The watermark of one partition (the clock when it is idle or unknown)."""
