@@ -37,3 +37,15 @@ def test_the_partition_of_a_key_is_aiokafkas() -> None:
 def test_a_record_without_a_key_goes_to_an_available_partition() -> None:
     assert {partition_for(None, [0, 1, 2, 3], [2]) for _ in range(20)} == {2}
     assert {partition_for(None, [0, 1], []) for _ in range(50)} <= {0, 1}
+
+
+def test_the_recent_hashes_stay_bounded_and_right() -> None:
+    """Keys are hashed once while they are recent; past the bound the memory is emptied, never wrong."""
+    from cdp_hub.bus import partitioner
+
+    default = DefaultPartitioner()
+    keys = [f"profile:{i}".encode() for i in range(partitioner._RECENT_MAX + 500)]
+    for _ in range(2):  # the second pass meets both remembered and forgotten keys
+        for key in keys:
+            assert partition_for(key, [0, 1, 2, 3], [0, 1, 2, 3]) == default(key, [0, 1, 2, 3], [0, 1, 2, 3])
+            assert len(partitioner._RECENT) <= partitioner._RECENT_MAX
