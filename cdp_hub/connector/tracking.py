@@ -154,14 +154,18 @@ class TrackingConnector(Connector):
         base: dict[str, Any] = {"occurred_at": occurred, "identities": ids, "context": context}
         if record.get("messageId") is not None:
             base["source_record_id"] = text(record["messageId"])
+        # base is this message's own dict: each kind completes it in place (no copy per message).
         if kind == "identify":
-            return [{**base, "type": "customer.updated", "traits": self._traits(_all_traits(record, ctx))}]
+            base["type"], base["traits"] = "customer.updated", self._traits(_all_traits(record, ctx))
+            return [base]
         if kind == "group":
             group: Mapping[str, Any] = record.get("traits") or {}
             traits = {"group_id": text(record.get("groupId")), "group_name": text(group.get("name"))}
-            return [{**base, "type": "customer.updated", "traits": {k: v for k, v in traits.items() if v}}]
+            base["type"], base["traits"] = "customer.updated", {k: v for k, v in traits.items() if v}
+            return [base]
         if kind == "alias":
-            return [{**base, "type": "customer.updated", "properties": {"alias_of": text(record.get("previousId"))}}]
+            base["type"], base["properties"] = "customer.updated", {"alias_of": text(record.get("previousId"))}
+            return [base]
         if kind in ("page", "screen"):
             name = text(record.get("name")) or text(props.get("name"))
             url = text(props.get("url")) or text((ctx.get("page") or {}).get("url"))
@@ -170,24 +174,31 @@ class TrackingConnector(Connector):
                 context["page_url"] = url
                 name = name or (urlsplit(url).path if url else None) or "/"
             out = {k: v for k, v in props.items() if k not in ("name", "url")}
-            return [{**base, "type": "screen.viewed",
-                     "properties": {**out, "screen": name, "kind": kind, "url": url}}]
+            out["screen"], out["kind"], out["url"] = name, kind, url
+            base["type"], base["properties"] = "screen.viewed", out
+            return [base]
         if kind == "track":
             return self._track(str(record.get("event")), props, base)
         raise SchemaViolation(f"type: unsupported message type {kind!r}", field="type", value=kind)
 
     def _identities(self, record: SourceRecord, ctx: Mapping[str, Any]) -> list[dict[str, str]]:
+        # An absent value adds nothing: most of the six are absent from most messages, so they are skipped
+        # here rather than in add_identity (this runs for every message the HTTP edge takes).
         ids: list[dict[str, str]] = []
         kind = record.get("type")
-        add_identity(ids, self.config.user_id_kind, record.get("userId"))
-        add_identity(ids, "anonymous_id", record.get("previousId") if kind == "alias" else record.get("anonymousId"))
+        if (value := record.get("userId")) is not None:
+            add_identity(ids, self.config.user_id_kind, value)
+        if (value := record.get("previousId") if kind == "alias" else record.get("anonymousId")) is not None:
+            add_identity(ids, "anonymous_id", value)
         traits = _all_traits(record, ctx) if kind != "group" else (ctx.get("traits") or {})
-        if isinstance(traits, Mapping):
-            add_identity(ids, "email", traits.get("email"))
-            add_identity(ids, "phone", traits.get("phone"))
-        device = ctx.get("device") or {}
-        add_identity(ids, "device_id", device.get("id"))
-        add_identity(ids, "push_token", device.get("token"))
+        if traits and isinstance(traits, Mapping):
+            if (value := traits.get("email")) is not None:
+                add_identity(ids, "email", value)
+            if (value := traits.get("phone")) is not None:
+                add_identity(ids, "phone", value)
+        if device := ctx.get("device"):
+            add_identity(ids, "device_id", device.get("id"))
+            add_identity(ids, "push_token", device.get("token"))
         if not ids:
             raise SchemaViolation("a message needs userId or anonymousId", field="userId")
         return ids
@@ -219,15 +230,23 @@ class TrackingConnector(Connector):
 
     @staticmethod
     def _context(ctx: Mapping[str, Any]) -> dict[str, Any]:
-        app = ctx.get("app") or {}
-        campaign = ctx.get("campaign") or {}
-        out: dict[str, Any] = {
-            "channel": "mobile" if ctx.get("app") or ctx.get("device") else None,
-            "ip": text(ctx.get("ip")), "user_agent": text(ctx.get("userAgent")),
-            "app_version": text(app.get("version")), "locale": text(ctx.get("locale")),
-            "campaign": text(campaign.get("name")) if isinstance(campaign, Mapping) else None,
-        }
-        return {k: v for k, v in out.items() if v is not None}
+        """The canonical context: only the values present (in this key order), none of them ``None``."""
+        out: dict[str, Any] = {}
+        app = ctx.get("app")
+        if app or ctx.get("device"):
+            out["channel"] = "mobile"
+        if (value := text(ctx.get("ip"))) is not None:
+            out["ip"] = value
+        if (value := text(ctx.get("userAgent"))) is not None:
+            out["user_agent"] = value
+        if app and (value := text(app.get("version"))) is not None:
+            out["app_version"] = value
+        if (value := text(ctx.get("locale"))) is not None:
+            out["locale"] = value
+        campaign = ctx.get("campaign")
+        if campaign and isinstance(campaign, Mapping) and (value := text(campaign.get("name"))) is not None:
+            out["campaign"] = value
+        return out
 
     def _track(self, event: str, props: Mapping[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
         canonical = event if event in EVENT_TYPES else _TRACK_EVENTS.get(event.strip().lower())
@@ -237,7 +256,8 @@ class TrackingConnector(Connector):
             raise SchemaViolation(f"event: no canonical event type for {event!r} (map it, or set "
                                   "unknown_events='skip')", field="event", value=event)
         if event in EVENT_TYPES:
-            return [{**base, "type": canonical, "properties": dict(props)}]
+            base["type"], base["properties"] = canonical, dict(props)
+            return [base]
         p = dict(props)
         if canonical.startswith("order."):
             payload: dict[str, Any] = {
@@ -272,7 +292,8 @@ class TrackingConnector(Connector):
             payload = {"deep_link": text(_first(p, "url", "deep_link")),
                        "app_version": text(p.pop("version", None))}
         payload.update({k: v for k, v in p.items() if k not in payload})
-        return [{**base, "type": canonical, "properties": payload}]
+        base["type"], base["properties"] = canonical, payload
+        return [base]
 
 
 def _first(props: dict[str, Any], *keys: str) -> Any:
