@@ -2,7 +2,7 @@
 Segment-style ``POST /v1/batch`` traffic through real Kafka, PostgreSQL and Redis, against the raw aiokafka
 produce + consume ceiling on the same bytes, measured in the same run.
 
-    python bench/e2e.py [--mode single --mode auto] [--rates 1000,2000,3000,4000,5000,6000] [--step 20]
+    python bench/e2e.py [--mode single --mode auto] [--rates 1000,1500,2000,...,5000,6000,8000] [--step 30]
                         [--users 50000] [--latency-rate 2000] [--plot e2e.png]
 
 Traffic: ``--users`` customers, each on two devices (two ``anonymousId``), send identify (with e-mail and
@@ -459,10 +459,24 @@ class Meter:
         self.hub = hub
         self.broker = _kafka_broker()
         self.rss: dict[str, float] = {}
+        self._seen_backends: dict[int, float] = {}
+        """The last CPU seconds seen of every backend of the hub's database, also of those gone since: the pools
+        close idle connections, and a sum over the backends alive at each end of a step lost their CPU."""
+        self._reused = 0.0
+
+    async def sample_backends(self) -> float:
+        """CPU seconds of every backend the hub's database has had since the meter began (sampled each second
+        during a step, so a backend that leaves takes at most a second of its CPU with it)."""
+        for pid, cpu in (await _backends(self.hub.dsn)).items():
+            before = self._seen_backends.get(pid, 0.0)
+            if cpu < before:  # the pid was taken by a new backend: keep the old one's total
+                self._reused += before
+            self._seen_backends[pid] = cpu
+        return self._reused + sum(self._seen_backends.values())
 
     async def snapshot(self) -> dict[str, float]:
         out = {name: _cpu(p) for name, p in self.hub.processes().items()}
-        out["postgresql"] = sum((await _backends(self.hub.dsn)).values())
+        out["postgresql"] = await self.sample_backends()
         if self.broker is not None:
             out["kafka"] = _cpu(self.broker)
         out["bench"] = time.process_time()
@@ -505,6 +519,7 @@ async def run_step(hub: Hub, load: Load, lag: Lag, meter: Meter, rate: int, seco
         while not done.is_set():
             lags, position, _ = await lag.read()
             meter.sample_rss()
+            await meter.sample_backends()
             samples.append(Sample(time.perf_counter() - t0, load.offered, load.accepted, sum(lags.values()), position))
             try:
                 await asyncio.wait_for(done.wait(), 1.0)
@@ -690,7 +705,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", action="append", choices=["single", "auto"],
                         help="cdp-hub run in one process, or --processes auto (default: both)")
-    parser.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,8000",
+    parser.add_argument("--rates", default="1000,1500,2000,2500,3000,3500,4000,4500,5000,6000,8000",
                         help="the ladder of offered events/s, comma-separated")
     parser.add_argument("--step", type=float, default=30.0, help="seconds at each rate")
     parser.add_argument("--drain", type=float, default=5.0, help="seconds the lag may take to return to 0")
