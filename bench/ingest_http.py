@@ -356,6 +356,15 @@ async def _resolver(batches: list[list[dict[str, Any]]], *, parse_once: bool = T
     return await run_resolver(values, 250, "edge" if parse_once else "edge_full", parse_once=parse_once)
 
 
+async def _polled(condition: Any, period: float = 0.005) -> None:
+    """Wait until ``condition()`` holds, checked every ``period`` seconds (the runner's count is a plain
+    attribute: there is no event to await)."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(period)
+
+
 async def _resolver_on_kafka(batches: list[list[dict[str, Any]]]) -> dict[str, float]:
     """The resolver as the pipeline runs it: one stage under the hub's runner, reading the edge's records from
     Kafka and publishing its own (resolved events, profile events) there, on a fresh database, topic prefix and
@@ -388,11 +397,9 @@ async def _resolver_on_kafka(batches: list[list[dict[str, Any]]]) -> dict[str, f
             running = asyncio.create_task(pipeline.run())
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 120
-            while runner.processed == 0 and loop.time() < deadline:
-                await asyncio.sleep(0.005)
+            await _polled(lambda: runner.processed > 0 or loop.time() > deadline)
             first, db0, cpu0, started = runner.processed, await _backends(dsn), time.process_time(), loop.time()
-            while runner.processed < len(events) and loop.time() < deadline and not running.done():
-                await asyncio.sleep(0.005)
+            await _polled(lambda: runner.processed >= len(events) or loop.time() > deadline or running.done())
             elapsed, cpu = loop.time() - started, time.process_time() - cpu0
             db = sum(now - db0.get(pid, 0.0) for pid, now in (await _backends(dsn)).items())
             done = runner.processed - first
