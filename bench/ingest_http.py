@@ -48,7 +48,7 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from resolver_stream import _drop_db, _fresh_db, _proc_cpu  # bench/ is the script's directory
+from resolver_stream import _drop_db, _fresh_db, _proc_cpu, _until  # bench/ is the script's directory
 
 KEY = "wk-bench"
 WARMUP = 20
@@ -129,11 +129,16 @@ def _serve_hub(bus: str, port: int, dsn: str) -> None:
             try:
                 await server.serve()
             finally:
-                keys = [k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
-                for start in range(0, len(keys), 1000):
-                    await hotstate.redis.delete(*keys[start:start + 1000])
+                await _drop_keys(hotstate)
 
     asyncio.run(main())
+
+
+async def _drop_keys(hotstate: Any) -> None:
+    """Delete a run's keys (its own prefix) from the shared Redis."""
+    keys = [k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
+    for start in range(0, len(keys), 1000):
+        await hotstate.redis.delete(*keys[start:start + 1000])
 
 
 async def _drop(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -264,21 +269,20 @@ def _round(args: argparse.Namespace, buses: list[str], number: int) -> dict[str,
         print(f"  {NAMES[target]:38s} {r['events_per_s']:9,.0f} events/s  {r['requests_per_s']:7,.1f} req/s  "
               f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  server CPU {r['cpu_us_per_event']:5.0f} us/event"
               + (f" ({r['db_us_per_event']:.0f} of it PostgreSQL)" if target != "raw" else ""))
-    for target, parse_once in [("resolver", True), *([("resolver-full", False)] if args.full_validation else [])]:
-        resolver = asyncio.run(_resolver(messages, parse_once=parse_once))
-        results[target] = {"events_per_s": resolver["rate"], "p50_ms": resolver["p50_ms"],
-                           "p99_ms": resolver["p99_ms"], "cpu_us_per_event": resolver["py_us"] + resolver["db_us"]}
-        print(f"  {NAMES[target]:38s} {resolver['rate']:9,.0f} events/s  "
-              f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  CPU "
-              f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
-              f"{resolver['db_us']:.0f} PostgreSQL)")
-    if "kafka" in buses:
-        resolver = asyncio.run(_resolver_on_kafka(messages))
-        results["resolver-kafka"] = {"events_per_s": resolver["rate"], "p50_ms": float("nan"),
-                                     "p99_ms": float("nan"), "cpu_us_per_event": resolver["py_us"] + resolver["db_us"]}
-        print(f"  {NAMES['resolver-kafka']:38s} {resolver['rate']:9,.0f} events/s  {'':33s}CPU "
-              f"{resolver['py_us'] + resolver['db_us']:5.0f} us/event ({resolver['py_us']:.0f} process + "
-              f"{resolver['db_us']:.0f} PostgreSQL)")
+    events = _canonical_events(messages)  # the events the edge made of them, for every resolver run
+    runs = [("resolver", lambda: _resolver(events, parse_once=True)),
+            *([("resolver-full", lambda: _resolver(events, parse_once=False))] if args.full_validation else []),
+            *([("resolver-kafka", lambda: _resolver_on_kafka(events))] if "kafka" in buses else [])]
+    for target, measure in runs:
+        resolver = asyncio.run(measure())
+        cpu = resolver["py_us"] + resolver["db_us"]
+        results[target] = {"events_per_s": resolver["rate"], "cpu_us_per_event": cpu}
+        latency = f"{'':33s}"  # the resolver stage on Kafka has no per-batch clock here
+        if "p50_ms" in resolver:
+            results[target].update(p50_ms=resolver["p50_ms"], p99_ms=resolver["p99_ms"])
+            latency = f"p50 {resolver['p50_ms']:7.1f} ms  p99 {resolver['p99_ms']:7.1f} ms  "
+        print(f"  {NAMES[target]:38s} {resolver['rate']:9,.0f} events/s  {latency}CPU {cpu:5.0f} us/event "
+              f"({resolver['py_us']:.0f} process + {resolver['db_us']:.0f} PostgreSQL)")
     load1 = os.getloadavg()[0]
     results["load"] = {"load1": load1}
     ratios = "; ".join(f"{bus} {results[bus]['events_per_s'] / results[RESOLVER_OF[bus]]['events_per_s']:.1f}x"
@@ -324,9 +328,8 @@ def main() -> None:
     resolvers = ["resolver", *(["resolver-kafka"] if "kafka" in buses else []),
                  *(["resolver-full"] if args.full_validation else [])]
     for target in ["raw", *buses, *resolvers]:
-        # The resolver stage on Kafka has no latency of its own here (no per-batch clock): its columns stay empty.
         latency = (f"p50 {median(target, 'p50_ms'):7.1f} ms  p99 {median(target, 'p99_ms'):7.1f} ms"
-                   if target != "resolver-kafka" else f"{'':30s}")
+                   if "p50_ms" in rounds[0][target] else f"{'':30s}")
         print(f"  {NAMES[target]:38s} {median(target, 'events_per_s'):9,.0f} events/s  {latency}"
               f"  CPU {median(target, 'cpu_us_per_event'):5.0f} us/event")
     for bus in buses:
@@ -347,28 +350,24 @@ def main() -> None:
         print(f"  resolver, parse once vs full validation: {cpu:.2f}x the CPU per event, {rate:.2f}x the events/s")
 
 
-async def _resolver(batches: list[list[dict[str, Any]]], *, parse_once: bool = True) -> dict[str, float]:
-    """The resolver on the canonical events of these messages (bench/resolver_stream.py's harness: the records
-    as the hub writes them, decoded through the trusted fast path unless ``parse_once`` is false)."""
-    from resolver_stream import run as run_resolver
-
+def _canonical_events(batches: list[list[dict[str, Any]]]) -> list[Any]:
+    """The canonical events of these tracking messages, as the edge's source maps them."""
     from cdp_hub.connector.tracking import TrackingConnector
 
     connector = TrackingConnector({}, instance="web")
-    values = [event.to_json() for batch in batches for m in batch for event in connector.to_events(m)]
+    return [event for batch in batches for m in batch for event in connector.to_events(m)]
+
+
+async def _resolver(events: list[Any], *, parse_once: bool = True) -> dict[str, float]:
+    """The resolver on these events (bench/resolver_stream.py's harness: the records as the hub writes them,
+    decoded through the trusted fast path unless ``parse_once`` is false)."""
+    from resolver_stream import run as run_resolver
+
+    values = [event.to_json() for event in events]
     return await run_resolver(values, 250, "edge" if parse_once else "edge_full", parse_once=parse_once)
 
 
-async def _polled(condition: Any, period: float = 0.005) -> None:
-    """Wait until ``condition()`` holds, checked every ``period`` seconds (the runner's count is a plain
-    attribute: there is no event to await)."""
-    while True:
-        if condition():
-            return
-        await asyncio.sleep(period)
-
-
-async def _resolver_on_kafka(batches: list[list[dict[str, Any]]]) -> dict[str, float]:
+async def _resolver_on_kafka(events: list[Any]) -> dict[str, float]:
     """The resolver as the pipeline runs it: one stage under the hub's runner, reading the edge's records from
     Kafka and publishing its own (resolved events, profile events) there, on a fresh database, topic prefix and
     Redis prefix. The records are on the topic before the stage starts; the clock starts once the stage has
@@ -376,14 +375,11 @@ async def _resolver_on_kafka(batches: list[list[dict[str, Any]]]) -> dict[str, f
     has taken them all. CPU: this process (the stage alone runs in it meanwhile) and its PostgreSQL backends."""
     from cdp_hub.bus.events import event_message
     from cdp_hub.config import Settings
-    from cdp_hub.connector.tracking import TrackingConnector
     from cdp_hub.hotstate import HotState
     from cdp_hub.hub import Hub
     from cdp_hub.metrics import Metrics
     from cdp_hub.pipeline.build import Pipeline, build_stage
 
-    connector = TrackingConnector({}, instance="web")
-    events = [event for batch in batches for m in batch for event in connector.to_events(m)]
     database = f"bench_edge_{os.getpid()}_resolver_kafka"
     dsn = await _fresh_db(database)
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -400,17 +396,15 @@ async def _resolver_on_kafka(batches: list[list[dict[str, Any]]]) -> dict[str, f
             running = asyncio.create_task(pipeline.run())
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 120
-            await _polled(lambda: runner.processed > 0 or loop.time() > deadline)
+            await _until(lambda: runner.processed > 0 or loop.time() > deadline, 0.005)
             first, db0, cpu0, started = runner.processed, await _backends(dsn), time.process_time(), loop.time()
-            await _polled(lambda: runner.processed >= len(events) or loop.time() > deadline or running.done())
+            await _until(lambda: runner.processed >= len(events) or loop.time() > deadline or running.done(), 0.005)
             elapsed, cpu = loop.time() - started, time.process_time() - cpu0
             db = sum(now - db0.get(pid, 0.0) for pid, now in (await _backends(dsn)).items())
             done = runner.processed - first
             pipeline.stop()
             await running
-            keys = [k async for k in hotstate.redis.scan_iter(match=hotstate.prefix + "*")]
-            for start in range(0, len(keys), 1000):
-                await hotstate.redis.delete(*keys[start:start + 1000])
+            await _drop_keys(hotstate)
     finally:
         await _drop_db(database)
     if done < len(events) - first:

@@ -175,6 +175,15 @@ def _cpu_of(work: Callable[[], object]) -> float:
     return time.process_time() - started
 
 
+async def _until(condition: Callable[[], bool], period: float = 0.05) -> None:
+    """Wait until ``condition()`` holds, checked every ``period`` seconds (a runner's count, another process's
+    flag: there is no event to await)."""
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(period)
+
+
 def _proc_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) used so far by these PostgreSQL backends (same machine, /proc)."""
     total = 0.0

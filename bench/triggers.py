@@ -74,6 +74,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from resolver_stream import _until  # bench/ is the script's directory
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.bus.provenance import EVENT_SCHEMA, hub_headers
@@ -245,15 +246,6 @@ def floor(settings_json: str, target: str, ready: Any, stop: Any, results: Any) 
         return runner.processed
 
     results.put(asyncio.run(go()))
-
-
-async def _until(condition: Any, period: float = 0.05) -> None:
-    """Wait until ``condition()`` holds (checked every ``period`` seconds: across processes there is no
-    event to await)."""
-    while True:
-        if condition():
-            return
-        await asyncio.sleep(period)
 
 
 def _with_db(dsn: str, db: str) -> str:
