@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp_hub.bus.base import Record
+from cdp_hub.bus.base import Record, TopicPartition
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import build_stage, trigger_options
 from cdp_hub.pipeline.stage import StageOutput
@@ -78,9 +78,11 @@ def oracle(events: list[Ev]) -> set[int]:
     return sent
 
 
-def model(events: list[Ev]) -> set[int]:
+def model(events: list[Ev], *, drained: bool = False) -> set[int]:
     """The stage's rules, in arrival order: a watermark, timers held until it passes their fire time plus
-    the lateness, in-stream cancels, and at fire time the superseded and event-time cancel checks."""
+    the lateness, in-stream cancels, and at fire time the superseded and event-time cancel checks.
+    ``drained``: after each event the consumer says the partition is read to its end (a steady trickle),
+    so the partition's watermark is the clock (the event's arrival) rather than its newest event time."""
     clock = [BASE]
     marks = Watermarks(lambda: clock[0], idle_seconds=1e9, monotonic=lambda: 0.0)
     timers: dict[int, tuple[Ev, str]] = {}
@@ -104,9 +106,9 @@ def model(events: list[Ev]) -> set[int]:
 
     for e in arrival_order(events):
         clock[0] = max(clock[0], e.at + e.late)
-        marks.observe(0, e.at)
+        mark = marks.observe(0, e.at)  # an event is judged where it stands in the stream (event time)
         if e.kind == "cart":
-            if not is_too_late(e.at + DELAY, marks.of(0), LATENESS):
+            if not is_too_late(e.at + DELAY, mark, LATENESS):
                 timers[e.n] = (e, "pending")
         else:
             cancels_seen.append(e)
@@ -114,6 +116,8 @@ def model(events: list[Ev]) -> set[int]:
                 if status == "pending" and trigger.profile == e.profile and cancels(
                         trigger.at, trigger.at + DELAY, e.at):
                     timers[n] = (trigger, "cancelled")
+        if drained:
+            marks.drained(0, clock[0])
         fire_due()
     clock[0] = clock[0] + timedelta(days=1)
     marks.caught_up()
@@ -132,15 +136,16 @@ events_strategy = st.lists(
 @settings(max_examples=500, deadline=None)
 @given(events_strategy)
 def test_arrival_order_within_the_lateness_does_not_change_what_is_sent(events: list[Ev]) -> None:
-    # Hypothesis shrinks a failure to its smallest stream; the sweep below covers thousands more.
-    assert model(events) == oracle(events)
+    # Hypothesis shrinks a failure to its smallest stream; the sweep below covers thousands more. Both ways a
+    # partition's watermark moves: by event time, and by the clock when the consumer has read it to its end.
+    assert model(events) == oracle(events) == model(events, drained=True)
 
 
 def test_thousands_of_shuffled_streams_send_what_the_oracle_sends() -> None:
     rng = random.Random(20260601)
     for _ in range(5000):
         stream = random_stream(rng)
-        assert model(stream) == oracle(stream), stream
+        assert model(stream) == oracle(stream) == model(stream, drained=True), stream
 
 
 def test_without_holding_timers_for_late_events_the_property_fails() -> None:
@@ -151,6 +156,26 @@ def test_without_holding_timers_for_late_events_the_property_fails() -> None:
     bump = Ev(2, "cart", 1, "a", BASE + timedelta(minutes=11), timedelta(0))
     assert oracle([cart, order, bump]) == {2} == model([cart, order, bump])
     assert not is_due(BASE + DELAY, BASE + timedelta(minutes=11), LATENESS)  # held while the order may come
+    # A drained partition is at the clock, and the clock is the arrival: still inside the lateness.
+    assert model([cart, order, bump], drained=True) == {2}
+
+
+def test_a_drained_partition_moves_the_watermark_not_the_marks_events_are_judged_by() -> None:
+    clock = [BASE + timedelta(hours=1)]
+    marks = Watermarks(lambda: clock[0], idle_seconds=1e9, monotonic=lambda: 0.0)
+    assert marks.observe(0, BASE) == BASE and marks.observe(1, BASE + timedelta(minutes=30)) == BASE + timedelta(
+        minutes=30)
+    assert marks.watermark() == BASE  # the slowest partition holds every timer
+    marks.drained(0, clock[0] - timedelta(seconds=1))
+    assert marks.of(0) == clock[0]  # read to its end, nothing since: at the clock, as on an empty poll
+    assert marks.watermark() == BASE + timedelta(minutes=30)
+    # An event held up upstream arrives after the drain: it is judged by its own time (not too late) ...
+    assert marks.observe(0, BASE + timedelta(minutes=5)) == BASE + timedelta(minutes=5)
+    # ... while the partition's watermark stays where the broker's answer put it.
+    assert marks.of(0) == clock[0] - timedelta(seconds=1)
+    marks.drained(0, clock[0] - timedelta(seconds=5))  # an older answer never moves it back
+    marks.observe(0, BASE)
+    assert marks.of(0) == clock[0] - timedelta(seconds=1)
 
 
 def test_the_oracle_knows_hold_until_and_cancels() -> None:
@@ -187,9 +212,19 @@ async def test_the_real_stage_sends_what_the_oracle_sends_in_batches(hub: Hub) -
         assert await through_the_stage(hub, stream, seed, per_batch=3) == oracle(stream), (seed, stream)
 
 
-async def through_the_stage(hub: Hub, stream: list[Ev], seed: int, per_batch: int = 1) -> set[int]:
+async def test_the_real_stage_reading_partitions_to_their_end_sends_what_the_oracle_sends(hub: Hub) -> None:
+    # A steady trickle: each batch empties the partition, so its watermark is the clock, not its newest event.
+    for seed in range(16, 26):
+        stream = random_stream(random.Random(seed))
+        assert await through_the_stage(hub, stream, seed, per_batch=2, drained=True) == oracle(stream), (
+            seed, stream)
+
+
+async def through_the_stage(hub: Hub, stream: list[Ev], seed: int, per_batch: int = 1,
+                            drained: bool = False) -> set[int]:
     """The stream through the real triggers stage in arrival order, ``per_batch`` events a batch, the clock at
-    the last arrival of each; the numbers of the triggers that were sent."""
+    the last arrival of each (``drained``: each batch reads the partition to its end, as a trickle does); the
+    numbers of the triggers that were sent."""
     events_repo = EventRepository(hub.store)
     profiles = [uuid.uuid4(), uuid.uuid4()]
     for pid in profiles:
@@ -228,6 +263,8 @@ async def through_the_stage(hub: Hub, stream: list[Ev], seed: int, per_batch: in
                 conn, [v.event_id for v in events], [v.occurred_at for v in events], [v.profile_id for v in events],
                 [v.type for v in events], [v.source for v in events], [v.source_record_id for v in events],
                 [v.received_at for v in events], [v.to_json().decode() for v in events])
+        if drained:
+            stage.drained({TopicPartition("cdp.profile-events", 0): 0.0})
         await fire(await stage.handle([Record("cdp.profile-events", 0, e.n, b"", event.to_json())
                                        for e, event in zip(batch, events, strict=True)]))
         await fire()
@@ -246,3 +283,39 @@ def _event(e: Ev, pid: uuid.UUID, seed: int) -> Any:
                         "occurred_at": e.at.isoformat(), "identities": [{"kind": "email", "value": f"{pid}@x.ru"}],
                         "properties": props, "profile_id": str(pid),
                         "received_at": (e.at + e.late).isoformat()})  # the edge took it when it arrived
+
+
+async def test_a_timer_fires_in_the_batch_that_reads_its_partition_to_the_end(hub: Hub) -> None:
+    # A trickle whose newest event time lags the clock (a device that sends its events late): by event time
+    # alone the cart's timer would wait for an event of the partition newer than its fire time plus the
+    # lateness (or for an empty poll); a batch that empties the partition moves it to the clock at once.
+    now = [BASE]
+    hub.clock = lambda: now[0]
+    for drained in (False, True):
+        pid = uuid.uuid4()
+        await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, '{}')", pid)
+        await ConsentRepository(hub.store).record([ConsentStatement(
+            pid, "email", "marketing", "opted_in", BASE - timedelta(days=1), "form", uuid.uuid4())])
+        stage = build_stage(hub, "triggers", scenarios=[CART],
+                            trigger_options=trigger_options(hub, allowed_lateness=LATENESS))
+        assert isinstance(stage, TriggerStage)
+        seed = 900 + drained
+        cart = Ev(0, "cart", 0, "a", BASE, timedelta(0))
+        slow = Ev(1, "order", 0, "", BASE - timedelta(hours=1), DELAY + LATENESS + timedelta(hours=1, seconds=1))
+        sent: list[str] = []
+        for e in (cart, slow):
+            now[0] = e.at + e.late
+            event = _event(e, pid, seed)
+            async with hub.store.pool.acquire() as conn:
+                await EventRepository(hub.store).insert_resolved(
+                    conn, [event.event_id], [event.occurred_at], [event.profile_id], [event.type], [event.source],
+                    [event.source_record_id], [event.received_at], [event.to_json().decode()])
+            if drained:
+                stage.drained({TopicPartition("cdp.profile-events", 0): 0.0})
+            out = await stage.handle([Record("cdp.profile-events", 0, e.n, b"", event.to_json())])
+            for callback in out.on_durable:
+                await callback()
+            sent += [m.topic for m in out.messages if m.topic == "cdp.messages"
+                     and MessageIntent.model_validate_json(m.value).profile_id == str(pid)]
+        # The order happened an hour before the cart: it does not cancel it (and it came past the fire time).
+        assert sent == (["cdp.messages"] if drained else []), drained

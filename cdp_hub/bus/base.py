@@ -108,6 +108,13 @@ class Consumer(AsyncLifecycle, abc.ABC):
     async def getmany(self, *, timeout_ms: int = 1000, max_records: int = 500) -> list[Record]:
         """The next records of the partitions assigned to this member (possibly none after the timeout)."""
 
+    def drained(self) -> dict[TopicPartition, float]:
+        """The partitions whose every record the broker held at this member's last fetch of them has been
+        returned by :meth:`getmany`, each with how long ago (seconds) that fetch was answered: nothing
+        written before that moment is still to come. A stage holding event-time timers reads it (see
+        :meth:`cdp_hub.pipeline.stage.Stage.drained`). Default: none known (a consumer that cannot tell)."""
+        return {}
+
     @abc.abstractmethod
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets`` (next offset to read, per partition), or the position of every record returned

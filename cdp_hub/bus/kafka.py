@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -424,6 +425,7 @@ class _DropRevokedPositions(ConsumerRebalanceListener):  # type: ignore[misc]
     def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             self._owner._consumed.pop(_from_kafka(tp), None)
+            self._owner._next.pop(tp, None)  # assigned again, it is read from the committed offset
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.debug("%r: assigned %s", self._owner, sorted(assigned))
@@ -440,6 +442,7 @@ class KafkaConsumer(Consumer):
         self._consumer: Any = None
         self._stopped = False
         self._consumed: dict[TopicPartition, int] = {}  # next offset after what getmany returned
+        self._next: dict[Any, int] = {}  # the same per aiokafka partition, kept across commits (drained())
 
     def __repr__(self) -> str:
         return f"<KafkaConsumer group={self.group!r} topics={list(self.topics)}>"
@@ -472,6 +475,7 @@ class KafkaConsumer(Consumer):
         consumer, self._consumer = self._consumer, None
         self._stopped = True
         self._consumed.clear()
+        self._next.clear()
         if consumer is not None:
             await consumer.stop()  # leaves the group: its partitions go to the other members at once
 
@@ -496,8 +500,25 @@ class KafkaConsumer(Consumer):
             messages = batches[tp]
             if messages:
                 records.extend(_record(m) for m in messages)
-                self._consumed[_from_kafka(tp)] = messages[-1].offset + 1
+                self._consumed[_from_kafka(tp)] = self._next[tp] = messages[-1].offset + 1
         return records
+
+    def drained(self) -> dict[TopicPartition, float]:
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        now_ms = time.time() * 1000
+        out: dict[TopicPartition, float] = {}
+        assigned = consumer.assignment()
+        for tp in list(self._next):
+            if tp not in assigned:  # lost in a rebalance: its next owner reads it
+                del self._next[tp]
+                continue
+            # The high watermark and its time come with every fetch response (aiokafka keeps the last).
+            highwater, answered_ms = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+            if highwater is not None and answered_ms is not None and self._next[tp] >= highwater:
+                out[_from_kafka(tp)] = max(0.0, now_ms - answered_ms) / 1000
+        return out
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         consumer = self._started()

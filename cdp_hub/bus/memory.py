@@ -356,6 +356,9 @@ class MemoryConsumer(Consumer):
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         return records
 
+    def drained(self) -> dict[TopicPartition, float]:
+        return {tp: 0.0 for tp, position in self._positions.items() if position >= self._bus._end_offset(tp)}
+
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         if self._state != "started":
             raise FatalError(f"{self!r} is not started")

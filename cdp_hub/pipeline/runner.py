@@ -146,6 +146,7 @@ class StageRunner:
                         await self._commit_behind(consumer, {})  # a commit that failed goes again
                 else:
                     self.idle_polls = 0
+                    self.stage.drained(consumer.drained())
                     await self._process(consumer, records)
                 self._progress()
         finally:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePath
@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from cdp_hub.bus.base import OutgoingMessage, Record, Topics
+from cdp_hub.bus.base import OutgoingMessage, Record, TopicPartition, Topics
 from cdp_hub.bus.provenance import RecordTrust
 from cdp_hub.dlq import DeadLetter, dead_letter_from_error
 from cdp_hub.errors import RecordError, SchemaViolation
@@ -112,6 +112,12 @@ class Stage(abc.ABC, Generic[T]):
 
     async def idle(self) -> None:
         """Called when a poll returned nothing (timers, flushes). Must be idempotent."""
+
+    def drained(self, partitions: Mapping[TopicPartition, float]) -> None:
+        """Called by the runner before :meth:`handle` of a batch with the partitions that batch empties, each
+        with how long ago (seconds) the broker showed it had nothing more (:meth:`Consumer.drained
+        <cdp_hub.bus.base.Consumer.drained>`). A stage with event-time timers takes such a partition's
+        watermark to that moment, as it does for every partition on an empty poll. Default: ignored."""
 
     @abc.abstractmethod
     def decode(self, record: Record) -> T:

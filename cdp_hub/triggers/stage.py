@@ -50,7 +50,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from cdp_hub.bus.base import OutgoingMessage, Record
+from cdp_hub.bus.base import OutgoingMessage, Record, TopicPartition
 from cdp_hub.bus.events import event_message
 from cdp_hub.bus.provenance import EVENT_SCHEMA
 from cdp_hub.config import Settings
@@ -349,6 +349,7 @@ class TriggerStage(Stage[Event | PassingEvent]):
                 self._cancellers.setdefault(etype, []).append(s.id)
         self._last_timer_check = 0.0
         self._upcoming: list[datetime] = []
+        self._draining: dict[int, datetime] = {}  # what the batch being handled empties (drained())
         """Fire times of the timers this process scheduled, a heap: the next one fires without waiting for
         the periodic check."""
         self.decisions: list[Decision] = []
@@ -436,9 +437,19 @@ class TriggerStage(Stage[Event | PassingEvent]):
         await self._decide(events, out, marks)
         return out
 
+    def drained(self, partitions: Mapping[TopicPartition, float]) -> None:
+        now = self.now()
+        self._draining = {tp.partition: now - timedelta(seconds=age) for tp, age in partitions.items()}
+
     async def handle(self, records: Sequence[Record]) -> StageOutput:
         # Due timers and the daily scan ride on every batch, busy or not (and on idle polls).
         out = await super().handle(records)
+        # The batch's events were each judged where they stand in their partition; the partitions it emptied
+        # are now as far as the broker's answer: a timer fires within a batch of its time under a steady
+        # trickle too, not only once the slowest partition's newest event time has passed it.
+        for partition, at in self._draining.items():
+            self.watermarks.drained(partition, at)
+        self._draining = {}
         await self._maybe_fire_timers(out)
         await self._maybe_run_daily()
         return out

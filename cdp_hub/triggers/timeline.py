@@ -1,6 +1,8 @@
 """Event time for the triggers stage: watermarks, lateness, and the rules that decide a delayed trigger.
 
     records ─▶ Watermarks.observe(partition, occurred_at)     the latest event time seen per partition
+    batch ─▶ Watermarks.drained(partition, at)                 the batch emptied the partition: nothing
+                                                              appended before ``at`` is still to come
     idle poll ─▶ Watermarks.caught_up()                       every partition is drained: the clock is the mark
     watermark() = min over partitions (an idle one counts as the clock), never ahead of the clock
 
@@ -64,13 +66,29 @@ class Watermarks:
         self.idle_seconds = idle_seconds
         self.monotonic = monotonic
         self._seen: dict[int, tuple[datetime, float]] = {}
+        """Per partition: the latest event time since it was last drained, and when (monotonic) it came."""
+        self._drained: dict[int, datetime] = {}
+        """Per partition: when (the stage's clock) a batch last emptied it."""
 
     def observe(self, partition: int, occurred_at: datetime) -> datetime:
-        """Count an event of ``partition``; the partition's latest event time, this one's included."""
+        """Count an event of ``partition``; the partition's latest event time, this one's included.
+
+        This is the mark an event is judged by (``too_late``): event time only. A drain does not raise it,
+        so an event that was held up before it reached the partition (a backlog upstream) is judged by the
+        stream it came in, not by the clock."""
         previous = self._seen.get(partition)
         latest = occurred_at if previous is None or occurred_at > previous[0] else previous[0]
         self._seen[partition] = (latest, self.monotonic())
         return latest
+
+    def drained(self, partition: int, at: datetime) -> None:
+        """A batch emptied ``partition``: every record appended to it before ``at`` (the moment the broker
+        said so, on the stage's clock) has been observed. Until more events come the partition is at the
+        clock, as on an empty poll; once they do, its watermark is at least ``at``."""
+        self._seen.pop(partition, None)
+        previous = self._drained.get(partition)
+        if previous is None or at > previous:
+            self._drained[partition] = at
 
     def of(self, partition: int) -> datetime:
         """The watermark of one partition (the clock when it is idle or unknown)."""
@@ -78,11 +96,13 @@ class Watermarks:
         seen = self._seen.get(partition)
         if seen is None or self.monotonic() - seen[1] >= self.idle_seconds:
             return now
-        return min(seen[0], now)
+        drained = self._drained.get(partition)
+        return min(seen[0] if drained is None or seen[0] > drained else drained, now)
 
     def caught_up(self) -> None:
         """A poll returned nothing: every partition is drained, so each is at the clock."""
         self._seen.clear()
+        self._drained.clear()
 
     def watermark(self) -> datetime:
         """The lowest partition watermark: timers due before it have seen every event that could cancel them."""
