@@ -326,7 +326,11 @@ kafka_start() {
     kafka_write_log_config "$KAFKA_DIR/log4j2.properties" "$KAFKA_DIR/logs/server.log" INFO
     if [ ! -f "$data/meta.properties" ]; then
         rm -rf "$data"
-        cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' 2>/dev/null) \
+        # As Kafka's own random-uuid: never an id that starts with "-" (1 in 64 of base64url ids), which the
+        # format tool's argument parser takes for an option ("-t: expected one argument").
+        cluster_id=$(python3 -c 'import base64,uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(i)' 2>/dev/null) \
             || cluster_id=$(kafka_java "$libs" "$KAFKA_DIR/log4j2.properties" kafka.tools.StorageTool random-uuid)
         log "kafka: formatting KRaft storage (cluster id $cluster_id)"
         if ! kafka_java "$libs" "$KAFKA_DIR/log4j2.properties" kafka.tools.StorageTool format \
