@@ -349,9 +349,10 @@ class TriggerStage(Stage[Event | PassingEvent]):
                 self._cancellers.setdefault(etype, []).append(s.id)
         self._last_timer_check = 0.0
         self._upcoming: list[datetime] = []
-        self._draining: dict[int, datetime] = {}  # what the batch being handled empties (drained())
         """Fire times of the timers this process scheduled, a heap: the next one fires without waiting for
         the periodic check."""
+        self._draining: dict[int, datetime] = {}
+        """The partitions the batch being handled empties, each with when the broker said so (drained())."""
         self.decisions: list[Decision] = []
         """Every decision this stage made, when ``record_decisions`` is on (the scenario simulation)."""
         self.record_decisions = False
