@@ -240,6 +240,10 @@ class Settings(BaseSettings):
         "a cart reminder); a trigger arriving later than this after its send time is dropped as too_late")
     mute_triggers: bool = Field(
         False, description="profiles and segments update, no scenario fires (replays, backfills); decided muted")
+    resolver_backlog_holds_timers: int = Field(
+        5000, ge=0, description="delayed triggers and journey waits do not fire while the resolver (this "
+        "deployment's, same topic_prefix) has more than this many records of cdp.events not committed: a "
+        "catch-up after an outage still holds the events (orders) that may cancel them; 0: never held")
     profile_events_omit: list[str] = Field(
         ["message.decided"], description="event types the resolver stores but does not pass on to "
         "cdp.profile-events, because the triggers stage reads none of them (the contact policy's own decisions, by "

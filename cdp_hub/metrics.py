@@ -74,6 +74,9 @@ class Metrics:
         self.trigger_decisions = Counter(
             "cdp_trigger_decisions", "Contact-policy decisions by scenario and decision (sent, deferred, capped, "
             "no_consent, suppressed, duplicate, lost_priority, too_late, muted)", ["scenario", "decision"], registry=r)
+        self.timers_held = Gauge(
+            "cdp_trigger_timers_held", "1 while the triggers stage holds due timers because the resolver is behind "
+            "(resolver_backlog_holds_timers)", registry=r)
         self.delivery_decisions = Counter(
             "cdp_delivery_decisions", "Messages refused at send time by scenario and decision (no_consent: consent "
             "withdrawn or a purpose blocked since the intent; suppressed: every address hard-bounced)",

@@ -329,6 +329,20 @@ async def test_drained_never_names_a_partition_the_member_no_longer_owns(
             assert len(first.drained()) <= 1
 
 
+async def test_group_lag_is_what_another_group_has_not_committed(bus: Bus, name: Callable[[str], str]) -> None:
+    topic, group = name("group-lag"), name("g")
+    await bus.ensure_topics([topic], partitions=1)
+    await bus.publish_many([OutgoingMessage(topic, f"{i}".encode()) for i in range(10)])
+    assert await bus.group_lag(group, topic) is None  # the group has committed nothing: unknown
+    async with bus.consumer([topic], group=group) as consumer:
+        assert len(await drain(consumer, 10)) == 10
+        await consumer.commit({TopicPartition(topic, 0): 4})
+        assert await bus.group_lag(group, topic) == {0: 6}
+        await consumer.commit()
+        assert await bus.group_lag(group, topic) == {0: 0}
+    assert await bus.group_lag(name("other"), topic) is None
+
+
 def test_create_bus_rejects_bad_configuration() -> None:
     with pytest.raises(ConfigurationError):
         create_bus("rabbitmq")

@@ -10,16 +10,18 @@ the set of messages sent is the one an oracle finds reading the stream in event-
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdp_hub.bus.base import Record, TopicPartition
+from cdp_hub.bus.base import OutgoingMessage, Record, TopicPartition
 from cdp_hub.hub import Hub
 from cdp_hub.pipeline.build import build_stage, trigger_options
 from cdp_hub.pipeline.stage import StageOutput
@@ -319,3 +321,64 @@ async def test_a_timer_fires_in_the_batch_that_reads_its_partition_to_the_end(hu
                      and MessageIntent.model_validate_json(m.value).profile_id == str(pid)]
         # The order happened an hour before the cart: it does not cancel it (and it came past the fire time).
         assert sent == (["cdp.messages"] if drained else []), drained
+
+
+async def test_due_timers_wait_while_the_resolver_has_a_backlog(hub: Hub) -> None:
+    # After an outage the resolver works through a backlog on cdp.events while the triggers stage's own input is
+    # drained (its watermark is the clock): the order that cancels a cart reminder may still be in that backlog.
+    await _held_while_the_resolver_is_behind(hub)
+
+
+@pytest.mark.kafka
+async def test_due_timers_wait_while_the_resolver_has_a_backlog_on_kafka(kafka_hub: Hub) -> None:
+    await _held_while_the_resolver_is_behind(kafka_hub)
+
+
+async def _held_while_the_resolver_is_behind(hub: Hub) -> None:
+    events_topic = hub.topics.events
+    await hub.bus.ensure_topics([events_topic], partitions=1)
+    await hub.bus.publish_many([OutgoingMessage(events_topic, b"{}") for _ in range(12)])
+    resolver = hub.bus.consumer([events_topic], group=f"{hub.settings.topic_prefix}cdp-hub.resolver")
+    await resolver.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        read = 0
+        while read < 12 and loop.time() < deadline:
+            read += len(await resolver.getmany(timeout_ms=200))
+        await resolver.commit({TopicPartition(events_topic, 0): 2})  # ten records behind
+        pid = uuid.uuid4()
+        await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, '{}')", pid)
+        await ConsentRepository(hub.store).record([ConsentStatement(
+            pid, "email", "marketing", "opted_in", BASE - timedelta(days=1), "form", uuid.uuid4())])
+        now = [BASE]
+        hub.clock = lambda: now[0]
+        stage = build_stage(hub, "triggers", scenarios=[CART], trigger_options=trigger_options(
+            hub, allowed_lateness=LATENESS, backlog_holds_timers=5, backlog_check_seconds=0.0))
+        assert isinstance(stage, TriggerStage)
+        sent: list[str] = []
+
+        async def batch(e: Ev) -> None:
+            now[0] = e.at + e.late
+            event = _event(e, pid, 950)
+            async with hub.store.pool.acquire() as conn:
+                await EventRepository(hub.store).insert_resolved(
+                    conn, [event.event_id], [event.occurred_at], [event.profile_id], [event.type], [event.source],
+                    [event.source_record_id], [event.received_at], [event.to_json().decode()])
+            stage.drained({TopicPartition(hub.topics.profile_events, 0): 0.0})
+            out = await stage.handle([Record(hub.topics.profile_events, 0, e.n, b"", event.to_json())])
+            for callback in out.on_durable:
+                await callback()
+            sent.extend(m.topic for m in out.messages if m.topic == hub.topics.messages)
+
+        await batch(Ev(0, "cart", 0, "a", BASE, timedelta(0)))
+        # Past the fire time plus the lateness, the partition drained: due, but the resolver is 10 behind.
+        await batch(Ev(1, "cart", 0, "b", BASE + DELAY + LATENESS + timedelta(minutes=1), timedelta(0)))
+        assert sent == []
+        assert hub.metrics.timers_held._value.get() == 1
+        await resolver.commit()  # caught up
+        await batch(Ev(2, "cart", 0, "c", BASE + DELAY + LATENESS + timedelta(minutes=2), timedelta(0)))
+        assert sent == [hub.topics.messages]  # the first cart's reminder, now
+        assert hub.metrics.timers_held._value.get() == 0
+    finally:
+        await resolver.stop()

@@ -172,6 +172,13 @@ class Bus(AsyncLifecycle, abc.ABC):
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to be written, per partition of ``topic``."""
 
+    async def group_lag(self, group: str, topic: str) -> dict[int, int] | None:
+        """The records of ``topic`` that consumer group ``group`` has not committed yet, per partition (a
+        partition it never committed counts from the oldest record kept); ``None`` when the group has committed
+        nothing on ``topic`` (no such stage runs here, or it has not finished a batch yet), or when the bus
+        cannot tell. The triggers stage reads the resolver's with it (docs/scenarios.md)."""
+        return None
+
     @abc.abstractmethod
     async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
         """Every record currently in ``topic`` from the beginning, outside any group (for browsing)."""

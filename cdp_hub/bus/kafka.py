@@ -282,6 +282,23 @@ class KafkaBus(Bus):
             ends = await reader.end_offsets([KafkaTopicPartition(topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in sorted(ends.items())}
 
+    async def group_lag(self, group: str, topic: str) -> dict[int, int] | None:
+        admin = await self._admin_client()
+        with _translated(f"reading the committed offsets of group {group!r}"):
+            offsets = await admin.list_consumer_group_offsets(group)
+        committed = {tp.partition: meta.offset for tp, meta in offsets.items()
+                     if tp.topic == topic and meta.offset >= 0}
+        if not committed:
+            return None
+        ends = await self.end_offsets(topic)
+        starts: dict[int, int] = {}
+        if ends.keys() - committed.keys():
+            reader = await self._reader()
+            with _translated(f"reading the beginning offsets of {topic!r}"):
+                firsts = await reader.beginning_offsets([KafkaTopicPartition(topic, p) for p in ends])
+            starts = {tp.partition: offset for tp, offset in firsts.items()}
+        return {p: max(0, end - committed.get(p, starts.get(p, 0))) for p, end in ends.items()}
+
     async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
         """Partition by partition, each from its beginning to the end offset it had when reading began."""
         partitions = await self._partitions(topic)

@@ -135,6 +135,13 @@ class MemoryBus(Bus):
             return {}
         return {p: part.end for p, part in enumerate(existing.partitions)}
 
+    async def group_lag(self, group: str, topic: str) -> dict[int, int] | None:
+        existing, known = self._topics.get(topic), self._groups.get(group)
+        if existing is None or known is None or not any(tp.topic == topic for tp in known.committed):
+            return None
+        return {p: part.end - self._committed(group, TopicPartition(topic, p))
+                for p, part in enumerate(existing.partitions)}
+
     async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
         """Every record still kept (see retention in the module docstring)."""
         existing = self._topics.get(topic)

@@ -73,12 +73,15 @@ def stage_context(hub: Hub, *, publish: Publish | None = None) -> StageContext:
     async def publish_on_hub_bus(messages: Sequence[OutgoingMessage]) -> None:
         await hub.bus.publish_many(messages)
 
+    async def group_lag(group: str, topic: str) -> dict[int, int] | None:
+        return await hub.bus.group_lag(group, topic)
+
     trust = None
     if hub.settings.parse_once:  # the hub's own records decoded without validating again (bus/provenance.py)
         trust = RecordTrust(frozenset({hub.topics.profile_events, hub.topics.messages}), hub.bus.seal)
     return StageContext(topics=hub.topics, metrics=hub.metrics, clock=lambda: hub.clock(),
                         publish=publish or publish_on_hub_bus, group_prefix=hub.settings.topic_prefix,
-                        outages=hub.outages, trust=trust)
+                        outages=hub.outages, trust=trust, group_lag=group_lag)
 
 
 def segment_engine(hub: Hub, segments: Sequence[Segment] | None = None, *,

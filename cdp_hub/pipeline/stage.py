@@ -76,6 +76,9 @@ class StageContext:
     """The process's dependency outages: the runner reports a stage paused on one here (``/readyz``)."""
     trust: RecordTrust | None = None
     """Which records the stage may decode without validating them again; ``None``: validate every record."""
+    group_lag: Callable[[str, str], Awaitable[dict[int, int] | None]] | None = None
+    """Another consumer group's uncommitted records of a topic (:meth:`Bus.group_lag
+    <cdp_hub.bus.base.Bus.group_lag>`): the triggers stage holds its timers while the resolver is behind."""
 
 
 @dataclass(frozen=True, slots=True)

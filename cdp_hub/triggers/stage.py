@@ -164,6 +164,10 @@ class TriggerOptions:
     marketing_caps: tuple[tuple[timedelta, int], ...] = ()
     channel_caps: Mapping[str, tuple[tuple[timedelta, int], ...]] = field(default_factory=dict)
     idle_seconds: float = 5.0
+    backlog_holds_timers: int = 5000
+    """Due timers wait while the resolver has more records of ``cdp.events`` than this not committed (0: never)."""
+    backlog_check_seconds: float = 1.0
+    """How often the resolver's backlog is read again while timers are checked."""
     channel_kind: Callable[[str], str | None] | None = None
     """The kind (email, sms, push, ...) of a channel instance, for consent; None: judged at delivery only."""
     daily_jobs: bool = True
@@ -185,6 +189,7 @@ class TriggerOptions:
                 "max_trigger_age": parse_duration(settings.max_trigger_age),
                 "allowed_lateness": parse_duration(settings.allowed_lateness),
                 "mute": settings.mute_triggers,
+                "backlog_holds_timers": settings.resolver_backlog_holds_timers,
                 "priority_window": parse_duration(settings.priority_window),
                 "marketing_caps": _durations(settings.marketing_caps, "marketing_caps"),
                 "channel_caps": {ch: _durations(c, f"channel_caps.{ch}") for ch, c in settings.channel_caps.items()},
@@ -352,6 +357,9 @@ class TriggerStage(Stage[Event | PassingEvent]):
         """Fire times of the timers this process scheduled, a heap: the next one fires without waiting for
         the periodic check."""
         self._draining: dict[int, datetime] = {}
+        self._backlog_read_at = -1e18  # monotonic; the resolver's backlog is read at most every check interval
+        self._held_behind: int | None = None
+        """Records the resolver had not committed when timers were last held for it; ``None``: not held."""
         """The partitions the batch being handled empties, each with when the broker said so (drained())."""
         self.decisions: list[Decision] = []
         """Every decision this stage made, when ``record_decisions`` is on (the scenario simulation)."""
@@ -879,12 +887,44 @@ class TriggerStage(Stage[Event | PassingEvent]):
         due_here = bool(self._upcoming) and self._upcoming[0] <= cutoff
         if not due_here and mono - self._last_timer_check < TIMER_CHECK_SECONDS:
             return
+        if await self._resolver_behind(mono):
+            return
         await self.fire_due_timers(out)
         # Only a check that worked counts: one that failed (PostgreSQL down) is tried again by the runner's
         # retry at once, so the stage stays paused until the timers can be read, not "resumed" in between.
         self._last_timer_check = mono
         while self._upcoming and self._upcoming[0] <= cutoff:
             heapq.heappop(self._upcoming)
+
+    async def _resolver_behind(self, mono: float) -> bool:
+        """Whether due timers wait for the resolver: more than ``backlog_holds_timers`` records of ``cdp.events``
+        are not committed by this deployment's resolver group (read again at most every
+        ``backlog_check_seconds``). The stage's own partitions are drained then (their watermark is the clock),
+        yet the events that may cancel a timer, an order placed during an outage, are still in that backlog.
+        A resolver that has committed nothing, or a backlog that cannot be read, holds nothing."""
+        limit, read = self.options.backlog_holds_timers, self.ctx.group_lag
+        if limit <= 0 or read is None:
+            return False
+        if mono - self._backlog_read_at < self.options.backlog_check_seconds:
+            return self._held_behind is not None
+        self._backlog_read_at = mono
+        try:
+            lag = await read(f"{self.ctx.group_prefix}cdp-hub.resolver", self.ctx.topics.events)
+        except Exception:  # the backlog is a guard, not a dependency: the timers' own reads report an outage
+            log.debug("reading the resolver's backlog failed", exc_info=True)
+            lag = None
+        behind = sum(lag.values()) if lag else 0
+        if behind > limit:
+            if self._held_behind is None:
+                log.warning("due timers are held: the resolver has %d records of %s not committed (more than "
+                            "resolver_backlog_holds_timers = %d); they fire once it has caught up", behind,
+                            self.ctx.topics.events, limit)
+            self._held_behind = behind
+        elif self._held_behind is not None:
+            log.info("the resolver has caught up (%d records behind): due timers fire again", behind)
+            self._held_behind = None
+        self.ctx.metrics.timers_held.set(0 if self._held_behind is None else 1)
+        return self._held_behind is not None
 
     async def fire_due_timers(self, out: StageOutput, *, limit: int = 500) -> int:
         """Turn due timers into intents (appended to ``out``); they are marked fired once published.
