@@ -376,6 +376,19 @@ async def _held_while_the_resolver_is_behind(hub: Hub) -> None:
         await batch(Ev(1, "cart", 0, "b", BASE + DELAY + LATENESS + timedelta(minutes=1), timedelta(0)))
         assert sent == []
         assert hub.metrics.timers_held._value.get() == 1
+
+        async def unreadable(group: str, topic: str) -> dict[int, int] | None:
+            raise TimeoutError("the broker does not answer")
+
+        reader = hub.bus.group_lag
+        hub.bus.group_lag = unreadable  # type: ignore[method-assign]
+        try:
+            # A backlog that cannot be read leaves the hold as it was.
+            await batch(Ev(3, "cart", 0, "d", BASE + DELAY + LATENESS + timedelta(minutes=1, seconds=30),
+                           timedelta(0)))
+            assert sent == []
+        finally:
+            hub.bus.group_lag = reader  # type: ignore[method-assign]
         await resolver.commit()  # caught up
         await batch(Ev(2, "cart", 0, "c", BASE + DELAY + LATENESS + timedelta(minutes=2), timedelta(0)))
         assert sent == [hub.topics.messages]  # the first cart's reminder, now

@@ -98,6 +98,7 @@ MUTE_FLAG = "mute_triggers"
 
 TIMER_NAMESPACE = uuid.UUID("5c0b7f3e-1d2a-5e4f-8a6b-7c8d9e0f1a2b")
 TIMER_CHECK_SECONDS = 1.0
+BACKLOG_READ_SECONDS = 2.0  # a read of the resolver's backlog that takes longer leaves the hold as it was
 MAX_UPCOMING = 100_000
 """Fire times kept in memory; beyond them (a burst of delayed triggers) the periodic check finds the rest."""
 DAILY_CHECK_SECONDS = 60.0
@@ -901,7 +902,8 @@ class TriggerStage(Stage[Event | PassingEvent]):
         are not committed by this deployment's resolver group (read again at most every
         ``backlog_check_seconds``). The stage's own partitions are drained then (their watermark is the clock),
         yet the events that may cancel a timer, an order placed during an outage, are still in that backlog.
-        A resolver that has committed nothing, or a backlog that cannot be read, holds nothing."""
+        A resolver that has committed nothing holds nothing; a read that fails or takes longer than
+        ``BACKLOG_READ_SECONDS`` leaves the hold as it was."""
         limit, read = self.options.backlog_holds_timers, self.ctx.group_lag
         if limit <= 0 or read is None:
             return False
@@ -909,10 +911,11 @@ class TriggerStage(Stage[Event | PassingEvent]):
             return self._held_behind is not None
         self._backlog_read_at = mono
         try:
-            lag = await read(f"{self.ctx.group_prefix}cdp-hub.resolver", self.ctx.topics.events)
-        except Exception:  # the backlog is a guard, not a dependency: the timers' own reads report an outage
+            async with asyncio.timeout(BACKLOG_READ_SECONDS):
+                lag = await read(f"{self.ctx.group_prefix}cdp-hub.resolver", self.ctx.topics.events)
+        except Exception:  # a guard, not a dependency (the timers' own reads report an outage): as it was
             log.debug("reading the resolver's backlog failed", exc_info=True)
-            lag = None
+            return self._held_behind is not None
         behind = sum(lag.values()) if lag else 0
         if behind > limit:
             if self._held_behind is None:
