@@ -227,13 +227,7 @@ async def through_the_stage(hub: Hub, stream: list[Ev], seed: int, per_batch: in
     """The stream through the real triggers stage in arrival order, ``per_batch`` events a batch, the clock at
     the last arrival of each (``drained``: each batch reads the partition to its end, as a trickle does); the
     numbers of the triggers that were sent."""
-    events_repo = EventRepository(hub.store)
-    profiles = [uuid.uuid4(), uuid.uuid4()]
-    for pid in profiles:
-        await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, '{}')", pid)
-    await ConsentRepository(hub.store).record([
-        ConsentStatement(pid, "email", "marketing", "opted_in", BASE - timedelta(days=1), "form", uuid.uuid4())
-        for pid in profiles])
+    profiles = await _consenting_profiles(hub, 2)
     now = [BASE]
     hub.clock = lambda: now[0]
     stage = build_stage(hub, "triggers", scenarios=[CART],
@@ -259,12 +253,7 @@ async def through_the_stage(hub: Hub, stream: list[Ev], seed: int, per_batch: in
         now[0] = max(now[0], *(e.at + e.late for e in batch))
         events = [_event(e, profiles[e.profile], seed) for e in batch]
         numbers.update((str(event.event_id), e.n) for e, event in zip(batch, events, strict=True))
-        # The resolver stores a batch's events before the triggers stage sees them.
-        async with hub.store.pool.acquire() as conn:
-            await events_repo.insert_resolved(
-                conn, [v.event_id for v in events], [v.occurred_at for v in events], [v.profile_id for v in events],
-                [v.type for v in events], [v.source for v in events], [v.source_record_id for v in events],
-                [v.received_at for v in events], [v.to_json().decode() for v in events])
+        await _stored(hub, events)
         if drained:
             stage.drained({TopicPartition("cdp.profile-events", 0): 0.0})
         await fire(await stage.handle([Record("cdp.profile-events", 0, e.n, b"", event.to_json())
@@ -274,6 +263,39 @@ async def through_the_stage(hub: Hub, stream: list[Ev], seed: int, per_batch: in
     stage.watermarks.caught_up()
     await fire()
     return sent
+
+
+async def _consenting_profiles(hub: Hub, count: int) -> list[uuid.UUID]:
+    """``count`` new profiles, each with e-mail marketing consent from the day before BASE."""
+    profiles = [uuid.uuid4() for _ in range(count)]
+    for pid in profiles:
+        await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, '{}')", pid)
+    await ConsentRepository(hub.store).record([
+        ConsentStatement(pid, "email", "marketing", "opted_in", BASE - timedelta(days=1), "form", uuid.uuid4())
+        for pid in profiles])
+    return profiles
+
+
+async def _stored(hub: Hub, events: list[Any]) -> None:
+    """The batch's events stored as the resolver stores them before the triggers stage sees them."""
+    async with hub.store.pool.acquire() as conn:
+        await EventRepository(hub.store).insert_resolved(
+            conn, [v.event_id for v in events], [v.occurred_at for v in events], [v.profile_id for v in events],
+            [v.type for v in events], [v.source for v in events], [v.source_record_id for v in events],
+            [v.received_at for v in events], [v.to_json().decode() for v in events])
+
+
+async def _arrive(hub: Hub, stage: TriggerStage, e: Ev, pid: uuid.UUID, seed: int, *, drained: bool) -> StageOutput:
+    """``e`` as a batch of its own through the stage, stored first (``drained``: the batch reads its partition to
+    the end); its output, made durable."""
+    event = _event(e, pid, seed)
+    await _stored(hub, [event])
+    if drained:
+        stage.drained({TopicPartition(hub.topics.profile_events, 0): 0.0})
+    out = await stage.handle([Record(hub.topics.profile_events, 0, e.n, b"", event.to_json())])
+    for callback in out.on_durable:
+        await callback()
+    return out
 
 
 def _event(e: Ev, pid: uuid.UUID, seed: int) -> Any:
@@ -294,10 +316,7 @@ async def test_a_timer_fires_in_the_batch_that_reads_its_partition_to_the_end(hu
     now = [BASE]
     hub.clock = lambda: now[0]
     for drained in (False, True):
-        pid = uuid.uuid4()
-        await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, '{}')", pid)
-        await ConsentRepository(hub.store).record([ConsentStatement(
-            pid, "email", "marketing", "opted_in", BASE - timedelta(days=1), "form", uuid.uuid4())])
+        (pid,) = await _consenting_profiles(hub, 1)
         stage = build_stage(hub, "triggers", scenarios=[CART],
                             trigger_options=trigger_options(hub, allowed_lateness=LATENESS))
         assert isinstance(stage, TriggerStage)
@@ -307,16 +326,7 @@ async def test_a_timer_fires_in_the_batch_that_reads_its_partition_to_the_end(hu
         sent: list[str] = []
         for e in (cart, slow):
             now[0] = e.at + e.late
-            event = _event(e, pid, seed)
-            async with hub.store.pool.acquire() as conn:
-                await EventRepository(hub.store).insert_resolved(
-                    conn, [event.event_id], [event.occurred_at], [event.profile_id], [event.type], [event.source],
-                    [event.source_record_id], [event.received_at], [event.to_json().decode()])
-            if drained:
-                stage.drained({TopicPartition("cdp.profile-events", 0): 0.0})
-            out = await stage.handle([Record("cdp.profile-events", 0, e.n, b"", event.to_json())])
-            for callback in out.on_durable:
-                await callback()
+            out = await _arrive(hub, stage, e, pid, seed, drained=drained)
             sent += [m.topic for m in out.messages if m.topic == "cdp.messages"
                      and MessageIntent.model_validate_json(m.value).profile_id == str(pid)]
         # The order happened an hour before the cart: it does not cancel it (and it came past the fire time).
@@ -347,10 +357,7 @@ async def _held_while_the_resolver_is_behind(hub: Hub) -> None:
         while read < 12 and loop.time() < deadline:
             read += len(await resolver.getmany(timeout_ms=200))
         await resolver.commit({TopicPartition(events_topic, 0): 2})  # ten records behind
-        pid = uuid.uuid4()
-        await hub.store.execute("INSERT INTO profiles (profile_id, golden) VALUES ($1, '{}')", pid)
-        await ConsentRepository(hub.store).record([ConsentStatement(
-            pid, "email", "marketing", "opted_in", BASE - timedelta(days=1), "form", uuid.uuid4())])
+        (pid,) = await _consenting_profiles(hub, 1)
         now = [BASE]
         hub.clock = lambda: now[0]
         stage = build_stage(hub, "triggers", scenarios=[CART], trigger_options=trigger_options(
@@ -360,15 +367,7 @@ async def _held_while_the_resolver_is_behind(hub: Hub) -> None:
 
         async def batch(e: Ev) -> None:
             now[0] = e.at + e.late
-            event = _event(e, pid, 950)
-            async with hub.store.pool.acquire() as conn:
-                await EventRepository(hub.store).insert_resolved(
-                    conn, [event.event_id], [event.occurred_at], [event.profile_id], [event.type], [event.source],
-                    [event.source_record_id], [event.received_at], [event.to_json().decode()])
-            stage.drained({TopicPartition(hub.topics.profile_events, 0): 0.0})
-            out = await stage.handle([Record(hub.topics.profile_events, 0, e.n, b"", event.to_json())])
-            for callback in out.on_durable:
-                await callback()
+            out = await _arrive(hub, stage, e, pid, 950, drained=True)
             sent.extend(m.topic for m in out.messages if m.topic == hub.topics.messages)
 
         await batch(Ev(0, "cart", 0, "a", BASE, timedelta(0)))

@@ -290,14 +290,26 @@ class KafkaBus(Bus):
                      if tp.topic == topic and meta.offset >= 0}
         if not committed:
             return None
-        ends = await self.end_offsets(topic)
-        starts: dict[int, int] = {}
-        if ends.keys() - committed.keys():
-            reader = await self._reader()
-            with _translated(f"reading the beginning offsets of {topic!r}"):
-                firsts = await reader.beginning_offsets([KafkaTopicPartition(topic, p) for p in ends])
-            starts = {tp.partition: offset for tp, offset in firsts.items()}
-        return {p: max(0, end - committed.get(p, starts.get(p, 0))) for p, end in ends.items()}
+        tps = [KafkaTopicPartition(topic, p) for p in await self._partitions(topic)]
+        if not tps:
+            return {}
+        behind = await self._uncommitted(tps, [committed.get(tp.partition) for tp in tps], group)
+        return {tp.partition: count for tp, count in behind.items()}
+
+    async def _uncommitted(self, tps: Sequence[Any], committed: Sequence[int | None],
+                           group: str) -> dict[Any, int]:
+        """End offset minus ``committed[i]`` for each of ``tps`` (aiokafka partitions); a partition never
+        committed (``None``) counts from its oldest record kept, where a new group starts. The offsets are
+        listed through the bus's own reader: on a member's connection the request would wait behind its
+        long-poll fetch in flight (the broker answers a connection's requests in order)."""
+        reader = await self._reader()
+        with _translated(f"reading the lag of group {group!r}"):
+            ends = await reader.end_offsets(list(tps))
+            starts: dict[Any, int] = {}
+            if any(offset is None for offset in committed):
+                starts = await reader.beginning_offsets(list(tps))
+        return {tp: max(0, ends[tp] - (offset if offset is not None else starts[tp]))
+                for tp, offset in zip(tps, committed, strict=True)}
 
     async def read_all(self, topic: str, *, limit: int | None = None) -> list[Record]:
         """Partition by partition, each from its beginning to the end offset it had when reading began."""
@@ -564,16 +576,7 @@ class KafkaConsumer(Consumer):
         tps = sorted(consumer.assignment())
         if not tps:
             return {}
-        # List offsets through the bus's own reader: on this consumer's connection the request would wait
-        # behind the long-poll fetch in flight (the broker answers a connection's requests in order).
-        reader = await self._bus._reader()
-        with _translated(f"reading the lag of group {self.group!r}"):
-            ends = await reader.end_offsets(tps)
+        with _translated(f"reading the committed offsets of group {self.group!r}"):
             committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
-            starts: dict[Any, int] = {}
-            if any(offset is None for offset in committed):
-                starts = await reader.beginning_offsets(tps)  # a new group starts at the earliest
-        return {
-            _from_kafka(tp): ends[tp] - (offset if offset is not None else starts[tp])
-            for tp, offset in zip(tps, committed, strict=True)
-        }
+        behind = await self._bus._uncommitted(tps, committed, self.group)
+        return {_from_kafka(tp): count for tp, count in behind.items()}

@@ -126,6 +126,9 @@ class StageRunner:
         self._consumer = consumer
         next_lag_report = 0.0
 
+        # Only a stage that overrides Stage.drained reads which partitions a batch empties (the triggers stage).
+        reads_drained = type(self.stage).drained is not Stage.drained
+
         async def poll() -> list[Record]:  # a coroutine function: tenacity awaits what it returns
             return await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.batch_size)
 
@@ -146,7 +149,8 @@ class StageRunner:
                         await self._commit_behind(consumer, {})  # a commit that failed goes again
                 else:
                     self.idle_polls = 0
-                    self.stage.drained(consumer.drained())
+                    if reads_drained:
+                        self.stage.drained(consumer.drained())
                     await self._process(consumer, records)
                 self._progress()
         finally:

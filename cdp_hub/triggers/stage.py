@@ -358,10 +358,10 @@ class TriggerStage(Stage[Event | PassingEvent]):
         """Fire times of the timers this process scheduled, a heap: the next one fires without waiting for
         the periodic check."""
         self._draining: dict[int, datetime] = {}
+        """The partitions the batch being handled empties, each with when the broker said so (drained())."""
         self._backlog_read_at = -1e18  # monotonic; the resolver's backlog is read at most every check interval
         self._held_behind: int | None = None
         """Records the resolver had not committed when timers were last held for it; ``None``: not held."""
-        """The partitions the batch being handled empties, each with when the broker said so (drained())."""
         self.decisions: list[Decision] = []
         """Every decision this stage made, when ``record_decisions`` is on (the scenario simulation)."""
         self.record_decisions = False

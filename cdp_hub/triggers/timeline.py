@@ -96,8 +96,7 @@ class Watermarks:
         seen = self._seen.get(partition)
         if seen is None or self.monotonic() - seen[1] >= self.idle_seconds:
             return now
-        drained = self._drained.get(partition)
-        return min(seen[0] if drained is None or seen[0] > drained else drained, now)
+        return min(max(seen[0], self._drained.get(partition, seen[0])), now)
 
     def caught_up(self) -> None:
         """A poll returned nothing: every partition is drained, so each is at the clock."""
