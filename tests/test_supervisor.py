@@ -5,7 +5,9 @@ gets one welcome, and SIGTERM stops every worker with exit status 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -76,10 +78,23 @@ def test_several_processes_on_the_in_process_bus_are_refused(tmp_path: Path, cap
     assert "bus = \"kafka\"" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(block: int = 4) -> int:
+    """The first of ``block`` consecutive free ports: the supervisor gives its workers ``http_port + 1``, ``+ 2``,
+    ... Drawn below the kernel's ephemeral range (32768 on), where the many client connections of a busy test
+    run (Kafka, PostgreSQL, Redis) take their local ports, and clear of the fault drills' fixed ones."""
+    rng = random.Random()
+    while True:
+        base = rng.randrange(20_000, 32_000 - block)
+        if any(25_000 <= port < 30_000 for port in range(base, base + block)):  # the fault drills' services
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base, base + block):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
 
 
 def _start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
