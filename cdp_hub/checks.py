@@ -90,7 +90,7 @@ async def reachability(settings: Settings, *, timeout: float = 5.0) -> dict[str,
             await backend.stop()
 
     async def store() -> None:
-        db = Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=1, data_dir=settings.data_dir)
+        db = Store.for_settings(settings, pool_size=1)
         try:
             await db.start()
             await db.fetchval("SELECT 1")

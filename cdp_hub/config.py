@@ -165,6 +165,11 @@ class Settings(BaseSettings):
     postgres_dsn: str = Field("embedded", repr=False,
                               description="a PostgreSQL/Greenplum DSN, or 'embedded' (pgserver)")
     postgres_pool_size: int = 10
+    postgres_random_page_cost: float | None = Field(
+        1.1, ge=0, description="the planner's random_page_cost on the hub's connections (dialect postgres): "
+        "1.1 keeps the hot statements' batch lookups on their indexes on tables of tens of thousands of rows, "
+        "where the server default 4 reads them whole (docs/operations.md, \"Query plans\"); null keeps the "
+        "server's setting")
     dialect: Literal["postgres", "greenplum"] = "postgres"
 
     redis_url: str = Field("fakeredis://", repr=False,

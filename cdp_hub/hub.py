@@ -90,8 +90,7 @@ class Hub:
             key = self.settings.record_seal_key
             self.bus.seal = RecordSeal(key.get_secret_value().encode() if key is not None else None,
                                        topics=frozenset({self.settings.topics.events}))
-        self.store = store or Store(self.settings.postgres_dsn, dialect=self.settings.dialect,
-                                    pool_size=self.settings.postgres_pool_size, data_dir=self.settings.data_dir)
+        self.store = store or Store.for_settings(self.settings)
         self.hotstate = hotstate or HotState(self.settings.redis_url)
         self._own_http = http is None
         self.http = http or shared_client(max_connections=self.settings.http_max_connections)

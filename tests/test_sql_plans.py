@@ -7,7 +7,8 @@ reading whole tables. So every hot statement of the stages (resolver, triggers, 
 real PostgreSQL, with the statement text the repositories run (imported, not copied):
 
 - on small tables (100 rows each), where a sequential scan is right, then on large ones (200,000 rows each,
-  loaded with generate_series and ANALYZEd, as a bulk import leaves them);
+  loaded with generate_series and ANALYZEd, as a bulk import leaves them), and on the store's connections on
+  tables of 20,000 rows, where the server's default price of an index probe has the planner read them whole;
 - under ``plan_cache_mode = force_custom_plan`` and ``force_generic_plan`` (``PREPARE`` + ``EXPLAIN EXECUTE``);
 - a generic plan prepared while the tables were small, explained again once they are large and analyzed:
   ANALYZE must replace it (PostgreSQL invalidates cached plans of a table whose statistics change);
@@ -395,3 +396,88 @@ async def test_greenplum_connections_keep_the_servers_plan_cache_mode(pg_dsn: st
         assert await store.fetchval("SHOW plan_cache_mode") == "auto"
     finally:
         await store.stop()
+
+
+# Tables of tens of thousands of rows: a young deployment, and for long the send log, the timers and consents.
+MIDDLE = 20_000
+
+
+async def test_tables_of_tens_of_thousands_of_rows_are_probed_not_read_whole_on_the_stores_connections(
+        pg_dsn: str, conn: asyncpg.Connection) -> None:
+    """At the server's default random_page_cost (4, a spinning disk's price for an index probe) the planner
+    reads a 20,000-row table whole and hashes it rather than probe a batch's keys, 2-5x the time on data in
+    memory; the store's connections price a probe at 1.1 and stay on the indexes."""
+    await load(conn, MIDDLE)
+    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    assert await conn.fetchval("SHOW random_page_cost") == "4"
+    on_default = {hot.name for i, hot in enumerate(HOT)
+                  if full_reads(await explain(conn, await prepare(conn, f"default_{i}", hot.sql), hot.args(MIDDLE)))}
+    assert {"resolver lookup", "resolver lock profiles", "golden refresh", "messages claim"} <= on_default
+
+    store = Store(pg_dsn, pool_size=1)
+    await store.start()
+    try:
+        async with store.pool.acquire() as pooled:
+            assert await pooled.fetchval("SHOW random_page_cost") == "1.1"
+            wrong = {}
+            for i, hot in enumerate(HOT):
+                plan = await explain(pooled, await prepare(pooled, f"store_{i}", hot.sql), hot.args(MIDDLE))
+                if reads := full_reads(plan):
+                    wrong[hot.name] = reads
+            assert wrong == {}, f"on {MIDDLE:,} rows per table:\n" + "\n".join(
+                f"  {name}: {reads}" for name, reads in wrong.items())
+    finally:
+        await store.stop()
+
+
+@pytest.mark.parametrize(("update", "expected"), [
+    ({}, "1.1"),
+    ({"postgres_random_page_cost": 2.0}, "2"),
+    ({"postgres_random_page_cost": None}, "4"),  # the server's
+    ({"dialect": "greenplum"}, "4"),
+])
+async def test_the_planner_cost_the_settings_give_the_stores_connections(
+        pg_dsn: str, update: dict[str, Any], expected: str) -> None:
+    from cdp_hub.config import Settings
+
+    store = Store.for_settings(Settings(postgres_dsn=pg_dsn, **update), pool_size=1)
+    await store.start()
+    try:
+        assert await store.fetchval("SHOW random_page_cost") == expected
+    finally:
+        await store.stop()
+
+
+def _identity_reads(plan: dict[str, Any]) -> set[str]:
+    """How ``plan`` reads ``identities``: the indexes it scans (a bitmap's index scan names no relation), or a
+    sequential scan."""
+    reads = {node["Index Name"] for node in _nodes(plan) if node.get("Index Name", "").startswith("identities_")}
+    return reads | {"Seq Scan" for node in _nodes(plan)
+                    if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "identities"}
+
+
+async def test_the_limited_kinds_a_batch_holds_are_probed_by_profile_whatever_the_kinds_statistics_say(
+        conn: asyncpg.Connection) -> None:
+    """The resolver reads the values of the limited kinds (crm_id, ecom_customer_id, ...) its batch's profiles
+    hold. Analyzed while ecom_customer_id was new, the statistics call it rare; as `profile_id = ANY AND kind =
+    ANY` the planner then walked the primary key (kind, value) through all 20,000 of them, under either
+    random_page_cost. The statement probes (profile_id, kind) per profile instead."""
+    async def identities(first: int, last: int, kinds: list[str]) -> None:
+        await conn.execute(f"""INSERT INTO identities (kind, value, profile_id, source)
+            SELECT k, k || ':' || i, md5('p' || i)::uuid, 'web'
+              FROM generate_series({first}, {last}) AS i, unnest($1::text[]) AS k""", kinds)
+
+    await conn.execute("TRUNCATE identities")
+    await identities(1, MIDDLE, ["anonymous_id", "email", "phone"])
+    await identities(1, 50, ["ecom_customer_id"])
+    await conn.execute("ANALYZE identities")
+    await identities(51, MIDDLE, ["ecom_customer_id"])
+    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    args = (_profiles(MIDDLE), ["crm_id", "ecom_customer_id", "erp_customer_id", "loyalty_card"])
+    naive = await prepare(conn, "naive_constraints", """
+        SELECT profile_id, kind, value FROM identities WHERE profile_id = ANY($1::uuid[]) AND kind = ANY($2::text[])""")
+    for cost in ("4", "1.1"):
+        await conn.execute(f"SET random_page_cost = {cost}")
+        assert _identity_reads(await explain(conn, naive, args)) == {"identities_pkey"}  # the walk
+        statement = await prepare(conn, f"constraints_{cost.replace('.', '_')}", resolve_sql._PROFILE_CONSTRAINTS)
+        assert _identity_reads(await explain(conn, statement, args)) == {"identities_profile_kind_idx"}

@@ -254,5 +254,5 @@ def store_for(settings: Settings, *, pool_size: int = 10) -> Store:
     """The PostgreSQL (or embedded) store of ``settings``, to use as ``async with store_for(settings) as s``."""
     from cdp_hub.store import Store
 
-    return Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=pool_size, data_dir=settings.data_dir)
+    return Store.for_settings(settings, pool_size=pool_size)
 

@@ -46,7 +46,7 @@ def _rules(path: Path | None) -> IdentityRules:
 
 
 async def _open_store(settings: Settings) -> Store:
-    store = Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=4, data_dir=settings.data_dir)
+    store = Store.for_settings(settings, pool_size=4)
     await store.start()
     await store.migrate()
     return store

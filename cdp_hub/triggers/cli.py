@@ -407,7 +407,7 @@ async def simulate(settings: Settings, scenario: Scenario, *, profile: str | Non
     from cdp_hub.triggers.stage import Decision, TriggerStage
 
     quiet = settings.model_copy(update={"bus": "memory", "auto_create_topics": True, "auto_migrate": False})
-    store = RollbackStore(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir)
+    store = RollbackStore.for_settings(settings)
     rows: list[dict[str, Any]] = []
     async with Hub(quiet, bus=MemoryBus(), store=store, hotstate=HotState("fakeredis://")) as hub:
         events: list[Event] = []

@@ -41,7 +41,7 @@ identity = group(commands, "identity", "identity resolution: rules, conflicts, m
 
 
 def _store(settings: Settings) -> Store:
-    return Store(settings.postgres_dsn, dialect=settings.dialect, pool_size=2, data_dir=settings.data_dir)
+    return Store.for_settings(settings, pool_size=2)
 
 
 def _summary(result: SuggestResult, merged: AutoMergeResult | None) -> dict[str, Any]:

@@ -62,10 +62,15 @@ SELECT profile_id, merged_into, created_at, created_by_event,
 """
 
 # What the rules need to know about the locked profiles: their values of limited kinds, and the profiles an
-# operator split them from (kind NULL; never merged automatically again).
+# operator split them from (kind NULL; never merged automatically again). One probe of (profile_id, kind) per
+# profile: as a plain join or `profile_id = ANY AND kind = ANY` the planner may walk the primary key through
+# every value of a kind its statistics think rare (a frequent ecom_customer_id, analyzed while it was new):
+# 10 ms per batch instead of 2-3 (migration 0089). OFFSET 0 keeps the subquery from being flattened into a join.
 _PROFILE_CONSTRAINTS = """
-SELECT profile_id, kind, value FROM identities
- WHERE profile_id = ANY($1::uuid[]) AND kind = ANY($2::text[])
+SELECT i.profile_id, i.kind, i.value
+  FROM unnest($1::uuid[]) AS p(id)
+ CROSS JOIN LATERAL (SELECT profile_id, kind, value FROM identities
+                      WHERE profile_id = p.id AND kind = ANY($2::text[]) OFFSET 0) AS i
 UNION ALL
 SELECT profile_id, NULL, other_profile_id::text FROM profile_splits WHERE profile_id = ANY($1::uuid[])
 """
