@@ -165,11 +165,6 @@ class Settings(BaseSettings):
     postgres_dsn: str = Field("embedded", repr=False,
                               description="a PostgreSQL/Greenplum DSN, or 'embedded' (pgserver)")
     postgres_pool_size: int = 10
-    postgres_random_page_cost: float | None = Field(
-        1.1, ge=0, description="the planner's random_page_cost on the hub's connections (dialect postgres): "
-        "1.1 keeps the hot statements' batch lookups on their indexes on tables of tens of thousands of rows, "
-        "where the server default 4 reads them whole (docs/operations.md, \"Query plans\"); null keeps the "
-        "server's setting")
     dialect: Literal["postgres", "greenplum"] = "postgres"
 
     redis_url: str = Field("fakeredis://", repr=False,
@@ -249,6 +244,11 @@ class Settings(BaseSettings):
         5000, ge=0, description="delayed triggers and journey waits do not fire while the resolver (this "
         "deployment's, same topic_prefix) has more than this many records of cdp.events not committed: a "
         "catch-up after an outage still holds the events (orders) that may cancel them; 0: never held")
+    resolver_random_page_cost: float | None = Field(
+        1.1, ge=0, description="the planner's random_page_cost inside the resolver's batch transactions (dialect "
+        "postgres): a batch probes a few hundred keys into indexes that are in memory, and at the server default "
+        "(4) the planner reads tables of tens of thousands of rows whole instead (docs/operations.md, \"Query "
+        "plans\"); null keeps the server's. Other statements (segments, reports) always plan at the server's")
     profile_events_omit: list[str] = Field(
         ["message.decided"], description="event types the resolver stores but does not pass on to "
         "cdp.profile-events, because the triggers stage reads none of them (the contact policy's own decisions, by "
@@ -366,6 +366,12 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return TOPICS.with_prefix(self.topic_prefix) if self.topic_prefix else TOPICS
+
+    @property
+    def resolver_probe_cost(self) -> float | None:
+        """``resolver_random_page_cost`` where it applies: PostgreSQL. Greenplum's planners price on their own
+        scale (the legacy planner's default is 100; GPORCA ignores the setting)."""
+        return self.resolver_random_page_cost if self.dialect == "postgres" else None
 
     @property
     def normalization(self) -> NormalizationOptions:

@@ -7,8 +7,9 @@ reading whole tables. So every hot statement of the stages (resolver, triggers, 
 real PostgreSQL, with the statement text the repositories run (imported, not copied):
 
 - on small tables (100 rows each), where a sequential scan is right, then on large ones (200,000 rows each,
-  loaded with generate_series and ANALYZEd, as a bulk import leaves them), and on the store's connections on
-  tables of 20,000 rows, where the server's default price of an index probe has the planner read them whole;
+  loaded with generate_series and ANALYZEd, as a bulk import leaves them), and the resolver's statements in
+  its batch transaction on tables of 20,000 rows, where the server's default price of an index probe has the
+  planner read them whole;
 - under ``plan_cache_mode = force_custom_plan`` and ``force_generic_plan`` (``PREPARE`` + ``EXPLAIN EXECUTE``);
 - a generic plan prepared while the tables were small, explained again once they are large and analyzed:
   ANALYZE must replace it (PostgreSQL invalidates cached plans of a table whose statistics change);
@@ -32,11 +33,15 @@ from typing import Any
 import asyncpg
 import pytest
 
+from cdp_hub.config import Settings
+from cdp_hub.resolver.graph import IdentityGraph
+from cdp_hub.schema import Event
 from cdp_hub.store import consents as consent_sql
 from cdp_hub.store import events as event_sql
 from cdp_hub.store import messages as message_sql
 from cdp_hub.store import timers as timer_sql
 from cdp_hub.store.db import Store
+from cdp_hub.store.profiles import ProfileRepository
 from cdp_hub.store.profiles import repository as profile_sql
 from cdp_hub.store.profiles import resolve as resolve_sql
 
@@ -398,54 +403,65 @@ async def test_greenplum_connections_keep_the_servers_plan_cache_mode(pg_dsn: st
         await store.stop()
 
 
-# Tables of tens of thousands of rows: a young deployment, and for long the send log, the timers and consents.
+# Tables of tens of thousands of rows: a young deployment's, and for long its smaller tables.
 MIDDLE = 20_000
+# What the resolver runs in its batch transaction (IdentityGraph.resolve).
+RESOLVER = [hot for hot in HOT if hot.name.startswith(("resolver ", "golden refresh", "events insert", "events move"))]
 
 
-async def test_tables_of_tens_of_thousands_of_rows_are_probed_not_read_whole_on_the_stores_connections(
-        pg_dsn: str, conn: asyncpg.Connection) -> None:
+async def test_the_resolvers_statements_probe_tables_of_tens_of_thousands_of_rows_in_its_transactions(
+        conn: asyncpg.Connection) -> None:
     """At the server's default random_page_cost (4, a spinning disk's price for an index probe) the planner
     reads a 20,000-row table whole and hashes it rather than probe a batch's keys, 2-5x the time on data in
-    memory; the store's connections price a probe at 1.1 and stay on the indexes."""
+    memory; the resolver's batch transaction prices a probe at resolver_random_page_cost (1.1) and stays on
+    the indexes."""
     await load(conn, MIDDLE)
     await conn.execute("SET plan_cache_mode = force_custom_plan")
-    assert await conn.fetchval("SHOW random_page_cost") == "4"
-    on_default = {hot.name for i, hot in enumerate(HOT)
+    await conn.execute("SET random_page_cost = 4")  # PostgreSQL's default, whatever this server's
+    on_default = {hot.name for i, hot in enumerate(RESOLVER)
                   if full_reads(await explain(conn, await prepare(conn, f"default_{i}", hot.sql), hot.args(MIDDLE)))}
-    assert {"resolver lookup", "resolver lock profiles", "golden refresh", "messages claim"} <= on_default
+    assert {"resolver lookup", "resolver lock profiles", "golden refresh"} <= on_default
 
-    store = Store(pg_dsn, pool_size=1)
-    await store.start()
-    try:
-        async with store.pool.acquire() as pooled:
-            assert await pooled.fetchval("SHOW random_page_cost") == "1.1"
-            wrong = {}
-            for i, hot in enumerate(HOT):
-                plan = await explain(pooled, await prepare(pooled, f"store_{i}", hot.sql), hot.args(MIDDLE))
-                if reads := full_reads(plan):
-                    wrong[hot.name] = reads
-            assert wrong == {}, f"on {MIDDLE:,} rows per table:\n" + "\n".join(
-                f"  {name}: {reads}" for name, reads in wrong.items())
-    finally:
-        await store.stop()
+    wrong = {}
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL random_page_cost = {Settings().resolver_random_page_cost}")
+        for i, hot in enumerate(RESOLVER):
+            plan = await explain(conn, await prepare(conn, f"batch_{i}", hot.sql), hot.args(MIDDLE))
+            if reads := full_reads(plan):
+                wrong[hot.name] = reads
+    assert wrong == {}, f"on {MIDDLE:,} rows per table:\n" + "\n".join(
+        f"  {name}: {reads}" for name, reads in wrong.items())
+    assert await conn.fetchval("SHOW random_page_cost") == "4"  # SET LOCAL: the transaction's only
+
+
+async def test_the_identity_graph_prices_probes_in_its_batch_transaction_only(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    lookup = ProfileRepository.lookup
+
+    async def spying(conn: asyncpg.Connection, *args: Any) -> Any:
+        seen.append(await conn.fetchval("SHOW random_page_cost"))
+        return await lookup(conn, *args)
+
+    monkeypatch.setattr(ProfileRepository, "lookup", staticmethod(spying))
+    servers = await store.fetchval("SHOW random_page_cost")
+    assert servers != "1.1"
+    event = Event.model_validate({"type": "customer.updated", "source": "crm", "occurred_at": T0.isoformat(),
+                                  "identities": [{"kind": "email", "value": "anna@example.ru"}]})
+    await IdentityGraph(store.pool, random_page_cost=1.1).resolve([event])
+    await IdentityGraph(store.pool).resolve([event])
+    assert seen == ["1.1", servers]
+    assert await store.fetchval("SHOW random_page_cost") == servers
 
 
 @pytest.mark.parametrize(("update", "expected"), [
-    ({}, "1.1"),
-    ({"postgres_random_page_cost": 2.0}, "2"),
-    ({"postgres_random_page_cost": None}, "4"),  # the server's
-    ({"dialect": "greenplum"}, "4"),
+    ({}, 1.1),
+    ({"resolver_random_page_cost": 2.0}, 2.0),
+    ({"resolver_random_page_cost": None}, None),  # the server's
+    ({"dialect": "greenplum"}, None),
 ])
-async def test_the_planner_cost_the_settings_give_the_stores_connections(
-        pg_dsn: str, update: dict[str, Any], expected: str) -> None:
-    from cdp_hub.config import Settings
-
-    store = Store.for_settings(Settings(postgres_dsn=pg_dsn, **update), pool_size=1)
-    await store.start()
-    try:
-        assert await store.fetchval("SHOW random_page_cost") == expected
-    finally:
-        await store.stop()
+def test_the_probe_cost_the_settings_give_the_resolver(update: dict[str, Any], expected: float | None) -> None:
+    assert Settings(**update).resolver_probe_cost == expected
 
 
 def _identity_reads(plan: dict[str, Any]) -> set[str]:

@@ -166,7 +166,8 @@ def build_stage(hub: Hub, name: str, **options: Any) -> Stage[Any]:
                                   low_stock=settings.catalogue_low_stock)
         return ResolverStage(ctx, profiles=ProfileRepository(hub.store), normalization=settings.normalization,
                              rules=options.get("rules"), consents=ConsentRepository(hub.store),
-                             catalogue=catalogue, omit=frozenset(settings.profile_events_omit))
+                             catalogue=catalogue, omit=frozenset(settings.profile_events_omit),
+                             random_page_cost=settings.resolver_probe_cost)
     if name == "triggers":
         scenarios = options.get("scenarios")
         if scenarios is None:

@@ -480,11 +480,19 @@ class IdentityGraph:
     """
 
     def __init__(self, pool: asyncpg.Pool, rules: IdentityRules | None = None,
-                 options: NormalizationOptions = DEFAULT_OPTIONS) -> None:
+                 options: NormalizationOptions = DEFAULT_OPTIONS, *,
+                 random_page_cost: float | None = None) -> None:
         self.pool = pool
         self.rules = rules or IdentityRules()
         self.options = options
         self._blocked = self.rules.blocked_set(options)
+        # A batch probes a few hundred keys into indexes in memory; at the server's default price of a probe
+        # (random_page_cost 4, a spinning disk's) the planner reads tables of tens of thousands of rows whole
+        # instead: 2-5x the time per statement, the resolver's PostgreSQL CPU per event 1.4x (docs/operations.md,
+        # "Query plans"). SET LOCAL: the batch's transaction only, never the pool's other users (segment
+        # recomputes, reports: whole-table aggregates that the cheaper probe made up to 3x slower).
+        self._probe_cost = (f"SET LOCAL random_page_cost = {float(random_page_cost)!r}"
+                            if random_page_cost is not None else None)
 
     def usable_keys(self, event: Event) -> list[Key]:
         """The event's identities that may link profiles, strongest kind first."""
@@ -529,6 +537,8 @@ class IdentityGraph:
             for attempt in range(1, _MAX_ATTEMPTS + 1):
                 try:
                     async with conn.transaction():
+                        if self._probe_cost is not None:
+                            await conn.execute(self._probe_cost)
                         result = await self._resolve(conn, items)
                     result.attempts = attempt
                     return result

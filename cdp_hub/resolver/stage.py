@@ -163,8 +163,11 @@ class ResolverStage(Stage[ResolverInput]):
 
     def __init__(self, ctx: StageContext, *, profiles: ProfileRepository, normalization: NormalizationOptions,
                  rules: IdentityRules | None = None, consents: ConsentRepository | None = None,
-                 catalogue: CatalogueStep | None = None, omit: frozenset[str] = frozenset()) -> None:
+                 catalogue: CatalogueStep | None = None, omit: frozenset[str] = frozenset(),
+                 random_page_cost: float | None = None) -> None:
         super().__init__(ctx)
+        self.random_page_cost = random_page_cost
+        """The planner's price of an index probe in the batch transactions (settings.resolver_random_page_cost)."""
         self.omit = omit
         """Event types stored but not passed on to ``cdp.profile-events`` (settings.profile_events_omit)."""
         self.profiles = profiles
@@ -195,7 +198,8 @@ class ResolverStage(Stage[ResolverInput]):
     @property
     def graph(self) -> IdentityGraph:
         if self._graph is None:
-            self._graph = IdentityGraph(self.profiles.store.pool, self.rules, self.normalization)
+            self._graph = IdentityGraph(self.profiles.store.pool, self.rules, self.normalization,
+                                        random_page_cost=self.random_page_cost)
         return self._graph
 
     def decode(self, record: Record) -> ResolverInput:

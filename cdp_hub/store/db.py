@@ -19,7 +19,7 @@ from cdp_hub.store.migrations import Dialect, Migration, apply_migrations
 if TYPE_CHECKING:
     from cdp_hub.config import Settings
 
-__all__ = ["DEFAULT_RANDOM_PAGE_COST", "RollbackStore", "Store", "embedded_dsn", "open_store", "server_settings"]
+__all__ = ["RollbackStore", "Store", "embedded_dsn", "open_store"]
 
 
 def embedded_dsn(data_dir: Path) -> str:
@@ -51,22 +51,6 @@ _SERVER_SETTINGS: dict[str, dict[str, str]] = {
     "postgres": {"plan_cache_mode": "force_custom_plan"},
     "greenplum": {},
 }
-# PostgreSQL's default random_page_cost (4) prices an index probe as a read from a spinning disk. The hub's hot
-# statements probe a batch's few hundred keys into tables whose indexes are in memory, and at that price the
-# planner prefers to read a table of tens of thousands of rows whole and hash it: 2-5x the time of the probes
-# (measured per statement at 20,000 rows per table, tests/test_sql_plans.py), and the resolver's PostgreSQL CPU
-# per event halved with the probes (bench/resolver_stream.py, docs/scaling.md). 1.1 is the usual value for
-# SSDs and cached data; None keeps the server's (`postgres_random_page_cost`, docs/operations.md).
-DEFAULT_RANDOM_PAGE_COST = 1.1
-
-
-def server_settings(dialect: Dialect, random_page_cost: float | None = DEFAULT_RANDOM_PAGE_COST) -> dict[str, str]:
-    """The parameters the hub's connections open with, for ``dialect``. Greenplum's planner costs are its own
-    (and GPORCA ignores random_page_cost): that dialect keeps the server's."""
-    settings = dict(_SERVER_SETTINGS[dialect])
-    if dialect == "postgres" and random_page_cost is not None:
-        settings["random_page_cost"] = repr(float(random_page_cost))
-    return settings
 
 
 class _PooledConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no stubs: its base is Any
@@ -104,22 +88,19 @@ class Store(AsyncLifecycle):
     """The database. ``start()`` opens the pool, ``stop()`` closes it; ``migrate()`` applies migrations."""
 
     def __init__(self, dsn: str, *, dialect: Dialect = "postgres", pool_size: int = 10,
-                 data_dir: Path | None = None,
-                 random_page_cost: float | None = DEFAULT_RANDOM_PAGE_COST) -> None:
+                 data_dir: Path | None = None) -> None:
         self._dsn = dsn
         self.dialect: Dialect = dialect
         self._pool_size = pool_size
-        self._server_settings = server_settings(dialect, random_page_cost)
         self._data_dir = data_dir or Path(".cdp-hub")
         self._pool: asyncpg.Pool | None = None
 
     @classmethod
     def for_settings(cls, settings: Settings, *, pool_size: int | None = None) -> Store:
-        """The store ``settings`` describe (DSN, dialect, planner cost, data directory); ``pool_size``
-        defaults to ``postgres_pool_size``."""
+        """The store ``settings`` describe (DSN, dialect, data directory); ``pool_size`` defaults to
+        ``postgres_pool_size``."""
         return cls(settings.postgres_dsn, dialect=settings.dialect, data_dir=settings.data_dir,
-                   pool_size=settings.postgres_pool_size if pool_size is None else pool_size,
-                   random_page_cost=settings.postgres_random_page_cost)
+                   pool_size=settings.postgres_pool_size if pool_size is None else pool_size)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -139,7 +120,7 @@ class Store(AsyncLifecycle):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, init=_init_connection, command_timeout=120,
-                server_settings=self._server_settings, connection_class=_PooledConnection,
+                server_settings=_SERVER_SETTINGS[self.dialect], connection_class=_PooledConnection,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ConfigurationError(

@@ -589,7 +589,7 @@ class BulkImporter:
 
     async def _stream(self, bodies: list[str], summary: ImportSummary) -> None:
         """Records of components the rules must judge: through the streaming resolver, in time order."""
-        graph = IdentityGraph(self.hub.store.pool, self.rules)
+        graph = IdentityGraph(self.hub.store.pool, self.rules, random_page_cost=self.hub.settings.resolver_probe_cost)
         events = [parse_event(b, options=self.builder.options) for b in bodies]
         for i in range(0, len(events), 500):
             result = await graph.resolve(events[i:i + 500])
