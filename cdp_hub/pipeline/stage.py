@@ -80,6 +80,11 @@ class StageContext:
     """Another consumer group's uncommitted records of a topic (:meth:`Bus.group_lag
     <cdp_hub.bus.base.Bus.group_lag>`): the triggers stage holds its timers while the resolver is behind."""
 
+    def group_of(self, stage: str) -> str:
+        """The consumer group of the stage named ``stage`` in this deployment. The topic prefix names a
+        deployment (or a test run): its groups must not mix with another's."""
+        return f"{self.group_prefix}cdp-hub.{stage}"
+
 
 @dataclass(frozen=True, slots=True)
 class Decoded(Generic[T]):
@@ -100,8 +105,7 @@ class Stage(abc.ABC, Generic[T]):
 
     @property
     def group(self) -> str:
-        # The topic prefix names a deployment (or a test run): its groups must not mix with another's.
-        return f"{self.ctx.group_prefix}cdp-hub.{self.name}"
+        return self.ctx.group_of(self.name)
 
     @property
     @abc.abstractmethod

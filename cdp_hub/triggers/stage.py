@@ -912,7 +912,7 @@ class TriggerStage(Stage[Event | PassingEvent]):
         self._backlog_read_at = mono
         try:
             async with asyncio.timeout(BACKLOG_READ_SECONDS):
-                lag = await read(f"{self.ctx.group_prefix}cdp-hub.resolver", self.ctx.topics.events)
+                lag = await read(self.ctx.group_of("resolver"), self.ctx.topics.events)
         except Exception:  # a guard, not a dependency (the timers' own reads report an outage): as it was
             log.debug("reading the resolver's backlog failed", exc_info=True)
             return self._held_behind is not None
