@@ -80,7 +80,7 @@ schema: install
 bench: install
 	@mkdir -p .services
 	bash scripts/services.sh up > .services/env
-	. ./.services/env && for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	. ./.services/env && for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -67,9 +67,10 @@ import asyncpg
 import httpx
 import orjson
 import psutil
+from _topics import delete_topics  # bench/ is the script's directory
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from ingest_http import _backends  # bench/ is the script's directory
+from ingest_http import _backends
 from resolver_stream import _drop_db, _fresh_db
 
 KAFKA = os.environ.get("CDP_HUB_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -632,6 +633,7 @@ async def measure_mode(mode: str, args: argparse.Namespace, t_offset: float) -> 
         await load.close()
         await lag.stop()
         hub.stop()
+        await delete_topics(KAFKA, hub.prefix)
         await _drop_db(database)
         await _flush_redis(redis_url)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -48,7 +48,8 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
-from resolver_stream import _drop_db, _fresh_db, _proc_cpu, _until  # bench/ is the script's directory
+from _topics import delete_topics  # bench/ is the script's directory
+from resolver_stream import _drop_db, _fresh_db, _proc_cpu, _until
 
 KEY = "wk-bench"
 WARMUP = 20
@@ -130,6 +131,8 @@ def _serve_hub(bus: str, port: int, dsn: str) -> None:
                 await server.serve()
             finally:
                 await _drop_keys(hotstate)
+                if settings.topic_prefix:
+                    await delete_topics(settings.kafka_bootstrap, settings.topic_prefix)
 
     asyncio.run(main())
 
@@ -406,6 +409,7 @@ async def _resolver_on_kafka(events: list[Any]) -> dict[str, float]:
             await running
             await _drop_keys(hotstate)
     finally:
+        await delete_topics(settings.kafka_bootstrap, prefix)
         await _drop_db(database)
     if done < len(events) - first:
         raise SystemExit(f"resolver on Kafka: {done} of {len(events) - first} events within 120 s")

@@ -73,8 +73,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+from _topics import delete_topics  # bench/ is the script's directory
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from resolver_stream import _until  # bench/ is the script's directory
+from resolver_stream import _until
 
 from cdp_hub.bus.base import OutgoingMessage, Record
 from cdp_hub.bus.provenance import EVENT_SCHEMA, hub_headers
@@ -371,6 +372,7 @@ async def run(n_scenarios: int, *, rate: int, seconds: float, delay: str, busy: 
         if keys:
             await hub.hotstate.redis.delete(*keys)
         await hub.stop()
+        await delete_topics(KAFKA, prefix)
         admin = await asyncpg.connect(DSN)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
